@@ -1,0 +1,1 @@
+"""Pieces every model shares: devices, images, checkpoints, jobs, quality measures."""

@@ -1,0 +1,243 @@
+"""Checkpoints: safetensors weights plus a JSON config, written atomically.
+
+A model file ``NAME.safetensors`` carries its config (JSON) in the safetensors
+header metadata, so one file is self-describing; a readable copy is written
+beside it as ``NAME.json``. Nothing is ever unpickled.
+
+Training state for resuming (optimizer moments, step, RNG states) goes into a
+separate ``NAME.train.safetensors`` through ``save_training_state``: nested
+dicts/lists are flattened, tensors into safetensors and everything else into
+JSON metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+_MAGIC = "neural_textures"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, of the wrong kind or incompatible."""
+
+
+def _atomic_save_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
+    from safetensors.torch import save as st_save
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # clone().contiguous() so shared/strided storage (tied weights, views) serialises.
+    blob = st_save({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, metadata=metadata)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], config: dict[str, Any],
+                    kind: str) -> Path:
+    """Save model weights + config. ``kind`` names the model ("texture_gan", ...)."""
+    from .. import __version__
+
+    p = Path(path)
+    if p.suffix != ".safetensors":
+        raise CheckpointError(f"model files must end in .safetensors, got {p.name}")
+    full_config = {"format": _MAGIC, "format_version": FORMAT_VERSION, "kind": kind,
+                   "core_version": __version__, **config}
+    text = json.dumps(full_config, indent=2, sort_keys=True, default=_json_default)
+    _atomic_save_tensors(tensors, {"format": _MAGIC, "kind": kind, "config": text}, p)
+    _atomic_write_text(p.with_suffix(".json"), text + "\n")
+    return p
+
+
+def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Only the config, without loading any weights (for model lists and UIs)."""
+    p = Path(path)
+    _check_file(p)
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+    except Exception as exc:
+        raise CheckpointError(f"{p.name} is not a valid safetensors file (corrupt or truncated): {exc}") from exc
+    return _parse_metadata(p, metadata)
+
+
+def load_checkpoint(path: str | os.PathLike, expected_kind: str | None = None,
+                    device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load weights and config; raise CheckpointError with a clear reason on any problem."""
+    p = Path(path)
+    _check_file(p)
+    from safetensors.torch import load_file
+
+    config = read_checkpoint_config(p)
+    if expected_kind is not None and config.get("kind") != expected_kind:
+        raise CheckpointError(f"{p.name} is a {config.get('kind')!r} model, but a {expected_kind!r} model is needed")
+    try:
+        tensors = load_file(str(p), device=str(device))
+    except Exception as exc:
+        raise CheckpointError(f"{p.name}: weights could not be read (corrupt or truncated): {exc}") from exc
+    return tensors, config
+
+
+def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], name: str) -> None:
+    """``load_state_dict`` that reports shape/key mismatches as CheckpointError."""
+    try:
+        module.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{name}: weights do not match the architecture in its config ({first})") from exc
+
+
+def _check_file(p: Path) -> None:
+    if not p.exists():
+        raise CheckpointError(f"model file not found: {p}")
+    if p.is_dir():
+        raise CheckpointError(f"{p} is a folder, not a model file")
+    with open(p, "rb") as fh:
+        head = fh.read(16)
+    if head[:2] == b"\x80\x02" or head[:4] == b"PK\x03\x04":
+        raise CheckpointError(f"{p.name} looks like a pickled PyTorch checkpoint; only .safetensors model "
+                              "files are accepted (pickles can run arbitrary code)")
+    if len(head) < 8:
+        raise CheckpointError(f"{p.name} is too short to be a safetensors file (corrupt or truncated)")
+
+
+def _parse_metadata(p: Path, metadata: dict[str, str]) -> dict[str, Any]:
+    if metadata.get("format") != _MAGIC or "config" not in metadata:
+        raise CheckpointError(f"{p.name} is a safetensors file but not a model saved by this add-on "
+                              "(no config in its header)")
+    try:
+        config = json.loads(metadata["config"])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{p.name}: the config in its header is not valid JSON ({exc})") from exc
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{p.name} was saved by a newer version (format {version}); update the add-on")
+    return config
+
+
+# --------------------------------------------------------------------------- training state
+
+def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        key = prefix or "_root"
+        tensors[key] = obj
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        if not all(isinstance(k, (str, int)) for k in obj):
+            raise TypeError("training state dict keys must be str or int")
+        return {"__dict__": [[k, _flatten(v, f"{prefix}.{k}" if prefix else str(k), tensors)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return {"__list__": [_flatten(v, f"{prefix}.{i}" if prefix else str(i), tensors) for i, v in enumerate(obj)],
+                "tuple": isinstance(obj, tuple)}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} in a training state")
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__dict__" in obj:
+            return {k: _unflatten(v, tensors) for k, v in obj["__dict__"]}
+        if "__list__" in obj:
+            items = [_unflatten(v, tensors) for v in obj["__list__"]]
+            return tuple(items) if obj.get("tuple") else items
+    return obj
+
+
+def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Atomically save nested training state (optimizer state dicts, step, RNG states...)."""
+    p = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    structure = _flatten(state, "", tensors)
+    _atomic_save_tensors(tensors, {"format": _MAGIC, "kind": "training_state",
+                                   "structure": json.dumps(structure)}, p)
+    return p
+
+
+def load_training_state(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Any]:
+    p = Path(path)
+    _check_file(p)
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+        if metadata.get("kind") != "training_state":
+            raise CheckpointError(f"{p.name} is not a training-state file")
+        tensors = load_file(str(p), device=str(device))
+        return _unflatten(json.loads(metadata["structure"]), tensors)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"{p.name}: training state could not be read (corrupt or truncated): {exc}") from exc
+
+
+def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Everything needed to continue random streams exactly after a resume."""
+    state = {"torch": torch.get_rng_state()}
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if generator is not None and "generator" in state:
+        generator.set_state(state["generator"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def fingerprint_files(paths) -> str:
+    """SHA-256 over the training files' bytes, in order: the 'data fingerprint' in configs."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint_arrays(arrays) -> str:
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(str(a.shape).encode())
+        digest.update(a.astype("float32").tobytes())
+    return digest.hexdigest()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")

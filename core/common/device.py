@@ -1,0 +1,77 @@
+"""Device selection: CUDA, then MPS, then CPU, unless the caller asks for one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+
+
+def pick_device(preference: str | torch.device | None = None) -> torch.device:
+    """Return the device to run on.
+
+    ``preference`` is ``"auto"`` (or None), ``"cuda"``, ``"mps"``, ``"cpu"`` or a
+    torch.device. The environment variable ``NEURAL_TEXTURES_DEVICE`` overrides
+    ``auto`` so tests and CI can pin the CPU. Asking for an unavailable device is
+    an error, not a silent fallback: the artist chose it on purpose.
+    """
+    if isinstance(preference, torch.device):
+        return preference
+    pref = (preference or "auto").lower()
+    if pref == "auto":
+        pref = os.environ.get("NEURAL_TEXTURES_DEVICE", "auto").lower()
+    if pref == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if pref.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError("CUDA was requested but this PyTorch build sees no CUDA GPU "
+                               f"(torch {torch.__version__}). Choose 'auto' or 'cpu'.")
+        return torch.device(pref)
+    if pref == "mps":
+        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise RuntimeError("MPS was requested but is not available on this machine. Choose 'auto' or 'cpu'.")
+        return torch.device("mps")
+    if pref == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"Unknown device {preference!r}; expected one of {', '.join(DEVICE_CHOICES)}")
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """Mixed precision where it is safe: fp16/bf16 autocast on CUDA, nothing elsewhere.
+
+    CPU autocast to bf16 is slower than fp32 on most CPUs and MPS autocast is
+    still patchy, so both run in fp32.
+    """
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for the allocator errors after which tiling or the CPU may still succeed."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "mps backend out of memory" in text
+
+
+def free_device_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
+
+
+def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch.Generator seeded for exact reproducibility (never the global RNG)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    return gen

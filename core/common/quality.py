@@ -1,0 +1,189 @@
+"""Weight-free quality measures used by tests, the benchmark and training.
+
+* ``seam_score``: how visible the wrap-around border is (1.0 = seamless).
+* ``texture_stats_distance``: sliced Wasserstein distance between the feature
+  distributions of two images under a fixed, seeded random-filter network
+  (multi-scale). Random conv features capture texture statistics well (Ustyuzhaninov
+  et al. 2017, "What does it take to generate natural textures?").
+* ``copy_check``: flags outputs that merely reproduce exemplar crops.
+
+All take float HxWx3 numpy arrays in [0, 1] (sRGB-encoded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .images import to_tensor
+
+
+# --------------------------------------------------------------------------- seams
+
+def seam_scores(rgb: np.ndarray) -> tuple[float, float]:
+    """(horizontal, vertical) seam ratios.
+
+    Horizontal: mean |difference| across the left/right wrap border divided by the
+    mean |difference| between horizontally neighbouring columns inside the image.
+    1.0 means the wrap border looks like any other column boundary; a visible
+    seam scores well above 1.
+    """
+    a = np.asarray(rgb, dtype=np.float64)
+    inner_x = np.abs(np.diff(a, axis=1)).mean()
+    seam_x = np.abs(a[:, 0] - a[:, -1]).mean()
+    inner_y = np.abs(np.diff(a, axis=0)).mean()
+    seam_y = np.abs(a[0] - a[-1]).mean()
+    eps = 1e-8
+    return float(seam_x / (inner_x + eps)), float(seam_y / (inner_y + eps))
+
+
+def seam_score(rgb: np.ndarray) -> float:
+    """The worse of the two axes' seam ratios (``seam_scores``)."""
+    return max(seam_scores(rgb))
+
+
+# --------------------------------------------------------------------------- statistics
+
+class RandomFeatureNet(nn.Module):
+    """A fixed, seeded multi-scale random-filter network (no downloaded weights).
+
+    At each of ``scales`` resolutions: two 3x3 conv + ReLU layers with random
+    (Kaiming) weights, giving ``width`` channels. Features from every scale are
+    returned separately so callers can compare distributions per scale.
+    """
+
+    def __init__(self, width: int = 32, scales: int = 3, seed: int = 1234):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.scales = scales
+        self.blocks = nn.ModuleList()
+        for _ in range(scales):
+            c1 = nn.Conv2d(3, width, 3, padding=1, padding_mode="circular")
+            c2 = nn.Conv2d(width, width, 3, padding=1, padding_mode="circular")
+            for conv in (c1, c2):
+                fan_in = conv.in_channels * 9
+                with torch.no_grad():
+                    conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+                    conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.1)
+            self.blocks.append(nn.Sequential(c1, nn.ReLU(), c2, nn.ReLU()))
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        # Centre inputs so random filters respond to structure, not mean colour alone.
+        x = x * 2.0 - 1.0
+        for i, block in enumerate(self.blocks):
+            if i > 0:
+                x = F.avg_pool2d(x, 2)
+            feats.append(torch.cat([block(x), x], dim=1))
+        return feats
+
+
+_FEATURE_NETS: dict[tuple, RandomFeatureNet] = {}
+
+
+def feature_net(device: torch.device | str = "cpu", width: int = 32, scales: int = 3) -> RandomFeatureNet:
+    key = (str(device), width, scales)
+    if key not in _FEATURE_NETS:
+        _FEATURE_NETS[key] = RandomFeatureNet(width, scales).to(device).eval()
+    return _FEATURE_NETS[key]
+
+
+def sliced_wasserstein(feats_a: torch.Tensor, feats_b: torch.Tensor, n_projections: int = 64,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sliced Wasserstein-2 distance between two feature maps' distributions.
+
+    ``feats_*``: NxCxHxW (sizes may differ). Differentiable w.r.t. both inputs, so
+    it also serves as a training loss (Heitz et al. 2021).
+    """
+    c = feats_a.shape[1]
+    a = feats_a.permute(1, 0, 2, 3).reshape(c, -1)
+    b = feats_b.permute(1, 0, 2, 3).reshape(c, -1)
+    directions = torch.randn(n_projections, c, generator=generator, device="cpu").to(a.device, a.dtype)
+    directions = directions / directions.norm(dim=1, keepdim=True)
+    pa = torch.sort(directions @ a, dim=1).values
+    pb = torch.sort(directions @ b, dim=1).values
+    if pa.shape[1] != pb.shape[1]:
+        # Compare quantiles when the sample counts differ.
+        n = min(pa.shape[1], pb.shape[1])
+        qa = torch.linspace(0, pa.shape[1] - 1, n, device=a.device).round().long()
+        qb = torch.linspace(0, pb.shape[1] - 1, n, device=a.device).round().long()
+        pa, pb = pa[:, qa], pb[:, qb]
+    return ((pa - pb) ** 2).mean()
+
+
+@torch.no_grad()
+def texture_stats_distance(image: np.ndarray, reference: np.ndarray, seed: int = 0,
+                           max_side: int = 512, n_projections: int = 64) -> float:
+    """Distance between texture statistics of ``image`` and ``reference`` (lower is closer).
+
+    Images larger than ``max_side`` are centre-cropped (not resized: resizing
+    changes the statistics being compared). Deterministic for a given seed.
+    """
+    net = feature_net("cpu")
+    gen = torch.Generator().manual_seed(seed)
+    xa = to_tensor(_crop(image, max_side))
+    xb = to_tensor(_crop(reference, max_side))
+    total = 0.0
+    for fa, fb in zip(net(xa), net(xb)):
+        total += float(sliced_wasserstein(fa, fb, n_projections, gen))
+    return total / net.scales
+
+
+def _crop(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    top, left = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
+    return np.asarray(rgb[top: top + max_side, left: left + max_side, :3], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- copies
+
+@dataclass
+class CopyReport:
+    copied_fraction: float  # share of sampled patches that match an exemplar patch almost exactly
+    median_distance: float  # median nearest-neighbour distance, relative to patch variance
+    is_copy: bool
+
+    def as_dict(self) -> dict:
+        return {"copied_fraction": self.copied_fraction, "median_distance": self.median_distance,
+                "is_copy": self.is_copy}
+
+
+@torch.no_grad()
+def copy_check(generated: np.ndarray, exemplars: list[np.ndarray], patch: int = 16, samples: int = 64,
+               threshold: float = 0.02, copy_fraction: float = 0.5, seed: int = 0) -> CopyReport:
+    """Does ``generated`` merely reproduce exemplar crops?
+
+    Samples ``samples`` patches of ``patch`` px from ``generated`` and finds each
+    one's nearest patch (any offset) in the exemplars, by mean squared error
+    divided by the patch's own variance. A patch closer than ``threshold`` is a
+    copy; the image is flagged when more than ``copy_fraction`` of patches are.
+    A random crop of an exemplar scores ~1.0 copied; a genuinely new texture ~0.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    g = to_tensor(generated[..., :3])
+    _, c, h, w = g.shape
+    ys = torch.randint(0, h - patch + 1, (samples,), generator=gen)
+    xs = torch.randint(0, w - patch + 1, (samples,), generator=gen)
+    patches = torch.stack([g[0, :, y: y + patch, x: x + patch] for y, x in zip(ys.tolist(), xs.tolist())])
+    p_norm = (patches ** 2).sum(dim=(1, 2, 3))
+    p_var = patches.var(dim=(1, 2, 3), unbiased=False).clamp_min(1e-4)
+    best = torch.full((samples,), float("inf"))
+    n = patch * patch * c
+    ones = torch.ones(1, c, patch, patch)
+    for ex in exemplars:
+        e = to_tensor(ex[..., :3])
+        if min(e.shape[-2:]) < patch:
+            continue
+        cross = F.conv2d(e, patches)  # 1 x samples x H' x W'
+        e_norm = F.conv2d(e ** 2, ones)  # 1 x 1 x H' x W'
+        sq = (e_norm - 2 * cross + p_norm.view(1, -1, 1, 1)).clamp_min(0) / n
+        best = torch.minimum(best, sq.flatten(2).min(dim=2).values[0])
+    rel = best / p_var
+    copied = float((rel < threshold).float().mean())
+    return CopyReport(copied, float(rel.median()), copied > copy_fraction)

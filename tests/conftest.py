@@ -1,0 +1,40 @@
+"""Shared pytest setup: CPU, few threads, seeded, fixtures for data paths."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("NEURAL_TEXTURES_DEVICE", "cpu")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+SHARED = ROOT.parent / "shared"
+STYLES_DIR = SHARED / "data" / "styles"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one)")
+    config.addinivalue_line("markers", "slow: long-running; still part of the default run unless deselected")
+    config.addinivalue_line("markers", "blender: needs the bpy module")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="no CUDA GPU on this machine")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def styles_dir() -> Path:
+    if not STYLES_DIR.is_dir():
+        pytest.skip(f"style paintings not found at {STYLES_DIR}")
+    return STYLES_DIR
