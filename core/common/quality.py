@@ -30,7 +30,9 @@ def seam_scores(rgb: np.ndarray) -> tuple[float, float]:
     Horizontal: mean |difference| across the left/right wrap border divided by the
     mean |difference| between horizontally neighbouring columns inside the image.
     1.0 means the wrap border looks like any other column boundary; a visible
-    seam scores well above 1.
+    seam scores well above 1. One border is one sample: on a single image the
+    score of a seamless texture fluctuates by a few percent (more for smooth,
+    low-frequency textures), so tight targets average over several images.
     """
     a = np.asarray(rgb, dtype=np.float64)
     inner_x = np.abs(np.diff(a, axis=1)).mean()

@@ -1,0 +1,231 @@
+"""The shared core pieces: images, checkpoints, quality measures, devices, jobs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.common import checkpoints as ck
+from core.common import images as im
+from core.common import procedural, quality
+from core.common.device import pick_device, seeded_generator
+from core.common.jobs import CancelToken, JobCancelled, Progress
+
+
+# --------------------------------------------------------------------------- images
+
+def test_png_roundtrip_8_and_16_bit(tmp_path):
+    rgb = np.random.default_rng(0).random((37, 53, 3)).astype(np.float32)
+    for depth, tol in ((8, 0.5 / 255 + 1e-6), (16, 0.5 / 65535 + 1e-6)):
+        path = im.save_image(tmp_path / f"x{depth}.png", rgb, bit_depth=depth)
+        assert np.abs(Image.open(path).convert("RGB").size[0] - 53) == 0
+        back = im.load_image(path)
+        assert back.rgb.shape == (37, 53, 3)
+        if depth == 8:
+            assert np.abs(back.rgb - rgb).max() <= tol
+
+
+def test_grayscale_16bit_keeps_precision_and_becomes_rgb(tmp_path):
+    grey = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "g16.png")
+    data = im.load_image(tmp_path / "g16.png")
+    assert data.bit_depth == 16 and data.rgb.shape == (64, 64, 3)
+    np.testing.assert_allclose(data.rgb[..., 0], grey / 65535.0, atol=1e-6)
+    assert np.array_equal(data.rgb[..., 0], data.rgb[..., 2])
+
+
+def test_rgba_alpha_and_palette(tmp_path):
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[..., 3] = np.arange(16, dtype=np.uint8)[None, :] * 16
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    data = im.load_image(tmp_path / "a.png")
+    assert data.alpha is not None and data.alpha.shape == (16, 16)
+    np.testing.assert_allclose(data.alpha[0], np.arange(16) * 16 / 255, atol=1e-6)
+    Image.fromarray(rgba[..., :3], "RGB").convert("P").save(tmp_path / "p.png")
+    assert im.load_image(tmp_path / "p.png").rgb.shape == (16, 16, 3)
+
+
+def test_exr_and_npy_are_linear_and_roundtrip(tmp_path):
+    pytest.importorskip("OpenEXR")
+    lin = np.random.default_rng(1).random((20, 24, 3)).astype(np.float32) * 4.0  # HDR values > 1
+    for name in ("f.exr", "f.npy"):
+        im.save_image(tmp_path / name, im.image_from_array(lin, "linear"))
+        data = im.load_image(tmp_path / name)
+        assert data.colorspace == "linear"
+        np.testing.assert_allclose(data.rgb, lin, rtol=1e-6)
+    srgb = im.to_srgb(data)
+    assert srgb.colorspace == "srgb" and srgb.rgb.max() <= 1.0
+
+
+def test_colour_conversions_invert():
+    x = np.linspace(0, 1, 101, dtype=np.float32)
+    np.testing.assert_allclose(im.linear_to_srgb(im.srgb_to_linear(x)), x, atol=1e-5)
+    assert abs(float(im.srgb_to_linear(np.float32(0.5))) - 0.21404) < 1e-4
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty"),
+    (b"\x89PNG\r\n\x1a\n" + b"garbage" * 10, "could not be read|not an image"),
+    (b"hello world, not an image at all", "not an image"),
+])
+def test_corrupt_files_give_clear_errors(tmp_path, content, message):
+    path = tmp_path / "bad.png"
+    path.write_bytes(content)
+    with pytest.raises(im.ImageError, match=message):
+        im.load_image(path)
+
+
+def test_truncated_png_and_missing_file(tmp_path):
+    good = im.save_image(tmp_path / "g.png", np.random.default_rng(0).random((64, 64, 3)))
+    data = good.read_bytes()
+    (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(im.ImageError):
+        im.load_image(tmp_path / "t.png")
+    with pytest.raises(im.ImageError, match="not found"):
+        im.load_image(tmp_path / "nope.png")
+
+
+def test_oversized_and_tiny_images_are_rejected_before_decoding(tmp_path):
+    Image.new("RGB", (300, 300)).save(tmp_path / "big.png")
+    with pytest.raises(im.ImageError, match="more than the limit"):
+        im.load_image(tmp_path / "big.png", max_pixels=200 * 200)
+    Image.new("RGB", (4, 4)).save(tmp_path / "tiny.png")
+    with pytest.raises(im.ImageError, match="at least"):
+        im.load_image(tmp_path / "tiny.png")
+
+
+def test_nan_arrays_rejected():
+    a = np.zeros((16, 16, 3), np.float32)
+    a[3, 3, 1] = np.nan
+    with pytest.raises(im.ImageError, match="NaN"):
+        im.image_from_array(a)
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
+    im.save_image(tmp_path / "o.png", np.zeros((8, 8, 3)))
+    assert [p.name for p in tmp_path.iterdir()] == ["o.png"]
+    with pytest.raises(im.ImageError, match="unsupported extension"):
+        im.save_image(tmp_path / "o.xyz", np.zeros((8, 8, 3)))
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def test_checkpoint_roundtrip_and_sidecar_json(tmp_path):
+    tensors = {"w": torch.randn(3, 4), "b": torch.arange(5)}
+    path = ck.save_checkpoint(tmp_path / "m.safetensors", tensors, {"width": 8}, kind="texture_gan")
+    loaded, config = ck.load_checkpoint(path, expected_kind="texture_gan")
+    assert torch.equal(loaded["w"], tensors["w"]) and torch.equal(loaded["b"], tensors["b"])
+    assert config["width"] == 8 and config["kind"] == "texture_gan"
+    assert json.loads((tmp_path / "m.json").read_text())["width"] == 8
+    assert ck.read_checkpoint_config(path)["format_version"] == ck.FORMAT_VERSION
+
+
+def test_wrong_kind_corrupt_and_pickled_checkpoints_are_refused(tmp_path):
+    path = ck.save_checkpoint(tmp_path / "m.safetensors", {"w": torch.ones(2)}, {}, kind="texture_vae")
+    with pytest.raises(ck.CheckpointError, match="texture_vae"):
+        ck.load_checkpoint(path, expected_kind="texture_gan")
+    blob = path.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(blob[: len(blob) - 5])
+    with pytest.raises(ck.CheckpointError, match="corrupt|truncated"):
+        ck.load_checkpoint(tmp_path / "cut.safetensors")
+    torch.save({"w": torch.ones(2)}, tmp_path / "p.safetensors")  # a zip pickle under the wrong name
+    with pytest.raises(ck.CheckpointError, match="pickle"):
+        ck.load_checkpoint(tmp_path / "p.safetensors")
+    from safetensors.torch import save_file
+    save_file({"w": torch.ones(2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(ck.CheckpointError, match="not a model saved by this add-on"):
+        ck.load_checkpoint(tmp_path / "foreign.safetensors")
+
+
+def test_training_state_roundtrip_with_optimizer_and_rng(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    gen = seeded_generator(5)
+    torch.rand(3, generator=gen)
+    state = {"step": 7, "optimizer": opt.state_dict(), "rng": ck.rng_state(gen), "names": ("a", "b"), "none": None}
+    ck.save_training_state(tmp_path / "s.train.safetensors", state)
+    back = ck.load_training_state(tmp_path / "s.train.safetensors")
+    assert back["step"] == 7 and back["names"] == ("a", "b") and back["none"] is None
+    opt2 = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt2.load_state_dict(back["optimizer"])
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    gen2 = torch.Generator()
+    ck.restore_rng_state(back["rng"], gen2)
+    assert torch.equal(torch.rand(3, generator=gen2), torch.rand(3, generator=gen))
+
+
+# --------------------------------------------------------------------------- quality
+
+def _periodic_noise(size: int, seed: int) -> np.ndarray:
+    """Low-pass filtered white noise through the FFT: periodic by construction."""
+    rng = np.random.default_rng(seed)
+    f = np.fft.fftfreq(size)
+    radius = np.sqrt(f[:, None] ** 2 + f[None, :] ** 2)
+    spectrum = np.fft.fft2(rng.standard_normal((size, size, 3)), axes=(0, 1)) * np.exp(-(radius / 0.15) ** 2)[..., None]
+    x = np.real(np.fft.ifft2(spectrum, axes=(0, 1)))
+    return ((x - x.min()) / (x.max() - x.min())).astype(np.float32)
+
+
+def test_seam_score_tells_tileable_from_not():
+    tileable = _periodic_noise(256, seed=2)
+    assert abs(quality.seam_score(tileable) - 1.0) < 0.15  # one boundary vs all: a few % noise
+    assert abs(quality.seam_score(np.roll(tileable, (40, 70), axis=(0, 1))) - 1.0) < 0.15
+    assert quality.seam_score(tileable[:, 5:150]) > 2.0  # a crop of it no longer wraps
+    assert quality.seam_score(procedural.bricks(128, seed=0)[:, 5:101]) > 2.0
+    ramp = np.tile(np.linspace(0, 1, 64, dtype=np.float32)[None, :, None], (64, 1, 3))
+    assert quality.seam_scores(ramp)[0] > 30  # a ramp jumps 1.0 across the wrap
+
+
+def test_stats_distance_orders_similar_before_different():
+    bricks_a = procedural.bricks(192, seed=0)
+    bricks_b = procedural.bricks(192, seed=1)
+    wood = procedural.wood(192, seed=0)
+    same = quality.texture_stats_distance(bricks_a, bricks_b)
+    other = quality.texture_stats_distance(bricks_a, wood)
+    assert same < other / 3
+    assert quality.texture_stats_distance(bricks_a, bricks_b) == same  # deterministic
+
+
+def test_stats_distance_is_differentiable():
+    net = quality.feature_net("cpu")
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    y = torch.rand(1, 3, 40, 40)
+    loss = sum(quality.sliced_wasserstein(a, b, 16, torch.Generator().manual_seed(0)) for a, b in zip(net(x), net(y)))
+    loss.backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_copy_check_flags_crops_not_new_textures():
+    ex = procedural.rust(160, seed=3)
+    assert quality.copy_check(ex[20:120, 30:130], [ex]).is_copy
+    report = quality.copy_check(procedural.rust(100, seed=4), [ex])
+    assert not report.is_copy and report.copied_fraction < 0.1
+
+
+# --------------------------------------------------------------------------- devices and jobs
+
+def test_device_helper_respects_preference(monkeypatch):
+    assert pick_device("cpu").type == "cpu"
+    monkeypatch.setenv("NEURAL_TEXTURES_DEVICE", "cpu")
+    assert pick_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match="Unknown device"):
+        pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            pick_device("cuda")
+
+
+def test_cancel_token_and_progress_fraction():
+    token = CancelToken()
+    token.raise_if_cancelled()
+    token.cancel()
+    with pytest.raises(JobCancelled):
+        token.raise_if_cancelled()
+    assert Progress(step=5, total=10).fraction == 0.5 and Progress(step=1, total=0).fraction == 0.0
