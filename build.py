@@ -72,8 +72,103 @@ def cmd_test(args: argparse.Namespace) -> int:
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode
 
 
+def _package_files() -> list[tuple[Path, str]]:
+    """(source, name in zip): the add-on at the zip root, core and models inside it."""
+    skip_dirs = {"__pycache__", ".pytest_cache"}
+    files: list[tuple[Path, str]] = []
+
+    def add_tree(src: Path, prefix: str, suffixes: tuple[str, ...] | None = None) -> None:
+        for path in sorted(src.rglob("*")):
+            rel = path.relative_to(src)
+            if path.is_dir() or any(part in skip_dirs for part in rel.parts) or path.suffix in (".pyc", ".tmp"):
+                continue
+            if any(part.startswith(".") for part in rel.parts):
+                continue
+            if suffixes is not None and path.suffix not in suffixes:
+                continue
+            files.append((path, f"{prefix}{rel.as_posix()}"))
+
+    add_tree(ROOT / "blender_addon", "")
+    add_tree(ROOT / "core", "core/")
+    # Only what the add-on loads: checkpoints, their configs, thumbnails and the manifest.
+    add_tree(ROOT / "models", "models/", (".safetensors", ".json", ".png", ".md"))
+    return files
+
+
+def build_package(out_dir: Path = ROOT / "dist") -> Path:
+    import tomllib
+    import zipfile
+
+    manifest_path = ROOT / "blender_addon" / "blender_manifest.toml"
+    manifest = tomllib.loads(manifest_path.read_text())
+    for key in ("schema_version", "id", "version", "name", "type", "blender_version_min", "license"):
+        if key not in manifest:
+            raise SystemExit(f"build.py package: blender_manifest.toml lacks {key!r}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    zip_path = out_dir / f"{manifest['id']}-{manifest['version']}.zip"
+    tmp = zip_path.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for src, name in _package_files():
+            zf.write(src, name)
+    os.replace(tmp, zip_path)
+    return zip_path
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    zip_path = build_package()
+    size = zip_path.stat().st_size / 1e6
+    print(f"build.py: wrote {zip_path.relative_to(ROOT)} ({size:.1f} MB). Install it in Blender: "
+          "Edit > Preferences > Get Extensions > Install from Disk.")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.report import BenchContext, machine_description, write_report
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    devices = [torch.device("cpu")]
+    if torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    out_dir = Path(args.out)
+    rows, machines = [], {}
+    families = args.only or ["texture_gan", "texture_vae", "style"]
+    for device in devices:
+        machines[device.type] = machine_description(device)
+        for family in families:
+            module = importlib.import_module(f"benchmarks.bench_{family}")
+            print(f"build.py bench: {family} on {device}", flush=True)
+            ctx = BenchContext(device=device, quick=args.quick, work_dir=out_dir / family)
+            ctx.work_dir.mkdir(parents=True, exist_ok=True)
+            module.run(ctx)
+            rows.extend(ctx.rows)
+    md, js = write_report(rows, machines, out_dir)
+    print(md.read_text())
+    print(f"build.py: report written to {md} and {js}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from tools import model_zoo
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    manifest = model_zoo.train(args.only, device, args.steps_scale)
+    print(f"build.py: models written; manifest at {manifest.relative_to(ROOT)}")
+    return 0
+
+
 COMMANDS = {
     "test": (cmd_test, "run every test (pytest; GPU tests skip without a GPU)"),
+    "package": (cmd_package, "build the Blender extension zip into dist/"),
+    "models": (cmd_models, "retrain the bundled default models (GPU when present) and their manifest"),
+    "bench": (cmd_bench, "measure speed and quality (Markdown + JSON report in bench_output/)"),
 }
 
 
@@ -85,6 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_text)
         if name == "test":
             p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments")
+        if name == "models":
+            p.add_argument("--only", nargs="*", help="names of the models to retrain (default: all)")
+            p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+            p.add_argument("--steps-scale", type=float, default=1.0, help="scale every recipe's steps (quick trials)")
+        if name == "bench":
+            p.add_argument("--quick", action="store_true", help="small sizes and steps (a smoke run)")
+            p.add_argument("--only", nargs="*", choices=["texture_gan", "texture_vae", "style"], help="families to run")
+            p.add_argument("--out", default=str(ROOT / "bench_output"), help="report folder")
     args, _ = parser.parse_known_args(argv)
     if not args.system and not in_venv():
         py = ensure_venv()

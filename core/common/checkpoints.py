@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .images import atomic_write_bytes
 
 FORMAT_VERSION = 1
 _MAGIC = "neural_textures"
@@ -32,27 +33,13 @@ class CheckpointError(ValueError):
 def _atomic_save_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
     from safetensors.torch import save as st_save
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     # clone().contiguous() so shared/strided storage (tied weights, views) serialises.
     blob = st_save({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, metadata=metadata)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, blob)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], config: dict[str, Any],

@@ -233,9 +233,18 @@ def load_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
 
 # --------------------------------------------------------------------------- writing
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` then rename: never a half-written file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, _umask_mode())  # mkstemp makes 0600; results are ordinary user files
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -291,14 +300,14 @@ def save_image(path: str | os.PathLike, image: ImageData | np.ndarray, bit_depth
             import io
             buf = io.BytesIO()
             np.save(buf, data.astype(np.float32), allow_pickle=False)
-            _atomic_write_bytes(p, buf.getvalue())
+            atomic_write_bytes(p, buf.getvalue())
         else:
             _write_exr(p, data.astype(np.float32))
         return p
     srgb = to_srgb(image)
     data = srgb.rgb if srgb.alpha is None else np.concatenate([srgb.rgb, srgb.alpha[..., None]], axis=-1)
     if suffix == ".png":
-        _atomic_write_bytes(p, encode_png(data, bit_depth))
+        atomic_write_bytes(p, encode_png(data, bit_depth))
         return p
     if suffix in (".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"):
         import io
@@ -306,7 +315,7 @@ def save_image(path: str | os.PathLike, image: ImageData | np.ndarray, bit_depth
         arr8 = (np.clip(data[..., : len(mode)], 0, 1) * 255 + 0.5).astype(np.uint8)
         buf = io.BytesIO()
         Image.fromarray(arr8, mode).save(buf, format=Image.registered_extensions()[suffix], quality=95)
-        _atomic_write_bytes(p, buf.getvalue())
+        atomic_write_bytes(p, buf.getvalue())
         return p
     raise ImageError(f"cannot write {p.name}: unsupported extension {suffix!r} (use .png, .jpg, .exr or .npy)")
 

@@ -1,0 +1,1 @@
+"""Project tooling run by build.py (default model zoo, demo). Not shipped in the extension."""
