@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 MODEL_KINDS = ("texture_gan", "texture_vae", "style")
+# kinds as written in checkpoint configs -> the family names above
+KIND_ALIASES = {"style_transfer": "style", "style_model": "style"}
 _MAX_HEADER = 64 * 1024 * 1024
 # Training-state files live beside the models; they are not models.
 _SKIP_SUFFIXES = (".train.safetensors",)
@@ -115,6 +117,7 @@ def list_models(folders: Iterable[str | os.PathLike], kind: str | None = None,
                 continue
             entry = manifest.get(path.name, {})
             model_kind = str(entry.get("kind") or config.get("kind") or "")
+            model_kind = KIND_ALIASES.get(model_kind, model_kind)
             if kind is not None and model_kind != kind:
                 continue
             thumb_name = entry.get("thumbnail")
@@ -129,9 +132,15 @@ def list_models(folders: Iterable[str | os.PathLike], kind: str | None = None,
     return result
 
 
+def model_file_name(name: str) -> str:
+    """A safe ``NAME.safetensors`` file name for a model the artist named."""
+    stem = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name.strip()).strip("._") or "model"
+    return f"{stem}.safetensors"
+
+
 def unique_model_path(folder: str | os.PathLike, name: str) -> Path:
     """``folder/NAME.safetensors`` with a safe file name that does not exist yet."""
-    stem = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name.strip()).strip("._") or "model"
+    stem = model_file_name(name).removesuffix(".safetensors")
     folder = Path(folder)
     candidate = folder / f"{stem}.safetensors"
     index = 2

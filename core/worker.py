@@ -369,10 +369,10 @@ def job_style_stylize_optimize(ctx: JobContext) -> dict:
 def job_style_train(ctx: JobContext) -> dict:
     from .style import train_style_model
     style = ctx.param("style", required=True)
-    frames = ctx.param("frames", required=True)
+    frames = ctx.param("frames")  # None: the core renders its own training frames
     out_path = Path(ctx.param("out_path", required=True))
     try:
-        path = train_style_model(style, list(frames), out_path, int(ctx.param("steps", required=True)),
+        path = train_style_model(style, list(frames) if frames else None, out_path, int(ctx.param("steps", required=True)),
                                  config=_config_for(sys.modules[train_style_model.__module__.rsplit(".", 1)[0]],
                                                     ctx.param("config")), seed=int(ctx.param("seed", 0)),
                                  device=None if ctx.device == "auto" else ctx.device,
@@ -406,18 +406,17 @@ def job_style_stylize_sequence(ctx: JobContext) -> dict:
     output_dir = Path(ctx.param("output_dir", required=True))
     output_dir.mkdir(parents=True, exist_ok=True)
     suffix = ctx.param("format")
-    sources = [_load(p) for p in frames]
     written: list[str] = []
-    iterator = stylize_sequence(model, sources, strength=float(ctx.param("strength", 1.0)),
+    # frames are read lazily: a long animation never sits in memory at once
+    iterator = stylize_sequence(model, (_load(p) for p in frames), strength=float(ctx.param("strength", 1.0)),
                                 temporal_weight=float(ctx.param("temporal_weight", 0.7)),
-                                progress=ctx.progress, cancel=ctx.cancel)
+                                progress=None, cancel=ctx.cancel)
     for index, frame in enumerate(iterator):
-        source = sources[index]
         ext = ("." + suffix.lstrip(".")) if suffix else Path(frames[index]).suffix.lower()
         if ext not in (".png", ".exr", ".jpg", ".jpeg", ".npy"):
             ext = ".png"
         out = output_dir / (Path(frames[index]).stem + ext)
-        save_image(out, _with_colorspace_of(frame, source))
+        save_image(out, _with_colorspace_of(frame, None))
         written.append(str(out))
         ctx.progress(Progress(index + 1, len(frames), f"frame {index + 1}/{len(frames)}"))
     return {"frames": written, "output_dir": str(output_dir)}

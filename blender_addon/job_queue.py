@@ -1,0 +1,173 @@
+"""The add-on's job queue on Blender's side: one worker, polled by a bpy.app.timers timer.
+
+``submit()`` hands a job to the worker and returns at once; ``poll_timer``
+(the timer function) applies worker events and runs result callbacks on the
+main thread, then redraws the panels. It only reads a queue, so the interface
+never waits for a model.
+
+When Blender has no interface (``bpy.app.background``: ``blender -b`` or the
+bpy module) there is no event loop to run timers, so ``submit(..., wait=True)``
+(what every operator does there) blocks until the job is finished, polling
+the same way. Jobs always run in the worker process, with or without UI, so
+the behaviour (and PyTorch's memory) stays out of Blender's process.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import bpy
+
+from . import core_access, preferences
+from .worker_client import Job, JobManager, WorkerClient
+
+POLL_INTERVAL_ACTIVE = 0.1
+_manager: JobManager | None = None
+_workdir: Path | None = None
+_diagnostics: dict = {}
+
+
+def workdir() -> Path:
+    """Scratch folder for images passed to and from the worker (per Blender session)."""
+    global _workdir
+    if _workdir is None or not _workdir.is_dir():
+        _workdir = Path(tempfile.mkdtemp(prefix="neural_textures_"))
+    return _workdir
+
+
+def _make_client() -> WorkerClient:
+    context = bpy.context
+    prefs = preferences.get_prefs(context)
+    pythonpath = [str(core_access.core_parent()), str(preferences.deps_dir())]
+    return WorkerClient(python=preferences.worker_python(context), pythonpath=pythonpath,
+                        workdir=workdir() / "worker", device=preferences.worker_device(context),
+                        threads=int(getattr(prefs, "worker_threads", 0)))
+
+
+def manager() -> JobManager:
+    global _manager
+    if _manager is None:
+        _manager = JobManager(_make_client)
+    return _manager
+
+
+def submit(kind: str, params: dict, label: str = "", on_done: Callable[[Job], None] | None = None,
+           wait: bool | None = None) -> Job:
+    """Queue a job in the worker. ``on_done(job)`` runs on the main thread when it ends.
+
+    ``wait=None`` blocks only without a UI (``bpy.app.background``), where no
+    timer would ever fire; ``False`` never blocks (the caller drives
+    ``poll_timer``), ``True`` always blocks.
+    """
+    params = dict(params)
+    params.setdefault("device", preferences.worker_device())
+    job = manager().submit(kind, params, label, on_done)
+    if wait is None:
+        wait = bool(bpy.app.background)
+    if wait:
+        manager().wait(job)
+        _after_job()
+    else:
+        ensure_timer()
+    return job
+
+
+def cancel(job_id: str) -> bool:
+    return manager().cancel(job_id)
+
+
+def stop_worker() -> None:
+    """Stop the worker process: frees its (GPU) memory; running jobs are cancelled and keep checkpoints."""
+    if _manager is not None:
+        _manager.stop_worker()
+    _tag_redraw()
+
+
+def poll_timer():
+    """The bpy.app.timers function: apply worker events; keep ticking while jobs are active."""
+    if _manager is None:
+        return None
+    finished = _manager.poll()
+    for job in finished:
+        if job.state == "error":
+            _notify_error(job)
+    if finished:
+        _after_job()
+    if _manager.changed:
+        _manager.changed = False
+        _tag_redraw()
+    return POLL_INTERVAL_ACTIVE if _manager.active_jobs else None
+
+
+def ensure_timer() -> None:
+    if not bpy.app.timers.is_registered(poll_timer):
+        bpy.app.timers.register(poll_timer, first_interval=POLL_INTERVAL_ACTIVE, persistent=True)
+
+
+def _after_job() -> None:
+    prefs = preferences.get_prefs()
+    if _manager is not None and not getattr(prefs, "keep_worker", True) and not _manager.active_jobs:
+        _manager.stop_worker()
+
+
+def _notify_error(job: Job) -> None:
+    print(f"Neural Textures: {job.label} failed: {job.error}", file=sys.stderr)
+    wm = bpy.context.window_manager
+    if wm is None or not wm.windows:
+        return
+
+    def draw(menu, _context):
+        for line in _wrap(job.error, 80):
+            menu.layout.label(text=line)
+
+    wm.popup_menu(draw, title=f"{job.label} failed", icon="ERROR")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+    return textwrap.wrap(text, width) or [""]
+
+
+def _tag_redraw() -> None:
+    wm = bpy.context.window_manager
+    if wm is None:
+        return
+    for window in wm.windows:
+        for area in window.screen.areas:
+            if area.type in ("VIEW_3D", "IMAGE_EDITOR", "NODE_EDITOR", "PREFERENCES"):
+                area.tag_redraw()
+
+
+def diagnostics_text() -> str:
+    if not _diagnostics:
+        return ""
+    d = _diagnostics
+    if d.get("error"):
+        return f"Worker check failed: {d['error']}"
+    if not d.get("torch"):
+        return d.get("torch_error", "PyTorch is not installed for the worker's Python")
+    gpu = ", ".join(d.get("devices") or []) or ("Apple MPS" if d.get("mps") else "none (CPU only)")
+    return f"Python {d.get('python')}  PyTorch {d.get('torch')}\nGPU: {gpu}"
+
+
+def set_diagnostics(info: dict) -> None:
+    _diagnostics.clear()
+    _diagnostics.update(info)
+
+
+def shutdown() -> None:
+    """Called from unregister: no timer, no worker, no temp files left behind."""
+    global _manager, _workdir
+    if bpy.app.timers.is_registered(poll_timer):
+        bpy.app.timers.unregister(poll_timer)
+    if _manager is not None:
+        _manager.stop_worker(timeout=10)
+        _manager = None
+    if _workdir is not None:
+        import shutil
+        shutil.rmtree(_workdir, ignore_errors=True)
+        _workdir = None
+    _diagnostics.clear()

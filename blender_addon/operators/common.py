@@ -1,0 +1,73 @@
+"""Helpers the operators share: settings fallback, image lookup, finishing a job with a report."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import BoolProperty
+
+from .. import job_queue
+from ..image_bridge import BridgeError
+
+# Every job operator has this: block until the job ends (always so without a UI).
+WAIT_PROPERTY = BoolProperty(name="Wait", default=False, options={"HIDDEN", "SKIP_SAVE"},
+                             description="Run to completion before returning (scripts); always on in background mode")
+
+
+def option(op, settings, name: str, settings_name: str | None = None):
+    """The operator's value when the caller set it, else the scene setting shown in the panel."""
+    if op.properties.is_property_set(name) or settings is None:
+        return getattr(op, name)
+    return getattr(settings, settings_name or name)
+
+
+def get_image(name: str, what: str = "image") -> bpy.types.Image:
+    if not name:
+        raise BridgeError(f"choose a {what} first")
+    image = bpy.data.images.get(name)
+    if image is None:
+        raise BridgeError(f"there is no image named '{name}' in this file")
+    return image
+
+
+def image_name(op, settings, name: str, settings_name: str | None = None) -> str:
+    """Operator string property, or the name of the Image pointer in the scene settings."""
+    if op.properties.is_property_set(name):
+        return getattr(op, name)
+    image = getattr(settings, settings_name or name, None) if settings is not None else None
+    return image.name if image is not None else ""
+
+
+def scene_by_name(name: str):
+    return bpy.data.scenes.get(name)
+
+
+def finish(op, job) -> set[str]:
+    """Operator return value for a submitted job; errors go through self.report too."""
+    if job.active:
+        op.report({"INFO"}, f"{job.label}: started in the background (see the Jobs panel)")
+        return {"FINISHED"}
+    if job.state == "done":
+        op.report({"INFO"}, f"{job.label}: {job.outputs.get('summary', 'done')}")
+        return {"FINISHED"}
+    if job.state == "cancelled":
+        op.report({"WARNING"}, f"{job.label}: cancelled{job.outputs.get('summary_suffix', '')}")
+        return {"CANCELLED"}
+    op.report({"ERROR"}, f"{job.label} failed: {job.error}")
+    return {"CANCELLED"}
+
+
+def fail(op, message: str) -> set[str]:
+    op.report({"ERROR"}, message)
+    return {"CANCELLED"}
+
+
+def workdir_inputs():
+    folder = job_queue.workdir() / "inputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def workdir_outputs():
+    folder = job_queue.workdir() / "outputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

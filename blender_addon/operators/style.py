@@ -1,0 +1,168 @@
+"""Stylize the Render Result or any image into a new image, stylize animation frames, train styles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import bpy
+from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
+
+from .. import core_access, image_bridge, job_queue, models, preferences
+from ..image_bridge import BridgeError
+from .common import WAIT_PROPERTY, fail, finish, get_image, image_name, option, scene_by_name, workdir_inputs
+
+
+def _style_model(op, settings) -> str:
+    model = op.model or models.resolve(settings.model)
+    return bpy.path.abspath(model) if model else ""
+
+
+def stylize_render_or_image(scene, source: str, image: str, model: str, strength: float, render_colors: str,
+                            wait: bool, label_prefix: str = "Stylize"):
+    """Submit a stylize job; the result is always a new image (the original is never touched)."""
+    if source == "RENDER":
+        path = image_bridge.render_result_to_file(scene, workdir_inputs(), linear=render_colors == "LINEAR")
+        title = f"Render Stylized ({Path(model).stem})"
+    else:
+        blender_image = get_image(image, "image to stylize")
+        path = image_bridge.export_image(blender_image, workdir_inputs())
+        title = f"{blender_image.name} Stylized"
+    scene_name = scene.name
+
+    def on_done(job):
+        if job.state == "done":
+            result = image_bridge.load_result(job.result["image"], title)
+            job.outputs.update(image=result.name, summary=f"created '{result.name}'")
+            target = scene_by_name(scene_name)
+            if target is not None:
+                target.neural_style.last_image = result.name
+
+    return job_queue.submit("style.stylize", {"model": model, "image": str(path), "strength": strength},
+                            label=f"{label_prefix} {'render' if source == 'RENDER' else image}",
+                            on_done=on_done, wait=wait)
+
+
+class NEURAL_OT_stylize_image(bpy.types.Operator):
+    """Stylize the last render or an image into a new image with a style model"""
+    bl_idname = "neural.stylize_image"
+    bl_label = "Stylize"
+    bl_options = {"REGISTER"}
+
+    source: EnumProperty(name="Source", items=[("RENDER", "Render Result", ""), ("IMAGE", "Image", "")])
+    image: StringProperty(name="Image")
+    model: StringProperty(name="Style Model File")
+    strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0)
+    render_colors: EnumProperty(name="Render Colors", items=[("DISPLAY", "As Displayed", ""),
+                                                             ("LINEAR", "Scene Linear", "")])
+    wait: WAIT_PROPERTY
+
+    def execute(self, context):
+        settings = context.scene.neural_style
+        model = _style_model(self, settings)
+        if not model or not Path(model).is_file():
+            return fail(self, "No style model: pick a bundled style or train one")
+        try:
+            job = stylize_render_or_image(context.scene, option(self, settings, "source"),
+                                          image_name(self, settings, "image"), model,
+                                          option(self, settings, "strength"),
+                                          option(self, settings, "render_colors"), self.wait or None)
+        except BridgeError as exc:
+            return fail(self, str(exc))
+        return finish(self, job)
+
+
+class NEURAL_OT_stylize_animation(bpy.types.Operator):
+    """Stylize every frame in a folder of rendered frames into an output folder (temporally smoothed)"""
+    bl_idname = "neural.stylize_animation"
+    bl_label = "Stylize Frames"
+    bl_options = {"REGISTER"}
+
+    frames_dir: StringProperty(name="Frames", subtype="DIR_PATH")
+    output_dir: StringProperty(name="Output", subtype="DIR_PATH")
+    model: StringProperty(name="Style Model File")
+    strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0)
+    temporal_weight: FloatProperty(name="Temporal Smoothing", default=0.7, min=0.0, max=0.95)
+    wait: WAIT_PROPERTY
+
+    def execute(self, context):
+        settings = context.scene.neural_style
+        model = _style_model(self, settings)
+        if not model or not Path(model).is_file():
+            return fail(self, "No style model: pick a bundled style or train one")
+        frames_dir = option(self, settings, "frames_dir") or str(Path(bpy.path.abspath(context.scene.render.filepath)).parent)
+        output_dir = bpy.path.abspath(option(self, settings, "output_dir") or "//stylized/")
+        if not output_dir or output_dir.startswith("//"):
+            return fail(self, "Save the .blend first or choose an absolute output folder")
+        try:
+            frames = image_bridge.image_files_in(frames_dir)
+        except BridgeError as exc:
+            return fail(self, str(exc))
+        if Path(output_dir).resolve() == frames[0].parent.resolve():
+            return fail(self, "The output folder must differ from the frames folder (frames are never overwritten)")
+
+        def on_done(job):
+            if job.state == "done":
+                job.outputs["summary"] = f"{len(job.result.get('frames', []))} frames written to {output_dir}"
+
+        job = job_queue.submit("style.stylize_sequence",
+                               {"model": model, "frames": [str(f) for f in frames], "output_dir": output_dir,
+                                "strength": option(self, settings, "strength"),
+                                "temporal_weight": option(self, settings, "temporal_weight")},
+                               label=f"Stylize {len(frames)} frames", on_done=on_done, wait=self.wait or None)
+        return finish(self, job)
+
+
+class NEURAL_OT_train_style_model(bpy.types.Operator):
+    """Train a fast style model from a painting, on rendered frames; saved to the model library"""
+    bl_idname = "neural.train_style_model"
+    bl_label = "Train Style"
+    bl_options = {"REGISTER"}
+
+    style_image: StringProperty(name="Style Image")
+    frames_dir: StringProperty(name="Frames", subtype="DIR_PATH")
+    name: StringProperty(name="Name", default="my_style")
+    steps: IntProperty(name="Steps", default=2000, min=1)
+    config: StringProperty(name="Config (JSON)", options={"HIDDEN"},
+                           description="Advanced: StyleTransferConfig overrides as a JSON object")
+    wait: WAIT_PROPERTY
+
+    def execute(self, context):
+        settings = context.scene.neural_style
+        try:
+            style = get_image(image_name(self, settings, "style_image"), "style image (a painting)")
+            style_file = str(image_bridge.export_image(style, workdir_inputs(), keep_alpha=False))
+            frames_dir = option(self, settings, "frames_dir")
+            # no frames: the core trains on frames it generates itself
+            frames = [str(f) for f in image_bridge.image_files_in(frames_dir)] if frames_dir else None
+            config = json.loads(self.config) if self.config else None
+        except BridgeError as exc:
+            return fail(self, str(exc))
+        except ValueError as exc:
+            return fail(self, f"Config is not valid JSON: {exc}")
+        library = core_access.library()
+        out = preferences.library_dir(context) / library.model_file_name(option(self, settings, "name", "train_name"))
+        config = dict(config or {})
+        config.setdefault("name", out.stem)  # else the core names it after the temporary style file
+        scene_name = context.scene.name
+
+        def on_done(job):
+            models.refresh()
+            if job.result.get("model"):
+                scene = scene_by_name(scene_name)
+                try:
+                    if scene is not None:
+                        scene.neural_style.model = job.result["model"]
+                except TypeError:
+                    pass
+                job.outputs["summary"] = f"style saved to {job.result['model']}"
+
+        job = job_queue.submit("style.train", {"style": style_file, "frames": frames,
+                                               "out_path": str(out), "config": config,
+                                               "steps": option(self, settings, "steps", "train_steps")},
+                               label=f"Train style '{out.stem}'", on_done=on_done, wait=self.wait or None)
+        return finish(self, job)
+
+
+classes = (NEURAL_OT_stylize_image, NEURAL_OT_stylize_animation, NEURAL_OT_train_style_model)
+register, unregister = bpy.utils.register_classes_factory(classes)

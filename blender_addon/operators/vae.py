@@ -1,0 +1,106 @@
+"""Variations of a texture and blends between textures with a texture VAE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+from bpy.props import FloatProperty, IntProperty, StringProperty
+
+from .. import image_bridge, job_queue, models
+from ..image_bridge import BridgeError
+from .common import WAIT_PROPERTY, fail, finish, get_image, image_name, option, workdir_inputs
+
+
+def _model(op, settings) -> str:
+    model = op.model or models.resolve(settings.model)
+    return bpy.path.abspath(model) if model else ""
+
+
+class NEURAL_OT_vae_variations(bpy.types.Operator):
+    """Make new variations of a texture image (each a new image)"""
+    bl_idname = "neural.vae_variations"
+    bl_label = "Make Variations"
+    bl_options = {"REGISTER"}
+
+    image: StringProperty(name="Image")
+    model: StringProperty(name="Model File")
+    strength: FloatProperty(name="Strength", default=0.5, min=0.0, max=3.0)
+    count: IntProperty(name="Count", default=4, min=1, max=16)
+    seed: IntProperty(name="Seed", default=0, min=0)
+    wait: WAIT_PROPERTY
+
+    def execute(self, context):
+        settings = context.scene.neural_vae
+        model = _model(self, settings)
+        if not model or not Path(model).is_file():
+            return fail(self, "No variation model: train one (Train From Image, type Variation Model)")
+        try:
+            source = get_image(image_name(self, settings, "image"), "texture to vary")
+            source_file = str(image_bridge.export_image(source, workdir_inputs()))
+        except BridgeError as exc:
+            return fail(self, str(exc))
+        count, seed = option(self, settings, "count"), option(self, settings, "seed")
+        strength = option(self, settings, "strength")
+        source_name = source.name
+        jobs = []
+        for index in range(count):
+            def on_done(job, index=index):
+                if job.state == "done":
+                    image = image_bridge.load_result(job.result["image"], f"{source_name} Variation {index + 1}")
+                    job.outputs.update(image=image.name, summary=f"created '{image.name}'")
+            jobs.append(job_queue.submit("texture_vae.vary",
+                                         {"model": model, "image": source_file, "strength": strength,
+                                          "seed": seed + index},
+                                         label=f"Variation {index + 1}/{count} of '{source_name}'",
+                                         on_done=on_done, wait=self.wait or None))
+        failed = [j for j in jobs if j.state == "error"]
+        if failed:
+            return finish(self, failed[0])
+        return finish(self, jobs[-1])
+
+
+class NEURAL_OT_vae_blend(bpy.types.Operator):
+    """Blend two textures through the model's latent space, evenly or through a mask image"""
+    bl_idname = "neural.vae_blend"
+    bl_label = "Blend Textures"
+    bl_options = {"REGISTER"}
+
+    image: StringProperty(name="First Image")
+    image_b: StringProperty(name="Second Image")
+    mask: StringProperty(name="Mask Image", description="Optional; white takes the second texture")
+    model: StringProperty(name="Model File")
+    t: FloatProperty(name="Blend", default=0.5, min=0.0, max=1.0)
+    wait: WAIT_PROPERTY
+
+    def execute(self, context):
+        settings = context.scene.neural_vae
+        model = _model(self, settings)
+        if not model or not Path(model).is_file():
+            return fail(self, "No variation model: train one (Train From Image, type Variation Model)")
+        try:
+            first = get_image(image_name(self, settings, "image"), "first texture")
+            second = get_image(image_name(self, settings, "image_b"), "second texture")
+            inputs = [str(image_bridge.export_image(i, workdir_inputs(), keep_alpha=False)) for i in (first, second)]
+            mask_name = image_name(self, settings, "mask")
+            mask = str(image_bridge.export_image(get_image(mask_name), workdir_inputs(), keep_alpha=False)) \
+                if mask_name else None
+        except BridgeError as exc:
+            return fail(self, str(exc))
+        title = f"Blend {first.name} + {second.name}"
+        width, height = first.size[:]
+
+        def on_done(job):
+            if job.state == "done":
+                image = image_bridge.load_result(job.result["image"], title)
+                job.outputs.update(image=image.name, summary=f"created '{image.name}'")
+
+        job = job_queue.submit("texture_vae.blend",
+                               {"model": model, "images": inputs, "mask": mask, "t": option(self, settings, "t"),
+                                "width": width, "height": height},
+                               label=title, on_done=on_done, wait=self.wait or None)
+        return finish(self, job)
+
+
+classes = (NEURAL_OT_vae_variations, NEURAL_OT_vae_blend)
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -1,0 +1,172 @@
+"""Every operator end to end through bpy.ops with tiny CPU models, Cycles included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+
+def _tiny_cycles(scene, width=48, height=32):
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = 2
+    scene.cycles.use_denoising = False
+    scene.render.resolution_x, scene.render.resolution_y = width, height
+    scene.render.resolution_percentage = 100
+
+
+def test_models_are_listed_and_selected_after_training(tiny_models, helpers):
+    scene = bpy.context.scene
+    # training selected the new models in the panels' enums
+    assert scene.neural_texture.model == str(tiny_models["texture_gan"])
+    assert scene.neural_vae.model == str(tiny_models["texture_vae"])
+    assert scene.neural_style.model == str(tiny_models["style"])
+    from blender_addon import models
+    names = [m.name for m in models.list_models("texture_gan")]
+    assert "tiny_gan" in [Path(m.path).stem for m in models.list_models("texture_gan")] and names
+    items = models.enum_items("style")
+    assert items[0][0] != "NONE" and all(isinstance(i[4], int) for i in items)
+
+
+def test_generate_material_render_and_stylize(tiny_models, helpers):
+    scene = bpy.context.scene
+    bpy.ops.object.select_all(action="DESELECT") if bpy.context.view_layer.objects else None
+    bpy.ops.mesh.primitive_plane_add(size=2)
+    plane = bpy.context.active_object
+    bpy.ops.mesh.primitive_cube_add(size=0.5, location=(0, 0, 0.3))
+    cube = bpy.context.active_object
+    plane.select_set(True)
+    result = bpy.ops.neural.generate_texture(width=64, height=48, seed=7, tileable=True, make_material=True,
+                                             name="Generated Bricks")
+    assert result == {"FINISHED"}
+    image = bpy.data.images["Generated Bricks"]
+    assert tuple(image.size) == (64, 48) and image.packed_file is not None
+    assert image.colorspace_settings.name == "sRGB" and not image.is_float
+    data = helpers.pixels(image)
+    assert data[..., :3].std() > 0.01  # a texture, not a flat colour
+    for obj in (plane, cube):
+        material = obj.active_material
+        assert material is not None and material.name.startswith("Generated Bricks")
+        tex = [n for n in material.node_tree.nodes if n.type == "TEX_IMAGE"][0]
+        bsdf = [n for n in material.node_tree.nodes if n.type == "BSDF_PRINCIPLED"][0]
+        assert tex.image == image
+        assert any(link.from_node == tex and link.to_socket == bsdf.inputs["Base Color"]
+                   for link in material.node_tree.links)
+
+    # same seed, same texture (through the worker's model cache or not)
+    assert bpy.ops.neural.generate_texture(width=64, height=48, seed=7, make_material=False,
+                                           name="Again") == {"FINISHED"}
+    np.testing.assert_allclose(helpers.pixels(bpy.data.images["Again"]), data, atol=1 / 255)
+
+    # render with Cycles, camera and light
+    bpy.ops.object.camera_add(location=(0, -3, 2.5), rotation=(0.9, 0, 0))
+    scene.camera = bpy.context.active_object
+    bpy.ops.object.light_add(type="SUN", location=(0, 0, 5))
+    _tiny_cycles(scene)
+    bpy.ops.render.render()
+    render = bpy.data.images["Render Result"]
+    images_before = set(bpy.data.images.keys())
+
+    assert bpy.ops.neural.stylize_image(source="RENDER", strength=1.0) == {"FINISHED"}
+    new = set(bpy.data.images.keys()) - images_before
+    assert len(new) == 1
+    stylized = bpy.data.images[new.pop()]
+    assert tuple(stylized.size) == (48, 32) and stylized.packed_file is not None
+    assert scene.neural_style.last_image == stylized.name
+    assert bpy.data.images["Render Result"] == render and render.type == "RENDER_RESULT"  # untouched
+
+    # scene-linear variant gives a float image
+    assert bpy.ops.neural.stylize_image(source="RENDER", render_colors="LINEAR") == {"FINISHED"}
+    linear = bpy.data.images[scene.neural_style.last_image]
+    assert linear.is_float and tuple(linear.size) == (48, 32)
+
+    # any image into a new image, the original untouched
+    original = helpers.pixels(image).copy()
+    assert bpy.ops.neural.stylize_image(source="IMAGE", image=image.name, strength=0.5) == {"FINISHED"}
+    out = bpy.data.images[scene.neural_style.last_image]
+    assert out != image and tuple(out.size) == (64, 48)
+    np.testing.assert_array_equal(helpers.pixels(image), original)
+
+
+def test_make_material_operator_assigns_to_selection(tiny_models, helpers):
+    image = helpers.image("for material", "stones", 32)
+    bpy.ops.mesh.primitive_uv_sphere_add(segments=8, ring_count=4)
+    sphere = bpy.context.active_object
+    assert bpy.ops.neural.make_material(image=image.name) == {"FINISHED"}
+    tex = [n for n in sphere.active_material.node_tree.nodes if n.type == "TEX_IMAGE"][0]
+    assert tex.image == image
+
+
+def test_vae_variations_and_masked_blend(tiny_models, helpers):
+    a = helpers.image("vae a", "bricks", 64)
+    b = helpers.image("vae b", "wood", 64, seed=1)
+    mask = helpers.image("vae mask", "fabric", 64)
+    before = set(bpy.data.images.keys())
+    assert bpy.ops.neural.vae_variations(image=a.name, count=2, strength=0.8, seed=3) == {"FINISHED"}
+    made = sorted(set(bpy.data.images.keys()) - before)
+    assert made == ["vae a Variation 1", "vae a Variation 2"]
+    v1, v2 = (helpers.pixels(bpy.data.images[n]) for n in made)
+    # a 2-step model barely varies, but different seeds must still give different images
+    assert v1.shape == (64, 64, 4) and not np.array_equal(v1, v2)
+    assert bpy.ops.neural.vae_blend(image=a.name, image_b=b.name, mask=mask.name, t=0.5) == {"FINISHED"}
+    blend = bpy.data.images["Blend vae a + vae b"]
+    assert tuple(blend.size) == (64, 64) and blend.packed_file is not None
+
+
+def test_stylize_animation_frames_to_folder(tiny_models, helpers, tmp_path):
+    scene = bpy.context.scene
+    _tiny_cycles(scene, 32, 24)
+    frames_dir = tmp_path / "frames"
+    scene.render.filepath = str(frames_dir / "frame_")
+    scene.render.image_settings.file_format = "PNG"
+    scene.frame_start, scene.frame_end = 1, 2
+    bpy.ops.render.render(animation=True)
+    rendered = sorted(frames_dir.glob("*.png"))
+    assert len(rendered) == 2
+    out = tmp_path / "stylized"
+    assert bpy.ops.neural.stylize_animation(frames_dir=str(frames_dir), output_dir=str(out),
+                                            temporal_weight=0.5) == {"FINISHED"}
+    written = sorted(out.glob("*.png"))
+    assert [p.name for p in written] == [p.name for p in rendered]
+    from core.common.images import load_image
+    assert load_image(written[0]).rgb.shape == (24, 32, 3)
+
+
+def test_auto_stylize_after_render(tiny_models, helpers):
+    scene = bpy.context.scene
+    _tiny_cycles(scene, 24, 16)
+    scene.neural_style.auto_stylize = True
+    try:
+        before = set(bpy.data.images.keys())
+        bpy.ops.render.render()
+        new = set(bpy.data.images.keys()) - before
+        assert len(new) == 1 and tuple(bpy.data.images[new.pop()].size) == (24, 16)
+    finally:
+        scene.neural_style.auto_stylize = False
+    before = set(bpy.data.images.keys())
+    bpy.ops.render.render()
+    assert set(bpy.data.images.keys()) == before  # off again: nothing happens
+
+
+def test_generated_images_survive_save_and_reopen(tiny_models, helpers, tmp_path):
+    assert bpy.ops.neural.generate_texture(width=40, height=24, seed=11, make_material=False,
+                                           name="Keep Me") == {"FINISHED"}
+    helpers.image("keep float", "rust", 32)
+    from blender_addon import image_bridge
+    linear = image_bridge.image_from_array(np.random.default_rng(0).random((16, 24, 3), np.float32) * 4,
+                                           "keep linear", linear=True)
+    expected = {name: helpers.pixels(bpy.data.images[name]).copy() for name in ("Keep Me", "keep linear")}
+    assert linear.is_float
+    path = tmp_path / "saved.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    for name, data in expected.items():
+        image = bpy.data.images[name]
+        assert image.packed_file is not None
+        np.testing.assert_array_equal(helpers.pixels(image), data)
+    # the scene settings came back too
+    assert bpy.context.scene.neural_texture.model == str(tiny_models["texture_gan"])
