@@ -1,0 +1,202 @@
+"""Inference: load a texture GAN and generate textures of any size, tiled when needed."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..common.checkpoints import CheckpointError, load_checkpoint, load_state_into
+from ..common.device import autocast, free_device_memory, is_out_of_memory, pick_device
+from .model import MODEL_VERSION, Generator, TextureGANConfig
+
+log = logging.getLogger(__name__)
+
+KIND = "texture_gan"
+MAX_SIDE = 16384
+# Above this many output pixels the CPU generates in tiles to bound memory.
+CPU_UNTILED_MAX_PIXELS = 2048 * 2048
+CPU_TILE = 1024
+# Seed offset of the second global code the variation knob blends towards.
+_VARIATION_SEED_OFFSET = 7919
+
+
+def _global_and_phase(gen: torch.Generator, g: Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    z = torch.randn(1, g.global_dim, generator=gen)
+    phase = torch.rand(1, g.periodic_dim, generator=gen) * (2 * math.pi)
+    return z, phase
+
+
+def canvas_noise(g: Generator, hn: int, wn: int, seed: int, variation: float = 0.0,
+                 tileable: bool = True) -> torch.Tensor:
+    """G's whole input canvas (1xCxhnxwn, CPU, float32), a pure function of the seed.
+
+    Drawn on a seeded CPU generator so every device gets identical noise. The
+    variation knob blends the seed's global code towards another seed's along a
+    great circle (keeps the code's norm, i.e. its statistics).
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    z, phase = _global_and_phase(gen, g)
+    local = torch.randn(1, g.local_dim, hn, wn, generator=gen)
+    if variation:
+        other = torch.Generator().manual_seed(int(seed) + _VARIATION_SEED_OFFSET)
+        z_other, _ = _global_and_phase(other, g)
+        angle = float(variation) * math.pi / 2
+        z = math.cos(angle) * z + math.sin(angle) * z_other
+    with torch.no_grad():
+        return g.build_input(local, z, phase, quantize_to=(hn, wn) if tileable else None)
+
+
+def periodic_resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Band-limited (Fourier) resize of a periodic image: periodic in, periodic out.
+
+    Used to fit a canvas of whole noise pixels to an odd size (a shrink of less
+    than one noise pixel). Unlike spatial kernels it blurs every column alike, so
+    the wrap-around border looks like any other column boundary.
+    """
+
+    def axis(t: torch.Tensor, n_out: int, dim: int) -> torch.Tensor:
+        n_in = t.shape[dim]
+        if n_in == n_out:
+            return t
+        spectrum = torch.fft.fft(t.double(), dim=dim)
+        keep = torch.cat([torch.arange((n_out + 1) // 2), torch.arange(n_in - n_out // 2, n_in)])
+        return (torch.fft.ifft(spectrum.index_select(dim, keep), dim=dim).real * (n_out / n_in)).to(t.dtype)
+
+    return axis(axis(x, height, 2), width, 3)
+
+
+class TextureGenerator:
+    """A trained texture GAN ready to generate (eval mode, no gradients)."""
+
+    def __init__(self, generator: Generator, config: dict[str, Any], name: str, device: torch.device):
+        self.generator = generator.eval().to(device)
+        self.config = config
+        self.name = name
+        self.device = device
+        self.last_message = ""  # e.g. why generation fell back to tiles
+
+    @classmethod
+    def load(cls, path: str | Path, device=None) -> "TextureGenerator":
+        p = Path(path)
+        dev = pick_device(device)
+        tensors, config = load_checkpoint(p, expected_kind=KIND, device="cpu")
+        version = config.get("version")
+        if not isinstance(version, int) or version > MODEL_VERSION:
+            raise CheckpointError(f"{p.name}: texture GAN version {version!r} is not supported by this add-on "
+                                  f"(supports up to {MODEL_VERSION}); update the add-on")
+        arch = config.get("architecture")
+        if not isinstance(arch, dict):
+            raise CheckpointError(f"{p.name}: its config has no architecture section")
+        try:
+            cfg = TextureGANConfig.from_dict(arch)
+            g = Generator(cfg)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{p.name}: invalid architecture in its config ({exc})") from exc
+        load_state_into(g, tensors, p.name)
+        for t in g.state_dict().values():
+            if not torch.isfinite(t).all():
+                raise CheckpointError(f"{p.name}: weights contain NaN/inf (training diverged or the file is damaged)")
+        return cls(g, config, str(config.get("name") or p.name.removesuffix(".safetensors")), dev)
+
+    @property
+    def stride(self) -> int:
+        return self.generator.stride
+
+    @torch.no_grad()
+    def generate(self, width: int, height: int, seed: int = 0, tileable: bool = True, variation: float = 0.0,
+                 tile_size: int | None = None) -> np.ndarray:
+        """float32 HxWx3 sRGB in [0, 1].
+
+        ``tileable``: the result wraps seamlessly on both axes. ``variation`` in
+        [0, 1] moves the look away from the seed's own towards another one while
+        keeping the layout. ``tile_size`` (output pixels) forces tiled
+        generation; tiles give the same image as one pass.
+        """
+        width, height = int(width), int(height)
+        if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+            raise ValueError(f"texture size must be between 1 and {MAX_SIDE} pixels per side, got {width}x{height}")
+        if not 0.0 <= float(variation) <= 1.0:
+            raise ValueError(f"variation must be between 0 and 1, got {variation}")
+        s = self.stride
+        g = self.generator
+        margin = g.margin_noise_pixels()
+        if tileable:
+            hn, wn = -(-height // s), -(-width // s)
+        else:
+            # A canvas larger than the output, cropped: its wrap-around lies outside.
+            hn, wn = -(-height // s) + 2 * margin, -(-width // s) + 2 * margin
+        noise = canvas_noise(g, hn, wn, seed, variation, tileable)
+        self.last_message = ""
+        if tile_size is None and self.device.type == "cpu" and hn * wn * s * s > CPU_UNTILED_MAX_PIXELS:
+            tile_size = CPU_TILE
+        if tile_size is not None:
+            image = self._run_tiled(noise, tile_size)
+        else:
+            try:
+                image = self._run(noise)
+            except RuntimeError as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                free_device_memory(self.device)
+                tile_size = 1024
+                while True:
+                    self.last_message = (f"not enough {self.device.type} memory for {width}x{height} in one pass; "
+                                         f"generating in {tile_size}px tiles")
+                    log.warning(self.last_message)
+                    try:
+                        image = self._run_tiled(noise, tile_size)
+                        break
+                    except RuntimeError as exc2:
+                        if not is_out_of_memory(exc2) or tile_size <= 2 * s:
+                            raise
+                        free_device_memory(self.device)
+                        tile_size //= 2
+        if tileable:
+            image = periodic_resize(image, height, width)
+        else:
+            top = (image.shape[2] - height) // 2
+            left = (image.shape[3] - width) // 2
+            image = image[:, :, top: top + height, left: left + width]
+        return np.ascontiguousarray(image[0].clamp(0, 1).permute(1, 2, 0).numpy(), dtype=np.float32)
+
+    def _run(self, noise: torch.Tensor) -> torch.Tensor:
+        mixed = bool(self.config.get("training_config", {}).get("mixed_precision", True))
+        with autocast(self.device, enabled=mixed):
+            out = self.generator.body(noise.to(self.device))
+        return out.float().cpu()
+
+    def _run_tiled(self, noise: torch.Tensor, tile_size: int) -> torch.Tensor:
+        """Run G on overlapping tiles of the noise canvas (wrapping at its edges, as
+        circular padding does) and keep each tile's centre: identical to one pass."""
+        s = self.stride
+        m = self.generator.margin_noise_pixels()
+        _, _, hn, wn = noise.shape
+        tn = max(1, int(tile_size) // s)
+        out = torch.empty(1, 3, hn * s, wn * s)
+        for y0 in range(0, hn, tn):
+            th = min(tn, hn - y0)
+            rows = torch.arange(y0 - m, y0 + th + m) % hn
+            for x0 in range(0, wn, tn):
+                tw = min(tn, wn - x0)
+                cols = torch.arange(x0 - m, x0 + tw + m) % wn
+                tile = noise.index_select(2, rows).index_select(3, cols)
+                result = self._run(tile)
+                out[:, :, y0 * s:(y0 + th) * s, x0 * s:(x0 + tw) * s] = \
+                    result[:, :, m * s:(m + th) * s, m * s:(m + tw) * s]
+        return out
+
+
+def load_texture_gan(path: str | Path, device=None) -> TextureGenerator:
+    return TextureGenerator.load(path, device)
+
+
+def generate_texture(model: TextureGenerator | str | Path, width: int, height: int, seed: int = 0,
+                     tileable: bool = True, variation: float = 0.0, device=None) -> np.ndarray:
+    if not isinstance(model, TextureGenerator):
+        model = TextureGenerator.load(model, device)
+    return model.generate(width, height, seed=seed, tileable=tileable, variation=variation)

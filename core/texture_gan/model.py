@@ -1,0 +1,231 @@
+"""Periodic spatial GAN for tileable textures (after SGAN/PSGAN: Jetchev et al. 2016,
+Bergmann et al. 2017).
+
+The generator is fully convolutional and maps a spatial noise tensor at 1/8 of
+the output resolution to an image, so the output size is free. Its input has
+three parts per noise pixel:
+
+* local noise: i.i.d. Gaussian per noise pixel (what varies from place to place);
+* global noise: one code per image, broadcast over space (the "look");
+* periodic noise: sines whose wave vectors an MLP derives from the global code
+  (regular structure such as brick courses or weave).
+
+Every convolution in G pads circularly, so on a periodic noise canvas the
+output is periodic too: a tileable texture by construction. The discriminator
+is a spectrally normalised PatchGAN that scores random crops.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Output pixels per noise pixel is 2 ** len(channels[1:]).
+MODEL_VERSION = 1
+
+
+@dataclass
+class TextureGANConfig:
+    # ---- architecture (stored with the weights; changing it needs retraining)
+    local_dim: int = 24
+    global_dim: int = 16
+    periodic_dim: int = 8
+    g_channels: tuple[int, ...] = (128, 64, 32, 16)  # one stage per entry; upsample x2 between stages
+    d_channels: tuple[int, ...] = (32, 64, 128, 256)
+    # ---- training
+    crop_size: int = 64  # side of the crops D sees (multiple of the noise stride)
+    batch_size: int = 4
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.99)
+    stats_loss_weight: float = 10.0  # sliced-Wasserstein texture-statistics loss beside the GAN loss
+    ema_decay: float = 0.995
+    augment_flips: bool = True
+    augment_rot90: bool = False  # only for textures without a preferred direction
+    color_jitter: float = 0.02  # brightness/contrast jitter of real crops (small data augmentation)
+    max_exemplar_side: int = 1024  # larger exemplars are downscaled to this
+    preview_every: int = 50
+    preview_size: int = 128
+    mixed_precision: bool = True  # bf16/fp16 autocast on CUDA only
+
+    ARCHITECTURE_FIELDS = ("local_dim", "global_dim", "periodic_dim", "g_channels", "d_channels")
+
+    def __post_init__(self) -> None:
+        self.g_channels = tuple(int(c) for c in self.g_channels)
+        self.d_channels = tuple(int(c) for c in self.d_channels)
+        self.betas = tuple(float(b) for b in self.betas)
+        if len(self.g_channels) < 1 or min(self.g_channels) < 1:
+            raise ValueError("g_channels needs at least one positive channel count")
+        if self.local_dim < 1 or self.global_dim < 0 or self.periodic_dim < 0:
+            raise ValueError("noise dimensions must be >= 0 (local_dim >= 1)")
+        if self.crop_size % self.stride or self.crop_size < 2 * self.stride:
+            raise ValueError(f"crop_size must be a multiple of {self.stride} and at least {2 * self.stride}")
+
+    @property
+    def stride(self) -> int:
+        return 2 ** (len(self.g_channels) - 1)
+
+    @property
+    def noise_channels(self) -> int:
+        return self.local_dim + self.global_dim + self.periodic_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def architecture(self) -> dict[str, Any]:
+        d = self.to_dict()
+        return {k: d[k] for k in self.ARCHITECTURE_FIELDS}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TextureGANConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known})
+
+
+def _conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, padding=k // 2, padding_mode="circular")
+
+
+class PixelNorm(nn.Module):
+    """Per-pixel channel normalisation: local (so tiles match), no batch statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+
+
+class CircularUpsample(nn.Module):
+    """x2 bilinear upsampling that wraps around the edges like circular padding.
+
+    Nearest-neighbour upsampling leaves a faint grid at the noise stride whose
+    strongest edges fall exactly on the wrap-around border; bilinear does not.
+    """
+
+    reach = 1  # input pixels each side an output pixel depends on
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (1, 1, 1, 1), mode="circular")
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)[:, :, 2:-2, 2:-2]
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: TextureGANConfig):
+        super().__init__()
+        self.local_dim, self.global_dim, self.periodic_dim = cfg.local_dim, cfg.global_dim, cfg.periodic_dim
+        self.stride = cfg.stride
+        ch = cfg.g_channels
+        if self.periodic_dim:
+            # Global code -> 2D wave vectors (cycles per noise pixel). Without a
+            # global code the wave vectors are free parameters.
+            hidden = 64
+            self.wave_mlp = nn.Sequential(nn.Linear(max(1, self.global_dim), hidden), nn.ReLU(),
+                                          nn.Linear(hidden, 2 * self.periodic_dim))
+        act = lambda: nn.LeakyReLU(0.2)  # noqa: E731
+        stages: list[nn.Module] = [nn.Sequential(_conv(cfg.noise_channels, ch[0]), act(), PixelNorm(),
+                                                 _conv(ch[0], ch[0]), act(), PixelNorm())]
+        for cin, cout in zip(ch[:-1], ch[1:]):
+            stages.append(nn.Sequential(CircularUpsample(),
+                                        _conv(cin, cout), act(), PixelNorm(),
+                                        _conv(cout, cout), act(), PixelNorm()))
+        self.stages = nn.Sequential(*stages)
+        self.to_rgb = nn.Conv2d(ch[-1], 3, 1)
+
+    # ---- noise
+    def wave_vectors(self, z_global: torch.Tensor) -> torch.Tensor:
+        """Bx(periodic_dim)x2 wave vectors (ky, kx) in cycles per noise pixel, |k| <= 0.5."""
+        z = z_global if self.global_dim else torch.ones(z_global.shape[0], 1, device=z_global.device)
+        k = self.wave_mlp(z).view(-1, self.periodic_dim, 2)
+        return 0.5 * torch.tanh(k)  # below Nyquist of the noise grid
+
+    def build_input(self, local: torch.Tensor, z_global: torch.Tensor, phase: torch.Tensor,
+                    quantize_to: tuple[int, int] | None = None) -> torch.Tensor:
+        """Stack local, broadcast global and periodic channels into G's input.
+
+        ``local`` BxLxhxw, ``z_global`` BxG, ``phase`` BxP (radians). With
+        ``quantize_to=(h, w)`` the wave vectors are rounded so that whole periods
+        fit the canvas: the periodic channels then wrap seamlessly.
+        """
+        b, _, h, w = local.shape
+        parts = [local]
+        if self.global_dim:
+            parts.append(z_global[:, :, None, None].expand(b, self.global_dim, h, w))
+        if self.periodic_dim:
+            k = self.wave_vectors(z_global)
+            if quantize_to is not None:
+                qh, qw = quantize_to
+                k = torch.stack([torch.round(k[..., 0] * qh) / qh, torch.round(k[..., 1] * qw) / qw], dim=-1)
+            yy = torch.arange(h, device=local.device, dtype=local.dtype)
+            xx = torch.arange(w, device=local.device, dtype=local.dtype)
+            arg = (k[..., 0, None, None] * yy[:, None] + k[..., 1, None, None] * xx[None, :]) * (2 * math.pi)
+            parts.append(torch.sin(arg + phase[:, :, None, None]))
+        return torch.cat(parts, dim=1)
+
+    # ---- image
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        """Noise canvas -> image in [0, 1]; purely convolutional (tiles compose exactly)."""
+        return torch.tanh(self.to_rgb(self.stages(x))) * 0.5 + 0.5
+
+    def forward(self, local, z_global, phase, quantize_to=None) -> torch.Tensor:
+        return self.body(self.build_input(local, z_global, phase, quantize_to))
+
+    def margin_noise_pixels(self) -> int:
+        """Noise pixels around a tile whose padding artefacts cannot reach the tile's centre."""
+        reach = 0  # contaminated output pixels at the current scale
+        for i, stage in enumerate(self.stages):
+            if i > 0:
+                reach = (reach + CircularUpsample.reach) * 2
+            reach += sum(m.kernel_size[0] // 2 for m in stage.modules() if isinstance(m, nn.Conv2d))
+        return -(-reach // self.stride) + 1
+
+
+class Discriminator(nn.Module):
+    """PatchGAN with spectral norm: stride-2 4x4 convs, one logit per patch."""
+
+    def __init__(self, cfg: TextureGANConfig):
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm
+        layers: list[nn.Module] = []
+        cin = 3
+        for cout in cfg.d_channels:
+            layers += [sn(nn.Conv2d(cin, cout, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+            cin = cout
+        layers.append(sn(nn.Conv2d(cin, 1, 3, padding=1)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * 2.0 - 1.0)
+
+
+def init_weights(module: nn.Module, generator: torch.Generator) -> None:
+    """Seeded init (never the global RNG), so a run is reproducible from its seed."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.dim() > 1:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=generator) * math.sqrt(2.0 / fan_in))
+            else:
+                p.zero_()
+        for name, b in module.named_buffers():
+            # spectral-norm power-iteration vectors
+            if b.dim() == 1 and b.dtype.is_floating_point:
+                b.copy_(F.normalize(torch.randn(b.shape, generator=generator), dim=0))
+
+
+def build_models(cfg: TextureGANConfig, seed: int) -> tuple[Generator, Discriminator]:
+    gen = torch.Generator().manual_seed(int(seed))
+    # spectral_norm draws its u/v vectors from the global RNG at construction; keep
+    # that away from the caller's stream and overwrite them from the seed below.
+    with torch.random.fork_rng(devices=[]):
+        g, d = Generator(cfg), Discriminator(cfg)
+    init_weights(g, gen)
+    init_weights(d, gen)
+    with torch.no_grad():  # settle the spectral-norm power iteration on the fresh weights
+        probe = torch.zeros(1, 3, 2 ** (len(cfg.d_channels) + 1), 2 ** (len(cfg.d_channels) + 1))
+        for _ in range(10):
+            d(probe)
+    return g, d

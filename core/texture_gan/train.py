@@ -1,0 +1,244 @@
+"""Training loop for the texture GAN: exemplars in, resumable checkpoints out."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_checkpoint,
+                                  save_training_state)
+from ..common.device import autocast, pick_device
+from ..common.images import ImageError, image_from_array, load_image, resize_rgb, to_srgb
+from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, report
+from ..common.quality import RandomFeatureNet, sliced_wasserstein
+from .generate import KIND, TextureGenerator
+from .model import MODEL_VERSION, Generator, TextureGANConfig, build_models
+
+# The training statistics loss uses its own random-filter net (not the seed that
+# core.common.quality.texture_stats_distance measures with), so the benchmark's
+# statistics distance is not the quantity being optimised.
+STATS_NET_SEED = 90817
+# Config fields that do not change the numbers a run produces (may differ on resume).
+_COSMETIC_FIELDS = ("preview_every", "preview_size")
+
+
+def training_state_path(out_path: str | Path) -> Path:
+    p = Path(out_path)
+    return p.with_name(p.name.removesuffix(".safetensors") + ".train.safetensors")
+
+
+def load_exemplars(exemplars: Sequence[str | Path | np.ndarray], max_side: int) -> tuple[list[np.ndarray], list[str]]:
+    """sRGB float32 HxWx3 arrays (alpha dropped, grey expanded, linear encoded to sRGB)."""
+    if isinstance(exemplars, (str, Path, np.ndarray)):
+        exemplars = [exemplars]
+    if len(exemplars) == 0:
+        raise ValueError("at least one exemplar image is needed to train a texture model")
+    arrays, names = [], []
+    for i, item in enumerate(exemplars):
+        if isinstance(item, np.ndarray):
+            image = image_from_array(item, "srgb", name=f"exemplar {i + 1}")
+        else:
+            image = load_image(item)
+        rgb = to_srgb(image).rgb
+        h, w = rgb.shape[:2]
+        if max(h, w) > max_side:
+            scale = max_side / max(h, w)
+            rgb = np.clip(resize_rgb(rgb, max(1, round(w * scale)), max(1, round(h * scale))), 0, 1)
+        arrays.append(np.ascontiguousarray(rgb, dtype=np.float32))
+        names.append(Path(image.source).name if image.source else f"exemplar {i + 1}")
+    return arrays, names
+
+
+def effective_crop(cfg: TextureGANConfig, arrays: list[np.ndarray], names: list[str]) -> int:
+    s = cfg.stride
+    smallest = min(min(a.shape[:2]) for a in arrays)
+    crop = min(cfg.crop_size, (smallest // s) * s)
+    if crop < 2 * s:
+        worst = names[int(np.argmin([min(a.shape[:2]) for a in arrays]))]
+        raise ImageError(f"{worst} is too small to learn a texture from: each side needs at least {2 * s} pixels "
+                         f"(ideally {cfg.crop_size} or more)")
+    return crop
+
+
+def _sample_real(exemplars: list[torch.Tensor], n: int, crop: int, cfg: TextureGANConfig,
+                 gen: torch.Generator) -> torch.Tensor:
+    """Random augmented crops, all randomness from ``gen`` (part of the training state)."""
+    out = []
+    for _ in range(n):
+        src = exemplars[int(torch.randint(len(exemplars), (1,), generator=gen))]
+        _, h, w = src.shape
+        y = int(torch.randint(h - crop + 1, (1,), generator=gen))
+        x = int(torch.randint(w - crop + 1, (1,), generator=gen))
+        c = src[:, y:y + crop, x:x + crop]
+        flips = torch.randint(2, (2,), generator=gen)
+        rot = int(torch.randint(4, (1,), generator=gen))
+        jitter = (torch.rand(2, generator=gen) * 2 - 1) * cfg.color_jitter
+        if cfg.augment_flips:
+            if flips[0]:
+                c = c.flip(2)
+            if flips[1]:
+                c = c.flip(1)
+        if cfg.augment_rot90 and rot:
+            c = torch.rot90(c, rot, (1, 2))
+        if cfg.color_jitter:
+            mean = c.mean()
+            c = ((c - mean) * (1 + float(jitter[0])) + mean + float(jitter[1])).clamp(0, 1)
+        out.append(c)
+    return torch.stack(out)
+
+
+def _sample_noise(g: Generator, n: int, grid: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    local = torch.randn(n, g.local_dim, grid, grid, generator=gen)
+    z = torch.randn(n, g.global_dim, generator=gen)
+    phase = torch.rand(n, g.periodic_dim, generator=gen) * (2 * math.pi)
+    return local, z, phase
+
+
+def _stats_loss(net: RandomFeatureNet, fake: torch.Tensor, real: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    total = 0.0
+    for ff, fr in zip(net(fake), net(real)):
+        total = total + sliced_wasserstein(ff, fr, 32, gen)
+    return total / net.scales
+
+
+def _model_config(cfg: TextureGANConfig, fingerprint: str, names: list[str], crop: int, step: int, seed: int,
+                  name: str) -> dict:
+    return {"name": name, "version": MODEL_VERSION, "architecture": cfg.architecture(), "training_config": cfg.to_dict(),
+            "data_fingerprint": fingerprint, "exemplars": names, "crop_size_used": crop, "steps": step, "seed": seed,
+            "stride": cfg.stride}
+
+
+def train_texture_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: str | Path, steps: int, *,
+                      config: TextureGANConfig | None = None, seed: int = 0, device=None,
+                      progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                      checkpoint_every: int = 200, resume: bool = True) -> Path:
+    """Train on 1..N exemplars; write ``out_path`` (generator) and ``<out>.train.safetensors``.
+
+    With ``resume=True`` an existing training state for the same exemplars and
+    config continues up to ``steps`` in total, reproducing an uninterrupted run.
+    Cancelling saves both files and raises JobCancelled.
+    """
+    cfg = config or TextureGANConfig()
+    out = Path(out_path)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"the model file must end in .safetensors, got {out.name}")
+    if int(steps) < 0:
+        raise ValueError("steps must be >= 0")
+    steps, seed = int(steps), int(seed)
+    checkpoint_every = max(1, int(checkpoint_every))
+    dev = pick_device(device)
+    state_path = training_state_path(out)
+    name = out.name.removesuffix(".safetensors")
+
+    arrays, names = load_exemplars(exemplars, cfg.max_exemplar_side)
+    crop = effective_crop(cfg, arrays, names)
+    fingerprint = fingerprint_arrays(arrays)
+    real_images = [torch.from_numpy(a.transpose(2, 0, 1).copy()) for a in arrays]
+    grid = crop // cfg.stride
+
+    g, d = build_models(cfg, seed)
+    g_ema, _ = build_models(cfg, seed)
+    g_ema.load_state_dict(g.state_dict())
+    g, d, g_ema = g.to(dev), d.to(dev), g_ema.to(dev).eval()
+    for p in g_ema.parameters():
+        p.requires_grad_(False)
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=cfg.betas)
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=cfg.betas)
+    stats_net = RandomFeatureNet(width=16, scales=3, seed=STATS_NET_SEED).to(dev).eval()
+    data_gen = torch.Generator().manual_seed(seed * 4 + 1)
+    noise_gen = torch.Generator().manual_seed(seed * 4 + 2)
+    proj_gen = torch.Generator().manual_seed(seed * 4 + 3)
+    step = 0
+    losses: dict[str, float] = {}
+
+    if resume and state_path.exists():
+        state = load_training_state(state_path, "cpu")
+        if state.get("data_fingerprint") != fingerprint:
+            raise CheckpointError(f"{state_path.name} was trained on different exemplar images; "
+                                  "train without resume (or delete it) to start over")
+        saved_cfg = {k: v for k, v in state.get("config", {}).items() if k not in _COSMETIC_FIELDS}
+        now_cfg = {k: v for k, v in cfg.to_dict().items() if k not in _COSMETIC_FIELDS}
+        if saved_cfg != now_cfg or state.get("seed") != seed:
+            raise CheckpointError(f"{state_path.name} was trained with different settings or seed; "
+                                  "train without resume (or delete it) to start over")
+        try:
+            g.load_state_dict(state["g"])
+            d.load_state_dict(state["d"])
+            g_ema.load_state_dict(state["g_ema"])
+            opt_g.load_state_dict(state["opt_g"])
+            opt_d.load_state_dict(state["opt_d"])
+            data_gen.set_state(state["rng"]["data"])
+            noise_gen.set_state(state["rng"]["noise"])
+            proj_gen.set_state(state["rng"]["proj"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{state_path.name} does not fit this model ({exc}); "
+                                  "train without resume to start over") from exc
+        step = int(state["step"])
+        losses = dict(state.get("losses", {}))
+
+    def save(at_step: int) -> None:
+        save_checkpoint(out, g_ema.state_dict(), _model_config(cfg, fingerprint, names, crop, at_step, seed, name), KIND)
+        save_training_state(state_path, {
+            "step": at_step, "seed": seed, "config": cfg.to_dict(), "data_fingerprint": fingerprint,
+            "g": g.state_dict(), "d": d.state_dict(), "g_ema": g_ema.state_dict(),
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "losses": losses,
+            "rng": {"data": data_gen.get_state(), "noise": noise_gen.get_state(), "proj": proj_gen.get_state()}})
+
+    mixed = cfg.mixed_precision and dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    preview_model = TextureGenerator(g_ema, {"training_config": cfg.to_dict()}, name, dev)
+
+    def preview() -> np.ndarray:
+        return preview_model.generate(cfg.preview_size, cfg.preview_size, seed=0, tileable=True)
+
+    report(progress, step, steps, "starting" if step == 0 else f"resumed at step {step}", losses)
+    if step >= steps:
+        save(step)
+        report(progress, step, steps, "already trained", losses, preview())
+        return out
+
+    g.train()
+    d.train()
+    while step < steps:
+        if cancel is not None and cancel.cancelled:
+            save(step)
+            raise JobCancelled(f"training cancelled at step {step}; checkpoint saved to {out.name}")
+        real = _sample_real(real_images, cfg.batch_size, crop, cfg, data_gen).to(dev)
+        local, z, phase = (t.to(dev) for t in _sample_noise(g, cfg.batch_size, grid, noise_gen))
+        with autocast(dev, enabled=mixed):
+            fake = g(local, z, phase)
+        # Discriminator: non-saturating loss; spectral norm keeps it Lipschitz.
+        with autocast(dev, enabled=mixed):
+            d_real = d(real).float()
+            d_fake = d(fake.detach()).float()
+        loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        # Generator: fool D + match the exemplar's texture statistics (fast, stable signal).
+        with autocast(dev, enabled=mixed):
+            g_adv = F.softplus(-d(fake).float()).mean()
+        stats = _stats_loss(stats_net, fake.float(), real, proj_gen) if cfg.stats_loss_weight else torch.zeros(())
+        loss_g = g_adv + cfg.stats_loss_weight * stats
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        step += 1
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(g_ema.parameters(), g.parameters()):
+                pe.lerp_(p, 1 - decay)
+        losses = {"d": loss_d.item(), "g_adv": g_adv.item(), "stats": float(stats.detach())}
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise RuntimeError(f"training diverged at step {step} (losses {losses}); the last checkpoint "
+                               f"({out.name}) is kept - resume with a lower learning rate")
+        if step % checkpoint_every == 0 or step == steps:
+            save(step)
+        show = step == steps or (cfg.preview_every > 0 and step % cfg.preview_every == 0)
+        report(progress, step, steps, "", losses, preview() if show else None)
+    return out
