@@ -152,6 +152,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), str(Path(args.out).resolve())],
+                          cwd=ROOT, env=env).returncode
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     import torch
 
@@ -165,6 +171,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
+    "demo": (cmd_demo, "run the main job headless in Blender on the bundled models; results in demo_output/"),
     "test": (cmd_test, "run every test (pytest; GPU tests skip without a GPU)"),
     "package": (cmd_package, "build the Blender extension zip into dist/"),
     "models": (cmd_models, "retrain the bundled default models (GPU when present) and their manifest"),
@@ -180,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_text)
         if name == "test":
             p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments")
+        if name == "demo":
+            p.add_argument("--out", default=str(ROOT / "demo_output"), help="output folder")
         if name == "models":
             p.add_argument("--only", nargs="*", help="names of the models to retrain (default: all)")
             p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")

@@ -1,0 +1,52 @@
+"""The extension zip: built by build.py, installed into a clean Blender user folder, operators run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytest.importorskip("bpy")
+
+
+def test_package_installs_into_clean_blender_and_runs(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    import build
+
+    zip_path = build.build_package(tmp_path / "dist")
+    names = zipfile.ZipFile(zip_path).namelist()
+    assert "blender_manifest.toml" in names and "__init__.py" in names
+    assert "core/__init__.py" in names and "core/worker.py" in names
+    assert not any("__pycache__" in n or n.endswith(".train.safetensors") for n in names)
+    if (ROOT / "models" / "manifest.json").exists():
+        assert "models/manifest.json" in names
+
+    # A fresh process: BLENDER_USER_RESOURCES must be set before bpy starts, and the
+    # repo must not be importable, so the add-on can only use the core inside the zip.
+    script = textwrap.dedent(f"""
+        import sys, bpy
+        sys.path = [p for p in sys.path if p not in ("", {str(ROOT)!r})]
+        result = bpy.ops.extensions.package_install_files(filepath={str(zip_path)!r}, repo="user_default",
+                                                          enable_on_install=True)
+        assert result == {{"FINISHED"}}, result
+        enabled = [m for m in bpy.context.preferences.addons.keys() if m.startswith("bl_ext.user_default.")]
+        assert enabled, "extension not enabled"
+        import importlib
+        addon = importlib.import_module(enabled[0])
+        core = importlib.import_module(enabled[0] + ".core")
+        assert str({str(ROOT)!r}) not in core.__file__
+        ops = [name for name in dir(bpy.ops.neural) if not name.startswith("_")]
+        assert len(ops) >= 5, ops
+        print("INSTALLED", enabled[0], len(ops))
+    """)
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"), PYTHONPATH="")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "INSTALLED" in proc.stdout

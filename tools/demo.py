@@ -1,0 +1,161 @@
+"""The demo: the main job, headless, in real Blender, on the bundled default models.
+
+Run by ``python build.py demo`` inside the venv (``bpy`` module). It builds a
+small scene, generates tileable textures with the bundled texture models,
+makes materials for several objects, renders with Cycles, stylizes the render
+with two bundled styles, makes a VAE blend, and writes every result plus a
+labelled contact sheet to ``demo_output/``. Everything goes through the
+add-on's operators (``bpy.ops.neural.*``), exactly as an artist's clicks would.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import bpy  # noqa: E402
+
+import blender_addon  # noqa: E402
+from core.common.images import linear_to_srgb, save_image  # noqa: E402
+from tools.contact_sheet import contact_sheet  # noqa: E402
+
+MODELS = ROOT / "models"
+
+
+def _manifest() -> dict[str, dict]:
+    path = MODELS / "manifest.json"
+    if not path.exists():
+        raise SystemExit("demo: models/manifest.json is missing; run 'python build.py models' first")
+    return {m["name"]: m for m in json.loads(path.read_text())["models"]}
+
+
+def _model(entries: dict, kind: str, name: str | None = None) -> tuple[str, str]:
+    for entry in entries.values():
+        if entry["kind"] == kind and (name is None or entry["name"] == name):
+            return str(MODELS / entry["file"]), entry["label"]
+    raise SystemExit(f"demo: no bundled {kind} model {name or ''}")
+
+
+def _new_images(before: set[str]) -> list[bpy.types.Image]:
+    return [img for img in bpy.data.images if img.name not in before]
+
+
+def _run(op, **kwargs) -> bpy.types.Image:
+    """Run an add-on operator and return the image it created (fails loudly)."""
+    before = {img.name for img in bpy.data.images}
+    result = op(**kwargs)
+    if result != {"FINISHED"}:
+        raise SystemExit(f"demo: {op.idname()} returned {result}")
+    created = _new_images(before)
+    if not created:
+        raise SystemExit(f"demo: {op.idname()} created no image")
+    return created[-1]
+
+
+def _save(image: bpy.types.Image, path: Path) -> Path:
+    from blender_addon.image_bridge import image_pixels, is_linear
+
+    pixels = image_pixels(image)[..., :3]
+    if is_linear(image):
+        pixels = linear_to_srgb(pixels)
+    return save_image(path, np.clip(pixels, 0, 1))
+
+
+def build_scene() -> dict[str, bpy.types.Object]:
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    objects = {}
+    bpy.ops.mesh.primitive_plane_add(size=8, location=(0, 0, 0))
+    objects["floor"] = bpy.context.object
+    bpy.ops.mesh.primitive_cube_add(size=1.6, location=(-1.8, 0.4, 0.8))
+    objects["cube"] = bpy.context.object
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.9, location=(0.3, -0.6, 0.9), segments=48, ring_count=24)
+    objects["sphere"] = bpy.context.object
+    bpy.ops.object.shade_smooth()
+    bpy.ops.mesh.primitive_cylinder_add(radius=0.6, depth=2.2, location=(2.1, 0.9, 1.1), vertices=48)
+    objects["pillar"] = bpy.context.object
+    for obj in objects.values():  # UVs scaled so textures repeat a few times: tiling is visible
+        for loop in obj.data.uv_layers.active.data:
+            loop.uv = loop.uv * (3.0 if obj.name.startswith("Plane") else 1.5)
+    bpy.ops.object.camera_add(location=(0.0, -7.5, 4.2), rotation=(1.12, 0.0, 0.0))
+    scene.camera = bpy.context.object
+    bpy.ops.object.light_add(type="SUN", location=(3, -3, 6), rotation=(0.7, 0.2, 0.6))
+    bpy.context.object.data.energy = 3.5
+    world = bpy.data.worlds.new("Demo World")
+    world.use_nodes = True
+    world.node_tree.nodes["Background"].inputs["Color"].default_value = (0.55, 0.65, 0.85, 1.0)
+    world.node_tree.nodes["Background"].inputs["Strength"].default_value = 0.8
+    scene.world = world
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = 24
+    scene.cycles.use_denoising = False
+    scene.render.resolution_x, scene.render.resolution_y = 480, 320
+    scene.render.resolution_percentage = 100
+    return objects
+
+
+def main(out_dir: Path) -> int:
+    start = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = _manifest()
+    blender_addon.register()
+    try:
+        objects = build_scene()
+        sheet: list[tuple[str, Path]] = []
+        textures: dict[str, bpy.types.Image] = {}
+        assignments = [("bricks", "cube"), ("wood", "floor"), ("stones", "pillar"), ("rust", "sphere")]
+        for model_name, obj_name in assignments:
+            path, label = _model(entries, "texture_gan", model_name)
+            bpy.ops.object.select_all(action="DESELECT")
+            objects[obj_name].select_set(True)
+            bpy.context.view_layer.objects.active = objects[obj_name]
+            image = _run(bpy.ops.neural.generate_texture, model=path, width=384, height=384, seed=7,
+                         tileable=True, make_material=True, name=f"{model_name} texture")
+            textures[model_name] = image
+            assert objects[obj_name].active_material is not None, f"no material on {obj_name}"
+            sheet.append((f"GAN: {label}", _save(image, out_dir / f"texture_{model_name}.png")))
+            print(f"demo: {label} -> {obj_name} ({time.perf_counter() - start:.0f}s)", flush=True)
+
+        bpy.ops.render.render(write_still=False)
+        render_path = out_dir / "render.png"
+        bpy.data.images["Render Result"].save_render(filepath=str(render_path))
+        sheet.append(("Cycles render", render_path))
+        print(f"demo: rendered ({time.perf_counter() - start:.0f}s)", flush=True)
+
+        for style_name in ("starry_night", "wave"):
+            path, label = _model(entries, "style_transfer", style_name)
+            image = _run(bpy.ops.neural.stylize_image, source="RENDER", model=path, strength=1.0)
+            sheet.append((f"Style: {label}", _save(image, out_dir / f"render_{style_name}.png")))
+            print(f"demo: stylized with {label} ({time.perf_counter() - start:.0f}s)", flush=True)
+
+        vae_path, vae_label = _model(entries, "texture_vae")
+        from blender_addon.image_bridge import image_from_array
+
+        ramp = np.tile(np.linspace(0, 1, 384, dtype=np.float32)[None, :, None], (384, 1, 1))
+        mask = image_from_array(np.clip((ramp - 0.25) * 2, 0, 1), "demo blend mask", linear=False)
+        blend = _run(bpy.ops.neural.vae_blend, image=textures["stones"].name, image_b=textures["rust"].name,
+                     mask=mask.name, model=vae_path)
+        sheet.append(("VAE blend: stones -> rust", _save(blend, out_dir / "vae_blend_stones_rust.png")))
+        variation = _run(bpy.ops.neural.vae_variations, image=textures["bricks"].name, model=vae_path,
+                         strength=0.6, count=1, seed=3)
+        sheet.append(("VAE variation: bricks", _save(variation, out_dir / "vae_variation_bricks.png")))
+
+        bpy.ops.wm.save_as_mainfile(filepath=str(out_dir / "demo_scene.blend"))
+        contact = contact_sheet(sheet, out_dir / "contact_sheet.png", cell=256, columns=5)
+        print(f"demo: wrote {len(sheet)} results and {contact.relative_to(ROOT) if contact.is_relative_to(ROOT) else contact} "
+              f"in {time.perf_counter() - start:.0f}s", flush=True)
+    finally:
+        blender_addon.unregister()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "demo_output"))
