@@ -171,7 +171,7 @@ def _panels_for(space: str, prefix: str) -> list[type]:
         if space == "NODE_EDITOR":
             attrs["poll"] = classmethod(lambda cls, context: getattr(context.space_data, "tree_type", "")
                                         == "ShaderNodeTree")
-        panels.append(type(f"NEURAL_PT_{prefix}_{key.lower()}", (bpy.types.Panel,), attrs))
+        panels.append(type(attrs["bl_idname"], (bpy.types.Panel,), attrs))
     return panels
 
 
