@@ -86,7 +86,12 @@ def draw_vae(layout, context) -> None:
 
 def draw_style(layout, context) -> None:
     settings = context.scene.neural_style
-    _model_picker(layout, settings, "style")
+    layout.row().prop(settings, "method", expand=True)
+    if settings.method == "MODEL":
+        _model_picker(layout, settings, "style")
+    else:
+        layout.template_ID(settings, "style_image", open="image.open")
+        layout.prop(settings, "optimize_steps")
     layout.row().prop(settings, "source", expand=True)
     if settings.source == "IMAGE":
         layout.template_ID(settings, "image", open="image.open")

@@ -74,13 +74,18 @@ class NeuralStyleSettings(bpy.types.PropertyGroup):
         ("DISPLAY", "As Displayed", "Stylize the render as you see it (view transform applied)"),
         ("LINEAR", "Scene Linear", "Stylize the scene-linear (HDR) values; the result is a float image")],
         default="DISPLAY")
+    method: EnumProperty(name="Method", items=[
+        ("MODEL", "Style Model", "Fast: a trained style model"),
+        ("PAINTING", "Any Painting", "Slow: match any painting by optimisation (no training)")], default="MODEL")
+    optimize_steps: IntProperty(name="Steps", default=100, min=1, max=5000,
+                                description="Optimisation steps for Any Painting")
     auto_stylize: BoolProperty(name="Stylize After Render", default=False,
                                description="Stylize every still render into a new image automatically")
     frames_dir: StringProperty(name="Frames", subtype="DIR_PATH", description="Folder with the rendered frames")
     output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//stylized/")
     temporal_weight: FloatProperty(name="Temporal Smoothing", default=0.7, min=0.0, max=0.95, subtype="FACTOR")
-    style_image: PointerProperty(name="Style Image", type=bpy.types.Image,
-                                 description="Painting to train a new style model from")
+    style_image: PointerProperty(name="Painting", type=bpy.types.Image,
+                                 description="Painting to stylize with (Any Painting) or to train a style model from")
     train_name: StringProperty(name="Name", default="my_style")
     train_steps: IntProperty(name="Steps", default=2000, min=1)
     last_image: StringProperty()

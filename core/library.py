@@ -5,8 +5,10 @@ A folder holds ``NAME.safetensors`` model files (config in the header, see
 optionally a ``manifest.json`` (the bundled default models) that adds display
 names and descriptions::
 
-    {"models": [{"file": "bricks.safetensors", "name": "Bricks", "kind": "texture_gan",
-                 "description": "...", "thumbnail": "bricks.png"}]}
+    {"models": [{"file": "bricks.safetensors", "name": "bricks", "label": "Bricks",
+                 "kind": "texture_gan", "description": "...", "thumbnail": "bricks.png"}]}
+
+(``label`` is the display name; without it ``name``, then the config's name.)
 
 This module reads safetensors headers itself (8-byte length + JSON), so it
 needs neither torch nor safetensors: the add-on lists models inside Blender's
@@ -122,7 +124,7 @@ def list_models(folders: Iterable[str | os.PathLike], kind: str | None = None,
                 continue
             thumb_name = entry.get("thumbnail")
             thumbnail = folder / thumb_name if thumb_name else path.with_suffix(".png")
-            name = entry.get("name") or config.get("name") or _display_name(path.stem)
+            name = entry.get("label") or entry.get("name") or config.get("name") or _display_name(path.stem)
             result.append(ModelInfo(path=path, name=str(name), kind=model_kind,
                                     description=str(entry.get("description") or config.get("description") or ""),
                                     thumbnail=thumbnail if thumbnail.is_file() else None,

@@ -19,11 +19,20 @@ def _style_model(op, settings) -> str:
 
 
 def stylize_render_or_image(scene, source: str, image: str, model: str, strength: float, render_colors: str,
-                            wait: bool, label_prefix: str = "Stylize"):
-    """Submit a stylize job; the result is always a new image (the original is never touched)."""
+                            wait: bool, label_prefix: str = "Stylize", painting: str = "", steps: int = 100,
+                            max_side: int = 512):
+    """Submit a stylize job; the result is always a new image (the original is never touched).
+
+    With ``painting`` (a Blender image name) the style comes from that image by
+    optimisation (slow, any painting); else from the fast style ``model``.
+    """
+    painting_file = None
+    if painting:
+        painting_file = str(image_bridge.export_image(get_image(painting, "style painting"), workdir_inputs(),
+                                                      keep_alpha=False))
     if source == "RENDER":
         path = image_bridge.render_result_to_file(scene, workdir_inputs(), linear=render_colors == "LINEAR")
-        title = f"Render Stylized ({Path(model).stem})"
+        title = f"Render Stylized ({painting or Path(model).stem})"
     else:
         blender_image = get_image(image, "image to stylize")
         path = image_bridge.export_image(blender_image, workdir_inputs())
@@ -38,9 +47,14 @@ def stylize_render_or_image(scene, source: str, image: str, model: str, strength
             if target is not None:
                 target.neural_style.last_image = result.name
 
+    label = f"{label_prefix} {'render' if source == 'RENDER' else image}"
+    if painting_file:
+        return job_queue.submit("style.stylize_optimize",
+                                {"content": str(path), "style": painting_file, "steps": steps, "strength": strength,
+                                 "max_side": max_side},
+                                label=f"{label} like '{painting}'", on_done=on_done, wait=wait)
     return job_queue.submit("style.stylize", {"model": model, "image": str(path), "strength": strength},
-                            label=f"{label_prefix} {'render' if source == 'RENDER' else image}",
-                            on_done=on_done, wait=wait)
+                            label=label, on_done=on_done, wait=wait)
 
 
 class NEURAL_OT_stylize_image(bpy.types.Operator):
@@ -55,18 +69,30 @@ class NEURAL_OT_stylize_image(bpy.types.Operator):
     strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0)
     render_colors: EnumProperty(name="Render Colors", items=[("DISPLAY", "As Displayed", ""),
                                                              ("LINEAR", "Scene Linear", "")])
+    method: EnumProperty(name="Method", items=[("MODEL", "Style Model", "Fast: a trained style model"),
+                                               ("PAINTING", "Any Painting", "Slow: match a painting by optimisation")])
+    style_image: StringProperty(name="Painting", description="Blender image with the painting (method Any Painting)")
+    steps: IntProperty(name="Steps", default=100, min=1, max=5000)
+    max_side: IntProperty(name="Max Side", default=512, min=32, max=4096,
+                          description="Optimisation works at most at this size (the result is scaled back)")
     wait: WAIT_PROPERTY
 
     def execute(self, context):
         settings = context.scene.neural_style
+        method = option(self, settings, "method")
+        painting = image_name(self, settings, "style_image") if method == "PAINTING" else ""
         model = _style_model(self, settings)
-        if not model or not Path(model).is_file():
+        if method == "PAINTING" and not painting:
+            return fail(self, "Choose the painting (a Blender image) to take the style from")
+        if method == "MODEL" and (not model or not Path(model).is_file()):
             return fail(self, "No style model: pick a bundled style or train one")
         try:
             job = stylize_render_or_image(context.scene, option(self, settings, "source"),
                                           image_name(self, settings, "image"), model,
                                           option(self, settings, "strength"),
-                                          option(self, settings, "render_colors"), self.wait or None)
+                                          option(self, settings, "render_colors"), self.wait or None,
+                                          painting=painting, steps=option(self, settings, "steps", "optimize_steps"),
+                                          max_side=self.max_side)
         except BridgeError as exc:
             return fail(self, str(exc))
         return finish(self, job)

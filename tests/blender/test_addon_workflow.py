@@ -92,6 +92,18 @@ def test_generate_material_render_and_stylize(tiny_models, helpers):
     np.testing.assert_array_equal(helpers.pixels(image), original)
 
 
+def test_stylize_image_like_any_painting(tiny_models, helpers):
+    content = helpers.image("content for painting", "stones", 48)
+    painting = helpers.image("a painting", "rust", 64, seed=2)
+    before = set(bpy.data.images.keys())
+    assert bpy.ops.neural.stylize_image(source="IMAGE", image=content.name, method="PAINTING",
+                                        style_image=painting.name, steps=2, max_side=32) == {"FINISHED"}
+    (name,) = set(bpy.data.images.keys()) - before
+    result = bpy.data.images[name]
+    assert tuple(result.size) == (48, 48)  # optimised at 32 px, brought back to the content's size
+    assert not np.array_equal(helpers.pixels(result)[..., :3], helpers.pixels(content)[..., :3])
+
+
 def test_make_material_operator_assigns_to_selection(tiny_models, helpers):
     image = helpers.image("for material", "stones", 32)
     bpy.ops.mesh.primitive_uv_sphere_add(segments=8, ring_count=4)
