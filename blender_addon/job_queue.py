@@ -64,15 +64,62 @@ def submit(kind: str, params: dict, label: str = "", on_done: Callable[[Job], No
     """
     params = dict(params)
     params.setdefault("device", preferences.worker_device())
-    job = manager().submit(kind, params, label, on_done)
-    if wait is None:
-        wait = bool(bpy.app.background)
-    if wait:
-        manager().wait(job)
-        _after_job()
+    job = manager().submit(kind, params, label, _with_cleanup(on_done))
+    if should_wait(wait):
+        wait_for(job)
     else:
         ensure_timer()
     return job
+
+
+def should_wait(wait: bool | None) -> bool:
+    return bool(bpy.app.background) if wait is None else bool(wait)
+
+
+def wait_for(job: Job) -> Job:
+    """Block until ``job`` ends, polling like the timer (background mode and scripts)."""
+    manager().wait(job)
+    _after_job()
+    return job
+
+
+def _with_cleanup(on_done):
+    """Run ``on_done``, then delete the job's temporary files (inputs no other job needs, result arrays)."""
+    def callback(job: Job) -> None:
+        try:
+            if on_done is not None:
+                on_done(job)
+            if job.state == "done" and bpy.app.background is False:
+                _undo_push(job.label)
+        finally:
+            _remove_temporary_files(job)
+    return callback
+
+
+def _temporary_paths(value) -> list[Path]:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    root = str(workdir())
+    return [Path(v) for v in values if isinstance(v, str) and v.startswith(root)]
+
+
+def _remove_temporary_files(job: Job) -> None:
+    still_needed = {p for other in manager().active_jobs for v in other.params.values() for p in _temporary_paths(v)}
+    for value in job.params.values():
+        for path in _temporary_paths(value):
+            if path not in still_needed:
+                path.unlink(missing_ok=True)
+    image = job.result.get("image") if isinstance(job.result, dict) else None
+    if isinstance(image, dict):
+        for path in _temporary_paths(image.get("path")):
+            path.unlink(missing_ok=True)  # already copied into a packed Blender image
+
+
+def _undo_push(label: str) -> None:
+    """Results arrive outside any operator: make them an undo step so Ctrl+Z does not drop them silently."""
+    try:
+        bpy.ops.ed.undo_push(message=f"Neural Textures: {label}")
+    except RuntimeError:
+        pass  # no window context (e.g. during file load); the data is still there
 
 
 def cancel(job_id: str) -> bool:

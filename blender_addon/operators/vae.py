@@ -53,7 +53,10 @@ class NEURAL_OT_vae_variations(bpy.types.Operator):
                                          {"model": model, "image": source_file, "strength": strength,
                                           "seed": seed + index},
                                          label=f"Variation {index + 1}/{count} of '{source_name}'",
-                                         on_done=on_done, wait=self.wait or None))
+                                         on_done=on_done, wait=False))
+        if job_queue.should_wait(self.wait or None):
+            for job in jobs:  # all queued first: they share the exported source file
+                job_queue.wait_for(job)
         failed = [j for j in jobs if j.state == "error"]
         if failed:
             return finish(self, failed[0])

@@ -57,6 +57,10 @@ def test_generate_material_render_and_stylize(tiny_models, helpers):
         assert any(link.from_node == tex and link.to_socket == bsdf.inputs["Base Color"]
                    for link in material.node_tree.links)
 
+    # the temporary result array went away once packed into the image
+    from blender_addon import job_queue
+    assert not list(job_queue.workdir().rglob("*_output.npy"))
+
     # same seed, same texture (through the worker's model cache or not)
     assert bpy.ops.neural.generate_texture(width=64, height=48, seed=7, make_material=False,
                                            name="Again") == {"FINISHED"}
