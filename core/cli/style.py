@@ -1,0 +1,109 @@
+"""``python -m core style apply|train``: stylize frames or animations, train fast style models."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..common.images import ImageError, load_image, save_image
+from .progress_bar import ProgressBar
+
+
+def register(families) -> None:
+    parser = families.add_parser("style", help="neural style transfer for renders and animations")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    apply = sub.add_parser("apply", help="stylize a frame, or a folder of frames as an animation")
+    apply.add_argument("--style", required=True,
+                       help="a trained model (.safetensors: fast) or any style image (slow optimisation)")
+    apply.add_argument("--input", required=True, help="an image file, or a folder of frames (an animation)")
+    apply.add_argument("--out", required=True, help="output image file, or output folder for an animation")
+    apply.add_argument("--strength", type=float, default=1.0, help="0 = unchanged input, 1 = fully stylized")
+    apply.add_argument("--tile", type=int, default=None, help="process in tiles of this many pixels")
+    apply.add_argument("--steps", type=int, default=200, help="optimisation steps (style image only)")
+    apply.add_argument("--max-side", type=int, default=512, help="optimisation resolution (style image only)")
+    apply.add_argument("--style-loss", choices=("gram", "sliced_wasserstein"), default="gram")
+    apply.add_argument("--preserve-color", choices=("none", "luminance", "histogram"), default="none")
+    apply.add_argument("--temporal-weight", type=float, default=0.7, help="animation: reuse of the previous frame")
+    apply.add_argument("--flows", default=None,
+                       help="animation: folder of per-frame flows (.npy HxWx2 in this package's convention, or "
+                            "HxWx4 Blender Vector passes), named like the frames")
+    apply.add_argument("--vgg19", default=None, help="optional local VGG19 weights (.safetensors or .pth)")
+    apply.set_defaults(func=run_apply)
+
+    train = sub.add_parser("train", help="train a fast style model for one style image")
+    train.add_argument("--style", required=True, help="style image")
+    train.add_argument("--frames", default=None, help="folder of training frames (default: generated frames)")
+    train.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    train.add_argument("--steps", type=int, default=1500)
+    train.add_argument("--image-size", type=int, default=None)
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--style-weight", type=float, default=None)
+    train.add_argument("--style-loss", choices=("gram", "sliced_wasserstein"), default=None)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--restart", action="store_true", help="ignore an existing training state and start over")
+    train.add_argument("--vgg19", default=None, help="optional local VGG19 weights (.safetensors or .pth)")
+    train.set_defaults(func=run_train)
+
+
+def _frame_files(folder: Path) -> list[Path]:
+    from ..style.data import list_image_files
+    return list_image_files(folder)
+
+
+def run_apply(args: argparse.Namespace) -> int:
+    from ..style import StyleModel, stylize_optimize, stylize_sequence
+
+    style_path, input_path, out = Path(args.style), Path(args.input), Path(args.out)
+    is_model = style_path.suffix.lower() == ".safetensors"
+    preserve = None if args.preserve_color == "none" else args.preserve_color
+    if input_path.is_dir():
+        if not is_model:
+            raise ValueError("animations need a trained model (.safetensors); train one with "
+                             "'python -m core style train' or stylize single frames with a style image")
+        model = StyleModel.load(style_path, args.device)
+        files = _frame_files(input_path)
+        flows = None
+        if args.flows:
+            import numpy as np
+            flow_dir = Path(args.flows)
+            flows = [np.load(flow_dir / (f.stem + ".npy"), allow_pickle=False) if (flow_dir / (f.stem + ".npy")).exists()
+                     else None for f in files]
+        out.mkdir(parents=True, exist_ok=True)
+        bar = ProgressBar("style")
+        frames = (load_image(f) for f in files)
+        results = stylize_sequence(model, frames, flows, strength=args.strength,
+                                   temporal_weight=args.temporal_weight, progress=bar, tile_size=args.tile)
+        for f, result in zip(files, results):
+            target = out / (f.stem + (f.suffix if f.suffix.lower() in (".png", ".exr", ".npy", ".jpg") else ".png"))
+            save_image(target, result, bit_depth=16 if result.bit_depth == 16 else 8)
+        print(f"wrote {len(files)} frames to {out}")
+        return 0
+    if not input_path.exists():
+        raise ImageError(f"input not found: {input_path}")
+    image = load_image(input_path)
+    if is_model:
+        result = StyleModel.load(style_path, args.device).stylize(image, args.strength, args.tile)
+    else:
+        result = stylize_optimize(image, load_image(style_path), steps=args.steps, strength=args.strength,
+                                  preserve_color=preserve or False, style_loss=args.style_loss,
+                                  max_side=args.max_side, device=args.device, vgg19_weights=args.vgg19,
+                                  progress=ProgressBar("style"))
+    save_image(out, result, bit_depth=16 if result.bit_depth == 16 else 8)
+    print(f"wrote {out}")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..style import StyleTransferConfig, train_style_model
+
+    cfg = StyleTransferConfig()
+    for name in ("image_size", "batch_size", "style_weight", "style_loss"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(cfg, name, value)
+    path = train_style_model(args.style, args.frames, args.out, args.steps, config=cfg, seed=args.seed,
+                             device=args.device, progress=ProgressBar("train"), resume=not args.restart,
+                             vgg19_weights=args.vgg19)
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,114 @@
+"""Style, content and smoothness losses, and colour-preservation helpers.
+
+Losses are normalised per layer (divided by the target's own energy) so the
+default weights stay meaningful whichever feature network is used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..common.quality import sliced_wasserstein
+
+STYLE_LOSSES = ("gram", "sliced_wasserstein")
+
+
+def gram(feats: torch.Tensor) -> torch.Tensor:
+    """NxCxHxW -> NxCxC Gram matrix divided by the number of positions."""
+    n, c, h, w = feats.shape
+    f = feats.reshape(n, c, h * w)
+    return f @ f.transpose(1, 2) / (h * w)
+
+
+class StyleTarget:
+    """Precomputed statistics of the style image for one feature network.
+
+    ``loss(feats)`` compares a batch of feature lists against them. Gram
+    targets are broadcast over the batch; sliced Wasserstein compares each
+    batch item's feature distribution with the style's (Heitz et al. 2021).
+    """
+
+    def __init__(self, style_feats: list[torch.Tensor], kind: str = "gram", n_projections: int = 32):
+        if kind not in STYLE_LOSSES:
+            raise ValueError(f"style_loss must be one of {', '.join(STYLE_LOSSES)}, not {kind!r}")
+        self.kind = kind
+        self.n_projections = n_projections
+        self.feats = [f.detach() for f in style_feats]
+        self.grams = [gram(f).detach() for f in self.feats]
+        self.gram_scale = [float(g.pow(2).mean()) + 1e-8 for g in self.grams]
+        self.feat_scale = [float(f.pow(2).mean()) + 1e-8 for f in self.feats]
+
+    def loss(self, feats: list[torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        total = feats[0].new_zeros(())
+        for i, f in enumerate(feats):
+            if self.kind == "gram":
+                g = gram(f)
+                total = total + (g - self.grams[i]).pow(2).mean() / self.gram_scale[i]
+            else:
+                for b in range(f.shape[0]):
+                    sw = sliced_wasserstein(f[b:b + 1], self.feats[i], self.n_projections, generator)
+                    total = total + sw / self.feat_scale[i] / f.shape[0]
+        return total / len(feats)
+
+
+def content_loss(feats: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (feats - target).pow(2).mean() / (target.detach().pow(2).mean() + 1e-8)
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+
+
+# --------------------------------------------------------------------------- colour
+
+_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+_FROM_YIQ = np.linalg.inv(_TO_YIQ).astype(np.float32)
+
+
+def luminance_transfer(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """Keep the content's colours (I, Q) and take only luminance (Y) from the stylization."""
+    s = stylized @ _TO_YIQ.T
+    c = content @ _TO_YIQ.T
+    out = np.concatenate([s[..., :1], c[..., 1:]], axis=-1) @ _FROM_YIQ.T
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def match_color_histogram(source: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Recolour ``source`` so its colour mean/covariance match ``reference`` (Gatys et al. 2016).
+
+    Used to give the style image the content's palette before stylizing, so the
+    painting's texture transfers without its colours.
+    """
+    src = source.reshape(-1, 3).astype(np.float64)
+    ref = reference.reshape(-1, 3).astype(np.float64)
+    mu_s, mu_r = src.mean(0), ref.mean(0)
+    cov_s = np.cov(src, rowvar=False) + np.eye(3) * 1e-5
+    cov_r = np.cov(ref, rowvar=False) + np.eye(3) * 1e-5
+
+    def sqrtm(m, inverse=False):
+        vals, vecs = np.linalg.eigh(m)
+        vals = np.clip(vals, 1e-8, None) ** (-0.5 if inverse else 0.5)
+        return (vecs * vals) @ vecs.T
+
+    transform = sqrtm(cov_r) @ sqrtm(cov_s, inverse=True)
+    out = (src - mu_s) @ transform.T + mu_r
+    return np.clip(out, 0.0, 1.0).reshape(source.shape).astype(np.float32)
+
+
+def apply_color_preservation(stylized: np.ndarray, content: np.ndarray, mode: str | None) -> np.ndarray:
+    if mode == "luminance":
+        return luminance_transfer(stylized, content)
+    return stylized
+
+
+def normalize_preserve_color(value: bool | str | None) -> str | None:
+    """``True`` means luminance-only transfer; a string picks the method."""
+    if value in (None, False, "", "none"):
+        return None
+    if value is True or value == "luminance":
+        return "luminance"
+    if value == "histogram":
+        return "histogram"
+    raise ValueError(f"preserve_color must be False, True, 'luminance' or 'histogram', not {value!r}")
