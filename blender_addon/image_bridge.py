@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -66,12 +67,18 @@ def export_image(image: bpy.types.Image, folder: Path, keep_alpha: bool = True) 
     if not keep_alpha or not _has_alpha(image, pixels):
         pixels = pixels[..., :3]
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{_safe(image.name)}_{uuid.uuid4().hex[:8]}.npy"
     if is_linear(image):
-        np.save(path, np.ascontiguousarray(pixels, np.float32), allow_pickle=False)
+        data = np.ascontiguousarray(pixels, np.float32)
     else:
         # uint16 keeps 8- and 16-bit sources exact and tells core "sRGB-encoded"
-        np.save(path, (np.clip(pixels, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16), allow_pickle=False)
+        data = (np.clip(pixels, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
+    # Named by content: the same image gives the same file, so training can resume on it.
+    digest = hashlib.sha1(data.tobytes()).hexdigest()[:12]
+    path = folder / f"{_safe(image.name)}_{digest}.npy"
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.tmp.npy")
+        np.save(tmp, data, allow_pickle=False)
+        os.replace(tmp, path)
     return path
 
 

@@ -108,3 +108,17 @@ def test_stop_worker_ends_the_process_and_restarts_on_demand(tiny_models):
     assert bpy.ops.neural.generate_texture(width=32, height=32, make_material=False, name="restarted") \
         == {"FINISHED"}
     assert job_queue.manager().client.proc.pid != process.pid
+
+
+def test_training_resumes_under_the_same_name(tiny_models, helpers, user_dir):
+    from core.library import read_model_header
+    helpers.image("resume exemplar", "stones", 48)
+    args = dict(kind="texture_gan", image="resume exemplar", model_name="resumed", config=json.dumps(TINY_GAN))
+    assert bpy.ops.neural.train_texture_model(steps=2, resume=False, **args) == {"FINISHED"}
+    path = user_dir / "models" / "resumed.safetensors"
+    assert read_model_header(path)["steps"] == 2
+    assert bpy.ops.neural.train_texture_model(steps=3, resume=True, **args) == {"FINISHED"}
+    assert read_model_header(path)["steps"] == 3  # continued in place, not a new file
+    assert not (user_dir / "models" / "resumed_2.safetensors").exists()
+    assert bpy.ops.neural.train_texture_model(steps=2, resume=False, **args) == {"FINISHED"}
+    assert (user_dir / "models" / "resumed_2.safetensors").is_file()  # no resume: never overwrites
