@@ -1,0 +1,89 @@
+"""``python -m core vae {train,vary,blend}``: the texture VAE from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ..common.images import load_image, load_rgb, save_image
+from .progress_bar import ProgressBar
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("vae", help="texture VAE: train, variations, blends")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a texture VAE on exemplar images")
+    train.add_argument("--exemplar", nargs="+", required=True, metavar="IMG", help="exemplar images")
+    train.add_argument("--out", required=True, metavar="MODEL.safetensors")
+    train.add_argument("--steps", type=int, required=True)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--beta", type=float, default=None, help="KL weight (default from TextureVAEConfig)")
+    train.add_argument("--crop", type=int, default=None, help="training crop size in pixels")
+    train.add_argument("--batch", type=int, default=None, help="crops per step")
+    train.add_argument("--channels", type=int, default=None, help="base channel count")
+    train.add_argument("--checkpoint-every", type=int, default=200)
+    train.add_argument("--no-resume", action="store_true", help="start over even if a training state exists")
+    train.set_defaults(func=_train)
+
+    vary = commands.add_parser("vary", help="a seeded variation of an image")
+    vary.add_argument("--model", required=True)
+    vary.add_argument("--input", required=True, metavar="IMG")
+    vary.add_argument("--strength", type=float, default=1.0, help="0 = reconstruction; larger = further away")
+    vary.add_argument("--seed", type=int, default=0)
+    vary.add_argument("--out", required=True, metavar="OUT.png")
+    vary.add_argument("--width", type=int, default=None)
+    vary.add_argument("--height", type=int, default=None)
+    vary.set_defaults(func=_vary)
+
+    blend = commands.add_parser("blend", help="blend two textures, globally (--t) or through a mask")
+    blend.add_argument("--model", required=True)
+    blend.add_argument("--a", required=True, metavar="IMG")
+    blend.add_argument("--b", required=True, metavar="IMG")
+    blend.add_argument("--mask", default=None, metavar="MASK.png",
+                       help="grey image: black shows A, white shows B (resized to the output; --t is ignored)")
+    blend.add_argument("--t", type=float, default=0.5, help="0 = A, 1 = B")
+    blend.add_argument("--out", required=True, metavar="OUT.png")
+    blend.add_argument("--width", type=int, default=None)
+    blend.add_argument("--height", type=int, default=None)
+    blend.set_defaults(func=_blend)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ..texture_vae import TextureVAEConfig, train_texture_vae
+
+    config = TextureVAEConfig()
+    for attr, value in (("beta", args.beta), ("crop_size", args.crop), ("batch_size", args.batch),
+                        ("base_channels", args.channels)):
+        if value is not None:
+            setattr(config, attr, value)
+    path = train_texture_vae(args.exemplar, args.out, args.steps, config=config, seed=args.seed,
+                             device=getattr(args, "device", None), progress=ProgressBar("vae train"),
+                             checkpoint_every=args.checkpoint_every, resume=not args.no_resume)
+    print(path)
+    return 0
+
+
+def _vary(args: argparse.Namespace) -> int:
+    from ..texture_vae import load_texture_vae
+
+    model = load_texture_vae(args.model, getattr(args, "device", None))
+    out = model.vary(load_rgb(args.input), args.strength, args.seed, args.width, args.height)
+    print(save_image(args.out, out))
+    return 0
+
+
+def _blend(args: argparse.Namespace) -> int:
+    from ..texture_vae import load_texture_vae
+
+    model = load_texture_vae(args.model, getattr(args, "device", None))
+    mask = None
+    if args.mask is not None:
+        # Painted grey levels are used as they look (PNG values), EXR masks as stored.
+        mask = np.clip(load_image(args.mask).rgb.mean(axis=2), 0.0, 1.0)
+    out = model.blend([load_rgb(args.a), load_rgb(args.b)], t=args.t, mask=mask,
+                      width=args.width, height=args.height)
+    print(save_image(Path(args.out), out))
+    return 0

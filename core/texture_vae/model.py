@@ -1,0 +1,170 @@
+"""Convolutional texture VAE with a spatial latent grid.
+
+The encoder maps an RGB image (sRGB-encoded, [0, 1]) of HxW pixels to a grid of
+``latent_channels`` x H/f x W/f Gaussian posteriors, f = 2**len(channel_mult);
+the decoder maps any latent grid back to pixels. Every convolution pads
+circularly, so a decoded image tiles seamlessly whatever its size, and the
+network holds no normalisation layer whose statistics would change with the
+image size (training crops are small, inference images large).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class TextureVAEConfig:
+    # Architecture
+    base_channels: int = 32
+    channel_mult: tuple[int, ...] = (1, 2, 3)  # one entry per 2x downsampling: factor 8
+    latent_channels: int = 8
+    res_blocks: int = 1  # residual blocks per resolution
+    # Loss
+    beta: float = 0.05  # weight of the KL term (per latent element, against per-pixel L1)
+    stats_weight: float = 0.05  # sliced-Wasserstein texture-statistics term on reconstructions
+    variation_stats_weight: float = 0.02  # same term on decoded perturbed latents (keeps variations textured)
+    variation_strength: float = 1.0  # perturbation used for that term (same units as TextureVAE.vary)
+    # Optimisation / data
+    crop_size: int = 64
+    batch_size: int = 8
+    lr: float = 2e-3
+    lr_final_fraction: float = 0.1  # cosine decay to lr * this at the last step
+    grad_clip: float = 1.0
+    amp: bool = True  # mixed precision on CUDA only (see core.common.device.autocast)
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** len(self.channel_mult)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["channel_mult"] = list(self.channel_mult)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TextureVAEConfig":
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if "channel_mult" in kwargs:
+            kwargs["channel_mult"] = tuple(int(c) for c in kwargs["channel_mult"])
+        config = cls(**kwargs)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.base_channels < 1 or self.latent_channels < 1 or not self.channel_mult:
+            raise ValueError("TextureVAEConfig: base_channels, latent_channels and channel_mult must be positive")
+        if any(int(c) < 1 for c in self.channel_mult):
+            raise ValueError("TextureVAEConfig: channel_mult entries must be >= 1")
+        if self.crop_size < self.downsample or self.crop_size % self.downsample:
+            raise ValueError(f"TextureVAEConfig: crop_size must be a multiple of the downsampling factor "
+                             f"{self.downsample}, got {self.crop_size}")
+        if self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("TextureVAEConfig: batch_size must be >= 1 and lr > 0")
+        if min(self.beta, self.stats_weight, self.variation_stats_weight, self.variation_strength) < 0:
+            raise ValueError("TextureVAEConfig: loss weights must not be negative")
+
+
+def _conv(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, padding_mode="circular")
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = _conv(channels, channels)
+        self.conv2 = _conv(channels, channels)
+        # Start each block near identity so the un-normalised stack trains stably.
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+
+
+class PeriodicUpsample(nn.Module):
+    """2x bilinear upsampling that wraps around the border (F.interpolate clamps instead).
+
+    Nearest upsampling would also wrap, but leaves blocky cell edges that make
+    every cell boundary, the tile border included, visible.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (1, 1, 1, 1), mode="circular")
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        return x[..., 2:-2, 2:-2]
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: TextureVAEConfig):
+        super().__init__()
+        chans = [cfg.base_channels * m for m in cfg.channel_mult]
+        layers: list[nn.Module] = [_conv(3, chans[0])]
+        prev = chans[0]
+        for c in chans:
+            layers += [ResBlock(prev) for _ in range(cfg.res_blocks)]
+            layers += [_conv(prev, c, 3, stride=2)]
+            prev = c
+        layers += [ResBlock(prev) for _ in range(cfg.res_blocks)]
+        self.body = nn.Sequential(*layers)
+        self.head = _conv(prev, 2 * cfg.latent_channels)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.head(F.silu(self.body(x * 2.0 - 1.0)))
+        mean, logvar = h.chunk(2, dim=1)
+        return mean, logvar.clamp(-12.0, 6.0)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: TextureVAEConfig):
+        super().__init__()
+        chans = [cfg.base_channels * m for m in cfg.channel_mult][::-1]
+        layers: list[nn.Module] = [_conv(cfg.latent_channels, chans[0])]
+        layers += [ResBlock(chans[0]) for _ in range(cfg.res_blocks)]
+        prev = chans[0]
+        for c in chans:
+            layers += [PeriodicUpsample(), _conv(prev, c)]
+            layers += [ResBlock(c) for _ in range(cfg.res_blocks)]
+            prev = c
+        self.body = nn.Sequential(*layers)
+        self.out = _conv(prev, 3)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.out(F.silu(self.body(z))))
+
+
+class TextureVAENet(nn.Module):
+    def __init__(self, cfg: TextureVAEConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+
+    @property
+    def downsample(self) -> int:
+        return self.cfg.downsample
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: Nx3xHxW in [0, 1], H and W multiples of ``downsample`` -> (mean, logvar)."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        mean, logvar = self.encode(x)
+        eps = torch.randn(mean.shape, generator=generator, device="cpu").to(mean.device, mean.dtype)
+        z = mean + torch.exp(0.5 * logvar) * eps
+        return self.decode(z), mean, logvar
+
+
+def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q || N(0, 1)), averaged over latent elements."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()

@@ -1,0 +1,297 @@
+"""Inference on a trained texture VAE: encode, decode, reconstruct, vary, blend.
+
+Sizes. The latent grid has one cell per f x f pixels (f = ``config.downsample``,
+8 by default). An image whose side is not a multiple of f is resampled
+*periodically* (bicubic on a circularly padded copy) to the nearest multiple
+(at least f) before encoding, and decoded output is resampled the same way to
+the exact requested size. The scale change is below f/2 pixels per side and
+the wrap-around stays seamless.
+
+Other output sizes (``decode``/``vary``/``blend`` with ``width``/``height``,
+or blend inputs of different sizes) never crop: an input is encoded at its own
+size and its latent grid is brought to the output's cell count by
+``fit_latents``: repeated a whole number of times (the count closest to the
+target) and then resampled periodically to the exact cell count. The texture
+keeps its scale up to that last stretch (at most half a repeat), and the
+result always tiles if the input does. A variation of a small texture at a
+larger size draws fresh noise for every cell, so it does not repeat.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..common.checkpoints import load_checkpoint, load_state_into
+from ..common.device import autocast, free_device_memory, is_out_of_memory, pick_device, seeded_generator
+from ..common.images import MIN_SIDE, ImageError, from_tensor, to_tensor, validate_array
+from .model import TextureVAEConfig, TextureVAENet
+
+KIND = "texture_vae"
+
+
+# --------------------------------------------------------------------------- size helpers
+
+def resample_periodic(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bicubic resampling of NxCxHxW data treated as periodic (the result tiles if x does)."""
+    h, w = x.shape[-2:]
+    if (h, w) == (height, width):
+        return x
+    pad = 2  # bicubic taps reach two pixels
+    reps_y, reps_x = -(-pad // h) + 1, -(-pad // w) + 1  # circular F.pad needs pad <= size
+    src = x.repeat(1, 1, reps_y, reps_x) if (h < pad or w < pad) else x
+    xp = F.pad(src, (pad, pad, pad, pad), mode="circular")
+    hp, wp = xp.shape[-2:]
+    ys = (torch.arange(height, device=x.device, dtype=torch.float32) + 0.5) * h / height - 0.5 + pad
+    xs = (torch.arange(width, device=x.device, dtype=torch.float32) + 0.5) * w / width - 0.5 + pad
+    gy = (2 * ys + 1) / hp - 1
+    gx = (2 * xs + 1) / wp - 1
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)
+    grid = grid.unsqueeze(0).expand(x.shape[0], -1, -1, -1).to(x.dtype)
+    return F.grid_sample(xp, grid, mode="bicubic", padding_mode="border", align_corners=False)
+
+
+def grid_size(pixels: int, factor: int) -> int:
+    """Latent cells for ``pixels``: the nearest whole number of cells, at least one."""
+    return max(1, int(round(pixels / factor)))
+
+
+def fit_latents(z: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Bring a latent grid to rows x cols cells, periodically (see the module docstring)."""
+    h, w = z.shape[-2:]
+    if (h, w) == (rows, cols):
+        return z
+    reps_y, reps_x = max(1, int(round(rows / h))), max(1, int(round(cols / w)))
+    z = z.repeat(1, 1, reps_y, reps_x)
+    return resample_periodic(z, rows, cols)
+
+
+def check_rgb(rgb: np.ndarray, name: str = "image") -> np.ndarray:
+    """Validate an HxWx3 (or HxW / HxWx1..4) array; return float32 HxWx3 in [0, 1]."""
+    if not isinstance(rgb, np.ndarray):
+        raise ImageError(f"{name}: expected a numpy array (HxWx3 float in [0, 1]), got {type(rgb).__name__}")
+    a = validate_array(rgb, name)
+    if a.shape[2] in (1, 2):
+        a = np.repeat(a[..., :1], 3, axis=2)
+    return np.clip(a[..., :3], 0.0, 1.0).astype(np.float32)
+
+
+def check_mask(mask: np.ndarray) -> np.ndarray:
+    """HxW (or HxWxC, channels averaged) mask in [0, 1] -> float32 HxW."""
+    m = np.asarray(mask)
+    if m.ndim == 3:
+        m = validate_array(m, "mask")[..., :3].mean(axis=2) if m.shape[2] in (1, 2, 3, 4) else None
+    elif m.ndim == 2:
+        m = validate_array(m, "mask")[..., 0]
+    else:
+        m = None
+    if m is None:
+        raise ValueError(f"mask must be an HxW (or HxWxC) array, got shape {np.asarray(mask).shape}")
+    if m.min() < -1e-4 or m.max() > 1 + 1e-4:
+        raise ValueError(f"mask values must lie in [0, 1] (0 = first image, 1 = second), "
+                         f"got range [{m.min():.3g}, {m.max():.3g}]")
+    return np.clip(m, 0.0, 1.0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- model wrapper
+
+class TextureVAE:
+    """A loaded texture VAE. All images are float32 HxWx3 sRGB in [0, 1]."""
+
+    def __init__(self, net: TextureVAENet, config: TextureVAEConfig, name: str = "texture_vae",
+                 device: torch.device | None = None, metadata: dict | None = None):
+        self.device = device or torch.device("cpu")
+        self.net = net.to(self.device).eval()
+        self.config = config
+        self.name = name
+        self.metadata = metadata or {}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device=None) -> "TextureVAE":
+        dev = pick_device(device)
+        tensors, meta = load_checkpoint(path, expected_kind=KIND, device="cpu")
+        try:
+            config = TextureVAEConfig.from_dict(meta.get("config", {}))
+        except (TypeError, ValueError) as exc:
+            from ..common.checkpoints import CheckpointError
+            raise CheckpointError(f"{Path(path).name}: its texture VAE config is invalid ({exc})") from exc
+        net = TextureVAENet(config)
+        load_state_into(net, tensors, Path(path).name)
+        return cls(net, config, meta.get("name") or Path(path).stem, dev, meta)
+
+    @property
+    def downsample(self) -> int:
+        return self.config.downsample
+
+    # ---- running on the device, falling back to the CPU when it runs out of memory
+    def _run(self, fn, *tensors: torch.Tensor) -> torch.Tensor:
+        try:
+            with torch.no_grad(), autocast(self.device, self.config.amp):
+                return fn(self.net, *[t.to(self.device) for t in tensors]).float()
+        except RuntimeError as exc:
+            if self.device.type == "cpu" or not is_out_of_memory(exc):
+                raise
+            free_device_memory(self.device)
+            warnings.warn(f"texture VAE: the {self.device.type} device ran out of memory; "
+                          "finishing this image on the CPU (slower)", RuntimeWarning, stacklevel=3)
+            cpu_net = TextureVAENet(self.config)
+            cpu_net.load_state_dict({k: v.cpu() for k, v in self.net.state_dict().items()})
+            with torch.no_grad():
+                return fn(cpu_net.eval(), *[t.cpu() for t in tensors]).float()
+
+    # ---- public operations
+    def encode(self, rgb: np.ndarray) -> torch.Tensor:
+        """Posterior mean latents, 1 x C x h x w (h, w = image size / f, rounded), on the CPU."""
+        a = check_rgb(rgb)
+        x = to_tensor(a)
+        f = self.downsample
+        x = resample_periodic(x, grid_size(a.shape[0], f) * f, grid_size(a.shape[1], f) * f)
+        return self._run(lambda net, t: net.encode(t)[0], x).cpu()
+
+    def decode(self, latents: torch.Tensor, width: int | None = None, height: int | None = None) -> np.ndarray:
+        """Decode a 1xCxhxw (or Cxhxw) latent grid. Without a size: h*f x w*f pixels.
+
+        With ``width``/``height`` the grid is fitted to the nearest cell count
+        with ``fit_latents`` (repeated, then stretched periodically), decoded,
+        and resampled periodically to exactly ``width`` x ``height``.
+        """
+        z = torch.as_tensor(latents, dtype=torch.float32)
+        if z.dim() == 3:
+            z = z.unsqueeze(0)
+        if z.dim() != 4 or z.shape[0] != 1 or z.shape[1] != self.config.latent_channels:
+            raise ValueError(f"latents must have shape 1x{self.config.latent_channels}xhxw, got {tuple(z.shape)}")
+        if not torch.isfinite(z).all():
+            raise ValueError("latents contain NaN or infinite values")
+        f = self.downsample
+        out_h = int(height) if height is not None else z.shape[2] * f
+        out_w = int(width) if width is not None else z.shape[3] * f
+        _check_size(out_w, out_h)
+        z = fit_latents(z, grid_size(out_h, f), grid_size(out_w, f))
+        x = self._run(lambda net, t: net.decode(t), z).cpu()
+        x = resample_periodic(x, out_h, out_w).clamp(0.0, 1.0)
+        return from_tensor(x)
+
+    def reconstruct(self, rgb: np.ndarray) -> np.ndarray:
+        """Encode then decode at the input's own size."""
+        a = check_rgb(rgb)
+        return self.decode(self.encode(a), a.shape[1], a.shape[0])
+
+    def vary(self, rgb: np.ndarray, strength: float, seed: int = 0,
+             width: int | None = None, height: int | None = None) -> np.ndarray:
+        """A variation of ``rgb``: its latents plus seeded noise scaled by ``strength``.
+
+        The input is encoded at its own size and its latents fitted to the output
+        size (``fit_latents``); then noise is added: ``strength`` x (per-channel
+        spatial std of the image's own latents) x N(0, 1) at every cell, so
+        strength 1 perturbs each cell as much as the texture itself varies from
+        place to place. Strength 0 returns exactly ``reconstruct`` (at the input's
+        size); the same seed with a larger strength moves the same direction,
+        further.
+        """
+        strength = _check_strength(strength)
+        a = check_rgb(rgb)
+        out_h = int(height) if height is not None else a.shape[0]
+        out_w = int(width) if width is not None else a.shape[1]
+        _check_size(out_w, out_h)
+        f = self.downsample
+        z = fit_latents(self.encode(a), grid_size(out_h, f), grid_size(out_w, f))
+        if strength > 0:
+            z = z + strength * variation_noise(z, seed)
+        return self.decode(z, out_w, out_h)
+
+    def blend(self, images: Sequence[np.ndarray], t: float = 0.5, mask: np.ndarray | None = None,
+              width: int | None = None, height: int | None = None,
+              weights: Sequence[float] | None = None) -> np.ndarray:
+        """Blend textures in latent space and decode.
+
+        * Two images, no mask, no weights: z = (1 - t) z_A + t z_B; t=0 gives
+          A's reconstruction, t=1 B's.
+        * ``weights`` (one per image, >= 0, not all 0; normalised to sum 1): the
+          weighted mean of all images' latents; ``t`` is ignored.
+        * ``mask`` (HxW in [0, 1], exactly two images): per cell
+          z = (1 - m) z_A + m z_B, the mask resized (stretched, area-averaged) to
+          the latent grid; mask 0 shows images[0], 1 shows images[1], and ``t`` is
+          ignored (it is still checked to lie in [0, 1]).
+
+        Output size: ``width`` x ``height`` if given, else images[0]'s size; each
+        input is encoded at its own size and its latents fitted to the output
+        grid with ``fit_latents`` (the mask applies to that grid).
+        """
+        t = float(t)
+        if not np.isfinite(t) or not 0.0 <= t <= 1.0:
+            raise ValueError(f"blend factor t must lie in [0, 1], got {t}")
+        if isinstance(images, np.ndarray) or len(images) < 2:
+            raise ValueError("blend needs a sequence of at least two images")
+        checked = [check_rgb(im, f"image {i + 1}") for i, im in enumerate(images)]
+        out_h = int(height) if height is not None else checked[0].shape[0]
+        out_w = int(width) if width is not None else checked[0].shape[1]
+        _check_size(out_w, out_h)
+        f = self.downsample
+        latents = [fit_latents(self.encode(a), grid_size(out_h, f), grid_size(out_w, f)) for a in checked]
+        if mask is not None:
+            if len(latents) != 2:
+                raise ValueError(f"a mask blends exactly two images (mask 0 = first, 1 = second), got {len(latents)}")
+            m = torch.from_numpy(check_mask(mask))[None, None]
+            rows, cols = latents[0].shape[-2:]
+            m = F.interpolate(m, size=(rows, cols), mode="bilinear", antialias=True, align_corners=False)
+            m = m.clamp(0.0, 1.0)
+            z = (1.0 - m) * latents[0] + m * latents[1]
+        else:
+            if weights is None:
+                if len(latents) != 2:
+                    raise ValueError("blending more than two images needs weights (one per image)")
+                w = [1.0 - t, t]
+            else:
+                w = [float(v) for v in weights]
+                if len(w) != len(latents):
+                    raise ValueError(f"got {len(w)} weights for {len(latents)} images")
+                if any((not np.isfinite(v)) or v < 0 for v in w) or sum(w) <= 0:
+                    raise ValueError("blend weights must be non-negative and not all zero")
+                total = sum(w)
+                w = [v / total for v in w]
+            z = sum(wi * zi for wi, zi in zip(w, latents) if wi != 0.0)
+            if len(w) == 2 and w[1] == 0.0:
+                z = latents[0]  # exact endpoint, no rounding from the weighted sum
+            elif len(w) == 2 and w[0] == 0.0:
+                z = latents[1]
+        return self.decode(z, out_w, out_h)
+
+
+def variation_scale(z: torch.Tensor) -> torch.Tensor:
+    """Per-sample, per-channel noise scale: the spatial std of the latents themselves.
+
+    A small floor keeps flat inputs (1-cell grids, solid colours) variable;
+    channels the decoder ignores stay harmless.
+    """
+    scale = z.float().std(dim=(2, 3), keepdim=True, unbiased=False)
+    return scale.clamp_min(0.05 * float(scale.mean()) + 1e-3)
+
+
+def variation_noise(z: torch.Tensor, seed: int) -> torch.Tensor:
+    """Seeded unit-strength perturbation for latents ``z`` (see ``TextureVAE.vary``)."""
+    eps = torch.randn(z.shape, generator=seeded_generator(int(seed), "cpu"), dtype=torch.float32)
+    return eps.to(z.device) * variation_scale(z).to(z.device)
+
+
+def _check_strength(strength: float) -> float:
+    s = float(strength)
+    if not np.isfinite(s) or s < 0:
+        raise ValueError(f"variation strength must be 0 or more (0 = the reconstruction), got {strength}")
+    return s
+
+
+def _check_size(width: int, height: int, max_pixels: int = 8192 * 8192) -> None:
+    if width < MIN_SIDE or height < MIN_SIDE:
+        raise ValueError(f"output size must be at least {MIN_SIDE}x{MIN_SIDE} pixels, got {width}x{height}")
+    if width * height > max_pixels:
+        raise ValueError(f"output size {width}x{height} is more than {max_pixels:,} pixels; choose a smaller size")
+
+
+def load_texture_vae(path: str | os.PathLike, device=None) -> TextureVAE:
+    return TextureVAE.load(path, device)

@@ -1,0 +1,224 @@
+"""Training the texture VAE on a few exemplar images.
+
+Loss per step, on a batch of random crops (with random horizontal/vertical
+flips) of the exemplars:
+
+* L1 reconstruction;
+* ``beta`` x KL(q(z|x) || N(0, 1)) per latent element;
+* ``stats_weight`` x sliced-Wasserstein distance between the texture statistics
+  (fixed random-filter features, ``core.common.quality``) of each reconstruction
+  and its crop: sharpens what L1 alone blurs;
+* ``variation_stats_weight`` x the same distance for the decoding of perturbed
+  latents (as ``TextureVAE.vary`` makes them): teaches the decoder that nearby
+  latents are still textures, not mush.
+
+Every random draw (crops, flips, reparameterisation noise, projections) comes
+from seeded generators saved with the optimizer in ``NAME.train.safetensors``,
+so a resumed run reproduces an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..common.checkpoints import (
+    fingerprint_arrays, load_training_state, save_checkpoint, save_training_state,
+)
+from ..common.device import autocast, pick_device, seeded_generator
+from ..common.images import ImageError, from_tensor, load_rgb
+from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, check_cancel, report
+from ..common.quality import feature_net, sliced_wasserstein
+from .model import TextureVAEConfig, TextureVAENet, kl_divergence
+from .ops import KIND, check_rgb, variation_scale
+
+STATS_PROJECTIONS = 32
+
+
+def training_state_path(out_path: str | os.PathLike) -> Path:
+    p = Path(out_path)
+    return p.with_name(p.stem + ".train.safetensors")
+
+
+def load_exemplars(exemplars: Sequence[str | os.PathLike | np.ndarray]) -> list[np.ndarray]:
+    """Paths or arrays -> sRGB float32 HxWx3 arrays (ImageError on anything unusable)."""
+    if isinstance(exemplars, (str, os.PathLike, np.ndarray)):
+        exemplars = [exemplars]
+    if len(exemplars) == 0:
+        raise ValueError("training needs at least one exemplar image")
+    out = []
+    for i, ex in enumerate(exemplars):
+        if isinstance(ex, np.ndarray):
+            out.append(check_rgb(ex, f"exemplar {i + 1}"))
+        elif isinstance(ex, (str, os.PathLike)):
+            out.append(load_rgb(ex))
+        else:
+            raise ImageError(f"exemplar {i + 1}: expected a file path or an HxWx3 array, got {type(ex).__name__}")
+    return out
+
+
+class CropSampler:
+    """Random crops with flips from the exemplars, driven by one seeded generator."""
+
+    def __init__(self, exemplars: list[np.ndarray], crop: int, generator: torch.Generator):
+        self.crop = crop
+        self.generator = generator
+        self.images = []
+        for a in exemplars:
+            h, w = a.shape[:2]
+            if h < crop or w < crop:  # small exemplars are tiled to cover one crop
+                a = np.tile(a, (-(-crop // h), -(-crop // w), 1))
+            self.images.append(torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))))
+
+    def sample(self, batch: int) -> torch.Tensor:
+        g, c = self.generator, self.crop
+        crops = []
+        for _ in range(batch):
+            img = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
+            top = int(torch.randint(img.shape[1] - c + 1, (1,), generator=g))
+            left = int(torch.randint(img.shape[2] - c + 1, (1,), generator=g))
+            flips = torch.rand(2, generator=g)
+            x = img[:, top: top + c, left: left + c]
+            if flips[0] < 0.5:
+                x = x.flip(2)
+            if flips[1] < 0.5:
+                x = x.flip(1)
+            crops.append(x)
+        return torch.stack(crops)
+
+
+def _stats_loss(net_f, output: torch.Tensor, target_feats: list[torch.Tensor], gen: torch.Generator) -> torch.Tensor:
+    """Mean over samples and scales of the sliced-Wasserstein feature distance."""
+    out_feats = net_f(output)
+    total = output.new_zeros(())
+    for fo, ft in zip(out_feats, target_feats):
+        for i in range(output.shape[0]):
+            total = total + sliced_wasserstein(fo[i: i + 1], ft[i: i + 1], STATS_PROJECTIONS, gen)
+    return total / (output.shape[0] * len(out_feats))
+
+
+def train_texture_vae(exemplars: Sequence[str | os.PathLike | np.ndarray], out_path: str | os.PathLike,
+                      steps: int, *, config: TextureVAEConfig | None = None, seed: int = 0, device=None,
+                      progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                      checkpoint_every: int = 200, resume: bool = True, name: str | None = None) -> Path:
+    """Train (or continue training) a texture VAE and save it to ``out_path`` (.safetensors).
+
+    With ``resume`` and a matching ``NAME.train.safetensors`` beside ``out_path``
+    (same exemplars, config and seed), training continues from its step and ends
+    exactly as an uninterrupted run would. A cancelled run saves the model and
+    training state, then raises JobCancelled.
+    """
+    cfg = config or TextureVAEConfig()
+    cfg.validate()
+    steps = int(steps)
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    out_path = Path(out_path)
+    if out_path.suffix != ".safetensors":
+        raise ValueError(f"the model file must end in .safetensors, got {out_path.name}")
+    images = load_exemplars(exemplars)
+    fingerprint = fingerprint_arrays(images)
+    dev = pick_device(device)
+
+    torch.manual_seed(seed)  # weight init only; everything after uses the generators below
+    net = TextureVAENet(cfg).to(dev)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    data_gen = seeded_generator(seed, "cpu")
+    noise_gen = seeded_generator(seed + 1, "cpu")
+    proj_gen = seeded_generator(seed + 2, "cpu")
+    use_scaler = dev.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    sampler = CropSampler(images, cfg.crop_size, data_gen)
+    net_f = feature_net(dev)
+
+    state_path = training_state_path(out_path)
+    start = 0
+    if resume and state_path.exists():
+        state = load_training_state(state_path)
+        if state.get("fingerprint") != fingerprint or state.get("config") != cfg.to_dict() or state.get("seed") != seed:
+            raise ValueError(f"{state_path.name} belongs to a training run with other exemplars, settings or "
+                             "seed; train with resume=False to start over (it will be overwritten) or "
+                             "choose another output file")
+        net.load_state_dict({k: v.to(dev) for k, v in state["model"].items()})
+        optimizer.load_state_dict(state["optimizer"])
+        if "scaler" in state and use_scaler:
+            scaler.load_state_dict(state["scaler"])
+        data_gen.set_state(state["data_gen"])
+        noise_gen.set_state(state["noise_gen"])
+        proj_gen.set_state(state["proj_gen"])
+        start = int(state["step"])
+
+    def save(step: int) -> None:
+        meta = {"config": cfg.to_dict(), "name": name or out_path.stem, "steps": step, "seed": seed,
+                "data_fingerprint": fingerprint, "exemplar_count": len(images)}
+        save_checkpoint(out_path, net.state_dict(), meta, kind=KIND)
+        train_state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                       "seed": seed, "fingerprint": fingerprint, "config": cfg.to_dict(),
+                       "data_gen": data_gen.get_state(), "noise_gen": noise_gen.get_state(),
+                       "proj_gen": proj_gen.get_state()}
+        if use_scaler:
+            train_state["scaler"] = scaler.state_dict()
+        save_training_state(state_path, train_state)
+
+    net.train()
+    losses: dict[str, float] = {}
+    preview = None
+    for step in range(start, steps):
+        try:
+            check_cancel(cancel)
+        except JobCancelled:
+            save(step)
+            raise
+        lr = cfg.lr * (cfg.lr_final_fraction + (1 - cfg.lr_final_fraction) * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = sampler.sample(cfg.batch_size).to(dev)
+        with autocast(dev, cfg.amp):
+            recon, mean, logvar = net(batch, noise_gen)
+            if cfg.variation_stats_weight > 0:
+                eps = torch.randn(mean.shape, generator=noise_gen).to(dev, mean.dtype)
+                z_var = mean + cfg.variation_strength * variation_scale(mean.detach()).to(mean.dtype) * eps
+                varied = net.decode(z_var)
+        # Losses in fp32: sorting and KL are not safe in half precision.
+        recon = recon.float()
+        rec_loss = (recon - batch).abs().mean()
+        kl = kl_divergence(mean.float(), logvar.float())
+        loss = rec_loss + cfg.beta * kl
+        losses = {"l1": rec_loss.item(), "kl": kl.item()}
+        if cfg.stats_weight > 0 or cfg.variation_stats_weight > 0:
+            with torch.no_grad():
+                target_feats = [f.float() for f in net_f(batch)]
+        if cfg.stats_weight > 0:
+            stats = _stats_loss(net_f, recon, target_feats, proj_gen)
+            loss = loss + cfg.stats_weight * stats
+            losses["stats"] = stats.item()
+        if cfg.variation_stats_weight > 0:
+            vstats = _stats_loss(net_f, varied.float(), target_feats, proj_gen)
+            loss = loss + cfg.variation_stats_weight * vstats
+            losses["vary_stats"] = vstats.item()
+        if not torch.isfinite(loss):
+            save(step)
+            raise FloatingPointError(f"training diverged at step {step} (loss is not finite); the last "
+                                     "good weights were saved. Lower the learning rate and resume.")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        done = step + 1
+        if done % max(1, checkpoint_every) == 0 or done == steps:
+            preview = np.concatenate([from_tensor(batch[0]), from_tensor(recon[0].detach().clamp(0, 1))], axis=1)
+            if done < steps:
+                save(done)
+        report(progress, done, steps, "training texture VAE", losses,
+               preview if (done % max(1, checkpoint_every) == 0 or done == steps) else None)
+    save(max(start, steps))
+    net.eval()
+    return out_path
