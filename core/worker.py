@@ -281,7 +281,8 @@ def _config_for(module, value):
     return value
 
 
-def _train(ctx: JobContext, train_fn: Callable, extra: dict | None = None) -> dict:
+def _train(ctx: JobContext, train_fn: Callable, extra: dict | None = None,
+           thumbnail_from: Callable | None = None) -> dict:
     exemplars = ctx.param("exemplars", required=True)
     if isinstance(exemplars, str):
         exemplars = [exemplars]
@@ -298,12 +299,38 @@ def _train(ctx: JobContext, train_fn: Callable, extra: dict | None = None) -> di
     except JobCancelled as exc:
         exc.result = {"model": str(out_path) if out_path.exists() else None}  # type: ignore[attr-defined]
         raise
+    _write_thumbnail(ctx, Path(path), exemplars[0], thumbnail_from)
     return {"model": str(path)}
 
 
+THUMBNAIL_SIZE = 128
+
+
+def _write_thumbnail(ctx: JobContext, model_path: Path, exemplar, generate: Callable | None) -> None:
+    """``NAME.png`` beside a trained model, for the model list; never fails the job.
+
+    ``generate(model_path, size)`` makes it from the model; else the exemplar is shown.
+    """
+    from .common.images import resize_rgb, save_image
+    try:
+        if model_path.name.endswith(".safetensors") and ctx.params.get("thumbnail", True):
+            if generate is not None:
+                rgb = generate(model_path, THUMBNAIL_SIZE)
+            else:
+                source = _srgb_rgb(_load(exemplar)) if isinstance(exemplar, (str, Path)) else np.asarray(exemplar)
+                rgb = resize_rgb(source, THUMBNAIL_SIZE, THUMBNAIL_SIZE)
+            save_image(model_path.with_suffix(".png"), np.clip(rgb, 0, 1))
+    except Exception as exc:  # noqa: BLE001
+        print(f"worker: no thumbnail for {model_path.name} ({exc})", file=sys.stderr)
+
+
 def job_texture_gan_train(ctx: JobContext) -> dict:
-    from .texture_gan import train_texture_gan
-    return _train(ctx, train_texture_gan)
+    from .texture_gan import load_texture_gan, train_texture_gan
+
+    def sample(path: Path, size: int) -> np.ndarray:
+        return load_texture_gan(path, device="cpu").generate(size, size, seed=0)
+
+    return _train(ctx, train_texture_gan, thumbnail_from=sample)
 
 
 def job_texture_gan_generate(ctx: JobContext) -> dict:

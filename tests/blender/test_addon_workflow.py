@@ -28,6 +28,10 @@ def test_models_are_listed_and_selected_after_training(tiny_models, helpers):
     from blender_addon import models
     names = [m.name for m in models.list_models("texture_gan")]
     assert "tiny_gan" in [Path(m.path).stem for m in models.list_models("texture_gan")] and names
+    gan = next(m for m in models.list_models("texture_gan") if m.path == tiny_models["texture_gan"])
+    vae = next(m for m in models.list_models("texture_vae") if m.path == tiny_models["texture_vae"])
+    assert gan.thumbnail is not None and vae.thumbnail is not None  # written by the worker after training
+    assert isinstance(models.icon_for(gan), int)
     items = models.enum_items("style")
     assert items[0][0] != "NONE" and all(isinstance(i[4], int) for i in items)
 

@@ -180,6 +180,8 @@ def test_real_generation_job_writes_image_result(worker, tmp_path):
     final, seen = worker.wait_for(lambda e: _final(e, "train"), timeout=60)
     assert final["event"] == "done", final
     assert Path(final["result"]["model"]).is_file()
+    thumbnail = model.with_suffix(".png")  # for the add-on's model list
+    assert thumbnail.is_file() and thumbnail.read_bytes()[:4] == b"\x89PNG"
     worker.send(cmd="submit", id="gen", kind="texture_gan.generate",
                 params={"model": str(model), "width": 48, "height": 32, "seed": 3})
     final, _ = worker.wait_for(lambda e: _final(e, "gen"), timeout=60)
