@@ -44,6 +44,7 @@ class TextureGANConfig:
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.99)
     stats_loss_weight: float = 10.0  # sliced-Wasserstein texture-statistics loss beside the GAN loss
+    stats_scales: int = 3  # octaves of the statistics loss (more: larger structures, slower)
     ema_decay: float = 0.995
     augment_flips: bool = True
     augment_rot90: bool = False  # only for textures without a preferred direction

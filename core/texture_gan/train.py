@@ -150,7 +150,7 @@ def train_texture_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: st
         p.requires_grad_(False)
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=cfg.betas)
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=cfg.betas)
-    stats_net = RandomFeatureNet(width=16, scales=3, seed=STATS_NET_SEED).to(dev).eval()
+    stats_net = RandomFeatureNet(width=16, scales=cfg.stats_scales, seed=STATS_NET_SEED).to(dev).eval()
     data_gen = torch.Generator().manual_seed(seed * 4 + 1)
     noise_gen = torch.Generator().manual_seed(seed * 4 + 2)
     proj_gen = torch.Generator().manual_seed(seed * 4 + 3)

@@ -225,13 +225,12 @@ def test_cli_train_and_generate_end_to_end(tmp_path, exemplar):
                              "--out", str(tmp_path / "y.png")]) == 2  # not a model: clear error, exit 2
 
 
-def test_cli_registered_with_core_dispatcher():
-    import argparse
+def test_cli_through_core_dispatcher(trained, tmp_path):
+    from core.cli import main
+    from core.common.images import load_rgb
 
-    from core.cli import texture as texture_cli
-
-    parser = argparse.ArgumentParser()
-    texture_cli.register(parser.add_subparsers(dest="family"))
-    args = parser.parse_args(["texture", "generate", "--model", "m.safetensors", "--width", "7", "--height", "9",
-                              "--out", "o.png", "--tileable"])
-    assert args.func is texture_cli._generate and args.tileable and (args.width, args.height) == (7, 9)
+    out = tmp_path / "dispatch.png"
+    assert main(["--device", "cpu", "texture", "generate", "--model", str(trained[1]), "--width", "31",
+                 "--height", "17", "--seed", "2", "--out", str(out), "--tile-size", "16"]) == 0
+    expected = load_texture_gan(trained[1]).generate(31, 17, seed=2, tileable=False)
+    assert np.abs(load_rgb(out) - expected).max() <= 1 / 255 + 1e-6  # 8-bit PNG rounding only

@@ -1,0 +1,111 @@
+"""Texture GAN benchmark: training speed, generation time, seams and texture statistics.
+
+A model is trained briefly inside the bench on one procedural exemplar (bricks),
+so every row is measured in this run, next to a baseline from the same run:
+
+* training steps/s vs the same step without the statistics loss (GAN only);
+* generation time per size vs the same generation forced into 512 px tiles;
+* seam score of tileable output vs naive tiling of the exemplar (its own wrap seam);
+* texture statistics distance vs a random crop of the exemplar (the real thing);
+* copied-patch fraction vs a random crop (which is 100% copy by definition).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.common.procedural import make_exemplar
+from core.common.quality import copy_check, seam_score, texture_stats_distance
+from core.texture_gan import TextureGANConfig, load_texture_gan, train_texture_gan
+
+from .report import BenchContext, time_call
+
+FAMILY = "texture_gan"
+
+
+def _train(ctx: BenchContext, exemplar: np.ndarray, steps: int, config: TextureGANConfig, path: Path) -> float:
+    """Train ``steps`` steps; return steps/s measured after a short warm-up."""
+    warmup = min(3, steps)
+    train_texture_gan([exemplar], path, warmup, config=config, seed=0, device=ctx.device, resume=False,
+                      checkpoint_every=10 ** 9)
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    train_texture_gan([exemplar], path, steps, config=config, seed=0, device=ctx.device, resume=True,
+                      checkpoint_every=10 ** 9)
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize()
+    return (steps - warmup) / max(1e-9, time.perf_counter() - start)
+
+
+def run(ctx: BenchContext) -> None:
+    cuda = ctx.device.type == "cuda"
+    work = Path(ctx.work_dir) / "texture_gan"
+    work.mkdir(parents=True, exist_ok=True)
+    side = 128 if ctx.quick else 256
+    exemplar = make_exemplar("bricks", side, seed=0)
+    if ctx.quick:
+        steps = 12
+        config = TextureGANConfig(g_channels=(64, 32, 16, 8), crop_size=32, batch_size=2, preview_every=0)
+    elif cuda:
+        steps = 3000  # ~ the "usable model in < 3 min on an H100" budget; see the minutes row
+        config = TextureGANConfig(batch_size=16, crop_size=128, preview_every=0)
+    else:
+        steps = 350  # the CPU recipe for the bundled models (about 4-5 min on 2 cores)
+        config = TextureGANConfig(preview_every=0)
+
+    # ---- training speed
+    model_path = work / "bench_bricks.safetensors"
+    start = time.perf_counter()
+    steps_per_s = _train(ctx, exemplar, steps, config, model_path)
+    minutes = (time.perf_counter() - start) / 60
+    gan_only = TextureGANConfig(**{**config.to_dict(), "stats_loss_weight": 0.0})
+    base_steps_per_s = _train(ctx, exemplar, 8 if not ctx.quick else 5, gan_only, work / "bench_gan_only.safetensors")
+    ctx.add(family=FAMILY, name=f"train steps/s (crop {config.crop_size}, batch {config.batch_size})",
+            value=steps_per_s, unit="steps/s", baseline_name="GAN-only step (no stats loss)",
+            baseline_value=base_steps_per_s, note=f"{steps} steps in {minutes:.2f} min")
+    ctx.add(family=FAMILY, name=f"train {steps} steps on one {side}px exemplar", value=minutes, unit="min",
+            target="usable model in < 3 min on H100" if cuda else "", note="wall time incl. warm-up")
+
+    model = load_texture_gan(model_path, device=ctx.device)
+
+    # ---- generation time
+    sizes = ([128, 256] if ctx.quick else [512, 1024, 2048]) if not cuda else ([512, 1024] if ctx.quick else [1024, 2048, 4096])
+    for size in sizes:
+        t = time_call(lambda: model.generate(size, size, seed=1), ctx.device, repeats=1 if size >= 2048 else 3)
+        t_tiled = time_call(lambda: model.generate(size, size, seed=1, tile_size=512), ctx.device,
+                            repeats=1 if size >= 2048 else 3)
+        target = "< 0.5 s on H100" if (cuda and size == 4096) else ""
+        ctx.add(family=FAMILY, name=f"generate {size}x{size} tileable", value=t, unit="s",
+                baseline_name="same in 512px tiles", baseline_value=t_tiled, target=target,
+                note=model.last_message)
+
+    # ---- quality
+    crop = side // 2
+    rng = np.random.default_rng(0)
+    seeds = range(2 if ctx.quick else 6)
+    seam_gen = float(np.mean([seam_score(model.generate(crop * 2, crop * 2, seed=s)) for s in seeds]))
+    seam_plain = float(np.mean([seam_score(model.generate(crop * 2, crop * 2, seed=s, tileable=False)) for s in seeds]))
+    seam_naive = seam_score(exemplar)  # tiling the exemplar 2x2 shows exactly its wrap-around border
+    ctx.add(family=FAMILY, name="seam score, tileable output (1.0 = seamless)", value=seam_gen, unit="ratio",
+            baseline_name="exemplar tiled 2x2", baseline_value=seam_naive, target="within 2% of 1.0",
+            note=f"non-tileable output: {seam_plain:.3f}; mean over {len(seeds)} seeds")
+
+    gen_dist, crop_dist = [], []
+    for s in seeds:
+        gen_dist.append(texture_stats_distance(model.generate(crop, crop, seed=s), exemplar))
+        y, x = rng.integers(0, side - crop + 1, 2)
+        crop_dist.append(texture_stats_distance(exemplar[y:y + crop, x:x + crop], exemplar))
+    ctx.add(family=FAMILY, name=f"texture stats distance to exemplar ({crop}px)", value=float(np.mean(gen_dist)),
+            unit="swd", baseline_name="random crop of exemplar", baseline_value=float(np.mean(crop_dist)),
+            note="lower is closer; the crop is the real texture")
+
+    y, x = rng.integers(0, side - crop + 1, 2)
+    copied = copy_check(model.generate(crop, crop, seed=11), [exemplar]).copied_fraction
+    copied_crop = copy_check(exemplar[y:y + crop, x:x + crop], [exemplar]).copied_fraction
+    ctx.add(family=FAMILY, name="copied-patch fraction", value=copied, unit="fraction",
+            baseline_name="random crop of exemplar", baseline_value=copied_crop, note="near 0 = new texture, not a copy")
