@@ -86,9 +86,13 @@ class NEURAL_OT_stylize_image(bpy.types.Operator):
             return fail(self, "Choose the painting (a Blender image) to take the style from")
         if method == "MODEL" and (not model or not Path(model).is_file()):
             return fail(self, "No style model: pick a bundled style or train one")
+        source, image = option(self, settings, "source"), image_name(self, settings, "image")
+        shown = getattr(context.space_data, "image", None) if context.space_data else None
+        if shown is not None and source == "IMAGE" and not image:
+            # Image Editor, no image chosen: stylize the one shown there
+            source, image = ("RENDER", "") if shown.type == "RENDER_RESULT" else ("IMAGE", shown.name)
         try:
-            job = stylize_render_or_image(context.scene, option(self, settings, "source"),
-                                          image_name(self, settings, "image"), model,
+            job = stylize_render_or_image(context.scene, source, image, model,
                                           option(self, settings, "strength"),
                                           option(self, settings, "render_colors"), self.wait or None,
                                           painting=painting, steps=option(self, settings, "steps", "optimize_steps"),
