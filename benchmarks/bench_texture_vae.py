@@ -1,0 +1,133 @@
+"""Texture VAE benchmark: speed of encode/decode, reconstruction quality, variations.
+
+A model is trained inside the bench on procedural exemplars (the bundled
+default's recipe on the full CPU run, a tiny one with ctx.quick), so every row
+is measured in this run next to a baseline from the same run:
+
+* encode / decode time at 1024 and 2048 px vs one forward pass of the fixed
+  random-feature network (core.common.quality) over the same image: a plain
+  convolutional workload of similar size, so the ratio is machine-independent;
+* reconstruction PSNR vs the exemplar squeezed through the same spatial
+  bottleneck without learning (bicubic down by the latent factor and up again);
+* texture statistics distance of variations (strength 1, mean of 3 seeds) to
+  the exemplar vs a different random crop of the exemplar itself;
+* seam score of variations vs the exemplar's own crop (which does not tile);
+* training steps/s vs the same step without the statistics terms.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.common.images import from_tensor, to_tensor
+from core.common.procedural import make_exemplar
+from core.common.quality import feature_net, seam_score, texture_stats_distance
+from core.texture_vae import TextureVAEConfig, load_texture_vae, train_texture_vae
+
+from .report import BenchContext, time_call
+
+FAMILY = "texture_vae"
+EXEMPLARS = ("stones", "rust", "bricks", "wood", "fabric")
+# The recipe for the bundled default model (see the report): 5 procedural exemplars, CPU.
+RECIPE_CONFIG = dict(base_channels=16, channel_mult=(1, 2, 4), batch_size=6, crop_size=64)
+RECIPE_STEPS = 600
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return 10.0 * np.log10(1.0 / max(mse, 1e-12))
+
+
+def _bottleneck_baseline(rgb: np.ndarray, factor: int) -> np.ndarray:
+    x = to_tensor(rgb)
+    h, w = x.shape[-2:]
+    small = F.interpolate(x, size=(h // factor, w // factor), mode="bicubic", antialias=True, align_corners=False)
+    return from_tensor(F.interpolate(small, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1))
+
+
+def _steps_per_s(exemplars, path: Path, steps: int, config: TextureVAEConfig, device) -> float:
+    warmup = min(2, steps)
+    train_texture_vae(exemplars, path, warmup, config=config, device=device, resume=False, checkpoint_every=10 ** 9)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    train_texture_vae(exemplars, path, steps, config=config, device=device, resume=True, checkpoint_every=10 ** 9)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (steps - warmup) / max(1e-9, time.perf_counter() - start)
+
+
+def run(ctx: BenchContext) -> None:
+    cuda = ctx.device.type == "cuda"
+    work = Path(ctx.work_dir) / FAMILY
+    work.mkdir(parents=True, exist_ok=True)
+    side = 128 if ctx.quick else 256
+    exemplars = [make_exemplar(name, side, seed=0) for name in EXEMPLARS]
+    if ctx.quick:
+        config = TextureVAEConfig(base_channels=8, channel_mult=(1, 2), latent_channels=4, crop_size=32, batch_size=2)
+        steps, speed_steps, sizes = 10, 4, (256,)
+    else:
+        config = TextureVAEConfig(**RECIPE_CONFIG)
+        steps = RECIPE_STEPS * (4 if cuda else 1)
+        speed_steps, sizes = 12, (1024, 2048)
+
+    # Training speed, with and without the statistics terms.
+    speed_path = work / "speed.safetensors"
+    with_stats = _steps_per_s(exemplars, speed_path, speed_steps, config, ctx.device)
+    plain = TextureVAEConfig(**{**config.to_dict(), "stats_weight": 0.0, "variation_stats_weight": 0.0})
+    without = _steps_per_s(exemplars, speed_path, speed_steps, plain, ctx.device)
+    ctx.add(family=FAMILY, name="training steps/s", value=with_stats, unit="steps/s",
+            baseline_name="same step, L1+KL only", baseline_value=without,
+            note=f"batch {config.batch_size}x{config.crop_size}px")
+
+    model_path = work / "bench_vae.safetensors"
+    start = time.perf_counter()
+    train_texture_vae(exemplars, model_path, steps, config=config, seed=0, device=ctx.device, resume=False,
+                      checkpoint_every=10 ** 9)
+    minutes = (time.perf_counter() - start) / 60
+    ctx.add(family=FAMILY, name=f"train {steps} steps ({len(exemplars)} exemplars)", value=minutes, unit="min",
+            note="the bundled default's recipe" if not ctx.quick else "quick: tiny model")
+    model = load_texture_vae(model_path, device=ctx.device)
+
+    # Encode / decode speed.
+    net_f = feature_net(ctx.device)
+    for size in sizes:
+        image = np.tile(exemplars[0], (size // side, size // side, 1))
+        latents = model.encode(image)
+        enc = time_call(lambda: model.encode(image), ctx.device, repeats=1 if size > 1024 else 3)
+        dec = time_call(lambda: model.decode(latents), ctx.device, repeats=1 if size > 1024 else 3)
+        x = to_tensor(image).to(ctx.device)
+
+        def features():
+            with torch.no_grad():
+                net_f(x)
+
+        ref = time_call(features, ctx.device, repeats=1 if size > 1024 else 3)
+        ctx.add(family=FAMILY, name=f"encode {size}px", value=enc, unit="s",
+                baseline_name="random-feature net, same image", baseline_value=ref)
+        ctx.add(family=FAMILY, name=f"decode {size}px", value=dec, unit="s",
+                baseline_name="random-feature net, same image", baseline_value=ref)
+
+    # Quality per exemplar: reconstruction, variation statistics, seams.
+    f = model.downsample
+    rng = np.random.default_rng(0)
+    crop = side // 2
+    for name, ex in list(zip(EXEMPLARS, exemplars))[: 2 if ctx.quick else None]:
+        ctx.add(family=FAMILY, name=f"reconstruction PSNR {name}", value=_psnr(model.reconstruct(ex), ex), unit="dB",
+                baseline_name=f"bicubic down/up x{f}", baseline_value=_psnr(_bottleneck_baseline(ex, f), ex),
+                note="higher is better")
+        variations = [model.vary(ex, 1.0, seed=s) for s in range(3)]
+        dist = float(np.mean([texture_stats_distance(v, ex) for v in variations]))
+        top, left = rng.integers(0, side - crop, 2)
+        real_crop = ex[top: top + crop, left: left + crop]
+        ctx.add(family=FAMILY, name=f"variation stats distance {name}", value=dist, unit="swd",
+                baseline_name="random crop of the exemplar", baseline_value=texture_stats_distance(real_crop, ex),
+                note="strength 1, mean of 3 seeds; lower is better")
+        ctx.add(family=FAMILY, name=f"variation seam score {name}", value=float(np.mean([seam_score(v) for v in variations])),
+                unit="ratio", baseline_name="non-tiling crop of the exemplar", baseline_value=seam_score(real_crop),
+                note="1.0 = invisible wrap border")
