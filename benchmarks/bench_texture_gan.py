@@ -88,12 +88,15 @@ def run(ctx: BenchContext) -> None:
     crop = side // 2
     rng = np.random.default_rng(0)
     seeds = range(2 if ctx.quick else 6)
-    seam_gen = float(np.mean([seam_score(model.generate(crop * 2, crop * 2, seed=s)) for s in seeds]))
-    seam_plain = float(np.mean([seam_score(model.generate(crop * 2, crop * 2, seed=s, tileable=False)) for s in seeds]))
+    # One wrap border is a single sample of the column-boundary statistics, so
+    # average the score over many seeds before comparing it with 1.0.
+    seam_seeds = range(4 if ctx.quick else 24)
+    seam_gen = float(np.mean([seam_score(model.generate(256, 256, seed=s)) for s in seam_seeds]))
+    seam_plain = float(np.mean([seam_score(model.generate(256, 256, seed=s, tileable=False)) for s in seam_seeds]))
     seam_naive = seam_score(exemplar)  # tiling the exemplar 2x2 shows exactly its wrap-around border
     ctx.add(family=FAMILY, name="seam score, tileable output (1.0 = seamless)", value=seam_gen, unit="ratio",
             baseline_name="exemplar tiled 2x2", baseline_value=seam_naive, target="within 2% of 1.0",
-            note=f"non-tileable output: {seam_plain:.3f}; mean over {len(seeds)} seeds")
+            note=f"non-tileable output: {seam_plain:.3f}; 256px, mean over {len(seam_seeds)} seeds")
 
     gen_dist, crop_dist = [], []
     for s in seeds:

@@ -32,8 +32,9 @@ def _global_and_phase(gen: torch.Generator, g: Generator) -> tuple[torch.Tensor,
 
 
 def canvas_noise(g: Generator, hn: int, wn: int, seed: int, variation: float = 0.0,
-                 tileable: bool = True) -> torch.Tensor:
-    """G's whole input canvas (1xCxhnxwn, CPU, float32), a pure function of the seed.
+                 tileable: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """G's whole input canvas (1xCxhnxwn) and per-stage noise (CPU, float32), a pure
+    function of the seed.
 
     Drawn on a seeded CPU generator so every device gets identical noise. The
     variation knob blends the seed's global code towards another seed's along a
@@ -42,13 +43,14 @@ def canvas_noise(g: Generator, hn: int, wn: int, seed: int, variation: float = 0
     gen = torch.Generator().manual_seed(int(seed))
     z, phase = _global_and_phase(gen, g)
     local = torch.randn(1, g.local_dim, hn, wn, generator=gen)
+    fine = [torch.randn(1, *shape, generator=gen) for shape in g.fine_noise_shapes(hn, wn)]
     if variation:
         other = torch.Generator().manual_seed(int(seed) + _VARIATION_SEED_OFFSET)
         z_other, _ = _global_and_phase(other, g)
         angle = float(variation) * math.pi / 2
         z = math.cos(angle) * z + math.sin(angle) * z_other
     with torch.no_grad():
-        return g.build_input(local, z, phase, quantize_to=(hn, wn) if tileable else None)
+        return g.build_input(local, z, phase, quantize_to=(hn, wn) if tileable else None), fine
 
 
 def periodic_resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -164,31 +166,41 @@ class TextureGenerator:
             image = image[:, :, top: top + height, left: left + width]
         return np.ascontiguousarray(image[0].clamp(0, 1).permute(1, 2, 0).numpy(), dtype=np.float32)
 
-    def _run(self, noise: torch.Tensor) -> torch.Tensor:
+    def _run(self, noise: tuple[torch.Tensor, list[torch.Tensor]]) -> torch.Tensor:
         mixed = bool(self.config.get("training_config", {}).get("mixed_precision", True))
+        canvas, fine = noise
         with autocast(self.device, enabled=mixed):
-            out = self.generator.body(noise.to(self.device))
+            out = self.generator.body(canvas.to(self.device), [f.to(self.device) for f in fine])
         return out.float().cpu()
 
-    def _run_tiled(self, noise: torch.Tensor, tile_size: int) -> torch.Tensor:
+    def _run_tiled(self, noise: tuple[torch.Tensor, list[torch.Tensor]], tile_size: int) -> torch.Tensor:
         """Run G on overlapping tiles of the noise canvas (wrapping at its edges, as
         circular padding does) and keep each tile's centre: identical to one pass."""
         s = self.stride
         m = self.generator.margin_noise_pixels()
-        _, _, hn, wn = noise.shape
+        canvas, fine = noise
+        _, _, hn, wn = canvas.shape
         tn = max(1, int(tile_size) // s)
         out = torch.empty(1, 3, hn * s, wn * s)
         for y0 in range(0, hn, tn):
             th = min(tn, hn - y0)
-            rows = torch.arange(y0 - m, y0 + th + m) % hn
             for x0 in range(0, wn, tn):
                 tw = min(tn, wn - x0)
-                cols = torch.arange(x0 - m, x0 + tw + m) % wn
-                tile = noise.index_select(2, rows).index_select(3, cols)
-                result = self._run(tile)
+                tile_canvas = _wrapped_window(canvas, y0 - m, th + 2 * m, x0 - m, tw + 2 * m, 1)
+                tile_fine = [_wrapped_window(f, y0 - m, th + 2 * m, x0 - m, tw + 2 * m, 2 ** (i + 1))
+                             for i, f in enumerate(fine)]
+                result = self._run((tile_canvas, tile_fine))
                 out[:, :, y0 * s:(y0 + th) * s, x0 * s:(x0 + tw) * s] = \
                     result[:, :, m * s:(m + th) * s, m * s:(m + tw) * s]
         return out
+
+
+def _wrapped_window(t: torch.Tensor, y: int, h: int, x: int, w: int, scale: int) -> torch.Tensor:
+    """Window of noise-pixel rows y..y+h, cols x..x+w of a map at ``scale`` x the
+    noise resolution, wrapping around its edges as circular padding does."""
+    rows = torch.arange(y * scale, (y + h) * scale) % t.shape[2]
+    cols = torch.arange(x * scale, (x + w) * scale) % t.shape[3]
+    return t.index_select(2, rows).index_select(3, cols)
 
 
 def load_texture_gan(path: str | Path, device=None) -> TextureGenerator:

@@ -134,6 +134,9 @@ class Generator(nn.Module):
                                         _conv(cin, cout), act(), PixelNorm(),
                                         _conv(cout, cout), act(), PixelNorm()))
         self.stages = nn.Sequential(*stages)
+        # Per-stage noise (StyleGAN-like): one Gaussian channel at each finer scale,
+        # scaled per feature channel, gives fine grain the coarse noise cannot.
+        self.noise_gains = nn.ParameterList([nn.Parameter(torch.zeros(1, c, 1, 1)) for c in ch[1:]])
         self.to_rgb = nn.Conv2d(ch[-1], 3, 1)
 
     # ---- noise
@@ -167,12 +170,21 @@ class Generator(nn.Module):
         return torch.cat(parts, dim=1)
 
     # ---- image
-    def body(self, x: torch.Tensor) -> torch.Tensor:
-        """Noise canvas -> image in [0, 1]; purely convolutional (tiles compose exactly)."""
-        return torch.tanh(self.to_rgb(self.stages(x))) * 0.5 + 0.5
+    def fine_noise_shapes(self, h: int, w: int) -> list[tuple[int, int, int]]:
+        """(channels, height, width) of the per-stage noise for a noise canvas of h x w."""
+        return [(1, h * 2 ** i, w * 2 ** i) for i in range(1, len(self.stages))]
 
-    def forward(self, local, z_global, phase, quantize_to=None) -> torch.Tensor:
-        return self.body(self.build_input(local, z_global, phase, quantize_to))
+    def body(self, x: torch.Tensor, fine: list[torch.Tensor]) -> torch.Tensor:
+        """Noise canvas (+ per-stage noise) -> image in [0, 1]; purely convolutional and
+        pointwise, so tiles compose exactly."""
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i > 0:
+                x = x + self.noise_gains[i - 1] * fine[i - 1].to(x.dtype)
+        return torch.tanh(self.to_rgb(x)) * 0.5 + 0.5
+
+    def forward(self, local, z_global, phase, fine, quantize_to=None) -> torch.Tensor:
+        return self.body(self.build_input(local, z_global, phase, quantize_to), fine)
 
     def margin_noise_pixels(self) -> int:
         """Noise pixels around a tile whose padding artefacts cannot reach the tile's centre."""
@@ -215,6 +227,9 @@ def init_weights(module: nn.Module, generator: torch.Generator) -> None:
             # spectral-norm power-iteration vectors
             if b.dim() == 1 and b.dtype.is_floating_point:
                 b.copy_(F.normalize(torch.randn(b.shape, generator=generator), dim=0))
+        for name, p in module.named_parameters():
+            if "noise_gains" in name:
+                p.zero_()
 
 
 def build_models(cfg: TextureGANConfig, seed: int) -> tuple[Generator, Discriminator]:
@@ -225,6 +240,15 @@ def build_models(cfg: TextureGANConfig, seed: int) -> tuple[Generator, Discrimin
         g, d = Generator(cfg), Discriminator(cfg)
     init_weights(g, gen)
     init_weights(d, gen)
+    if cfg.periodic_dim:
+        # Start the wave vectors spread over |k| <= 0.2 cycles per noise pixel and
+        # only weakly tied to the global code: Kaiming-sized outputs would saturate
+        # the tanh at Nyquist, where the sines alias and their gradient vanishes.
+        last = g.wave_mlp[-1]
+        with torch.no_grad():
+            last.weight.mul_(0.1)
+            k0 = (torch.rand(last.bias.shape, generator=gen) * 2 - 1) * 0.2
+            last.bias.copy_(torch.atanh(2 * k0))
     with torch.no_grad():  # settle the spectral-norm power iteration on the fresh weights
         probe = torch.zeros(1, 3, 2 ** (len(cfg.d_channels) + 1), 2 ** (len(cfg.d_channels) + 1))
         for _ in range(10):

@@ -97,7 +97,8 @@ def _sample_noise(g: Generator, n: int, grid: int, gen: torch.Generator) -> tupl
     local = torch.randn(n, g.local_dim, grid, grid, generator=gen)
     z = torch.randn(n, g.global_dim, generator=gen)
     phase = torch.rand(n, g.periodic_dim, generator=gen) * (2 * math.pi)
-    return local, z, phase
+    fine = [torch.randn(n, *shape, generator=gen) for shape in g.fine_noise_shapes(grid, grid)]
+    return local, z, phase, fine
 
 
 def _stats_loss(net: RandomFeatureNet, fake: torch.Tensor, real: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -209,9 +210,9 @@ def train_texture_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: st
             save(step)
             raise JobCancelled(f"training cancelled at step {step}; checkpoint saved to {out.name}")
         real = _sample_real(real_images, cfg.batch_size, crop, cfg, data_gen).to(dev)
-        local, z, phase = (t.to(dev) for t in _sample_noise(g, cfg.batch_size, grid, noise_gen))
+        local, z, phase, fine = _sample_noise(g, cfg.batch_size, grid, noise_gen)
         with autocast(dev, enabled=mixed):
-            fake = g(local, z, phase)
+            fake = g(local.to(dev), z.to(dev), phase.to(dev), [f.to(dev) for f in fine])
         # Discriminator: non-saturating loss; spectral norm keeps it Lipschitz.
         with autocast(dev, enabled=mixed):
             d_real = d(real).float()
