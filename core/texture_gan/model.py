@@ -8,7 +8,9 @@ three parts per noise pixel:
 * local noise: i.i.d. Gaussian per noise pixel (what varies from place to place);
 * global noise: one code per image, broadcast over space (the "look");
 * periodic noise: sines whose wave vectors an MLP derives from the global code
-  (regular structure such as brick courses or weave).
+  (regular structure such as brick courses or weave);
+* fine noise: one Gaussian channel added at each finer stage (StyleGAN-like),
+  for grain below the noise stride.
 
 Every convolution in G pads circularly, so on a periodic noise canvas the
 output is periodic too: a tileable texture by construction. The discriminator
@@ -25,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# Output pixels per noise pixel is 2 ** len(channels[1:]).
+# Output pixels per noise pixel (the stride) is 2 ** (len(g_channels) - 1).
 MODEL_VERSION = 1
 
 
