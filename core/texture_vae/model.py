@@ -20,19 +20,20 @@ import torch.nn.functional as F
 
 @dataclass
 class TextureVAEConfig:
+    # Defaults = the recipe of the bundled default model (5 procedural exemplars, CPU).
     # Architecture
-    base_channels: int = 32
-    channel_mult: tuple[int, ...] = (1, 2, 3)  # one entry per 2x downsampling: factor 8
+    base_channels: int = 16
+    channel_mult: tuple[int, ...] = (1, 2, 4)  # one entry per 2x downsampling: factor 8
     latent_channels: int = 8
     res_blocks: int = 1  # residual blocks per resolution
     # Loss
-    beta: float = 0.05  # weight of the KL term (per latent element, against per-pixel L1)
-    stats_weight: float = 0.05  # sliced-Wasserstein texture-statistics term on reconstructions
-    variation_stats_weight: float = 0.02  # same term on decoded perturbed latents (keeps variations textured)
+    beta: float = 0.002  # weight of the KL term (per latent element, against per-pixel L1)
+    stats_weight: float = 0.1  # sliced-Wasserstein texture-statistics term on reconstructions
+    variation_stats_weight: float = 0.03  # same term on decoded perturbed latents (keeps variations textured)
     variation_strength: float = 1.0  # perturbation used for that term (same units as TextureVAE.vary)
     # Optimisation / data
     crop_size: int = 64
-    batch_size: int = 8
+    batch_size: int = 6
     lr: float = 2e-3
     lr_final_fraction: float = 0.1  # cosine decay to lr * this at the last step
     grad_clip: float = 1.0

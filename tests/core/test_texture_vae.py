@@ -21,12 +21,24 @@ from core.texture_vae import (
 from core.texture_vae.train import training_state_path
 
 TINY = TextureVAEConfig(base_channels=8, channel_mult=(1, 2), latent_channels=4, crop_size=32, batch_size=4,
-                        lr=3e-3, beta=0.01, stats_weight=0.05, variation_stats_weight=0.02)
+                        lr=3e-3, beta=0.01, stats_weight=0.05, variation_stats_weight=0.0)
 STEPS = 100
 
 
 def _mad(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).mean())
+
+
+def _wrap_vs_interior(rgb: np.ndarray) -> float:
+    """Seam score of the wrap border over the worst interior boundary's (rolled to the border).
+
+    The seam score alone depends on where structure (mortar lines, cell edges) happens
+    to fall; a tileable image's wrap border is simply no worse than its inner boundaries.
+    """
+    h, w = rgb.shape[:2]
+    interior = [seam_score(np.roll(rgb, (int(h * fy), int(w * fx)), (0, 1)))
+                for fy, fx in ((0.5, 0.5), (0.25, 0.25), (0.33, 0.66), (0.66, 0.33), (0.75, 0.75))]
+    return seam_score(rgb) / max(interior)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -127,11 +139,12 @@ def test_outputs_tile_and_come_in_any_size(model, exemplars):
     assert tuple(latents.shape) == (1, 4, 16, 16)
     decoded = model.decode(latents, width=75, height=41)
     assert decoded.shape == (41, 75, 3)
-    # The wrap border looks like any other pixel boundary; a non-tiling crop does not.
-    assert seam_score(decoded) < 1.3
-    assert seam_score(model.blend(exemplars, t=0.5, width=53, height=61)) < 1.3
-    assert seam_score(model.vary(image, 2.0, seed=4, width=90, height=70)) < 1.3
-    assert seam_score(procedural.rust(96, seed=5)[:70, :50]) > 1.5
+    # The wrap border looks like any other pixel boundary; a non-tiling crop's does not.
+    for out in (decoded, model.blend(exemplars, t=0.5, width=53, height=61),
+                model.vary(image, 2.0, seed=4, width=90, height=70), model.reconstruct(exemplars[1])):
+        assert seam_score(out) < 2.0 and _wrap_vs_interior(out) < 1.25, (seam_score(out), _wrap_vs_interior(out))
+    crop = procedural.rust(96, seed=5)[:70, :50]
+    assert _wrap_vs_interior(crop) > 2.0
     # Larger than the input: strength 0 repeats the reconstruction, a variation does not repeat.
     same = model.vary(image, 0.0, width=128, height=64)
     np.testing.assert_allclose(same[:, :64], same[:, 64:], atol=1e-5)
