@@ -31,7 +31,8 @@ def register(subparsers) -> None:
     vary = commands.add_parser("vary", help="a seeded variation of an image")
     vary.add_argument("--model", required=True)
     vary.add_argument("--input", required=True, metavar="IMG")
-    vary.add_argument("--strength", type=float, default=1.0, help="0 = reconstruction; larger = further away")
+    vary.add_argument("--strength", type=float, default=0.5,
+                      help="0 = reconstruction; 0.25-1 typical; 2+ drifts toward other trained textures")
     vary.add_argument("--seed", type=int, default=0)
     vary.add_argument("--out", required=True, metavar="OUT.png")
     vary.add_argument("--width", type=int, default=None)

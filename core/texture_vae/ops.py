@@ -192,7 +192,8 @@ class TextureVAE:
         strength 1 perturbs each cell as much as the texture itself varies from
         place to place. Strength 0 returns exactly ``reconstruct`` (at the input's
         size); the same seed with a larger strength moves the same direction,
-        further.
+        further. 0.25-1 gives "same wall, different bricks"; 2 and more drifts
+        toward the other textures the model was trained on.
         """
         strength = _check_strength(strength)
         a = check_rgb(rgb)
