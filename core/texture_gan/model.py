@@ -40,13 +40,13 @@ class TextureGANConfig:
     g_channels: tuple[int, ...] = (128, 64, 32, 16)  # one stage per entry; upsample x2 between stages
     d_channels: tuple[int, ...] = (32, 64, 128, 256)
     # ---- training
-    crop_size: int = 64  # side of the crops D sees (multiple of the noise stride)
-    batch_size: int = 4
+    crop_size: int = 128  # side of the crops D sees (multiple of the noise stride); sees larger structure
+    batch_size: int = 2
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.99)
     stats_loss_weight: float = 10.0  # sliced-Wasserstein texture-statistics loss beside the GAN loss
-    stats_scales: int = 3  # octaves of the statistics loss (more: larger structures, slower)
+    stats_scales: int = 5  # octaves of the statistics loss (more: larger structures, slower)
     ema_decay: float = 0.995
     augment_flips: bool = True
     augment_rot90: bool = False  # only for textures without a preferred direction

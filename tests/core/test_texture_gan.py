@@ -19,7 +19,7 @@ from core.texture_gan import (TextureGANConfig, TextureGenerator, generate_textu
 
 # Tiny but real: 3 stages (stride 4), crops of 32 px.
 TINY = dict(local_dim=8, global_dim=4, periodic_dim=4, g_channels=(32, 16, 8), d_channels=(16, 32),
-            crop_size=32, batch_size=4, preview_every=0, lr_g=2e-3, lr_d=1e-3, ema_decay=0.9)
+            crop_size=32, batch_size=4, stats_scales=3, preview_every=0, lr_g=2e-3, lr_d=1e-3, ema_decay=0.9)
 
 
 @pytest.fixture(scope="module", autouse=True)
