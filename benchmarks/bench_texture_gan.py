@@ -65,7 +65,7 @@ def run(ctx: BenchContext) -> None:
     steps_per_s = _train(ctx, exemplar, steps, config, model_path)
     minutes = (time.perf_counter() - start) / 60
     gan_only = TextureGANConfig(**{**config.to_dict(), "stats_loss_weight": 0.0})
-    base_steps_per_s = _train(ctx, exemplar, 8 if not ctx.quick else 5, gan_only, work / "bench_gan_only.safetensors")
+    base_steps_per_s = _train(ctx, exemplar, steps if ctx.quick else 30, gan_only, work / "bench_gan_only.safetensors")
     ctx.add(family=FAMILY, name=f"train steps/s (crop {config.crop_size}, batch {config.batch_size})",
             value=steps_per_s, unit="steps/s", baseline_name="GAN-only step (no stats loss)",
             baseline_value=base_steps_per_s, note=f"{steps} steps in {minutes:.2f} min")
