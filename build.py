@@ -67,6 +67,8 @@ def in_venv() -> bool:
 
 def cmd_test(args: argparse.Namespace) -> int:
     env = dict(os.environ, PYTHONPATH=str(ROOT), NEURAL_TEXTURES_DEVICE=os.environ.get("NEURAL_TEXTURES_DEVICE", "cpu"))
+    # Tests start worker subprocesses beside pytest: idle OpenMP threads must sleep, not spin.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cmd = [sys.executable, "-m", "pytest", "tests", "-ra", "--durations=15", *args.pytest_args]
     print("build.py:", " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode

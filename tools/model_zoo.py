@@ -49,7 +49,7 @@ def _gan(name: str, label: str, steps: int, seed: int) -> Recipe:
                   out, steps, seed, [ex], f"procedural {name}(size={EXEMPLAR_SIZE}, seed=0), core/common/procedural.py")
 
 
-def recipes(style_steps: int = 1500, gan_steps: int = 1500, vae_steps: int = 1500) -> list[Recipe]:
+def recipes(style_steps: int = 1500, gan_steps: int = 1500, vae_steps: int = 500) -> list[Recipe]:
     vae_data = [f"models/exemplars/{n}.png" for n in ("stones", "rust", "bricks", "wood")]
     style_out = "models/style/{}.safetensors"
     return [
