@@ -73,7 +73,8 @@ def run_apply(args: argparse.Namespace) -> int:
         bar = ProgressBar("style")
         frames = (load_image(f) for f in files)
         results = stylize_sequence(model, frames, flows, strength=args.strength,
-                                   temporal_weight=args.temporal_weight, progress=bar, tile_size=args.tile)
+                                   temporal_weight=args.temporal_weight, progress=bar, tile_size=args.tile,
+                                   cancel=getattr(args, "cancel", None))
         for f, result in zip(files, results):
             target = out / (f.stem + (f.suffix if f.suffix.lower() in (".png", ".exr", ".npy", ".jpg") else ".png"))
             save_image(target, result, bit_depth=16 if result.bit_depth == 16 else 8)
@@ -88,7 +89,7 @@ def run_apply(args: argparse.Namespace) -> int:
         result = stylize_optimize(image, load_image(style_path), steps=args.steps, strength=args.strength,
                                   preserve_color=preserve or False, style_loss=args.style_loss,
                                   max_side=args.max_side, device=args.device, vgg19_weights=args.vgg19,
-                                  progress=ProgressBar("style"))
+                                  progress=ProgressBar("style"), cancel=getattr(args, "cancel", None))
     save_image(out, result, bit_depth=16 if result.bit_depth == 16 else 8)
     print(f"wrote {out}")
     return 0
@@ -104,6 +105,6 @@ def run_train(args: argparse.Namespace) -> int:
             setattr(cfg, name, value)
     path = train_style_model(args.style, args.frames, args.out, args.steps, config=cfg, seed=args.seed,
                              device=args.device, progress=ProgressBar("train"), resume=not args.restart,
-                             vgg19_weights=args.vgg19)
+                             vgg19_weights=args.vgg19, cancel=getattr(args, "cancel", None))
     print(f"wrote {path}")
     return 0

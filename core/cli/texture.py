@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     train.add_argument("--steps", type=int, default=1000, help="total training steps (default 1000)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true",
-                       help="continue from MODEL.train.safetensors if present (otherwise start over)")
+                       help="continue from MODEL.train.safetensors if present (the default; kept for scripts)")
+    train.add_argument("--restart", action="store_true", help="ignore an existing training state and start over")
     train.add_argument("--checkpoint-every", type=int, default=200)
     train.add_argument("--crop-size", type=int, default=None, help="crop side the discriminator sees (multiple of 8)")
     train.add_argument("--batch-size", type=int, default=None)
@@ -60,7 +61,8 @@ def _train(args) -> int:
     config = TextureGANConfig.from_dict(fields)
     out = train_texture_gan(args.exemplar, args.out, args.steps, config=config, seed=args.seed,
                             device=getattr(args, "device", None), progress=ProgressBar("train"),
-                            checkpoint_every=args.checkpoint_every, resume=args.resume)
+                            checkpoint_every=args.checkpoint_every, resume=not args.restart,
+                            cancel=getattr(args, "cancel", None))
     print(f"saved {out}")
     return 0
 

@@ -25,7 +25,8 @@ def register(subparsers) -> None:
     train.add_argument("--batch", type=int, default=None, help="crops per step")
     train.add_argument("--channels", type=int, default=None, help="base channel count")
     train.add_argument("--checkpoint-every", type=int, default=200)
-    train.add_argument("--no-resume", action="store_true", help="start over even if a training state exists")
+    train.add_argument("--restart", "--no-resume", dest="no_resume", action="store_true",
+                       help="ignore an existing training state and start over")
     train.set_defaults(func=_train)
 
     vary = commands.add_parser("vary", help="a seeded variation of an image")
@@ -62,7 +63,8 @@ def _train(args: argparse.Namespace) -> int:
             setattr(config, attr, value)
     path = train_texture_vae(args.exemplar, args.out, args.steps, config=config, seed=args.seed,
                              device=getattr(args, "device", None), progress=ProgressBar("vae train"),
-                             checkpoint_every=args.checkpoint_every, resume=not args.no_resume)
+                             checkpoint_every=args.checkpoint_every, resume=not args.no_resume,
+                             cancel=getattr(args, "cancel", None))
     print(path)
     return 0
 
