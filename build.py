@@ -88,6 +88,8 @@ def _package_files() -> list[tuple[Path, str]]:
                 continue
             if suffixes is not None and path.suffix not in suffixes:
                 continue
+            if path.name.endswith(".train.safetensors"):  # resume state: never shipped
+                continue
             files.append((path, f"{prefix}{rel.as_posix()}"))
 
     add_tree(ROOT / "blender_addon", "")

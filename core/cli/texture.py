@@ -83,23 +83,9 @@ def _generate(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """This family alone (``python -m core.cli.texture ...``), same behaviour as ``python -m core texture``."""
-    from ..common.checkpoints import CheckpointError
-    from ..common.images import ImageError
-    from ..common.jobs import JobCancelled
+    from . import main as core_main
 
-    parser = argparse.ArgumentParser(prog="python -m core.cli.texture")
-    parser.add_argument("--device", default="auto")
-    families = parser.add_subparsers(dest="family", required=True)
-    register(families)
-    args = parser.parse_args(["texture", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except (ImageError, CheckpointError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except JobCancelled:
-        print("cancelled; the last checkpoint was kept", file=sys.stderr)
-        return 130
+    return core_main(["texture", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
