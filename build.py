@@ -168,8 +168,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(ROOT))
     from tools import model_zoo
 
+    if args.quality_only:
+        manifest = model_zoo.refresh_quality(args.only)
+        print(model_zoo.manifest_markdown())
+        return 0
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     manifest = model_zoo.train(args.only, device, args.steps_scale)
+    print(model_zoo.manifest_markdown())
     print(f"build.py: models written; manifest at {manifest.relative_to(ROOT)}")
     return 0
 
@@ -197,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--only", nargs="*", help="names of the models to retrain (default: all)")
             p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
             p.add_argument("--steps-scale", type=float, default=1.0, help="scale every recipe's steps (quick trials)")
+            p.add_argument("--quality-only", action="store_true",
+                           help="only re-measure the quality figures and thumbnails of trained models")
         if name == "bench":
             p.add_argument("--quick", action="store_true", help="small sizes and steps (a smoke run)")
             p.add_argument("--only", nargs="*", choices=["texture_gan", "texture_vae", "style"], help="families to run")

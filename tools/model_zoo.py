@@ -51,7 +51,7 @@ def _gan(name: str, label: str, steps: int, seed: int, periodic: bool = True) ->
                   out, steps, seed, [ex], f"procedural {name}(size={EXEMPLAR_SIZE}, seed=0), core/common/procedural.py")
 
 
-def recipes(style_steps: int = 600, gan_steps: int = 1000, vae_steps: int = 500) -> list[Recipe]:
+def recipes(style_steps: int = 1500, gan_steps: int = 1000, vae_steps: int = 500) -> list[Recipe]:
     vae_data = [f"models/exemplars/{n}.png" for n in ("stones", "rust", "bricks", "wood")]
     style_out = "models/style/{}.safetensors"
     return [
@@ -223,3 +223,39 @@ def train(only: list[str] | None, device: str, steps_scale: float = 1.0) -> Path
         _update_manifest(manifest_path, entries[recipe.name])
         print(f"model_zoo: {recipe.name} done in {seconds:.0f}s: {entries[recipe.name]['quality']}", flush=True)
     return manifest_path
+
+
+def refresh_quality(only: list[str] | None = None) -> Path:
+    """Re-measure the quality figures (and thumbnails) of already trained models; no training."""
+    sys.path.insert(0, str(ROOT))
+    manifest_path = MODELS / "manifest.json"
+    for entry in json.loads(manifest_path.read_text())["models"]:
+        if only and entry["name"] not in only:
+            continue
+        recipe = next(r for r in recipes() if r.name == entry["name"])
+        entry["quality"] = _quality(recipe)
+        _update_manifest(manifest_path, entry)
+        print(f"model_zoo: {entry['name']} re-measured: {entry['quality']}", flush=True)
+    return manifest_path
+
+
+def manifest_markdown(manifest_path: Path = MODELS / "manifest.json") -> str:
+    """The bundled-models table for the README, from the manifest's measured figures."""
+    rows = ["| model | kind | steps | trained in | size | measured quality (same-run baseline) |",
+            "|---|---|---:|---|---:|---|"]
+    for m in json.loads(manifest_path.read_text())["models"]:
+        q = m["quality"]
+        if m["kind"] == "texture_gan":
+            figures = (f"stats distance {q['stats_distance']:.4f} (random exemplar crop {q['stats_distance_baseline_random_crop']:.4f}); "
+                       f"seam {q['seam_score_mean']:.3f} (exemplar itself {q['seam_score_baseline_exemplar']:.2f}); "
+                       f"copied patches {q['copied_fraction']:.0%}")
+        elif m["kind"] == "texture_vae":
+            figures = (f"reconstruction {q['reconstruction_psnr_db']:.1f} dB (bicubic x8 {q.get('reconstruction_psnr_db_baseline_bicubic_x8', float('nan')):.1f} dB); "
+                       f"variation stats distance {q['variation_stats_distance']:.4f} "
+                       f"(random crop {q.get('variation_stats_distance_baseline_random_crop', float('nan')):.4f})")
+        else:
+            figures = (f"style distance {q['style_stats_distance']:.4f} (unstyled frame {q['style_stats_distance_baseline_unstyled']:.4f}); "
+                       f"edge correlation with the input {q.get('edge_correlation_with_input', float('nan')):.2f}")
+        rows.append(f"| {m['label']} (`{m['file']}`) | {m['kind']} | {m['steps']} | "
+                    f"{m['training_seconds'] / 60:.1f} min on {m['trained_on'].split(' ')[0]} | {m['size_mb']} MB | {figures} |")
+    return "\n".join(rows)

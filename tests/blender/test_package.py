@@ -44,9 +44,27 @@ def test_package_installs_into_clean_blender_and_runs(tmp_path):
         ops = [name for name in dir(bpy.ops.neural) if not name.startswith("_")]
         assert len(ops) >= 5, ops
         print("INSTALLED", enabled[0], len(ops))
+
+        # The bundled models ship inside the extension and its operators run them.
+        from pathlib import Path
+        models = Path(addon.__file__).parent / "models"
+        gans = sorted((models / "texture_gan").glob("*.safetensors")) if models.is_dir() else []
+        if gans:
+            bpy.ops.mesh.primitive_cube_add()
+            before = set(bpy.data.images.keys())
+            result = bpy.ops.neural.generate_texture(model=str(gans[0]), width=48, height=40, seed=1,
+                                                     make_material=True)
+            assert result == {{"FINISHED"}}, result
+            new = [bpy.data.images[n] for n in bpy.data.images.keys() if n not in before]
+            assert new and tuple(new[0].size) == (48, 40), new
+            assert bpy.context.object.active_material is not None
+            print("GENERATED", gans[0].name)
+        bpy.ops.preferences.addon_disable(module=enabled[0])  # stops its worker process
     """)
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"), PYTHONPATH="")
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "INSTALLED" in proc.stdout
+    if list((ROOT / "models" / "texture_gan").glob("*.safetensors")):
+        assert "GENERATED" in proc.stdout, proc.stdout[-2000:]
