@@ -426,6 +426,7 @@ def job_style_stylize(ctx: JobContext) -> dict:
 def job_style_stylize_sequence(ctx: JobContext) -> dict:
     from .common.images import save_image
     from .style import load_style_model, stylize_sequence
+    from .style.blender_passes import frames_with_flows
     model = ctx.model(load_style_model, ctx.param("model", required=True))
     frames = [str(p) for p in ctx.param("frames", required=True)]
     if not frames:
@@ -434,8 +435,12 @@ def job_style_stylize_sequence(ctx: JobContext) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     suffix = ctx.param("format")
     written: list[str] = []
-    # frames are read lazily: a long animation never sits in memory at once
-    iterator = stylize_sequence(model, (_load(p) for p in frames), strength=float(ctx.param("strength", 1.0)),
+    warnings: list[str] = []
+    # frames are read lazily: a long animation never sits in memory at once; multilayer EXR renders
+    # bring their Vector pass as exact motion, other frames get the motion estimate
+    frame_iter, flow_iter = frames_with_flows(frames, use_vectors=bool(ctx.param("use_motion_vectors", True)),
+                                              warn=warnings.append)
+    iterator = stylize_sequence(model, frame_iter, flow_iter, strength=float(ctx.param("strength", 1.0)),
                                 temporal_weight=float(ctx.param("temporal_weight", 0.7)),
                                 progress=None, cancel=ctx.cancel)
     for index, frame in enumerate(iterator):
@@ -446,7 +451,7 @@ def job_style_stylize_sequence(ctx: JobContext) -> dict:
         save_image(out, _with_colorspace_of(frame, None))
         written.append(str(out))
         ctx.progress(Progress(index + 1, len(frames), f"frame {index + 1}/{len(frames)}"))
-    return {"frames": written, "output_dir": str(output_dir)}
+    return {"frames": written, "output_dir": str(output_dir), "warnings": warnings}
 
 
 JOB_KINDS: dict[str, Callable[[JobContext], dict]] = {

@@ -28,6 +28,8 @@ def register(families) -> None:
     apply.add_argument("--flows", default=None,
                        help="animation: folder of per-frame flows (.npy HxWx2 in this package's convention, or "
                             "HxWx4 Blender Vector passes), named like the frames")
+    apply.add_argument("--no-vectors", action="store_true",
+                       help="animation: ignore the Vector pass of multilayer EXR renders and estimate motion")
     apply.add_argument("--vgg19", default=None, help="optional local VGG19 weights (.safetensors or .pth)")
     apply.set_defaults(func=run_apply)
 
@@ -53,6 +55,7 @@ def _frame_files(folder: Path) -> list[Path]:
 
 def run_apply(args: argparse.Namespace) -> int:
     from ..style import StyleModel, stylize_optimize, stylize_sequence
+    from ..style.blender_passes import frames_with_flows
 
     style_path, input_path, out = Path(args.style), Path(args.input), Path(args.out)
     is_model = style_path.suffix.lower() == ".safetensors"
@@ -71,7 +74,13 @@ def run_apply(args: argparse.Namespace) -> int:
                      else None for f in files]
         out.mkdir(parents=True, exist_ok=True)
         bar = ProgressBar("style")
-        frames = (load_image(f) for f in files)
+        # multilayer EXR renders bring their Vector pass; --flows files take precedence
+        frames, vector_flows = frames_with_flows(files, use_vectors=not getattr(args, "no_vectors", False),
+                                                 warn=lambda message: print(f"warning: {message}"))
+        if flows is None:
+            flows = vector_flows
+        else:
+            frames = (frame for frame, _ in zip(frames, vector_flows))  # keep the pass reader in step
         results = stylize_sequence(model, frames, flows, strength=args.strength,
                                    temporal_weight=args.temporal_weight, progress=bar, tile_size=args.tile,
                                    cancel=getattr(args, "cancel", None))

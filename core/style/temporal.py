@@ -9,16 +9,19 @@ pointing **from frame i back to frame i-1**: the surface point seen at pixel
 So ``warp(previous, flow)`` lines frame ``i - 1`` up with frame ``i``
 (backward warping, bilinear).
 
-Blender's Vector pass (Cycles/EEVEE, 4 channels, pixels) stores in X, Y the
-motion from the previous frame to this one (current minus previous position)
-and in Z, W the motion from this frame to the next, in Blender's raster
-coordinates whose y axis points *up* (Blender's pixel buffers are stored
-bottom row first). Hence:
+Blender's Vector pass (4 channels, pixels) stores in X, Y the motion *to the
+previous frame* (previous minus current position) and in Z, W the current
+minus the next position, in Blender's raster coordinates whose y axis points
+*up* (Blender's pixel buffers are stored bottom row first). Measured on a
+Cycles render (Blender 5.0) of a checker plane moving +3 px right and +2 px up
+per frame: X = -3, Y = -2, Z = -3, W = -2; warping frame 1 with (X, -Y)
+matched frame 2 to a mean error of 0.009 (zero flow 0.112, (-X, Y) 0.204).
+Hence:
 
-* arrays straight from Blender (bottom row first, e.g. ``image.pixels`` or a
-  render result): ``flow = (-X, -Y)``;
 * arrays read from a saved EXR/PNG (top row first, as ``load_image`` gives):
-  ``flow = (-X, +Y)``.
+  ``flow = (X, -Y)``;
+* arrays straight from Blender (bottom row first, e.g. ``image.pixels`` or a
+  render result): ``flow = (X, Y)``.
 
 ``flow_from_blender_vector(vector, top_down=...)`` does exactly this. A 4-channel
 array passed as a flow is taken to be a raw Vector pass in top-row-first order.
@@ -51,8 +54,8 @@ def flow_from_blender_vector(vector: np.ndarray, top_down: bool = True) -> np.nd
     v = np.asarray(vector, dtype=np.float32)
     if v.ndim != 3 or v.shape[2] not in (2, 3, 4):
         raise ValueError(f"a Blender Vector pass is HxWx4 (or HxWx2), got shape {v.shape}")
-    dx = -v[..., 0]
-    dy = v[..., 1] if top_down else -v[..., 1]
+    dx = v[..., 0]
+    dy = -v[..., 1] if top_down else v[..., 1]
     return np.ascontiguousarray(np.stack([dx, dy], axis=-1))
 
 
@@ -103,6 +106,10 @@ def estimate_global_flow(current: np.ndarray, previous: np.ndarray) -> np.ndarra
 def _align_flows(flows, n: int | None):
     """Yield one flow (or None) per frame index, following the module's convention."""
     if flows is None:
+        while True:
+            yield None
+    if not hasattr(flows, "__len__"):  # a lazy iterator, consumed in step with the frames
+        yield from flows
         while True:
             yield None
     flows = list(flows)

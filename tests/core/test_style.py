@@ -254,9 +254,10 @@ def test_flicker_measure_and_warp_convention():
     assert flicker(frames, flows[1:]) == flicker(frames, flows)  # one flow per pair is accepted too
     warped, valid = warp(frames[0], flows[1])
     assert np.allclose(warped[:, :-3], frames[1][:, :-3], atol=1e-5) and not valid[:, -3:].any()
-    # Blender Vector pass: X, Y = current minus previous position, y up; top-down arrays flip y.
+    # Blender Vector pass: X, Y = previous minus current position, y up; top-down arrays flip y
+    # (measured on a real Cycles render, see tests/blender/test_motion_vectors.py).
     vec = np.zeros((4, 5, 4), np.float32)
-    vec[..., 0], vec[..., 1] = -3.0, 2.0
+    vec[..., 0], vec[..., 1] = 3.0, -2.0
     assert np.allclose(flow_from_blender_vector(vec, top_down=True)[0, 0], [3.0, 2.0])
     assert np.allclose(flow_from_blender_vector(vec, top_down=False)[0, 0], [3.0, -2.0])
 
