@@ -84,6 +84,17 @@ def draw_vae(layout, context) -> None:
     box.operator("neural.vae_blend", icon="MOD_MASK")
 
 
+def _renders_motion_vectors(scene) -> bool:
+    settings = scene.render.image_settings
+    multilayer = getattr(settings, "media_type", "") == "MULTI_LAYER_IMAGE" or \
+        settings.file_format == "OPEN_EXR_MULTILAYER"
+    return multilayer and _has_vector_pass(scene)
+
+
+def _has_vector_pass(scene) -> bool:
+    return any(layer.use_pass_vector for layer in scene.view_layers if layer.use)
+
+
 def draw_style(layout, context) -> None:
     settings = context.scene.neural_style
     layout.row().prop(settings, "method", expand=True)
@@ -105,6 +116,12 @@ def draw_style(layout, context) -> None:
     box.prop(settings, "frames_dir")
     box.prop(settings, "output_dir")
     box.prop(settings, "temporal_weight", slider=True)
+    box.prop(settings, "use_motion_vectors")
+    if settings.use_motion_vectors and not _renders_motion_vectors(context.scene):
+        col = box.column(align=True)
+        col.label(text="Flicker-free: render the Vector pass", icon="INFO")
+        col.label(text="to OpenEXR MultiLayer frames")
+        col.operator("neural.setup_motion_vectors", icon="ORIENTATION_VIEW")
     box.operator("neural.stylize_animation", icon="SEQUENCE")
     box = layout.box()
     box.label(text="New Style", icon="EXPERIMENTAL")

@@ -84,6 +84,9 @@ class NeuralStyleSettings(bpy.types.PropertyGroup):
     frames_dir: StringProperty(name="Frames", subtype="DIR_PATH", description="Folder with the rendered frames")
     output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//stylized/")
     temporal_weight: FloatProperty(name="Temporal Smoothing", default=0.7, min=0.0, max=0.95, subtype="FACTOR")
+    use_motion_vectors: BoolProperty(
+        name="Use Motion Vectors", default=True,
+        description="Use the Vector pass of OpenEXR MultiLayer frames as exact motion (else motion is estimated)")
     style_image: PointerProperty(name="Painting", type=bpy.types.Image,
                                  description="Painting to stylize with (Any Painting) or to train a style model from")
     train_name: StringProperty(name="Name", default="my_style")

@@ -16,7 +16,7 @@ import bpy
 
 from .. import preferences
 
-PACKAGES = ("torch", "safetensors", "pillow")  # numpy comes with Blender
+PACKAGES = ("torch", "safetensors", "pillow", "OpenEXR")  # numpy comes with Blender; OpenEXR reads EXR renders
 INDEX_URLS = {"CPU": "https://download.pytorch.org/whl/cpu", "CUDA": "https://download.pytorch.org/whl/cu124"}
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import bpy
-from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from .. import core_access, image_bridge, job_queue, models, preferences
 from ..image_bridge import BridgeError
@@ -113,6 +113,9 @@ class NEURAL_OT_stylize_animation(bpy.types.Operator):
     model: StringProperty(name="Style Model File")
     strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0)
     temporal_weight: FloatProperty(name="Temporal Smoothing", default=0.7, min=0.0, max=0.95)
+    use_motion_vectors: BoolProperty(
+        name="Use Motion Vectors", default=True,
+        description="Use the Vector pass of OpenEXR MultiLayer frames as exact motion (else motion is estimated)")
     wait: WAIT_PROPERTY
 
     def execute(self, context):
@@ -133,14 +136,37 @@ class NEURAL_OT_stylize_animation(bpy.types.Operator):
 
         def on_done(job):
             if job.state == "done":
-                job.outputs["summary"] = f"{len(job.result.get('frames', []))} frames written to {output_dir}"
+                summary = f"{len(job.result.get('frames', []))} frames written to {output_dir}"
+                warnings = job.result.get("warnings") or []
+                job.outputs["summary"] = summary + "".join(f"; warning: {w}" for w in warnings)
 
         job = job_queue.submit("style.stylize_sequence",
                                {"model": model, "frames": [str(f) for f in frames], "output_dir": output_dir,
                                 "strength": option(self, settings, "strength"),
-                                "temporal_weight": option(self, settings, "temporal_weight")},
+                                "temporal_weight": option(self, settings, "temporal_weight"),
+                                "use_motion_vectors": bool(option(self, settings, "use_motion_vectors"))},
                                label=f"Stylize {len(frames)} frames", on_done=on_done, wait=self.wait or None)
         return finish(self, job)
+
+
+class NEURAL_OT_setup_motion_vectors(bpy.types.Operator):
+    """Render for flicker-free stylization: Vector pass on, motion blur off, OpenEXR MultiLayer output"""
+    bl_idname = "neural.setup_motion_vectors"
+    bl_label = "Set Up Motion Vectors"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        scene = context.scene
+        for layer in scene.view_layers:
+            layer.use_pass_vector = True
+        # motion blur smears the Vector pass (and Cycles then stores blurred vectors)
+        scene.render.use_motion_blur = False
+        image_settings = scene.render.image_settings
+        if "media_type" in image_settings.bl_rna.properties:  # Blender 5: multilayer is a media type
+            image_settings.media_type = "MULTI_LAYER_IMAGE"
+        image_settings.file_format = "OPEN_EXR_MULTILAYER"
+        self.report({"INFO"}, "Vector pass on, motion blur off, output OpenEXR MultiLayer: render the animation")
+        return {"FINISHED"}
 
 
 class NEURAL_OT_train_style_model(bpy.types.Operator):
@@ -194,5 +220,6 @@ class NEURAL_OT_train_style_model(bpy.types.Operator):
         return finish(self, job)
 
 
-classes = (NEURAL_OT_stylize_image, NEURAL_OT_stylize_animation, NEURAL_OT_train_style_model)
+classes = (NEURAL_OT_stylize_image, NEURAL_OT_stylize_animation, NEURAL_OT_setup_motion_vectors,
+           NEURAL_OT_train_style_model)
 register, unregister = bpy.utils.register_classes_factory(classes)
