@@ -180,22 +180,31 @@ def _read_exr(path: Path, max_pixels: int) -> ImageData:
         raise ImageError(f"{path.name}: reading EXR files needs the 'OpenEXR' Python package "
                          "(pip install OpenEXR), or save the frame as a 16-bit PNG or .npy array") from exc
     try:
-        with OpenEXR.File(str(path)) as exr:
-            channels = exr.channels()
-            if "RGBA" in channels:
-                arr = np.asarray(channels["RGBA"].pixels, dtype=np.float32)
-            elif "RGB" in channels:
-                arr = np.asarray(channels["RGB"].pixels, dtype=np.float32)
-            else:
-                names = [n for n in ("R", "G", "B", "A") if n in channels]
-                if not names:
-                    names = list(channels)[:1]
-                arr = np.stack([np.asarray(channels[n].pixels, dtype=np.float32) for n in names], axis=-1)
+        with OpenEXR.File(str(path), separate_channels=True) as exr:
+            # Every part: Blender 5 multilayer renders put each pass in a part of its own.
+            channels = {name: ch.pixels for part in exr.parts for name, ch in part.channels.items()}
+        arr = _exr_colour(channels)
     except ImageError:
         raise
     except Exception as exc:
         raise ImageError(f"{path.name} could not be read as OpenEXR ({exc})") from exc
+    if arr is None:
+        raise ImageError(f"{path.name} has no colour channels (R, G, B or a render's Combined pass)")
     return image_from_array(arr, "linear", path.name, max_pixels)
+
+
+def _exr_colour(channels: dict) -> np.ndarray | None:
+    """Plain R, G, B (+A) channels, else the first view layer's Combined pass of a multilayer render,
+    else a lone grey channel (e.g. Y)."""
+    combined = sorted({n[:-1] for n in channels if n.endswith(".Combined.R")})  # "ViewLayer.Combined."
+    for prefix in ["", *combined]:
+        if all(f"{prefix}{c}" in channels for c in "RGB"):
+            names = [f"{prefix}{c}" for c in "RGBA" if f"{prefix}{c}" in channels]
+            return np.stack([np.asarray(channels[n], dtype=np.float32) for n in names], axis=-1)
+    plain = sorted(n for n in channels if "." not in n)
+    if len(plain) == 1:
+        return np.asarray(channels[plain[0]], dtype=np.float32)
+    return None
 
 
 def _read_npy(path: Path, max_pixels: int) -> ImageData:

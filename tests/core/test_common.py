@@ -229,3 +229,20 @@ def test_cancel_token_and_progress_fraction():
     with pytest.raises(JobCancelled):
         token.raise_if_cancelled()
     assert Progress(step=5, total=10).fraction == 0.5 and Progress(step=1, total=0).fraction == 0.0
+
+
+def test_multilayer_exr_render_reads_its_combined_pass(tmp_path):
+    OpenEXR = pytest.importorskip("OpenEXR")
+    rng = np.random.default_rng(3)
+    combined = rng.random((12, 16, 4)).astype(np.float32) * 2.0
+    vector = rng.random((12, 16, 4)).astype(np.float32)
+    # Blender 5 writes one part per pass, channels named <ViewLayer>.<Pass>.<Channel>.
+    parts = [OpenEXR.Part({"type": OpenEXR.scanlineimage, "compression": OpenEXR.ZIP_COMPRESSION},
+                          {f"ViewLayer.{name}.{c}": np.ascontiguousarray(data[..., i]) for i, c in enumerate(chans)},
+                          name=f"ViewLayer.{name}")
+             for name, data, chans in (("Vector", vector, "XYZW"), ("Combined", combined, "RGBA"))]
+    OpenEXR.File(parts).write(str(tmp_path / "render.exr"))
+    data = im.load_image(tmp_path / "render.exr")
+    assert data.colorspace == "linear"
+    np.testing.assert_allclose(data.rgb, combined[..., :3])
+    np.testing.assert_allclose(data.alpha, np.clip(combined[..., 3], 0, 1))
