@@ -84,7 +84,8 @@ def _manifest_entries(folder: Path) -> dict[str, dict[str, Any]]:
         entries = [dict(v, file=k) for k, v in entries.items() if isinstance(v, dict)]
     for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict) and entry.get("file"):
-            out[Path(entry["file"]).name] = entry
+            # "file" is relative to the manifest's folder and may name a subfolder (texture_gan/bricks.safetensors)
+            out[str((folder / entry["file"]).resolve())] = entry
     return out
 
 
@@ -107,7 +108,8 @@ def list_models(folders: Iterable[str | os.PathLike], kind: str | None = None,
         if not str(folder) or not folder.is_dir():
             continue
         manifest = _manifest_entries(folder)
-        for path in sorted(folder.glob("*.safetensors")):
+        listed = [Path(p) for p in manifest if Path(p).is_file()]
+        for path in sorted(folder.glob("*.safetensors")) + sorted(p for p in listed if p.parent != folder.resolve()):
             if path.name.endswith(_SKIP_SUFFIXES) or path.name.startswith("."):
                 continue
             key = str(path.resolve())
@@ -117,7 +119,7 @@ def list_models(folders: Iterable[str | os.PathLike], kind: str | None = None,
                 config = read_model_header(path)
             except (OSError, ValueError, UnicodeDecodeError, struct.error):
                 continue
-            entry = manifest.get(path.name, {})
+            entry = manifest.get(key, {})
             model_kind = str(entry.get("kind") or config.get("kind") or "")
             model_kind = KIND_ALIASES.get(model_kind, model_kind)
             if kind is not None and model_kind != kind:

@@ -59,3 +59,18 @@ def test_model_file_names_are_safe_and_unique(tmp_path):
     first = unique_model_path(tmp_path, "wall")
     first.write_bytes(b"")
     assert unique_model_path(tmp_path, "wall").name == "wall_2.safetensors"
+
+
+def test_the_shipped_manifest_lists_every_bundled_model_with_label_and_thumbnail():
+    import json
+    from pathlib import Path
+
+    from core import library
+
+    models_dir = Path(library.default_models_dir())
+    manifest = json.loads((models_dir / "manifest.json").read_text())["models"]
+    listed = {m.path.resolve(): m for m in library.list_models([], bundled_folders=[models_dir])}
+    for entry in manifest:
+        model = listed[(models_dir / entry["file"]).resolve()]  # subfolders come from the manifest
+        assert model.bundled and model.name == entry["label"] and model.kind in ("texture_gan", "texture_vae", "style")
+        assert model.thumbnail is not None and model.thumbnail.is_file()
