@@ -136,6 +136,14 @@ def main(out_dir: Path) -> int:
             sheet.append((f"Style: {label}", _save(image, out_dir / f"render_{style_name}.png")))
             print(f"demo: stylized with {label} ({time.perf_counter() - start:.0f}s)", flush=True)
 
+        painting = ROOT.parent / "shared" / "data" / "styles" / "udnie.jpg"
+        if painting.is_file():  # any painting, no trained model: the slow optimisation path
+            style_image = bpy.data.images.load(str(painting))
+            image = _run(bpy.ops.neural.stylize_image, source="RENDER", method="PAINTING",
+                         style_image=style_image.name, steps=80, max_side=320, strength=1.0)
+            sheet.append(("Optimised: Udnie (Picabia)", _save(image, out_dir / "render_udnie_optimised.png")))
+            print(f"demo: stylized by optimisation ({time.perf_counter() - start:.0f}s)", flush=True)
+
         vae_path, vae_label = _model(entries, "texture_vae")
         from blender_addon.image_bridge import image_from_array
 
