@@ -173,21 +173,29 @@ def _read_with_pillow(path: Path, max_pixels: int) -> ImageData:
     return image_from_array(arr, "srgb", path.name, max_pixels)
 
 
-def _read_exr(path: Path, max_pixels: int) -> ImageData:
+def read_exr_channels(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """Every channel of every part (Blender 5 multilayer renders put each pass in a part of
+    its own), plus the first part's header. ImageError when OpenEXR is missing or the file is bad."""
     try:
         import OpenEXR  # optional: Blender hands float buffers over directly, the CLI needs this
     except ImportError as exc:
         raise ImageError(f"{path.name}: reading EXR files needs the 'OpenEXR' Python package "
-                         "(pip install OpenEXR), or save the frame as a 16-bit PNG or .npy array") from exc
+                         "(pip install OpenEXR, or the add-on's Install Dependencies button), "
+                         "or save the frames as 16-bit PNG") from exc
+    if not path.exists():
+        raise ImageError(f"image file not found: {path}")
     try:
         with OpenEXR.File(str(path), separate_channels=True) as exr:
-            # Every part: Blender 5 multilayer renders put each pass in a part of its own.
+            header = dict(exr.parts[0].header)
             channels = {name: ch.pixels for part in exr.parts for name, ch in part.channels.items()}
-        arr = _exr_colour(channels)
-    except ImageError:
-        raise
     except Exception as exc:
         raise ImageError(f"{path.name} could not be read as OpenEXR ({exc})") from exc
+    return channels, header
+
+
+def _read_exr(path: Path, max_pixels: int) -> ImageData:
+    channels, _ = read_exr_channels(path)
+    arr = _exr_colour(channels)
     if arr is None:
         raise ImageError(f"{path.name} has no colour channels (R, G, B or a render's Combined pass)")
     return image_from_array(arr, "linear", path.name, max_pixels)

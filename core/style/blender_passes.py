@@ -18,29 +18,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..common.images import DEFAULT_MAX_PIXELS, ImageData, ImageError, image_from_array, load_image
+from ..common.images import DEFAULT_MAX_PIXELS, ImageData, ImageError, image_from_array, load_image, read_exr_channels
 from .temporal import flow_from_blender_vector
-
-
-def _read_channels(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    try:
-        import OpenEXR
-    except ImportError as exc:
-        raise ImageError(f"{path.name}: reading multilayer EXR renders (and their Vector pass) needs the "
-                         "'OpenEXR' Python package; install it with the add-on's 'Install Dependencies' "
-                         "button or 'pip install OpenEXR', or render to PNG") from exc
-    if not path.exists():
-        raise ImageError(f"render file not found: {path}")
-    try:
-        channels: dict[str, np.ndarray] = {}
-        with OpenEXR.File(str(path), separate_channels=True) as exr:
-            header = dict(exr.parts[0].header)
-            for part in exr.parts:  # Blender 5 writes one part per pass
-                for name, channel in part.channels.items():
-                    channels[name] = channel.pixels
-    except Exception as exc:
-        raise ImageError(f"{path.name} could not be read as OpenEXR ({exc})") from exc
-    return channels, header
 
 
 def _layer_with(channels: dict, pass_name: str) -> list[str]:
@@ -82,7 +61,7 @@ def load_render_passes(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PI
     OpenEXR is missing, the file is unreadable or it has no Combined pass.
     """
     p = Path(path)
-    channels, header = _read_channels(p)
+    channels, header = read_exr_channels(p)
     layers = _layer_with(channels, "Combined")
     if not layers:
         raise ImageError(f"{p.name} has no Combined pass: render with the 'OpenEXR MultiLayer' output format "
