@@ -18,9 +18,10 @@ log = logging.getLogger(__name__)
 
 KIND = "texture_gan"
 MAX_SIDE = 16384
-# Above this many output pixels the CPU generates in tiles to bound memory.
-CPU_UNTILED_MAX_PIXELS = 2048 * 2048
-CPU_TILE = 1024
+# Above this many output pixels the CPU generates in tiles: it bounds memory and, measured
+# (python build.py bench), 512 px tiles run 1.3-1.7x faster than whole 1024-2048 px canvases on a CPU.
+CPU_UNTILED_MAX_PIXELS = 512 * 512
+CPU_TILE = 512
 # Seed offset of the second global code the variation knob blends towards.
 _VARIATION_SEED_OFFSET = 7919
 
