@@ -61,7 +61,7 @@ def auto_stylize(scene_name: str):
     if scene is None:
         return None
     settings = scene.neural_style
-    model = models.resolve(settings.model)
+    model = models.resolve(settings.model, "style")
     if not model:
         print("Neural Textures: auto-stylize is on but no style model is chosen", file=sys.stderr)
         return None

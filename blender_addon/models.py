@@ -70,9 +70,18 @@ def enum_items(kind: str):
     return _items_cache[kind]
 
 
-def resolve(identifier: str) -> str:
-    """The model path for an enum identifier ('' when nothing is chosen)."""
-    return "" if identifier in ("", "NONE") else identifier
+def resolve(identifier: str, kind: str | None = None) -> str:
+    """The model path for an enum identifier.
+
+    Nothing chosen yet (a fresh scene): the first listed model of ``kind``, bundled
+    ones first, so Generate works out of the box; '' when there is none.
+    """
+    if identifier not in ("", "NONE"):
+        return identifier
+    if kind is None:
+        return ""
+    available = list_models(kind)
+    return str(available[0].path) if available else ""
 
 
 def preview_icon(path: str) -> int:

@@ -26,7 +26,7 @@ def _model_picker(layout, settings, kind: str) -> None:
     row = layout.row(align=True)
     row.prop(settings, "model", text="")
     row.operator("neural.refresh_models", text="", icon="FILE_REFRESH")
-    chosen = models.resolve(settings.model)
+    chosen = models.resolve(settings.model, kind)
     model = next((m for m in models.list_models(kind) if str(m.path) == chosen), None)
     if model is not None and model.thumbnail is not None:
         layout.template_icon(icon_value=models.icon_for(model), scale=4.0)

@@ -14,7 +14,7 @@ from .common import WAIT_PROPERTY, fail, finish, get_image, image_name, option, 
 
 
 def _style_model(op, settings) -> str:
-    model = op.model or models.resolve(settings.model)
+    model = op.model or models.resolve(settings.model, "style")
     return bpy.path.abspath(model) if model else ""
 
 

@@ -31,7 +31,7 @@ class NEURAL_OT_generate_texture(bpy.types.Operator):
 
     def execute(self, context):
         settings = context.scene.neural_texture
-        model = self.model or models.resolve(settings.model)
+        model = self.model or models.resolve(settings.model, "texture_gan")
         if not model:
             return fail(self, "No texture model: train one from an image (Train From Image) or add models "
                               "to the library folder")

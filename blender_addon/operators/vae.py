@@ -13,7 +13,7 @@ from .common import WAIT_PROPERTY, fail, finish, get_image, image_name, option, 
 
 
 def _model(op, settings) -> str:
-    model = op.model or models.resolve(settings.model)
+    model = op.model or models.resolve(settings.model, "texture_vae")
     return bpy.path.abspath(model) if model else ""
 
 
