@@ -252,14 +252,7 @@ class JobManager:
         client = self.client
         if client is None:
             return finished
-        for _ in range(max_events):
-            try:
-                event = client.events.get_nowait()
-            except queue.Empty:
-                break
-            job = self._apply(event, client)
-            if job is not None and not job.active:
-                finished.append(job)
+        finished.extend(self._apply_waiting(client, max_events))
         if client is self.client and not client.alive and client.events.empty():
             # the worker died: tell every job still waiting why
             tail = client.log_tail()
@@ -276,14 +269,23 @@ class JobManager:
         return finished
 
     def _drain(self, client: WorkerClient) -> None:
-        while True:
+        for job in self._apply_waiting(client):
+            self._run_callback(job)
+
+    def _apply_waiting(self, client: WorkerClient, max_events: int | None = None) -> list[Job]:
+        """Apply up to ``max_events`` waiting events (all when None); the jobs they finished."""
+        finished: list[Job] = []
+        while max_events is None or max_events > 0:
+            if max_events is not None:
+                max_events -= 1
             try:
                 event = client.events.get_nowait()
             except queue.Empty:
-                return
+                break
             job = self._apply(event, client)
             if job is not None and not job.active:
-                self._run_callback(job)
+                finished.append(job)
+        return finished
 
     def _apply(self, event: dict, client: WorkerClient) -> Job | None:
         kind = event.get("event")

@@ -13,9 +13,14 @@ from ..image_bridge import BridgeError
 from .common import WAIT_PROPERTY, fail, finish, get_image, image_name, option, scene_by_name, workdir_inputs
 
 
+NO_STYLE_MODEL = "No style model: pick a bundled style or train one"
+
+
 def _style_model(op, settings) -> str:
+    """The chosen style model's absolute path, or '' when there is none on disk."""
     model = op.model or models.resolve(settings.model, "style")
-    return bpy.path.abspath(model) if model else ""
+    model = bpy.path.abspath(model) if model else ""
+    return model if model and Path(model).is_file() else ""
 
 
 def stylize_render_or_image(scene, source: str, image: str, model: str, strength: float, render_colors: str,
@@ -84,8 +89,8 @@ class NEURAL_OT_stylize_image(bpy.types.Operator):
         model = _style_model(self, settings)
         if method == "PAINTING" and not painting:
             return fail(self, "Choose the painting (a Blender image) to take the style from")
-        if method == "MODEL" and (not model or not Path(model).is_file()):
-            return fail(self, "No style model: pick a bundled style or train one")
+        if method == "MODEL" and not model:
+            return fail(self, NO_STYLE_MODEL)
         source, image = option(self, settings, "source"), image_name(self, settings, "image")
         shown = getattr(context.space_data, "image", None) if context.space_data else None
         if shown is not None and source == "IMAGE" and not image:
@@ -121,8 +126,8 @@ class NEURAL_OT_stylize_animation(bpy.types.Operator):
     def execute(self, context):
         settings = context.scene.neural_style
         model = _style_model(self, settings)
-        if not model or not Path(model).is_file():
-            return fail(self, "No style model: pick a bundled style or train one")
+        if not model:
+            return fail(self, NO_STYLE_MODEL)
         frames_dir = option(self, settings, "frames_dir") or str(Path(bpy.path.abspath(context.scene.render.filepath)).parent)
         output_dir = bpy.path.abspath(option(self, settings, "output_dir") or "//stylized/")
         if not output_dir or output_dir.startswith("//"):

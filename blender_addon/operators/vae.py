@@ -12,9 +12,14 @@ from ..image_bridge import BridgeError
 from .common import WAIT_PROPERTY, fail, finish, get_image, image_name, option, workdir_inputs
 
 
+NO_MODEL = "No variation model: train one (Train From Image, type Variation Model)"
+
+
 def _model(op, settings) -> str:
+    """The chosen variation model's absolute path, or '' when there is none on disk."""
     model = op.model or models.resolve(settings.model, "texture_vae")
-    return bpy.path.abspath(model) if model else ""
+    model = bpy.path.abspath(model) if model else ""
+    return model if model and Path(model).is_file() else ""
 
 
 class NEURAL_OT_vae_variations(bpy.types.Operator):
@@ -33,8 +38,8 @@ class NEURAL_OT_vae_variations(bpy.types.Operator):
     def execute(self, context):
         settings = context.scene.neural_vae
         model = _model(self, settings)
-        if not model or not Path(model).is_file():
-            return fail(self, "No variation model: train one (Train From Image, type Variation Model)")
+        if not model:
+            return fail(self, NO_MODEL)
         try:
             source = get_image(image_name(self, settings, "image"), "texture to vary")
             source_file = str(image_bridge.export_image(source, workdir_inputs()))
@@ -79,8 +84,8 @@ class NEURAL_OT_vae_blend(bpy.types.Operator):
     def execute(self, context):
         settings = context.scene.neural_vae
         model = _model(self, settings)
-        if not model or not Path(model).is_file():
-            return fail(self, "No variation model: train one (Train From Image, type Variation Model)")
+        if not model:
+            return fail(self, NO_MODEL)
         try:
             first = get_image(image_name(self, settings, "image"), "first texture")
             second = get_image(image_name(self, settings, "image_b"), "second texture")
