@@ -153,3 +153,21 @@ def stylize_optimize(content: ImageLike, style: ImageLike, *, steps: int = 50, r
         result = np.clip(resize_rgb(result, w, h), 0.0, 1.0)
     result = apply_color_preservation(result, prep.srgb, mode)
     return finish(prep, result, strength)
+
+
+class OptimizationStylizer:
+    """Frame stylizer for animations (``temporal.stylize_sequence``): optimisation per frame.
+
+    The first frame runs the full coarse-to-fine schedule; later frames start
+    from the warm start (the previous result warped by the motion) and only
+    refine at the working size, which keeps strokes in place and costs a
+    fraction of a full optimisation.
+    """
+
+    def __init__(self, style: ImageLike, **options):
+        self.style, self.options = style, dict(options)
+        self.options.pop("init", None)
+        self.options.pop("strength", None)  # blending by strength happens once, on the sequence's output
+
+    def __call__(self, srgb: np.ndarray, warm: np.ndarray | None) -> np.ndarray:
+        return np.asarray(stylize_optimize(srgb, self.style, init=warm, **self.options), dtype=np.float32)

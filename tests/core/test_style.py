@@ -15,7 +15,7 @@ from core.common.checkpoints import CheckpointError, save_checkpoint
 from core.common.images import ImageData, ImageError, load_rgb, resize_rgb, save_image, to_tensor, from_tensor
 from core.common.jobs import CancelToken, JobCancelled
 from core.common.procedural import make_exemplar
-from core.common.quality import texture_stats_distance
+from core.common.quality import style_distance, texture_stats_distance
 from core.style import (StyleModel, StyleTransferConfig, flicker, flow_from_blender_vector, load_style_model,
                         stylize_optimize, stylize_sequence, train_style_model, warp)
 from core.style.tiling import stylize_tiled
@@ -54,12 +54,36 @@ def trained_model(tmp_path_factory, styles_dir):
 def test_optimize_moves_style_statistics_and_keeps_structure(styles_dir):
     content = make_exemplar("stones", 80, 3)
     style = _style(styles_dir, 80)
-    out = stylize_optimize(content, style, steps=40, max_side=80, seed=0, learning_rate=0.03)
+    out = stylize_optimize(content, style, steps=30, max_side=80, seed=0)
     assert isinstance(out, np.ndarray) and out.shape == content.shape and out.dtype == np.float32
-    before, after = texture_stats_distance(content, style), texture_stats_distance(out, style)
-    assert after < 0.6 * before, (before, after)
+    before, after = style_distance(content, style), style_distance(out, style)
+    assert after < 0.5 * before, (before, after)
     assert edge_correlation(out, content) > 0.5
     assert not np.allclose(out, content, atol=0.02)
+
+
+def test_coarse_to_fine_schedule_and_progress():
+    from core.style.optimize import scale_sides
+    assert scale_sides(200, 256) == [200]
+    assert scale_sides(512, 256) == [256, 512]
+    assert scale_sides(1920, 256) == [256, 512, 1024, 1920]
+    assert scale_sides(600, 256) == [256, 600]  # never a near-duplicate scale just below the end
+
+
+def test_coarse_to_fine_reaches_full_size_and_warm_start_refines(styles_dir):
+    content = make_exemplar("stones", 96, 3)[:, :80]
+    style = _style(styles_dir, 96)
+    seen = []
+    out = stylize_optimize(content, style, steps=4, refine_steps=2, start_side=48, max_side=None,
+                           progress=lambda p: seen.append((p.step, p.total, p.message)))
+    assert out.shape == content.shape
+    assert seen[-1][:2] == (6, 6) and "96 px (2/2)" in seen[-1][2] and "48 px (1/2)" in seen[0][2]
+    # A warm start runs only at the working size and stays near its init (animation consistency).
+    warm = stylize_optimize(content, style, steps=4, refine_steps=2, start_side=48, max_side=None, init=out)
+    cold = stylize_optimize(content, style, steps=4, refine_steps=2, start_side=48, max_side=None, seed=1)
+    assert np.abs(warm - out).mean() < np.abs(cold - out).mean()
+    with pytest.raises(ValueError, match="init"):
+        stylize_optimize(content, style, steps=2, init=out[:50])
 
 
 def test_optimize_sliced_wasserstein_and_colour_preservation(styles_dir):
@@ -103,7 +127,7 @@ def test_optimize_cancel(styles_dir):
     with pytest.raises(JobCancelled):
         stylize_optimize(make_exemplar("wood", 32, 0), _style(styles_dir, 32), steps=50, max_side=32,
                          progress=progress, cancel=token)
-    assert seen == [10]
+    assert seen == [5]
 
 
 # --------------------------------------------------------------------------- feed-forward
