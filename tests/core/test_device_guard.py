@@ -1,0 +1,254 @@
+"""CPU-only guards against device and dtype mismatches (no GPU needed).
+
+Every family's forward, generate and train-step paths run with the model on
+PyTorch's ``meta`` device under ``strict_devices()``: any op that mixes tensors
+of two devices raises, as CUDA does (meta alone lets e.g. a CPU input through a
+meta convolution). A CPU tensor that reaches the model therefore fails here just
+as it would on an NVIDIA card. A lint checks that tensor factories in ``core/``
+say where their tensor lives, and the out-of-memory fallbacks are driven by a
+real ``torch.OutOfMemoryError`` raised from a tiny wrapper module.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from core.texture_gan import TextureGANConfig, TextureGenerator
+from core.texture_gan.model import Generator, build_models
+
+META = torch.device("meta")
+ROOT = Path(__file__).resolve().parents[2]
+
+# Ops that legitimately take tensors of two devices (CUDA accepts them too).
+_CROSS_DEVICE_OPS = {"aten.copy_.default", "aten._copy_from.default", "aten._copy_from_and_resize.default",
+                     "aten._to_copy.default", "aten.index.Tensor", "aten.index_put_.default",
+                     "aten.lift_fresh.default"}
+
+
+class _SameDevice(TorchDispatchMode):
+    """Raise on any op whose tensor arguments live on two devices (0-dim CPU scalars aside, as on CUDA)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if str(func) not in _CROSS_DEVICE_OPS:
+            flat, _ = tree_flatten((args, kwargs))
+            devices = {t.device for t in flat if isinstance(t, torch.Tensor)
+                       and not (t.device.type == "cpu" and t.dim() == 0)}
+            if len(devices) > 1:
+                raise RuntimeError(f"Expected all tensors to be on the same device, but {func} got "
+                                   f"{sorted(map(str, devices))}")
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def strict_devices():
+    with _SameDevice():
+        yield
+
+
+def test_strict_devices_catches_what_meta_alone_lets_through():
+    conv = torch.nn.Conv2d(3, 4, 3).to(META)
+    conv(torch.zeros(1, 3, 8, 8))  # plain meta: a CPU input slips through a meta conv
+    with strict_devices(), pytest.raises(RuntimeError, match="same device"):
+        conv(torch.zeros(1, 3, 8, 8))
+    with strict_devices():
+        assert conv(torch.zeros(1, 3, 8, 8, device=META)).device == META
+
+
+# --------------------------------------------------------------------------- texture GAN
+
+GAN_TINY = dict(local_dim=8, global_dim=4, periodic_dim=4, g_channels=(32, 16, 8), d_channels=(16, 32),
+                crop_size=32, batch_size=2, stats_scales=2, preview_every=0)
+
+
+@pytest.mark.parametrize("tileable", [True, False])
+@pytest.mark.parametrize("tile_size", [None, 16])
+def test_texture_gan_generates_on_the_model_device(tileable, tile_size):
+    g, _ = build_models(TextureGANConfig(**GAN_TINY), seed=0)
+    model = TextureGenerator(g, {"training_config": {}}, "tiny", META)
+    with strict_devices():
+        image = model.generate_tensor(37, 21, seed=3, tileable=tileable, variation=0.4, tile_size=tile_size)
+    assert image.device == META and tuple(image.shape) == (1, 3, 21, 37)
+
+
+def test_texture_gan_train_step_runs_on_the_model_device():
+    from core.texture_gan import train as gan_train
+
+    cfg = TextureGANConfig(**GAN_TINY)
+    exemplar = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(0), device="cpu")
+    with strict_devices():
+        trainer = gan_train.GANTrainer(cfg, [exemplar], crop=32, seed=0, device=META)
+        losses = trainer.step()
+    assert {k: v.device for k, v in losses.items()} == {k: META for k in ("d", "g_adv", "stats")}
+
+
+# --------------------------------------------------------------------------- texture VAE
+
+def test_texture_vae_paths_run_on_the_model_device():
+    from core.texture_vae import TextureVAE, TextureVAEConfig, TextureVAENet
+    from core.texture_vae.ops import fit_latents, resample_periodic, variation_noise
+
+    cfg = TextureVAEConfig(base_channels=4, channel_mult=(1, 2), latent_channels=2, crop_size=16, batch_size=2)
+    vae = TextureVAE(TextureVAENet(cfg), cfg, device=META)
+    x = torch.rand(1, 3, 24, 16, generator=torch.Generator().manual_seed(0), device="cpu")
+    with strict_devices():
+        mean = vae._run(lambda net, t: net.encode(t)[0], x)
+        assert mean.device == META and tuple(mean.shape) == (1, 2, 6, 4)
+        z = fit_latents(mean, 5, 7)
+        z = z + variation_noise(z, seed=3)
+        out = resample_periodic(vae._run(lambda net, t: net.decode(t), z), 19, 27)
+        assert out.device == META and tuple(out.shape) == (1, 3, 19, 27)
+        recon, mu, logvar = vae.net(x.to(META), torch.Generator().manual_seed(1))
+        assert recon.device == META
+
+
+def test_texture_vae_train_step_runs_on_the_model_device():
+    from core.texture_vae import TextureVAEConfig
+    from core.texture_vae import train as vae_train
+
+    cfg = TextureVAEConfig(base_channels=4, channel_mult=(1, 2), latent_channels=2, crop_size=16, batch_size=2,
+                           variation_stats_weight=0.03)
+    exemplar = np.random.default_rng(0).random((24, 24, 3), dtype=np.float32)
+    with strict_devices():
+        trainer = vae_train.VAETrainer(cfg, [exemplar], seed=0, device=META)
+        losses = trainer.step(0, steps=10)
+    assert set(losses) == {"l1", "kl", "stats", "vary_stats"}
+    assert all(v.device == META for v in losses.values())
+
+
+# --------------------------------------------------------------------------- style
+
+def _style_net():
+    from core.style.transformer import TransformerConfig, TransformerNet
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return TransformerNet(TransformerConfig(base_channels=4, residual_blocks=1)).eval()
+
+
+def test_style_forward_and_tiles_run_on_the_model_device():
+    from core.style.apply import StyleModel
+    from core.style.tiling import stylize_tiled
+
+    net = _style_net().to(META)
+    with strict_devices(), torch.no_grad():
+        assert net(torch.zeros(1, 3, 30, 42, device=META)).device == META
+        assert stylize_tiled(net, torch.zeros(1, 3, 70, 90, device=META), tile_size=32).device == META
+        model = StyleModel(_style_net(), {"name": "tiny"}, META)
+        out = model.stylize_tensor(torch.rand(1, 3, 40, 40, device="cpu"), tile_size=32)
+    assert out.device == META and tuple(out.shape) == (1, 3, 40, 40)
+
+
+def test_half_precision_net_accepts_float_frames_untiled_and_tiled():
+    """The CUDA fp16 crash ('Input type (float) and bias type (c10::Half)'), reproduced on the CPU."""
+    from core.style.tiling import stylize_tiled
+
+    net = _style_net()
+    x = torch.rand(1, 3, 64, 80, generator=torch.Generator().manual_seed(0), device="cpu")
+    with torch.no_grad():
+        ref = net(x)
+        half = _style_net().half()
+        untiled = half(x)
+        tiled = stylize_tiled(half, x, tile_size=32, stats_max_side=80)
+    assert untiled.dtype == torch.float32 and tiled.dtype == torch.float32
+    # fp16 rounding only (activations stay O(1); ~1e-3 relative).
+    assert (untiled - ref).abs().max() < 2e-2 and (tiled - ref).abs().max() < 2e-2
+
+
+# --------------------------------------------------------------------------- lint: factories say their device
+
+FACTORIES = {"zeros", "ones", "empty", "full", "rand", "randn", "randint", "randperm", "arange", "linspace",
+             "logspace", "tensor", "eye", "normal", "bernoulli", "multinomial", "zeros_like", "ones_like",
+             "rand_like", "randn_like", "empty_like", "full_like"}
+_LIKE = {f for f in FACTORIES if f.endswith("_like")}  # these follow their input's device unless told
+
+
+def _undeviced_factories(source: str) -> list[tuple[int, str]]:
+    """(line, call) for each torch factory without ``device=`` whose result is not obviously placed.
+
+    Accepted without ``device=``: ``*_like`` factories (they inherit the input's device);
+    module state (inside ``nn.Parameter(...)``/``register_buffer``: it moves with ``.to``);
+    draws converted to host scalars (``int()/float()/bool()``); and values passed straight to
+    ``.copy_(...)`` or followed by ``.to(...)`` (a CPU-generator draw, moved right after).
+    """
+    tree = ast.parse(source)
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"
+                and node.func.attr in FACTORIES):
+            continue
+        if node.func.attr in _LIKE or any(k.arg == "device" for k in node.keywords):
+            continue
+        placed = False
+        child, parent = node, parents.get(node)
+        while parent is not None and not placed:
+            if isinstance(parent, ast.Attribute) and parent.attr in ("to", "cuda"):
+                placed = True
+            elif isinstance(parent, ast.Call) and child in parent.args:
+                name = parent.func.attr if isinstance(parent.func, ast.Attribute) else getattr(parent.func, "id", "")
+                placed = name in ("Parameter", "register_buffer", "int", "float", "bool", "copy_")
+                break
+            elif not isinstance(parent, (ast.BinOp, ast.UnaryOp, ast.Compare, ast.Subscript, ast.Attribute,
+                                         ast.Call)):
+                break
+            child, parent = parent, parents.get(parent)
+        if not placed:
+            found.append((node.lineno, ast.unparse(node)))
+    return found
+
+
+def test_lint_catches_a_factory_without_device():
+    assert _undeviced_factories("import torch\nx = torch.zeros(3)\n") == [(2, "torch.zeros(3)")]
+    assert _undeviced_factories("x = torch.randn(3, generator=g) * 2\n") != []
+    ok = ("x = torch.zeros(3, device=d)\ny = torch.randn(3, generator=g).to(d)\nn = int(torch.randint(4, (1,)))\n"
+          "p = nn.Parameter(torch.ones(3))\nw.copy_(torch.randn(w.shape, generator=g) * 0.1)\n"
+          "z = (torch.rand(2, generator=g) * 2 - 1).to(d, dtype)\nb = bool(torch.rand(1) < 0.5)\n")
+    assert _undeviced_factories(ok) == []
+
+
+def test_core_tensor_factories_state_their_device():
+    problems = [f"{path.relative_to(ROOT)}:{line}: {call}"
+                for path in sorted((ROOT / "core").rglob("*.py"))
+                for line, call in _undeviced_factories(path.read_text())]
+    assert not problems, "tensor factories without device= (add device=, or .to(device) right after):\n" + \
+        "\n".join(problems)
+
+
+# --------------------------------------------------------------------------- out-of-memory fallbacks
+
+class _OOMAbove(Generator):
+    """The real generator, except that canvases over ``limit`` noise pixels raise a real allocator error."""
+
+    limit = 0
+
+    def body(self, x, fine):
+        if x.shape[2] * x.shape[3] > self.limit:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {x.numel() * 4096} bytes")
+        return super().body(x, fine)
+
+
+def test_texture_gan_out_of_memory_falls_back_to_tiles():
+    cfg = TextureGANConfig(**GAN_TINY)
+    g, _ = build_models(cfg, seed=0)
+    small = _OOMAbove(cfg)
+    small.load_state_dict(g.state_dict())
+    small.limit = 40 * 40  # noise pixels: a 256 px tile plus its margins fits, the 600x400 canvas does not
+    reference = TextureGenerator(g, {"training_config": {}}, "ref", torch.device("cpu"))
+    starved = TextureGenerator(small, {"training_config": {}}, "oom", torch.device("cpu"))
+    want = reference.generate(600, 400, seed=2)
+    got = starved.generate(600, 400, seed=2)
+    assert "tiles" in starved.last_message and "memory" in starved.last_message
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    small.limit = 0  # nothing fits, not even the smallest tile: a clear error, on the CPU already
+    with pytest.raises(MemoryError, match="memory"):
+        starved.generate(64, 64, seed=2)
