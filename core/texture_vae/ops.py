@@ -271,13 +271,13 @@ def variation_scale(z: torch.Tensor) -> torch.Tensor:
     channels the decoder ignores stay harmless.
     """
     scale = z.float().std(dim=(2, 3), keepdim=True, unbiased=False)
-    return scale.clamp_min(0.05 * float(scale.mean()) + 1e-3)
+    return torch.maximum(scale, 0.05 * scale.mean() + 1e-3)  # a device tensor: no host round trip
 
 
 def variation_noise(z: torch.Tensor, seed: int) -> torch.Tensor:
     """Seeded unit-strength perturbation for latents ``z`` (see ``TextureVAE.vary``)."""
-    eps = torch.randn(z.shape, generator=seeded_generator(int(seed), "cpu"), dtype=torch.float32)
-    return eps.to(z.device) * variation_scale(z).to(z.device)
+    eps = torch.randn(z.shape, generator=seeded_generator(int(seed), "cpu"), dtype=torch.float32, device="cpu")
+    return eps.to(z.device) * variation_scale(z)
 
 
 def _check_strength(strength: float) -> float:
