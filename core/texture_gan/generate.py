@@ -92,6 +92,7 @@ class TextureGenerator:
         self.name = name
         self.device = device
         self.last_message = ""  # e.g. why generation fell back to tiles or to the CPU
+        self.last_device = str(device)  # where the last image was made (the CPU after a fallback)
 
     @classmethod
     def load(cls, path: str | Path, device=None) -> "TextureGenerator":
@@ -160,6 +161,7 @@ class TextureGenerator:
             if not is_out_of_memory(exc):
                 raise
             image = self._out_of_memory_fallback(width, height, hn, wn, seed, variation, tileable)
+        self.last_device = str(image.device)
         if tileable:
             image = periodic_resize(image, height, width)
         else:

@@ -209,10 +209,10 @@ def host_sync_every(device: torch.device) -> int:
 
 
 def _model_config(cfg: TextureGANConfig, fingerprint: str, names: list[str], crop: int, step: int, seed: int,
-                  name: str) -> dict:
+                  name: str, device: torch.device) -> dict:
     return {"name": name, "version": MODEL_VERSION, "architecture": cfg.architecture(), "training_config": cfg.to_dict(),
             "data_fingerprint": fingerprint, "exemplars": names, "crop_size_used": crop, "steps": step, "seed": seed,
-            "stride": cfg.stride}
+            "stride": cfg.stride, "device": str(device)}
 
 
 def train_texture_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: str | Path, steps: int, *,
@@ -264,7 +264,7 @@ def train_texture_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: st
 
     def save(at_step: int) -> None:
         save_checkpoint(out, trainer.g_ema.state_dict(),
-                        _model_config(cfg, fingerprint, names, crop, at_step, seed, name), KIND)
+                        _model_config(cfg, fingerprint, names, crop, at_step, seed, name, dev), KIND)
         save_training_state(state_path, {"step": at_step, "seed": seed, "config": cfg.to_dict(),
                                          "data_fingerprint": fingerprint, "losses": losses, **trainer.state()})
 

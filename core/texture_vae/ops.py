@@ -111,6 +111,7 @@ class TextureVAE:
         self.config = config
         self.name = name
         self.metadata = metadata or {}
+        self.last_device = str(self.device)  # where the last encode/decode ran (the CPU after a fallback)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device=None) -> "TextureVAE":
@@ -131,6 +132,7 @@ class TextureVAE:
 
     # ---- running on the device, falling back to the CPU when it runs out of memory
     def _run(self, fn, *tensors: torch.Tensor) -> torch.Tensor:
+        self.last_device = str(self.device)
         try:
             with torch.no_grad(), autocast(self.device, self.config.amp):
                 return fn(self.net, *[t.to(self.device) for t in tensors]).float()
@@ -140,6 +142,7 @@ class TextureVAE:
             free_device_memory(self.device)
             warnings.warn(f"texture VAE: the {self.device.type} device ran out of memory; "
                           "finishing this image on the CPU (slower)", RuntimeWarning, stacklevel=3)
+            self.last_device = "cpu"
             cpu_net = TextureVAENet(self.config)
             cpu_net.load_state_dict({k: v.cpu() for k, v in self.net.state_dict().items()})
             with torch.no_grad():

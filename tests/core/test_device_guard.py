@@ -262,3 +262,36 @@ def test_texture_gan_out_of_memory_falls_back_to_tiles():
     small.limit = 0  # nothing fits, not even the smallest tile: a clear error, on the CPU already
     with pytest.raises(MemoryError, match="memory"):
         starved.generate(64, 64, seed=2)
+
+
+def test_training_and_inference_report_their_device(tmp_path):
+    from core.common.procedural import make_exemplar
+    from core.texture_gan import load_texture_gan, train_texture_gan
+    from core.texture_vae import TextureVAEConfig, load_texture_vae, train_texture_vae
+
+    exemplar = make_exemplar("rust", 40, seed=1)
+    seen = []
+    out = train_texture_gan([exemplar], tmp_path / "g.safetensors", 1, config=TextureGANConfig(**GAN_TINY),
+                            device="cpu", progress=seen.append)
+    assert seen and all(p.extra["device"] == "cpu" for p in seen)
+    model = load_texture_gan(out, device="cpu")
+    assert model.config["device"] == "cpu"
+    model.generate(16, 16)
+    assert model.last_device == "cpu"
+    seen.clear()
+    cfg = TextureVAEConfig(base_channels=4, channel_mult=(1, 2), latent_channels=2, crop_size=16, batch_size=2)
+    vae = load_texture_vae(train_texture_vae([exemplar], tmp_path / "v.safetensors", 1, config=cfg, device="cpu",
+                                             progress=seen.append), device="cpu")
+    assert seen[-1].extra["device"] == "cpu" and vae.metadata["device"] == "cpu"
+    vae.reconstruct(exemplar)
+    assert vae.last_device == "cpu"
+
+
+def test_device_defaults_scale_the_batch_on_cuda_only():
+    from core.texture_vae import TextureVAEConfig
+
+    assert TextureGANConfig.for_device("cpu") == TextureGANConfig()  # CPU recipes stay as they were
+    assert TextureVAEConfig.for_device("cpu") == TextureVAEConfig()
+    assert TextureGANConfig.for_device("cuda").batch_size == 16
+    assert TextureGANConfig.for_device("cuda", batch_size=4).batch_size == 4  # explicit fields win
+    assert TextureVAEConfig.for_device("cuda").crop_size > TextureVAEConfig().crop_size
