@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -85,3 +86,37 @@ def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gen
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
     return gen
+
+
+# Elements per independently seeded block of ``chunked_randn``: small enough to spread a
+# 4096^2 texture's noise over every core, large enough that seeding costs nothing.
+NOISE_CHUNK = 1 << 20
+
+
+def chunked_randn(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Seeded standard-normal CPU tensor, drawn block by block on all CPU threads.
+
+    Block i (``NOISE_CHUNK`` elements in row-major order) comes from its own CPU
+    generator seeded with (seed, i), so the values depend on the seed and shape
+    only: identical for every device they are then moved to and for any thread
+    count. One generator would draw a 4096^2 texture's noise on one core, slower
+    than a GPU generates the whole texture.
+    """
+    out = torch.empty(shape, dtype=torch.float32, device="cpu")
+    flat = out.view(-1)
+    n = flat.numel()
+    starts = range(0, n, NOISE_CHUNK)
+
+    def draw(start: int) -> None:
+        gen = torch.Generator().manual_seed((int(seed) * 1_000_003 + start // NOISE_CHUNK) % (1 << 63))
+        block = flat[start:start + NOISE_CHUNK]
+        torch.randn(block.shape, generator=gen, out=block)
+
+    workers = min(len(starts), max(1, torch.get_num_threads()))
+    if workers <= 1:
+        for start in starts:
+            draw(start)
+    else:  # torch releases the GIL inside randn, so the blocks fill in parallel
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(draw, starts))
+    return out

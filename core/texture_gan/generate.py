@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..common.checkpoints import CheckpointError, load_checkpoint, load_state_into
-from ..common.device import autocast, free_device_memory, is_out_of_memory, pick_device
+from ..common.device import autocast, chunked_randn, free_device_memory, is_out_of_memory, pick_device
 from .model import MODEL_VERSION, Generator, TextureGANConfig
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,11 @@ def canvas_noise(g: Generator, hn: int, wn: int, seed: int, variation: float = 0
     device = model_device(g)
     gen = torch.Generator().manual_seed(int(seed))
     z, phase = _global_and_phase(gen, g)
-    local = torch.randn(1, g.local_dim, hn, wn, generator=gen, device="cpu")
-    fine = [torch.randn(1, *shape, generator=gen, device="cpu").to(device) for shape in g.fine_noise_shapes(hn, wn)]
+    # The spatial noise (28 M values for 4096^2) is drawn on every CPU core, block-seeded from `gen`.
+    keys = [int(k) for k in torch.randint(2 ** 62, (1 + len(g.fine_noise_shapes(hn, wn)),), generator=gen,
+                                          device="cpu")]
+    local = chunked_randn((1, g.local_dim, hn, wn), keys[0])
+    fine = [chunked_randn((1, *shape), key).to(device) for shape, key in zip(g.fine_noise_shapes(hn, wn), keys[1:])]
     if variation:
         other = torch.Generator().manual_seed(int(seed) + _VARIATION_SEED_OFFSET)
         z_other, _ = _global_and_phase(other, g)

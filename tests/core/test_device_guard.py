@@ -177,7 +177,7 @@ ALLOWED = {("core/common/quality.py", "copy_check"): "numpy in, numbers out: eve
 def _undeviced_factories(source: str, path: str = "") -> list[tuple[int, str]]:
     """(line, call) for each torch factory without ``device=`` whose result is not obviously placed.
 
-    Accepted without ``device=``: ``*_like`` factories (they inherit the input's device);
+    Accepted without ``device=``: ``*_like`` factories and ``out=`` (they inherit a tensor's device);
     module state (inside ``nn.Parameter(...)``/``register_buffer``: it moves with ``.to``);
     draws converted to host scalars (``int()/float()/bool()``); and values passed straight to
     ``.copy_(...)`` or followed by ``.to(...)`` (a CPU-generator draw, moved right after).
@@ -197,7 +197,7 @@ def _undeviced_factories(source: str, path: str = "") -> list[tuple[int, str]]:
                 and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"
                 and node.func.attr in FACTORIES):
             continue
-        if node.func.attr in _LIKE or any(k.arg == "device" for k in node.keywords):
+        if node.func.attr in _LIKE or any(k.arg in ("device", "out") for k in node.keywords):
             continue
         placed = False
         child, parent = node, parents.get(node)
@@ -295,3 +295,21 @@ def test_device_defaults_scale_the_batch_on_cuda_only():
     assert TextureGANConfig.for_device("cuda").batch_size == 16
     assert TextureGANConfig.for_device("cuda", batch_size=4).batch_size == 4  # explicit fields win
     assert TextureVAEConfig.for_device("cuda").crop_size > TextureVAEConfig().crop_size
+
+
+def test_block_seeded_noise_depends_on_seed_and_shape_only():
+    from core.common.device import NOISE_CHUNK, chunked_randn
+
+    shape = (1, 3, 1000, 1100)  # 3.3 blocks: the last one partial
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = chunked_randn(shape, seed=7)
+        torch.set_num_threads(4)
+        assert torch.equal(chunked_randn(shape, seed=7), one)  # bit-identical for any thread count
+    finally:
+        torch.set_num_threads(previous)
+    flat = one.view(-1)
+    assert not torch.equal(flat[:1000], flat[NOISE_CHUNK:NOISE_CHUNK + 1000])  # blocks are independent
+    assert abs(float(one.mean())) < 0.01 and abs(float(one.std()) - 1) < 0.01
+    assert not torch.equal(chunked_randn(shape, seed=8), one)
