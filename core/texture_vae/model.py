@@ -173,7 +173,9 @@ class TextureVAENet(nn.Module):
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
         mean, logvar = self.encode(x)
-        eps = torch.randn(mean.shape, generator=generator, device="cpu").to(mean.device, mean.dtype)
+        # Drawn on the CPU generator (resumable, same on every device); a non-blocking copy
+        # does not make the host wait for the GPU's queue.
+        eps = torch.randn(mean.shape, generator=generator, device="cpu").to(mean.device, mean.dtype, non_blocking=True)
         z = mean + torch.exp(0.5 * logvar) * eps
         return self.decode(z), mean, logvar
 

@@ -141,7 +141,8 @@ class VAETrainer:
         with autocast(dev, cfg.amp):
             recon, mean, logvar = net(batch, self.noise_gen)
             if cfg.variation_stats_weight > 0:
-                eps = torch.randn(mean.shape, generator=self.noise_gen, device="cpu").to(dev, mean.dtype)
+                eps = torch.randn(mean.shape, generator=self.noise_gen, device="cpu").to(dev, mean.dtype,
+                                                                                        non_blocking=True)
                 z_var = mean + cfg.variation_strength * variation_scale(mean.detach()).to(mean.dtype) * eps
                 varied = net.decode(z_var)
         # Losses in fp32: sorting and KL are not safe in half precision.
