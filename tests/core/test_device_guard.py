@@ -4,7 +4,9 @@ Every family's forward, generate and train-step paths run with the model on
 PyTorch's ``meta`` device under ``strict_devices()``: any op that mixes tensors
 of two devices raises, as CUDA does (meta alone lets e.g. a CPU input through a
 meta convolution). A CPU tensor that reaches the model therefore fails here just
-as it would on an NVIDIA card. A lint checks that tensor factories in ``core/``
+as it would on an NVIDIA card. Meta tensors hold no values, so the train-step
+tests also prove a step never reads a number back to the host (``.item()``,
+``float()``, ``bool()`` and ``.cpu()`` all raise on meta). A lint checks that tensor factories in ``core/``
 say where their tensor lives, and the out-of-memory fallbacks are driven by a
 real ``torch.OutOfMemoryError`` raised from a tiny wrapper module.
 """
@@ -313,3 +315,29 @@ def test_block_seeded_noise_depends_on_seed_and_shape_only():
     assert not torch.equal(flat[:1000], flat[NOISE_CHUNK:NOISE_CHUNK + 1000])  # blocks are independent
     assert abs(float(one.mean())) < 0.01 and abs(float(one.std()) - 1) < 0.01
     assert not torch.equal(chunked_randn(shape, seed=8), one)
+
+
+def test_style_out_of_memory_falls_back_to_tiles():
+    from core.style.apply import FALLBACK_TILE, StyleModel
+    from core.style.tiling import stylize_tiled
+    from core.style.transformer import TransformerNet
+
+    class OOMAbove(TransformerNet):
+        """The real network, except that frames over ``limit`` pixels raise a real allocator error."""
+
+        limit = 300_000  # the 1024 px statistics pass and 512 px tiles fit, the 1100x300 frame does not
+
+        def forward(self, x):
+            if x.shape[-1] * x.shape[-2] > self.limit:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+            return super().forward(x)
+
+    net = _style_net()
+    starved = OOMAbove(net.config)
+    starved.load_state_dict(net.state_dict())
+    x = torch.rand(1, 3, 300, 1100, generator=torch.Generator().manual_seed(0), device="cpu")
+    with pytest.warns(UserWarning, match=f"{FALLBACK_TILE}px tiles"):
+        got = StyleModel(starved, {"name": "oom"}, torch.device("cpu")).stylize_tensor(x)
+    with torch.no_grad():
+        want = stylize_tiled(net, x, FALLBACK_TILE)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
