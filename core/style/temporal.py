@@ -77,7 +77,8 @@ def warp(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     img = np.asarray(image, dtype=np.float32)
     h, w = img.shape[:2]
     f = torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32))
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=f.device),
+                            torch.arange(w, dtype=torch.float32, device=f.device), indexing="ij")
     sx, sy = xs + f[..., 0], ys + f[..., 1]
     valid = (sx >= 0) & (sx <= w - 1) & (sy >= 0) & (sy <= h - 1)
     grid = torch.stack([2 * sx / max(w - 1, 1) - 1, 2 * sy / max(h - 1, 1) - 1], dim=-1)[None]

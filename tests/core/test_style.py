@@ -251,13 +251,39 @@ def test_tiled_matches_untiled_away_from_borders_and_has_no_seams(trained_model)
 
 
 def test_tiled_stats_from_downscaled_frame_are_close(trained_model):
+    """Tiles share one set of norm statistics, so they agree with one untiled pass.
+
+    What tiling guarantees, for any weights: with statistics recorded once (on the
+    whole frame, or on a copy downscaled to ``stats_max_side``), every tile is
+    normalised alike and the tiled result equals one untiled pass using those same
+    statistics; with full-frame statistics it equals the plain untiled pass.
+    How close downscaled statistics come to the full frame's is a property of the
+    trained weights, not of the tiling: for this 120-step model it ranged from
+    0.014 to 0.28 over 3 training seeds x 4 frames, and the weights themselves
+    follow the CPU's float summation order (threads, SIMD width), which is why the
+    old single-model threshold (0.03) failed on some CPUs. Checked over 8 frames.
+    """
+    from core.style.tiling import record_norm_stats
+
     model = StyleModel.load(trained_model)
-    frame = make_exemplar("stones", 192, 4)
-    x = to_tensor(frame)
-    with torch.no_grad():
-        full = from_tensor(model.net(x))
-        approx = from_tensor(stylize_tiled(model.net, x, tile_size=96, stats_max_side=96))
-    assert np.abs(full - approx).mean() < 0.03
+    # fp16 on CUDA rounds each tile shape differently; the CPU agrees to float rounding.
+    atol = 1e-4 if model.device.type == "cpu" else 3e-3
+    for kind in ("stones", "bricks", "wood", "rust"):
+        for seed in (1, 4):
+            x = to_tensor(make_exemplar(kind, 192, seed)).to(model.device)
+            with torch.no_grad():
+                full = from_tensor(model.net(x))
+                record_norm_stats(model.net, x, 96)
+                same_stats = from_tensor(model.net(x))
+                model.net.set_norm_mode("instance")
+                approx = from_tensor(stylize_tiled(model.net, x, tile_size=96, stats_max_side=96))
+                exact = from_tensor(stylize_tiled(model.net, x, tile_size=96, stats_max_side=192))
+                own_stats = from_tensor(model.net(x[..., :96, :96]))
+            assert np.abs(approx - same_stats).max() < atol, (kind, seed)
+            assert np.abs(exact - full).max() < atol, (kind, seed)
+            # Sharing matters: a tile normalised on its own differs visibly (0.013 to 0.073 measured
+            # over 3 training seeds x 8 frames).
+            assert np.abs(own_stats - full[:96, :96]).mean() > 5e-3, (kind, seed)
 
 
 # --------------------------------------------------------------------------- animation
