@@ -117,7 +117,7 @@ def stylize_optimize(content: ImageLike, style: ImageLike, *, steps: int = 50, r
         target = StyleTarget(style_feats, style_loss)
         if x_prev is None:
             start = to_tensor(content_s)
-            start = start + 0.02 * torch.randn(start.shape, generator=gen)
+            start = start + 0.02 * torch.randn(start.shape, generator=gen, device="cpu")  # seeded on the CPU
         else:
             start = to_tensor(np.clip(resize_rgb(x_prev, content_s.shape[1], content_s.shape[0]), 0, 1))
         x = start.clamp(0, 1).to(dev).requires_grad_(True)
