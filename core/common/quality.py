@@ -28,7 +28,7 @@ from .images import to_tensor
 
 # --------------------------------------------------------------------------- seams
 
-def seam_scores(rgb: np.ndarray) -> tuple[float, float]:
+def seam_scores(rgb: np.ndarray, period: int = 1) -> tuple[float, float]:
     """(horizontal, vertical) seam ratios.
 
     Horizontal: mean |difference| across the left/right wrap border divided by the
@@ -37,19 +37,31 @@ def seam_scores(rgb: np.ndarray) -> tuple[float, float]:
     seam scores well above 1. One border is one sample: on a single image the
     score of a seamless texture fluctuates by a few percent (more for smooth,
     low-frequency textures), so tight targets average over several images.
+
+    ``period``: phase-matched measure for generators that upsample by that
+    factor (the texture GAN's stride). Their boundaries are not alike: those
+    between two upsampled cells differ from those inside a cell, and the wrap
+    border always falls between cells. With ``period`` > 1, the wrap border is
+    compared only with inner boundaries of the same phase (every ``period``-th),
+    on axes whose length is a multiple of ``period``; other axes use all.
     """
     a = np.asarray(rgb, dtype=np.float64)
-    inner_x = np.abs(np.diff(a, axis=1)).mean()
-    seam_x = np.abs(a[:, 0] - a[:, -1]).mean()
-    inner_y = np.abs(np.diff(a, axis=0)).mean()
-    seam_y = np.abs(a[0] - a[-1]).mean()
     eps = 1e-8
-    return float(seam_x / (inner_x + eps)), float(seam_y / (inner_y + eps))
+
+    def axis_ratio(arr: np.ndarray) -> float:  # boundaries between columns of ``arr`` (axis 1)
+        w = arr.shape[1]
+        steps = np.abs(np.diff(arr, axis=1)).mean(axis=tuple(i for i in range(arr.ndim) if i != 1))
+        if period > 1 and w % period == 0:
+            steps = steps[period - 1::period]  # boundary p|p+1 with p+1 a multiple of period
+        seam = np.abs(arr[:, 0] - arr[:, -1]).mean()
+        return float(seam / (steps.mean() + eps))
+
+    return axis_ratio(a), axis_ratio(np.swapaxes(a, 0, 1))
 
 
-def seam_score(rgb: np.ndarray) -> float:
+def seam_score(rgb: np.ndarray, period: int = 1) -> float:
     """The worse of the two axes' seam ratios (``seam_scores``)."""
-    return max(seam_scores(rgb))
+    return max(seam_scores(rgb, period))
 
 
 # --------------------------------------------------------------------------- statistics

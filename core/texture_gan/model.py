@@ -48,7 +48,10 @@ class TextureGANConfig:
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.99)
     stats_loss_weight: float = 10.0  # sliced-Wasserstein texture-statistics loss beside the GAN loss
-    stats_scales: int = 5  # octaves of the statistics loss (more: larger structures, slower)
+    stats_scales: int = 5  # octaves of the random-feature statistics loss (more: larger structures, slower)
+    # Features of the statistics loss: "vgg19" (the shared ImageNet VGG19, Heitz et al. 2021: learns courses
+    # of bricks and cells of cobbles) or "random" (seeded random filters: cheaper, weaker structure).
+    stats_features: str = "vgg19"
     ema_decay: float = 0.995
     augment_flips: bool = True
     augment_rot90: bool = False  # only for textures without a preferred direction
@@ -68,6 +71,8 @@ class TextureGANConfig:
             raise ValueError("g_channels needs at least one positive channel count")
         if self.local_dim < 1 or self.global_dim < 0 or self.periodic_dim < 0:
             raise ValueError("noise dimensions must be >= 0 (local_dim >= 1)")
+        if self.stats_features not in ("vgg19", "random"):
+            raise ValueError(f"stats_features must be 'vgg19' or 'random', not {self.stats_features!r}")
         if self.crop_size % self.stride or self.crop_size < 2 * self.stride:
             raise ValueError(f"crop_size must be a multiple of {self.stride} and at least {2 * self.stride}")
 

@@ -113,11 +113,45 @@ def _sample_noise(g: Generator, n: int, grid: int, gen: torch.Generator,
     return local.to(device), z.to(device), (phase * (2 * math.pi)).to(device), [f.to(device) for f in fine]
 
 
-def _stats_loss(net: RandomFeatureNet, fake: torch.Tensor, real: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+VGG_STATS_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+
+class RandomStatsFeatures:
+    """Multi-octave seeded random-filter features (the cheaper statistics loss)."""
+
+    normalize = False
+
+    def __init__(self, scales: int, device: torch.device):
+        self.net = RandomFeatureNet(width=16, scales=scales, seed=STATS_NET_SEED).to(device).eval()
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.net(x)
+
+
+class VGGStatsFeatures:
+    """The shared ImageNet VGG19 at relu1_1..relu5_1, each layer scaled by the real crops' energy."""
+
+    normalize = True  # VGG layers differ in scale by orders of magnitude
+
+    def __init__(self, device: torch.device):
+        from ..common.perception import load_perception
+        self.net = load_perception(device)
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.net(x, VGG_STATS_LAYERS)
+        return [feats[name] for name in VGG_STATS_LAYERS]
+
+
+def _stats_loss(features, fake: torch.Tensor, real: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Sliced Wasserstein between feature distributions (per layer over the real features' energy for VGG)."""
     total = fake.new_zeros(())
-    for ff, fr in zip(net(fake), net(real)):
-        total = total + sliced_wasserstein(ff, fr, 32, gen)
-    return total / net.scales
+    with torch.no_grad():
+        real_feats = features(real)
+    fake_feats = features(fake)
+    for ff, fr in zip(fake_feats, real_feats):
+        sw = sliced_wasserstein(ff, fr, 32, gen)
+        total = total + (sw / (fr.pow(2).mean() + 1e-8) if features.normalize else sw)
+    return total / len(fake_feats)
 
 
 class GANTrainer:
@@ -142,7 +176,8 @@ class GANTrainer:
             p.requires_grad_(False)
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr_g, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr_d, betas=cfg.betas)
-        self.stats_net = RandomFeatureNet(width=16, scales=cfg.stats_scales, seed=STATS_NET_SEED).to(device).eval()
+        self.stats_net = (VGGStatsFeatures(device) if cfg.stats_features == "vgg19"
+                          else RandomStatsFeatures(cfg.stats_scales, device))
         self.real_images = [e.to(device) for e in exemplars]
         self.data_gen = torch.Generator().manual_seed(seed * 4 + 1)
         self.noise_gen = torch.Generator().manual_seed(seed * 4 + 2)
