@@ -70,6 +70,7 @@ def register(families) -> None:
     fast_train.add_argument("--warmup-steps", type=int, default=None,
                             help="first steps: pixel reconstruction only (a cheap start)")
     fast_train.add_argument("--seed", type=int, default=0)
+    fast_train.add_argument("--checkpoint-every", type=int, default=100)
     fast_train.add_argument("--restart", action="store_true", help="ignore an existing training state")
     fast_train.set_defaults(func=run_adain_train)
 
@@ -173,6 +174,7 @@ def run_adain_train(args: argparse.Namespace) -> int:
     styles = [p for p in styles if p.name not in set(args.exclude)]
     path = train_adain_decoder(args.frames, styles, args.out, args.steps, config=cfg, seed=args.seed,
                                device=args.device, progress=ProgressBar("adain-train"), resume=not args.restart,
+                               checkpoint_every=args.checkpoint_every,
                                cancel=getattr(args, "cancel", None))
     print(f"wrote {path}")
     return 0

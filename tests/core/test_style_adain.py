@@ -219,3 +219,48 @@ def test_shipped_decoder_stylizes_a_real_photo_towards_an_unseen_painting(styles
     assert after < after_half < before, (before, after_half, after)
     assert after < 0.8 * before
     assert content_distance(full, photo, max_side=192) < 1.2
+
+
+def test_worker_job_stylizes_with_progress_and_honours_cancel(tmp_path, tiny_model, styles_dir):
+    import io
+    import json
+
+    from core.common.images import save_image
+    from core.worker import JOB_KINDS, JobContext, _Channel, _ModelCache
+
+    model_path = tmp_path / "tiny.safetensors"
+    _save_tiny(model_path, tiny_model.decoder)
+    rgba = np.concatenate([_photo(40), np.full((40, 40, 1), 0.5, np.float32)], axis=-1)
+    save_image(tmp_path / "frame.png", rgba)
+    save_image(tmp_path / "painting.png", _painting(styles_dir, max_side=64))
+    params = {"image": str(tmp_path / "frame.png"), "style": str(tmp_path / "painting.png"), "model": str(model_path),
+              "alpha": 0.8, "preserve_color": "luminance", "tile_size": 32}
+    stream = io.StringIO()
+    ctx = JobContext("j1", params, tmp_path, _Channel(stream), CancelToken(), "cpu", _ModelCache())
+    result = JOB_KINDS["style.stylize_adain"](ctx)
+    image = np.load(result["image"]["path"])
+    assert image.shape == (40, 40, 4) and np.allclose(image[..., 3], 0.5, atol=1 / 255)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "progress"][-1] == 2
+
+    token = CancelToken()
+    token.cancel()
+    ctx = JobContext("j2", params, tmp_path, _Channel(io.StringIO()), token, "cpu", _ModelCache())
+    with pytest.raises(JobCancelled):
+        JOB_KINDS["style.stylize_adain"](ctx)
+
+
+def test_cli_adain_writes_a_stylized_image_and_reports_bad_alpha(tmp_path, tiny_model, styles_dir, capsys):
+    from core.cli import main
+    from core.common.images import load_image, save_image
+
+    model_path = tmp_path / "tiny.safetensors"
+    _save_tiny(model_path, tiny_model.decoder)
+    save_image(tmp_path / "frame.png", _photo(48))
+    out = tmp_path / "out.png"
+    common = ["--device", "cpu", "style", "adain", "--style", str(styles_dir / "udnie.jpg"), "--input",
+              str(tmp_path / "frame.png"), "--out", str(out), "--model", str(model_path)]
+    assert main(common + ["--alpha", "0.6"]) == 0
+    assert load_image(out).rgb.shape == (48, 48, 3)
+    assert main(common + ["--alpha", "2"]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err
