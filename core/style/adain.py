@@ -36,7 +36,7 @@ from ..common.images import from_tensor, load_image, resize_rgb, to_srgb, to_ten
 from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, check_cancel, report
 from ..common.perception import Perception, load_perception, mean_std, perception_from_spec
 from .data import list_image_files, load_training_frames, sample_batch
-from .inputs import ImageLike, check_strength, finish, prepare, unchanged
+from .inputs import ImageLike, finish, prepare, unchanged
 from .losses import apply_color_preservation, match_color_histogram, normalize_preserve_color
 from .optimize import fit_max_side
 from .tiling import stylize_tiled
@@ -50,6 +50,10 @@ DOWNSCALE = 8  # relu4_1 is at 1/8 resolution
 DEFAULT_STYLE_SIZE = 512  # longer side of the painting when measuring its statistics
 STATS_MAX_SIDE = 1024  # longer side of the frame when measuring content statistics for tiles
 TILE_CONTEXT = 64  # extra pixels per tile side: VGG's receptive field to relu4_1 is wide
+# Above this many pixels frames go through tiles anyway (VGG's full-resolution activations of a 4K frame
+# need gigabytes); tiles match the untiled pass up to float rounding, so nothing changes but memory.
+AUTO_TILE_PIXELS = 2_500_000
+AUTO_TILE = 1024
 
 
 def default_decoder_path() -> Path:
@@ -61,7 +65,7 @@ def default_decoder_path() -> Path:
 
 @dataclass
 class DecoderConfig:
-    # Widths at 1/8, 1/4 and 1/2 resolution... of the mirrored VGG (paper: 256, 128, 64).
+    # Widths at 1/8, 1/4 and 1/2 resolution of the mirrored VGG (paper: 256, 128, 64; half is ~4x cheaper).
     widths: tuple[int, int, int] = (128, 64, 32)
     # 3x3 convs that keep the width at each of those stages (paper: 3, 1, 1).
     extra_convs: tuple[int, int, int] = (3, 1, 1)
@@ -95,14 +99,13 @@ class AdaINDecoder(nn.Sequential):
     def __init__(self, config: DecoderConfig | None = None):
         cfg = config or DecoderConfig()
         cfg.validate()
-        w0, w1, w2 = cfg.widths
-        layers = _conv(ENCODER_CHANNELS, w0) + [nn.Upsample(scale_factor=2, mode="nearest")]
+        layers = _conv(ENCODER_CHANNELS, cfg.widths[0]) + [nn.Upsample(scale_factor=2, mode="nearest")]
         for i, (width, extra) in enumerate(zip(cfg.widths, cfg.extra_convs)):
             for _ in range(extra):
                 layers += _conv(width, width)
             if i < 2:
                 layers += _conv(width, cfg.widths[i + 1]) + [nn.Upsample(scale_factor=2, mode="nearest")]
-        layers += _conv(w2, w2) + _conv(w2, 3, relu=False)
+        layers += _conv(cfg.widths[2], cfg.widths[2]) + _conv(cfg.widths[2], 3, relu=False)
         super().__init__(*layers)
         self.config = cfg
 
@@ -153,7 +156,10 @@ class _AdaINPass(nn.Module):
 
 
 def _check_alpha(alpha: float) -> float:
-    return check_strength(alpha)  # same rule: a finite number in [0, 1]
+    a = float(alpha)
+    if not math.isfinite(a) or a < 0.0 or a > 1.0:
+        raise ValueError(f"alpha (style strength) must be between 0 and 1, got {alpha}")
+    return a
 
 
 class AdaINModel:
@@ -203,6 +209,8 @@ class AdaINModel:
         net = _AdaINPass(self.encoder, self.decoder, style_stats[0], style_stats[1], alpha)
         x = x.to(self.device, torch.float32)
         check_cancel(cancel)
+        if tile_size is None and x.shape[-2] * x.shape[-1] > AUTO_TILE_PIXELS:
+            tile_size = AUTO_TILE
         if tile_size is not None:
             # Every tile and its context must start on the encoder's 8-pixel pooling grid, or its features
             # are computed on a shifted grid and disagree with the neighbours': pad the frame to a multiple
