@@ -454,6 +454,21 @@ def job_style_stylize_sequence(ctx: JobContext) -> dict:
     return {"frames": written, "output_dir": str(output_dir), "warnings": warnings}
 
 
+def job_style_stylize_adain(ctx: JobContext) -> dict:
+    """Any painting in one pass (AdaIN): params image, style, model (default: the bundled decoder), alpha,
+    preserve_color, tile_size."""
+    source = _load(ctx.param("image", required=True))  # bad input fails before any model loads
+    style = _load(ctx.param("style", required=True))
+    from .style.adain import default_decoder_path, load_adain_model
+    model = ctx.model(load_adain_model, ctx.param("model") or str(default_decoder_path()))
+    ctx.cancel.raise_if_cancelled()
+    tile = ctx.param("tile_size")
+    result = model.stylize(source, style, alpha=float(ctx.param("alpha", 1.0)),
+                           preserve_color=ctx.param("preserve_color", False),
+                           tile_size=None if tile is None else int(tile), progress=ctx.progress, cancel=ctx.cancel)
+    return {"image": _write_image_result(ctx, _with_colorspace_of(result, source))}
+
+
 JOB_KINDS: dict[str, Callable[[JobContext], dict]] = {
     "diagnostics": job_diagnostics,
     "selftest": job_selftest,
@@ -466,6 +481,7 @@ JOB_KINDS: dict[str, Callable[[JobContext], dict]] = {
     "style.train": job_style_train,
     "style.stylize": job_style_stylize,
     "style.stylize_sequence": job_style_stylize_sequence,
+    "style.stylize_adain": job_style_stylize_adain,
 }
 
 

@@ -47,6 +47,33 @@ def register(families) -> None:
     train.add_argument("--vgg19", default=None, help="optional local VGG19 weights (.safetensors or .pth)")
     train.set_defaults(func=run_train)
 
+    fast = sub.add_parser("adain", help="any painting in one pass (AdaIN; no per-style training)")
+    fast.add_argument("--style", required=True, help="any painting or style image")
+    fast.add_argument("--input", required=True, help="the image to stylize")
+    fast.add_argument("--out", required=True, help="output image file")
+    fast.add_argument("--alpha", type=float, default=1.0, help="style strength: 0 = unchanged input, 1 = full")
+    fast.add_argument("--preserve-color", choices=("none", "luminance", "histogram"), default="none")
+    fast.add_argument("--tile", type=int, default=None, help="process in tiles of this many pixels")
+    fast.add_argument("--model", default=None, help="decoder (.safetensors; default: the bundled one)")
+    fast.set_defaults(func=run_adain)
+
+    fast_train = sub.add_parser("adain-train", help="train an AdaIN decoder (content frames + many paintings)")
+    fast_train.add_argument("--frames", required=True, help="folder of content frames")
+    fast_train.add_argument("--styles", required=True, nargs="+", help="style images and/or folders of them")
+    fast_train.add_argument("--exclude", nargs="*", default=[], help="style file names to leave out (held out)")
+    fast_train.add_argument("--out", required=True, help="decoder file to write (.safetensors)")
+    fast_train.add_argument("--steps", type=int, default=2000)
+    fast_train.add_argument("--image-size", type=int, default=None)
+    fast_train.add_argument("--batch-size", type=int, default=None)
+    fast_train.add_argument("--style-weight", type=float, default=None)
+    fast_train.add_argument("--learning-rate", type=float, default=None)
+    fast_train.add_argument("--warmup-steps", type=int, default=None,
+                            help="first steps: pixel reconstruction only (a cheap start)")
+    fast_train.add_argument("--seed", type=int, default=0)
+    fast_train.add_argument("--checkpoint-every", type=int, default=100)
+    fast_train.add_argument("--restart", action="store_true", help="ignore an existing training state")
+    fast_train.set_defaults(func=run_adain_train)
+
 
 def _frame_files(folder: Path) -> list[Path]:
     from ..style.data import list_image_files
@@ -115,5 +142,39 @@ def run_train(args: argparse.Namespace) -> int:
     path = train_style_model(args.style, args.frames, args.out, args.steps, config=cfg, seed=args.seed,
                              device=args.device, progress=ProgressBar("train"), resume=not args.restart,
                              vgg19_weights=args.vgg19, cancel=getattr(args, "cancel", None))
+    print(f"wrote {path}")
+    return 0
+
+
+def run_adain(args: argparse.Namespace) -> int:
+    from ..style.adain import default_decoder_path, load_adain_model
+
+    input_path = Path(args.input)
+    image, style = load_image(input_path), load_image(args.style)
+    model = load_adain_model(args.model or default_decoder_path(), args.device)
+    result = model.stylize(image, style, alpha=args.alpha,
+                           preserve_color=False if args.preserve_color == "none" else args.preserve_color,
+                           tile_size=args.tile, progress=ProgressBar("adain"), cancel=getattr(args, "cancel", None))
+    save_image(Path(args.out), result, bit_depth=16 if result.bit_depth == 16 else 8)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def run_adain_train(args: argparse.Namespace) -> int:
+    from ..style.adain import AdaINTrainConfig, train_adain_decoder
+
+    cfg = AdaINTrainConfig()
+    for name in ("image_size", "batch_size", "style_weight", "learning_rate", "warmup_steps"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(cfg, name, value)
+    styles: list[Path] = []
+    for item in map(Path, args.styles):
+        styles += _frame_files(item) if item.is_dir() else [item]
+    styles = [p for p in styles if p.name not in set(args.exclude)]
+    path = train_adain_decoder(args.frames, styles, args.out, args.steps, config=cfg, seed=args.seed,
+                               device=args.device, progress=ProgressBar("adain-train"), resume=not args.restart,
+                               checkpoint_every=args.checkpoint_every,
+                               cancel=getattr(args, "cancel", None))
     print(f"wrote {path}")
     return 0

@@ -1,0 +1,266 @@
+"""AdaIN (any painting in one pass): the real VGG19 encoder, tiny decoders, small images.
+
+Random tiny decoders check the plumbing exactly (alpha 0 path, tiles, alpha
+channel, linear input, checkpoints, cancel, training resume); the shipped
+decoder, when present, is checked on a real photograph against a painting.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core.common.checkpoints import CheckpointError, save_checkpoint
+from core.common.images import ImageData, load_rgb, resize_rgb, to_tensor
+from core.common.jobs import CancelToken, JobCancelled
+from core.common.perception import load_perception, mean_std
+from core.common.quality import content_distance, style_distance
+from core.style.adain import (ENCODER_LAYER, MODEL_KIND, AdaINDecoder, AdaINModel, AdaINTrainConfig, DecoderConfig,
+                              default_decoder_path, load_adain_model, train_adain_decoder)
+from core.style.optimize import fit_max_side
+
+TINY_DECODER = DecoderConfig((16, 16, 8), (0, 0, 0))
+CONTENT_FRAMES = default_decoder_path().parents[1] / "content_frames"
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> AdaINModel:
+    torch.manual_seed(3)
+    decoder = AdaINDecoder(TINY_DECODER)
+    return AdaINModel(decoder, {"name": "tiny", "decoder": TINY_DECODER.as_dict()}, torch.device("cpu"))
+
+
+def _photo(max_side: int = 96) -> np.ndarray:
+    return fit_max_side(load_rgb(CONTENT_FRAMES / "photo_astronaut.jpg"), max_side)
+
+
+def _painting(styles_dir, name: str = "starry_night.jpg", max_side: int = 128) -> np.ndarray:
+    return fit_max_side(load_rgb(styles_dir / name), max_side)
+
+
+def _save_tiny(path, decoder: AdaINDecoder, **config) -> None:
+    save_checkpoint(path, decoder.state_dict(), {"decoder": decoder.config.as_dict(), **config}, MODEL_KIND)
+
+
+def test_alpha_zero_is_the_decoders_reconstruction_and_the_user_call_returns_the_input(tiny_model, styles_dir):
+    x = to_tensor(_photo(64))[..., :64, :64]
+    stats = tiny_model.style_statistics(_painting(styles_dir))
+    with torch.no_grad():
+        identity = tiny_model.decoder(tiny_model.encoder(x, (ENCODER_LAYER,))[ENCODER_LAYER])
+    out0 = tiny_model.stylize_tensor(x, stats, alpha=0.0)
+    out1 = tiny_model.stylize_tensor(x, stats, alpha=1.0)
+    assert torch.allclose(out0, identity, atol=1e-5)
+    assert (out1 - identity).abs().mean() > 10 * (out0 - identity).abs().mean() + 1e-3
+    photo = _photo(64)
+    assert np.array_equal(tiny_model.stylize(photo, _painting(styles_dir), alpha=0.0), photo)
+
+
+def test_odd_sizes_come_back_at_their_own_size(tiny_model, styles_dir):
+    stats = tiny_model.style_statistics(_painting(styles_dir))
+    out = tiny_model.stylize_tensor(torch.rand(1, 3, 37, 53), stats)
+    assert out.shape == (1, 3, 37, 53) and torch.isfinite(out).all()
+
+
+def test_alpha_moves_feature_statistics_towards_the_painting_monotonically(tiny_model, styles_dir):
+    """Re-encode each output: its relu4_1 mean/std approach the painting's as alpha grows (real VGG19)."""
+    painting = _painting(styles_dir)
+    style_mean, style_std = tiny_model.style_statistics(painting)
+    x = to_tensor(_photo(96))
+    gaps = []
+    for alpha in (0.0, 0.5, 1.0):
+        out = tiny_model.stylize_tensor(x, (style_mean, style_std), alpha).clamp(0, 1)
+        with torch.no_grad():
+            m, s = mean_std(tiny_model.encoder(out, (ENCODER_LAYER,))[ENCODER_LAYER])
+        gaps.append(float((m - style_mean).norm() + (s - style_std).norm()))
+    assert gaps[0] > gaps[1] > gaps[2], gaps
+
+
+def test_tiles_agree_with_the_untiled_frame(tiny_model, styles_dir):
+    x = to_tensor(fit_max_side(load_rgb(CONTENT_FRAMES / "photo_coffee.jpg"), 224))
+    stats = tiny_model.style_statistics(_painting(styles_dir))
+    full = tiny_model.stylize_tensor(x, stats)
+    tiled = tiny_model.stylize_tensor(x, stats, tile_size=48)  # each tile + context sees 176 of 224 columns
+    assert tiled.shape == full.shape
+    spread = float(full.std())
+    # Tiles on the 8-pixel grid with 64 pixels of context reproduce the untiled pass up to float rounding.
+    assert float((tiled - full).abs().mean()) < 1e-3 * spread
+    # Without the whole-frame statistics each tile would get its own contrast: far worse agreement.
+    per_tile = torch.zeros_like(full)
+    for y0 in range(0, x.shape[-2], 96):
+        for x0 in range(0, x.shape[-1], 96):
+            per_tile[..., y0:y0 + 96, x0:x0 + 96] = tiny_model.stylize_tensor(x[..., y0:y0 + 96, x0:x0 + 96], stats)
+    assert float((per_tile - full).abs().mean()) > 0.02 * spread
+
+
+def test_alpha_channel_and_linear_hdr_input_are_kept(tiny_model, styles_dir):
+    rng = np.random.default_rng(0)
+    rgba = np.concatenate([_photo(48), rng.random((48, 48, 1), dtype=np.float32)], axis=-1)
+    out = tiny_model.stylize(rgba, _painting(styles_dir))
+    assert out.shape == rgba.shape and np.array_equal(out[..., 3], rgba[..., 3])
+
+    linear = ImageData(rgb=(_photo(48) ** 2.2 * 4.0).astype(np.float32), colorspace="linear",
+                       alpha=rgba[..., 3].copy(), source="render.exr")
+    result = tiny_model.stylize(linear, _painting(styles_dir), alpha=0.7, preserve_color="histogram")
+    assert isinstance(result, ImageData) and result.colorspace == "linear"
+    assert np.array_equal(result.alpha, linear.alpha) and result.rgb.shape == linear.rgb.shape
+    assert np.isfinite(result.rgb).all() and result.rgb.min() >= 0
+
+
+def test_preserve_color_luminance_keeps_the_frames_chroma(tiny_model, styles_dir):
+    photo = _photo(64)
+    plain = tiny_model.stylize(photo, _painting(styles_dir))
+    kept = tiny_model.stylize(photo, _painting(styles_dir), preserve_color=True)
+
+    def chroma(rgb):
+        return rgb - rgb.mean(-1, keepdims=True)
+
+    assert np.abs(chroma(kept) - chroma(photo)).mean() < 0.5 * np.abs(chroma(plain) - chroma(photo)).mean()
+
+
+@pytest.mark.parametrize("bad_alpha", [-0.1, 1.5, float("nan")])
+def test_bad_alpha_is_refused(tiny_model, styles_dir, bad_alpha):
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        tiny_model.stylize(_photo(32), _painting(styles_dir), alpha=bad_alpha)
+
+
+def test_checkpoint_round_trip_and_bad_checkpoints_refused(tmp_path, tiny_model, styles_dir):
+    good = tmp_path / "good.safetensors"
+    _save_tiny(good, tiny_model.decoder)
+    loaded = load_adain_model(good, "cpu")
+    stats = tiny_model.style_statistics(_painting(styles_dir))
+    x = to_tensor(_photo(32))
+    assert torch.allclose(loaded.stylize_tensor(x, stats), tiny_model.stylize_tensor(x, stats), atol=1e-6)
+
+    nan_decoder = AdaINDecoder(TINY_DECODER)
+    with torch.no_grad():
+        next(nan_decoder.parameters())[0, 0, 0, 0] = float("nan")
+    _save_tiny(tmp_path / "nan.safetensors", nan_decoder)
+    with pytest.raises(CheckpointError, match="non-finite"):
+        load_adain_model(tmp_path / "nan.safetensors")
+
+    save_checkpoint(tmp_path / "other.safetensors", tiny_model.decoder.state_dict(),
+                    {"decoder": TINY_DECODER.as_dict()}, "style_transfer")
+    with pytest.raises(CheckpointError, match="'style_adain' model is needed"):
+        load_adain_model(tmp_path / "other.safetensors")
+
+    bad_cfg = tmp_path / "badcfg.safetensors"
+    save_checkpoint(bad_cfg, tiny_model.decoder.state_dict(), {"decoder": {"widths": [16, -1, 8],
+                                                                          "extra_convs": [0, 0, 0]}}, MODEL_KIND)
+    with pytest.raises(CheckpointError, match="invalid decoder settings"):
+        load_adain_model(bad_cfg)
+
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError):
+        load_adain_model(truncated)
+
+    wide = AdaINDecoder(DecoderConfig((32, 16, 8), (0, 0, 0)))
+    mismatched = tmp_path / "mismatch.safetensors"
+    save_checkpoint(mismatched, wide.state_dict(), {"decoder": TINY_DECODER.as_dict()}, MODEL_KIND)
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_adain_model(mismatched)
+
+
+def test_cancel_stops_stylizing(tiny_model, styles_dir):
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(JobCancelled):
+        tiny_model.stylize(_photo(64), _painting(styles_dir), cancel=token)
+    with pytest.raises(JobCancelled):
+        tiny_model.stylize_tensor(to_tensor(_photo(96)), tiny_model.style_statistics(_painting(styles_dir)),
+                                  tile_size=48, cancel=token)
+
+
+def test_training_warms_up_saves_on_cancel_and_resumes(tmp_path, styles_dir):
+    if not CONTENT_FRAMES.is_dir():
+        pytest.skip("models/content_frames is missing")
+    cfg = dict(decoder=TINY_DECODER.as_dict(), image_size=32, batch_size=2, learning_rate=2e-3, warmup_steps=2)
+    styles = [styles_dir / "starry_night.jpg", styles_dir / "wave.jpg"]
+    out = tmp_path / "dec.safetensors"
+    seen: list = []
+    token = CancelToken()
+
+    def progress(p):
+        seen.append(p)
+        if p.step == 3:
+            token.cancel()
+
+    with pytest.raises(JobCancelled):
+        train_adain_decoder(CONTENT_FRAMES, styles, out, 6, config=AdaINTrainConfig(**cfg), progress=progress,
+                            cancel=token, checkpoint_every=100)
+    assert out.exists() and load_adain_model(out).config["steps_done"] == 3
+    train_adain_decoder(CONTENT_FRAMES, styles, out, 6, config=AdaINTrainConfig(**cfg), progress=seen.append)
+    assert [p.step for p in seen] == [1, 2, 3, 4, 5, 6]  # resumed at 4, not from scratch
+    assert load_adain_model(out).config["steps_done"] == 6
+    assert seen[0].losses["style"] == 0 and seen[-1].losses["style"] > 0  # warmup: pixels only
+    with pytest.raises(CheckpointError, match="different frames, styles or settings"):
+        train_adain_decoder(CONTENT_FRAMES, styles[:1], out, 8, config=AdaINTrainConfig(**cfg))
+
+
+def test_decoder_builds_on_the_meta_device():
+    with torch.device("meta"):
+        decoder = AdaINDecoder()
+        out = decoder(torch.empty(2, 512, 5, 7))
+    assert out.shape == (2, 3, 40, 56) and out.device.type == "meta"
+
+
+@pytest.mark.skipif(not default_decoder_path().is_file(), reason="the shipped AdaIN decoder is absent")
+def test_shipped_decoder_stylizes_a_real_photo_towards_an_unseen_painting(styles_dir):
+    model = load_adain_model(default_decoder_path(), "cpu")
+    assert model.encoder.kind == "vgg19_imagenet"
+    photo = fit_max_side(load_rgb(CONTENT_FRAMES / "photo_chelsea.jpg"), 192)
+    painting = _painting(styles_dir, "composition_vii.jpg", 256)  # held out from training
+    before = style_distance(photo, painting, max_side=192)
+    half = model.stylize(photo, painting, alpha=0.5)
+    full = model.stylize(photo, painting, alpha=1.0)
+    after_half, after = style_distance(half, painting, max_side=192), style_distance(full, painting, max_side=192)
+    assert full.shape == photo.shape and np.isfinite(full).all()
+    assert after < after_half < before, (before, after_half, after)
+    assert after < 0.8 * before
+    assert content_distance(full, photo, max_side=192) < 1.2
+
+
+def test_worker_job_stylizes_with_progress_and_honours_cancel(tmp_path, tiny_model, styles_dir):
+    import io
+    import json
+
+    from core.common.images import save_image
+    from core.worker import JOB_KINDS, JobContext, _Channel, _ModelCache
+
+    model_path = tmp_path / "tiny.safetensors"
+    _save_tiny(model_path, tiny_model.decoder)
+    rgba = np.concatenate([_photo(40), np.full((40, 40, 1), 0.5, np.float32)], axis=-1)
+    save_image(tmp_path / "frame.png", rgba)
+    save_image(tmp_path / "painting.png", _painting(styles_dir, max_side=64))
+    params = {"image": str(tmp_path / "frame.png"), "style": str(tmp_path / "painting.png"), "model": str(model_path),
+              "alpha": 0.8, "preserve_color": "luminance", "tile_size": 32}
+    stream = io.StringIO()
+    ctx = JobContext("j1", params, tmp_path, _Channel(stream), CancelToken(), "cpu", _ModelCache())
+    result = JOB_KINDS["style.stylize_adain"](ctx)
+    image = np.load(result["image"]["path"])
+    assert image.shape == (40, 40, 4) and np.allclose(image[..., 3], 0.5, atol=1 / 255)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "progress"][-1] == 2
+
+    token = CancelToken()
+    token.cancel()
+    ctx = JobContext("j2", params, tmp_path, _Channel(io.StringIO()), token, "cpu", _ModelCache())
+    with pytest.raises(JobCancelled):
+        JOB_KINDS["style.stylize_adain"](ctx)
+
+
+def test_cli_adain_writes_a_stylized_image_and_reports_bad_alpha(tmp_path, tiny_model, styles_dir, capsys):
+    from core.cli import main
+    from core.common.images import load_image, save_image
+
+    model_path = tmp_path / "tiny.safetensors"
+    _save_tiny(model_path, tiny_model.decoder)
+    save_image(tmp_path / "frame.png", _photo(48))
+    out = tmp_path / "out.png"
+    common = ["--device", "cpu", "style", "adain", "--style", str(styles_dir / "udnie.jpg"), "--input",
+              str(tmp_path / "frame.png"), "--out", str(out), "--model", str(model_path)]
+    assert main(common + ["--alpha", "0.6"]) == 0
+    assert load_image(out).rgb.shape == (48, 48, 3)
+    assert main(common + ["--alpha", "2"]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err
