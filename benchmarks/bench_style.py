@@ -193,4 +193,23 @@ def _quality_on_real_inputs(ctx: BenchContext) -> None:
 
 
 def _adain_quality(ctx: BenchContext, inputs: dict, works: dict) -> None:
-    """Filled in with the AdaIN model (any painting in one pass)."""
+    """AdaIN (any painting in one pass) with every painting; composition_vii was held out of its training."""
+    from core.style.adain import default_decoder_path, load_adain_model
+
+    if not default_decoder_path().exists():
+        return
+    model = load_adain_model(default_decoder_path(), ctx.device)
+    for name, painting in works.items():
+        for kind, frame in inputs.items():
+            held = " (held out of training)" if name == "composition_vii" else ""
+            _quality_row(ctx, "AdaIN", f"{name}{held} on the {kind}", painting, frame, model.stylize(frame, painting))
+    frame = _frame(256, 192) if ctx.quick else _frame(1024, 768)
+    painting = next(iter(works.values()))
+    stats = model.style_statistics(painting)
+    x = to_tensor(frame).to(ctx.device)
+    seconds = time_call(lambda: model.stylize_tensor(x, stats), ctx.device, repeats=1 if ctx.quick else 2)
+    base = time_call(lambda: F.interpolate(F.interpolate(x, scale_factor=0.5, mode="bicubic"),
+                                           size=x.shape[-2:], mode="bicubic"), ctx.device)
+    ctx.add(family=FAMILY, name=f"AdaIN stylize {frame.shape[1]}x{frame.shape[0]}", value=seconds, unit="s",
+            baseline_name="bicubic 2x down/up", baseline_value=base,
+            target="<= 5 s on a 2-core CPU" if ctx.device.type == "cpu" else "1080p <= 15 ms on H100")

@@ -296,6 +296,27 @@ def perception_from_spec(spec: dict, device: torch.device | str = "cpu") -> Perc
 
 # --------------------------------------------------------------------------- statistics
 
+TEXTURE_STATS_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+
+class TextureFeatures:
+    """Training-loss features for texture statistics (GAN, VAE): the shared VGG19 at relu1_1..relu5_1.
+
+    ``normalize`` tells the loss to divide each layer's distance by the target
+    features' energy: VGG layers differ in scale by orders of magnitude.
+    """
+
+    normalize = True
+
+    def __init__(self, device: torch.device | str = "cpu", layers: Sequence[str] = TEXTURE_STATS_LAYERS):
+        self.net = load_perception(device)
+        self.layers = layer_set(layers)
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.net(x, self.layers)
+        return [feats[name] for name in self.layers]
+
+
 def gram_matrix(feats: torch.Tensor) -> torch.Tensor:
     """NxCxHxW -> NxCxC Gram matrix divided by the number of positions (size-independent)."""
     n, c, h, w = feats.shape

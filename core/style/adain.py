@@ -256,6 +256,19 @@ class AdaINModel:
         return f"AdaINModel({self.name!r}, device={self.device})"
 
 
+class AdaINStylizer:
+    """Frame stylizer for animations (``temporal.stylize_sequence``): one painting, statistics read once."""
+
+    def __init__(self, model: AdaINModel, style: ImageLike, alpha: float = 1.0, tile_size: int | None = None,
+                 style_size: int = DEFAULT_STYLE_SIZE):
+        self.model, self.alpha, self.tile_size = model, _check_alpha(alpha), tile_size
+        self.stats = model.style_statistics(prepare(style, "style image").srgb, style_size)
+
+    def __call__(self, srgb: np.ndarray, warm: np.ndarray | None) -> np.ndarray:
+        out = self.model.stylize_tensor(to_tensor(srgb), self.stats, self.alpha, self.tile_size)
+        return np.clip(from_tensor(out), 0.0, 1.0)
+
+
 def load_adain_model(path: str | os.PathLike, device=None) -> AdaINModel:
     return AdaINModel.load(path, device)
 

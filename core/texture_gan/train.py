@@ -15,6 +15,7 @@ from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_trai
 from ..common.device import autocast, pick_device
 from ..common.images import ImageError, image_from_array, load_image, resize_rgb, to_srgb
 from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, report
+from ..common.perception import TextureFeatures
 from ..common.quality import RandomFeatureNet, sliced_wasserstein
 from .generate import KIND, TextureGenerator
 from .model import MODEL_VERSION, Generator, TextureGANConfig, build_models
@@ -113,9 +114,6 @@ def _sample_noise(g: Generator, n: int, grid: int, gen: torch.Generator,
     return local.to(device), z.to(device), (phase * (2 * math.pi)).to(device), [f.to(device) for f in fine]
 
 
-VGG_STATS_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-
-
 class RandomStatsFeatures:
     """Multi-octave seeded random-filter features (the cheaper statistics loss)."""
 
@@ -126,20 +124,6 @@ class RandomStatsFeatures:
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.net(x)
-
-
-class VGGStatsFeatures:
-    """The shared ImageNet VGG19 at relu1_1..relu5_1, each layer scaled by the real crops' energy."""
-
-    normalize = True  # VGG layers differ in scale by orders of magnitude
-
-    def __init__(self, device: torch.device):
-        from ..common.perception import load_perception
-        self.net = load_perception(device)
-
-    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = self.net(x, VGG_STATS_LAYERS)
-        return [feats[name] for name in VGG_STATS_LAYERS]
 
 
 def _stats_loss(features, fake: torch.Tensor, real: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -176,7 +160,7 @@ class GANTrainer:
             p.requires_grad_(False)
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr_g, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr_d, betas=cfg.betas)
-        self.stats_net = (VGGStatsFeatures(device) if cfg.stats_features == "vgg19"
+        self.stats_net = (TextureFeatures(device) if cfg.stats_features == "vgg19"
                           else RandomStatsFeatures(cfg.stats_scales, device))
         self.real_images = [e.to(device) for e in exemplars]
         self.data_gen = torch.Generator().manual_seed(seed * 4 + 1)

@@ -35,6 +35,7 @@ class TextureVAEConfig:
     stats_weight: float = 0.1  # sliced-Wasserstein texture-statistics term on reconstructions
     variation_stats_weight: float = 0.03  # same term on decoded perturbed latents (keeps variations textured)
     variation_strength: float = 1.0  # perturbation used for that term (same units as TextureVAE.vary)
+    stats_features: str = "vgg19"  # features of those terms: the ImageNet VGG19, or "random" filters (cheaper)
     # Optimisation / data
     crop_size: int = 64
     batch_size: int = 6
@@ -80,6 +81,8 @@ class TextureVAEConfig:
                              f"{self.downsample}, got {self.crop_size}")
         if self.batch_size < 1 or self.lr <= 0:
             raise ValueError("TextureVAEConfig: batch_size must be >= 1 and lr > 0")
+        if self.stats_features not in ("vgg19", "random"):
+            raise ValueError(f"TextureVAEConfig: stats_features must be 'vgg19' or 'random', not {self.stats_features!r}")
         if min(self.beta, self.stats_weight, self.variation_stats_weight, self.variation_strength) < 0:
             raise ValueError("TextureVAEConfig: loss weights must not be negative")
 

@@ -33,6 +33,7 @@ from ..common.checkpoints import (
 from ..common.device import autocast, pick_device, seeded_generator
 from ..common.images import ImageError, from_tensor, load_rgb
 from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, check_cancel, report
+from ..common.perception import TextureFeatures
 from ..common.quality import feature_net, sliced_wasserstein
 from .model import TextureVAEConfig, TextureVAENet, kl_divergence
 from .ops import KIND, check_rgb, variation_scale
@@ -94,12 +95,13 @@ class CropSampler:
 
 
 def _stats_loss(net_f, output: torch.Tensor, target_feats: list[torch.Tensor], gen: torch.Generator) -> torch.Tensor:
-    """Mean over samples and scales of the sliced-Wasserstein feature distance."""
+    """Mean over samples and layers of the sliced-Wasserstein feature distance (VGG: per-layer normalised)."""
     out_feats = net_f(output)
     total = output.new_zeros(())
     for fo, ft in zip(out_feats, target_feats):
+        scale = ft.pow(2).mean() + 1e-8 if getattr(net_f, "normalize", False) else 1.0
         for i in range(output.shape[0]):
-            total = total + sliced_wasserstein(fo[i: i + 1], ft[i: i + 1], STATS_PROJECTIONS, gen)
+            total = total + sliced_wasserstein(fo[i: i + 1], ft[i: i + 1], STATS_PROJECTIONS, gen) / scale
     return total / (output.shape[0] * len(out_feats))
 
 
@@ -125,7 +127,7 @@ class VAETrainer:
         self.use_scaler = device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_scaler)
         self.sampler = CropSampler(images, cfg.crop_size, self.data_gen, device)
-        self.net_f = feature_net(device)
+        self.net_f = TextureFeatures(device) if cfg.stats_features == "vgg19" else feature_net(device)
         self.batch: torch.Tensor | None = None  # the last step's crops and reconstructions (previews)
         self.recon: torch.Tensor | None = None
 
