@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..common.checkpoints import CheckpointError, load_checkpoint, load_state_into
+from ..common.checkpoints import CheckpointError, build_checked, load_checkpoint
 from ..common.device import free_device_memory, is_out_of_memory, pick_device
 from ..common.images import from_tensor, to_tensor
 from .inputs import ImageLike, check_strength, finish, prepare, unchanged
@@ -44,10 +44,10 @@ class StyleModel:
         if not isinstance(arch, dict):
             raise CheckpointError(f"{p.name}: its config lacks the network description ('transformer')")
         try:
-            net = TransformerNet(TransformerConfig(**arch))
+            arch_config = TransformerConfig(**arch)
         except TypeError as exc:
             raise CheckpointError(f"{p.name}: unknown network settings in its config ({exc})") from exc
-        load_state_into(net, tensors, p.name)
+        net = build_checked(p.name, MODEL_KIND, arch, tensors, lambda: TransformerNet(arch_config))
         return cls(net, config, pick_device(device), config.get("name") or p.stem)
 
     # ---------------------------------------------------------------- tensors

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..common.checkpoints import CheckpointError, load_checkpoint, load_state_into
+from ..common.checkpoints import CheckpointError, build_checked, load_checkpoint
 from ..common.device import autocast, free_device_memory, is_out_of_memory, pick_device
 from .model import MODEL_VERSION, Generator, TextureGANConfig
 
@@ -97,13 +97,9 @@ class TextureGenerator:
             raise CheckpointError(f"{p.name}: its config has no architecture section")
         try:
             cfg = TextureGANConfig.from_dict(arch)
-            g = Generator(cfg)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{p.name}: invalid architecture in its config ({exc})") from exc
-        load_state_into(g, tensors, p.name)
-        for t in g.state_dict().values():
-            if not torch.isfinite(t).all():
-                raise CheckpointError(f"{p.name}: weights contain NaN/inf (training diverged or the file is damaged)")
+        g = build_checked(p.name, KIND, arch, tensors, lambda: Generator(cfg))
         return cls(g, config, str(config.get("name") or p.name.removesuffix(".safetensors")), dev)
 
     @property
