@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .images import atomic_write_bytes
+from .jobs import short_repr
 
 FORMAT_VERSION = 1
 _MAGIC = "neural_textures"
@@ -112,6 +114,19 @@ def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], n
         raise CheckpointError(f"{name}: weights do not match the architecture in its config ({first})") from exc
 
 
+def check_writable_folder(path: str | os.PathLike) -> None:
+    """Fail now, naming the folder, when no file can be written beside ``path`` (read-only, no rights),
+    rather than at the first checkpoint after the steps ran."""
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write into {folder}: {exc.strerror or exc}") from exc
+
+
 def check_architecture(name: str, kind: str, arch: Any) -> None:
     """Every architecture value of ``kind`` present in ``arch`` is an int within its limits."""
     if not isinstance(arch, dict):
@@ -130,8 +145,8 @@ def check_architecture(name: str, kind: str, arch: Any) -> None:
             entries = [value]
         for entry in entries:
             if isinstance(entry, bool) or not isinstance(entry, int) or not low <= entry <= high:
-                raise CheckpointError(f"{name}: architecture value {field_name!r} = {_short(value)} is out of "
-                                      f"range (whole numbers {low} to {high}); the file is damaged or crafted")
+                raise CheckpointError(f"{name}: architecture value {field_name!r} = {short_repr(value)} is out of "
+                                      f"range (whole numbers {low} to {high})")
 
 
 def build_checked(name: str, kind: str, arch: dict, tensors: dict[str, torch.Tensor],
@@ -151,7 +166,7 @@ def build_checked(name: str, kind: str, arch: dict, tensors: dict[str, torch.Ten
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
         raise CheckpointError(f"{name}: weights do not match the architecture in its config "
-                              f"(missing {_short(missing)}, unexpected {_short(unexpected)})")
+                              f"(missing {short_repr(missing)}, unexpected {short_repr(unexpected)})")
     for key, shape in expected.items():
         if tuple(tensors[key].shape) != shape:
             raise CheckpointError(f"{name}: weights do not match the architecture in its config "
@@ -167,11 +182,6 @@ def check_finite(name: str, tensors: dict[str, torch.Tensor]) -> None:
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise CheckpointError(f"{name}: weights contain NaN/inf ({key}); training diverged or the file "
                                   "is damaged")
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_file(p: Path) -> None:

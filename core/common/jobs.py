@@ -64,3 +64,9 @@ def report(progress: ProgressCallback | None, *args, **kwargs) -> None:
 def check_cancel(cancel: CancelToken | None) -> None:
     if cancel is not None:
         cancel.raise_if_cancelled()
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr`` cut to ``limit`` characters: error messages quote hostile input without flooding."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
