@@ -764,7 +764,15 @@ class Worker:
 
     # ---- commands (main thread)
     def handle(self, line: str) -> bool:
-        """Handle one request line; False means 'shut down now'."""
+        """Handle one request line; False means 'shut down now'. Never raises."""
+        try:
+            return self._handle(line)
+        except Exception as exc:  # noqa: BLE001 - a request must never stop the worker
+            self.channel.send("protocol_error", message=f"request not handled ({type(exc).__name__}: "
+                                                        f"{short_repr(str(exc), 200)})")
+            return True
+
+    def _handle(self, line: str) -> bool:
         line = line.strip()
         if not line:
             return True
@@ -779,7 +787,8 @@ class Worker:
         if cmd == "submit":
             self._submit(request)
         elif cmd == "cancel":
-            self._cancel(request.get("id"))
+            job_id = request.get("id")
+            self._cancel(job_id if isinstance(job_id, str) else None)
         elif cmd == "ping":
             with self._lock:
                 running = [lane.running_id for lane in self._lanes.values() if lane.running_id]
@@ -842,7 +851,7 @@ class Worker:
         if path.exists() and not params.get("overwrite"):
             raise ParamError(f"output {path} exists; send \"overwrite\": true to replace it")
 
-    def _cancel(self, job_id: Any) -> None:
+    def _cancel(self, job_id: str | None) -> None:
         with self._lock:
             for lane in self._lanes.values():
                 if job_id is not None and job_id == lane.running_id and lane.running_token is not None:
@@ -970,6 +979,24 @@ def _free_cached_memory() -> None:
         torch.cuda.empty_cache()
 
 
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+def _request_lines(stream):
+    """Request lines from a binary stream, decoded leniently (bad bytes cannot stop the loop);
+    None for a line over MAX_REQUEST_BYTES, which is skipped without being held in memory."""
+    while True:
+        line = stream.readline(MAX_REQUEST_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_REQUEST_BYTES and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):
+                line = stream.readline(MAX_REQUEST_BYTES)
+            yield None
+            continue
+        yield line.decode("utf-8", errors="replace")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", help="folder for previews and results (default: a new temp folder)")
@@ -992,8 +1019,10 @@ def main(argv: list[str] | None = None) -> int:
     worker = Worker(channel, workdir, args.device, [Path(p) for p in args.allow_output])
     worker.start()
     try:
-        for line in sys.stdin:
-            if not worker.handle(line):
+        for line in _request_lines(sys.stdin.buffer):
+            if line is None:
+                channel.send("protocol_error", message=f"request line longer than {MAX_REQUEST_BYTES:,} bytes; ignored")
+            elif not worker.handle(line):
                 break
     except KeyboardInterrupt:
         pass
