@@ -444,7 +444,7 @@ def job_selftest(ctx: JobContext) -> dict:
         raise ValueError(str(ctx.param("fail")))
     for step in range(1, steps + 1):
         ctx.cancel.raise_if_cancelled()
-        time.sleep(delay)
+        ctx.cancel.wait(delay)  # a sleep a cancel cuts short
         preview = np.full((8, 8, 3), step / steps, np.float32) if ctx.param("preview") else None
         ctx.progress(Progress(step, steps, f"step {step}/{steps}", {"value": step / steps}, preview))
     return {"steps": steps}

@@ -251,7 +251,22 @@ def _exr_colour(channels: dict) -> np.ndarray | None:
 
 def _read_npy(path: Path, max_pixels: int) -> ImageData:
     try:
+        # The header first: a crafted shape must not make np.load allocate before anything is checked.
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, _, dtype = read_header(fh)
+        if len(shape) in (2, 3) and shape[0] * shape[1] > max_pixels:
+            raise ImageError(f"{path.name} is {shape[1]}x{shape[0]} pixels, more than the limit of "
+                             f"{max_pixels:,} pixels; downscale it first or raise the limit")
+        if dtype.hasobject or int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > path.stat().st_size:
+            raise ValueError(f"its header promises {shape} {dtype} values the file does not hold")
         arr = np.load(path, allow_pickle=False)  # never unpickle
+    except ImageError:
+        raise
     except Exception as exc:
         raise ImageError(f"{path.name} is not a readable .npy array ({exc})") from exc
     colorspace = "srgb" if arr.dtype in (np.uint8, np.uint16) else "linear"
