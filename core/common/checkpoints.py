@@ -117,9 +117,10 @@ def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], n
 def check_writable_folder(path: str | os.PathLike) -> None:
     """Fail now, naming the folder, when no file can be written beside ``path`` (read-only, no rights),
     rather than at the first checkpoint after the steps ran."""
-    folder = Path(path).parent
+    folder = Path(path).absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # a folder still to be made: its nearest existing parent must be writable
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=folder)
         os.close(fd)
         os.unlink(probe)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import itertools
+from collections import Counter
 import json
 import os
 import queue
@@ -52,6 +53,7 @@ FIGURES = {"messages tried": 0, "worker restarts": 0, "runner restarts": 0,
            "files written outside the work folder": 0, "tracebacks on stdout": 0, "bug-type job errors": 0,
            "images tried": 0, "image loader crashes": 0}
 _BUGS: list[str] = []
+OUTCOMES: Counter = Counter()  # how the fuzzed requests ended: how deep the fuzz reached
 
 
 def _files_outside() -> set[Path]:
@@ -100,6 +102,19 @@ class FuzzWorker:
             pass  # noticed (and counted) on the next send
         FIGURES["messages tried"] += len(lines)
 
+    def wait_for_jobs(self, ids: set[str], seconds: float) -> set[str]:
+        """Let the submitted jobs run for up to ``seconds``; the ids still unfinished."""
+        deadline = time.monotonic() + seconds
+        while ids and time.monotonic() < deadline:
+            try:
+                event = self.next_event(max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            self._note(event)
+            if event["event"] in ("done", "error", "cancelled", "protocol_error"):
+                ids.discard(event.get("id"))
+        return ids
+
     def sync(self) -> None:
         """Send a ping and take every event up to its pong (the worker still answers)."""
         self.send_lines([b'{"cmd": "ping"}'])
@@ -111,6 +126,8 @@ class FuzzWorker:
                 return
 
     def _note(self, event: dict) -> None:
+        if event["event"] in ("done", "error", "cancelled", "protocol_error"):
+            OUTCOMES[event["event"] + (f" {event['error_type']}" if event["event"] == "error" else "")] += 1
         if event["event"] == "runner_restarted":
             FIGURES["runner restarts"] += 1
         if event["event"] == "error" and event.get("error_type") in BUG_TYPES:
@@ -134,7 +151,8 @@ def fuzz_worker():
     worker.close()
     FIGURES["files written outside the work folder"] = len(_files_outside() - _BEFORE)
     if os.environ.get("NEURAL_FUZZ_REPORT"):
-        print("\nfuzz figures:", json.dumps(FIGURES, indent=1), *_BUGS[:20], sep="\n")
+        print("\nfuzz figures:", json.dumps(FIGURES, indent=1), "request outcomes:",
+              json.dumps(dict(OUTCOMES.most_common()), indent=1), *_BUGS[:20], sep="\n")
 
 
 # --------------------------------------------------------------------------- strategies
@@ -152,7 +170,37 @@ PARAMS = st.one_of(st.dictionaries(st.sampled_from(PARAM_NAMES) | st.text(max_si
 IDS = st.one_of(st.builds(lambda: next(_fresh_ids)), st.text(max_size=12), st.integers(),
                 st.sampled_from(["../../x", "/abs/id", str(OUTSIDE / "id"), "a/b", ".", "..", "-x", "fz0", None]))
 KINDS = st.sampled_from(sorted(JOB_KINDS)) | st.text(max_size=12)
-REQUESTS = st.fixed_dictionaries(
+
+
+def _schema_values(spec) -> st.SearchStrategy:
+    """Values of the declared type near and beyond the declared limits: most pass validation, so
+    the job itself runs on them (against missing, junk or outside paths)."""
+    if spec.type in ("int", "float"):
+        low = -10 if spec.low is None else spec.low
+        high = 10 ** 6 if spec.high is None else spec.high
+        edges = [low, high, low - 1, high + 1, spec.default]
+        inside = st.integers(int(low), int(high)) if spec.type == "int" else st.floats(low, high)
+        return st.one_of(inside, inside, inside, st.sampled_from(edges))  # mostly valid
+    if spec.type == "bool":
+        return st.booleans()
+    if spec.type == "choice":
+        return st.sampled_from([*spec.choices, "other"])
+    if spec.type in ("paths", "floats"):
+        return st.lists(PATHS if spec.type == "paths" else st.floats(0, 2), max_size=4)
+    if spec.type == "config":
+        return st.dictionaries(st.sampled_from(["lr", "g_channels", "base_channels", "res_blocks", "crop_size",
+                                                "batch_size", "bogus"]), SCALARS, max_size=3)
+    if spec.type == "device":
+        return st.sampled_from(["auto", "cpu", "cpu", "cuda:7", "mps", "tpu"])
+    return PATHS | st.text(max_size=8)
+
+
+SCHEMA_REQUESTS = st.sampled_from(sorted(JOB_PARAMS)).flatmap(lambda kind: st.fixed_dictionaries({
+    "cmd": st.just("submit"), "id": st.builds(lambda: next(_fresh_ids)), "kind": st.just(kind),
+    "params": st.fixed_dictionaries(
+        {name: _schema_values(spec) for name, spec in JOB_PARAMS[kind].items() if spec.required},
+        optional={name: _schema_values(spec) for name, spec in JOB_PARAMS[kind].items() if not spec.required})}))
+REQUESTS = SCHEMA_REQUESTS | st.fixed_dictionaries(
     {"cmd": st.sampled_from(["submit"] * 6 + ["cancel", "ping", "bogus"]) | SCALARS},
     optional={"id": IDS, "kind": KINDS, "params": PARAMS})
 RAW_LINES = st.one_of(st.binary(max_size=200).map(lambda b: b.replace(b"\n", b" ")),
@@ -169,11 +217,11 @@ def _encode(request: dict) -> bytes:
 @FUZZ_SETTINGS
 @given(requests=st.lists(REQUESTS, min_size=1, max_size=5), raw=st.lists(RAW_LINES, max_size=2))
 def test_protocol_fuzz(fuzz_worker, requests, raw):
-    lines = [_encode(r) for r in requests] + raw
-    # cancel whatever was submitted, so no fuzzed job runs on for minutes behind the next example
-    cancels = [_encode({"cmd": "cancel", "id": r["id"]}) for r in requests
-               if r.get("cmd") == "submit" and isinstance(r.get("id"), str)]
-    fuzz_worker.send_lines(lines + cancels)
+    fuzz_worker.send_lines([_encode(r) for r in requests] + raw)
+    submitted = {r["id"] for r in requests if r.get("cmd") == "submit" and isinstance(r.get("id"), str)}
+    # the jobs run for a moment; then whatever is left is cancelled, so none runs on behind the next example
+    unfinished = fuzz_worker.wait_for_jobs(set(submitted), 2.0)
+    fuzz_worker.send_lines([_encode({"cmd": "cancel", "id": job_id}) for job_id in sorted(unfinished)])
     fuzz_worker.sync()
     assert fuzz_worker.proc.poll() is None, "the worker died"
     assert FIGURES["worker restarts"] == 0 and FIGURES["runner restarts"] == 0
