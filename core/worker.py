@@ -450,18 +450,13 @@ def job_selftest(ctx: JobContext) -> dict:
     return {"steps": steps}
 
 
-# Training values a config may carry, beyond the architecture limits of its family.
-_LEARNING_RATE_MAX = 1.0
-_CONFIG_INT_MAX = 1_000_000
-
-
 def _config_for(module, value, family: str):
     """A JSON config dict -> the family's ``*Config`` dataclass (``from_dict``); anything else as is.
 
     Unknown fields are refused (a typo must not train with the default), architecture values
     are held to the checkpoint limits and numbers to sane ranges before anything is built.
     """
-    from .common.checkpoints import check_architecture
+    from .common.checkpoints import CheckpointError, check_config_values
 
     if not isinstance(value, dict):
         return value
@@ -473,25 +468,15 @@ def _config_for(module, value, family: str):
             unknown = sorted(str(k) for k in value if k not in known)
             if unknown:
                 raise ParamError(f"unknown config field(s) for {name}: {', '.join(unknown)}")
-            check_architecture("config", family, value)
-            for key, item in value.items():
-                _check_config_number(key, item)
+            try:
+                check_config_values("config", family, value)
+            except CheckpointError as exc:
+                raise ParamError(str(exc)) from exc
             try:
                 return cls.from_dict(value)
             except (TypeError, ValueError) as exc:
                 raise ParamError(f"invalid config: {exc}") from exc
     return value
-
-
-def _check_config_number(key: str, item: Any) -> None:
-    for number in (item if isinstance(item, (list, tuple)) else [item]):
-        if isinstance(number, bool) or not isinstance(number, (int, float)):
-            continue
-        if not math.isfinite(number) or abs(number) > _CONFIG_INT_MAX:
-            raise ParamError(f"config field {key!r} = {number!r} is out of range")
-        if key.startswith("lr") and not 0 < number <= _LEARNING_RATE_MAX:
-            raise ParamError(f"config field {key!r} = {number!r}: a learning rate must be in (0, "
-                             f"{_LEARNING_RATE_MAX}]")
 
 
 def _train(ctx: JobContext, train_fn: Callable, extra: dict | None = None,

@@ -47,7 +47,7 @@ def register(subparsers) -> None:
 def _train(args) -> int:
     from ..texture_gan import TextureGANConfig, train_texture_gan
 
-    from ..common.checkpoints import check_architecture, check_writable_folder
+    from ..common.checkpoints import check_config_values, check_writable_folder
 
     try:
         fields = json.loads(args.config) if args.config else {}
@@ -55,7 +55,7 @@ def _train(args) -> int:
         raise ValueError(f"--config is not valid JSON ({exc})") from exc
     if not isinstance(fields, dict):
         raise ValueError("--config must be a JSON object")
-    check_architecture("--config", "texture_gan", fields)
+    check_config_values("--config", "texture_gan", fields)
     if args.crop_size is not None:
         fields["crop_size"] = args.crop_size
     if args.batch_size is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -148,6 +149,32 @@ def check_architecture(name: str, kind: str, arch: Any) -> None:
             if isinstance(entry, bool) or not isinstance(entry, int) or not low <= entry <= high:
                 raise CheckpointError(f"{name}: architecture value {field_name!r} = {short_repr(value)} is out of "
                                       f"range (whole numbers {low} to {high})")
+
+
+# Training values a config may carry, beyond the architecture limits of its family.
+LEARNING_RATE_FIELDS = ("lr", "lr_g", "lr_d", "learning_rate")
+# Sizes that set how much memory one training step takes.
+TRAINING_SIZE_MAX = {"crop_size": 4096, "image_size": 4096, "batch_size": 256, "preview_size": 4096,
+                     "style_size": 4096, "max_exemplar_side": 16384, "generated_frames": 10000, "stats_scales": 12}
+LEARNING_RATE_MAX = 1.0
+CONFIG_NUMBER_MAX = 1e12
+
+
+def check_config_values(name: str, kind: str, config: dict) -> None:
+    """A config from a user (a job, ``--config``): architecture limits, finite numbers of sane size
+    and learning rates in (0, LEARNING_RATE_MAX] (larger ones only train to noise)."""
+    check_architecture(name, kind, config)
+    for key, item in config.items():
+        for number in (item if isinstance(item, (list, tuple)) else [item]):
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                continue
+            if not math.isfinite(number) or abs(number) > CONFIG_NUMBER_MAX:
+                raise CheckpointError(f"{name}: {key!r} = {number!r} is out of range")
+            if key in TRAINING_SIZE_MAX and not 0 <= number <= TRAINING_SIZE_MAX[key]:
+                raise CheckpointError(f"{name}: {key!r} = {number!r} is out of range (0 to {TRAINING_SIZE_MAX[key]})")
+            if key in LEARNING_RATE_FIELDS and not 0 < number <= LEARNING_RATE_MAX:
+                raise CheckpointError(f"{name}: {key!r} = {number!r}; a learning rate must be in (0, "
+                                      f"{LEARNING_RATE_MAX}]")
 
 
 def build_checked(name: str, kind: str, arch: dict, tensors: dict[str, torch.Tensor],

@@ -15,7 +15,7 @@ from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_trai
                                   save_training_state)
 from ..common.device import autocast, pick_device
 from ..common.images import ImageError, image_from_array, load_image, resize_rgb, to_srgb
-from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, report
+from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, report
 from ..common.quality import RandomFeatureNet, sliced_wasserstein
 from .generate import KIND, TextureGenerator
 from .model import MODEL_VERSION, Generator, TextureGANConfig, build_models
@@ -205,6 +205,7 @@ def train_texture_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: st
 
     g.train()
     d.train()
+    divergence = DivergenceMonitor()
     while step < steps:
         if cancel is not None and cancel.cancelled:
             save(step)
@@ -238,6 +239,7 @@ def train_texture_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: st
         if not all(math.isfinite(v) for v in losses.values()):
             raise RuntimeError(f"training diverged at step {step} (losses {losses}); the last checkpoint "
                                f"({out.name}) is kept - resume with a lower learning rate")
+        divergence.check(step, sum(losses.values()))
         if step % checkpoint_every == 0 or step == steps:
             save(step)
         show = step == steps or (cfg.preview_every > 0 and step % cfg.preview_every == 0)

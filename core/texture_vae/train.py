@@ -32,7 +32,7 @@ from ..common.checkpoints import (
 )
 from ..common.device import autocast, pick_device, seeded_generator
 from ..common.images import ImageError, from_tensor, load_rgb
-from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, check_cancel, report
+from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, check_cancel, report
 from ..common.quality import feature_net, sliced_wasserstein
 from .model import TextureVAEConfig, TextureVAENet, kl_divergence
 from .ops import KIND, check_rgb, variation_scale
@@ -168,6 +168,7 @@ def train_texture_vae(exemplars: Sequence[str | os.PathLike | np.ndarray], out_p
     net.train()
     losses: dict[str, float] = {}
     preview = None
+    divergence = DivergenceMonitor()
     for step in range(start, steps):
         try:
             check_cancel(cancel)
@@ -205,6 +206,7 @@ def train_texture_vae(exemplars: Sequence[str | os.PathLike | np.ndarray], out_p
             save(step)
             raise FloatingPointError(f"training diverged at step {step} (loss is not finite); the last "
                                      "good weights were saved. Lower the learning rate and resume.")
+        divergence.check(step, loss.item())
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.grad_clip > 0:

@@ -377,3 +377,31 @@ def test_failed_and_killed_writes_leave_no_temporary_files(tmp_path):
     (tmp_path / ".y.png.k3x9.tmp").write_bytes(b"partial")
     im.save_image(tmp_path / "y.png", np.zeros((8, 8, 3), np.float32))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["y.png"]
+
+
+def test_divergence_is_caught_by_loss_explosion_not_only_nan():
+    from core.common.jobs import DivergenceMonitor, TrainingDiverged
+    healthy = DivergenceMonitor()
+    rng = np.random.default_rng(0)
+    for step, loss in enumerate(1.5 * np.exp(-np.arange(2000) / 400) + rng.random(2000) * 0.5):  # noisy, falling
+        healthy.check(step, loss)
+    healthy.check(2000, 40.0)  # one spike is no divergence
+    exploding = DivergenceMonitor()
+    with pytest.raises(TrainingDiverged, match="grew"):
+        for step, loss in enumerate([0.66, 3e8, 1.4e30, 3e32, 4e33]):
+            exploding.check(step, loss)
+    with pytest.raises(TrainingDiverged, match="nan"):
+        DivergenceMonitor().check(0, float("nan"))
+
+
+def test_too_high_learning_rate_stops_the_training(tmp_path):
+    # lr 10 keeps the VAE's loss finite (1e35): before, it trained to noise and reported success
+    from core.common.jobs import TrainingDiverged
+    from core.texture_vae import train_texture_vae
+    from core.texture_vae.model import TextureVAEConfig
+    cfg = TextureVAEConfig(base_channels=4, channel_mult=(1, 2), latent_channels=2, crop_size=32, batch_size=2, lr=10.0)
+    with pytest.raises(TrainingDiverged):
+        train_texture_vae([procedural.make_exemplar("wood", 64)], tmp_path / "v.safetensors", 40, config=cfg,
+                          device="cpu", checkpoint_every=1000)
+    with pytest.raises(ck.CheckpointError, match="learning rate"):
+        ck.check_config_values("config", "texture_vae", cfg.to_dict())
