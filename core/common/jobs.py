@@ -8,6 +8,7 @@ then and ``cancel.raise_if_cancelled()`` between steps; a cancelled job raises
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -50,6 +51,10 @@ class CancelToken:
     def cancelled(self) -> bool:
         return self._event.is_set()
 
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, waking at once on a cancel; True when cancelled."""
+        return self._event.wait(seconds)
+
     def raise_if_cancelled(self) -> None:
         if self._event.is_set():
             raise JobCancelled("cancelled by the user")
@@ -64,3 +69,46 @@ def report(progress: ProgressCallback | None, *args, **kwargs) -> None:
 def check_cancel(cancel: CancelToken | None) -> None:
     if cancel is not None:
         cancel.raise_if_cancelled()
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr`` cut to ``limit`` characters: error messages quote hostile input without flooding."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class TrainingDiverged(FloatingPointError):
+    """A training's loss exploded or turned NaN/inf: the weights are no longer worth saving."""
+
+
+class DivergenceMonitor:
+    """Stops a training whose loss explodes, not only one whose loss turns NaN.
+
+    A too-high learning rate often leaves the loss finite but 10^10-10^35 times its first
+    value (the model then draws noise). The median of the last ``window`` losses (a single
+    spike does not count) compared with the lowest loss level seen so far, including the
+    very first loss (explosions start at step 2 or 3), detects that; ``factor`` is far above
+    any fluctuation of a healthy GAN, VAE or style training.
+    """
+
+    def __init__(self, factor: float = 1000.0, window: int = 5) -> None:
+        self.factor = factor
+        self.recent: list[float] = []
+        self.window = window
+        self.reference = math.inf
+
+    def check(self, step: int, loss: float) -> None:
+        loss = float(loss)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"training diverged at step {step} (the loss is {loss}); the last checkpoint "
+                                   "is kept. Lower the learning rate and resume.")
+        self.recent = (self.recent + [abs(loss)])[-self.window:]
+        if len(self.recent) == 1:
+            self.reference = min(self.reference, self.recent[0])
+        if len(self.recent) < 3:
+            return
+        level = sorted(self.recent)[len(self.recent) // 2]
+        if level > self.factor * max(self.reference, 1e-12):
+            raise TrainingDiverged(f"training diverged at step {step}: the loss grew from {self.reference:.3g} to "
+                                   f"{level:.3g}; the last checkpoint is kept. Lower the learning rate and resume.")
+        self.reference = min(self.reference, level)

@@ -22,7 +22,7 @@ from ..common.checkpoints import (CheckpointError, fingerprint_arrays, fingerpri
                                   rng_state, restore_rng_state, save_checkpoint, save_training_state)
 from ..common.device import pick_device
 from ..common.images import ImageData, image_from_array, load_image, to_srgb, to_tensor, from_tensor
-from ..common.jobs import JobCancelled, ProgressCallback, CancelToken, report
+from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, report
 from .apply import MODEL_KIND
 from .data import load_training_frames, sample_batch
 from .features import build_feature_net, default_feature_spec
@@ -146,6 +146,7 @@ def train_style_model(style, frames, out_path, steps: int, *, config: StyleTrans
                                          "optimizer": optimizer.state_dict(), "rng": rng_state(generator)})
 
     total = steps
+    divergence = DivergenceMonitor()
     while step < total:
         if cancel is not None and cancel.cancelled:
             save(step)
@@ -163,6 +164,7 @@ def train_style_model(style, frames, out_path, steps: int, *, config: StyleTrans
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training diverged at step {step} (loss is {float(loss)}); "
                                      "lower the learning rate or the style weight")
+        divergence.check(step, float(loss))
         loss.backward()
         optimizer.step()
         step += 1

@@ -14,7 +14,7 @@ from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_trai
                                   save_training_state)
 from ..common.device import autocast, pick_device
 from ..common.images import ImageError, image_from_array, load_image, resize_rgb, to_srgb
-from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, report
+from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, report
 from ..common.perception import TextureFeatures
 from ..common.quality import RandomFeatureNet, sliced_wasserstein
 from .generate import KIND, TextureGenerator
@@ -299,6 +299,7 @@ def train_texture_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: st
         return out
 
     sync_every = host_sync_every(dev)
+    divergence = DivergenceMonitor()
     while step < steps:
         if cancel is not None and cancel.cancelled:
             save(step)
@@ -314,6 +315,8 @@ def train_texture_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: st
             if not all(math.isfinite(v) for v in losses.values()):
                 raise RuntimeError(f"training diverged at step {step} (losses {losses}); the last checkpoint "
                                    f"({out.name}) is kept - resume with a lower learning rate")
+            # Explosions show on the losses read back (every step on the CPU, every few on a GPU).
+            divergence.check(step, sum(losses.values()))
         if checkpoint_now:
             save(step)
         report(progress, step, steps, "", losses, preview() if show else None, extra=extra)

@@ -32,7 +32,7 @@ from ..common.checkpoints import (
 )
 from ..common.device import autocast, pick_device, seeded_generator
 from ..common.images import ImageError, from_tensor, load_rgb
-from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, check_cancel, report
+from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, check_cancel, report
 from ..common.perception import TextureFeatures
 from ..common.quality import feature_net, sliced_wasserstein
 from .model import TextureVAEConfig, TextureVAENet, kl_divergence
@@ -164,6 +164,7 @@ class VAETrainer:
             vstats = _stats_loss(self.net_f, varied.float(), target_feats, self.proj_gen)
             loss = loss + cfg.variation_stats_weight * vstats
             losses["vary_stats"] = vstats.detach()
+        losses["loss"] = loss.detach()  # the total, watched for explosions
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
@@ -233,6 +234,7 @@ def train_texture_vae(exemplars: Sequence[str | os.PathLike | np.ndarray], out_p
     extra = {"device": str(dev)}
     sync_every = 1 if dev.type == "cpu" else 25  # host reads stall a GPU's queue; the CPU loses nothing
     every = max(1, checkpoint_every)
+    divergence = DivergenceMonitor()
     for step in range(start, steps):
         try:
             check_cancel(cancel)
@@ -248,6 +250,7 @@ def train_texture_vae(exemplars: Sequence[str | os.PathLike | np.ndarray], out_p
             if not all(math.isfinite(v) for v in values):
                 raise FloatingPointError(f"training diverged at step {done} (losses {losses}); the last "
                                          "checkpoint is kept. Lower the learning rate and resume.")
+            divergence.check(done, losses["loss"])  # explosions, not only NaN
         preview = None
         if checkpoint_now:
             preview = np.concatenate([from_tensor(trainer.batch[0]),

@@ -128,7 +128,7 @@ def test_training_moves_statistics_towards_exemplar(trained, exemplar):
 def test_tiled_generation_equals_untiled(model):
     for tileable in (True, False):
         whole = model.generate(100, 76, seed=4, tileable=tileable)
-        tiled = model.generate(100, 76, seed=4, tileable=tileable, tile_size=16)
+        tiled = model.generate(100, 76, seed=4, tileable=tileable, tile_size=64)  # the smallest tile: 2x2 tiles here
         if ON_CPU:
             np.testing.assert_allclose(tiled, whole, atol=1e-5)
         else:  # bf16 autocast: other shapes round differently
@@ -248,7 +248,7 @@ def test_cli_through_core_dispatcher(trained, tmp_path):
 
     out = tmp_path / "dispatch.png"
     assert main(["--device", DEVICE.type, "texture", "generate", "--model", str(trained[1]), "--width", "31",
-                 "--height", "17", "--seed", "2", "--out", str(out), "--tile-size", "16"]) == 0
+                 "--height", "17", "--seed", "2", "--out", str(out), "--tile-size", "64"]) == 0
     expected = load_texture_gan(trained[1]).generate(31, 17, seed=2, tileable=False)
     assert np.abs(load_rgb(out) - expected).max() <= 1 / 255 + 1e-6  # 8-bit PNG rounding only
 
@@ -264,3 +264,30 @@ def test_cuda_generates_4096_and_tiles_match(trained):
     cpu = load_texture_gan(trained[1], device="cpu").generate(1000, 600, seed=2)
     assert np.abs(whole - cpu).mean() < 5e-3  # same noise on every device
     assert model.last_message == ""  # no fallback on a card with room
+
+
+def test_periodic_resize_works_per_channel_in_single_precision():
+    # issue 13.8: one complex128 FFT of the whole canvas took ~4x the memory; the result must not change
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from core.texture_gan.generate import periodic_resize
+    x = torch.rand(1, 3, 64, 48, generator=torch.Generator().manual_seed(0))
+    y = periodic_resize(x, 61, 45)
+    ref = x.double()
+    for dim, n_out in ((2, 61), (3, 45)):
+        n_in = ref.shape[dim]
+        keep = torch.cat([torch.arange((n_out + 1) // 2), torch.arange(n_in - n_out // 2, n_in)])
+        ref = torch.fft.ifft(torch.fft.fft(ref, dim=dim).index_select(dim, keep), dim=dim).real * (n_out / n_in)
+    assert y.shape == (1, 3, 61, 45) and y.dtype == torch.float32
+    assert (y.double() - ref).abs().max() < 1e-5
+    script = ("import resource, torch; from core.texture_gan.generate import periodic_resize;"
+              "x = torch.rand(1, 3, 2048, 2048); base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+              "periodic_resize(x, 2047, 2046);"
+              "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300,
+                         env={"PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    peak_mb = float(out.stdout.strip().splitlines()[-1])
+    assert peak_mb < 400, peak_mb  # the input is 48 MB; one complex128 transform of it needed ~770 MB
