@@ -20,8 +20,12 @@ def register(families) -> None:
     apply.add_argument("--out", required=True, help="output image file, or output folder for an animation")
     apply.add_argument("--strength", type=float, default=1.0, help="0 = unchanged input, 1 = fully stylized")
     apply.add_argument("--tile", type=int, default=None, help="process in tiles of this many pixels")
-    apply.add_argument("--steps", type=int, default=200, help="optimisation steps (style image only)")
-    apply.add_argument("--max-side", type=int, default=512, help="optimisation resolution (style image only)")
+    apply.add_argument("--steps", type=int, default=50,
+                       help="optimisation: L-BFGS steps at the coarsest scale (style image only)")
+    apply.add_argument("--refine-steps", type=int, default=None,
+                       help="optimisation: steps at each finer scale (default: a third of --steps)")
+    apply.add_argument("--max-side", type=int, default=1024,
+                       help="optimisation working size (longer side; larger frames are resized back up)")
     apply.add_argument("--style-loss", choices=("gram", "sliced_wasserstein"), default="gram")
     apply.add_argument("--preserve-color", choices=("none", "luminance", "histogram"), default="none")
     apply.add_argument("--temporal-weight", type=float, default=0.7, help="animation: reuse of the previous frame")
@@ -87,11 +91,15 @@ def run_apply(args: argparse.Namespace) -> int:
     style_path, input_path, out = Path(args.style), Path(args.input), Path(args.out)
     is_model = style_path.suffix.lower() == ".safetensors"
     preserve = None if args.preserve_color == "none" else args.preserve_color
+    optimisation = dict(steps=args.steps, refine_steps=args.refine_steps, preserve_color=preserve or False,
+                        style_loss=args.style_loss, max_side=args.max_side, device=args.device,
+                        vgg19_weights=args.vgg19, cancel=getattr(args, "cancel", None))
     if input_path.is_dir():
-        if not is_model:
-            raise ValueError("animations need a trained model (.safetensors); train one with "
-                             "'python -m core style train' or stylize single frames with a style image")
-        model = StyleModel.load(style_path, args.device)
+        if is_model:
+            model = StyleModel.load(style_path, args.device)
+        else:  # any painting: optimisation per frame, warm-started from the previous frame warped by motion
+            from ..style.optimize import OptimizationStylizer
+            model = OptimizationStylizer(load_image(style_path), **optimisation)
         files = _frame_files(input_path)
         flows = None
         if args.flows:
@@ -123,10 +131,8 @@ def run_apply(args: argparse.Namespace) -> int:
         result = StyleModel.load(style_path, args.device).stylize(image, args.strength, args.tile,
                                                                   cancel=getattr(args, "cancel", None))
     else:
-        result = stylize_optimize(image, load_image(style_path), steps=args.steps, strength=args.strength,
-                                  preserve_color=preserve or False, style_loss=args.style_loss,
-                                  max_side=args.max_side, device=args.device, vgg19_weights=args.vgg19,
-                                  progress=ProgressBar("style"), cancel=getattr(args, "cancel", None))
+        result = stylize_optimize(image, load_image(style_path), strength=args.strength,
+                                  progress=ProgressBar("style"), **optimisation)
     save_image(out, result, bit_depth=16 if result.bit_depth == 16 else 8)
     print(f"wrote {out}")
     return 0
