@@ -72,6 +72,14 @@ def submit(kind: str, params: dict, label: str = "", on_done: Callable[[Job], No
     return job
 
 
+def core_has_job(kind: str) -> bool:
+    """Whether the core the worker runs knows a job kind (features that arrive with a newer core)."""
+    try:
+        return kind in core_access.core_module("worker").JOB_KINDS
+    except Exception:  # noqa: BLE001 - an import problem shows when a job runs
+        return False
+
+
 def should_wait(wait: bool | None) -> bool:
     return bool(bpy.app.background) if wait is None else bool(wait)
 
@@ -161,16 +169,25 @@ def _after_job() -> None:
 
 
 def _notify_error(job: Job) -> None:
+    """Print the error, and show it in a popup only where one can open.
+
+    Timers run without a window in the context; ``popup_menu`` there crashes
+    Blender (a segmentation fault in ``blender -b``), so the popup gets an
+    explicit window and is skipped without an interface. The Jobs panel and the
+    status bar show the error either way.
+    """
     print(f"Neural Textures: {job.label} failed: {job.error}", file=sys.stderr)
     wm = bpy.context.window_manager
-    if wm is None or not wm.windows:
+    if bpy.app.background or wm is None or not wm.windows:
         return
+    window = bpy.context.window or wm.windows[0]
 
     def draw(menu, _context):
         for line in _wrap(job.error, 80):
             menu.layout.label(text=line)
 
-    wm.popup_menu(draw, title=f"{job.label} failed", icon="ERROR")
+    with bpy.context.temp_override(window=window, screen=window.screen):
+        wm.popup_menu(draw, title=f"{job.label} failed", icon="ERROR")
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -211,7 +228,7 @@ def shutdown() -> None:
     if bpy.app.timers.is_registered(poll_timer):
         bpy.app.timers.unregister(poll_timer)
     if _manager is not None:
-        _manager.stop_worker(timeout=10)
+        _manager.stop_worker()  # never blocks more than about a second
         _manager = None
     if _workdir is not None:
         import shutil

@@ -32,6 +32,11 @@ def deps_dir() -> Path:
     return user_dir("deps")
 
 
+def results_dir() -> Path:
+    """Where results live as files before they are packed on save (or for good, with External results)."""
+    return user_dir("results")
+
+
 class _Defaults:
     """Stand-in with the default values when the add-on's preferences are not registered."""
     device = "AUTO"
@@ -40,6 +45,7 @@ class _Defaults:
     worker_threads = 0
     torch_variant = "CPU"
     keep_worker = True
+    result_storage = "PACK"
 
 
 def get_prefs(context=None):
@@ -96,6 +102,14 @@ class NEURAL_AP_preferences(bpy.types.AddonPreferences):
         description="Keep models loaded between jobs (faster); off stops the worker after each job, "
                     "freeing GPU memory")
 
+    result_storage: EnumProperty(
+        name="Results",
+        description="Where generated and stylized images are kept when the .blend is saved",
+        items=[("PACK", "Pack on Save", "Packed into the .blend when saving (the file carries them)"),
+               ("EXTERNAL", "External Files", "Kept as image files in the add-on's results folder "
+                                             "(smaller .blend; the files must travel with it)")],
+        default="PACK")
+
     def draw(self, context):
         from . import job_queue
         from .operators import dependencies as dependencies_state
@@ -103,6 +117,7 @@ class NEURAL_AP_preferences(bpy.types.AddonPreferences):
         col = layout.column()
         col.prop(self, "device")
         col.prop(self, "library_dir")
+        col.prop(self, "result_storage")
         row = col.row(align=True)
         row.label(text=f"Bundled models: {core_access.models_dir()}", icon="ASSET_MANAGER")
 

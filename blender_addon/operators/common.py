@@ -13,6 +13,11 @@ WAIT_PROPERTY = BoolProperty(name="Wait", default=False, options={"HIDDEN", "SKI
                              description="Run to completion before returning (scripts); always on in background mode")
 
 
+def texture_poll(context) -> bool:
+    """Texture operators need the add-on's scene settings (a scene with the add-on enabled)."""
+    return getattr(getattr(context, "scene", None), "neural_texture", None) is not None
+
+
 def option(op, settings, name: str, settings_name: str | None = None):
     """The operator's value when the caller set it, else the scene setting shown in the panel."""
     if op.properties.is_property_set(name) or settings is None:

@@ -18,7 +18,7 @@ NO_STYLE_MODEL = "No style model: pick a bundled style or train one"
 
 def _style_model(op, settings) -> str:
     """The chosen style model's absolute path, or '' when there is none on disk."""
-    model = op.model or models.resolve(settings.model, "style")
+    model = op.model or models.resolve(settings.model_ref, "style")
     model = bpy.path.abspath(model) if model else ""
     return model if model and Path(model).is_file() else ""
 
@@ -35,21 +35,30 @@ def stylize_render_or_image(scene, source: str, image: str, model: str, strength
     if painting:
         painting_file = str(image_bridge.export_image(get_image(painting, "style painting"), workdir_inputs(),
                                                       keep_alpha=False))
+    # Scene-linear pixels travel HDR-encoded (highlights above 1.0 survive) and are decoded on return.
     if source == "RENDER":
-        path = image_bridge.render_result_to_file(scene, workdir_inputs(), linear=render_colors == "LINEAR")
+        hdr = render_colors == "LINEAR"
+        path = image_bridge.render_result_to_file(scene, workdir_inputs(), linear=hdr)
         title = f"Render Stylized ({painting or Path(model).stem})"
+        like_name = ""
     else:
         blender_image = get_image(image, "image to stylize")
-        path = image_bridge.export_image(blender_image, workdir_inputs())
+        hdr = image_bridge.is_linear(blender_image)
+        path = image_bridge.export_image(blender_image, workdir_inputs(), hdr=hdr)
         title = f"{blender_image.name} Stylized"
+        like_name = blender_image.name
     scene_name = scene.name
 
     def on_done(job):
         if job.state == "done":
-            result = image_bridge.load_result(job.result["image"], title)
+            like = bpy.data.images.get(like_name) if like_name else None
+            result = image_bridge.load_result(job.result["image"], title, like=like, hdr=hdr)
+            if result.is_float and source == "RENDER":
+                result.use_view_as_render = True  # shown with the scene's view transform, like the render
             job.outputs.update(image=result.name, summary=f"created '{result.name}'")
             target = scene_by_name(scene_name)
             if target is not None:
+                image_bridge.keep_as_latest(result, target.neural_style.last_image)
                 target.neural_style.last_image = result.name
 
     label = f"{label_prefix} {'render' if source == 'RENDER' else image}"
@@ -60,6 +69,17 @@ def stylize_render_or_image(scene, source: str, image: str, model: str, strength
                                 label=f"{label} like '{painting}'", on_done=on_done, wait=wait)
     return job_queue.submit("style.stylize", {"model": model, "image": str(path), "strength": strength},
                             label=label, on_done=on_done, wait=wait)
+
+
+def output_folder(chosen: str, frames_folder: Path) -> str:
+    """An absolute output folder, always: the worker runs elsewhere and a relative path would land (and be
+    deleted) in its temporary folder. '//' paths need a saved .blend; in an unsaved one they go beside the
+    frames folder (``<frames>_stylized``, or the named subfolder)."""
+    chosen = chosen or "//stylized/"
+    if chosen.startswith("//") and not bpy.data.filepath:
+        name = chosen[2:].strip("/\\") or "stylized"
+        return str(frames_folder.parent / (f"{frames_folder.name}_{name}"))
+    return str(Path(bpy.path.abspath(chosen)).resolve())
 
 
 class NEURAL_OT_stylize_image(bpy.types.Operator):
@@ -129,13 +149,11 @@ class NEURAL_OT_stylize_animation(bpy.types.Operator):
         if not model:
             return fail(self, NO_STYLE_MODEL)
         frames_dir = option(self, settings, "frames_dir") or str(Path(bpy.path.abspath(context.scene.render.filepath)).parent)
-        output_dir = bpy.path.abspath(option(self, settings, "output_dir") or "//stylized/")
-        if not output_dir or output_dir.startswith("//"):
-            return fail(self, "Save the .blend first or choose an absolute output folder")
         try:
             frames = image_bridge.image_files_in(frames_dir)
         except BridgeError as exc:
             return fail(self, str(exc))
+        output_dir = output_folder(option(self, settings, "output_dir"), frames[0].parent)
         if Path(output_dir).resolve() == frames[0].parent.resolve():
             return fail(self, "The output folder must differ from the frames folder (frames are never overwritten)")
 

@@ -17,7 +17,7 @@ NO_MODEL = "No variation model: train one (Train From Image, type Variation Mode
 
 def _model(op, settings) -> str:
     """The chosen variation model's absolute path, or '' when there is none on disk."""
-    model = op.model or models.resolve(settings.model, "texture_vae")
+    model = op.model or models.resolve(settings.model_ref, "texture_vae")
     model = bpy.path.abspath(model) if model else ""
     return model if model and Path(model).is_file() else ""
 
@@ -52,7 +52,8 @@ class NEURAL_OT_vae_variations(bpy.types.Operator):
         for index in range(count):
             def on_done(job, index=index):
                 if job.state == "done":
-                    image = image_bridge.load_result(job.result["image"], f"{source_name} Variation {index + 1}")
+                    image = image_bridge.load_result(job.result["image"], f"{source_name} Variation {index + 1}",
+                                                     like=bpy.data.images.get(source_name))
                     job.outputs.update(image=image.name, summary=f"created '{image.name}'")
             jobs.append(job_queue.submit("texture_vae.vary",
                                          {"model": model, "image": source_file, "strength": strength,
@@ -95,12 +96,12 @@ class NEURAL_OT_vae_blend(bpy.types.Operator):
                 if mask_name else None
         except BridgeError as exc:
             return fail(self, str(exc))
-        title = f"Blend {first.name} + {second.name}"
+        title, first_name = f"Blend {first.name} + {second.name}", first.name
         width, height = first.size[:]
 
         def on_done(job):
             if job.state == "done":
-                image = image_bridge.load_result(job.result["image"], title)
+                image = image_bridge.load_result(job.result["image"], title, like=bpy.data.images.get(first_name))
                 job.outputs.update(image=image.name, summary=f"created '{image.name}'")
 
         job = job_queue.submit("texture_vae.blend",
