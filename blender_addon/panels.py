@@ -168,7 +168,7 @@ def draw_style_animation(layout, context) -> None:
         col = layout.column(align=True)
         col.label(text="Flicker-free: render the Vector pass", icon="INFO")
         col.label(text="to OpenEXR MultiLayer frames")
-        col.operator("neural.setup_motion_vectors", icon="ORIENTATION_VIEW")
+        col.operator("neural.setup_motion_vectors", text="Set Up Motion Vectors", icon="ORIENTATION_VIEW")
     layout.operator("neural.stylize_animation", text="Stylize Frames", icon="SEQUENCE")
 
 

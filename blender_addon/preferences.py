@@ -93,7 +93,7 @@ class NEURAL_AP_preferences(bpy.types.AddonPreferences):
         name="CPU Threads", min=0, max=256, default=0,
         description="PyTorch CPU threads in the worker (0: PyTorch's default)")
     torch_variant: EnumProperty(
-        name="PyTorch Build",
+        name="PyTorch Build", description="Which PyTorch the installer downloads",
         items=[("CPU", "CPU", "Smaller download, runs everywhere"),
                ("CUDA", "CUDA 12", "For NVIDIA GPUs (large download)")],
         default="CPU")
@@ -127,8 +127,8 @@ class NEURAL_AP_preferences(bpy.types.AddonPreferences):
         box.prop(self, "worker_threads")
         box.prop(self, "keep_worker")
         row = box.row(align=True)
-        row.operator("neural.worker_diagnostics", icon="INFO")
-        row.operator("neural.stop_worker", icon="CANCEL")
+        row.operator("neural.worker_diagnostics", text="Check Worker", icon="INFO")
+        row.operator("neural.stop_worker", text="Stop Worker", icon="CANCEL")
         info = job_queue.diagnostics_text()
         if info:
             for line in info.splitlines():
@@ -141,7 +141,7 @@ class NEURAL_AP_preferences(bpy.types.AddonPreferences):
         state = dependencies_state.STATE
         row = box.row()
         row.enabled = not state.running
-        row.operator("neural.install_dependencies", icon="IMPORT")
+        row.operator("neural.install_dependencies", text="Install PyTorch", icon="IMPORT")
         if not bpy.app.online_access:
             box.label(text="Online access is off (Preferences > System > Network): the installer is disabled",
                       icon="ERROR")

@@ -71,6 +71,10 @@ def stylize_render_or_image(scene, source: str, image: str, model: str, strength
                             label=label, on_done=on_done, wait=wait)
 
 
+def style_poll(context) -> bool:
+    return getattr(getattr(context, "scene", None), "neural_style", None) is not None
+
+
 def output_folder(chosen: str, frames_folder: Path) -> str:
     """An absolute output folder, always: the worker runs elsewhere and a relative path would land (and be
     deleted) in its temporary folder. '//' paths need a saved .blend; in an unsaved one they go beside the
@@ -85,22 +89,28 @@ def output_folder(chosen: str, frames_folder: Path) -> str:
 class NEURAL_OT_stylize_image(bpy.types.Operator):
     """Stylize the last render or an image into a new image with a style model"""
     bl_idname = "neural.stylize_image"
-    bl_label = "Stylize"
-    bl_options = {"REGISTER"}
+    bl_label = "Neural Textures: Stylize Image"
+    bl_options = {"REGISTER", "UNDO"}
 
-    source: EnumProperty(name="Source", items=[("RENDER", "Render Result", ""), ("IMAGE", "Image", "")])
-    image: StringProperty(name="Image")
-    model: StringProperty(name="Style Model File")
-    strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0)
-    render_colors: EnumProperty(name="Render Colors", items=[("DISPLAY", "As Displayed", ""),
-                                                             ("LINEAR", "Scene Linear", "")])
-    method: EnumProperty(name="Method", items=[("MODEL", "Style Model", "Fast: a trained style model"),
-                                               ("PAINTING", "Any Painting", "Slow: match a painting by optimisation")])
+    source: EnumProperty(name="Source", description="What to stylize",
+                         items=[("RENDER", "Render Result", "The last render"), ("IMAGE", "Image", "A Blender image")])
+    image: StringProperty(name="Image", description="Image to stylize (source Image)")
+    model: StringProperty(name="Style Model File", description="Style model (.safetensors); empty: the panel's choice")
+    strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0,
+                            description="0 keeps the original, 1 is the full style")
+    render_colors: EnumProperty(name="Render Colors", description="Which values of the render are stylized",
+                                items=[("DISPLAY", "As Displayed", "With the scene's view transform"),
+                                       ("LINEAR", "Scene Linear", "Scene-linear values, highlights above 1.0 kept")])
+    method: EnumProperty(name="Method", description="How the style is applied",
+                         items=[("MODEL", "Style Model", "Fast: a trained style model"),
+                                ("PAINTING", "Any Painting", "Slow: match a painting by optimisation")])
     style_image: StringProperty(name="Painting", description="Blender image with the painting (method Any Painting)")
-    steps: IntProperty(name="Steps", default=100, min=1, max=5000)
+    steps: IntProperty(name="Steps", default=100, min=1, max=5000, description="Optimisation steps (Any Painting)")
     max_side: IntProperty(name="Max Side", default=512, min=32, max=4096,
                           description="Optimisation works at most at this size (the result is scaled back)")
     wait: WAIT_PROPERTY
+
+    poll = classmethod(lambda cls, context: style_poll(context))
 
     def execute(self, context):
         settings = context.scene.neural_style
@@ -130,18 +140,24 @@ class NEURAL_OT_stylize_image(bpy.types.Operator):
 class NEURAL_OT_stylize_animation(bpy.types.Operator):
     """Stylize every frame in a folder of rendered frames into an output folder (temporally smoothed)"""
     bl_idname = "neural.stylize_animation"
-    bl_label = "Stylize Frames"
+    bl_label = "Neural Textures: Stylize Frames"
     bl_options = {"REGISTER"}
 
-    frames_dir: StringProperty(name="Frames", subtype="DIR_PATH")
-    output_dir: StringProperty(name="Output", subtype="DIR_PATH")
-    model: StringProperty(name="Style Model File")
-    strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0)
-    temporal_weight: FloatProperty(name="Temporal Smoothing", default=0.7, min=0.0, max=0.95)
+    frames_dir: StringProperty(name="Frames", subtype="DIR_PATH", description="Folder with the rendered frames")
+    output_dir: StringProperty(name="Output", subtype="DIR_PATH",
+                               description="Folder for the stylized frames (in an unsaved file, '//' paths go "
+                                           "beside the frames folder)")
+    model: StringProperty(name="Style Model File", description="Style model (.safetensors); empty: the panel's choice")
+    strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0,
+                            description="0 keeps the original, 1 is the full style")
+    temporal_weight: FloatProperty(name="Temporal Smoothing", default=0.7, min=0.0, max=0.95,
+                                   description="How much each frame follows the previous one (less flicker)")
     use_motion_vectors: BoolProperty(
         name="Use Motion Vectors", default=True,
         description="Use the Vector pass of OpenEXR MultiLayer frames as exact motion (else motion is estimated)")
     wait: WAIT_PROPERTY
+
+    poll = classmethod(lambda cls, context: style_poll(context))
 
     def execute(self, context):
         settings = context.scene.neural_style
@@ -175,8 +191,10 @@ class NEURAL_OT_stylize_animation(bpy.types.Operator):
 class NEURAL_OT_setup_motion_vectors(bpy.types.Operator):
     """Render for flicker-free stylization: Vector pass on, motion blur off, OpenEXR MultiLayer output"""
     bl_idname = "neural.setup_motion_vectors"
-    bl_label = "Set Up Motion Vectors"
+    bl_label = "Neural Textures: Set Up Motion Vectors"
     bl_options = {"REGISTER", "UNDO"}
+
+    poll = classmethod(lambda cls, context: style_poll(context))
 
     def execute(self, context):
         scene = context.scene
@@ -195,16 +213,19 @@ class NEURAL_OT_setup_motion_vectors(bpy.types.Operator):
 class NEURAL_OT_train_style_model(bpy.types.Operator):
     """Train a fast style model from a painting, on rendered frames; saved to the model library"""
     bl_idname = "neural.train_style_model"
-    bl_label = "Train Style"
+    bl_label = "Neural Textures: Train Style Model"
     bl_options = {"REGISTER"}
 
-    style_image: StringProperty(name="Style Image")
-    frames_dir: StringProperty(name="Frames", subtype="DIR_PATH")
-    name: StringProperty(name="Name", default="my_style")
-    steps: IntProperty(name="Steps", default=2000, min=1)
+    style_image: StringProperty(name="Style Image", description="Blender image with the painting to learn")
+    frames_dir: StringProperty(name="Frames", subtype="DIR_PATH",
+                               description="Rendered frames to train on (empty: frames the core makes itself)")
+    name: StringProperty(name="Name", default="my_style", description="File name in the model library")
+    steps: IntProperty(name="Steps", default=2000, min=1, description="Training steps (more is better and slower)")
     config: StringProperty(name="Config (JSON)", options={"HIDDEN"},
                            description="Advanced: StyleTransferConfig overrides as a JSON object")
     wait: WAIT_PROPERTY
+
+    poll = classmethod(lambda cls, context: style_poll(context))
 
     def execute(self, context):
         settings = context.scene.neural_style
@@ -229,11 +250,8 @@ class NEURAL_OT_train_style_model(bpy.types.Operator):
             models.refresh()
             if job.result.get("model"):
                 scene = scene_by_name(scene_name)
-                try:
-                    if scene is not None:
-                        scene.neural_style.model = job.result["model"]
-                except TypeError:
-                    pass
+                if scene is not None:
+                    models.choose(scene.neural_style, job.result["model"])
                 job.outputs["summary"] = f"style saved to {job.result['model']}"
 
         job = job_queue.submit("style.train", {"style": style_file, "frames": frames,

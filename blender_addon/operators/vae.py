@@ -22,18 +22,25 @@ def _model(op, settings) -> str:
     return model if model and Path(model).is_file() else ""
 
 
+def vae_poll(context) -> bool:
+    return getattr(getattr(context, "scene", None), "neural_vae", None) is not None
+
+
 class NEURAL_OT_vae_variations(bpy.types.Operator):
     """Make new variations of a texture image (each a new image)"""
     bl_idname = "neural.vae_variations"
-    bl_label = "Make Variations"
-    bl_options = {"REGISTER"}
+    bl_label = "Neural Textures: Make Variations"
+    bl_options = {"REGISTER", "UNDO"}
 
-    image: StringProperty(name="Image")
-    model: StringProperty(name="Model File")
-    strength: FloatProperty(name="Strength", default=0.5, min=0.0, max=3.0)
-    count: IntProperty(name="Count", default=4, min=1, max=16)
-    seed: IntProperty(name="Seed", default=0, min=0)
+    image: StringProperty(name="Image", description="Image to make variations of; empty: the panel's choice")
+    model: StringProperty(name="Model File", description="Variation model (.safetensors); empty: the panel's choice")
+    strength: FloatProperty(name="Strength", default=0.5, min=0.0, max=3.0,
+                            description="How far variations may wander from the texture")
+    count: IntProperty(name="Count", default=4, min=1, max=16, description="How many variations to make")
+    seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same variations")
     wait: WAIT_PROPERTY
+
+    poll = classmethod(lambda cls, context: vae_poll(context))
 
     def execute(self, context):
         settings = context.scene.neural_vae
@@ -72,15 +79,17 @@ class NEURAL_OT_vae_variations(bpy.types.Operator):
 class NEURAL_OT_vae_blend(bpy.types.Operator):
     """Blend two textures through the model's latent space, evenly or through a mask image"""
     bl_idname = "neural.vae_blend"
-    bl_label = "Blend Textures"
-    bl_options = {"REGISTER"}
+    bl_label = "Neural Textures: Blend Textures"
+    bl_options = {"REGISTER", "UNDO"}
 
-    image: StringProperty(name="First Image")
-    image_b: StringProperty(name="Second Image")
+    image: StringProperty(name="First Image", description="First texture; empty: the panel's choice")
+    image_b: StringProperty(name="Second Image", description="Second texture; empty: the panel's choice")
     mask: StringProperty(name="Mask Image", description="Optional; white takes the second texture")
-    model: StringProperty(name="Model File")
-    t: FloatProperty(name="Blend", default=0.5, min=0.0, max=1.0)
+    model: StringProperty(name="Model File", description="Variation model (.safetensors); empty: the panel's choice")
+    t: FloatProperty(name="Blend", default=0.5, min=0.0, max=1.0, description="0 is the first texture, 1 the second")
     wait: WAIT_PROPERTY
+
+    poll = classmethod(lambda cls, context: vae_poll(context))
 
     def execute(self, context):
         settings = context.scene.neural_vae
@@ -111,5 +120,26 @@ class NEURAL_OT_vae_blend(bpy.types.Operator):
         return finish(self, job)
 
 
-classes = (NEURAL_OT_vae_variations, NEURAL_OT_vae_blend)
+class NEURAL_OT_more_like_this(bpy.types.Operator):
+    """Make a new family of variations around this one: it becomes the texture the next variations start from"""
+    bl_idname = "neural.more_like_this"
+    bl_label = "Neural Textures: More Like This"
+    bl_options = {"REGISTER", "UNDO"}
+
+    image: StringProperty(name="Variation", description="The variation to centre the next family on")
+    wait: WAIT_PROPERTY
+
+    poll = classmethod(lambda cls, context: vae_poll(context))
+
+    def execute(self, context):
+        settings = context.scene.neural_vae
+        image = bpy.data.images.get(self.image)
+        if image is None:
+            return fail(self, f"there is no image named '{self.image}' in this file")
+        settings.image = image  # the panel follows: the chosen variation is the new centre
+        settings.seed += settings.count  # new seeds: a new family, not the same variations again
+        return bpy.ops.neural.vae_variations(image=image.name, seed=settings.seed, wait=self.wait)
+
+
+classes = (NEURAL_OT_vae_variations, NEURAL_OT_vae_blend, NEURAL_OT_more_like_this)
 register, unregister = bpy.utils.register_classes_factory(classes)
