@@ -12,7 +12,7 @@ Modules: ``preferences`` (device, library, worker Python, installer),
 ``image_bridge`` (Blender images <-> files), ``materials``.
 """
 
-from . import handlers, job_queue, models, operators, panels, preferences, properties
+from . import handlers, job_queue, models, operators, panels, preferences, preview, properties
 
 # Registration order; unregister runs it backwards.
 MODULES = (preferences, models, properties, operators, panels, handlers)
@@ -24,6 +24,7 @@ def register():
 
 
 def unregister():
+    preview.unregister()
     job_queue.shutdown()  # timer, worker process, temp files
     for module in reversed(MODULES):
         module.unregister()

@@ -10,7 +10,7 @@ import textwrap
 
 import bpy
 
-from . import job_queue, models
+from . import image_bridge, job_queue, models, preview
 
 CATEGORY = "Neural Textures"
 STATE_ICONS = {"starting": "SORTTIME", "queued": "SORTTIME", "running": "PLAY", "done": "CHECKMARK",
@@ -57,6 +57,11 @@ def draw_generate(layout, context) -> None:
     box = layout.box()
     box.label(text="From Model", icon="ASSET_MANAGER")
     _model_picker(box, settings, "texture_gan")
+    box.prop(settings, "live_preview")
+    if settings.live_preview and preview.latest_path:
+        icon = models.preview_icon(preview.latest_path)
+        if icon:
+            box.template_icon(icon_value=icon, scale=6.0)
     box.operator("neural.generate_texture", text="Generate from Model", icon="TEXTURE")
 
 
@@ -115,6 +120,13 @@ def draw_vae(layout, context) -> None:
     col.prop(settings, "count")
     col.prop(settings, "seed")
     layout.operator("neural.vae_variations", text="Make Variations", icon="SHADERFX")
+    if settings.image is not None:  # the family made from this texture: pick one to explore around it
+        prefix = f"{settings.image.name} Variation "
+        family = [i for i in bpy.data.images if i.name.startswith(prefix) and i.get(image_bridge.RESULT_TAG)]
+        for image in family[-8:]:
+            row = layout.row(align=True)
+            row.label(text=image.name, icon="IMAGE_DATA")
+            row.operator("neural.more_like_this", text="More Like This", icon="DUPLICATE").image = image.name
 
 
 def draw_vae_blend(layout, context) -> None:

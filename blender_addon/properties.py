@@ -6,7 +6,7 @@ import bpy
 from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
                        StringProperty)
 
-from . import models
+from . import models, preview
 
 # The largest texture side the panel offers; bigger ones are refused with a message, never clamped.
 MAX_SIZE = 8192
@@ -22,6 +22,10 @@ def _model_enum(kind: str, description: str) -> EnumProperty:
 
 MODEL_REF = dict(name="Model Reference", options={"HIDDEN"},
                  description="The chosen model as saved in the .blend: bundled:<file>, library:<file> or a path")
+
+
+def _update_preview(self, context):
+    preview.on_setting_changed(self, context)
 
 
 def _update_tile_scale(self, context):
@@ -43,14 +47,19 @@ class NeuralTextureSettings(bpy.types.PropertyGroup):
                        description="Width of the new texture in pixels")
     height: IntProperty(name="Height", default=1024, min=16, max=MAX_SIZE, subtype="PIXEL",
                         description="Height of the new texture in pixels")
-    seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same texture")
+    seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same texture",
+                      update=_update_preview)
+    live_preview: BoolProperty(name="Live Preview", default=False,
+                               description="Show a small preview that follows seed and variation as you change them",
+                               update=_update_preview)
     tile_scale: FloatProperty(name="Tile Scale", default=1.0, min=0.01, soft_max=20.0,
                               description="How often the texture repeats across the surface (Mapping node "
                                           "scale of the material on the active object)",
                               update=_update_tile_scale)
     tileable: BoolProperty(name="Tileable", default=True, description="Seamless when repeated")
     variation: FloatProperty(name="Variation", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
-                             description="How far the texture wanders from the exemplar's look across the image")
+                             description="How far the texture wanders from the exemplar's look across the image",
+                             update=_update_preview)
     make_material: BoolProperty(name="Make Material", default=True,
                                 description="Also make (or update) a material with the texture on the "
                                             "selected objects")

@@ -263,13 +263,17 @@ def test_material_has_mapping_tile_scale_box_projection_and_updates_in_place(tin
 # ---- 3: stopping, sizes, progress, imports ----------------------------------------------------------------------
 
 def test_stop_worker_returns_within_a_second_during_a_busy_job(tiny_models):
+    """A big generate is one long computation that does not see a cancel at once: stopping must not wait."""
     from blender_addon import job_queue
-    job = job_queue.submit("selftest", {"steps": 100000, "delay": 0.01}, label="busy", wait=False)
+    job = job_queue.submit("texture_gan.generate", {"model": str(tiny_models["texture_gan"]), "width": 4096,
+                                                    "height": 4096, "seed": 0}, label="busy", wait=False)
     deadline = time.monotonic() + 60
     while job.state != "running":
         job_queue.poll_timer()
         assert time.monotonic() < deadline
         time.sleep(0.02)
+    time.sleep(0.5)  # inside the computation
+    assert job.active
     process = job_queue.manager().client.proc
     started = time.perf_counter()
     assert bpy.ops.neural.stop_worker() == {"FINISHED"}

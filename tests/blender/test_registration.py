@@ -39,10 +39,10 @@ def _our_handlers() -> list:
 
 
 def _timers_registered() -> bool:
-    from blender_addon import handlers, job_queue
+    from blender_addon import handlers, job_queue, preview
     from blender_addon.operators import dependencies
     return any(bpy.app.timers.is_registered(f)
-               for f in (job_queue.poll_timer, handlers._deferred, dependencies._check_done))
+               for f in (job_queue.poll_timer, handlers._deferred, dependencies._check_done, preview.tick))
 
 
 def test_enable_disable_twice_leaves_nothing(addon):
