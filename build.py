@@ -179,12 +179,24 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    """The hypothesis fuzz run of the worker protocol and the image loader, with its figures."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NEURAL_TEXTURES_DEVICE="cpu", NEURAL_FUZZ_EXAMPLES=str(args.examples),
+               NEURAL_FUZZ_REPORT="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "core" / "test_fuzz_protocol.py"), "-q", "-s",
+           "-p", "no:cacheprovider"]
+    print("build.py:", " ".join(cmd), f"({args.examples} examples each)", flush=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+
+
 COMMANDS = {
     "demo": (cmd_demo, "run the main job headless in Blender on the bundled models; results in demo_output/"),
     "test": (cmd_test, "run every test (pytest; GPU tests skip without a GPU)"),
     "package": (cmd_package, "build the Blender extension zip into dist/"),
     "models": (cmd_models, "retrain the bundled default models (GPU when present) and their manifest"),
     "bench": (cmd_bench, "measure speed and quality (Markdown + JSON report in bench_output/)"),
+    "fuzz": (cmd_fuzz, "fuzz the worker protocol and the image loader (hypothesis) and print the figures"),
 }
 
 
@@ -204,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--steps-scale", type=float, default=1.0, help="scale every recipe's steps (quick trials)")
             p.add_argument("--quality-only", action="store_true",
                            help="only re-measure the quality figures and thumbnails of trained models")
+        if name == "fuzz":
+            p.add_argument("--examples", type=int, default=2000, help="hypothesis examples per fuzz test")
         if name == "bench":
             p.add_argument("--quick", action="store_true", help="small sizes and steps (a smoke run)")
             p.add_argument("--only", nargs="*", choices=["texture_gan", "texture_vae", "style"], help="families to run")

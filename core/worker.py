@@ -15,15 +15,26 @@ Events, one JSON object per line on stdout::
 
     {"event": "ready", "pid": ..., "version": ..., "python": ...}
     {"event": "queued", "id": ..., "position": n}
-    {"event": "started", "id": ...}
+    {"event": "started", "id": ..., "kind": ..., "lane": "train" | "interactive", "device": "cpu"}
     {"event": "progress", "id": ..., "step": s, "total": t, "fraction": f,
      "message": ..., "losses": {...}, "preview": "/tmp/.../preview.png" | null}
-    {"event": "done", "id": ..., "result": {...}}
+    {"event": "done", "id": ..., "result": {...}, "seconds": s, "device": "cuda:0 NVIDIA H100"}
     {"event": "cancelled", "id": ..., "result": {...}}
     {"event": "error", "id": ..., "error_type": "ImageError", "message": ..., "traceback": ...}
     {"event": "pong"} / {"event": "bye"} / {"event": "protocol_error", "message": ...}
+    {"event": "runner_restarted", "lane": ..., "message": ...}   # a bug stopped a lane; it runs again
 
-One job runs at a time; the others wait in a FIFO queue. Images travel as
+Two lanes run at once, each a FIFO queue with one job at a time: training jobs
+(kinds ending in ".train") in the "train" lane, every other job in the
+"interactive" one, so a generate or stylize never waits behind a training.
+
+Every request is checked before it is queued: job ids are 1-128 characters of
+``A-Z a-z 0-9 . _ -`` (starting with a letter or digit) and unique in the
+session; each kind declares its parameters (``JOB_PARAMS``: types and ranges;
+unknown ones are refused). Results go into the work folder; an explicit
+``output`` must lie in the work folder or a folder given with
+``--allow-output``, and existing files are only replaced with
+``"overwrite": true``. Images travel as
 files: inputs are paths (PNG/JPEG/EXR/.npy), image results are written as
 ``.npy`` float32 HxWxC arrays in the colour space named in the result
 (``{"path", "colorspace", "width", "height", "channels"}``), or as PNG/EXR
@@ -35,25 +46,185 @@ runs. Anything a library prints goes to stderr, so stdout stays pure protocol.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import math
 import os
 import queue
+import re
 import sys
 import tempfile
 import threading
 import time
 import traceback
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from . import __version__
-from .common.jobs import CancelToken, JobCancelled, Progress
+from .common.jobs import CancelToken, JobCancelled, Progress, short_repr
 
 PROTOCOL_VERSION = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr", ".npy", ".tga")
+
+
+# --------------------------------------------------------------------------- parameter schemas
+
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]{1,2})?")
+MAX_SEED = 2 ** 63 - 1  # torch seeds are 64-bit; the GAN adds a small offset for its variation seed
+MAX_SIDE = 16384
+MAX_PATH_CHARS = 4096
+
+
+class ParamError(ValueError):
+    """A job parameter is missing, unknown, of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One job parameter: its type, range and default. ``check`` returns the cleaned value.
+
+    Types: ``int``, ``float``, ``bool``, ``str``, ``choice`` (one of ``choices``), ``path``
+    (an input file), ``paths`` (a list of them, ``low``..``high`` entries, a lone string
+    allowed), ``floats`` (a list of numbers in ``low``..``high``), ``config`` (a JSON object),
+    ``output`` (an image file the job writes), ``output_dir`` and ``model_out`` (a model
+    file a training writes and resumes from).
+    """
+
+    type: str
+    low: float | None = None
+    high: float | None = None
+    default: Any = None
+    required: bool = False
+    choices: tuple = ()
+
+    def check(self, name: str, value: Any) -> Any:
+        if value is None:
+            if self.required:
+                raise ParamError(f"job parameter {name!r} is missing")
+            return self.default
+        checker = getattr(self, f"_check_{self.type}")
+        return checker(name, value)
+
+    def _range(self, name: str, value: float) -> None:
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            raise ParamError(f"job parameter {name!r} = {value!r} is out of range ({self.low} to {self.high})")
+
+    def _check_int(self, name: str, value: Any) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamError(f"job parameter {name!r} must be a whole number, got {short_repr(value)}")
+        self._range(name, value)
+        return value
+
+    def _check_float(self, name: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamError(f"job parameter {name!r} must be a number, got {short_repr(value)}")
+        if not math.isfinite(value):
+            raise ParamError(f"job parameter {name!r} must be finite, got {value!r}")
+        self._range(name, float(value))
+        return float(value)
+
+    def _check_bool(self, name: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ParamError(f"job parameter {name!r} must be true or false, got {short_repr(value)}")
+        return value
+
+    def _check_str(self, name: str, value: Any) -> str:
+        if not isinstance(value, str) or len(value) > MAX_PATH_CHARS:
+            raise ParamError(f"job parameter {name!r} must be a text of at most {MAX_PATH_CHARS} characters")
+        return value
+
+    def _check_choice(self, name: str, value: Any) -> Any:
+        if isinstance(value, bool) or value not in self.choices:
+            raise ParamError(f"job parameter {name!r} must be one of {', '.join(map(repr, self.choices))}, "
+                             f"got {short_repr(value)}")
+        return value
+
+    def _check_path(self, name: str, value: Any) -> str:
+        if not isinstance(value, str) or not value or "\0" in value or len(value) > MAX_PATH_CHARS:
+            raise ParamError(f"job parameter {name!r} must be a file path, got {short_repr(value)}")
+        return value
+
+    def _check_paths(self, name: str, value: Any) -> list[str]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ParamError(f"job parameter {name!r} must be a list of file paths, got {short_repr(value)}")
+        if not (self.low or 0) <= len(value) <= (self.high or len(value)):
+            raise ParamError(f"job parameter {name!r} needs {self.low} to {self.high} paths, got {len(value)}")
+        return [self._check_path(name, v) for v in value]
+
+    def _check_floats(self, name: str, value: Any) -> list[float]:
+        if not isinstance(value, list) or not 1 <= len(value) <= 64:
+            raise ParamError(f"job parameter {name!r} must be a list of 1 to 64 numbers, got {short_repr(value)}")
+        return [Param("float", self.low, self.high).check(name, v) for v in value]
+
+    def _check_config(self, name: str, value: Any) -> dict:
+        if not isinstance(value, dict):
+            raise ParamError(f"job parameter {name!r} must be a JSON object, got {short_repr(value)}")
+        return value
+
+    def _check_device(self, name: str, value: Any) -> str:
+        if not isinstance(value, str) or not DEVICE.fullmatch(value):
+            raise ParamError(f"job parameter {name!r} must be auto, cpu, mps, cuda or cuda:N, got {short_repr(value)}")
+        return value
+
+    _check_output = _check_path
+    _check_output_dir = _check_path
+
+    def _check_model_out(self, name: str, value: Any) -> str:
+        value = self._check_path(name, value)
+        if not value.endswith(".safetensors"):
+            raise ParamError(f"job parameter {name!r} must name a .safetensors model file, got {short_repr(value)}")
+        return value
+
+
+SEED = Param("int", 0, MAX_SEED, default=0)
+SIDE = Param("int", 8, MAX_SIDE)
+INPUT = Param("path", required=True)
+# Every job may name a device and how often it sends previews.
+COMMON_PARAMS = {"device": Param("device"), "preview_interval": Param("float", 0.0, 3600.0, default=1.0)}
+IMAGE_OUTPUT = {"output": Param("output"), "overwrite": Param("bool", default=False)}
+TRAINING = {"out_path": Param("model_out", required=True), "steps": Param("int", 1, 100_000_000, required=True),
+            "seed": SEED, "config": Param("config"), "checkpoint_every": Param("int", 1, 100_000_000, default=200),
+            "resume": Param("bool", default=True), "thumbnail": Param("bool", default=True)}
+
+JOB_KINDS: dict[str, Callable[["JobContext"], dict]] = {}
+JOB_PARAMS: dict[str, dict[str, Param]] = {}
+
+
+def job(kind: str, **params: Param):
+    """Register a job function for ``kind`` with its parameters (plus ``COMMON_PARAMS``)."""
+
+    def register(fn: Callable[["JobContext"], dict]) -> Callable[["JobContext"], dict]:
+        JOB_KINDS[kind] = fn
+        JOB_PARAMS[kind] = {**COMMON_PARAMS, **params}
+        return fn
+
+    return register
+
+
+def validate_params(kind: str, params: dict) -> dict:
+    """The cleaned parameters of a ``kind`` job (defaults filled in); ParamError names the first problem."""
+    schema = JOB_PARAMS.get(kind)
+    if schema is None:
+        raise ParamError(f"job kind {kind!r} declares no parameters (register it with @job)")
+    unknown = sorted(str(k) for k in params if k not in schema)
+    if unknown:
+        raise ParamError(f"unknown job parameter(s) for {kind}: {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(schema))}")
+    return {name: spec.check(name, params.get(name)) for name, spec in schema.items()}
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    resolved = path.resolve()
+    return any(resolved == root or root in resolved.parents for root in roots)
 
 
 # --------------------------------------------------------------------------- output channel
@@ -101,10 +272,11 @@ class JobContext:
 
     def __init__(self, job_id: str, params: dict, workdir: Path, channel: _Channel,
                  cancel: CancelToken, default_device: str, models: "_ModelCache",
-                 preview_interval: float = 1.0) -> None:
+                 preview_interval: float = 1.0, output_roots: list[Path] | None = None) -> None:
         self.id = job_id
         self.params = params
         self.workdir = workdir
+        self.output_roots = output_roots or [workdir.resolve()]
         self.cancel = cancel
         self._channel = channel
         self._models = models
@@ -128,9 +300,14 @@ class JobContext:
 
     def output_path(self, suffix: str = ".npy", name: str = "output") -> Path:
         out = self.param(name)
-        if out:
-            return Path(out)
-        return self.workdir / f"{self.id}_{name}{suffix}"
+        if not out:
+            return self.workdir / f"{self.id}_{name}{suffix}"  # the id is checked: a plain file name
+        path = Path(out)
+        if not _inside(path, self.output_roots):
+            raise ParamError(f"output {path} is outside the work folder and the allowed output folders")
+        if path.exists() and not self.param("overwrite", False):
+            raise ParamError(f"output {path} exists; send \"overwrite\": true to replace it")
+        return path
 
     # ---- progress
     def progress(self, p: Progress) -> None:
@@ -195,6 +372,8 @@ def _write_image_result(ctx: JobContext, image, name: str = "output") -> dict:
     """Write an ImageData (or sRGB ndarray) result and describe it for the host."""
     from .common.images import ImageData, image_from_array, save_image
 
+    from .common.images import atomic_write_bytes
+
     if not isinstance(image, ImageData):
         image = image_from_array(np.asarray(image, np.float32), "srgb", name)
     out = ctx.output_path(".npy", name)
@@ -202,9 +381,9 @@ def _write_image_result(ctx: JobContext, image, name: str = "output") -> dict:
     if out.suffix.lower() == ".npy":
         # Keep the colour space the data is in (save_image would linearise .npy).
         data = image.rgb if image.alpha is None else np.concatenate([image.rgb, image.alpha[..., None]], axis=-1)
-        tmp = out.with_name(f".{out.name}.tmp.npy")
-        np.save(tmp, np.ascontiguousarray(data, np.float32), allow_pickle=False)
-        os.replace(tmp, out)
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(data, np.float32), allow_pickle=False)
+        atomic_write_bytes(out, buffer.getvalue())
         colorspace = image.colorspace
     else:
         save_image(out, image, bit_depth=16 if out.suffix.lower() == ".png" and image.bit_depth == 16 else 8)
@@ -237,6 +416,7 @@ def _srgb_rgb(image) -> np.ndarray:
 
 # --------------------------------------------------------------------------- job kinds
 
+@job("diagnostics")
 def job_diagnostics(ctx: JobContext) -> dict:
     import platform
     info: dict[str, Any] = {"python": sys.version.split()[0], "executable": sys.executable,
@@ -255,30 +435,63 @@ def job_diagnostics(ctx: JobContext) -> dict:
     return info
 
 
+@job("selftest", steps=Param("int", 0, 1_000_000, default=10), delay=Param("float", 0.0, 60.0, default=0.05),
+     fail=Param("str"), preview=Param("bool", default=False))
 def job_selftest(ctx: JobContext) -> dict:
     """Exercise the plumbing without any model: steps with progress, preview, cancel."""
-    steps = int(ctx.param("steps", 10))
-    delay = float(ctx.param("delay", 0.05))
+    steps, delay = ctx.param("steps"), ctx.param("delay")
     if ctx.param("fail"):
         raise ValueError(str(ctx.param("fail")))
     for step in range(1, steps + 1):
         ctx.cancel.raise_if_cancelled()
-        time.sleep(delay)
+        ctx.cancel.wait(delay)  # a sleep a cancel cuts short
         preview = np.full((8, 8, 3), step / steps, np.float32) if ctx.param("preview") else None
         ctx.progress(Progress(step, steps, f"step {step}/{steps}", {"value": step / steps}, preview))
     return {"steps": steps}
 
 
-def _config_for(module, value):
-    """A JSON config dict -> the family's ``*Config`` dataclass (``from_dict``); anything else as is."""
+# Training values a config may carry, beyond the architecture limits of its family.
+_LEARNING_RATE_MAX = 1.0
+_CONFIG_INT_MAX = 1_000_000
+
+
+def _config_for(module, value, family: str):
+    """A JSON config dict -> the family's ``*Config`` dataclass (``from_dict``); anything else as is.
+
+    Unknown fields are refused (a typo must not train with the default), architecture values
+    are held to the checkpoint limits and numbers to sane ranges before anything is built.
+    """
+    from .common.checkpoints import check_architecture
+
     if not isinstance(value, dict):
         return value
     names = getattr(module, "__all__", None) or dir(module)
     for name in names:
         cls = getattr(module, name, None)
         if isinstance(cls, type) and name.endswith("Config") and hasattr(cls, "from_dict"):
-            return cls.from_dict(value)
+            known = set(getattr(cls, "__dataclass_fields__", {}))
+            unknown = sorted(str(k) for k in value if k not in known)
+            if unknown:
+                raise ParamError(f"unknown config field(s) for {name}: {', '.join(unknown)}")
+            check_architecture("config", family, value)
+            for key, item in value.items():
+                _check_config_number(key, item)
+            try:
+                return cls.from_dict(value)
+            except (TypeError, ValueError) as exc:
+                raise ParamError(f"invalid config: {exc}") from exc
     return value
+
+
+def _check_config_number(key: str, item: Any) -> None:
+    for number in (item if isinstance(item, (list, tuple)) else [item]):
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            continue
+        if not math.isfinite(number) or abs(number) > _CONFIG_INT_MAX:
+            raise ParamError(f"config field {key!r} = {number!r} is out of range")
+        if key.startswith("lr") and not 0 < number <= _LEARNING_RATE_MAX:
+            raise ParamError(f"config field {key!r} = {number!r}: a learning rate must be in (0, "
+                             f"{_LEARNING_RATE_MAX}]")
 
 
 def _train(ctx: JobContext, train_fn: Callable, extra: dict | None = None,
@@ -288,7 +501,10 @@ def _train(ctx: JobContext, train_fn: Callable, extra: dict | None = None,
         exemplars = [exemplars]
     out_path = Path(ctx.param("out_path", required=True))
     module = sys.modules[train_fn.__module__.rsplit(".", 1)[0]]
-    kwargs = dict(config=_config_for(module, ctx.param("config")), seed=int(ctx.param("seed", 0)),
+    config = _config_for(module, ctx.param("config"), module.__name__.rsplit(".", 1)[-1])
+    from .common.checkpoints import check_writable_folder
+    check_writable_folder(out_path)  # before any step runs, not at the first checkpoint
+    kwargs = dict(config=config, seed=int(ctx.param("seed", 0)),
                   device=None if ctx.device == "auto" else ctx.device,
                   progress=ctx.progress, cancel=ctx.cancel,
                   checkpoint_every=int(ctx.param("checkpoint_every", 200)),
@@ -324,6 +540,7 @@ def _write_thumbnail(ctx: JobContext, model_path: Path, exemplar, generate: Call
         print(f"worker: no thumbnail for {model_path.name} ({exc})", file=sys.stderr)
 
 
+@job("texture_gan.train", exemplars=Param("paths", 1, 64, required=True), **TRAINING)
 def job_texture_gan_train(ctx: JobContext) -> dict:
     from .texture_gan import load_texture_gan, train_texture_gan
 
@@ -333,22 +550,30 @@ def job_texture_gan_train(ctx: JobContext) -> dict:
     return _train(ctx, train_texture_gan, thumbnail_from=sample)
 
 
+# Tile sizes below 64 px spend nearly all the time on tile margins (generate() also checks the stride).
+@job("texture_gan.generate", model=INPUT, width=Param("int", 1, MAX_SIDE, default=512),
+     height=Param("int", 1, MAX_SIDE, default=512), seed=SEED, tileable=Param("bool", default=True),
+     variation=Param("float", 0.0, 1.0, default=0.0), tile_size=Param("int", 64, MAX_SIDE), **IMAGE_OUTPUT)
 def job_texture_gan_generate(ctx: JobContext) -> dict:
     from .texture_gan import load_texture_gan
     model = ctx.model(load_texture_gan, ctx.param("model", required=True))
     ctx.cancel.raise_if_cancelled()
     rgb = model.generate(int(ctx.param("width", 512)), int(ctx.param("height", 512)),
                          seed=int(ctx.param("seed", 0)), tileable=bool(ctx.param("tileable", True)),
-                         variation=float(ctx.param("variation", 0.0)), tile_size=ctx.param("tile_size"))
+                         variation=float(ctx.param("variation", 0.0)), tile_size=ctx.param("tile_size"),
+                         cancel=ctx.cancel)
     ctx.progress(Progress(1, 1, "generated"))
     return {"image": _write_image_result(ctx, rgb), "model_name": getattr(model, "name", "")}
 
 
+@job("texture_vae.train", exemplars=Param("paths", 1, 64, required=True), **TRAINING)
 def job_texture_vae_train(ctx: JobContext) -> dict:
     from .texture_vae import train_texture_vae
     return _train(ctx, train_texture_vae)
 
 
+@job("texture_vae.vary", image=INPUT, model=INPUT, strength=Param("float", 0.0, 10.0, default=0.5), seed=SEED,
+     width=SIDE, height=SIDE, **IMAGE_OUTPUT)
 def job_texture_vae_vary(ctx: JobContext) -> dict:
     source = _load(ctx.param("image", required=True))  # bad input fails before any model loads
     from .texture_vae import load_texture_vae
@@ -361,6 +586,9 @@ def job_texture_vae_vary(ctx: JobContext) -> dict:
     return {"image": _write_image_result(ctx, _with_colorspace_of(rgb, source if same_size else None))}
 
 
+@job("texture_vae.blend", model=INPUT, images=Param("paths", 2, 16, required=True), mask=Param("path"),
+     t=Param("float", 0.0, 1.0, default=0.5), width=SIDE, height=SIDE, weights=Param("floats", 0.0, 1e6),
+     **IMAGE_OUTPUT)
 def job_texture_vae_blend(ctx: JobContext) -> dict:
     from .texture_vae import load_texture_vae
     model = ctx.model(load_texture_vae, ctx.param("model", required=True))
@@ -380,6 +608,11 @@ def job_texture_vae_blend(ctx: JobContext) -> dict:
     return {"image": _write_image_result(ctx, rgb)}
 
 
+@job("style.stylize_optimize", content=INPUT, style=INPUT, steps=Param("int", 1, 100_000, default=200),
+     strength=Param("float", 0.0, 1.0, default=1.0), seed=SEED, content_weight=Param("float", 0.0, 1e6),
+     style_weight=Param("float", 0.0, 1e12), preserve_color=Param("choice", choices=(False, "luminance", "histogram")),
+     style_loss=Param("choice", choices=("gram", "sliced_wasserstein")), max_side=Param("int", 32, 8192),
+     vgg19_weights=Param("path"), **IMAGE_OUTPUT)
 def job_style_stylize_optimize(ctx: JobContext) -> dict:
     from .style import stylize_optimize
     content = _load(ctx.param("content", required=True))
@@ -393,15 +626,19 @@ def job_style_stylize_optimize(ctx: JobContext) -> dict:
     return {"image": _write_image_result(ctx, _with_colorspace_of(result, content))}
 
 
+@job("style.train", style=INPUT, frames=Param("paths", 1, 100_000), vgg19_weights=Param("path"), **TRAINING)
 def job_style_train(ctx: JobContext) -> dict:
     from .style import train_style_model
     style = ctx.param("style", required=True)
     frames = ctx.param("frames")  # None: the core renders its own training frames
     out_path = Path(ctx.param("out_path", required=True))
+    config = _config_for(sys.modules[train_style_model.__module__.rsplit(".", 1)[0]], ctx.param("config"),
+                         "style_transfer")
+    from .common.checkpoints import check_writable_folder
+    check_writable_folder(out_path)
     try:
         path = train_style_model(style, list(frames) if frames else None, out_path, int(ctx.param("steps", required=True)),
-                                 config=_config_for(sys.modules[train_style_model.__module__.rsplit(".", 1)[0]],
-                                                    ctx.param("config")), seed=int(ctx.param("seed", 0)),
+                                 config=config, seed=int(ctx.param("seed", 0)),
                                  device=None if ctx.device == "auto" else ctx.device,
                                  progress=ctx.progress, cancel=ctx.cancel,
                                  checkpoint_every=int(ctx.param("checkpoint_every", 200)),
@@ -413,16 +650,24 @@ def job_style_train(ctx: JobContext) -> dict:
     return {"model": str(path)}
 
 
+@job("style.stylize", image=INPUT, model=INPUT, strength=Param("float", 0.0, 1.0, default=1.0),
+     tile_size=Param("int", 32, MAX_SIDE), **IMAGE_OUTPUT)
 def job_style_stylize(ctx: JobContext) -> dict:
     source = _load(ctx.param("image", required=True))  # bad input fails before any model loads
     from .style import load_style_model
     model = ctx.model(load_style_model, ctx.param("model", required=True))
     ctx.cancel.raise_if_cancelled()
-    result = model.stylize(source, strength=float(ctx.param("strength", 1.0)), tile_size=ctx.param("tile_size"))
+    result = model.stylize(source, strength=float(ctx.param("strength", 1.0)), tile_size=ctx.param("tile_size"),
+                           cancel=ctx.cancel)
     ctx.progress(Progress(1, 1, "stylized"))
     return {"image": _write_image_result(ctx, _with_colorspace_of(result, source))}
 
 
+@job("style.stylize_sequence", model=INPUT, frames=Param("paths", 1, 100_000, required=True),
+     output_dir=Param("output_dir", required=True),
+     format=Param("choice", choices=("png", "exr", "jpg", "jpeg", "npy", ".png", ".exr", ".jpg", ".jpeg", ".npy")),
+     strength=Param("float", 0.0, 1.0, default=1.0), temporal_weight=Param("float", 0.0, 1.0, default=0.7),
+     use_motion_vectors=Param("bool", default=True), overwrite=Param("bool", default=False))
 def job_style_stylize_sequence(ctx: JobContext) -> dict:
     from .common.images import save_image
     from .style import load_style_model, stylize_sequence
@@ -432,8 +677,8 @@ def job_style_stylize_sequence(ctx: JobContext) -> dict:
     if not frames:
         raise ValueError("no frames to stylize")
     output_dir = Path(ctx.param("output_dir", required=True))
+    targets = _sequence_targets(frames, output_dir, ctx.param("format"), bool(ctx.param("overwrite")))
     output_dir.mkdir(parents=True, exist_ok=True)
-    suffix = ctx.param("format")
     written: list[str] = []
     warnings: list[str] = []
     # frames are read lazily: a long animation never sits in memory at once; multilayer EXR renders
@@ -444,55 +689,90 @@ def job_style_stylize_sequence(ctx: JobContext) -> dict:
                                 temporal_weight=float(ctx.param("temporal_weight", 0.7)),
                                 progress=None, cancel=ctx.cancel)
     for index, frame in enumerate(iterator):
-        ext = ("." + suffix.lstrip(".")) if suffix else Path(frames[index]).suffix.lower()
-        if ext not in (".png", ".exr", ".jpg", ".jpeg", ".npy"):
-            ext = ".png"
-        out = output_dir / (Path(frames[index]).stem + ext)
+        out = targets[index]
         save_image(out, _with_colorspace_of(frame, None))
         written.append(str(out))
         ctx.progress(Progress(index + 1, len(frames), f"frame {index + 1}/{len(frames)}"))
     return {"frames": written, "output_dir": str(output_dir), "warnings": warnings}
 
 
-JOB_KINDS: dict[str, Callable[[JobContext], dict]] = {
-    "diagnostics": job_diagnostics,
-    "selftest": job_selftest,
-    "texture_gan.train": job_texture_gan_train,
-    "texture_gan.generate": job_texture_gan_generate,
-    "texture_vae.train": job_texture_vae_train,
-    "texture_vae.vary": job_texture_vae_vary,
-    "texture_vae.blend": job_texture_vae_blend,
-    "style.stylize_optimize": job_style_stylize_optimize,
-    "style.train": job_style_train,
-    "style.stylize": job_style_stylize,
-    "style.stylize_sequence": job_style_stylize_sequence,
-}
+def _sequence_targets(frames: list[str], output_dir: Path, suffix: str | None, overwrite: bool) -> list[Path]:
+    """One output file per frame, checked before the first frame is stylized: never an input
+    frame, never two frames onto one file, never an existing file unless asked."""
+    targets = []
+    for frame in frames:
+        ext = ("." + suffix.lstrip(".")) if suffix else Path(frame).suffix.lower()
+        if ext not in (".png", ".exr", ".jpg", ".jpeg", ".npy"):
+            ext = ".png"
+        targets.append(output_dir / (Path(frame).stem + ext))
+    inputs = {Path(f).resolve() for f in frames}
+    seen: set[Path] = set()
+    for target in targets:
+        resolved = target.resolve()
+        if resolved in inputs:
+            raise ParamError(f"{target} is one of the input frames; choose another output folder")
+        if resolved in seen:
+            raise ParamError(f"two frames are named {target.stem}; they would overwrite each other in {output_dir}")
+        seen.add(resolved)
+        if target.exists() and not overwrite:
+            raise ParamError(f"{target} exists; send \"overwrite\": true to replace the frames in {output_dir}")
+    return targets
 
 
 # --------------------------------------------------------------------------- the worker
 
+class _Lane:
+    """One runner thread with its FIFO queue, its running job and that job's cancel token."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.queue: "queue.Queue[tuple[str, str, dict] | None]" = queue.Queue()
+        self.pending: dict[str, tuple[str, dict]] = {}  # queued, not started
+        self.cancelled_pending: set[str] = set()
+        self.running_id: str | None = None
+        self.running_token: CancelToken | None = None
+        self.thread: threading.Thread | None = None
+
+
+def lane_for(kind: str) -> str:
+    """Trainings run in their own lane so interactive jobs never wait behind one."""
+    return "train" if kind.endswith(".train") else "interactive"
+
+
 class Worker:
-    def __init__(self, channel: _Channel, workdir: Path, device: str = "auto") -> None:
+    def __init__(self, channel: _Channel, workdir: Path, device: str = "auto",
+                 allowed_outputs: list[Path] | None = None) -> None:
         self.channel = channel
         self.workdir = workdir
         self.device = device
+        self.output_roots = [workdir.resolve(), *(Path(p).resolve() for p in allowed_outputs or [])]
         self.models = _ModelCache()
-        self._queue: "queue.Queue[tuple[str, str, dict] | None]" = queue.Queue()
-        self._pending: dict[str, tuple[str, dict]] = {}  # queued, not started
-        self._cancelled_pending: set[str] = set()
+        self.restarts = 0  # runner restarts after an unexpected failure (a bug; the fuzz run counts them)
+        self._lanes = {name: _Lane(name) for name in ("train", "interactive")}
+        self._ids: set[str] = set()  # every id submitted this session: results never overwrite each other
         self._lock = threading.Lock()
-        self._running_id: str | None = None
-        self._running_token: CancelToken | None = None
-        self._runner = threading.Thread(target=self._run_jobs, name="job-runner", daemon=True)
+        self._devices: dict[str, str] = {}
 
     def start(self) -> None:
-        self._runner.start()
+        for lane in self._lanes.values():
+            lane.thread = threading.Thread(target=self._supervise, args=(lane,), name=f"job-runner-{lane.name}",
+                                           daemon=True)
+            lane.thread.start()
         self.channel.send("ready", pid=os.getpid(), version=__version__, protocol=PROTOCOL_VERSION,
-                          python=sys.executable, workdir=str(self.workdir), kinds=sorted(JOB_KINDS))
+                          python=sys.executable, workdir=str(self.workdir), kinds=sorted(JOB_KINDS),
+                          lanes=sorted(self._lanes))
 
     # ---- commands (main thread)
     def handle(self, line: str) -> bool:
-        """Handle one request line; False means 'shut down now'."""
+        """Handle one request line; False means 'shut down now'. Never raises."""
+        try:
+            return self._handle(line)
+        except Exception as exc:  # noqa: BLE001 - a request must never stop the worker
+            self.channel.send("protocol_error", message=f"request not handled ({type(exc).__name__}: "
+                                                        f"{short_repr(str(exc), 200)})")
+            return True
+
+    def _handle(self, line: str) -> bool:
         line = line.strip()
         if not line:
             return True
@@ -501,101 +781,181 @@ class Worker:
             if not isinstance(request, dict):
                 raise ValueError("a request must be a JSON object")
             cmd = request.get("cmd")
-        except ValueError as exc:
-            self.channel.send("protocol_error", message=f"bad request line: {exc}")
+        except (ValueError, RecursionError) as exc:
+            self.channel.send("protocol_error", message=f"bad request line: {short_repr(str(exc), 200)}")
             return True
         if cmd == "submit":
             self._submit(request)
         elif cmd == "cancel":
-            self._cancel(str(request.get("id", "")))
+            job_id = request.get("id")
+            self._cancel(job_id if isinstance(job_id, str) else None)
         elif cmd == "ping":
-            self.channel.send("pong", running=self._running_id, queued=list(self._pending))
+            with self._lock:
+                running = [lane.running_id for lane in self._lanes.values() if lane.running_id]
+                queued = [job_id for lane in self._lanes.values() for job_id in lane.pending]
+            self.channel.send("pong", running=running[0] if running else None, running_jobs=running, queued=queued)
         elif cmd == "shutdown":
             return False
         else:
-            self.channel.send("protocol_error", message=f"unknown command {cmd!r}")
+            self.channel.send("protocol_error", message=f"unknown command {short_repr(cmd)}")
         return True
 
     def _submit(self, request: dict) -> None:
-        job_id = str(request.get("id") or "")
+        job_id = request.get("id")
         kind = request.get("kind")
-        params = request.get("params") or {}
-        if not job_id:
-            self.channel.send("protocol_error", message="submit needs an 'id'")
+        params = request.get("params")
+        if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+            self.channel.send("protocol_error", id=job_id if isinstance(job_id, str) else None,
+                              message=f"submit needs an 'id' of 1-128 letters, digits, '.', '_' or '-' "
+                                      f"(starting with a letter or digit), got {short_repr(job_id)}")
             return
-        if kind not in JOB_KINDS:
+        with self._lock:
+            duplicate = job_id in self._ids
+            self._ids.add(job_id)
+        if duplicate:
+            self.channel.send("protocol_error", id=job_id,
+                              message=f"job id {job_id!r} was already used in this session; ids must be unique")
+            return
+        if not isinstance(kind, str) or kind not in JOB_KINDS:
             self.channel.send("error", id=job_id, error_type="ValueError",
-                              message=f"unknown job kind {kind!r}; known: {', '.join(sorted(JOB_KINDS))}")
+                              message=f"unknown job kind {short_repr(kind)}; known: {', '.join(sorted(JOB_KINDS))}")
             return
-        if not isinstance(params, dict):
-            self.channel.send("error", id=job_id, error_type="ValueError", message="'params' must be an object")
+        if params is None:
+            params = {}
+        try:
+            if not isinstance(params, dict):
+                raise ParamError("'params' must be an object")
+            params = validate_params(kind, params)
+            self._check_destinations(params)
+        except ParamError as exc:
+            self.channel.send("error", id=job_id, error_type="ParamError", message=str(exc))
             return
+        lane = self._lanes[lane_for(kind)]
         with self._lock:
-            self._pending[job_id] = (kind, params)
-            position = len(self._pending) + (1 if self._running_id else 0)
-        self.channel.send("queued", id=job_id, kind=kind, position=position)
-        self._queue.put((job_id, kind, params))
+            lane.pending[job_id] = (kind, params)
+            position = len(lane.pending) + (1 if lane.running_id else 0)
+        self.channel.send("queued", id=job_id, kind=kind, position=position, lane=lane.name)
+        lane.queue.put((job_id, kind, params))
 
-    def _cancel(self, job_id: str) -> None:
+    def _check_destinations(self, params: dict) -> None:
+        """An explicit image output: a writable image type, inside the allowed folders, new unless asked."""
+        out = params.get("output")
+        if not out:
+            return
+        path = Path(out)
+        if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".exr", ".npy", ".tif", ".tiff", ".webp", ".bmp"):
+            raise ParamError(f"output {path.name!r} must end in .png, .jpg, .exr, .tif, .webp, .bmp or .npy")
+        if not _inside(path, self.output_roots):
+            raise ParamError(f"output {path} is outside the work folder and the allowed output folders "
+                             "(start the worker with --allow-output FOLDER)")
+        if path.exists() and not params.get("overwrite"):
+            raise ParamError(f"output {path} exists; send \"overwrite\": true to replace it")
+
+    def _cancel(self, job_id: str | None) -> None:
         with self._lock:
-            if job_id == self._running_id and self._running_token is not None:
-                self._running_token.cancel()  # the job stops at its next step and reports 'cancelled'
-                return
-            if job_id in self._pending:
-                del self._pending[job_id]
-                self._cancelled_pending.add(job_id)
-                self.channel.send("cancelled", id=job_id, result={}, message="removed from the queue")
-                return
-        self.channel.send("protocol_error", message=f"no queued or running job {job_id!r} to cancel")
+            for lane in self._lanes.values():
+                if job_id is not None and job_id == lane.running_id and lane.running_token is not None:
+                    lane.running_token.cancel()  # the job stops at its next step and reports 'cancelled'
+                    return
+                if job_id in lane.pending:
+                    del lane.pending[job_id]
+                    lane.cancelled_pending.add(job_id)
+                    self.channel.send("cancelled", id=job_id, result={}, message="removed from the queue")
+                    return
+        self.channel.send("protocol_error", message=f"no queued or running job {short_repr(job_id)} to cancel")
 
     def shutdown(self, timeout: float = 120.0) -> None:
         with self._lock:
-            for job_id in list(self._pending):
-                self._cancelled_pending.add(job_id)
-                self.channel.send("cancelled", id=job_id, result={}, message="worker shut down")
-            self._pending.clear()
-            if self._running_token is not None:
-                self._running_token.cancel()
-        self._queue.put(None)
+            for lane in self._lanes.values():
+                for job_id in list(lane.pending):
+                    lane.cancelled_pending.add(job_id)
+                    self.channel.send("cancelled", id=job_id, result={}, message="worker shut down")
+                lane.pending.clear()
+                if lane.running_token is not None:
+                    lane.running_token.cancel()
+        for lane in self._lanes.values():
+            lane.queue.put(None)
         # Give a cancelled training job time to write its checkpoint.
-        self._runner.join(timeout)
+        deadline = time.monotonic() + timeout
+        for lane in self._lanes.values():
+            if lane.thread is not None:
+                lane.thread.join(max(0.0, deadline - time.monotonic()))
         self.channel.send("bye")
 
-    # ---- job runner thread
-    def _run_jobs(self) -> None:
+    # ---- job runner threads
+    def _supervise(self, lane: _Lane) -> None:
+        """Run the lane; should the runner itself ever fail (a bug), report the job and start it again."""
         while True:
-            item = self._queue.get()
+            try:
+                self._run_jobs(lane)
+                return
+            except Exception as exc:  # noqa: BLE001 - the runner must never stay dead
+                with self._lock:
+                    job_id, lane.running_id, lane.running_token = lane.running_id, None, None
+                    self.restarts += 1
+                if job_id is not None:
+                    self.channel.send("error", id=job_id, error_type=type(exc).__name__,
+                                      message=f"internal worker error: {_error_message(exc)}",
+                                      traceback=traceback.format_exc())
+                self.channel.send("runner_restarted", lane=lane.name, restarts=self.restarts,
+                                  message=f"the {lane.name} job runner failed ({type(exc).__name__}) and was "
+                                          "restarted; queued jobs go on")
+
+    def _run_jobs(self, lane: _Lane) -> None:
+        while True:
+            item = lane.queue.get()
             if item is None:
                 return
             job_id, kind, params = item
             with self._lock:
-                if job_id in self._cancelled_pending:
-                    self._cancelled_pending.discard(job_id)
+                if job_id in lane.cancelled_pending:
+                    lane.cancelled_pending.discard(job_id)
                     continue
-                self._pending.pop(job_id, None)
+                lane.pending.pop(job_id, None)
                 token = CancelToken()
-                self._running_id, self._running_token = job_id, token
-            final = self._run_one(job_id, kind, params, token)
+                lane.running_id, lane.running_token = job_id, token
+            final = self._run_one(job_id, kind, params, token, lane.name)
             with self._lock:
-                self._running_id, self._running_token = None, None
-            # sent after clearing, so a 'ping' right after 'done' sees an idle worker
+                lane.running_id, lane.running_token = None, None
+            # sent after clearing, so a 'ping' right after 'done' sees an idle lane
             self.channel.send(final[0], id=job_id, **final[1])
 
-    def _run_one(self, job_id: str, kind: str, params: dict, token: CancelToken) -> tuple[str, dict]:
-        ctx = JobContext(job_id, params, self.workdir, self.channel, token, self.device, self.models)
-        self.channel.send("started", id=job_id, kind=kind)
+    def _run_one(self, job_id: str, kind: str, params: dict, token: CancelToken,
+                 lane: str = "interactive") -> tuple[str, dict]:
         started = time.monotonic()
+        device = None
         try:
+            ctx = JobContext(job_id, params, self.workdir, self.channel, token, self.device, self.models,
+                             output_roots=self.output_roots)
+            device = self.device_label(ctx.device)
+            self.channel.send("started", id=job_id, kind=kind, lane=lane, device=device)
             result = JOB_KINDS[kind](ctx)
         except JobCancelled as exc:
             return "cancelled", {"result": getattr(exc, "result", {}) or {}, "message": str(exc) or "cancelled"}
-        except Exception as exc:  # noqa: BLE001 - report everything, keep serving
+        except BaseException as exc:  # noqa: BLE001 - report everything (even SystemExit in a job), keep serving
             return "error", {"error_type": type(exc).__name__, "message": _error_message(exc),
                              "traceback": traceback.format_exc()}
         finally:
             if kind not in ("diagnostics", "selftest"):
                 _free_cached_memory()
-        return "done", {"result": result, "seconds": round(time.monotonic() - started, 3)}
+        return "done", {"result": result, "seconds": round(time.monotonic() - started, 3), "device": device}
+
+    def device_label(self, preference: str) -> str:
+        """What a job runs on, for the host to show: "cpu", "mps" or "cuda:0 NVIDIA H100"."""
+        if preference not in self._devices:
+            try:
+                import torch
+                from .common.device import pick_device
+                dev = pick_device(preference)
+                if dev.type == "cuda":
+                    index = dev.index if dev.index is not None else torch.cuda.current_device()
+                    label = f"cuda:{index} {torch.cuda.get_device_name(index)}"
+                else:
+                    label = dev.type
+            except Exception as exc:  # noqa: BLE001 - a bad device is the job's error, raised where it is used
+                label = f"{preference} (unavailable: {short_repr(str(exc), 80)})"
+            self._devices[preference] = label
+        return self._devices[preference]
 
 
 def _error_message(exc: BaseException) -> str:
@@ -619,11 +979,31 @@ def _free_cached_memory() -> None:
         torch.cuda.empty_cache()
 
 
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+def _request_lines(stream):
+    """Request lines from a binary stream, decoded leniently (bad bytes cannot stop the loop);
+    None for a line over MAX_REQUEST_BYTES, which is skipped without being held in memory."""
+    while True:
+        line = stream.readline(MAX_REQUEST_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_REQUEST_BYTES and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):
+                line = stream.readline(MAX_REQUEST_BYTES)
+            yield None
+            continue
+        yield line.decode("utf-8", errors="replace")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", help="folder for previews and results (default: a new temp folder)")
     parser.add_argument("--device", default=os.environ.get("NEURAL_TEXTURES_DEVICE", "auto"))
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    parser.add_argument("--allow-output", action="append", default=[], metavar="FOLDER",
+                        help="a folder besides the work folder that jobs may write an explicit 'output' into")
     args = parser.parse_args(argv)
 
     stream = _protect_stdout()
@@ -636,11 +1016,13 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         except ImportError:
             pass
-    worker = Worker(channel, workdir, args.device)
+    worker = Worker(channel, workdir, args.device, [Path(p) for p in args.allow_output])
     worker.start()
     try:
-        for line in sys.stdin:
-            if not worker.handle(line):
+        for line in _request_lines(sys.stdin.buffer):
+            if line is None:
+                channel.send("protocol_error", message=f"request line longer than {MAX_REQUEST_BYTES:,} bytes; ignored")
+            elif not worker.handle(line):
                 break
     except KeyboardInterrupt:
         pass

@@ -23,13 +23,22 @@ class ProgressBar:
         if not done and now - self._last < self.min_interval:
             return
         self._last = now
-        filled = int(self.width * p.fraction)
+        if self.stream is None:
+            return
         elapsed = now - self._start
-        eta = (elapsed / p.step * (p.total - p.step)) if p.step > 0 and p.total > 0 else 0.0
         losses = " ".join(f"{k}={v:.4g}" for k, v in p.losses.items())
-        line = (f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {p.step}/{p.total} "
-                f"{elapsed:5.1f}s eta {eta:5.1f}s {losses} {p.message}")
-        self.stream.write(line[:160].ljust(80))
-        if done:
-            self.stream.write("\n")
-        self.stream.flush()
+        if p.total > 0:
+            filled = int(self.width * p.fraction)
+            eta = (elapsed / p.step * (p.total - p.step)) if p.step > 0 else 0.0
+            line = (f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {p.step}/{p.total} "
+                    f"{elapsed:5.1f}s eta {eta:5.1f}s {losses} {p.message}")
+        else:  # the total is unknown (frames read lazily): count, no bar and no estimate
+            line = f"\r{self.label} {p.step} done {elapsed:5.1f}s {losses} {p.message}"
+        try:
+            self.stream.write(line[:160].ljust(80))
+            if done:
+                self.stream.write("\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            # A closed terminal or pipe (`... | head`) must not stop a training: stop drawing instead.
+            self.stream = None

@@ -93,7 +93,8 @@ def run_apply(args: argparse.Namespace) -> int:
         raise ImageError(f"input not found: {input_path}")
     image = load_image(input_path)
     if is_model:
-        result = StyleModel.load(style_path, args.device).stylize(image, args.strength, args.tile)
+        result = StyleModel.load(style_path, args.device).stylize(image, args.strength, args.tile,
+                                                                  cancel=getattr(args, "cancel", None))
     else:
         result = stylize_optimize(image, load_image(style_path), steps=args.steps, strength=args.strength,
                                   preserve_color=preserve or False, style_loss=args.style_loss,
@@ -112,6 +113,8 @@ def run_train(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
+    from ..common.checkpoints import check_writable_folder
+    check_writable_folder(args.out)  # fail now, not at the first checkpoint
     path = train_style_model(args.style, args.frames, args.out, args.steps, config=cfg, seed=args.seed,
                              device=args.device, progress=ProgressBar("train"), resume=not args.restart,
                              vgg19_weights=args.vgg19, cancel=getattr(args, "cancel", None))

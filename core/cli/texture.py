@@ -47,9 +47,15 @@ def register(subparsers) -> None:
 def _train(args) -> int:
     from ..texture_gan import TextureGANConfig, train_texture_gan
 
-    fields = json.loads(args.config) if args.config else {}
+    from ..common.checkpoints import check_architecture, check_writable_folder
+
+    try:
+        fields = json.loads(args.config) if args.config else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--config is not valid JSON ({exc})") from exc
     if not isinstance(fields, dict):
         raise ValueError("--config must be a JSON object")
+    check_architecture("--config", "texture_gan", fields)
     if args.crop_size is not None:
         fields["crop_size"] = args.crop_size
     if args.batch_size is not None:
@@ -58,7 +64,11 @@ def _train(args) -> int:
         fields["augment_rot90"] = True
     if args.no_flips:
         fields["augment_flips"] = False
-    config = TextureGANConfig.from_dict(fields)
+    try:
+        config = TextureGANConfig.from_dict(fields)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--config: {exc}") from exc
+    check_writable_folder(args.out)  # fail now, not at the first checkpoint
     out = train_texture_gan(args.exemplar, args.out, args.steps, config=config, seed=args.seed,
                             device=getattr(args, "device", None), progress=ProgressBar("train"),
                             checkpoint_every=args.checkpoint_every, resume=not args.restart,
@@ -73,7 +83,7 @@ def _generate(args) -> int:
 
     model = TextureGenerator.load(args.model, getattr(args, "device", None))
     image = model.generate(args.width, args.height, seed=args.seed, tileable=args.tileable,
-                           variation=args.variation, tile_size=args.tile_size)
+                           variation=args.variation, tile_size=args.tile_size, cancel=getattr(args, "cancel", None))
     if model.last_message:
         print(model.last_message, file=sys.stderr)
     out = save_image(Path(args.out), image, bit_depth=args.bit_depth)

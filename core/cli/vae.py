@@ -61,6 +61,9 @@ def _train(args: argparse.Namespace) -> int:
                         ("base_channels", args.channels)):
         if value is not None:
             setattr(config, attr, value)
+    from ..common.checkpoints import check_architecture, check_writable_folder
+    check_architecture("options", "texture_vae", config.to_dict())
+    check_writable_folder(args.out)  # fail now, not at the first checkpoint
     path = train_texture_vae(args.exemplar, args.out, args.steps, config=config, seed=args.seed,
                              device=getattr(args, "device", None), progress=ProgressBar("vae train"),
                              checkpoint_every=args.checkpoint_every, resume=not args.no_resume,

@@ -15,15 +15,31 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .images import atomic_write_bytes
+from .jobs import short_repr
 
 FORMAT_VERSION = 1
 _MAGIC = "neural_textures"
+# A safetensors header is JSON naming each tensor plus our config: kilobytes. A crafted
+# length field must not make the reader allocate gigabytes before anything is checked.
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+
+# Architecture values each family accepts from a file, checked before any module is built:
+# (low, high) for a number, (low, high, max_entries) for a list. Far above any trained model,
+# far below what a crafted config would need to exhaust memory or time.
+ARCHITECTURE_LIMITS: dict[str, dict[str, tuple]] = {
+    "texture_gan": {"local_dim": (1, 1024), "global_dim": (0, 1024), "periodic_dim": (0, 1024),
+                    "g_channels": (1, 2048, 8), "d_channels": (1, 2048, 8)},
+    "texture_vae": {"base_channels": (1, 512), "channel_mult": (1, 16, 6), "latent_channels": (1, 512),
+                    "res_blocks": (0, 16)},
+    "style_transfer": {"base_channels": (1, 512), "residual_blocks": (0, 32)},
+}
 
 
 class CheckpointError(ValueError):
@@ -98,6 +114,76 @@ def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], n
         raise CheckpointError(f"{name}: weights do not match the architecture in its config ({first})") from exc
 
 
+def check_writable_folder(path: str | os.PathLike) -> None:
+    """Fail now, naming the folder, when no file can be written beside ``path`` (read-only, no rights),
+    rather than at the first checkpoint after the steps ran."""
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write into {folder}: {exc.strerror or exc}") from exc
+
+
+def check_architecture(name: str, kind: str, arch: Any) -> None:
+    """Every architecture value of ``kind`` present in ``arch`` is an int within its limits."""
+    if not isinstance(arch, dict):
+        raise CheckpointError(f"{name}: its config has no architecture description")
+    for field_name, limits in ARCHITECTURE_LIMITS.get(kind, {}).items():
+        if field_name not in arch:
+            continue
+        value = arch[field_name]
+        low, high = limits[:2]
+        if len(limits) == 3:
+            if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= limits[2]:
+                raise CheckpointError(f"{name}: architecture value {field_name!r} must be a list of 1 to "
+                                      f"{limits[2]} entries")
+            entries = value
+        else:
+            entries = [value]
+        for entry in entries:
+            if isinstance(entry, bool) or not isinstance(entry, int) or not low <= entry <= high:
+                raise CheckpointError(f"{name}: architecture value {field_name!r} = {short_repr(value)} is out of "
+                                      f"range (whole numbers {low} to {high})")
+
+
+def build_checked(name: str, kind: str, arch: dict, tensors: dict[str, torch.Tensor],
+                  build) -> torch.nn.Module:
+    """The one checkpoint validator of every family: ``build()`` the module and load ``tensors``.
+
+    In order, so nothing big is allocated before it is known to be right: architecture
+    values within ``ARCHITECTURE_LIMITS``; the module built on the ``meta`` device (no
+    memory) and its parameter names and shapes compared with the file's tensors; every
+    weight finite; only then the real module is built and loaded.
+    """
+    check_architecture(name, kind, arch)
+    with torch.device("meta"):
+        skeleton = build()
+    expected = {key: tuple(t.shape) for key, t in skeleton.state_dict().items()}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{name}: weights do not match the architecture in its config "
+                              f"(missing {short_repr(missing)}, unexpected {short_repr(unexpected)})")
+    for key, shape in expected.items():
+        if tuple(tensors[key].shape) != shape:
+            raise CheckpointError(f"{name}: weights do not match the architecture in its config "
+                                  f"({key} has shape {tuple(tensors[key].shape)}, the config needs {shape})")
+    check_finite(name, tensors)
+    module = build()
+    load_state_into(module, tensors, name)
+    return module
+
+
+def check_finite(name: str, tensors: dict[str, torch.Tensor]) -> None:
+    for key, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"{name}: weights contain NaN/inf ({key}); training diverged or the file "
+                                  "is damaged")
+
+
 def _check_file(p: Path) -> None:
     if not p.exists():
         raise CheckpointError(f"model file not found: {p}")
@@ -110,6 +196,11 @@ def _check_file(p: Path) -> None:
                               "files are accepted (pickles can run arbitrary code)")
     if len(head) < 8:
         raise CheckpointError(f"{p.name} is too short to be a safetensors file (corrupt or truncated)")
+    header_bytes = int.from_bytes(head[:8], "little")
+    if header_bytes > MAX_HEADER_BYTES or header_bytes + 8 > p.stat().st_size:
+        raise CheckpointError(f"{p.name}: its header claims {header_bytes:,} bytes (the file has "
+                              f"{p.stat().st_size:,}; at most {MAX_HEADER_BYTES:,} are accepted); the file is "
+                              "truncated, damaged or crafted")
 
 
 def _parse_metadata(p: Path, metadata: dict[str, str]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ Every failure raises ``ImageError`` with a sentence an artist can act on.
 
 from __future__ import annotations
 
+import glob
 import os
 import struct
 import tempfile
@@ -86,6 +87,11 @@ def to_colorspace(rgb_srgb: np.ndarray, colorspace: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- validation
 
+# Integer images are 8 or 16 bit; int32/int64, bool, complex and object arrays are no image data
+# (their scale is unknown and complex parts would be dropped silently).
+_ARRAY_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.float16, np.float32, np.float64))
+
+
 def validate_array(array: np.ndarray, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Check an HxWxC (C in 1..4) or HxW array and return it as float32 HxWxC."""
     a = np.asarray(array)
@@ -99,6 +105,8 @@ def validate_array(array: np.ndarray, name: str = "image", max_pixels: int = DEF
     if h * w > max_pixels:
         raise ImageError(f"{name} is {w}x{h} pixels, more than the limit of {max_pixels:,} pixels; "
                          "downscale it first or raise the limit")
+    if a.dtype not in _ARRAY_DTYPES:
+        raise ImageError(f"{name}: pixel type {a.dtype} is not an image type; use uint8, uint16 or float arrays")
     if a.dtype == np.uint8:
         a = a.astype(np.float32) / 255.0
     elif a.dtype == np.uint16:
@@ -143,11 +151,15 @@ def _read_with_pillow(path: Path, max_pixels: int) -> ImageData:
             previous_limit = Image.MAX_IMAGE_PIXELS
             Image.MAX_IMAGE_PIXELS = None  # we enforce max_pixels above
             try:
-                im.load()
+                wide = _png_rgb16(path, im)
+                if wide is None:
+                    im.load()
             finally:
                 Image.MAX_IMAGE_PIXELS = previous_limit
             mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+            if wide is not None:
+                arr = wide
+            elif mode in ("I;16", "I;16B", "I;16L", "I;16N"):
                 arr = np.asarray(im, dtype=np.uint16)
             elif mode == "I":
                 raw = np.asarray(im, dtype=np.int64)
@@ -171,6 +183,28 @@ def _read_with_pillow(path: Path, max_pixels: int) -> ImageData:
     except Image.DecompressionBombError as exc:  # pragma: no cover - guarded above
         raise ImageError(f"{path.name} is too large to open safely ({exc})") from exc
     return image_from_array(arr, "srgb", path.name, max_pixels)
+
+
+_PNG_RGB16 = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
+
+
+def _png_rgb16(path: Path, im: Image.Image) -> np.ndarray | None:
+    """All 16 bits of a 16-bit RGB(A) PNG as uint16 HxWxC, else None.
+
+    Pillow has no 16-bit colour mode and keeps only each sample's high byte. Its
+    decoder unfilters the rows before unpacking, so decoding twice, once keeping the
+    high bytes ("RGB;16B") and once the low ones (the same bytes read as "RGB;16L"),
+    gives both halves of every sample.
+    """
+    if im.format != "PNG" or len(im.tile) != 1 or im.tile[0].args not in _PNG_RGB16:
+        return None
+    halves = []
+    for rawmode in (im.tile[0].args, _PNG_RGB16[im.tile[0].args]):
+        with Image.open(path) as part:
+            part.tile = [part.tile[0]._replace(args=rawmode)]
+            part.load()
+            halves.append(np.asarray(part, dtype=np.uint16))
+    return (halves[0] << 8) | halves[1]
 
 
 def read_exr_channels(path: Path) -> tuple[dict[str, np.ndarray], dict]:
@@ -217,7 +251,22 @@ def _exr_colour(channels: dict) -> np.ndarray | None:
 
 def _read_npy(path: Path, max_pixels: int) -> ImageData:
     try:
+        # The header first: a crafted shape must not make np.load allocate before anything is checked.
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, _, dtype = read_header(fh)
+        if len(shape) in (2, 3) and shape[0] * shape[1] > max_pixels:
+            raise ImageError(f"{path.name} is {shape[1]}x{shape[0]} pixels, more than the limit of "
+                             f"{max_pixels:,} pixels; downscale it first or raise the limit")
+        if dtype.hasobject or int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > path.stat().st_size:
+            raise ValueError(f"its header promises {shape} {dtype} values the file does not hold")
         arr = np.load(path, allow_pickle=False)  # never unpickle
+    except ImageError:
+        raise
     except Exception as exc:
         raise ImageError(f"{path.name} is not a readable .npy array ({exc})") from exc
     colorspace = "srgb" if arr.dtype in (np.uint8, np.uint16) else "linear"
@@ -256,10 +305,24 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete temporary files an earlier write of ``path`` left behind (a process killed mid-write).
+
+    Only this target's own ``.NAME.*.tmp`` files: one target is never written by two
+    writers at once (jobs have unique outputs), so any such file is an orphan.
+    """
+    try:
+        for stale in Path(path).parent.glob(f".{glob.escape(Path(path).name)}.*.tmp"):
+            stale.unlink(missing_ok=True)
+    except OSError:
+        pass  # cleaning up must never fail the write itself
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` then rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.chmod(tmp, _umask_mode())  # mkstemp makes 0600; results are ordinary user files
     try:
@@ -268,9 +331,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a full disk: say which file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
@@ -343,12 +408,19 @@ def _write_exr(path: Path, data: np.ndarray) -> None:
     except ImportError as exc:
         raise ImageError("writing EXR files needs the 'OpenEXR' Python package (pip install OpenEXR)") from exc
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.exr")
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     name = "RGBA" if data.shape[2] == 4 else "RGB"
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-    with OpenEXR.File(header, {name: np.ascontiguousarray(data)}) as exr:
-        exr.write(str(tmp))
-    os.replace(tmp, path)
+    try:
+        with OpenEXR.File(header, {name: np.ascontiguousarray(data)}) as exr:
+            exr.write(tmp)
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # a full disk or a kill leaves no half-written file behind
+        raise
 
 
 # --------------------------------------------------------------------------- tensors

@@ -50,6 +50,10 @@ class CancelToken:
     def cancelled(self) -> bool:
         return self._event.is_set()
 
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, waking at once on a cancel; True when cancelled."""
+        return self._event.wait(seconds)
+
     def raise_if_cancelled(self) -> None:
         if self._event.is_set():
             raise JobCancelled("cancelled by the user")
@@ -64,3 +68,9 @@ def report(progress: ProgressCallback | None, *args, **kwargs) -> None:
 def check_cancel(cancel: CancelToken | None) -> None:
     if cancel is not None:
         cancel.raise_if_cancelled()
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr`` cut to ``limit`` characters: error messages quote hostile input without flooding."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..common.checkpoints import CheckpointError, load_checkpoint, load_state_into
+from ..common.checkpoints import CheckpointError, build_checked, load_checkpoint
 from ..common.device import free_device_memory, is_out_of_memory, pick_device
 from ..common.images import from_tensor, to_tensor
 from .inputs import ImageLike, check_strength, finish, prepare, unchanged
@@ -44,15 +44,15 @@ class StyleModel:
         if not isinstance(arch, dict):
             raise CheckpointError(f"{p.name}: its config lacks the network description ('transformer')")
         try:
-            net = TransformerNet(TransformerConfig(**arch))
+            arch_config = TransformerConfig(**arch)
         except TypeError as exc:
             raise CheckpointError(f"{p.name}: unknown network settings in its config ({exc})") from exc
-        load_state_into(net, tensors, p.name)
+        net = build_checked(p.name, MODEL_KIND, arch, tensors, lambda: TransformerNet(arch_config))
         return cls(net, config, pick_device(device), config.get("name") or p.stem)
 
     # ---------------------------------------------------------------- tensors
     @torch.no_grad()
-    def stylize_tensor(self, x: torch.Tensor, tile_size: int | None = None) -> torch.Tensor:
+    def stylize_tensor(self, x: torch.Tensor, tile_size: int | None = None, cancel=None) -> torch.Tensor:
         """1x3xHxW sRGB in [0, 1] on any device -> float32 tensor on self.device.
 
         Untiled when ``tile_size`` is None; if memory runs out, falls back to
@@ -62,7 +62,7 @@ class StyleModel:
         if self.half:
             x = x.contiguous(memory_format=torch.channels_last)
         if tile_size is not None:
-            return stylize_tiled(self.net, x, int(tile_size)).float()
+            return stylize_tiled(self.net, x, int(tile_size), cancel=cancel).float()
         try:
             return self.net(x).float()
         except Exception as exc:
@@ -85,7 +85,8 @@ class StyleModel:
         return stylize_tiled(cpu_net.eval(), x.float().cpu(), FALLBACK_TILE)
 
     # ---------------------------------------------------------------- images
-    def stylize(self, image: ImageLike, strength: float = 1.0, tile_size: int | None = None) -> ImageLike:
+    def stylize(self, image: ImageLike, strength: float = 1.0, tile_size: int | None = None,
+                cancel=None) -> ImageLike:
         """Stylize one frame; returns the same type (ndarray: sRGB float HxWx3 in [0, 1]).
 
         ``strength`` blends with the input (0 returns the input exactly);
@@ -95,7 +96,7 @@ class StyleModel:
         prep = prepare(image)
         if strength == 0:
             return unchanged(prep)
-        out = from_tensor(self.stylize_tensor(to_tensor(prep.srgb), tile_size))
+        out = from_tensor(self.stylize_tensor(to_tensor(prep.srgb), tile_size, cancel))
         out = apply_color_preservation(out, prep.srgb, self.preserve_color)
         return finish(prep, out, strength)
 

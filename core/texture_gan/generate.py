@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..common.checkpoints import CheckpointError, load_checkpoint, load_state_into
+from ..common.checkpoints import CheckpointError, build_checked, load_checkpoint
 from ..common.device import autocast, free_device_memory, is_out_of_memory, pick_device
+from ..common.jobs import check_cancel
 from .model import MODEL_VERSION, Generator, TextureGANConfig
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,8 @@ MAX_SIDE = 16384
 # (python build.py bench), 512 px tiles run 1.3-1.7x faster than whole 1024-2048 px canvases on a CPU.
 CPU_UNTILED_MAX_PIXELS = 512 * 512
 CPU_TILE = 512
+# Smaller tiles spend nearly all their time on the margins around each tile (1 px: 100x slower).
+MIN_TILE = 64
 # Seed offset of the second global code the variation knob blends towards.
 _VARIATION_SEED_OFFSET = 7919
 
@@ -97,13 +100,9 @@ class TextureGenerator:
             raise CheckpointError(f"{p.name}: its config has no architecture section")
         try:
             cfg = TextureGANConfig.from_dict(arch)
-            g = Generator(cfg)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{p.name}: invalid architecture in its config ({exc})") from exc
-        load_state_into(g, tensors, p.name)
-        for t in g.state_dict().values():
-            if not torch.isfinite(t).all():
-                raise CheckpointError(f"{p.name}: weights contain NaN/inf (training diverged or the file is damaged)")
+        g = build_checked(p.name, KIND, arch, tensors, lambda: Generator(cfg))
         return cls(g, config, str(config.get("name") or p.name.removesuffix(".safetensors")), dev)
 
     @property
@@ -112,13 +111,14 @@ class TextureGenerator:
 
     @torch.no_grad()
     def generate(self, width: int, height: int, seed: int = 0, tileable: bool = True, variation: float = 0.0,
-                 tile_size: int | None = None) -> np.ndarray:
+                 tile_size: int | None = None, cancel=None) -> np.ndarray:
         """float32 HxWx3 sRGB in [0, 1].
 
         ``tileable``: the result wraps seamlessly on both axes. ``variation`` in
         [0, 1] moves the look away from the seed's own towards another one while
         keeping the layout. ``tile_size`` (output pixels) forces tiled
-        generation; tiles give the same image as one pass.
+        generation; tiles give the same image as one pass. ``cancel`` (a CancelToken)
+        is checked between tiles.
         """
         width, height = int(width), int(height)
         if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
@@ -126,6 +126,8 @@ class TextureGenerator:
         if not 0.0 <= float(variation) <= 1.0:
             raise ValueError(f"variation must be between 0 and 1, got {variation}")
         s = self.stride
+        if tile_size is not None and not max(MIN_TILE, s) <= int(tile_size) <= MAX_SIDE:
+            raise ValueError(f"tile size must be between {max(MIN_TILE, s)} and {MAX_SIDE} pixels, got {tile_size}")
         g = self.generator
         margin = g.margin_noise_pixels()
         if tileable:
@@ -138,7 +140,7 @@ class TextureGenerator:
         if tile_size is None and self.device.type == "cpu" and hn * wn * s * s > CPU_UNTILED_MAX_PIXELS:
             tile_size = CPU_TILE
         if tile_size is not None:
-            image = self._run_tiled(noise, tile_size)
+            image = self._run_tiled(noise, tile_size, cancel)
         else:
             try:
                 image = self._run(noise)
@@ -152,7 +154,7 @@ class TextureGenerator:
                                          f"generating in {tile_size}px tiles")
                     log.warning(self.last_message)
                     try:
-                        image = self._run_tiled(noise, tile_size)
+                        image = self._run_tiled(noise, tile_size, cancel)
                         break
                     except RuntimeError as exc2:
                         if not is_out_of_memory(exc2) or tile_size <= 2 * s:
@@ -174,7 +176,7 @@ class TextureGenerator:
             out = self.generator.body(canvas.to(self.device), [f.to(self.device) for f in fine])
         return out.float().cpu()
 
-    def _run_tiled(self, noise: tuple[torch.Tensor, list[torch.Tensor]], tile_size: int) -> torch.Tensor:
+    def _run_tiled(self, noise: tuple[torch.Tensor, list[torch.Tensor]], tile_size: int, cancel=None) -> torch.Tensor:
         """Run G on overlapping tiles of the noise canvas (wrapping at its edges, as
         circular padding does) and keep each tile's centre: identical to one pass."""
         s = self.stride
@@ -187,6 +189,7 @@ class TextureGenerator:
             th = min(tn, hn - y0)
             for x0 in range(0, wn, tn):
                 tw = min(tn, wn - x0)
+                check_cancel(cancel)
                 tile_canvas = _wrapped_window(canvas, y0 - m, th + 2 * m, x0 - m, tw + 2 * m, 1)
                 tile_fine = [_wrapped_window(f, y0 - m, th + 2 * m, x0 - m, tw + 2 * m, 2 ** (i + 1))
                              for i, f in enumerate(fine)]

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..common.checkpoints import load_checkpoint, load_state_into
+from ..common.checkpoints import build_checked, check_architecture, load_checkpoint
 from ..common.device import autocast, free_device_memory, is_out_of_memory, pick_device, seeded_generator
 from ..common.images import MIN_SIDE, ImageError, from_tensor, to_tensor, validate_array
 from .model import TextureVAEConfig, TextureVAENet
@@ -116,13 +116,13 @@ class TextureVAE:
     def load(cls, path: str | os.PathLike, device=None) -> "TextureVAE":
         dev = pick_device(device)
         tensors, meta = load_checkpoint(path, expected_kind=KIND, device="cpu")
+        check_architecture(Path(path).name, KIND, meta.get("config"))
         try:
             config = TextureVAEConfig.from_dict(meta.get("config", {}))
         except (TypeError, ValueError) as exc:
             from ..common.checkpoints import CheckpointError
             raise CheckpointError(f"{Path(path).name}: its texture VAE config is invalid ({exc})") from exc
-        net = TextureVAENet(config)
-        load_state_into(net, tensors, Path(path).name)
+        net = build_checked(Path(path).name, KIND, meta["config"], tensors, lambda: TextureVAENet(config))
         return cls(net, config, meta.get("name") or Path(path).stem, dev, meta)
 
     @property

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from core.common.images import save_image
 from core.common.procedural import make_exemplar
@@ -51,3 +54,99 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path):
     assert proc.returncode == 2
     assert "error:" in proc.stderr and "bad.png" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- hostile and careless use
+
+def _cli(*args, preexec_fn=None, **kwargs) -> subprocess.CompletedProcess:
+    # no .pyc writes: under a file size limit they would be cut short
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run([sys.executable, "-m", "core", "--device", "cpu", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=240, preexec_fn=preexec_fn, **kwargs)
+
+
+def _one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr[-800:]
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-800:]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from core.texture_gan import TextureGANConfig, train_texture_gan
+    import json
+    path = tmp_path_factory.mktemp("cli") / "tiny.safetensors"
+    return train_texture_gan([make_exemplar("bricks", 64)], path, 1, config=TextureGANConfig.from_dict(json.loads(TINY)),
+                             device="cpu")
+
+
+def test_full_disk_is_one_line_naming_the_file_and_leaves_no_temporary(tiny_model, tmp_path):
+    # RLIMIT_FSIZE makes every write past 2 kB fail as a full disk would (EFBIG instead of ENOSPC).
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+    out = tmp_path / "big.png"
+    proc = _cli("texture", "generate", "--model", tiny_model, "--width", 256, "--height", 256, "--out", out,
+                preexec_fn=small_disk)
+    _one_line_error(proc, "big.png")
+    assert list(tmp_path.iterdir()) == []  # neither the image nor a temporary file
+
+
+def test_bad_config_is_one_line(tmp_path):
+    exemplar = save_image(tmp_path / "ex.png", make_exemplar("wood", 64, seed=0))
+    for config, needle in (("{not json", "not valid JSON"), ('{"g_channels": 5}', "g_channels"),
+                           ('{"g_channels": [1000000000]}', "out of range"), ("[1]", "JSON object")):
+        proc = _cli("texture", "train", "--exemplar", exemplar, "--out", tmp_path / "m.safetensors", "--steps", 1,
+                    "--config", config)
+        _one_line_error(proc, needle)
+
+
+def test_training_into_an_unwritable_folder_fails_before_any_step(tmp_path):
+    from test_worker import _unwritable_folder
+
+    exemplar = save_image(tmp_path / "ex.png", make_exemplar("wood", 64, seed=0))
+    folder = _unwritable_folder(tmp_path)
+    proc = _cli("texture", "train", "--exemplar", exemplar, "--out", folder / "m.safetensors", "--steps", 50,
+                "--config", TINY)
+    _one_line_error(proc, str(folder))
+    assert "1/50" not in proc.stderr  # no step ran
+
+
+def test_closed_output_pipe_does_not_lose_the_training(tmp_path):
+    # `python -m core texture train ... 2>&1 | head -1`: the reader is gone after the first line
+    exemplar = save_image(tmp_path / "ex.png", make_exemplar("wood", 64, seed=0))
+    model = tmp_path / "m.safetensors"
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "core", "--device", "cpu", "texture", "train", "--exemplar",
+                           str(exemplar), "--out", str(model), "--steps", "3", "--config", TINY], cwd=ROOT, env=env,
+                          stdout=write_end, stderr=write_end, timeout=240)
+    os.close(write_end)
+    assert proc.returncode == 0
+    assert load_texture_gan(model).config["steps"] == 3
+
+
+def test_nan_style_model_is_refused_not_written_black(tmp_path):
+    from test_common import nan_style_model
+
+    model = nan_style_model(tmp_path)
+    image = save_image(tmp_path / "in.png", make_exemplar("wood", 64, seed=0))
+    proc = _cli("style", "apply", "--style", model, "--input", image, "--out", tmp_path / "out.png")
+    _one_line_error(proc, "NaN", model.name)
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_progress_without_a_total_shows_no_fraction():
+    import io
+
+    from core.cli.progress_bar import ProgressBar
+    from core.common.jobs import Progress
+    stream = io.StringIO()
+    bar = ProgressBar("style", stream=stream, min_interval=0)
+    bar(Progress(1, 0, "frame 1"))
+    bar(Progress(2, 0, "frame 2"))
+    assert "1/0" not in stream.getvalue() and "2 done" in stream.getvalue()

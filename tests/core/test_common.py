@@ -246,3 +246,134 @@ def test_multilayer_exr_render_reads_its_combined_pass(tmp_path):
     assert data.colorspace == "linear"
     np.testing.assert_allclose(data.rgb, combined[..., :3])
     np.testing.assert_allclose(data.alpha, np.clip(combined[..., 3], 0, 1))
+
+
+# --------------------------------------------------------------------------- hostile and careless input
+
+def nan_style_model(folder):
+    """A style model file whose weights hold one NaN (training diverged, or a damaged file)."""
+    from core.style.transformer import TransformerConfig, TransformerNet
+    tensors = TransformerNet(TransformerConfig(8, 1)).state_dict()
+    first = next(iter(tensors))
+    tensors[first].view(-1)[0] = float("nan")
+    return ck.save_checkpoint(folder / "nan_style.safetensors", tensors, {"transformer": {"base_channels": 8,
+                                                                                         "residual_blocks": 1}},
+                              "style_transfer")
+
+
+def test_style_model_with_nan_weight_is_refused(tmp_path):
+    from core.style import load_style_model
+    with pytest.raises(ck.CheckpointError, match="NaN"):
+        load_style_model(nan_style_model(tmp_path), device="cpu")
+
+
+def _vae_file(tmp_path, **arch):
+    from core.texture_vae.model import TextureVAEConfig, TextureVAENet
+    cfg = TextureVAEConfig(base_channels=4, channel_mult=(1, 2), latent_channels=2)
+    config = {**cfg.to_dict(), **arch}
+    return ck.save_checkpoint(tmp_path / "vae.safetensors", TextureVAENet(cfg).state_dict(),
+                              {"config": config, "name": "v"}, "texture_vae")
+
+
+@pytest.mark.parametrize("arch, needle", [({"res_blocks": 10 ** 9}, "res_blocks"),
+                                          ({"base_channels": 10 ** 9}, "base_channels"),
+                                          ({"channel_mult": [1] * 100}, "channel_mult"),
+                                          ({"latent_channels": "8"}, "latent_channels"),
+                                          ({"latent_channels": 3}, "shape")])
+def test_crafted_vae_config_is_refused_before_any_allocation(tmp_path, arch, needle):
+    from core.texture_vae import load_texture_vae
+    import time
+    path = _vae_file(tmp_path, **arch)
+    started = time.monotonic()
+    with pytest.raises(ck.CheckpointError, match=needle):
+        load_texture_vae(path, device="cpu")
+    assert time.monotonic() - started < 5
+
+
+def test_crafted_header_length_is_refused(tmp_path):
+    path = tmp_path / "huge_header.safetensors"
+    path.write_bytes((2 ** 40).to_bytes(8, "little") + b"{}")
+    with pytest.raises(ck.CheckpointError, match="header"):
+        ck.load_checkpoint(path)
+
+
+def test_16_bit_rgb_and_rgba_png_keep_all_16_bits(tmp_path):
+    rng = np.random.default_rng(3)
+    for channels in (3, 4):
+        data = rng.random((29, 31, channels)).astype(np.float32)
+        path = im.save_image(tmp_path / f"c{channels}.png", data, bit_depth=16)
+        back = im.load_image(path)
+        assert back.bit_depth == 16
+        assert np.abs(back.rgba()[..., :channels] - data).max() <= 0.5 / 65535 + 1e-6
+        assert len(np.unique(back.rgb)) > 1000  # more than 8-bit levels
+
+
+def _filtered_png16(samples: np.ndarray) -> bytes:
+    """A 16-bit RGB(A) PNG whose rows use every filter type (0-4), as other encoders write them."""
+    import struct
+    import zlib
+    h, w, c = samples.shape
+    raw = samples.astype(">u2").view(np.uint8).reshape(h, w * c * 2).astype(int)
+    bpp = 2 * c
+    out = bytearray()
+    previous = np.zeros(raw.shape[1], int)
+    for y in range(h):
+        row, kind = raw[y], y % 5
+        left = np.concatenate([np.zeros(bpp, int), row[:-bpp]])
+        upper_left = np.concatenate([np.zeros(bpp, int), previous[:-bpp]])
+        if kind == 4:
+            p = left + previous - upper_left
+            pa, pb, pc = abs(p - left), abs(p - previous), abs(p - upper_left)
+            predictor = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, previous, upper_left))
+        else:
+            predictor = [0 * row, left, previous, (left + previous) // 2][kind]
+        out += bytes([kind]) + bytes(((row - predictor) % 256).astype(np.uint8))
+        previous = row
+
+    def chunk(tag, body):
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(out))) + chunk(b"IEND", b"")
+
+
+def test_16_bit_png_with_row_filters_decodes_exactly(tmp_path):
+    for channels in (3, 4):
+        samples = np.random.default_rng(channels).integers(0, 65536, (12, 9, channels)).astype(np.uint16)
+        path = tmp_path / f"filtered{channels}.png"
+        path.write_bytes(_filtered_png16(samples))
+        back = im.load_image(path)
+        np.testing.assert_array_equal(np.round(back.rgba()[..., :channels] * 65535).astype(np.uint16), samples)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.int64, np.int32, object, bool])
+def test_non_image_arrays_are_refused(tmp_path, dtype):
+    array = np.ones((16, 16, 3), dtype=dtype)
+    path = tmp_path / "x.npy"
+    np.save(path, array, allow_pickle=dtype is object)
+    with pytest.raises(im.ImageError):
+        im.load_image(path)
+    with pytest.raises(im.ImageError, match="not an image type"):
+        im.image_from_array(array)
+
+
+def test_failed_and_killed_writes_leave_no_temporary_files(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    # an EXR write that fails half way (the file size limit stands in for a full disk)
+    script = ("import resource, numpy as np; resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096));"
+              "from core.common.images import save_image, image_from_array;"
+              f"save_image({str(tmp_path / 'x.exr')!r}, image_from_array(np.random.rand(256, 256, 3).astype('f4'), "
+              "'linear'))")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin",
+                               "PYTHONDONTWRITEBYTECODE": "1"})  # no half-written .pyc under the limit
+    if "OpenEXR" in proc.stderr and "needs" in proc.stderr:
+        pytest.skip("OpenEXR is not installed")
+    assert proc.returncode != 0 and list(tmp_path.iterdir()) == [], proc.stderr[-500:]
+    # a temporary left by a process killed mid-write is removed by the next write of that file
+    (tmp_path / ".y.png.k3x9.tmp").write_bytes(b"partial")
+    im.save_image(tmp_path / "y.png", np.zeros((8, 8, 3), np.float32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["y.png"]

@@ -66,6 +66,7 @@ def worker(tmp_path_factory):
     w = RawWorker(tmp_path_factory.mktemp("worker"))
     ready = w.next_event(30)
     assert ready["event"] == "ready" and ready["pid"] == w.proc.pid
+    w.ready = ready
     assert "texture_gan.generate" in ready["kinds"] and "style.stylize" in ready["kinds"]
     yield w
     w.close()
@@ -191,3 +192,183 @@ def test_real_generation_job_writes_image_result(worker, tmp_path):
     assert data.shape == (32, 48, 3) and image["colorspace"] == "srgb"
     assert (image["width"], image["height"]) == (48, 32)
     assert 0.0 <= data.min() and data.max() <= 1.0 and data.std() > 0
+
+
+# --------------------------------------------------------------------------- hostile and careless input
+
+def test_bad_parameter_is_an_error_event_and_the_queue_goes_on(worker):
+    # issue 13.1: this raised before the job's try, killed the runner and froze the queue
+    worker.send(cmd="submit", id="badparam", kind="selftest", params={"preview_interval": "x"})
+    final, _ = worker.wait_for(lambda e: _final(e, "badparam"))
+    assert final["event"] == "error" and final["error_type"] == "ParamError"
+    assert "preview_interval" in final["message"]
+    for index, bad in enumerate(({"steps": -1}, {"steps": "10"}, {"steps": 10, "stepz": 3}, {"delay": float("inf")},
+                                 {"preview": 1}, {"device": "gpu0"}, [1, 2])):
+        worker.send(cmd="submit", id=f"bad{index}", kind="selftest", params=bad)
+        final, _ = worker.wait_for(lambda e: e.get("id") == f"bad{index}")
+        assert final["event"] == "error" and final["error_type"] == "ParamError", (bad, final)
+    worker.send(cmd="submit", id="afterbad", kind="selftest", params={"steps": 1, "delay": 0})
+    final, _ = worker.wait_for(lambda e: _final(e, "afterbad"))
+    assert final["event"] == "done"
+
+
+def test_every_job_kind_declares_its_parameters():
+    from core.worker import COMMON_PARAMS, JOB_KINDS, JOB_PARAMS
+    assert set(JOB_PARAMS) == set(JOB_KINDS)
+    for kind, schema in JOB_PARAMS.items():
+        assert set(COMMON_PARAMS) <= set(schema), kind
+        assert all(name.isidentifier() for name in schema), kind
+
+
+def test_job_ids_cannot_escape_the_work_folder(worker, tmp_path):
+    workdir = Path(worker.ready["workdir"])
+    outside = tmp_path / "escape"
+    for job_id in ("../../x", f"../{outside.name}", str(outside / "abs"), "a/b", "", ".hidden", "x" * 129, 7):
+        worker.send(cmd="submit", id=job_id, kind="selftest", params={"steps": 1, "delay": 0})
+        event, _ = worker.wait_for(lambda e: e["event"] in ("protocol_error", "queued"))
+        assert event["event"] == "protocol_error" and "id" in event["message"], job_id
+    assert not outside.exists()
+    assert all(p.resolve().parent == workdir.resolve() for p in workdir.iterdir())
+
+
+def test_duplicate_job_id_is_refused(worker):
+    worker.send(cmd="submit", id="twice", kind="selftest", params={"steps": 1, "delay": 0})
+    worker.wait_for(lambda e: _final(e, "twice"))
+    worker.send(cmd="submit", id="twice", kind="selftest", params={"steps": 1, "delay": 0})
+    event, _ = worker.wait_for(lambda e: e.get("id") == "twice")
+    assert event["event"] == "protocol_error" and "already used" in event["message"]
+
+
+@pytest.fixture(scope="module")
+def tiny_gan(tmp_path_factory):
+    from core.common.procedural import make_exemplar
+    from core.texture_gan import TextureGANConfig, train_texture_gan
+    path = tmp_path_factory.mktemp("gan") / "tiny.safetensors"
+    exemplar = np.clip(make_exemplar("bricks", 64), 0, 1).astype(np.float32)
+    return train_texture_gan([exemplar], path, 1, config=TextureGANConfig.from_dict(TINY_GAN), device="cpu")
+
+
+def test_outputs_stay_inside_allowed_folders_and_never_overwrite(worker, tiny_gan, tmp_path):
+    workdir = Path(worker.ready["workdir"])
+    outside = tmp_path / "new_folder" / "x.png"
+    params = {"model": str(tiny_gan), "width": 16, "height": 16}
+    worker.send(cmd="submit", id="out1", kind="texture_gan.generate", params={**params, "output": str(outside)})
+    final, _ = worker.wait_for(lambda e: _final(e, "out1"))
+    assert final["event"] == "error" and "outside the work folder" in final["message"]
+    assert not outside.parent.exists()
+    existing = workdir / "keep.png"
+    existing.write_bytes(b"precious")
+    worker.send(cmd="submit", id="out2", kind="texture_gan.generate", params={**params, "output": str(existing)})
+    final, _ = worker.wait_for(lambda e: _final(e, "out2"))
+    assert final["event"] == "error" and "exists" in final["message"] and existing.read_bytes() == b"precious"
+    worker.send(cmd="submit", id="out3", kind="texture_gan.generate",
+                params={**params, "output": str(existing), "overwrite": True})
+    final, _ = worker.wait_for(lambda e: _final(e, "out3"), timeout=60)
+    assert final["event"] == "done", final
+    assert existing.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tile_size_is_checked_and_generation_stops_between_tiles(worker, tiny_gan):
+    for tile in (0, -8, 1, 63, 10 ** 9, 64.5):
+        worker.send(cmd="submit", id=f"tile{tile}", kind="texture_gan.generate",
+                    params={"model": str(tiny_gan), "tile_size": tile})
+        final, _ = worker.wait_for(lambda e: _final(e, f"tile{tile}"))
+        assert final["event"] == "error" and "tile_size" in final["message"], final
+    from core.common.jobs import CancelToken, JobCancelled
+    from core.texture_gan import load_texture_gan
+    model = load_texture_gan(tiny_gan, device="cpu")
+    with pytest.raises(ValueError, match="tile size"):
+        model.generate(64, 64, tile_size=1)
+    token = CancelToken()
+    token.cancel()
+    started = time.monotonic()
+    with pytest.raises(JobCancelled):
+        model.generate(4096, 4096, tile_size=64, cancel=token)
+    assert time.monotonic() - started < 10  # before the first of 4096 tiles, not after all of them
+
+
+def test_training_lane_does_not_block_interactive_jobs_and_events_name_the_device(worker, tmp_path):
+    from core.common.procedural import make_exemplar
+    exemplar = tmp_path / "ex.npy"
+    np.save(exemplar, (np.clip(make_exemplar("wood", 64), 0, 1) * 255).astype(np.uint8))
+    worker.send(cmd="submit", id="lane-train", kind="texture_gan.train",
+                params={"exemplars": [str(exemplar)], "out_path": str(tmp_path / "m.safetensors"),
+                        "steps": 100000, "config": TINY_GAN, "checkpoint_every": 100000})
+    started, _ = worker.wait_for(lambda e: e["event"] == "started" and e["id"] == "lane-train", timeout=60)
+    assert started["lane"] == "train" and started["device"] == "cpu"
+    worker.send(cmd="submit", id="lane-quick", kind="selftest", params={"steps": 2, "delay": 0})
+    final, seen = worker.wait_for(lambda e: _final(e, "lane-quick") or _final(e, "lane-train"), timeout=60)
+    assert final["id"] == "lane-quick" and final["event"] == "done" and final["device"] == "cpu"
+    assert any(e["event"] == "started" and e["id"] == "lane-quick" and e["lane"] == "interactive" for e in seen)
+    worker.send(cmd="ping")
+    pong, _ = worker.wait_for(lambda e: e["event"] == "pong")
+    assert pong["running"] == "lane-train" and pong["running_jobs"] == ["lane-train"]
+    worker.send(cmd="cancel", id="lane-train")
+    final, _ = worker.wait_for(lambda e: _final(e, "lane-train"), timeout=120)
+    assert final["event"] == "cancelled" and Path(final["result"]["model"]).is_file()
+
+
+def test_training_into_a_folder_it_cannot_write_fails_before_any_step(worker, tmp_path):
+    target = _unwritable_folder(tmp_path) / "m.safetensors"
+    worker.send(cmd="submit", id="ro-train", kind="texture_gan.train",
+                params={"exemplars": [str(tmp_path / "missing.png")], "out_path": str(target), "steps": 5,
+                        "config": TINY_GAN})
+    final, seen = worker.wait_for(lambda e: _final(e, "ro-train"), timeout=60)
+    assert final["event"] == "error" and "cannot write" in final["message"] and str(target.parent) in final["message"]
+    assert not any(e["event"] == "progress" and e["id"] == "ro-train" for e in seen)
+
+
+def _unwritable_folder(tmp_path: Path) -> Path:
+    """A folder this process cannot write into, even as root (which ignores permission bits)."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if not os.access(folder, os.W_OK):
+        return folder
+    for candidate in (Path("/sys/fs"), Path("/proc/self")):
+        try:
+            (candidate / ".probe").touch()
+        except OSError:
+            return candidate
+    pytest.skip("no folder is read-only for this user")
+
+
+def test_crafted_requests_never_stop_the_worker(worker):
+    lines = ["[]", "null", "1e999", '{"cmd": null}', '{"cmd": "submit"}', '{"cmd": "cancel", "id": {"a": 1}}',
+             '{"cmd": "submit", "id": "k1", "kind": ["selftest"]}', "[" * 100000 + "]" * 100000,
+             '{"cmd": "submit", "id": "k2", "kind": "selftest", "params": {"steps": 1e400}}']
+    for line in lines:
+        worker.proc.stdin.write(line + "\n")
+    worker.proc.stdin.flush()
+    worker.send(cmd="submit", id="alive", kind="selftest", params={"steps": 1, "delay": 0})
+    final, _ = worker.wait_for(lambda e: _final(e, "alive"))
+    assert final["event"] == "done" and worker.proc.poll() is None
+
+
+def test_a_failing_runner_is_restarted_and_says_so(tmp_path):
+    # In-process: the event stream fails once after a job (a full pipe), which the old runner did not survive.
+    import io
+
+    from core.worker import Worker, _Channel
+
+    class FlakyStream(io.StringIO):
+        failed = False
+
+        def write(self, text):
+            if '"event": "done"' in text and not FlakyStream.failed:
+                FlakyStream.failed = True
+                raise OSError("stream hiccup")
+            return super().write(text)
+
+    stream = FlakyStream()
+    w = Worker(_Channel(stream), tmp_path)
+    w.start()
+    for job_id in ("first", "second"):
+        w.handle(json.dumps({"cmd": "submit", "id": job_id, "kind": "selftest", "params": {"steps": 1, "delay": 0}}))
+    deadline = time.monotonic() + 30
+    while '{"event": "done", "id": "second"' not in stream.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    w.shutdown(10)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert any(e["event"] == "runner_restarted" and e["lane"] == "interactive" for e in events)
+    assert any(e["event"] == "done" and e["id"] == "second" for e in events) and w.restarts == 1
