@@ -44,7 +44,7 @@ def _make_client() -> WorkerClient:
     pythonpath = [str(core_access.core_parent()), str(preferences.deps_dir())]
     return WorkerClient(python=preferences.worker_python(context), pythonpath=pythonpath,
                         workdir=workdir() / "worker", device=preferences.worker_device(context),
-                        threads=int(getattr(prefs, "worker_threads", 0)))
+                        threads=int(getattr(prefs, "worker_threads", 0)), allow_output=[preferences.results_dir()])
 
 
 def manager() -> JobManager:

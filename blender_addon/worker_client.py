@@ -75,13 +75,14 @@ class WorkerClient:
     """One worker process and the pipe to it."""
 
     def __init__(self, python: str, pythonpath: list[str], workdir: Path, device: str = "auto",
-                 env: dict | None = None, threads: int = 0) -> None:
+                 env: dict | None = None, threads: int = 0, allow_output: list[Path] | None = None) -> None:
         self.python = python or sys.executable
         self.pythonpath = [str(p) for p in pythonpath if p]
         self.workdir = Path(workdir)
         self.device = device
         self.extra_env = env or {}
         self.threads = threads
+        self.allow_output = [Path(p) for p in allow_output or []]  # folders jobs may write results into
         self.events: "queue.Queue[dict]" = queue.Queue()
         self.proc: subprocess.Popen | None = None
         self.ready: dict = {}
@@ -104,6 +105,8 @@ class WorkerClient:
         cmd = [self.python, "-m", "core.worker", "--workdir", str(self.workdir), "--device", self.device]
         if self.threads:
             cmd += ["--threads", str(self.threads)]
+        for folder in self.allow_output:
+            cmd += ["--allow-output", str(folder)]
         self._log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
@@ -338,7 +341,8 @@ class JobManager:
         if isinstance(device, dict):  # {"type": "cuda", "name": "..."}
             device = ": ".join(str(v) for v in (device.get("type", "").upper(), device.get("name")) if v)
         if device:
-            job.device = str(device)
+            kind, _, card = str(device).partition(" ")  # "cuda:0 NVIDIA H100" -> "CUDA:0 NVIDIA H100"
+            job.device = " ".join(filter(None, (kind.upper(), card)))
         found = []
         for source in (event, event.get("result") if isinstance(event.get("result"), dict) else {}):
             value = source.get("warnings") or source.get("warning") or []

@@ -175,15 +175,16 @@ class NEURAL_OT_stylize_animation(bpy.types.Operator):
 
         def on_done(job):
             if job.state == "done":
-                summary = f"{len(job.result.get('frames', []))} frames written to {output_dir}"
-                warnings = job.result.get("warnings") or []
-                job.outputs["summary"] = summary + "".join(f"; warning: {w}" for w in warnings)
+                # warnings show under the job in the Jobs panel (job.warnings)
+                job.outputs["summary"] = f"{len(job.result.get('frames', []))} frames written to {output_dir}"
 
         job = job_queue.submit("style.stylize_sequence",
                                {"model": model, "frames": [str(f) for f in frames], "output_dir": output_dir,
                                 "strength": option(self, settings, "strength"),
                                 "temporal_weight": option(self, settings, "temporal_weight"),
-                                "use_motion_vectors": bool(option(self, settings, "use_motion_vectors"))},
+                                "use_motion_vectors": bool(option(self, settings, "use_motion_vectors")),
+                                # the output folder holds earlier stylized frames, never the inputs (checked above)
+                                "overwrite": True},
                                label=f"Stylize {len(frames)} frames", on_done=on_done, wait=self.wait or None)
         return finish(self, job)
 

@@ -334,3 +334,39 @@ def test_stylize_frames_in_an_unsaved_file_writes_beside_the_frames(tiny_models,
     written = sorted((tmp_path / "shot_010_stylized").glob("*.png"))
     assert [p.name for p in written] == ["frame_0001.png", "frame_0002.png"]
     assert sorted(p.name for p in frames.iterdir()) == ["frame_0001.png", "frame_0002.png"]  # never overwritten
+    # the new file chose nothing yet: select the trained models again, as training did, for later tests
+    scene = bpy.context.scene
+    for settings, kind in ((scene.neural_texture, "texture_gan"), (scene.neural_vae, "texture_vae"),
+                           (scene.neural_style, "style")):
+        models.choose(settings, tiny_models[kind])
+
+
+# ---- 10: the job list names the device and the worker's warnings ------------------------------------------------
+
+def test_job_list_shows_device_and_worker_warnings(tiny_models, tmp_path):
+    pytest.importorskip("OpenEXR")
+    from blender_addon import job_queue
+    assert bpy.ops.neural.generate_texture(width=32, height=32, make_material=False, name="on cpu") == {"FINISHED"}
+    job = list(job_queue.manager().jobs.values())[-1]
+    assert job.device == "CPU"  # from the worker's started/done events
+
+    scene = bpy.context.scene
+    frames = tmp_path / "multilayer"
+    scene.render.filepath = str(frames / "frame_")
+    scene.render.image_settings.media_type = "MULTI_LAYER_IMAGE"
+    for layer in scene.view_layers:
+        layer.use_pass_vector = False  # motion vectors asked for, but not rendered: the worker warns
+    scene.frame_start, scene.frame_end = 1, 2
+    try:
+        _tiny_render(scene)
+        bpy.ops.render.render(animation=True)
+    finally:
+        scene.render.image_settings.media_type = "IMAGE"
+        scene.render.image_settings.file_format = "PNG"
+    assert bpy.ops.neural.stylize_animation(frames_dir=str(frames), output_dir=str(tmp_path / "out"),
+                                            use_motion_vectors=True) == {"FINISHED"}
+    job = list(job_queue.manager().jobs.values())[-1]
+    assert job.state == "done" and any("no Vector pass" in w for w in job.warnings), job.warnings
+    # a second run into the same output folder replaces the earlier stylized frames
+    assert bpy.ops.neural.stylize_animation(frames_dir=str(frames), output_dir=str(tmp_path / "out")) \
+        == {"FINISHED"}
