@@ -182,20 +182,20 @@ def load_result(info: dict, name: str, like: bpy.types.Image | None = None, hdr:
     a 16-bit sRGB file comes back as a float image tagged sRGB, not Linear).
     ``hdr``: the job ran on ``hdr_encode``d pixels. ``colorspace``: force a tag (PBR maps).
     """
-    if Path(info["path"]).suffix.lower() != ".npy" and not hdr:
-        return load_file_result(info["path"], name, colorspace)
-    data = np.load(info["path"], allow_pickle=False)
-    if data.ndim == 2:
-        data = data[..., None]
     linear = info.get("colorspace") == "linear"
-    if hdr:
-        data = hdr_decode(data)
     if like is not None and not colorspace:
         source_space = like.colorspace_settings.name
         if source_space in RAW_NAMES:
             colorspace = source_space
         elif like.is_float and linear and source_space not in LINEAR_NAMES:
             colorspace = source_space  # e.g. a 16-bit sRGB PNG: float pixels, saved back as sRGB
+    if Path(info["path"]).suffix.lower() != ".npy" and not hdr:
+        return load_file_result(info["path"], name, colorspace)
+    data = np.load(info["path"], allow_pickle=False)
+    if data.ndim == 2:
+        data = data[..., None]
+    if hdr:
+        data = hdr_decode(data)
     return image_from_array(data, name, linear=linear, colorspace=colorspace)
 
 

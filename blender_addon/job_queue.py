@@ -80,6 +80,15 @@ def core_has_job(kind: str) -> bool:
         return False
 
 
+def core_accepts(kind: str, param: str) -> bool:
+    """Whether a job kind takes a parameter (the worker refuses unknown ones); True for cores without schemas."""
+    try:
+        schemas = getattr(core_access.core_module("worker"), "JOB_PARAMS", None)
+    except Exception:  # noqa: BLE001
+        return False
+    return True if schemas is None else param in schemas.get(kind, {})
+
+
 def should_wait(wait: bool | None) -> bool:
     return bool(bpy.app.background) if wait is None else bool(wait)
 

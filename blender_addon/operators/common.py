@@ -66,6 +66,18 @@ def fail(op, message: str) -> set[str]:
     return {"CANCELLED"}
 
 
+def file_output(params: dict, kind: str, as_file: bool = True) -> dict:
+    """Ask the worker for a PNG it writes into the results folder, opened without a main-thread copy.
+
+    Only for display-referred results (``as_file``): float and HDR results come back as arrays.
+    """
+    from .. import preferences
+    if as_file and job_queue.core_accepts(kind, "output"):
+        import uuid
+        params["output"] = str(preferences.results_dir() / f"{uuid.uuid4().hex}.png")
+    return params
+
+
 def workdir_inputs():
     folder = job_queue.workdir() / "inputs"
     folder.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,8 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 
 from .. import core_access, image_bridge, job_queue, models, preferences
 from ..image_bridge import BridgeError
-from .common import WAIT_PROPERTY, fail, finish, get_image, image_name, option, scene_by_name, workdir_inputs
+from .common import (WAIT_PROPERTY, fail, file_output, finish, get_image, image_name, option, scene_by_name,
+                     workdir_inputs)
 
 
 NO_STYLE_MODEL = "No style model: pick a bundled style or train one"
@@ -67,7 +68,8 @@ def stylize_render_or_image(scene, source: str, image: str, model: str, strength
                                 {"content": str(path), "style": painting_file, "steps": steps, "strength": strength,
                                  "max_side": max_side},
                                 label=f"{label} like '{painting}'", on_done=on_done, wait=wait)
-    return job_queue.submit("style.stylize", {"model": model, "image": str(path), "strength": strength},
+    return job_queue.submit("style.stylize", file_output({"model": model, "image": str(path), "strength": strength},
+                                                         "style.stylize", as_file=not hdr),
                             label=label, on_done=on_done, wait=wait)
 
 

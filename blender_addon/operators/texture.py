@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import uuid
 from pathlib import Path
 
 import bpy
@@ -14,15 +13,10 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 from .. import core_access, image_bridge, job_queue, materials, models, preferences
 from ..image_bridge import BridgeError
 from ..properties import MAX_SIZE
-from .common import (WAIT_PROPERTY, fail, finish, image_name, option, scene_by_name, texture_poll,
+from .common import (WAIT_PROPERTY, fail, file_output, finish, image_name, option, scene_by_name, texture_poll,
                      workdir_inputs)
 
 SIZE_PROPERTIES = dict(min=16, max=1 << 16, soft_max=MAX_SIZE, subtype="PIXEL")
-
-
-def result_file(suffix: str = ".png") -> str:
-    """Where the worker writes a result the add-on opens as a file (no pixel copy on the main thread)."""
-    return str(preferences.results_dir() / f"{uuid.uuid4().hex}{suffix}")
 
 
 def check_size(width: int, height: int) -> str:
@@ -59,7 +53,7 @@ def bring_in_texture(job, image_title: str, scene_name: str, make_mat: bool, obj
     job.outputs["summary"] = summary
 
 
-def submit_pbr(image: bpy.types.Image, material_name: str, wait: bool | None = None, strength: float = 1.0):
+def submit_pbr(image: bpy.types.Image, material_name: str, wait: bool | None = None):
     """Derive height/normal/roughness/AO maps from ``image`` in the worker and wire them into the material."""
     source_file = str(image_bridge.export_image(image, workdir_inputs(), keep_alpha=False))
     albedo_name = image.name
@@ -80,7 +74,7 @@ def submit_pbr(image: bpy.types.Image, material_name: str, wait: bool | None = N
                                 tile_scale=material.node_tree.nodes["Neural Mapping"].inputs["Scale"].default_value[0])
         job.outputs.update(maps=sorted(maps), summary=f"PBR maps ({', '.join(sorted(maps))}) in '{material.name}'")
 
-    return job_queue.submit("texture.pbr", {"image": source_file, "strength": strength},
+    return job_queue.submit("texture.pbr", {"image": source_file},
                             label=f"PBR maps of '{albedo_name}'", on_done=on_done, wait=wait)
 
 
@@ -121,9 +115,9 @@ class NEURAL_OT_generate_texture(bpy.types.Operator):
         if check_size(width, height):
             return fail(self, check_size(width, height))
         seed = option(self, settings, "seed")
-        params = {"model": model, "width": width, "height": height, "seed": seed,
-                  "tileable": option(self, settings, "tileable"), "variation": option(self, settings, "variation"),
-                  "output": result_file()}
+        params = file_output({"model": model, "width": width, "height": height, "seed": seed,
+                              "tileable": option(self, settings, "tileable"),
+                              "variation": option(self, settings, "variation")}, "texture_gan.generate")
         make_mat = option(self, settings, "make_material")
         object_names = [obj.name for obj in context.selected_objects]
         scene_name = context.scene.name
@@ -161,6 +155,8 @@ class NEURAL_OT_generate_from_image(bpy.types.Operator):
         return texture_poll(context)
 
     def execute(self, context):
+        if not job_queue.core_has_job("texture_synth.synthesize"):
+            return fail(self, "Generate from Image needs a newer core (texture_synth.synthesize): update the add-on")
         settings = context.scene.neural_texture
         try:
             exemplar, source_name = self._exemplar(settings)
@@ -170,8 +166,8 @@ class NEURAL_OT_generate_from_image(bpy.types.Operator):
         if check_size(width, height):
             return fail(self, check_size(width, height))
         seed = option(self, settings, "seed")
-        params = {"exemplars": [exemplar], "width": width, "height": height, "seed": seed,
-                  "tileable": option(self, settings, "tileable"), "output": result_file()}
+        params = file_output({"exemplars": [exemplar], "width": width, "height": height, "seed": seed,
+                              "tileable": option(self, settings, "tileable")}, "texture_synth.synthesize")
         make_mat = option(self, settings, "make_material")
         object_names = [obj.name for obj in context.selected_objects]
         scene_name = context.scene.name

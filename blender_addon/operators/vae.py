@@ -9,7 +9,7 @@ from bpy.props import FloatProperty, IntProperty, StringProperty
 
 from .. import image_bridge, job_queue, models
 from ..image_bridge import BridgeError
-from .common import WAIT_PROPERTY, fail, finish, get_image, image_name, option, workdir_inputs
+from .common import WAIT_PROPERTY, fail, file_output, finish, get_image, image_name, option, workdir_inputs
 
 
 NO_MODEL = "No variation model: train one (Train From Image, type Variation Model)"
@@ -54,7 +54,7 @@ class NEURAL_OT_vae_variations(bpy.types.Operator):
             return fail(self, str(exc))
         count, seed = option(self, settings, "count"), option(self, settings, "seed")
         strength = option(self, settings, "strength")
-        source_name = source.name
+        source_name, source_is_float = source.name, source.is_float
         jobs = []
         for index in range(count):
             def on_done(job, index=index):
@@ -63,8 +63,9 @@ class NEURAL_OT_vae_variations(bpy.types.Operator):
                                                      like=bpy.data.images.get(source_name))
                     job.outputs.update(image=image.name, summary=f"created '{image.name}'")
             jobs.append(job_queue.submit("texture_vae.vary",
-                                         {"model": model, "image": source_file, "strength": strength,
-                                          "seed": seed + index},
+                                         file_output({"model": model, "image": source_file, "strength": strength,
+                                                      "seed": seed + index}, "texture_vae.vary",
+                                                     as_file=not source_is_float),
                                          label=f"Variation {index + 1}/{count} of '{source_name}'",
                                          on_done=on_done, wait=False))
         if job_queue.should_wait(self.wait or None):
@@ -114,8 +115,9 @@ class NEURAL_OT_vae_blend(bpy.types.Operator):
                 job.outputs.update(image=image.name, summary=f"created '{image.name}'")
 
         job = job_queue.submit("texture_vae.blend",
-                               {"model": model, "images": inputs, "mask": mask, "t": option(self, settings, "t"),
-                                "width": width, "height": height},
+                               file_output({"model": model, "images": inputs, "mask": mask,
+                                            "t": option(self, settings, "t"), "width": width, "height": height},
+                                           "texture_vae.blend", as_file=not first.is_float),
                                label=title, on_done=on_done, wait=self.wait or None)
         return finish(self, job)
 

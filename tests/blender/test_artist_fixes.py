@@ -370,3 +370,52 @@ def test_job_list_shows_device_and_worker_warnings(tiny_models, tmp_path):
     # a second run into the same output folder replaces the earlier stylized frames
     assert bpy.ops.neural.stylize_animation(frames_dir=str(frames), output_dir=str(tmp_path / "out")) \
         == {"FINISHED"}
+
+
+# ---- Generate from Image and PBR maps (core jobs texture_synth.synthesize and texture.pbr) -------------------
+
+def _needs_core_job(kind):
+    from blender_addon import job_queue
+    if not job_queue.core_has_job(kind):
+        pytest.skip(f"this core has no {kind} job yet")
+
+
+def test_generate_from_image_makes_a_tileable_texture_without_training(tiny_models, helpers, tmp_path):
+    _needs_core_job("texture_synth.synthesize")
+    photo = helpers.image("a photo", "stones", 64, seed=3)
+    bpy.ops.object.select_all(action="DESELECT")
+    bpy.ops.mesh.primitive_plane_add(size=2, location=(8, 0, 0))
+    plane = bpy.context.active_object
+    before = set(bpy.data.images.keys())
+    assert bpy.ops.neural.generate_from_image(image=photo.name, width=48, height=40, seed=1,
+                                              make_material=True) == {"FINISHED"}
+    (made,) = _new_images(before)
+    assert tuple(made.size) == (48, 40) and made.colorspace_settings.name == "sRGB"
+    assert plane.active_material.node_tree.nodes["Neural Texture"].image == made
+    from core.common.images import save_image
+    from core.common.procedural import make_exemplar
+    path = tmp_path / "scan.png"
+    save_image(path, make_exemplar("wood", 64))
+    before = set(bpy.data.images.keys())
+    assert bpy.ops.neural.generate_from_image(filepath=str(path), width=32, height=32,
+                                              make_material=False) == {"FINISHED"}
+    assert len(_new_images(before)) == 1
+
+
+def test_make_material_wires_pbr_maps_with_their_colour_spaces(tiny_models, helpers):
+    _needs_core_job("texture.pbr")
+    albedo = helpers.image("pbr albedo", "bricks", 48)
+    bpy.ops.object.select_all(action="DESELECT")
+    bpy.ops.mesh.primitive_cube_add(size=1, location=(0, 8, 0))
+    cube = bpy.context.active_object
+    assert bpy.ops.neural.make_material(image=albedo.name, pbr=True) == {"FINISHED"}
+    tree = cube.active_material.node_tree
+    for key in ("roughness", "normal", "height", "ao"):
+        node = tree.nodes[f"Neural {key.title() if key != 'ao' else 'AO'}"]
+        assert node.image is not None and node.image.colorspace_settings.name == "Non-Color", key
+    assert tree.nodes["Neural Texture"].image.colorspace_settings.name == "sRGB"
+    links = {(l.from_node.name, l.to_node.name, l.to_socket.name) for l in tree.links}
+    assert ("Neural Normal", "Neural Normal Map", "Color") in links
+    assert any(to == "Principled BSDF" and socket == "Normal" for _f, to, socket in links)
+    assert ("Neural Roughness", "Principled BSDF", "Roughness") in links
+    assert ("Neural Displacement", "Material Output", "Displacement") in links
