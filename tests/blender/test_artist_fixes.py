@@ -281,6 +281,28 @@ def test_stop_worker_returns_within_a_second_during_a_busy_job(tiny_models):
     assert process.poll() is not None and job.state == "cancelled"
 
 
+def test_cancel_stops_a_big_generate_between_tiles(tiny_models):
+    from blender_addon import job_queue
+    before = set(bpy.data.images.keys())
+    job = job_queue.submit("texture_gan.generate", {"model": str(tiny_models["texture_gan"]), "width": 4096,
+                                                    "height": 4096, "seed": 0, "tile_size": 512},
+                           label="big generate", wait=False)
+    deadline = time.monotonic() + 60
+    while job.state != "running":
+        job_queue.poll_timer()
+        assert time.monotonic() < deadline, job.error
+        time.sleep(0.02)
+    time.sleep(0.5)
+    assert bpy.ops.neural.cancel_job(job_id=job.id) == {"FINISHED"}
+    cancelled_at = time.monotonic()
+    while job.active:
+        job_queue.poll_timer()
+        assert time.monotonic() - cancelled_at < 10, "the generate ran on after Cancel"
+        time.sleep(0.02)
+    print(f"generate cancelled after {time.monotonic() - cancelled_at:.2f} s")
+    assert job.state == "cancelled" and set(bpy.data.images.keys()) == before
+
+
 def test_a_running_job_without_step_counts_shows_its_message_and_time(tiny_models):
     from blender_addon import panels
     from blender_addon.worker_client import Job
