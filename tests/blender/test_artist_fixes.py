@@ -303,6 +303,34 @@ def test_cancel_stops_a_big_generate_between_tiles(tiny_models):
     assert job.state == "cancelled" and set(bpy.data.images.keys()) == before
 
 
+def test_a_quick_generate_does_not_wait_behind_a_training(tiny_models, helpers, tmp_path):
+    from blender_addon import job_queue
+    from conftest import TINY_GAN
+    helpers.image("lane exemplar", "bricks", 48)
+    params = {"exemplars": [str(_exported("lane exemplar"))], "out_path": str(tmp_path / "lane.safetensors"),
+              "steps": 100000, "config": TINY_GAN, "resume": False}
+    training = job_queue.submit("texture_gan.train", params, label="long training", wait=False)
+    deadline = time.monotonic() + 60
+    while training.step < 1:
+        job_queue.poll_timer()
+        assert time.monotonic() < deadline and training.active, training.error
+        time.sleep(0.02)
+    started = time.monotonic()
+    assert bpy.ops.neural.generate_texture(width=32, height=32, make_material=False, name="beside training") \
+        == {"FINISHED"}
+    assert time.monotonic() - started < 30 and training.active  # done while the training still runs
+    assert bpy.ops.neural.cancel_job(job_id=training.id) == {"FINISHED"}
+    while training.active:
+        job_queue.poll_timer()
+        assert time.monotonic() - started < 90
+        time.sleep(0.02)
+
+
+def _exported(image_name):
+    from blender_addon import image_bridge, job_queue
+    return image_bridge.export_image(bpy.data.images[image_name], job_queue.workdir() / "inputs")
+
+
 def test_a_running_job_without_step_counts_shows_its_message_and_time(tiny_models):
     from blender_addon import panels
     from blender_addon.worker_client import Job
