@@ -134,7 +134,8 @@ class NeuralStyleSettings(bpy.types.PropertyGroup):
     style_image: PointerProperty(name="Painting", type=bpy.types.Image,
                                  description="Painting to stylize with (Any Painting) or to train a style model from")
     train_name: StringProperty(name="Name", default="my_style", description="File name in the model library")
-    train_steps: IntProperty(name="Steps", default=2000, min=1, description="Training steps (more is better and slower)")
+    train_steps: IntProperty(name="Steps", default=2000, min=1,
+                             description="Training steps (more is better and slower)")
     last_image: StringProperty(name="Last Image", description="The most recently stylized image")
 
 

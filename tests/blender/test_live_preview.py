@@ -68,4 +68,5 @@ def test_more_like_this_centres_the_next_family_on_a_variation(tiny_models, help
     chosen = bpy.data.images["family source Variation 2"]
     assert bpy.ops.neural.more_like_this(image=chosen.name) == {"FINISHED"}
     assert vae.image == chosen and vae.seed == 2
-    assert {"family source Variation 2 Variation 1", "family source Variation 2 Variation 2"} <= set(bpy.data.images.keys())
+    family = {"family source Variation 2 Variation 1", "family source Variation 2 Variation 2"}
+    assert family <= set(bpy.data.images.keys())
