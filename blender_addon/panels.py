@@ -44,6 +44,15 @@ def _model_picker(layout, settings, kind: str) -> None:
         layout.template_icon(icon_value=models.icon_for(model), scale=4.0)
 
 
+def _live_preview(layout, settings, kind: str) -> None:
+    layout.prop(settings, "live_preview")
+    path = preview.latest.get(kind, "")
+    if settings.live_preview and path:
+        icon = models.preview_icon(path)
+        if icon:
+            layout.template_icon(icon_value=icon, scale=6.0)
+
+
 def draw_generate(layout, context) -> None:
     settings = context.scene.neural_texture
     box = layout.box()
@@ -57,11 +66,7 @@ def draw_generate(layout, context) -> None:
     box = layout.box()
     box.label(text="From Model", icon="ASSET_MANAGER")
     _model_picker(box, settings, "texture_gan")
-    box.prop(settings, "live_preview")
-    if settings.live_preview and preview.latest_path:
-        icon = models.preview_icon(preview.latest_path)
-        if icon:
-            box.template_icon(icon_value=icon, scale=6.0)
+    _live_preview(box, settings, preview.TEXTURE)
     box.operator("neural.generate_texture", text="Generate from Model", icon="TEXTURE")
 
 
@@ -159,6 +164,8 @@ def draw_style(layout, context) -> None:
     layout.row().prop(settings, "source", expand=True)
     if settings.source == "IMAGE":
         layout.template_ID(settings, "image", open="image.open")
+        if settings.method == "MODEL":
+            _live_preview(layout, settings, preview.STYLE)
     _split(layout)
     if settings.method == "PAINTING":
         layout.prop(settings, "optimize_steps")

@@ -25,12 +25,17 @@ MODEL_REF = dict(name="Model Reference", options={"HIDDEN"},
 
 
 def _update_preview(self, context):
-    preview.on_setting_changed(self, context)
+    preview.on_texture_setting_changed(self, context)
+
+
+def _update_style_preview(self, context):
+    preview.on_style_setting_changed(self, context)
 
 
 def _update_tile_scale(self, context):
     from . import materials
     materials.set_tile_scale(context, self.tile_scale)
+    preview.on_texture_setting_changed(self, context)
 
 
 class NeuralTextureSettings(bpy.types.PropertyGroup):
@@ -50,7 +55,8 @@ class NeuralTextureSettings(bpy.types.PropertyGroup):
     seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same texture",
                       update=_update_preview)
     live_preview: BoolProperty(name="Live Preview", default=False,
-                               description="Show a small preview that follows seed and variation as you change them",
+                               description="Show a small preview that follows seed, variation and tile scale "
+                                           "as you change them",
                                update=_update_preview)
     tile_scale: FloatProperty(name="Tile Scale", default=1.0, min=0.01, soft_max=20.0,
                               description="How often the texture repeats across the surface (Mapping node "
@@ -109,7 +115,9 @@ class NeuralStyleSettings(bpy.types.PropertyGroup):
                                 ("IMAGE", "Image", "Any Blender image")], default="RENDER")
     image: PointerProperty(name="Image", type=bpy.types.Image, description="Image to stylize")
     strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0, subtype="FACTOR",
-                            description="0 keeps the original, 1 is the full style")
+                            description="0 keeps the original, 1 is the full style", update=_update_style_preview)
+    live_preview: BoolProperty(name="Live Preview", default=False, update=_update_style_preview,
+                               description="Show a small stylized preview of the image that follows the strength")
     render_colors: EnumProperty(name="Render Colors", description="Which values of the render are stylized", items=[
         ("DISPLAY", "As Displayed", "Stylize the render as you see it (view transform applied)"),
         ("LINEAR", "Scene Linear", "Stylize the scene-linear values; highlights above 1.0 are kept (HDR float "
