@@ -55,7 +55,11 @@ def bring_in_texture(job, image_title: str, scene_name: str, make_mat: bool, obj
 
 def submit_pbr(image: bpy.types.Image, material_name: str, wait: bool | None = None):
     """Derive height/normal/roughness/AO maps from ``image`` in the worker and wire them into the material."""
-    source_file = str(image_bridge.export_image(image, workdir_inputs(), keep_alpha=False))
+    on_disk = bpy.path.abspath(image.filepath) if image.filepath and not image.is_dirty else ""
+    if on_disk and Path(on_disk).is_file() and image.packed_file is None:
+        source_file = on_disk  # a result the worker wrote: no pixel read on the main thread
+    else:
+        source_file = str(image_bridge.export_image(image, workdir_inputs(), keep_alpha=False))
     albedo_name = image.name
 
     def on_done(job):
