@@ -211,6 +211,26 @@ def test_variations_keep_non_color_and_16_bit_srgb(tiny_models, helpers, tmp_pat
     assert variation.is_float and variation.colorspace_settings.name == "sRGB"
 
 
+def test_external_results_are_saved_as_files_not_packed(tiny_models, helpers, tmp_path):
+    from blender_addon import image_bridge, preferences
+    prefs = bpy.context.preferences.addons["blender_addon"].preferences
+    prefs.result_storage = "EXTERNAL"
+    try:
+        result = image_bridge.image_from_array(np.random.default_rng(2).random((16, 24, 3), np.float32),
+                                               "external result", linear=False)
+        result.use_fake_user = True
+        expected = helpers.pixels(result).copy()
+        path = tmp_path / "external.blend"
+        bpy.ops.wm.save_as_mainfile(filepath=str(path))
+        bpy.ops.wm.open_mainfile(filepath=str(path))
+        image = bpy.data.images["external result"]
+        assert image.packed_file is None
+        assert Path(bpy.path.abspath(image.filepath)).resolve().parent == preferences.results_dir().resolve()
+        np.testing.assert_allclose(helpers.pixels(image), expected, atol=1 / 255)
+    finally:
+        prefs.result_storage = "PACK"
+
+
 # ---- 6: materials as artists build them -----------------------------------------------------------------------
 
 def _mesh_without_uvs(name):
