@@ -44,7 +44,16 @@ def _make_client() -> WorkerClient:
     pythonpath = [str(core_access.core_parent()), str(preferences.deps_dir())]
     return WorkerClient(python=preferences.worker_python(context), pythonpath=pythonpath,
                         workdir=workdir() / "worker", device=preferences.worker_device(context),
-                        threads=int(getattr(prefs, "worker_threads", 0)), allow_output=[preferences.results_dir()])
+                        threads=int(getattr(prefs, "worker_threads", 0)),
+                        allow_output=[preferences.results_dir()] if _worker_confines_outputs() else [])
+
+
+def _worker_confines_outputs() -> bool:
+    """Whether this core's worker limits where jobs write (then it takes --allow-output for the results folder)."""
+    try:
+        return hasattr(core_access.core_module("worker"), "JOB_PARAMS")
+    except Exception:  # noqa: BLE001 - an import problem shows when the worker starts
+        return False
 
 
 def manager() -> JobManager:
