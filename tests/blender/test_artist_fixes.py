@@ -272,9 +272,11 @@ def test_material_has_mapping_tile_scale_box_projection_and_updates_in_place(tin
     assert bpy.ops.neural.generate_texture(width=32, height=32, seed=2, name="tiled again") == {"FINISHED"}
     assert len(bpy.data.materials) == count and no_uvs.active_material == material
     assert nodes["Neural Texture"].image == bpy.data.images["tiled again"]
+    textures = len([n for n in nodes if n.type == "TEX_IMAGE"])  # colour, plus PBR maps when the core has them
     assert bpy.ops.neural.make_material(image="tiled again", pbr=False) == {"FINISHED"}
     assert len(bpy.data.materials) == count
-    assert len([n for n in nodes if n.type == "TEX_IMAGE"]) == 1
+    assert len([n for n in nodes if n.type == "TEX_IMAGE"]) == textures
+    assert [n.name for n in nodes if n.name.startswith("Neural Texture")] == ["Neural Texture"]
 
     bpy.ops.object.select_all(action="DESELECT")
     assert not bpy.ops.neural.make_material.poll()  # nothing selected: nothing to make
@@ -324,7 +326,9 @@ def test_cancel_stops_a_big_generate_between_tiles(tiny_models):
 
 
 def test_a_quick_generate_does_not_wait_behind_a_training(tiny_models, helpers, tmp_path):
-    from blender_addon import job_queue
+    from blender_addon import core_access, job_queue
+    if not hasattr(core_access.core_module("worker"), "lane_for"):
+        pytest.skip("this core's worker has one lane: the generate would wait for the whole training")
     from conftest import TINY_GAN
     helpers.image("lane exemplar", "bricks", 48)
     params = {"exemplars": [str(_exported("lane exemplar"))], "out_path": str(tmp_path / "lane.safetensors"),
@@ -456,20 +460,26 @@ def test_generate_from_image_makes_a_tileable_texture_without_training(tiny_mode
     bpy.ops.object.select_all(action="DESELECT")
     bpy.ops.mesh.primitive_plane_add(size=2, location=(8, 0, 0))
     plane = bpy.context.active_object
-    before = set(bpy.data.images.keys())
     assert bpy.ops.neural.generate_from_image(image=photo.name, width=48, height=40, seed=1,
                                               make_material=True) == {"FINISHED"}
-    (made,) = _new_images(before)
+    made = bpy.data.images["a photo Tileable 1"]
     assert tuple(made.size) == (48, 40) and made.colorspace_settings.name == "sRGB"
-    assert plane.active_material.node_tree.nodes["Neural Texture"].image == made
+    material = plane.active_material
+    assert material.node_tree.nodes["Neural Texture"].image == made
+    from blender_addon import job_queue
+    deadline = time.monotonic() + 120
+    while job_queue.manager().active_jobs:  # the PBR maps follow in the background
+        job_queue.poll_timer()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert material.node_tree.nodes["Neural Normal"].image.colorspace_settings.name == "Non-Color"
     from core.common.images import save_image
     from core.common.procedural import make_exemplar
     path = tmp_path / "scan.png"
     save_image(path, make_exemplar("wood", 64))
-    before = set(bpy.data.images.keys())
     assert bpy.ops.neural.generate_from_image(filepath=str(path), width=32, height=32,
                                               make_material=False) == {"FINISHED"}
-    assert len(_new_images(before)) == 1
+    assert tuple(bpy.data.images["scan Tileable 0"].size) == (32, 32)
 
 
 def test_make_material_wires_pbr_maps_with_their_colour_spaces(tiny_models, helpers):
