@@ -9,7 +9,7 @@ Modules: ``preferences`` (device, library, worker Python, installer),
 ``properties`` (scene settings), ``operators`` (``bpy.ops.neural.*``),
 ``panels`` (sidebar tab), ``handlers`` (stylize after render), ``models``
 (model lists), ``job_queue``/``worker_client`` (the worker and its queue),
-``image_bridge`` (Blender images <-> files), ``materials``.
+``image_bridge`` (Blender images <-> files), ``materials``, ``preview`` (live previews).
 """
 
 from . import handlers, job_queue, models, operators, panels, preferences, preview, properties
