@@ -9,10 +9,10 @@ Modules: ``preferences`` (device, library, worker Python, installer),
 ``properties`` (scene settings), ``operators`` (``bpy.ops.neural.*``),
 ``panels`` (sidebar tab), ``handlers`` (stylize after render), ``models``
 (model lists), ``job_queue``/``worker_client`` (the worker and its queue),
-``image_bridge`` (Blender images <-> files), ``materials``.
+``image_bridge`` (Blender images <-> files), ``materials``, ``preview`` (live previews).
 """
 
-from . import handlers, job_queue, models, operators, panels, preferences, properties
+from . import handlers, job_queue, models, operators, panels, preferences, preview, properties
 
 # Registration order; unregister runs it backwards.
 MODULES = (preferences, models, properties, operators, panels, handlers)
@@ -24,6 +24,7 @@ def register():
 
 
 def unregister():
+    preview.unregister()
     job_queue.shutdown()  # timer, worker process, temp files
     for module in reversed(MODULES):
         module.unregister()

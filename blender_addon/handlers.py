@@ -61,7 +61,7 @@ def auto_stylize(scene_name: str):
     if scene is None:
         return None
     settings = scene.neural_style
-    model = models.resolve(settings.model, "style")
+    model = models.resolve(settings.model_ref, "style")
     if not model:
         print("Neural Textures: auto-stylize is on but no style model is chosen", file=sys.stderr)
         return None
@@ -73,7 +73,16 @@ def auto_stylize(scene_name: str):
         return None
 
 
+@persistent
+def keep_results_on_save(*args):
+    """Results arrive unpacked (no main-thread stall); saving puts them in the .blend or in files."""
+    from . import image_bridge, preferences
+    external = preferences.get_prefs().result_storage == "EXTERNAL"
+    image_bridge.pack_results(preferences.results_dir() if external else None)
+
+
 HANDLERS = ((bpy.app.handlers.render_init, _on_render_init),
+            (bpy.app.handlers.save_pre, keep_results_on_save),
             (bpy.app.handlers.render_post, _on_render_post),
             (bpy.app.handlers.render_complete, on_render_complete))
 

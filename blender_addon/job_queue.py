@@ -44,7 +44,16 @@ def _make_client() -> WorkerClient:
     pythonpath = [str(core_access.core_parent()), str(preferences.deps_dir())]
     return WorkerClient(python=preferences.worker_python(context), pythonpath=pythonpath,
                         workdir=workdir() / "worker", device=preferences.worker_device(context),
-                        threads=int(getattr(prefs, "worker_threads", 0)))
+                        threads=int(getattr(prefs, "worker_threads", 0)),
+                        allow_output=[preferences.results_dir()] if _worker_confines_outputs() else [])
+
+
+def _worker_confines_outputs() -> bool:
+    """Whether this core's worker limits where jobs write (then it takes --allow-output for the results folder)."""
+    try:
+        return hasattr(core_access.core_module("worker"), "JOB_PARAMS")
+    except Exception:  # noqa: BLE001 - an import problem shows when the worker starts
+        return False
 
 
 def manager() -> JobManager:
@@ -70,6 +79,23 @@ def submit(kind: str, params: dict, label: str = "", on_done: Callable[[Job], No
     else:
         ensure_timer()
     return job
+
+
+def core_has_job(kind: str) -> bool:
+    """Whether the core the worker runs knows a job kind (features that arrive with a newer core)."""
+    try:
+        return kind in core_access.core_module("worker").JOB_KINDS
+    except Exception:  # noqa: BLE001 - an import problem shows when a job runs
+        return False
+
+
+def core_accepts(kind: str, param: str) -> bool:
+    """Whether a job kind takes a parameter (the worker refuses unknown ones); True for cores without schemas."""
+    try:
+        schemas = getattr(core_access.core_module("worker"), "JOB_PARAMS", None)
+    except Exception:  # noqa: BLE001
+        return False
+    return True if schemas is None else param in schemas.get(kind, {})
 
 
 def should_wait(wait: bool | None) -> bool:
@@ -161,16 +187,25 @@ def _after_job() -> None:
 
 
 def _notify_error(job: Job) -> None:
+    """Print the error, and show it in a popup only where one can open.
+
+    Timers run without a window in the context; ``popup_menu`` there crashes
+    Blender (a segmentation fault in ``blender -b``), so the popup gets an
+    explicit window and is skipped without an interface. The Jobs panel and the
+    status bar show the error either way.
+    """
     print(f"Neural Textures: {job.label} failed: {job.error}", file=sys.stderr)
     wm = bpy.context.window_manager
-    if wm is None or not wm.windows:
+    if bpy.app.background or wm is None or not wm.windows:
         return
+    window = bpy.context.window or wm.windows[0]
 
     def draw(menu, _context):
         for line in _wrap(job.error, 80):
             menu.layout.label(text=line)
 
-    wm.popup_menu(draw, title=f"{job.label} failed", icon="ERROR")
+    with bpy.context.temp_override(window=window, screen=window.screen):
+        wm.popup_menu(draw, title=f"{job.label} failed", icon="ERROR")
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -211,7 +246,7 @@ def shutdown() -> None:
     if bpy.app.timers.is_registered(poll_timer):
         bpy.app.timers.unregister(poll_timer)
     if _manager is not None:
-        _manager.stop_worker(timeout=10)
+        _manager.stop_worker()  # never blocks more than about a second
         _manager = None
     if _workdir is not None:
         import shutil

@@ -1,15 +1,20 @@
 """Model lists for the panels: bundled defaults plus the user's library, with thumbnails.
 
 Enum items come from a callback; Blender does not keep the strings alive, so
-the lists live in module-level variables (a known Python-API pitfall). Enum
-values are stable hashes of the file paths, so a saved choice survives
-models being added or removed.
+the lists live in module-level variables (a known Python-API pitfall).
+
+A choice is saved as a *reference* that travels with the .blend (the enum is
+a view of the ``model_ref`` string): ``bundled:texture_gan/bricks.safetensors``
+(the manifest's file entry, inside whichever add-on install opens the file),
+``library:my_wood.safetensors`` (relative to this machine's model library),
+or an absolute path for a file outside both. A reference that matches no file
+is listed as "Missing: ..." and reported, never swapped for another model.
 """
 
 from __future__ import annotations
 
 import time
-import zlib
+from pathlib import Path
 
 import bpy
 import bpy.utils.previews
@@ -24,8 +29,48 @@ CACHE_SECONDS = 2.0
 NONE_ITEM = ("NONE", "No model", "No model of this kind in the bundled models or the library", "ERROR", 0)
 
 
-def stable_value(path: str) -> int:
-    return (zlib.crc32(path.encode("utf-8")) & 0x7FFFFFFF) or 1
+BUNDLED, LIBRARY = "bundled:", "library:"
+
+
+def ref_for(path: str | Path) -> str:
+    """The portable reference for a model file (see the module docstring)."""
+    path = Path(bpy.path.abspath(str(path))).resolve()
+    for prefix, folder in ((BUNDLED, core_access.models_dir()), (LIBRARY, _library_folder())):
+        if folder is None:
+            continue
+        try:
+            return prefix + path.relative_to(Path(folder).resolve()).as_posix()
+        except ValueError:
+            continue
+    return str(path)
+
+
+def path_for(ref: str) -> str:
+    """The absolute file a reference names on this machine (it may not exist)."""
+    if ref.startswith(BUNDLED):
+        return str(core_access.models_dir() / ref[len(BUNDLED):])
+    if ref.startswith(LIBRARY):
+        folder = _library_folder()
+        return str(folder / ref[len(LIBRARY):]) if folder is not None else ""
+    return bpy.path.abspath(ref) if ref else ""
+
+
+def _library_folder() -> Path | None:
+    try:
+        return preferences.library_dir()
+    except Exception:  # noqa: BLE001 - a bad folder must not break drawing
+        return None
+
+
+def missing_ref(settings) -> str:
+    """The saved reference when its file is not here ('' when fine or nothing chosen)."""
+    ref = getattr(settings, "model_ref", "")
+    return ref if ref and not Path(path_for(ref)).is_file() else ""
+
+
+def choose(settings, path: str | Path) -> None:
+    """Select a model file in a settings group (after training, from scripts)."""
+    settings.model_ref = ref_for(path)
 
 
 def refresh() -> None:
@@ -42,10 +87,7 @@ def list_models(kind: str):
         _cache_time = now
     if kind not in _models_cache:
         library = core_access.library()
-        try:
-            user_folder = preferences.library_dir()
-        except Exception:  # noqa: BLE001 - a bad folder must not break drawing
-            user_folder = None
+        user_folder = _library_folder()
         _models_cache[kind] = library.list_models([user_folder] if user_folder else [], kind=kind,
                                                   bundled_folders=[core_access.models_dir()])
     return _models_cache[kind]
@@ -60,24 +102,46 @@ def icon_for(model) -> int:
     return _previews[key].icon_id
 
 
-def enum_items(kind: str):
+def enum_items(kind: str, ref: str = ""):
+    """Items for the model enum: identifiers are references, values their position (never saved)."""
     items = []
     for model in list_models(kind):
         tag = "bundled" if model.bundled else "library"
-        items.append((str(model.path), model.name, f"{model.description or model.name} ({tag}: {model.path.name})",
-                      icon_for(model), stable_value(str(model.path))))
-    _items_cache[kind] = items or [NONE_ITEM]
-    return _items_cache[kind]
+        items.append((ref_for(model.path), model.name, f"{model.description or model.name} ({tag}: "
+                      f"{model.path.name})", icon_for(model), len(items)))
+    if ref and all(item[0] != ref for item in items):
+        items.append((ref, f"Missing: {Path(ref.split(':', 1)[-1]).stem}",
+                      f"This file chose a model that is not on this computer ({ref})", "ERROR", len(items)))
+    key = f"{kind}\n{ref}"
+    _items_cache[key] = items or [NONE_ITEM]
+    return _items_cache[key]
+
+
+def enum_get(settings, kind: str) -> int:
+    """The enum's value for the saved reference; nothing saved: the first listed model."""
+    ref = settings.model_ref
+    for identifier, _name, _description, _icon, value in enum_items(kind, ref):
+        if identifier == ref:
+            return value
+    return 0
+
+
+def enum_set(settings, kind: str, value: int) -> None:
+    for identifier, _name, _description, _icon, item_value in enum_items(kind, settings.model_ref):
+        if item_value == value:
+            settings.model_ref = "" if identifier == "NONE" else identifier
+            return
 
 
 def resolve(identifier: str, kind: str | None = None) -> str:
-    """The model path for an enum identifier.
+    """The model path for a reference (or a plain path).
 
     Nothing chosen yet (a fresh scene): the first listed model of ``kind``, bundled
-    ones first, so Generate works out of the box; '' when there is none.
+    ones first, so Generate works out of the box; '' when there is none. A
+    reference to a missing file gives its would-be path, so callers report it.
     """
     if identifier not in ("", "NONE"):
-        return identifier
+        return path_for(identifier)
     if kind is None:
         return ""
     available = list_models(kind)

@@ -10,7 +10,7 @@ import textwrap
 
 import bpy
 
-from . import job_queue, models
+from . import image_bridge, job_queue, models, preview
 
 CATEGORY = "Neural Textures"
 STATE_ICONS = {"starting": "SORTTIME", "queued": "SORTTIME", "running": "PLAY", "done": "CHECKMARK",
@@ -22,29 +22,76 @@ def _wrapped(layout, text: str, width: int = 42, icon: str = "NONE") -> None:
         layout.label(text=line, icon=icon if index == 0 else "BLANK1" if icon != "NONE" else "NONE")
 
 
+def _split(layout):
+    """Blender's property-split layout (labels left, values right) without animation decorators."""
+    layout.use_property_split = True
+    layout.use_property_decorate = False
+    return layout
+
+
 def _model_picker(layout, settings, kind: str) -> None:
     row = layout.row(align=True)
     row.prop(settings, "model", text="")
     row.operator("neural.refresh_models", text="", icon="FILE_REFRESH")
-    chosen = models.resolve(settings.model, kind)
+    missing = models.missing_ref(settings)
+    if missing:  # the .blend chose a model this computer does not have: say so, never swap it
+        _wrapped(layout.box(), f"Model not found on this computer: {missing}. Add it to the model library "
+                               "or pick another.", icon="ERROR")
+        return
+    chosen = models.resolve(settings.model_ref, kind)
     model = next((m for m in models.list_models(kind) if str(m.path) == chosen), None)
     if model is not None and model.thumbnail is not None:
         layout.template_icon(icon_value=models.icon_for(model), scale=4.0)
 
 
+def _live_preview(layout, settings, kind: str) -> None:
+    layout.prop(settings, "live_preview")
+    path = preview.latest.get(kind, "")
+    if settings.live_preview and path:
+        icon = models.preview_icon(path)
+        if icon:
+            layout.template_icon(icon_value=icon, scale=6.0)
+
+
 def draw_generate(layout, context) -> None:
     settings = context.scene.neural_texture
-    _model_picker(layout, settings, "texture_gan")
+    box = layout.box()
+    box.label(text="From Image (no training)", icon="IMAGE_DATA")
+    box.row().prop(settings, "source", expand=True)
+    if settings.source == "IMAGE":
+        box.template_ID(settings, "exemplar", open="image.open")
+    else:
+        box.prop(settings, "exemplar_file", text="")
+    box.operator("neural.generate_from_image", text="Generate from Image", icon="TEXTURE")
+    box = layout.box()
+    box.label(text="From Model", icon="ASSET_MANAGER")
+    _model_picker(box, settings, "texture_gan")
+    _live_preview(box, settings, preview.TEXTURE)
+    box.operator("neural.generate_texture", text="Generate from Model", icon="TEXTURE")
+
+
+def draw_generate_size(layout, context) -> None:
+    settings = context.scene.neural_texture
+    _split(layout)
     col = layout.column(align=True)
-    row = col.row(align=True)
-    row.prop(settings, "width")
-    row.prop(settings, "height")
-    col.prop(settings, "seed")
-    col.prop(settings, "variation", slider=True)
-    row = layout.row()
-    row.prop(settings, "tileable")
-    row.prop(settings, "make_material")
-    layout.operator("neural.generate_texture", icon="TEXTURE")
+    col.prop(settings, "width")
+    col.prop(settings, "height")
+    row = layout.row(align=True)
+    for size, text in ((512, "512"), (1024, "1K"), (2048, "2K"), (4096, "4K")):
+        row.operator("neural.texture_size", text=text).size = size
+    row = layout.row(align=True)
+    row.prop(settings, "seed")
+    row.operator("neural.random_seed", text="", icon="FILE_REFRESH")
+    layout.prop(settings, "variation", slider=True)
+    layout.prop(settings, "tileable")
+
+
+def draw_generate_material(layout, context) -> None:
+    settings = context.scene.neural_texture
+    _split(layout)
+    layout.prop(settings, "make_material")
+    layout.prop(settings, "pbr_maps")
+    layout.prop(settings, "tile_scale")
     if settings.last_image and settings.last_image in bpy.data.images:
         row = layout.row(align=True)
         row.label(text=settings.last_image, icon="IMAGE_DATA")
@@ -53,35 +100,47 @@ def draw_generate(layout, context) -> None:
 
 def draw_train(layout, context) -> None:
     settings = context.scene.neural_train
-    layout.prop(settings, "kind", text="")
+    _split(layout)
+    layout.prop(settings, "kind")
     layout.row().prop(settings, "source", expand=True)
     if settings.source == "IMAGE":
         layout.template_ID(settings, "image", open="image.open")
     else:
-        layout.prop(settings, "filepath", text="")
+        layout.prop(settings, "filepath")
     col = layout.column(align=True)
     col.prop(settings, "model_name")
     col.prop(settings, "steps")
     col.prop(settings, "seed")
     layout.prop(settings, "resume")
-    layout.operator("neural.train_texture_model", icon="EXPERIMENTAL")
+    layout.operator("neural.train_texture_model", text="Train Model", icon="EXPERIMENTAL")
 
 
 def draw_vae(layout, context) -> None:
     settings = context.scene.neural_vae
     _model_picker(layout, settings, "texture_vae")
     layout.template_ID(settings, "image", open="image.open")
+    _split(layout)
     col = layout.column(align=True)
     col.prop(settings, "strength")
     col.prop(settings, "count")
     col.prop(settings, "seed")
-    layout.operator("neural.vae_variations", icon="SHADERFX")
-    box = layout.box()
-    box.label(text="Blend with")
-    box.template_ID(settings, "image_b", open="image.open")
-    box.prop(settings, "mask")
-    box.prop(settings, "t", slider=True)
-    box.operator("neural.vae_blend", icon="MOD_MASK")
+    layout.operator("neural.vae_variations", text="Make Variations", icon="SHADERFX")
+    if settings.image is not None:  # the family made from this texture: pick one to explore around it
+        prefix = f"{settings.image.name} Variation "
+        family = [i for i in bpy.data.images if i.name.startswith(prefix) and i.get(image_bridge.RESULT_TAG)]
+        for image in family[-8:]:
+            row = layout.row(align=True)
+            row.label(text=image.name, icon="IMAGE_DATA")
+            row.operator("neural.more_like_this", text="More Like This", icon="DUPLICATE").image = image.name
+
+
+def draw_vae_blend(layout, context) -> None:
+    settings = context.scene.neural_vae
+    layout.template_ID(settings, "image_b", open="image.open")
+    _split(layout)
+    layout.prop(settings, "mask")
+    layout.prop(settings, "t", slider=True)
+    layout.operator("neural.vae_blend", text="Blend Textures", icon="MOD_MASK")
 
 
 def _renders_motion_vectors(scene) -> bool:
@@ -102,33 +161,52 @@ def draw_style(layout, context) -> None:
         _model_picker(layout, settings, "style")
     else:
         layout.template_ID(settings, "style_image", open="image.open")
-        layout.prop(settings, "optimize_steps")
     layout.row().prop(settings, "source", expand=True)
     if settings.source == "IMAGE":
         layout.template_ID(settings, "image", open="image.open")
-    else:
+        if settings.method == "MODEL":
+            _live_preview(layout, settings, preview.STYLE)
+    _split(layout)
+    if settings.method == "PAINTING":
+        layout.prop(settings, "optimize_steps")
+    if settings.source == "RENDER":
         layout.prop(settings, "render_colors")
     layout.prop(settings, "strength", slider=True)
-    layout.operator("neural.stylize_image", icon="BRUSH_DATA")
+    layout.operator("neural.stylize_image", text="Stylize", icon="BRUSH_DATA")
     layout.prop(settings, "auto_stylize")
-    box = layout.box()
-    box.label(text="Animation", icon="RENDER_ANIMATION")
-    box.prop(settings, "frames_dir")
-    box.prop(settings, "output_dir")
-    box.prop(settings, "temporal_weight", slider=True)
-    box.prop(settings, "use_motion_vectors")
+
+
+def draw_style_animation(layout, context) -> None:
+    settings = context.scene.neural_style
+    _split(layout)
+    layout.prop(settings, "frames_dir")
+    layout.prop(settings, "output_dir")
+    layout.prop(settings, "temporal_weight", slider=True)
+    layout.prop(settings, "use_motion_vectors")
     if settings.use_motion_vectors and not _renders_motion_vectors(context.scene):
-        col = box.column(align=True)
+        col = layout.column(align=True)
         col.label(text="Flicker-free: render the Vector pass", icon="INFO")
         col.label(text="to OpenEXR MultiLayer frames")
-        col.operator("neural.setup_motion_vectors", icon="ORIENTATION_VIEW")
-    box.operator("neural.stylize_animation", icon="SEQUENCE")
-    box = layout.box()
-    box.label(text="New Style", icon="EXPERIMENTAL")
-    box.prop(settings, "style_image")
-    box.prop(settings, "train_name")
-    box.prop(settings, "train_steps")
-    box.operator("neural.train_style_model")
+        col.operator("neural.setup_motion_vectors", text="Set Up Motion Vectors", icon="ORIENTATION_VIEW")
+    layout.operator("neural.stylize_animation", text="Stylize Frames", icon="SEQUENCE")
+
+
+def draw_style_train(layout, context) -> None:
+    settings = context.scene.neural_style
+    _split(layout)
+    layout.prop(settings, "style_image")
+    layout.prop(settings, "train_name")
+    layout.prop(settings, "train_steps")
+    layout.operator("neural.train_style_model", text="Train Style", icon="EXPERIMENTAL")
+
+
+def job_status_text(job) -> str:
+    """One line for a job: progress when known, else its message and the time so far."""
+    if job.state == "running" and job.total:
+        return f"{job.step}/{job.total}  {job.elapsed:.0f} s"
+    if job.state == "running":
+        return f"{job.message or 'running'}  {job.elapsed:.0f} s"
+    return job.message
 
 
 def draw_jobs(layout, context) -> None:
@@ -146,10 +224,13 @@ def draw_jobs(layout, context) -> None:
         if job.active:
             row.operator("neural.cancel_job", text="", icon="X").job_id = job.id
         if job.state == "running" and job.total:
-            text = f"{job.step}/{job.total}  {job.elapsed:.0f} s"
-            box.progress(factor=job.fraction, type="BAR", text=text)
-        elif job.message:
-            box.label(text=job.message)
+            box.progress(factor=job.fraction, type="BAR", text=job_status_text(job))
+        elif job_status_text(job):
+            box.label(text=job_status_text(job))
+        if job.device:
+            box.label(text=f"Device: {job.device}", icon="MEMORY")
+        for warning in job.warnings:
+            _wrapped(box, warning, icon="ERROR")
         if job.losses and job.active:
             box.label(text="  ".join(f"{k} {v:.3g}" for k, v in list(job.losses.items())[:3]))
         if job.preview and job.active:
@@ -168,12 +249,31 @@ def draw_jobs(layout, context) -> None:
     row.operator("neural.stop_worker", text="Stop Worker (free GPU)", icon="CANCEL")
 
 
+def draw_status_bar(self, context) -> None:
+    """Status-bar progress of the running job (Blender's own progress-bar idiom)."""
+    if job_queue._manager is None:
+        return
+    running = [j for j in job_queue._manager.active_jobs if j.state == "running"]
+    if not running:
+        return
+    job = running[0]
+    more = f" (+{len(job_queue._manager.active_jobs) - 1})" if len(job_queue._manager.active_jobs) > 1 else ""
+    self.layout.progress(factor=job.fraction, type="RING" if not job.total else "BAR",
+                         text=f"{job.label}: {job_status_text(job)}{more}")
+
+
+# (key, label, draw, options, parent key): top-level panels in artist order, then their subpanels
 SECTIONS = (
-    ("GENERATE", "Generate Texture", draw_generate, set()),
-    ("TRAIN", "Train From Image", draw_train, {"DEFAULT_CLOSED"}),
-    ("VAE", "Variations & Blend", draw_vae, {"DEFAULT_CLOSED"}),
-    ("STYLE", "Stylize Render", draw_style, set()),
-    ("JOBS", "Jobs", draw_jobs, set()),
+    ("GENERATE", "Generate Texture", draw_generate, set(), ""),
+    ("GENERATE_SIZE", "Size & Seed", draw_generate_size, set(), "GENERATE"),
+    ("GENERATE_MATERIAL", "Material", draw_generate_material, set(), "GENERATE"),
+    ("TRAIN", "Train From Image", draw_train, {"DEFAULT_CLOSED"}, ""),
+    ("VAE", "Variations & Blend", draw_vae, {"DEFAULT_CLOSED"}, ""),
+    ("VAE_BLEND", "Blend", draw_vae_blend, {"DEFAULT_CLOSED"}, "VAE"),
+    ("STYLE", "Stylize Render", draw_style, set(), ""),
+    ("STYLE_ANIMATION", "Animation", draw_style_animation, {"DEFAULT_CLOSED"}, "STYLE"),
+    ("STYLE_TRAIN", "New Style", draw_style_train, {"DEFAULT_CLOSED"}, "STYLE"),
+    ("JOBS", "Jobs", draw_jobs, set(), ""),
 )
 SPACES = (("VIEW_3D", "VIEW3D"), ("IMAGE_EDITOR", "IMAGE"), ("NODE_EDITOR", "NODE"))
 
@@ -186,10 +286,12 @@ def _draw_method(draw_fn):
 
 def _panels_for(space: str, prefix: str) -> list[type]:
     panels = []
-    for order, (key, label, draw_fn, options) in enumerate(SECTIONS):
+    for order, (key, label, draw_fn, options, parent) in enumerate(SECTIONS):
         attrs = {"bl_idname": f"NEURAL_PT_{prefix.lower()}_{key.lower()}", "bl_label": label,
                  "bl_space_type": space, "bl_region_type": "UI", "bl_category": CATEGORY,
                  "bl_options": set(options), "bl_order": order, "draw": _draw_method(draw_fn)}
+        if parent:
+            attrs["bl_parent_id"] = f"NEURAL_PT_{prefix.lower()}_{parent.lower()}"
         if space == "NODE_EDITOR":
             attrs["poll"] = classmethod(lambda cls, context: getattr(context.space_data, "tree_type", "")
                                         == "ShaderNodeTree")
@@ -198,4 +300,14 @@ def _panels_for(space: str, prefix: str) -> list[type]:
 
 
 classes = tuple(panel for space, prefix in SPACES for panel in _panels_for(space, prefix))
-register, unregister = bpy.utils.register_classes_factory(classes)
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
+def register():
+    _register_classes()
+    bpy.types.STATUSBAR_HT_header.append(draw_status_bar)
+
+
+def unregister():
+    bpy.types.STATUSBAR_HT_header.remove(draw_status_bar)
+    _unregister_classes()

@@ -32,6 +32,11 @@ def deps_dir() -> Path:
     return user_dir("deps")
 
 
+def results_dir() -> Path:
+    """Where results live as files before they are packed on save (or for good, with External results)."""
+    return user_dir("results")
+
+
 class _Defaults:
     """Stand-in with the default values when the add-on's preferences are not registered."""
     device = "AUTO"
@@ -40,6 +45,7 @@ class _Defaults:
     worker_threads = 0
     torch_variant = "CPU"
     keep_worker = True
+    result_storage = "PACK"
 
 
 def get_prefs(context=None):
@@ -87,7 +93,7 @@ class NEURAL_AP_preferences(bpy.types.AddonPreferences):
         name="CPU Threads", min=0, max=256, default=0,
         description="PyTorch CPU threads in the worker (0: PyTorch's default)")
     torch_variant: EnumProperty(
-        name="PyTorch Build",
+        name="PyTorch Build", description="Which PyTorch the installer downloads",
         items=[("CPU", "CPU", "Smaller download, runs everywhere"),
                ("CUDA", "CUDA 12", "For NVIDIA GPUs (large download)")],
         default="CPU")
@@ -96,6 +102,14 @@ class NEURAL_AP_preferences(bpy.types.AddonPreferences):
         description="Keep models loaded between jobs (faster); off stops the worker after each job, "
                     "freeing GPU memory")
 
+    result_storage: EnumProperty(
+        name="Results",
+        description="Where generated and stylized images are kept when the .blend is saved",
+        items=[("PACK", "Pack on Save", "Packed into the .blend when saving (the file carries them)"),
+               ("EXTERNAL", "External Files", "Kept as image files in the add-on's results folder "
+                                             "(smaller .blend; the files must travel with it)")],
+        default="PACK")
+
     def draw(self, context):
         from . import job_queue
         from .operators import dependencies as dependencies_state
@@ -103,6 +117,7 @@ class NEURAL_AP_preferences(bpy.types.AddonPreferences):
         col = layout.column()
         col.prop(self, "device")
         col.prop(self, "library_dir")
+        col.prop(self, "result_storage")
         row = col.row(align=True)
         row.label(text=f"Bundled models: {core_access.models_dir()}", icon="ASSET_MANAGER")
 
@@ -112,8 +127,8 @@ class NEURAL_AP_preferences(bpy.types.AddonPreferences):
         box.prop(self, "worker_threads")
         box.prop(self, "keep_worker")
         row = box.row(align=True)
-        row.operator("neural.worker_diagnostics", icon="INFO")
-        row.operator("neural.stop_worker", icon="CANCEL")
+        row.operator("neural.worker_diagnostics", text="Check Worker", icon="INFO")
+        row.operator("neural.stop_worker", text="Stop Worker", icon="CANCEL")
         info = job_queue.diagnostics_text()
         if info:
             for line in info.splitlines():
@@ -126,7 +141,7 @@ class NEURAL_AP_preferences(bpy.types.AddonPreferences):
         state = dependencies_state.STATE
         row = box.row()
         row.enabled = not state.running
-        row.operator("neural.install_dependencies", icon="IMPORT")
+        row.operator("neural.install_dependencies", text="Install PyTorch", icon="IMPORT")
         if not bpy.app.online_access:
             box.label(text="Online access is off (Preferences > System > Network): the installer is disabled",
                       icon="ERROR")

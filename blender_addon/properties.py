@@ -6,32 +6,71 @@ import bpy
 from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
                        StringProperty)
 
-from . import models
+from . import models, preview
+
+# The largest texture side the panel offers; bigger ones are refused with a message, never clamped.
+MAX_SIZE = 8192
 
 
-def _gan_items(self, context):
-    return models.enum_items("texture_gan")
+def _model_enum(kind: str, description: str) -> EnumProperty:
+    """The model picker: a view of the portable ``model_ref`` string (see ``models``)."""
+    return EnumProperty(name="Model", description=description,
+                        items=lambda self, context: models.enum_items(kind, self.model_ref),
+                        get=lambda self: models.enum_get(self, kind),
+                        set=lambda self, value: models.enum_set(self, kind, value))
 
 
-def _vae_items(self, context):
-    return models.enum_items("texture_vae")
+MODEL_REF = dict(name="Model Reference", options={"HIDDEN"},
+                 description="The chosen model as saved in the .blend: bundled:<file>, library:<file> or a path")
 
 
-def _style_items(self, context):
-    return models.enum_items("style")
+def _update_preview(self, context):
+    preview.on_texture_setting_changed(self, context)
+
+
+def _update_style_preview(self, context):
+    preview.on_style_setting_changed(self, context)
+
+
+def _update_tile_scale(self, context):
+    from . import materials
+    materials.set_tile_scale(context, self.tile_scale)
+    preview.on_texture_setting_changed(self, context)
 
 
 class NeuralTextureSettings(bpy.types.PropertyGroup):
-    model: EnumProperty(name="Model", description="Texture model (bundled or trained)", items=_gan_items)
-    width: IntProperty(name="Width", default=1024, min=16, max=8192, subtype="PIXEL")
-    height: IntProperty(name="Height", default=1024, min=16, max=8192, subtype="PIXEL")
-    seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same texture")
+    model: _model_enum("texture_gan", "Texture model (bundled or trained)")
+    model_ref: StringProperty(**MODEL_REF)
+    source: EnumProperty(name="From", description="What Generate from Image starts from", items=[
+        ("IMAGE", "Blender Image", "Any image loaded in this file"),
+        ("FILE", "File", "An image file on disk")], default="IMAGE")
+    exemplar: PointerProperty(name="Exemplar", type=bpy.types.Image,
+                              description="Image to turn into a tileable texture (no training)")
+    exemplar_file: StringProperty(name="Exemplar File", subtype="FILE_PATH",
+                                  description="Image file to turn into a tileable texture (no training)")
+    width: IntProperty(name="Width", default=1024, min=16, max=MAX_SIZE, subtype="PIXEL",
+                       description="Width of the new texture in pixels")
+    height: IntProperty(name="Height", default=1024, min=16, max=MAX_SIZE, subtype="PIXEL",
+                        description="Height of the new texture in pixels")
+    seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same texture",
+                      update=_update_preview)
+    live_preview: BoolProperty(name="Live Preview", default=False,
+                               description="Show a small preview that follows seed, variation and tile scale "
+                                           "as you change them",
+                               update=_update_preview)
+    tile_scale: FloatProperty(name="Tile Scale", default=1.0, min=0.01, soft_max=20.0,
+                              description="How often the texture repeats across the surface (Mapping node "
+                                          "scale of the material on the active object)",
+                              update=_update_tile_scale)
     tileable: BoolProperty(name="Tileable", default=True, description="Seamless when repeated")
     variation: FloatProperty(name="Variation", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
-                             description="How far the texture wanders from the exemplar's look across the image")
+                             description="How far the texture wanders from the exemplar's look across the image",
+                             update=_update_preview)
     make_material: BoolProperty(name="Make Material", default=True,
-                                description="Also create a material with the texture and assign it to the "
+                                description="Also make (or update) a material with the texture on the "
                                             "selected objects")
+    pbr_maps: BoolProperty(name="PBR Maps", default=True,
+                           description="Derive height, normal, roughness and AO maps for the material")
     last_image: StringProperty(name="Last Image", description="The most recently generated image")
 
 
@@ -39,42 +78,52 @@ class NeuralTrainSettings(bpy.types.PropertyGroup):
     kind: EnumProperty(name="Model Type", items=[
         ("texture_gan", "Texture Generator", "Learns to make new tileable texture of any size (GAN)"),
         ("texture_vae", "Variation Model", "Learns variations and blends of textures (VAE)")],
-        default="texture_gan")
-    source: EnumProperty(name="Source", items=[("IMAGE", "Blender Image", ""), ("FILE", "File", "")],
-                         default="IMAGE")
+        default="texture_gan", description="What kind of model to train")
+    source: EnumProperty(name="Source", description="Where the exemplar comes from",
+                         items=[("IMAGE", "Blender Image", "An image loaded in this file"),
+                                ("FILE", "File", "An image file on disk")], default="IMAGE")
     image: PointerProperty(name="Exemplar", type=bpy.types.Image, description="Texture to learn from")
-    filepath: StringProperty(name="Exemplar File", subtype="FILE_PATH")
+    filepath: StringProperty(name="Exemplar File", subtype="FILE_PATH", description="Image file to learn from")
     model_name: StringProperty(name="Name", default="my_texture", description="File name in the model library")
     steps: IntProperty(name="Steps", default=2000, min=1, max=1_000_000,
                        description="Training steps (more is better and slower; resumes where it stopped)")
-    seed: IntProperty(name="Seed", default=0, min=0)
+    seed: IntProperty(name="Seed", default=0, min=0, description="Random seed of the training run")
     resume: BoolProperty(name="Resume", default=True,
                          description="Continue a model of the same name from its last checkpoint")
 
 
 class NeuralVAESettings(bpy.types.PropertyGroup):
-    model: EnumProperty(name="Model", items=_vae_items)
-    image: PointerProperty(name="Texture", type=bpy.types.Image)
-    image_b: PointerProperty(name="Second Texture", type=bpy.types.Image)
+    model: _model_enum("texture_vae", "Variation model (bundled or trained)")
+    model_ref: StringProperty(**MODEL_REF)
+    image: PointerProperty(name="Texture", type=bpy.types.Image, description="Texture to make variations of")
+    image_b: PointerProperty(name="Second Texture", type=bpy.types.Image, description="Texture to blend with")
     mask: PointerProperty(name="Mask", type=bpy.types.Image,
                           description="Optional: white takes the second texture, black the first")
-    strength: FloatProperty(name="Strength", default=0.5, min=0.0, max=3.0)
-    count: IntProperty(name="Count", default=4, min=1, max=16)
-    seed: IntProperty(name="Seed", default=0, min=0)
-    t: FloatProperty(name="Blend", default=0.5, min=0.0, max=1.0, subtype="FACTOR")
+    strength: FloatProperty(name="Strength", default=0.5, min=0.0, max=3.0,
+                            description="How far variations may wander from the texture")
+    count: IntProperty(name="Count", default=4, min=1, max=16, description="How many variations to make")
+    seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same variations")
+    t: FloatProperty(name="Blend", default=0.5, min=0.0, max=1.0, subtype="FACTOR",
+                     description="0 is the first texture, 1 the second")
 
 
 class NeuralStyleSettings(bpy.types.PropertyGroup):
-    model: EnumProperty(name="Style", items=_style_items)
-    source: EnumProperty(name="Source", items=[("RENDER", "Render Result", "The last render"),
-                                               ("IMAGE", "Image", "Any Blender image")], default="RENDER")
-    image: PointerProperty(name="Image", type=bpy.types.Image)
-    strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0, subtype="FACTOR")
-    render_colors: EnumProperty(name="Render Colors", items=[
+    model: _model_enum("style", "Style model (bundled or trained)")
+    model_ref: StringProperty(**MODEL_REF)
+    source: EnumProperty(name="Source", description="What to stylize",
+                         items=[("RENDER", "Render Result", "The last render"),
+                                ("IMAGE", "Image", "Any Blender image")], default="RENDER")
+    image: PointerProperty(name="Image", type=bpy.types.Image, description="Image to stylize")
+    strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0, subtype="FACTOR",
+                            description="0 keeps the original, 1 is the full style", update=_update_style_preview)
+    live_preview: BoolProperty(name="Live Preview", default=False, update=_update_style_preview,
+                               description="Show a small stylized preview of the image that follows the strength")
+    render_colors: EnumProperty(name="Render Colors", description="Which values of the render are stylized", items=[
         ("DISPLAY", "As Displayed", "Stylize the render as you see it (view transform applied)"),
-        ("LINEAR", "Scene Linear", "Stylize the scene-linear (HDR) values; the result is a float image")],
+        ("LINEAR", "Scene Linear", "Stylize the scene-linear values; highlights above 1.0 are kept (HDR float "
+                                   "result shown with the scene's view transform)")],
         default="DISPLAY")
-    method: EnumProperty(name="Method", items=[
+    method: EnumProperty(name="Method", description="How the style is applied", items=[
         ("MODEL", "Style Model", "Fast: a trained style model"),
         ("PAINTING", "Any Painting", "Slow: match any painting by optimisation (no training)")], default="MODEL")
     optimize_steps: IntProperty(name="Steps", default=100, min=1, max=5000,
@@ -82,20 +131,24 @@ class NeuralStyleSettings(bpy.types.PropertyGroup):
     auto_stylize: BoolProperty(name="Stylize After Render", default=False,
                                description="Stylize every still render into a new image automatically")
     frames_dir: StringProperty(name="Frames", subtype="DIR_PATH", description="Folder with the rendered frames")
-    output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//stylized/")
-    temporal_weight: FloatProperty(name="Temporal Smoothing", default=0.7, min=0.0, max=0.95, subtype="FACTOR")
+    output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//stylized/",
+                               description="Folder for the stylized frames (relative to the .blend; in an unsaved "
+                                           "file, beside the frames folder)")
+    temporal_weight: FloatProperty(name="Temporal Smoothing", default=0.7, min=0.0, max=0.95, subtype="FACTOR",
+                                   description="How much each frame follows the previous one (less flicker)")
     use_motion_vectors: BoolProperty(
         name="Use Motion Vectors", default=True,
         description="Use the Vector pass of OpenEXR MultiLayer frames as exact motion (else motion is estimated)")
     style_image: PointerProperty(name="Painting", type=bpy.types.Image,
                                  description="Painting to stylize with (Any Painting) or to train a style model from")
-    train_name: StringProperty(name="Name", default="my_style")
-    train_steps: IntProperty(name="Steps", default=2000, min=1)
-    last_image: StringProperty()
+    train_name: StringProperty(name="Name", default="my_style", description="File name in the model library")
+    train_steps: IntProperty(name="Steps", default=2000, min=1,
+                             description="Training steps (more is better and slower)")
+    last_image: StringProperty(name="Last Image", description="The most recently stylized image")
 
 
 class NeuralUIState(bpy.types.PropertyGroup):
-    show_finished: BoolProperty(name="Show Finished", default=True)
+    show_finished: BoolProperty(name="Show Finished", default=True, description="List finished jobs too")
 
 
 classes = (NeuralTextureSettings, NeuralTrainSettings, NeuralVAESettings, NeuralStyleSettings, NeuralUIState)

@@ -47,6 +47,10 @@ class Job:
     on_done: Optional[Callable[["Job"], None]] = None
     # filled by on_done: what the job produced on the host side (image names, ...)
     outputs: dict = field(default_factory=dict)
+    # where it ran ("CPU", "CUDA: <card>"), from the worker's started/done events
+    device: str = ""
+    # fallbacks and other notes from the worker (out of memory -> CPU, ...), in arrival order
+    warnings: list = field(default_factory=list)
 
     @property
     def active(self) -> bool:
@@ -71,13 +75,14 @@ class WorkerClient:
     """One worker process and the pipe to it."""
 
     def __init__(self, python: str, pythonpath: list[str], workdir: Path, device: str = "auto",
-                 env: dict | None = None, threads: int = 0) -> None:
+                 env: dict | None = None, threads: int = 0, allow_output: list[Path] | None = None) -> None:
         self.python = python or sys.executable
         self.pythonpath = [str(p) for p in pythonpath if p]
         self.workdir = Path(workdir)
         self.device = device
         self.extra_env = env or {}
         self.threads = threads
+        self.allow_output = [Path(p) for p in allow_output or []]  # folders jobs may write results into
         self.events: "queue.Queue[dict]" = queue.Queue()
         self.proc: subprocess.Popen | None = None
         self.ready: dict = {}
@@ -100,6 +105,8 @@ class WorkerClient:
         cmd = [self.python, "-m", "core.worker", "--workdir", str(self.workdir), "--device", self.device]
         if self.threads:
             cmd += ["--threads", str(self.threads)]
+        for folder in self.allow_output:
+            cmd += ["--allow-output", str(folder)]
         self._log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
@@ -141,8 +148,12 @@ class WorkerClient:
             return ""
         return "\n".join(text.strip().splitlines()[-lines:])
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Ask the worker to exit (a running job is cancelled and keeps its checkpoint); kill if it hangs."""
+    def stop(self, grace: float = 0.5) -> None:
+        """Ask the worker to exit, then terminate and kill it: returns within about ``grace`` + 0.5 s.
+
+        A job running at that moment is cancelled; a training job keeps its last
+        periodic checkpoint (and the one written on cancel when it fits in ``grace``).
+        """
         self._stopping = True
         proc = self.proc
         if proc is None:
@@ -153,11 +164,17 @@ class WorkerClient:
                 proc.stdin.close()
             except (WorkerError, OSError):
                 pass
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            for end, wait in ((None, grace), (proc.terminate, 0.25), (proc.kill, 0.25)):
+                if end is not None:
+                    try:
+                        end()
+                    except OSError:
+                        pass
+                try:
+                    proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
         for stream in (proc.stdin, proc.stdout):
             try:
                 stream.close()
@@ -191,11 +208,11 @@ class JobManager:
             self.client.start()
         return self.client
 
-    def stop_worker(self, timeout: float = 30.0) -> None:
-        """Stop the worker (frees its GPU memory). Jobs still active end as cancelled."""
+    def stop_worker(self, grace: float = 0.5) -> None:
+        """Stop the worker (frees its GPU memory) within about a second. Jobs still active end as cancelled."""
         client, self.client = self.client, None
         if client is not None:
-            client.stop(timeout)
+            client.stop(grace)
             self._drain(client)
         for job in self.jobs.values():
             if job.active:
@@ -296,6 +313,7 @@ class JobManager:
         if job is None or not job.active:
             return None
         self.changed = True
+        self._note_device_and_warnings(job, event)
         if kind == "queued":
             job.state = "queued"
             job.message = f"waiting ({event.get('position', 1) - 1} ahead)" if event.get("position", 1) > 1 else ""
@@ -315,6 +333,25 @@ class JobManager:
         elif kind == "error":
             self._finish(job, "error", error_type=event.get("error_type", "Error"), error=event.get("message", ""))
         return job
+
+    @staticmethod
+    def _note_device_and_warnings(job: Job, event: dict) -> None:
+        """Any event may name the device and carry warnings (also inside a result); keep each once."""
+        device = event.get("device")
+        if isinstance(device, dict):  # {"type": "cuda", "name": "..."}
+            device = ": ".join(str(v) for v in (device.get("type", "").upper(), device.get("name")) if v)
+        if device:
+            kind, _, card = str(device).partition(" ")  # "cuda:0 NVIDIA H100" -> "CUDA:0 NVIDIA H100"
+            job.device = " ".join(filter(None, (kind.upper(), card)))
+        found = []
+        for source in (event, event.get("result") if isinstance(event.get("result"), dict) else {}):
+            value = source.get("warnings") or source.get("warning") or []
+            found += [value] if isinstance(value, str) else list(value)
+            if source.get("fallback"):
+                found.append(str(source["fallback"]))
+        for text in found:
+            if text and str(text) not in job.warnings:
+                job.warnings.append(str(text))
 
     def _finish(self, job: Job, state: str, result: dict | None = None, error_type: str = "", error: str = "",
                 message: str = "") -> None:

@@ -13,6 +13,11 @@ WAIT_PROPERTY = BoolProperty(name="Wait", default=False, options={"HIDDEN", "SKI
                              description="Run to completion before returning (scripts); always on in background mode")
 
 
+def texture_poll(context) -> bool:
+    """Texture operators need the add-on's scene settings (a scene with the add-on enabled)."""
+    return getattr(getattr(context, "scene", None), "neural_texture", None) is not None
+
+
 def option(op, settings, name: str, settings_name: str | None = None):
     """The operator's value when the caller set it, else the scene setting shown in the panel."""
     if op.properties.is_property_set(name) or settings is None:
@@ -59,6 +64,18 @@ def finish(op, job) -> set[str]:
 def fail(op, message: str) -> set[str]:
     op.report({"ERROR"}, message)
     return {"CANCELLED"}
+
+
+def file_output(params: dict, kind: str, as_file: bool = True) -> dict:
+    """Ask the worker for a PNG it writes into the results folder, opened without a main-thread copy.
+
+    Only for display-referred results (``as_file``): float and HDR results come back as arrays.
+    """
+    from .. import preferences
+    if as_file and job_queue.core_accepts(kind, "output"):
+        import uuid
+        params["output"] = str(preferences.results_dir() / f"{uuid.uuid4().hex}.png")
+    return params
 
 
 def workdir_inputs():

@@ -79,7 +79,11 @@ def _redraw():
 class NEURAL_OT_install_dependencies(bpy.types.Operator):
     """Download and install PyTorch into the add-on's private folder (needs online access)"""
     bl_idname = "neural.install_dependencies"
-    bl_label = "Install PyTorch"
+    bl_label = "Neural Textures: Install PyTorch"
+
+    @classmethod
+    def poll(cls, context):
+        return not STATE.running
 
     def execute(self, context):
         if not bpy.app.online_access:

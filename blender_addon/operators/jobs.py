@@ -12,9 +12,13 @@ from .common import finish
 class NEURAL_OT_cancel_job(bpy.types.Operator):
     """Cancel a queued or running job (training keeps its last checkpoint)"""
     bl_idname = "neural.cancel_job"
-    bl_label = "Cancel Job"
+    bl_label = "Neural Textures: Cancel Job"
 
     job_id: StringProperty(name="Job", description="Job id; empty cancels every active job")
+
+    @classmethod
+    def poll(cls, context):
+        return bool(job_queue._manager is not None and job_queue._manager.active_jobs)
 
     def execute(self, context):
         manager = job_queue.manager()
@@ -30,7 +34,11 @@ class NEURAL_OT_cancel_job(bpy.types.Operator):
 class NEURAL_OT_clear_jobs(bpy.types.Operator):
     """Remove finished jobs from the list"""
     bl_idname = "neural.clear_jobs"
-    bl_label = "Clear Finished"
+    bl_label = "Neural Textures: Clear Finished Jobs"
+
+    @classmethod
+    def poll(cls, context):
+        return job_queue._manager is not None and any(not j.active for j in job_queue._manager.jobs.values())
 
     def execute(self, context):
         job_queue.manager().clear_finished()
@@ -40,7 +48,11 @@ class NEURAL_OT_clear_jobs(bpy.types.Operator):
 class NEURAL_OT_stop_worker(bpy.types.Operator):
     """Stop the background worker: cancels running jobs (checkpoints are kept) and frees its GPU memory"""
     bl_idname = "neural.stop_worker"
-    bl_label = "Stop Worker"
+    bl_label = "Neural Textures: Stop Worker"
+
+    @classmethod
+    def poll(cls, context):
+        return job_queue._manager is not None and job_queue._manager.worker_running
 
     def execute(self, context):
         was_running = job_queue.manager().worker_running
@@ -52,7 +64,11 @@ class NEURAL_OT_stop_worker(bpy.types.Operator):
 class NEURAL_OT_worker_diagnostics(bpy.types.Operator):
     """Start the worker and report its Python, PyTorch and GPU"""
     bl_idname = "neural.worker_diagnostics"
-    bl_label = "Check Worker"
+    bl_label = "Neural Textures: Check Worker"
+
+    @classmethod
+    def poll(cls, context):
+        return True  # always possible: starts the worker when needed
 
     def execute(self, context):
         def on_done(job):
@@ -72,7 +88,11 @@ class NEURAL_OT_worker_diagnostics(bpy.types.Operator):
 class NEURAL_OT_refresh_models(bpy.types.Operator):
     """Re-read the model library folders"""
     bl_idname = "neural.refresh_models"
-    bl_label = "Refresh Models"
+    bl_label = "Neural Textures: Refresh Models"
+
+    @classmethod
+    def poll(cls, context):
+        return True
 
     def execute(self, context):
         models.refresh()

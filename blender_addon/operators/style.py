@@ -10,7 +10,8 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 
 from .. import core_access, image_bridge, job_queue, models, preferences
 from ..image_bridge import BridgeError
-from .common import WAIT_PROPERTY, fail, finish, get_image, image_name, option, scene_by_name, workdir_inputs
+from .common import (WAIT_PROPERTY, fail, file_output, finish, get_image, image_name, option, scene_by_name,
+                     workdir_inputs)
 
 
 NO_STYLE_MODEL = "No style model: pick a bundled style or train one"
@@ -18,7 +19,7 @@ NO_STYLE_MODEL = "No style model: pick a bundled style or train one"
 
 def _style_model(op, settings) -> str:
     """The chosen style model's absolute path, or '' when there is none on disk."""
-    model = op.model or models.resolve(settings.model, "style")
+    model = op.model or models.resolve(settings.model_ref, "style")
     model = bpy.path.abspath(model) if model else ""
     return model if model and Path(model).is_file() else ""
 
@@ -35,21 +36,30 @@ def stylize_render_or_image(scene, source: str, image: str, model: str, strength
     if painting:
         painting_file = str(image_bridge.export_image(get_image(painting, "style painting"), workdir_inputs(),
                                                       keep_alpha=False))
+    # Scene-linear pixels travel HDR-encoded (highlights above 1.0 survive) and are decoded on return.
     if source == "RENDER":
-        path = image_bridge.render_result_to_file(scene, workdir_inputs(), linear=render_colors == "LINEAR")
+        hdr = render_colors == "LINEAR"
+        path = image_bridge.render_result_to_file(scene, workdir_inputs(), linear=hdr)
         title = f"Render Stylized ({painting or Path(model).stem})"
+        like_name = ""
     else:
         blender_image = get_image(image, "image to stylize")
-        path = image_bridge.export_image(blender_image, workdir_inputs())
+        hdr = image_bridge.is_linear(blender_image)
+        path = image_bridge.export_image(blender_image, workdir_inputs(), hdr=hdr)
         title = f"{blender_image.name} Stylized"
+        like_name = blender_image.name
     scene_name = scene.name
 
     def on_done(job):
         if job.state == "done":
-            result = image_bridge.load_result(job.result["image"], title)
+            like = bpy.data.images.get(like_name) if like_name else None
+            result = image_bridge.load_result(job.result["image"], title, like=like, hdr=hdr)
+            if result.is_float and source == "RENDER":
+                result.use_view_as_render = True  # shown with the scene's view transform, like the render
             job.outputs.update(image=result.name, summary=f"created '{result.name}'")
             target = scene_by_name(scene_name)
             if target is not None:
+                image_bridge.keep_as_latest(result, target.neural_style.last_image)
                 target.neural_style.last_image = result.name
 
     label = f"{label_prefix} {'render' if source == 'RENDER' else image}"
@@ -58,29 +68,51 @@ def stylize_render_or_image(scene, source: str, image: str, model: str, strength
                                 {"content": str(path), "style": painting_file, "steps": steps, "strength": strength,
                                  "max_side": max_side},
                                 label=f"{label} like '{painting}'", on_done=on_done, wait=wait)
-    return job_queue.submit("style.stylize", {"model": model, "image": str(path), "strength": strength},
+    return job_queue.submit("style.stylize", file_output({"model": model, "image": str(path), "strength": strength},
+                                                         "style.stylize", as_file=not hdr),
                             label=label, on_done=on_done, wait=wait)
+
+
+def style_poll(context) -> bool:
+    return getattr(getattr(context, "scene", None), "neural_style", None) is not None
+
+
+def output_folder(chosen: str, frames_folder: Path) -> str:
+    """An absolute output folder, always: the worker runs elsewhere and a relative path would land (and be
+    deleted) in its temporary folder. '//' paths need a saved .blend; in an unsaved one they go beside the
+    frames folder (``<frames>_stylized``, or the named subfolder)."""
+    chosen = chosen or "//stylized/"
+    if chosen.startswith("//") and not bpy.data.filepath:
+        name = chosen[2:].strip("/\\") or "stylized"
+        return str(frames_folder.parent / (f"{frames_folder.name}_{name}"))
+    return str(Path(bpy.path.abspath(chosen)).resolve())
 
 
 class NEURAL_OT_stylize_image(bpy.types.Operator):
     """Stylize the last render or an image into a new image with a style model"""
     bl_idname = "neural.stylize_image"
-    bl_label = "Stylize"
-    bl_options = {"REGISTER"}
+    bl_label = "Neural Textures: Stylize Image"
+    bl_options = {"REGISTER", "UNDO"}
 
-    source: EnumProperty(name="Source", items=[("RENDER", "Render Result", ""), ("IMAGE", "Image", "")])
-    image: StringProperty(name="Image")
-    model: StringProperty(name="Style Model File")
-    strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0)
-    render_colors: EnumProperty(name="Render Colors", items=[("DISPLAY", "As Displayed", ""),
-                                                             ("LINEAR", "Scene Linear", "")])
-    method: EnumProperty(name="Method", items=[("MODEL", "Style Model", "Fast: a trained style model"),
-                                               ("PAINTING", "Any Painting", "Slow: match a painting by optimisation")])
+    source: EnumProperty(name="Source", description="What to stylize",
+                         items=[("RENDER", "Render Result", "The last render"), ("IMAGE", "Image", "A Blender image")])
+    image: StringProperty(name="Image", description="Image to stylize (source Image)")
+    model: StringProperty(name="Style Model File", description="Style model (.safetensors); empty: the panel's choice")
+    strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0,
+                            description="0 keeps the original, 1 is the full style")
+    render_colors: EnumProperty(name="Render Colors", description="Which values of the render are stylized",
+                                items=[("DISPLAY", "As Displayed", "With the scene's view transform"),
+                                       ("LINEAR", "Scene Linear", "Scene-linear values, highlights above 1.0 kept")])
+    method: EnumProperty(name="Method", description="How the style is applied",
+                         items=[("MODEL", "Style Model", "Fast: a trained style model"),
+                                ("PAINTING", "Any Painting", "Slow: match a painting by optimisation")])
     style_image: StringProperty(name="Painting", description="Blender image with the painting (method Any Painting)")
-    steps: IntProperty(name="Steps", default=100, min=1, max=5000)
+    steps: IntProperty(name="Steps", default=100, min=1, max=5000, description="Optimisation steps (Any Painting)")
     max_side: IntProperty(name="Max Side", default=512, min=32, max=4096,
                           description="Optimisation works at most at this size (the result is scaled back)")
     wait: WAIT_PROPERTY
+
+    poll = classmethod(lambda cls, context: style_poll(context))
 
     def execute(self, context):
         settings = context.scene.neural_style
@@ -110,18 +142,24 @@ class NEURAL_OT_stylize_image(bpy.types.Operator):
 class NEURAL_OT_stylize_animation(bpy.types.Operator):
     """Stylize every frame in a folder of rendered frames into an output folder (temporally smoothed)"""
     bl_idname = "neural.stylize_animation"
-    bl_label = "Stylize Frames"
+    bl_label = "Neural Textures: Stylize Frames"
     bl_options = {"REGISTER"}
 
-    frames_dir: StringProperty(name="Frames", subtype="DIR_PATH")
-    output_dir: StringProperty(name="Output", subtype="DIR_PATH")
-    model: StringProperty(name="Style Model File")
-    strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0)
-    temporal_weight: FloatProperty(name="Temporal Smoothing", default=0.7, min=0.0, max=0.95)
+    frames_dir: StringProperty(name="Frames", subtype="DIR_PATH", description="Folder with the rendered frames")
+    output_dir: StringProperty(name="Output", subtype="DIR_PATH",
+                               description="Folder for the stylized frames (in an unsaved file, '//' paths go "
+                                           "beside the frames folder)")
+    model: StringProperty(name="Style Model File", description="Style model (.safetensors); empty: the panel's choice")
+    strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0,
+                            description="0 keeps the original, 1 is the full style")
+    temporal_weight: FloatProperty(name="Temporal Smoothing", default=0.7, min=0.0, max=0.95,
+                                   description="How much each frame follows the previous one (less flicker)")
     use_motion_vectors: BoolProperty(
         name="Use Motion Vectors", default=True,
         description="Use the Vector pass of OpenEXR MultiLayer frames as exact motion (else motion is estimated)")
     wait: WAIT_PROPERTY
+
+    poll = classmethod(lambda cls, context: style_poll(context))
 
     def execute(self, context):
         settings = context.scene.neural_style
@@ -129,27 +167,26 @@ class NEURAL_OT_stylize_animation(bpy.types.Operator):
         if not model:
             return fail(self, NO_STYLE_MODEL)
         frames_dir = option(self, settings, "frames_dir") or str(Path(bpy.path.abspath(context.scene.render.filepath)).parent)
-        output_dir = bpy.path.abspath(option(self, settings, "output_dir") or "//stylized/")
-        if not output_dir or output_dir.startswith("//"):
-            return fail(self, "Save the .blend first or choose an absolute output folder")
         try:
             frames = image_bridge.image_files_in(frames_dir)
         except BridgeError as exc:
             return fail(self, str(exc))
+        output_dir = output_folder(option(self, settings, "output_dir"), frames[0].parent)
         if Path(output_dir).resolve() == frames[0].parent.resolve():
             return fail(self, "The output folder must differ from the frames folder (frames are never overwritten)")
 
         def on_done(job):
             if job.state == "done":
-                summary = f"{len(job.result.get('frames', []))} frames written to {output_dir}"
-                warnings = job.result.get("warnings") or []
-                job.outputs["summary"] = summary + "".join(f"; warning: {w}" for w in warnings)
+                # warnings show under the job in the Jobs panel (job.warnings)
+                job.outputs["summary"] = f"{len(job.result.get('frames', []))} frames written to {output_dir}"
 
         job = job_queue.submit("style.stylize_sequence",
                                {"model": model, "frames": [str(f) for f in frames], "output_dir": output_dir,
                                 "strength": option(self, settings, "strength"),
                                 "temporal_weight": option(self, settings, "temporal_weight"),
-                                "use_motion_vectors": bool(option(self, settings, "use_motion_vectors"))},
+                                "use_motion_vectors": bool(option(self, settings, "use_motion_vectors")),
+                                # the output folder holds earlier stylized frames, never the inputs (checked above)
+                                "overwrite": True},
                                label=f"Stylize {len(frames)} frames", on_done=on_done, wait=self.wait or None)
         return finish(self, job)
 
@@ -157,8 +194,10 @@ class NEURAL_OT_stylize_animation(bpy.types.Operator):
 class NEURAL_OT_setup_motion_vectors(bpy.types.Operator):
     """Render for flicker-free stylization: Vector pass on, motion blur off, OpenEXR MultiLayer output"""
     bl_idname = "neural.setup_motion_vectors"
-    bl_label = "Set Up Motion Vectors"
+    bl_label = "Neural Textures: Set Up Motion Vectors"
     bl_options = {"REGISTER", "UNDO"}
+
+    poll = classmethod(lambda cls, context: style_poll(context))
 
     def execute(self, context):
         scene = context.scene
@@ -177,16 +216,19 @@ class NEURAL_OT_setup_motion_vectors(bpy.types.Operator):
 class NEURAL_OT_train_style_model(bpy.types.Operator):
     """Train a fast style model from a painting, on rendered frames; saved to the model library"""
     bl_idname = "neural.train_style_model"
-    bl_label = "Train Style"
+    bl_label = "Neural Textures: Train Style Model"
     bl_options = {"REGISTER"}
 
-    style_image: StringProperty(name="Style Image")
-    frames_dir: StringProperty(name="Frames", subtype="DIR_PATH")
-    name: StringProperty(name="Name", default="my_style")
-    steps: IntProperty(name="Steps", default=2000, min=1)
+    style_image: StringProperty(name="Style Image", description="Blender image with the painting to learn")
+    frames_dir: StringProperty(name="Frames", subtype="DIR_PATH",
+                               description="Rendered frames to train on (empty: frames the core makes itself)")
+    name: StringProperty(name="Name", default="my_style", description="File name in the model library")
+    steps: IntProperty(name="Steps", default=2000, min=1, description="Training steps (more is better and slower)")
     config: StringProperty(name="Config (JSON)", options={"HIDDEN"},
                            description="Advanced: StyleTransferConfig overrides as a JSON object")
     wait: WAIT_PROPERTY
+
+    poll = classmethod(lambda cls, context: style_poll(context))
 
     def execute(self, context):
         settings = context.scene.neural_style
@@ -211,11 +253,8 @@ class NEURAL_OT_train_style_model(bpy.types.Operator):
             models.refresh()
             if job.result.get("model"):
                 scene = scene_by_name(scene_name)
-                try:
-                    if scene is not None:
-                        scene.neural_style.model = job.result["model"]
-                except TypeError:
-                    pass
+                if scene is not None:
+                    models.choose(scene.neural_style, job.result["model"])
                 job.outputs["summary"] = f"style saved to {job.result['model']}"
 
         job = job_queue.submit("style.train", {"style": style_file, "frames": frames,

@@ -1,8 +1,10 @@
-"""Generate textures, make materials, train texture models (GAN or VAE) from an image or file."""
+"""Generate textures (from a model, or from any image without training), make materials with PBR maps,
+train texture models (GAN or VAE) from an image or file."""
 
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import bpy
@@ -10,106 +12,300 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 
 from .. import core_access, image_bridge, job_queue, materials, models, preferences
 from ..image_bridge import BridgeError
-from .common import WAIT_PROPERTY, fail, finish, image_name, option, scene_by_name, workdir_inputs
+from ..properties import MAX_SIZE
+from .common import (WAIT_PROPERTY, fail, file_output, finish, image_name, option, scene_by_name, texture_poll,
+                     workdir_inputs)
+
+SIZE_PROPERTIES = dict(min=16, max=1 << 16, soft_max=MAX_SIZE, subtype="PIXEL")
+
+
+def check_size(width: int, height: int) -> str:
+    """'' when the size is fine, else the one-line reason (never clamped silently)."""
+    if max(width, height) > MAX_SIZE:
+        return f"{width}x{height} is larger than {MAX_SIZE} px per side: generate at most {MAX_SIZE}x{MAX_SIZE}"
+    return ""
+
+
+def bring_in_texture(job, image_title: str, scene_name: str, make_mat: bool, object_names: list[str],
+                     tile_scale: float, pbr: bool) -> None:
+    """on_done for every texture job: open the result, keep it as the latest, make/update the material."""
+    info = job.result["image"]
+    image = image_bridge.load_result(info, image_title)
+    job.outputs["image"] = image.name
+    scene = scene_by_name(scene_name)
+    if scene is not None:
+        image_bridge.keep_as_latest(image, scene.neural_texture.last_image)
+        scene.neural_texture.last_image = image.name
+    # size from the result, not image.size: that would read the whole file on the main thread
+    summary = f"created image '{image.name}' ({info.get('width', '?')}x{info.get('height', '?')})"
+    if make_mat:
+        objects = [bpy.data.objects[n] for n in object_names if n in bpy.data.objects]
+        objects = [obj for obj in objects if materials.can_hold_material(obj)]
+        if objects:
+            material = materials.make_material(image, objects=objects, tile_scale=tile_scale)
+            assigned = materials.assign_material(material, objects)
+            job.outputs.update(material=material.name, objects=assigned)
+            summary += f", material '{material.name}' on {len(assigned)} object(s)"
+            if pbr and job_queue.core_has_job("texture.pbr"):
+                submit_pbr(image, material.name, wait=False)
+        else:
+            summary += "; no material (select an object to get one)"
+    job.outputs["summary"] = summary
+
+
+def submit_pbr(image: bpy.types.Image, material_name: str, wait: bool | None = None):
+    """Derive height/normal/roughness/AO maps from ``image`` in the worker and wire them into the material."""
+    on_disk = bpy.path.abspath(image.filepath) if image.filepath and not image.is_dirty else ""
+    if on_disk and Path(on_disk).is_file() and image.packed_file is None:
+        source_file = on_disk  # a result the worker wrote: no pixel read on the main thread
+    else:
+        source_file = str(image_bridge.export_image(image, workdir_inputs(), keep_alpha=False))
+    albedo_name = image.name
+
+    def on_done(job):
+        if job.state != "done":
+            return
+        albedo = bpy.data.images.get(albedo_name)
+        material = bpy.data.materials.get(material_name)
+        if albedo is None or material is None:
+            return
+        maps = {}
+        for key, info in (job.result.get("maps") or {}).items():
+            if key in materials.MAP_NODES:
+                maps[key] = image_bridge.load_result(info, f"{albedo_name} {key.title()}",
+                                                     colorspace=materials.MAP_NODES[key][1])
+        materials.make_material(albedo, maps=maps, material=material,
+                                tile_scale=material.node_tree.nodes["Neural Mapping"].inputs["Scale"].default_value[0])
+        job.outputs.update(maps=sorted(maps), summary=f"PBR maps ({', '.join(sorted(maps))}) in '{material.name}'")
+
+    return job_queue.submit("texture.pbr", {"image": source_file},
+                            label=f"PBR maps of '{albedo_name}'", on_done=on_done, wait=wait)
 
 
 class NEURAL_OT_generate_texture(bpy.types.Operator):
-    """Generate a new texture image with a texture model (and optionally a material for the selection)"""
+    """Generate a new tileable texture image with a texture model (and a material for the selected objects)"""
     bl_idname = "neural.generate_texture"
-    bl_label = "Generate Texture"
-    bl_options = {"REGISTER"}
+    bl_label = "Neural Textures: Generate Texture"
+    bl_options = {"REGISTER", "UNDO"}
 
     model: StringProperty(name="Model File", description="Texture model (.safetensors); empty: the panel's choice")
-    width: IntProperty(name="Width", default=1024, min=16, max=8192)
-    height: IntProperty(name="Height", default=1024, min=16, max=8192)
-    seed: IntProperty(name="Seed", default=0, min=0)
-    tileable: BoolProperty(name="Tileable", default=True)
-    variation: FloatProperty(name="Variation", default=0.0, min=0.0, max=1.0)
-    make_material: BoolProperty(name="Make Material", default=True)
+    width: IntProperty(name="Width", default=1024, description="Width of the new texture", **SIZE_PROPERTIES)
+    height: IntProperty(name="Height", default=1024, description="Height of the new texture", **SIZE_PROPERTIES)
+    seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same texture")
+    tileable: BoolProperty(name="Tileable", default=True, description="Seamless when repeated")
+    variation: FloatProperty(name="Variation", default=0.0, min=0.0, max=1.0,
+                             description="How far the texture wanders from the exemplar's look")
+    make_material: BoolProperty(name="Make Material", default=True,
+                                description="Make or update a material with the texture on the selected objects")
     name: StringProperty(name="Image Name", description="Name of the new image (empty: from the model)")
     wait: WAIT_PROPERTY
 
+    @classmethod
+    def poll(cls, context):
+        return texture_poll(context)
+
     def execute(self, context):
         settings = context.scene.neural_texture
-        model = self.model or models.resolve(settings.model, "texture_gan")
+        model = self.model or models.resolve(settings.model_ref, "texture_gan")
         if not model:
             return fail(self, "No texture model: train one from an image (Train From Image) or add models "
                               "to the library folder")
         if not Path(bpy.path.abspath(model)).is_file():
-            return fail(self, f"Texture model not found: {model}")
+            missing = "" if self.model else models.missing_ref(settings)
+            return fail(self, f"Texture model not found: {missing or model}"
+                              + (" (this file chose a model that is not on this computer)" if missing else ""))
         model = bpy.path.abspath(model)
         width, height = option(self, settings, "width"), option(self, settings, "height")
+        if check_size(width, height):
+            return fail(self, check_size(width, height))
         seed = option(self, settings, "seed")
-        params = {"model": model, "width": width, "height": height, "seed": seed,
-                  "tileable": option(self, settings, "tileable"), "variation": option(self, settings, "variation")}
+        params = file_output({"model": model, "width": width, "height": height, "seed": seed,
+                              "tileable": option(self, settings, "tileable"),
+                              "variation": option(self, settings, "variation")}, "texture_gan.generate")
         make_mat = option(self, settings, "make_material")
         object_names = [obj.name for obj in context.selected_objects]
         scene_name = context.scene.name
         image_title = self.name or f"{Path(model).stem.replace('_', ' ').title()} {seed}"
+        tile_scale, pbr = settings.tile_scale, settings.pbr_maps
 
         def on_done(job):
-            if job.state != "done":
-                return
-            image = image_bridge.load_result(job.result["image"], image_title)
-            job.outputs["image"] = image.name
-            scene = scene_by_name(scene_name)
-            if scene is not None:
-                scene.neural_texture.last_image = image.name
-            summary = f"created image '{image.name}' ({image.size[0]}x{image.size[1]})"
-            if make_mat:
-                material = materials.make_material(image)
-                objects = [bpy.data.objects[n] for n in object_names if n in bpy.data.objects]
-                assigned = materials.assign_material(material, objects)
-                job.outputs.update(material=material.name, objects=assigned)
-                if assigned:
-                    summary += f", material '{material.name}' on {len(assigned)} object(s)"
-            job.outputs["summary"] = summary
+            if job.state == "done":
+                bring_in_texture(job, image_title, scene_name, make_mat, object_names, tile_scale, pbr)
 
         job = job_queue.submit("texture_gan.generate", params, label=f"Generate {width}x{height}",
                                on_done=on_done, wait=self.wait or None)
         return finish(self, job)
 
 
+class NEURAL_OT_generate_from_image(bpy.types.Operator):
+    """Turn any image (a photo, a scan) into a new tileable texture of any size, no training needed"""
+    bl_idname = "neural.generate_from_image"
+    bl_label = "Neural Textures: Generate from Image"
+    bl_options = {"REGISTER", "UNDO"}
+
+    image: StringProperty(name="Image", description="Blender image to start from; empty: the panel's choice")
+    filepath: StringProperty(name="File", subtype="FILE_PATH", description="Or an image file to start from")
+    width: IntProperty(name="Width", default=1024, description="Width of the new texture", **SIZE_PROPERTIES)
+    height: IntProperty(name="Height", default=1024, description="Height of the new texture", **SIZE_PROPERTIES)
+    seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same texture")
+    tileable: BoolProperty(name="Tileable", default=True, description="Seamless when repeated")
+    make_material: BoolProperty(name="Make Material", default=True,
+                                description="Make or update a material with the texture on the selected objects")
+    name: StringProperty(name="Image Name", description="Name of the new image (empty: from the source)")
+    wait: WAIT_PROPERTY
+
+    @classmethod
+    def poll(cls, context):
+        return texture_poll(context)
+
+    def execute(self, context):
+        if not job_queue.core_has_job("texture_synth.synthesize"):
+            return fail(self, "Generate from Image needs a newer core (texture_synth.synthesize): update the add-on")
+        settings = context.scene.neural_texture
+        try:
+            exemplar, source_name = self._exemplar(settings)
+        except BridgeError as exc:
+            return fail(self, str(exc))
+        width, height = option(self, settings, "width"), option(self, settings, "height")
+        if check_size(width, height):
+            return fail(self, check_size(width, height))
+        seed = option(self, settings, "seed")
+        params = file_output({"exemplars": [exemplar], "width": width, "height": height, "seed": seed,
+                              "tileable": option(self, settings, "tileable")}, "texture_synth.synthesize")
+        make_mat = option(self, settings, "make_material")
+        object_names = [obj.name for obj in context.selected_objects]
+        scene_name = context.scene.name
+        title = self.name or f"{source_name} Tileable {seed}"
+        tile_scale, pbr = settings.tile_scale, settings.pbr_maps
+
+        def on_done(job):
+            if job.state == "done":
+                bring_in_texture(job, title, scene_name, make_mat, object_names, tile_scale, pbr)
+
+        job = job_queue.submit("texture_synth.synthesize", params, label=f"Texture from '{source_name}'",
+                               on_done=on_done, wait=self.wait or None)
+        return finish(self, job)
+
+    def _exemplar(self, settings) -> tuple[str, str]:
+        """(file the worker reads, name for the result) from the operator's or the panel's choice."""
+        use_file = self.properties.is_property_set("filepath") or (
+            not self.properties.is_property_set("image") and settings.source == "FILE")
+        if use_file:
+            path = bpy.path.abspath(self.filepath if self.properties.is_property_set("filepath")
+                                    else settings.exemplar_file)
+            if not path or not Path(path).is_file():
+                raise BridgeError(f"Image file not found: {path or '(none chosen)'}")
+            return path, Path(path).stem
+        name = image_name(self, settings, "image", "exemplar")
+        if not name:
+            raise BridgeError("Choose an image to make a tileable texture from")
+        image = bpy.data.images.get(name)
+        if image is None:
+            raise BridgeError(f"there is no image named '{name}' in this file")
+        return str(image_bridge.export_image(image, workdir_inputs(), keep_alpha=False)), image.name
+
+
 class NEURAL_OT_make_material(bpy.types.Operator):
-    """Make a material from an image (Principled BSDF, image in Base Color) and assign it to the selected objects"""
+    """Make or update a material from an image (Mapping with tile scale, PBR maps) on the selected objects"""
     bl_idname = "neural.make_material"
-    bl_label = "Make Material"
+    bl_label = "Neural Textures: Make Material"
     bl_options = {"REGISTER", "UNDO"}
 
     image: StringProperty(name="Image", description="Image name; empty: the last generated texture")
+    pbr: BoolProperty(name="PBR Maps", default=True,
+                      description="Also derive height, normal, roughness and AO maps and wire them in")
+    wait: WAIT_PROPERTY
+
+    @classmethod
+    def poll(cls, context):
+        if not any(materials.can_hold_material(obj) for obj in context.selected_objects):
+            cls.poll_message_set("Select an object that can hold a material")
+            return False
+        return True
 
     def execute(self, context):
         name = self.image or context.scene.neural_texture.last_image
         image = bpy.data.images.get(name) if name else None
         if image is None:
             return fail(self, "No image to make a material from: generate a texture first or name an image")
-        material = materials.make_material(image)
-        assigned = materials.assign_material(material, context.selected_objects)
-        if not assigned:
-            self.report({"WARNING"}, f"Material '{material.name}' created; no selected object can hold it")
-        else:
-            self.report({"INFO"}, f"Material '{material.name}' assigned to {', '.join(assigned)}")
+        objects = [obj for obj in context.selected_objects if materials.can_hold_material(obj)]
+        if not objects:
+            return fail(self, "Select an object that can hold a material")
+        settings = context.scene.neural_texture
+        material = materials.make_material(image, objects=objects, tile_scale=settings.tile_scale)
+        assigned = materials.assign_material(material, objects)
+        self.report({"INFO"}, f"Material '{material.name}' on {', '.join(assigned)}")
+        pbr = self.pbr if self.properties.is_property_set("pbr") else settings.pbr_maps
+        if pbr:
+            if not job_queue.core_has_job("texture.pbr"):
+                self.report({"WARNING"}, "PBR maps need a newer core (texture.pbr): only the colour map is wired")
+                return {"FINISHED"}
+            try:
+                job = submit_pbr(image, material.name, wait=self.wait or None)
+            except BridgeError as exc:
+                return fail(self, str(exc))
+            if job.state == "error":
+                return finish(self, job)
+        return {"FINISHED"}
+
+
+class NEURAL_OT_random_seed(bpy.types.Operator):
+    """Pick a new random seed for the texture"""
+    bl_idname = "neural.random_seed"
+    bl_label = "Neural Textures: Random Seed"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return getattr(context.scene, "neural_texture", None) is not None
+
+    def execute(self, context):
+        context.scene.neural_texture.seed = random.randrange(0, 1 << 31)
+        return {"FINISHED"}
+
+
+class NEURAL_OT_texture_size(bpy.types.Operator):
+    """Set the texture size to a common square preset"""
+    bl_idname = "neural.texture_size"
+    bl_label = "Neural Textures: Texture Size"
+    bl_options = {"REGISTER", "UNDO"}
+
+    size: IntProperty(name="Size", default=1024, min=16, max=MAX_SIZE, description="Width and height in pixels")
+
+    @classmethod
+    def poll(cls, context):
+        return getattr(context.scene, "neural_texture", None) is not None
+
+    def execute(self, context):
+        settings = context.scene.neural_texture
+        settings.width = settings.height = self.size
         return {"FINISHED"}
 
 
 class NEURAL_OT_train_texture_model(bpy.types.Operator):
     """Train a texture model from an image; it is saved to the model library and selected when done"""
     bl_idname = "neural.train_texture_model"
-    bl_label = "Train Model"
+    bl_label = "Neural Textures: Train Texture Model"
     bl_options = {"REGISTER"}
 
-    kind: EnumProperty(name="Model Type", items=[("texture_gan", "Texture Generator", ""),
-                                                ("texture_vae", "Variation Model", "")])
+    kind: EnumProperty(name="Model Type", description="What kind of model to train",
+                       items=[("texture_gan", "Texture Generator", "Learns to make new tileable texture (GAN)"),
+                              ("texture_vae", "Variation Model", "Learns variations and blends (VAE)")])
     image: StringProperty(name="Image", description="Blender image to learn from")
     filepath: StringProperty(name="File", subtype="FILE_PATH", description="Or an image file")
-    model_name: StringProperty(name="Name", default="my_texture")
-    steps: IntProperty(name="Steps", default=2000, min=1)
-    seed: IntProperty(name="Seed", default=0, min=0)
-    resume: BoolProperty(name="Resume", default=True)
+    model_name: StringProperty(name="Name", default="my_texture", description="File name in the model library")
+    steps: IntProperty(name="Steps", default=2000, min=1, description="Training steps (resumes where it stopped)")
+    seed: IntProperty(name="Seed", default=0, min=0, description="Random seed of the training run")
+    resume: BoolProperty(name="Resume", default=True,
+                         description="Continue a model of the same name from its last checkpoint")
     config: StringProperty(name="Config (JSON)", options={"HIDDEN"},
                            description="Advanced: model/training config overrides as a JSON object")
     checkpoint_every: IntProperty(name="Checkpoint Every", default=200, min=1, options={"HIDDEN"})
     wait: WAIT_PROPERTY
+
+    @classmethod
+    def poll(cls, context):
+        return getattr(context.scene, "neural_train", None) is not None
 
     def execute(self, context):
         settings = context.scene.neural_train
@@ -152,11 +348,7 @@ class NEURAL_OT_train_texture_model(bpy.types.Operator):
             job.outputs["model"] = model_path
             scene = scene_by_name(scene_name)
             if scene is not None:
-                target = scene.neural_texture if kind == "texture_gan" else scene.neural_vae
-                try:
-                    target.model = model_path
-                except TypeError:
-                    pass  # not listed (library folder changed meanwhile)
+                models.choose(scene.neural_texture if kind == "texture_gan" else scene.neural_vae, model_path)
             if job.state == "done":
                 job.outputs["summary"] = f"model saved to {model_path}"
             else:
@@ -167,5 +359,6 @@ class NEURAL_OT_train_texture_model(bpy.types.Operator):
         return finish(self, job)
 
 
-classes = (NEURAL_OT_generate_texture, NEURAL_OT_make_material, NEURAL_OT_train_texture_model)
+classes = (NEURAL_OT_generate_texture, NEURAL_OT_generate_from_image, NEURAL_OT_make_material,
+           NEURAL_OT_random_seed, NEURAL_OT_texture_size, NEURAL_OT_train_texture_model)
 register, unregister = bpy.utils.register_classes_factory(classes)

@@ -9,7 +9,7 @@ from bpy.props import FloatProperty, IntProperty, StringProperty
 
 from .. import image_bridge, job_queue, models
 from ..image_bridge import BridgeError
-from .common import WAIT_PROPERTY, fail, finish, get_image, image_name, option, workdir_inputs
+from .common import WAIT_PROPERTY, fail, file_output, finish, get_image, image_name, option, workdir_inputs
 
 
 NO_MODEL = "No variation model: train one (Train From Image, type Variation Model)"
@@ -17,23 +17,30 @@ NO_MODEL = "No variation model: train one (Train From Image, type Variation Mode
 
 def _model(op, settings) -> str:
     """The chosen variation model's absolute path, or '' when there is none on disk."""
-    model = op.model or models.resolve(settings.model, "texture_vae")
+    model = op.model or models.resolve(settings.model_ref, "texture_vae")
     model = bpy.path.abspath(model) if model else ""
     return model if model and Path(model).is_file() else ""
+
+
+def vae_poll(context) -> bool:
+    return getattr(getattr(context, "scene", None), "neural_vae", None) is not None
 
 
 class NEURAL_OT_vae_variations(bpy.types.Operator):
     """Make new variations of a texture image (each a new image)"""
     bl_idname = "neural.vae_variations"
-    bl_label = "Make Variations"
-    bl_options = {"REGISTER"}
+    bl_label = "Neural Textures: Make Variations"
+    bl_options = {"REGISTER", "UNDO"}
 
-    image: StringProperty(name="Image")
-    model: StringProperty(name="Model File")
-    strength: FloatProperty(name="Strength", default=0.5, min=0.0, max=3.0)
-    count: IntProperty(name="Count", default=4, min=1, max=16)
-    seed: IntProperty(name="Seed", default=0, min=0)
+    image: StringProperty(name="Image", description="Image to make variations of; empty: the panel's choice")
+    model: StringProperty(name="Model File", description="Variation model (.safetensors); empty: the panel's choice")
+    strength: FloatProperty(name="Strength", default=0.5, min=0.0, max=3.0,
+                            description="How far variations may wander from the texture")
+    count: IntProperty(name="Count", default=4, min=1, max=16, description="How many variations to make")
+    seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same variations")
     wait: WAIT_PROPERTY
+
+    poll = classmethod(lambda cls, context: vae_poll(context))
 
     def execute(self, context):
         settings = context.scene.neural_vae
@@ -47,16 +54,18 @@ class NEURAL_OT_vae_variations(bpy.types.Operator):
             return fail(self, str(exc))
         count, seed = option(self, settings, "count"), option(self, settings, "seed")
         strength = option(self, settings, "strength")
-        source_name = source.name
+        source_name, source_is_float = source.name, source.is_float
         jobs = []
         for index in range(count):
             def on_done(job, index=index):
                 if job.state == "done":
-                    image = image_bridge.load_result(job.result["image"], f"{source_name} Variation {index + 1}")
+                    image = image_bridge.load_result(job.result["image"], f"{source_name} Variation {index + 1}",
+                                                     like=bpy.data.images.get(source_name))
                     job.outputs.update(image=image.name, summary=f"created '{image.name}'")
             jobs.append(job_queue.submit("texture_vae.vary",
-                                         {"model": model, "image": source_file, "strength": strength,
-                                          "seed": seed + index},
+                                         file_output({"model": model, "image": source_file, "strength": strength,
+                                                      "seed": seed + index}, "texture_vae.vary",
+                                                     as_file=not source_is_float),
                                          label=f"Variation {index + 1}/{count} of '{source_name}'",
                                          on_done=on_done, wait=False))
         if job_queue.should_wait(self.wait or None):
@@ -71,15 +80,17 @@ class NEURAL_OT_vae_variations(bpy.types.Operator):
 class NEURAL_OT_vae_blend(bpy.types.Operator):
     """Blend two textures through the model's latent space, evenly or through a mask image"""
     bl_idname = "neural.vae_blend"
-    bl_label = "Blend Textures"
-    bl_options = {"REGISTER"}
+    bl_label = "Neural Textures: Blend Textures"
+    bl_options = {"REGISTER", "UNDO"}
 
-    image: StringProperty(name="First Image")
-    image_b: StringProperty(name="Second Image")
+    image: StringProperty(name="First Image", description="First texture; empty: the panel's choice")
+    image_b: StringProperty(name="Second Image", description="Second texture; empty: the panel's choice")
     mask: StringProperty(name="Mask Image", description="Optional; white takes the second texture")
-    model: StringProperty(name="Model File")
-    t: FloatProperty(name="Blend", default=0.5, min=0.0, max=1.0)
+    model: StringProperty(name="Model File", description="Variation model (.safetensors); empty: the panel's choice")
+    t: FloatProperty(name="Blend", default=0.5, min=0.0, max=1.0, description="0 is the first texture, 1 the second")
     wait: WAIT_PROPERTY
+
+    poll = classmethod(lambda cls, context: vae_poll(context))
 
     def execute(self, context):
         settings = context.scene.neural_vae
@@ -95,20 +106,42 @@ class NEURAL_OT_vae_blend(bpy.types.Operator):
                 if mask_name else None
         except BridgeError as exc:
             return fail(self, str(exc))
-        title = f"Blend {first.name} + {second.name}"
+        title, first_name = f"Blend {first.name} + {second.name}", first.name
         width, height = first.size[:]
 
         def on_done(job):
             if job.state == "done":
-                image = image_bridge.load_result(job.result["image"], title)
+                image = image_bridge.load_result(job.result["image"], title, like=bpy.data.images.get(first_name))
                 job.outputs.update(image=image.name, summary=f"created '{image.name}'")
 
         job = job_queue.submit("texture_vae.blend",
-                               {"model": model, "images": inputs, "mask": mask, "t": option(self, settings, "t"),
-                                "width": width, "height": height},
+                               file_output({"model": model, "images": inputs, "mask": mask,
+                                            "t": option(self, settings, "t"), "width": width, "height": height},
+                                           "texture_vae.blend", as_file=not first.is_float),
                                label=title, on_done=on_done, wait=self.wait or None)
         return finish(self, job)
 
 
-classes = (NEURAL_OT_vae_variations, NEURAL_OT_vae_blend)
+class NEURAL_OT_more_like_this(bpy.types.Operator):
+    """Make a new family of variations around this one: it becomes the texture the next variations start from"""
+    bl_idname = "neural.more_like_this"
+    bl_label = "Neural Textures: More Like This"
+    bl_options = {"REGISTER", "UNDO"}
+
+    image: StringProperty(name="Variation", description="The variation to centre the next family on")
+    wait: WAIT_PROPERTY
+
+    poll = classmethod(lambda cls, context: vae_poll(context))
+
+    def execute(self, context):
+        settings = context.scene.neural_vae
+        image = bpy.data.images.get(self.image)
+        if image is None:
+            return fail(self, f"there is no image named '{self.image}' in this file")
+        settings.image = image  # the panel follows: the chosen variation is the new centre
+        settings.seed += settings.count  # new seeds: a new family, not the same variations again
+        return bpy.ops.neural.vae_variations(image=image.name, seed=settings.seed, wait=self.wait)
+
+
+classes = (NEURAL_OT_vae_variations, NEURAL_OT_vae_blend, NEURAL_OT_more_like_this)
 register, unregister = bpy.utils.register_classes_factory(classes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 bpy = pytest.importorskip("bpy")
@@ -37,10 +39,10 @@ def _our_handlers() -> list:
 
 
 def _timers_registered() -> bool:
-    from blender_addon import handlers, job_queue
+    from blender_addon import handlers, job_queue, preview
     from blender_addon.operators import dependencies
     return any(bpy.app.timers.is_registered(f)
-               for f in (job_queue.poll_timer, handlers._deferred, dependencies._check_done))
+               for f in (job_queue.poll_timer, handlers._deferred, dependencies._check_done, preview.tick))
 
 
 def test_enable_disable_twice_leaves_nothing(addon):
@@ -59,7 +61,9 @@ def test_enable_disable_twice_leaves_nothing(addon):
         assert classes == {cls.__name__ for cls in _all_addon_classes()}
         assert all(hasattr(bpy.types.Scene, p) for p in SCENE_PROPS)
         assert all(hasattr(bpy.ops.neural, op) for op in OPERATORS)
-        assert len(_our_handlers()) == 3
+        assert len(_our_handlers()) == 4  # render init/post/complete, pack results on save
+        from blender_addon import panels
+        assert panels.draw_status_bar in bpy.types.STATUSBAR_HT_header._dyn_ui_initialize()
         from blender_addon import handlers
         assert handlers.on_render_complete in bpy.app.handlers.render_complete
         assert hasattr(handlers.on_render_complete, "_bpy_persistent")
@@ -70,11 +74,15 @@ def test_enable_disable_twice_leaves_nothing(addon):
         assert bpy.app.timers.is_registered(job_queue.poll_timer)
         process = job_queue.manager().client.proc
         assert process.poll() is None
+        started = time.perf_counter()
         addon_utils.disable(ADDON, default_set=True)
+        assert time.perf_counter() - started < 1.0, "disabling the add-on blocked the interface"
         assert process.poll() is not None, "the worker process outlived the add-on"
         assert not bpy.app.timers.is_registered(job_queue.poll_timer)
         assert job.state == "cancelled"
         assert _our_classes() == set() and _our_handlers() == []
+        assert not any(getattr(f, "__module__", "").startswith(ADDON)
+                       for f in bpy.types.STATUSBAR_HT_header._dyn_ui_initialize())
         addon_utils.enable(ADDON, default_set=True)
     prefs = bpy.context.preferences.addons[ADDON].preferences
     prefs.device, prefs.worker_threads = "CPU", 1
