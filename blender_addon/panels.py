@@ -156,7 +156,7 @@ def _has_vector_pass(scene) -> bool:
 
 def draw_style(layout, context) -> None:
     settings = context.scene.neural_style
-    layout.row().prop(settings, "method", expand=True)
+    layout.prop(settings, "method")
     if settings.method == "MODEL":
         _model_picker(layout, settings, "style")
     else:

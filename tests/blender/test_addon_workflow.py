@@ -114,6 +114,36 @@ def test_stylize_image_like_any_painting(tiny_models, helpers):
     assert not np.array_equal(helpers.pixels(result)[..., :3], helpers.pixels(content)[..., :3])
 
 
+def test_stylize_image_like_any_painting_fast_and_frames_with_a_painting(tiny_models, helpers, tmp_path):
+    from blender_addon.properties import STYLE_METHODS
+    from core.style.adain import default_decoder_path
+
+    assert [m[0] for m in STYLE_METHODS] == ["MODEL", "ADAIN", "PAINTING"]
+    if not default_decoder_path().exists():
+        pytest.skip("the bundled AdaIN decoder is missing")
+    content = helpers.image("content for fast painting", "stones", 48)
+    painting = helpers.image("a fast painting", "rust", 64, seed=2)
+    before = set(bpy.data.images.keys())
+    assert bpy.ops.neural.stylize_image(source="IMAGE", image=content.name, method="ADAIN",
+                                        style_image=painting.name, strength=1.0) == {"FINISHED"}
+    (name,) = set(bpy.data.images.keys()) - before
+    result = bpy.data.images[name]
+    assert tuple(result.size) == (48, 48)
+    assert np.abs(helpers.pixels(result)[..., :3] - helpers.pixels(content)[..., :3]).mean() > 0.01
+    # an animation with a painting: AdaIN per frame, temporally smoothed, written beside the frames
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    from core.common.images import save_image
+    from core.common.procedural import make_exemplar
+    big = make_exemplar("stones", 64, 1)
+    for i in range(3):
+        save_image(frames / f"frame_{i:04d}.png", np.ascontiguousarray(big[:40, i * 4: i * 4 + 40]))
+    out = tmp_path / "styled"
+    assert bpy.ops.neural.stylize_animation(frames_dir=str(frames), output_dir=str(out), method="ADAIN",
+                                            style_image=painting.name) == {"FINISHED"}
+    assert sorted(p.name for p in out.iterdir()) == [f"frame_{i:04d}.png" for i in range(3)]
+
+
 def test_make_material_operator_assigns_to_selection(tiny_models, helpers):
     image = helpers.image("for material", "stones", 32)
     bpy.ops.mesh.primitive_uv_sphere_add(segments=8, ring_count=4)
