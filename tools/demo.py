@@ -1,9 +1,11 @@
 """The demo: the main job, headless, in real Blender, on the bundled default models.
 
 Run by ``python build.py demo`` inside the venv (``bpy`` module). It builds a
-small scene, generates tileable textures with the bundled texture models,
-makes materials for several objects, renders with Cycles, stylizes the render
-with two bundled styles, makes a VAE blend, and writes every result plus a
+small scene, makes tileable textures from real photographs (instant synthesis,
+with PBR maps) and with the bundled texture GANs, makes materials for several
+objects, renders with Cycles, stylizes the render with the four bundled styles,
+with AdaIN (any painting in one pass) and by optimisation, makes a VAE blend
+and variation, and writes every result plus a
 labelled contact sheet to ``demo_output/``. Everything goes through the
 add-on's operators (``bpy.ops.neural.*``), exactly as an artist's clicks would.
 """
@@ -111,8 +113,24 @@ def main(out_dir: Path) -> int:
         objects = build_scene()
         sheet: list[tuple[str, Path]] = []
         textures: dict[str, bpy.types.Image] = {}
+        # Instant synthesis from real photographs (no training), with PBR maps wired into the material.
+        bpy.context.scene.neural_texture.pbr_maps = True
+        for photo, obj_name in (("photo_brick", "cube"), ("photo_gravel", "floor")):
+            exemplar = ROOT / "models" / "exemplars" / f"{photo}.png"
+            if not exemplar.is_file():
+                continue
+            bpy.ops.object.select_all(action="DESELECT")
+            objects[obj_name].select_set(True)
+            bpy.context.view_layer.objects.active = objects[obj_name]
+            image = _run(bpy.ops.neural.generate_from_image, filepath=str(exemplar), width=384, height=384,
+                         seed=7, tileable=True, make_material=True, name=f"{photo} texture")
+            textures[photo] = image
+            sheet.append((f"From photo: {photo[6:]}", _save(image, out_dir / f"texture_{photo}.png")))
+            print(f"demo: synthesized {photo} -> {obj_name} ({time.perf_counter() - start:.0f}s)", flush=True)
         assignments = [("bricks", "cube"), ("wood", "floor"), ("stones", "pillar"), ("rust", "sphere")]
         for model_name, obj_name in assignments:
+            if obj_name in ("cube", "floor") and len(textures) == 2:
+                continue  # textured from the photos above
             path, label = _model(entries, "texture_gan", model_name)
             bpy.ops.object.select_all(action="DESELECT")
             objects[obj_name].select_set(True)
@@ -130,18 +148,24 @@ def main(out_dir: Path) -> int:
         sheet.append(("Cycles render", render_path))
         print(f"demo: rendered ({time.perf_counter() - start:.0f}s)", flush=True)
 
-        for style_name in ("starry_night", "wave"):
+        for style_name in ("starry_night", "wave", "udnie", "composition_vii"):
             path, label = _model(entries, "style_transfer", style_name)
-            image = _run(bpy.ops.neural.stylize_image, source="RENDER", model=path, strength=1.0)
+            image = _run(bpy.ops.neural.stylize_image, source="RENDER", method="MODEL", model=path, strength=1.0)
             sheet.append((f"Style: {label}", _save(image, out_dir / f"render_{style_name}.png")))
             print(f"demo: stylized with {label} ({time.perf_counter() - start:.0f}s)", flush=True)
 
-        painting = ROOT.parent / "shared" / "data" / "styles" / "udnie.jpg"
-        if painting.is_file():  # any painting, no trained model: the slow optimisation path
-            style_image = bpy.data.images.load(str(painting))
+        styles = ROOT.parent / "shared" / "data" / "styles"
+        if (styles / "composition_vii.jpg").is_file():  # any painting in one pass (held out of AdaIN's training)
+            style_image = bpy.data.images.load(str(styles / "composition_vii.jpg"))
+            image = _run(bpy.ops.neural.stylize_image, source="RENDER", method="ADAIN",
+                         style_image=style_image.name, strength=1.0)
+            sheet.append(("Any painting, fast: Kandinsky", _save(image, out_dir / "render_adain_kandinsky.png")))
+            print(f"demo: stylized with AdaIN ({time.perf_counter() - start:.0f}s)", flush=True)
+        if (styles / "starry_night.jpg").is_file():  # any painting, best quality: optimisation, coarse to fine
+            style_image = bpy.data.images.load(str(styles / "starry_night.jpg"))
             image = _run(bpy.ops.neural.stylize_image, source="RENDER", method="PAINTING",
-                         style_image=style_image.name, steps=80, max_side=320, strength=1.0)
-            sheet.append(("Optimised: Udnie (Picabia)", _save(image, out_dir / "render_udnie_optimised.png")))
+                         style_image=style_image.name, steps=30, max_side=480, strength=1.0)
+            sheet.append(("Any painting, best: van Gogh", _save(image, out_dir / "render_optimised.png")))
             print(f"demo: stylized by optimisation ({time.perf_counter() - start:.0f}s)", flush=True)
 
         vae_path, vae_label = _model(entries, "texture_vae")
@@ -152,9 +176,9 @@ def main(out_dir: Path) -> int:
         blend = _run(bpy.ops.neural.vae_blend, image=textures["stones"].name, image_b=textures["rust"].name,
                      mask=mask.name, model=vae_path)
         sheet.append(("VAE blend: stones -> rust", _save(blend, out_dir / "vae_blend_stones_rust.png")))
-        variation = _run(bpy.ops.neural.vae_variations, image=textures["bricks"].name, model=vae_path,
+        variation = _run(bpy.ops.neural.vae_variations, image=textures["stones"].name, model=vae_path,
                          strength=0.6, count=1, seed=3)
-        sheet.append(("VAE variation: bricks", _save(variation, out_dir / "vae_variation_bricks.png")))
+        sheet.append(("VAE variation: stones", _save(variation, out_dir / "vae_variation_stones.png")))
 
         bpy.ops.wm.save_as_mainfile(filepath=str(out_dir / "demo_scene.blend"))
         contact = contact_sheet(sheet, out_dir / "contact_sheet.png", cell=256, columns=5)
