@@ -163,17 +163,18 @@ def _quality(recipe: Recipe) -> dict:
                                                            for e in exemplars])),
                 "variation_stats_distance_baseline_random_crop": float(np.mean(crops))}
     if recipe.kind == "style_transfer":
+        from benchmarks.bench_style import HELD_OUT_RENDER
         from core.style import load_style_model
+        from core.style.optimize import fit_max_side
 
         model = load_style_model(ckpt, device="cpu")
-        from core.style.data import render_like_scene
-
-        frame = render_like_scene(256, 12345)  # a scene the model never trained on
+        frame = fit_max_side(load_rgb(HELD_OUT_RENDER), 512)  # a render the model never trained on
         styled = model.stylize(frame)
         save_image(thumb, styled[::2, ::2])
-        style = load_rgb(ROOT / recipe.data[0])
-        return {"style_stats_distance": quality.texture_stats_distance(styled, style),
-                "style_stats_distance_baseline_unstyled": quality.texture_stats_distance(frame, style),
+        style = load_rgb(ROOT.parent / recipe.data[0].removeprefix("../"))
+        return {"style_distance": quality.style_distance(styled, style),
+                "style_distance_baseline_unstyled": quality.style_distance(frame, style),
+                "content_distance": quality.content_distance(styled, frame),
                 "edge_correlation_with_input": _edge_correlation(styled, frame)}
     raise ValueError(recipe.kind)
 
@@ -213,20 +214,39 @@ def train(only: list[str] | None, device: str, steps_scale: float = 1.0) -> Path
         subprocess.run([sys.executable, *command[1:]], cwd=ROOT, check=True)
         seconds = time.perf_counter() - start
         ckpt.with_suffix(".train.safetensors").unlink(missing_ok=True)  # resume state is not shipped
-        entries[recipe.name] = {
-            "name": recipe.name, "label": recipe.label, "kind": recipe.kind,
-            "file": str(Path(recipe.out).relative_to("models")),
-            "thumbnail": str(Path(recipe.out).with_suffix(".png").relative_to("models")),
-            "command": shlex.join(command), "seed": recipe.seed, "steps": recipe.steps,
-            "data": recipe.data, "data_fingerprint": _fingerprint(recipe.data), "source": recipe.source,
-            "training_seconds": round(seconds, 1),
-            "trained_on": f"{device} ({platform.machine()}, {platform.system()})",
-            "size_mb": round(ckpt.stat().st_size / 1e6, 2),
-            "quality": _quality(recipe),
-        }
+        entries[recipe.name] = _entry(recipe, seconds, device)
         _update_manifest(manifest_path, entries[recipe.name])
         print(f"model_zoo: {recipe.name} done in {seconds:.0f}s: {entries[recipe.name]['quality']}", flush=True)
     return manifest_path
+
+
+def _entry(recipe: Recipe, seconds: float, device: str, note: str = "") -> dict:
+    ckpt = ROOT / recipe.out
+    command = ["python", "-m", "core", "--device", device, *recipe.args]
+    entry = {
+        "name": recipe.name, "label": recipe.label, "kind": recipe.kind,
+        "file": str(Path(recipe.out).relative_to("models")),
+        "thumbnail": str(Path(recipe.out).with_suffix(".png").relative_to("models")),
+        "command": shlex.join(command), "seed": recipe.seed, "steps": recipe.steps,
+        "data": recipe.data, "data_fingerprint": _fingerprint(recipe.data), "source": recipe.source,
+        "training_seconds": round(seconds, 1),
+        "trained_on": f"{device} ({platform.machine()}, {platform.system()})",
+        "size_mb": round(ckpt.stat().st_size / 1e6, 2),
+        "quality": _quality(recipe),
+    }
+    if note:
+        entry["note"] = note
+    return entry
+
+
+def record_trained(name: str, seconds: float, device: str, note: str = "") -> dict:
+    """Manifest entry for a model trained with its recipe's exact command outside ``train`` (e.g. several
+    recipes run in parallel by hand); measures its quality like ``train`` does."""
+    sys.path.insert(0, str(ROOT))
+    recipe = next(r for r in recipes() if r.name == name)
+    entry = _entry(recipe, seconds, device, note)
+    _update_manifest(MODELS / "manifest.json", entry)
+    return entry
 
 
 def refresh_quality(only: list[str] | None = None) -> Path:
@@ -257,9 +277,12 @@ def manifest_markdown(manifest_path: Path = MODELS / "manifest.json") -> str:
             figures = (f"reconstruction {q['reconstruction_psnr_db']:.1f} dB (bicubic x8 {q.get('reconstruction_psnr_db_baseline_bicubic_x8', float('nan')):.1f} dB); "
                        f"variation stats distance {q['variation_stats_distance']:.4f} "
                        f"(random crop {q.get('variation_stats_distance_baseline_random_crop', float('nan')):.4f})")
+        elif "style_distance" in q:
+            figures = (f"VGG19 style distance {q['style_distance']:.3f} (unstylized frame "
+                       f"{q['style_distance_baseline_unstyled']:.3f}); content distance {q['content_distance']:.2f} "
+                       f"(target <= 1.0); edge correlation with the input {q['edge_correlation_with_input']:.2f}")
         else:
-            figures = (f"style distance {q['style_stats_distance']:.4f} (unstyled frame {q['style_stats_distance_baseline_unstyled']:.4f}); "
-                       f"edge correlation with the input {q.get('edge_correlation_with_input', float('nan')):.2f}")
+            figures = ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in q.items())
         rows.append(f"| {m['label']} (`{m['file']}`) | {m['kind']} | {m['steps']} | "
                     f"{m['training_seconds'] / 60:.1f} min on {m['trained_on'].split(' ')[0]} | {m['size_mb']} MB | {figures} |")
     return "\n".join(rows)
