@@ -164,3 +164,11 @@ def test_unexpected_errors_are_one_line_pointing_at_the_log(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unexpected KeyError" in err and str(cli.CRASH_LOG) in err
     assert "return {}[\"missing\"]" in cli.CRASH_LOG.read_text().split("--- ")[-1]
+
+
+def test_unwritable_output_folder_is_one_line_naming_the_output(tiny_model, tmp_path):
+    from test_worker import _unwritable_folder
+
+    out = _unwritable_folder(tmp_path) / "x.png"
+    proc = _cli("texture", "generate", "--model", tiny_model, "--width", 32, "--height", 32, "--out", out)
+    _one_line_error(proc, str(out))
