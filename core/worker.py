@@ -21,7 +21,8 @@ Events, one JSON object per line on stdout::
     {"event": "done", "id": ..., "result": {...}, "seconds": s, "device": "cuda:0 NVIDIA H100"}
     {"event": "cancelled", "id": ..., "result": {...}}
     {"event": "error", "id": ..., "error_type": "ImageError", "message": ..., "traceback": ...}
-    {"event": "pong"} / {"event": "bye"} / {"event": "protocol_error", "message": ...}
+    {"event": "pong", "running": id | null, "running_jobs": [...], "queued": [...]}
+    {"event": "bye"} / {"event": "protocol_error", "message": ...}
     {"event": "runner_restarted", "lane": ..., "message": ...}   # a bug stopped a lane; it runs again
 
 Two lanes run at once, each a FIFO queue with one job at a time: training jobs
@@ -34,7 +35,12 @@ session; each kind declares its parameters (``JOB_PARAMS``: types and ranges;
 unknown ones are refused). Results go into the work folder; an explicit
 ``output`` must lie in the work folder or a folder given with
 ``--allow-output``, and existing files are only replaced with
-``"overwrite": true``. Images travel as
+``"overwrite": true``. A new job kind is one function declaring its parameters::
+
+    @job("texture.pbr", image=INPUT, strength=Param("float", 0.0, 1.0, default=0.5), **IMAGE_OUTPUT)
+    def job_texture_pbr(ctx: JobContext) -> dict: ...
+
+Images travel as
 files: inputs are paths (PNG/JPEG/EXR/.npy), image results are written as
 ``.npy`` float32 HxWxC arrays in the colour space named in the result
 (``{"path", "colorspace", "width", "height", "channels"}``), or as PNG/EXR
@@ -227,6 +233,18 @@ def _inside(path: Path, roots: list[Path]) -> bool:
     return any(resolved == root or root in resolved.parents for root in roots)
 
 
+def check_output(path: Path, roots: list[Path], overwrite: bool) -> Path:
+    """An explicit image output: a writable image type, inside the allowed folders, new unless asked."""
+    if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".exr", ".npy", ".tif", ".tiff", ".webp", ".bmp"):
+        raise ParamError(f"output {path.name!r} must end in .png, .jpg, .exr, .tif, .webp, .bmp or .npy")
+    if not _inside(path, roots):
+        raise ParamError(f"output {path} is outside the work folder and the allowed output folders "
+                         "(start the worker with --allow-output FOLDER)")
+    if path.exists() and not overwrite:
+        raise ParamError(f"output {path} exists; send \"overwrite\": true to replace it")
+    return path
+
+
 # --------------------------------------------------------------------------- output channel
 
 class _Channel:
@@ -302,12 +320,8 @@ class JobContext:
         out = self.param(name)
         if not out:
             return self.workdir / f"{self.id}_{name}{suffix}"  # the id is checked: a plain file name
-        path = Path(out)
-        if not _inside(path, self.output_roots):
-            raise ParamError(f"output {path} is outside the work folder and the allowed output folders")
-        if path.exists() and not self.param("overwrite", False):
-            raise ParamError(f"output {path} exists; send \"overwrite\": true to replace it")
-        return path
+        # checked when submitted and again now: the file may have appeared while the job waited
+        return check_output(Path(out), self.output_roots, bool(self.param("overwrite", False)))
 
     # ---- progress
     def progress(self, p: Progress) -> None:
@@ -861,17 +875,8 @@ class Worker:
 
     def _check_destinations(self, params: dict) -> None:
         """An explicit image output: a writable image type, inside the allowed folders, new unless asked."""
-        out = params.get("output")
-        if not out:
-            return
-        path = Path(out)
-        if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".exr", ".npy", ".tif", ".tiff", ".webp", ".bmp"):
-            raise ParamError(f"output {path.name!r} must end in .png, .jpg, .exr, .tif, .webp, .bmp or .npy")
-        if not _inside(path, self.output_roots):
-            raise ParamError(f"output {path} is outside the work folder and the allowed output folders "
-                             "(start the worker with --allow-output FOLDER)")
-        if path.exists() and not params.get("overwrite"):
-            raise ParamError(f"output {path} exists; send \"overwrite\": true to replace it")
+        if params.get("output"):
+            check_output(Path(params["output"]), self.output_roots, bool(params.get("overwrite")))
 
     def _cancel(self, job_id: str | None) -> None:
         with self._lock:

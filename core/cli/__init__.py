@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
         # stdout or stderr was closed (`... | head`): the work itself is saved; exit quietly.
         _detach_output()
         return 0
-    except (ImageError, CheckpointError, ValueError, OSError, MemoryError, ArithmeticError) as exc:
+    except (ImageError, CheckpointError, ValueError, OSError, MemoryError, FloatingPointError) as exc:
         _say(f"error: {describe_error(exc)}")
         return 2
     except Exception as exc:  # noqa: BLE001

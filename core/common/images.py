@@ -321,9 +321,12 @@ def remove_stale_temporaries(path: Path) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` then rename: never a half-written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # a read-only or missing folder: name the file the user asked for
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     os.chmod(tmp, _umask_mode())  # mkstemp makes 0600; results are ordinary user files
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -150,3 +150,25 @@ def test_progress_without_a_total_shows_no_fraction():
     bar(Progress(1, 0, "frame 1"))
     bar(Progress(2, 0, "frame 2"))
     assert "1/0" not in stream.getvalue() and "2 done" in stream.getvalue()
+
+
+def test_unexpected_errors_are_one_line_pointing_at_the_log(capsys):
+    import argparse
+
+    from core import cli
+
+    def buggy(args):
+        return {}["missing"]
+
+    assert cli._run(argparse.Namespace(func=buggy)) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unexpected KeyError" in err and str(cli.CRASH_LOG) in err
+    assert "return {}[\"missing\"]" in cli.CRASH_LOG.read_text().split("--- ")[-1]
+
+
+def test_unwritable_output_folder_is_one_line_naming_the_output(tiny_model, tmp_path):
+    from test_worker import _unwritable_folder
+
+    out = _unwritable_folder(tmp_path) / "x.png"
+    proc = _cli("texture", "generate", "--model", tiny_model, "--width", 32, "--height", 32, "--out", out)
+    _one_line_error(proc, str(out))

@@ -34,7 +34,7 @@ from core.worker import JOB_KINDS, JOB_PARAMS
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("NEURAL_FUZZ_EXAMPLES", "30"))
-FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 100,
+FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 100, database=None,
                          suppress_health_check=list(HealthCheck))
 # Exceptions that only a bug raises; a job reporting one of these means validation let bad input through.
 BUG_TYPES = {"TypeError", "AttributeError", "KeyError", "IndexError", "NameError", "UnboundLocalError",
