@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -303,6 +304,34 @@ def load_training_state(path: str | os.PathLike, device: torch.device | str = "c
         raise
     except Exception as exc:
         raise CheckpointError(f"{p.name}: training state could not be read (corrupt or truncated): {exc}") from exc
+
+
+def save_model_and_state(model_path: str | os.PathLike, tensors: dict[str, torch.Tensor], config: dict[str, Any],
+                         kind: str, state_path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """A training's checkpoint: its training state first, then its model, each atomically.
+
+    A kill between the two writes leaves the model behind its state, never ahead of it
+    (the state holds everything the model is made from); ``sync_model_with_state``
+    repairs that when the training resumes.
+    """
+    save_training_state(state_path, state)
+    save_checkpoint(model_path, tensors, config, kind)
+
+
+def sync_model_with_state(model_path: str | os.PathLike, step_key: str, state_step: int, save) -> None:
+    """On resuming from a training state at ``state_step``: when the model file is missing, unreadable
+    or records another step in its config's ``step_key`` (a kill between the two writes), write
+    the checkpoint again with ``save(state_step)`` from the weights just restored, and say so."""
+    p = Path(model_path)
+    try:
+        model_step = read_checkpoint_config(p).get(step_key)
+    except CheckpointError:
+        model_step = None
+    if model_step == state_step:
+        return
+    found = "was missing or unreadable" if model_step is None else f"was at step {model_step}"
+    print(f"{p.name} {found}; rewritten from its training state at step {state_step}", file=sys.stderr)
+    save(state_step)
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:

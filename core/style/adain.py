@@ -29,8 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..common.checkpoints import (CheckpointError, fingerprint_files, load_checkpoint, load_state_into,
-                                  load_training_state, restore_rng_state, rng_state, save_checkpoint,
-                                  save_training_state)
+                                  load_training_state, restore_rng_state, rng_state, save_model_and_state,
+                                  sync_model_with_state)
 from ..common.device import pick_device
 from ..common.images import from_tensor, load_image, resize_rgb, to_srgb, to_tensor
 from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, check_cancel, report
@@ -419,9 +419,12 @@ def train_adain_decoder(content_frames, style_images: Sequence[str | os.PathLike
         model_config = {"name": cfg.name, "decoder": decoder_cfg.as_dict(), "encoder": encoder.spec(),
                         "encoder_source": encoder.source, "training": asdict(cfg), "frames": frames_info,
                         "styles": styles_info, "steps_done": current, "seed": seed}
-        save_checkpoint(out, decoder.state_dict(), model_config, MODEL_KIND)
-        save_training_state(state_path, {"identity": identity, "step": current, "model": decoder.state_dict(),
-                                         "optimizer": optimizer.state_dict(), "rng": rng_state(generator)})
+        save_model_and_state(out, decoder.state_dict(), model_config, MODEL_KIND,
+                             state_path, {"identity": identity, "step": current, "model": decoder.state_dict(),
+                                          "optimizer": optimizer.state_dict(), "rng": rng_state(generator)})
+
+    if resume and state_path.exists():
+        sync_model_with_state(out, "steps_done", step, save)  # also hands back a model for a finished job
 
     while step < steps:
         if cancel is not None and cancel.cancelled:
@@ -449,7 +452,5 @@ def train_adain_decoder(content_frames, style_images: Sequence[str | os.PathLike
             save(step)
         report(progress, step, steps, "training AdaIN decoder",
                {"content": float(l_content.detach()), "style": float(l_style.detach())})
-    if not out.exists():  # resumed a finished job: still hand back a model
-        save(step)
     return out
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, fingerprint_files, load_training_state,
-                                  rng_state, restore_rng_state, save_checkpoint, save_training_state)
+                                  rng_state, restore_rng_state, save_model_and_state, sync_model_with_state)
 from ..common.device import pick_device
 from ..common.images import ImageData, image_from_array, load_image, to_srgb, to_tensor, from_tensor
 from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, report
@@ -140,10 +140,13 @@ def train_style_model(style, frames, out_path, steps: int, *, config: StyleTrans
         step = int(state["step"])
 
     def save(current: int) -> None:
-        save_checkpoint(out, net.state_dict(), _model_config(cfg, style_info, frames_info, feature_spec,
-                                                             current, seed), MODEL_KIND)
-        save_training_state(state_path, {"identity": identity, "step": current, "model": net.state_dict(),
-                                         "optimizer": optimizer.state_dict(), "rng": rng_state(generator)})
+        save_model_and_state(out, net.state_dict(), _model_config(cfg, style_info, frames_info, feature_spec,
+                                                                  current, seed), MODEL_KIND,
+                             state_path, {"identity": identity, "step": current, "model": net.state_dict(),
+                                          "optimizer": optimizer.state_dict(), "rng": rng_state(generator)})
+
+    if resume and state_path.exists():
+        sync_model_with_state(out, "steps_done", step, save)  # also hands back a model for a finished job
 
     total = steps
     divergence = DivergenceMonitor()
@@ -175,6 +178,4 @@ def train_style_model(style, frames, out_path, steps: int, *, config: StyleTrans
             preview = from_tensor(y[:1].detach().clamp(0, 1)) if checkpoint_now else None
             report(progress, step, total, "training", {"style": float(l_style.detach()), "content": float(l_content.detach()),
                                                        "tv": float(l_tv.detach())}, preview)
-    if not out.exists():  # resumed a finished job: nothing left to do, but still hand back a model
-        save(step)
     return out

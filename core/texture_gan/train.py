@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_checkpoint,
-                                  save_training_state)
+from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
+                                  sync_model_with_state)
 from ..common.device import autocast, pick_device
 from ..common.images import ImageError, image_from_array, load_image, resize_rgb, to_srgb
 from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, report
@@ -281,10 +281,13 @@ def train_texture_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: st
         losses = dict(state.get("losses", {}))
 
     def save(at_step: int) -> None:
-        save_checkpoint(out, trainer.g_ema.state_dict(),
-                        _model_config(cfg, fingerprint, names, crop, at_step, seed, name, dev), KIND)
-        save_training_state(state_path, {"step": at_step, "seed": seed, "config": cfg.to_dict(),
-                                         "data_fingerprint": fingerprint, "losses": losses, **trainer.state()})
+        save_model_and_state(out, trainer.g_ema.state_dict(),
+                             _model_config(cfg, fingerprint, names, crop, at_step, seed, name, dev), KIND,
+                             state_path, {"step": at_step, "seed": seed, "config": cfg.to_dict(),
+                                          "data_fingerprint": fingerprint, "losses": losses, **trainer.state()})
+
+    if resume and state_path.exists():
+        sync_model_with_state(out, "steps", step, save)
 
     preview_model = TextureGenerator(trainer.g_ema, {"training_config": cfg.to_dict()}, name, dev)
     extra = {"device": str(dev)}

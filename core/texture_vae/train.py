@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..common.checkpoints import (
-    fingerprint_arrays, load_training_state, save_checkpoint, save_training_state,
+    fingerprint_arrays, load_training_state, save_model_and_state, sync_model_with_state,
 )
 from ..common.device import autocast, pick_device, seeded_generator
 from ..common.images import ImageError, from_tensor, load_rgb
@@ -221,14 +221,16 @@ def train_texture_vae(exemplars: Sequence[str | os.PathLike | np.ndarray], out_p
     def save(step: int) -> None:
         meta = {"config": cfg.to_dict(), "name": name or out_path.stem, "steps": step, "seed": seed,
                 "data_fingerprint": fingerprint, "exemplar_count": len(images), "device": str(dev)}
-        save_checkpoint(out_path, net.state_dict(), meta, kind=KIND)
         train_state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                        "seed": seed, "fingerprint": fingerprint, "config": cfg.to_dict(),
                        "data_gen": trainer.data_gen.get_state(), "noise_gen": trainer.noise_gen.get_state(),
                        "proj_gen": trainer.proj_gen.get_state()}
         if trainer.use_scaler:
             train_state["scaler"] = scaler.state_dict()
-        save_training_state(state_path, train_state)
+        save_model_and_state(out_path, net.state_dict(), meta, KIND, state_path, train_state)
+
+    if resume and state_path.exists():
+        sync_model_with_state(out_path, "steps", start, save)
 
     losses: dict[str, float] = {}
     extra = {"device": str(dev)}
