@@ -7,7 +7,9 @@ beside it as ``NAME.json``. Nothing is ever unpickled.
 Training state for resuming (optimizer moments, step, RNG states) goes into a
 separate ``NAME.train.safetensors`` through ``save_training_state``: nested
 dicts/lists are flattened, tensors into safetensors and everything else into
-JSON metadata.
+JSON metadata. Trainers write the pair with ``save_model_and_state`` (state
+first) and check it with ``sync_model_with_state`` on resume, so the model never
+stays out of step with its state after a kill.
 """
 
 from __future__ import annotations
