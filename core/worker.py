@@ -454,6 +454,33 @@ def job_style_stylize_sequence(ctx: JobContext) -> dict:
     return {"frames": written, "output_dir": str(output_dir), "warnings": warnings}
 
 
+def job_texture_synth_synthesize(ctx: JobContext) -> dict:
+    exemplars = ctx.param("exemplars", required=True)
+    if isinstance(exemplars, str):
+        exemplars = [exemplars]
+    images = [_srgb_rgb(_load(p)) for p in exemplars]  # bad input fails with the file's name
+    from .texture_synth import synthesize
+    steps = ctx.param("steps")
+    scales = ctx.param("scales")
+    result = synthesize(images, int(ctx.param("width", 512)), int(ctx.param("height", 512)),
+                        seed=int(ctx.param("seed", 0)), tileable=bool(ctx.param("tileable", True)),
+                        steps=[int(s) for s in steps] if isinstance(steps, list) else steps,
+                        scales=None if scales is None else int(scales),
+                        device=None if ctx.device == "auto" else ctx.device, progress=ctx.progress, cancel=ctx.cancel)
+    return {"image": _write_image_result(ctx, result.image)}
+
+
+def job_texture_pbr(ctx: JobContext) -> dict:
+    source = _load(ctx.param("image", required=True))
+    from .texture_pbr import PBRSettings, pbr_maps
+    knobs = {name: ctx.params[name] for name in PBRSettings.__dataclass_fields__ if ctx.params.get(name) is not None}
+    maps = pbr_maps(source, **knobs)
+    ctx.progress(Progress(1, 1, "PBR maps ready"))
+    # Non-colour data: stored as is (the host loads these as Non-Color).
+    return {"maps": {name: _write_image_result(ctx, getattr(maps, name), name=name)
+                     for name in ("height", "normal", "roughness", "ao")}}
+
+
 JOB_KINDS: dict[str, Callable[[JobContext], dict]] = {
     "diagnostics": job_diagnostics,
     "selftest": job_selftest,
@@ -466,6 +493,8 @@ JOB_KINDS: dict[str, Callable[[JobContext], dict]] = {
     "style.train": job_style_train,
     "style.stylize": job_style_stylize,
     "style.stylize_sequence": job_style_stylize_sequence,
+    "texture_synth.synthesize": job_texture_synth_synthesize,
+    "texture.pbr": job_texture_pbr,
 }
 
 
