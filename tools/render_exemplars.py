@@ -149,7 +149,7 @@ def rusty_metal(n: Nodes) -> None:
     n.link(vec, patches.inputs["Vector"])
     speckle = n.new("ShaderNodeTexNoise", Scale=80.0, Detail=6.0, Roughness=0.8)
     n.link(vec, speckle.inputs["Vector"])
-    rust_mask = n.math("SMOOTH_MAX", n.math("SUBTRACT", patches.outputs["Fac"], 0.47), 0.0)
+    rust_mask = n.math("SMOOTH_MAX", n.math("SUBTRACT", patches.outputs["Fac"], 0.56), 0.0)
     rust_mask = n.math("MULTIPLY", rust_mask, 9.0, clamp=True)
     metal = n.ramp(speckle.outputs["Fac"], [(0.3, (0.28, 0.29, 0.30)), (0.7, (0.52, 0.53, 0.54))])
     rust = n.ramp(speckle.outputs["Fac"], [(0.2, (0.16, 0.05, 0.015)), (0.5, (0.42, 0.15, 0.04)),
@@ -164,11 +164,11 @@ def rusty_metal(n: Nodes) -> None:
 def fabric(n: Nodes) -> None:
     """Plain weave: warp and weft threads alternating over and under."""
     vec = n.mapping(scale=(1.0, 1.0, 1.0))
-    weave = n.new("ShaderNodeTexChecker", Scale=48.0)
+    weave = n.new("ShaderNodeTexChecker", Scale=16.0)
     n.link(vec, weave.inputs["Vector"])
-    warp = n.new("ShaderNodeTexWave", wave_type="BANDS", bands_direction="X", wave_profile="SIN", Scale=48.0 * 3.14159,
+    warp = n.new("ShaderNodeTexWave", wave_type="BANDS", bands_direction="X", wave_profile="SIN", Scale=16.0 * 3.14159,
                  Distortion=0.3, Detail=1.0)
-    weft = n.new("ShaderNodeTexWave", wave_type="BANDS", bands_direction="Y", wave_profile="SIN", Scale=48.0 * 3.14159,
+    weft = n.new("ShaderNodeTexWave", wave_type="BANDS", bands_direction="Y", wave_profile="SIN", Scale=16.0 * 3.14159,
                  Distortion=0.3, Detail=1.0)
     for wave in (warp, weft):
         n.link(vec, wave.inputs["Vector"])

@@ -125,7 +125,8 @@ def height_map(rgb: np.ndarray, settings: PBRSettings) -> np.ndarray:
     lo, hi = np.percentile(relief, [0.5, 99.5])
     span = max(float(hi - lo), 1e-6)
     centre = float(np.median(relief))
-    half = max(hi - centre, centre - lo, span / 2)
+    # A floor of 0.02 in luminance: a nearly flat albedo stays nearly flat instead of its noise filling the range.
+    half = max(hi - centre, centre - lo, span / 2, 0.02)
     return np.clip(0.5 + 0.5 * (relief - centre) / half, 0.0, 1.0).astype(np.float32)
 
 
