@@ -162,7 +162,7 @@ def _sample_exemplar_patches(pyramid: list[torch.Tensor], patch: int, gen: torch
 
 
 def _block_start(pyramid: list[torch.Tensor], height: int, width: int, patch: int,
-                 gen: torch.Generator) -> torch.Tensor:
+                 gen: torch.Generator, periodic: bool) -> torch.Tensor:
     """The coarsest level's start: a grid of exemplar blocks from random places (and exemplars).
 
     Gives the layout the right large-scale pieces (courses, cells) from the
@@ -180,6 +180,10 @@ def _block_start(pyramid: list[torch.Tensor], height: int, width: int, patch: in
             y = int(torch.randint(source.shape[-2] - bh + 1, (1,), generator=gen))
             x = int(torch.randint(source.shape[-1] - bw + 1, (1,), generator=gen))
             out[..., top: top + bh, left: left + bw] = source[..., y: y + bh, x: x + bw]
+    if periodic:
+        # A random grid phase: the wrap border is then no likelier to be a block border than any other line.
+        shift = (int(torch.randint(height, (1,), generator=gen)), int(torch.randint(width, (1,), generator=gen)))
+        out = out.roll(shift, dims=(2, 3))
     return out
 
 
@@ -371,7 +375,7 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
                            periodic=False) for e in exemplar_tensors]
         ex_patches = _sample_exemplar_patches(pyramid, patch_size, gen, MAX_EXEMPLAR_PATCHES)
         if x is None:
-            x = _block_start(pyramid, h, w, patch_size, gen)
+            x = _block_start(pyramid, h, w, patch_size, gen, tileable)
         else:
             x = _resize(x, h, w, periodic=tileable)
         chunk = max(1, min(projections, PROJECTION_BUDGET // max(1, h * w)))

