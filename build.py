@@ -66,11 +66,19 @@ def in_venv() -> bool:
 # --------------------------------------------------------------------------- commands
 
 def cmd_test(args: argparse.Namespace) -> int:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), NEURAL_TEXTURES_DEVICE=os.environ.get("NEURAL_TEXTURES_DEVICE", "cpu"))
+    # --device picks where the core suite runs (NEURAL_TEXTURES_DEVICE; CPU unless asked).
+    device = args.device or os.environ.get("NEURAL_TEXTURES_DEVICE", "cpu")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print(f"build.py test: --device cuda, but torch {torch.__version__} sees no CUDA GPU", flush=True)
+            return 2
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NEURAL_TEXTURES_DEVICE=device)
     # Tests start worker subprocesses beside pytest: idle OpenMP threads must sleep, not spin.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cmd = [sys.executable, "-m", "pytest", "tests", "-ra", "--durations=15", *args.pytest_args]
-    print("build.py:", " ".join(cmd), flush=True)
+    print(f"build.py: NEURAL_TEXTURES_DEVICE={device}", " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode
 
 
@@ -195,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
         if name == "test":
+            p.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None,
+                           help="device the core suite runs on (default cpu; cuda runs it all on the GPU)")
             p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments")
         if name == "demo":
             p.add_argument("--out", default=str(ROOT / "demo_output"), help="output folder")
@@ -212,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.system and not in_venv():
         py = ensure_venv()
         return subprocess.run([str(py), str(Path(__file__).resolve()), "--system", *(argv or sys.argv[1:])]).returncode
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "test":  # pytest's own options (-k, -x, ...) pass through in order
+        args.pytest_args = unknown + args.pytest_args
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return COMMANDS[args.command][0](args)
 
 

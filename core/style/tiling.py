@@ -46,7 +46,7 @@ def record_norm_stats(net: TransformerNet, x: torch.Tensor, stats_max_side: int)
     """Run the frame (downscaled if needed) once to fix every norm layer's statistics."""
     h, w = x.shape[-2:]
     scale = stats_max_side / max(h, w)
-    small = x if scale >= 1.0 else F.interpolate(x, size=(max(8, round(h * scale)), max(8, round(w * scale))),
+    small = x if scale >= 1.0 else F.interpolate(x.float(), size=(max(8, round(h * scale)), max(8, round(w * scale))),
                                                  mode="area")
     net.set_norm_mode("record")
     net(small)

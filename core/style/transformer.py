@@ -103,13 +103,16 @@ class TransformerNet(nn.Module):
             self.decoder[-1][1].bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Runs in the weights' dtype (fp16 after ``.half()``) and answers in the input's."""
+        in_dtype = x.dtype
+        x = x.to(self.decoder[-1][1].weight.dtype)
         h, w = x.shape[-2:]
         ph, pw = (-h) % 4, (-w) % 4
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         residual = self.decoder(self.residuals(self.encoder(x * 2.0 - 1.0)))
         y = torch.sigmoid(residual + torch.logit(x.clamp(0.0, 1.0), eps=1e-3))
-        return y[..., :h, :w]
+        return y[..., :h, :w].to(in_dtype)
 
     # ---------------------------------------------------------------- norm statistics
     def norms(self) -> list[StatsNorm]:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..common.checkpoints import CheckpointError, load_checkpoint, load_state_into
-from ..common.device import autocast, free_device_memory, is_out_of_memory, pick_device
+from ..common.device import autocast, chunked_randn, free_device_memory, is_out_of_memory, pick_device
 from .model import MODEL_VERSION, Generator, TextureGANConfig
 
 log = logging.getLogger(__name__)
@@ -27,31 +27,41 @@ _VARIATION_SEED_OFFSET = 7919
 
 
 def _global_and_phase(gen: torch.Generator, g: Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    z = torch.randn(1, g.global_dim, generator=gen)
-    phase = torch.rand(1, g.periodic_dim, generator=gen) * (2 * math.pi)
+    z = torch.randn(1, g.global_dim, generator=gen, device="cpu")
+    phase = torch.rand(1, g.periodic_dim, generator=gen, device="cpu") * (2 * math.pi)
     return z, phase
+
+
+def model_device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 def canvas_noise(g: Generator, hn: int, wn: int, seed: int, variation: float = 0.0,
                  tileable: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """G's whole input canvas (1xCxhnxwn) and per-stage noise (CPU, float32), a pure
-    function of the seed.
+    """G's whole input canvas (1xCxhnxwn) and per-stage noise (float32, on G's device), a
+    pure function of the seed.
 
-    Drawn on a seeded CPU generator so every device gets identical noise. The
-    variation knob blends the seed's global code towards another seed's along a
-    great circle (keeps the code's norm, i.e. its statistics).
+    Drawn on a seeded CPU generator, then moved, so every device gets identical
+    noise. The variation knob blends the seed's global code towards another
+    seed's along a great circle (keeps the code's norm, i.e. its statistics).
     """
+    device = model_device(g)
     gen = torch.Generator().manual_seed(int(seed))
     z, phase = _global_and_phase(gen, g)
-    local = torch.randn(1, g.local_dim, hn, wn, generator=gen)
-    fine = [torch.randn(1, *shape, generator=gen) for shape in g.fine_noise_shapes(hn, wn)]
+    # The spatial noise (28 M values for 4096^2) is drawn on every CPU core, block-seeded from `gen`.
+    keys = [int(k) for k in torch.randint(2 ** 62, (1 + len(g.fine_noise_shapes(hn, wn)),), generator=gen,
+                                          device="cpu")]
+    local = chunked_randn((1, g.local_dim, hn, wn), keys[0])
+    fine = [chunked_randn((1, *shape), key).to(device) for shape, key in zip(g.fine_noise_shapes(hn, wn), keys[1:])]
     if variation:
         other = torch.Generator().manual_seed(int(seed) + _VARIATION_SEED_OFFSET)
         z_other, _ = _global_and_phase(other, g)
         angle = float(variation) * math.pi / 2
         z = math.cos(angle) * z + math.sin(angle) * z_other
     with torch.no_grad():
-        return g.build_input(local, z, phase, quantize_to=(hn, wn) if tileable else None), fine
+        canvas = g.build_input(local.to(device), z.to(device), phase.to(device),
+                               quantize_to=(hn, wn) if tileable else None)
+    return canvas, fine
 
 
 def periodic_resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -67,7 +77,8 @@ def periodic_resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         if n_in == n_out:
             return t
         spectrum = torch.fft.fft(t.double(), dim=dim)
-        keep = torch.cat([torch.arange((n_out + 1) // 2), torch.arange(n_in - n_out // 2, n_in)])
+        keep = torch.cat([torch.arange((n_out + 1) // 2, device=t.device),
+                          torch.arange(n_in - n_out // 2, n_in, device=t.device)])
         return (torch.fft.ifft(spectrum.index_select(dim, keep), dim=dim).real * (n_out / n_in)).to(t.dtype)
 
     return axis(axis(x, height, 2), width, 3)
@@ -78,10 +89,13 @@ class TextureGenerator:
 
     def __init__(self, generator: Generator, config: dict[str, Any], name: str, device: torch.device):
         self.generator = generator.eval().to(device)
+        if device.type == "cuda":  # NHWC convolutions: the tensor-core layout
+            self.generator.to(memory_format=torch.channels_last)
         self.config = config
         self.name = name
         self.device = device
-        self.last_message = ""  # e.g. why generation fell back to tiles
+        self.last_message = ""  # e.g. why generation fell back to tiles or to the CPU
+        self.last_device = str(device)  # where the last image was made (the CPU after a fallback)
 
     @classmethod
     def load(cls, path: str | Path, device=None) -> "TextureGenerator":
@@ -120,6 +134,13 @@ class TextureGenerator:
         keeping the layout. ``tile_size`` (output pixels) forces tiled
         generation; tiles give the same image as one pass.
         """
+        image = self.generate_tensor(width, height, seed, tileable, variation, tile_size)
+        return np.ascontiguousarray(image[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy(), dtype=np.float32)
+
+    @torch.no_grad()
+    def generate_tensor(self, width: int, height: int, seed: int = 0, tileable: bool = True,
+                        variation: float = 0.0, tile_size: int | None = None) -> torch.Tensor:
+        """``generate`` as a 1x3xHxW float32 tensor, left on the device it was made on."""
         width, height = int(width), int(height)
         if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
             raise ValueError(f"texture size must be between 1 and {MAX_SIDE} pixels per side, got {width}x{height}")
@@ -133,46 +154,60 @@ class TextureGenerator:
         else:
             # A canvas larger than the output, cropped: its wrap-around lies outside.
             hn, wn = -(-height // s) + 2 * margin, -(-width // s) + 2 * margin
-        noise = canvas_noise(g, hn, wn, seed, variation, tileable)
         self.last_message = ""
         if tile_size is None and self.device.type == "cpu" and hn * wn * s * s > CPU_UNTILED_MAX_PIXELS:
             tile_size = CPU_TILE
-        if tile_size is not None:
-            image = self._run_tiled(noise, tile_size)
-        else:
-            try:
-                image = self._run(noise)
-            except RuntimeError as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                free_device_memory(self.device)
-                tile_size = 1024
-                while True:
-                    self.last_message = (f"not enough {self.device.type} memory for {width}x{height} in one pass; "
-                                         f"generating in {tile_size}px tiles")
-                    log.warning(self.last_message)
-                    try:
-                        image = self._run_tiled(noise, tile_size)
-                        break
-                    except RuntimeError as exc2:
-                        if not is_out_of_memory(exc2) or tile_size <= 2 * s:
-                            raise
-                        free_device_memory(self.device)
-                        tile_size //= 2
+        try:
+            noise = canvas_noise(g, hn, wn, seed, variation, tileable)
+            image = self._run_tiled(noise, tile_size) if tile_size is not None else self._run(noise)
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            image = self._out_of_memory_fallback(width, height, hn, wn, seed, variation, tileable)
+        self.last_device = str(image.device)
         if tileable:
             image = periodic_resize(image, height, width)
         else:
             top = (image.shape[2] - height) // 2
             left = (image.shape[3] - width) // 2
             image = image[:, :, top: top + height, left: left + width]
-        return np.ascontiguousarray(image[0].clamp(0, 1).permute(1, 2, 0).numpy(), dtype=np.float32)
+        return image
+
+    def _out_of_memory_fallback(self, width, height, hn, wn, seed, variation, tileable) -> torch.Tensor:
+        """Halve the tile size until the device copes; past the smallest tile, finish on the CPU."""
+        s = self.stride
+        free_device_memory(self.device)
+        tile_size = 1024
+        while tile_size >= 2 * s:
+            self.last_message = (f"not enough {self.device.type} memory for {width}x{height} in one pass; "
+                                 f"generating in {tile_size}px tiles")
+            log.warning(self.last_message)
+            try:
+                return self._run_tiled(canvas_noise(self.generator, hn, wn, seed, variation, tileable), tile_size)
+            except RuntimeError as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                free_device_memory(self.device)
+                tile_size //= 2
+        if self.device.type == "cpu":
+            raise MemoryError(f"not enough memory to generate {width}x{height} even in {4 * s}px tiles; "
+                              "choose a smaller size")
+        self.last_message = (f"not enough {self.device.type} memory for {width}x{height} even in small tiles; "
+                             "generating on the CPU (slower)")
+        log.warning(self.last_message)
+        cpu = TextureGenerator(type(self.generator)(self.generator.cfg), self.config, self.name, torch.device("cpu"))
+        cpu.generator.load_state_dict({k: v.float().cpu() for k, v in self.generator.state_dict().items()})
+        return cpu._run_tiled(canvas_noise(cpu.generator, hn, wn, seed, variation, tileable), CPU_TILE)
 
     def _run(self, noise: tuple[torch.Tensor, list[torch.Tensor]]) -> torch.Tensor:
+        """G on a noise canvas, on the model's device; float32 out, left there."""
         mixed = bool(self.config.get("training_config", {}).get("mixed_precision", True))
         canvas, fine = noise
+        if self.device.type == "cuda":
+            canvas = canvas.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, enabled=mixed):
-            out = self.generator.body(canvas.to(self.device), [f.to(self.device) for f in fine])
-        return out.float().cpu()
+            out = self.generator.body(canvas, fine)
+        return out.float()
 
     def _run_tiled(self, noise: tuple[torch.Tensor, list[torch.Tensor]], tile_size: int) -> torch.Tensor:
         """Run G on overlapping tiles of the noise canvas (wrapping at its edges, as
@@ -182,7 +217,7 @@ class TextureGenerator:
         canvas, fine = noise
         _, _, hn, wn = canvas.shape
         tn = max(1, int(tile_size) // s)
-        out = torch.empty(1, 3, hn * s, wn * s)
+        out = torch.empty(1, 3, hn * s, wn * s, device=canvas.device)
         for y0 in range(0, hn, tn):
             th = min(tn, hn - y0)
             for x0 in range(0, wn, tn):
@@ -199,8 +234,8 @@ class TextureGenerator:
 def _wrapped_window(t: torch.Tensor, y: int, h: int, x: int, w: int, scale: int) -> torch.Tensor:
     """Window of noise-pixel rows y..y+h, cols x..x+w of a map at ``scale`` x the
     noise resolution, wrapping around its edges as circular padding does."""
-    rows = torch.arange(y * scale, (y + h) * scale) % t.shape[2]
-    cols = torch.arange(x * scale, (x + w) * scale) % t.shape[3]
+    rows = torch.arange(y * scale, (y + h) * scale, device=t.device) % t.shape[2]
+    cols = torch.arange(x * scale, (x + w) * scale, device=t.device) % t.shape[3]
     return t.index_select(2, rows).index_select(3, cols)
 
 

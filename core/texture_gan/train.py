@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -68,7 +67,11 @@ def effective_crop(cfg: TextureGANConfig, arrays: list[np.ndarray], names: list[
 
 def _sample_real(exemplars: list[torch.Tensor], n: int, crop: int, cfg: TextureGANConfig,
                  gen: torch.Generator) -> torch.Tensor:
-    """Random augmented crops, all randomness from ``gen`` (part of the training state)."""
+    """Random augmented crops, all randomness from ``gen`` (part of the training state).
+
+    The draws are host numbers from a CPU generator; the crops are cut from the
+    exemplars where they live (on the training device), so no step waits on a copy.
+    """
     out = []
     for _ in range(n):
         src = exemplars[int(torch.randint(len(exemplars), (1,), generator=gen))]
@@ -76,9 +79,9 @@ def _sample_real(exemplars: list[torch.Tensor], n: int, crop: int, cfg: TextureG
         y = int(torch.randint(h - crop + 1, (1,), generator=gen))
         x = int(torch.randint(w - crop + 1, (1,), generator=gen))
         c = src[:, y:y + crop, x:x + crop]
-        flips = torch.randint(2, (2,), generator=gen)
+        flips = torch.randint(2, (2,), generator=gen, device="cpu").tolist()
         rot = int(torch.randint(4, (1,), generator=gen))
-        jitter = (torch.rand(2, generator=gen) * 2 - 1) * cfg.color_jitter
+        jitter = ((torch.rand(2, generator=gen, device="cpu") * 2 - 1) * cfg.color_jitter).tolist()
         if cfg.augment_flips:
             if flips[0]:
                 c = c.flip(2)
@@ -88,31 +91,127 @@ def _sample_real(exemplars: list[torch.Tensor], n: int, crop: int, cfg: TextureG
             c = torch.rot90(c, rot, (1, 2))
         if cfg.color_jitter:
             mean = c.mean()
-            c = ((c - mean) * (1 + float(jitter[0])) + mean + float(jitter[1])).clamp(0, 1)
+            c = ((c - mean) * (1 + jitter[0]) + mean + jitter[1]).clamp(0, 1)
         out.append(c)
     return torch.stack(out)
 
 
-def _sample_noise(g: Generator, n: int, grid: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
-    local = torch.randn(n, g.local_dim, grid, grid, generator=gen)
-    z = torch.randn(n, g.global_dim, generator=gen)
-    phase = torch.rand(n, g.periodic_dim, generator=gen) * (2 * math.pi)
-    fine = [torch.randn(n, *shape, generator=gen) for shape in g.fine_noise_shapes(grid, grid)]
-    return local, z, phase, fine
+def _sample_noise(g: Generator, n: int, grid: int, gen: torch.Generator,
+                  device: torch.device) -> tuple[torch.Tensor, ...]:
+    """G's training noise, on ``device``. The CPU draws it from ``gen`` itself; CUDA draws
+    it on the card from a generator seeded by ``gen`` (no host work per sample, and
+    resuming still reproduces the run, since only ``gen``'s state matters)."""
+    shapes = [(n, g.local_dim, grid, grid), (n, g.global_dim), (n, g.periodic_dim)]
+    shapes += [(n, *shape) for shape in g.fine_noise_shapes(grid, grid)]
+    if device.type == "cuda":
+        draw_gen = torch.Generator(device=device).manual_seed(int(torch.randint(2 ** 62, (1,), generator=gen)))
+        draw_device = device
+    else:
+        draw_gen, draw_device = gen, torch.device("cpu")
+    local, z, phase, *fine = [(torch.rand if i == 2 else torch.randn)(shape, generator=draw_gen, device=draw_device)
+                              for i, shape in enumerate(shapes)]
+    return local.to(device), z.to(device), (phase * (2 * math.pi)).to(device), [f.to(device) for f in fine]
 
 
 def _stats_loss(net: RandomFeatureNet, fake: torch.Tensor, real: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    total = 0.0
+    total = fake.new_zeros(())
     for ff, fr in zip(net(fake), net(real)):
         total = total + sliced_wasserstein(ff, fr, 32, gen)
     return total / net.scales
 
 
+class GANTrainer:
+    """One training run's models, optimisers and seeded generators; ``step()`` is one step.
+
+    Everything a step touches lives on ``device`` (exemplars included) and a step
+    never waits for the device: it returns its losses as device tensors.
+    """
+
+    def __init__(self, cfg: TextureGANConfig, exemplars: list[torch.Tensor], crop: int, seed: int,
+                 device: torch.device):
+        self.cfg, self.crop, self.device = cfg, crop, device
+        self.grid = crop // cfg.stride
+        g, d = build_models(cfg, seed)
+        g_ema, _ = build_models(cfg, seed)
+        g_ema.load_state_dict(g.state_dict())
+        self.g, self.d, self.g_ema = g.to(device), d.to(device), g_ema.to(device).eval()
+        if device.type == "cuda":  # NHWC convolutions: the tensor-core layout
+            for m in (self.g, self.d, self.g_ema):
+                m.to(memory_format=torch.channels_last)
+        for p in self.g_ema.parameters():
+            p.requires_grad_(False)
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr_g, betas=cfg.betas)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr_d, betas=cfg.betas)
+        self.stats_net = RandomFeatureNet(width=16, scales=cfg.stats_scales, seed=STATS_NET_SEED).to(device).eval()
+        self.real_images = [e.to(device) for e in exemplars]
+        self.data_gen = torch.Generator().manual_seed(seed * 4 + 1)
+        self.noise_gen = torch.Generator().manual_seed(seed * 4 + 2)
+        self.proj_gen = torch.Generator().manual_seed(seed * 4 + 3)
+        self.mixed = cfg.mixed_precision and device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.steps_done = 0
+
+    def step(self) -> dict[str, torch.Tensor]:
+        cfg, dev, g, d = self.cfg, self.device, self.g, self.d
+        g.train()
+        d.train()
+        real = _sample_real(self.real_images, cfg.batch_size, self.crop, cfg, self.data_gen)
+        local, z, phase, fine = _sample_noise(g, cfg.batch_size, self.grid, self.noise_gen, dev)
+        if dev.type == "cuda":
+            real = real.contiguous(memory_format=torch.channels_last)
+        with autocast(dev, enabled=self.mixed):
+            fake = g(local, z, phase, fine)
+        # Discriminator: non-saturating loss; spectral norm keeps it Lipschitz.
+        with autocast(dev, enabled=self.mixed):
+            d_real = d(real).float()
+            d_fake = d(fake.detach()).float()
+        loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        # Generator: fool D + match the exemplar's texture statistics (fast, stable signal).
+        with autocast(dev, enabled=self.mixed):
+            g_adv = F.softplus(-d(fake).float()).mean()
+        stats = (_stats_loss(self.stats_net, fake.float(), real, self.proj_gen) if cfg.stats_loss_weight
+                 else g_adv.new_zeros(()))
+        loss_g = g_adv + cfg.stats_loss_weight * stats
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self.steps_done += 1
+        decay = min(cfg.ema_decay, (1 + self.steps_done) / (10 + self.steps_done))
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.g_ema.parameters()), list(g.parameters()), 1 - decay)
+        return {"d": loss_d.detach(), "g_adv": g_adv.detach(), "stats": stats.detach()}
+
+    def state(self) -> dict:
+        return {"g": self.g.state_dict(), "d": self.d.state_dict(), "g_ema": self.g_ema.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "rng": {"data": self.data_gen.get_state(), "noise": self.noise_gen.get_state(),
+                        "proj": self.proj_gen.get_state()}}
+
+    def load_state(self, state: dict, step: int) -> None:
+        self.g.load_state_dict(state["g"])
+        self.d.load_state_dict(state["d"])
+        self.g_ema.load_state_dict(state["g_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.data_gen.set_state(state["rng"]["data"])
+        self.noise_gen.set_state(state["rng"]["noise"])
+        self.proj_gen.set_state(state["rng"]["proj"])
+        self.steps_done = step
+
+
+def host_sync_every(device: torch.device) -> int:
+    """Steps between reading losses back to the host. The CPU loses nothing by reading
+    every step; on a GPU each read stalls the queue of kernels, so read rarely."""
+    return 1 if device.type == "cpu" else 25
+
+
 def _model_config(cfg: TextureGANConfig, fingerprint: str, names: list[str], crop: int, step: int, seed: int,
-                  name: str) -> dict:
+                  name: str, device: torch.device) -> dict:
     return {"name": name, "version": MODEL_VERSION, "architecture": cfg.architecture(), "training_config": cfg.to_dict(),
             "data_fingerprint": fingerprint, "exemplars": names, "crop_size_used": crop, "steps": step, "seed": seed,
-            "stride": cfg.stride}
+            "stride": cfg.stride, "device": str(device)}
 
 
 def train_texture_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: str | Path, steps: int, *,
@@ -125,7 +224,6 @@ def train_texture_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: st
     config continues up to ``steps`` in total, reproducing an uninterrupted run.
     Cancelling saves both files and raises JobCancelled.
     """
-    cfg = config or TextureGANConfig()
     out = Path(out_path)
     if out.suffix != ".safetensors":
         raise ValueError(f"the model file must end in .safetensors, got {out.name}")
@@ -134,27 +232,14 @@ def train_texture_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: st
     steps, seed = int(steps), int(seed)
     checkpoint_every = max(1, int(checkpoint_every))
     dev = pick_device(device)
+    cfg = config or TextureGANConfig.for_device(dev)
     state_path = training_state_path(out)
     name = out.name.removesuffix(".safetensors")
 
     arrays, names = load_exemplars(exemplars, cfg.max_exemplar_side)
     crop = effective_crop(cfg, arrays, names)
     fingerprint = fingerprint_arrays(arrays)
-    real_images = [torch.from_numpy(a.transpose(2, 0, 1).copy()) for a in arrays]
-    grid = crop // cfg.stride
-
-    g, d = build_models(cfg, seed)
-    g_ema, _ = build_models(cfg, seed)
-    g_ema.load_state_dict(g.state_dict())
-    g, d, g_ema = g.to(dev), d.to(dev), g_ema.to(dev).eval()
-    for p in g_ema.parameters():
-        p.requires_grad_(False)
-    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=cfg.betas)
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=cfg.betas)
-    stats_net = RandomFeatureNet(width=16, scales=cfg.stats_scales, seed=STATS_NET_SEED).to(dev).eval()
-    data_gen = torch.Generator().manual_seed(seed * 4 + 1)
-    noise_gen = torch.Generator().manual_seed(seed * 4 + 2)
-    proj_gen = torch.Generator().manual_seed(seed * 4 + 3)
+    trainer = GANTrainer(cfg, [torch.from_numpy(a.transpose(2, 0, 1).copy()) for a in arrays], crop, seed, dev)
     step = 0
     losses: dict[str, float] = {}
 
@@ -169,14 +254,7 @@ def train_texture_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: st
             raise CheckpointError(f"{state_path.name} was trained with different settings or seed; "
                                   "train without resume (or delete it) to start over")
         try:
-            g.load_state_dict(state["g"])
-            d.load_state_dict(state["d"])
-            g_ema.load_state_dict(state["g_ema"])
-            opt_g.load_state_dict(state["opt_g"])
-            opt_d.load_state_dict(state["opt_d"])
-            data_gen.set_state(state["rng"]["data"])
-            noise_gen.set_state(state["rng"]["noise"])
-            proj_gen.set_state(state["rng"]["proj"])
+            trainer.load_state(state, int(state["step"]))
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{state_path.name} does not fit this model ({exc}); "
                                   "train without resume to start over") from exc
@@ -184,62 +262,40 @@ def train_texture_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: st
         losses = dict(state.get("losses", {}))
 
     def save(at_step: int) -> None:
-        save_checkpoint(out, g_ema.state_dict(), _model_config(cfg, fingerprint, names, crop, at_step, seed, name), KIND)
-        save_training_state(state_path, {
-            "step": at_step, "seed": seed, "config": cfg.to_dict(), "data_fingerprint": fingerprint,
-            "g": g.state_dict(), "d": d.state_dict(), "g_ema": g_ema.state_dict(),
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "losses": losses,
-            "rng": {"data": data_gen.get_state(), "noise": noise_gen.get_state(), "proj": proj_gen.get_state()}})
+        save_checkpoint(out, trainer.g_ema.state_dict(),
+                        _model_config(cfg, fingerprint, names, crop, at_step, seed, name, dev), KIND)
+        save_training_state(state_path, {"step": at_step, "seed": seed, "config": cfg.to_dict(),
+                                         "data_fingerprint": fingerprint, "losses": losses, **trainer.state()})
 
-    mixed = cfg.mixed_precision and dev.type == "cuda" and torch.cuda.is_bf16_supported()
-    preview_model = TextureGenerator(g_ema, {"training_config": cfg.to_dict()}, name, dev)
+    preview_model = TextureGenerator(trainer.g_ema, {"training_config": cfg.to_dict()}, name, dev)
+    extra = {"device": str(dev)}
 
     def preview() -> np.ndarray:
         return preview_model.generate(cfg.preview_size, cfg.preview_size, seed=0, tileable=True)
 
-    report(progress, step, steps, "starting" if step == 0 else f"resumed at step {step}", losses)
+    report(progress, step, steps, "starting" if step == 0 else f"resumed at step {step}", losses, extra=extra)
     if step >= steps:
         save(step)
-        report(progress, step, steps, "already trained", losses, preview())
+        report(progress, step, steps, "already trained", losses, preview(), extra=extra)
         return out
 
-    g.train()
-    d.train()
+    sync_every = host_sync_every(dev)
     while step < steps:
         if cancel is not None and cancel.cancelled:
             save(step)
             raise JobCancelled(f"training cancelled at step {step}; checkpoint saved to {out.name}")
-        real = _sample_real(real_images, cfg.batch_size, crop, cfg, data_gen).to(dev)
-        local, z, phase, fine = _sample_noise(g, cfg.batch_size, grid, noise_gen)
-        with autocast(dev, enabled=mixed):
-            fake = g(local.to(dev), z.to(dev), phase.to(dev), [f.to(dev) for f in fine])
-        # Discriminator: non-saturating loss; spectral norm keeps it Lipschitz.
-        with autocast(dev, enabled=mixed):
-            d_real = d(real).float()
-            d_fake = d(fake.detach()).float()
-        loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        # Generator: fool D + match the exemplar's texture statistics (fast, stable signal).
-        with autocast(dev, enabled=mixed):
-            g_adv = F.softplus(-d(fake).float()).mean()
-        stats = _stats_loss(stats_net, fake.float(), real, proj_gen) if cfg.stats_loss_weight else torch.zeros(())
-        loss_g = g_adv + cfg.stats_loss_weight * stats
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+        pending = trainer.step()
         step += 1
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, p in zip(g_ema.parameters(), g.parameters()):
-                pe.lerp_(p, 1 - decay)
-        losses = {"d": loss_d.item(), "g_adv": g_adv.item(), "stats": float(stats.detach())}
-        if not all(math.isfinite(v) for v in losses.values()):
-            raise RuntimeError(f"training diverged at step {step} (losses {losses}); the last checkpoint "
-                               f"({out.name}) is kept - resume with a lower learning rate")
-        if step % checkpoint_every == 0 or step == steps:
-            save(step)
+        checkpoint_now = step % checkpoint_every == 0 or step == steps
         show = step == steps or (cfg.preview_every > 0 and step % cfg.preview_every == 0)
-        report(progress, step, steps, "", losses, preview() if show else None)
+        if checkpoint_now or show or step % sync_every == 0:
+            # One host read for all losses; never save weights from a diverged step.
+            values = torch.stack([v.float() for v in pending.values()]).tolist()
+            losses = dict(zip(pending, values))
+            if not all(math.isfinite(v) for v in losses.values()):
+                raise RuntimeError(f"training diverged at step {step} (losses {losses}); the last checkpoint "
+                                   f"({out.name}) is kept - resume with a lower learning rate")
+        if checkpoint_now:
+            save(step)
+        report(progress, step, steps, "", losses, preview() if show else None, extra=extra)
     return out

