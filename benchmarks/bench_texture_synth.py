@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.common.images import load_rgb
+from core.common.images import load_rgb, save_image
 from core.common.quality import copy_check, seam_score, vgg_texture_distance
 from core.texture_synth import synthesize
 
@@ -70,6 +70,7 @@ def run(ctx: BenchContext) -> None:
         if cuda:
             torch.cuda.synchronize()
         wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+        save_image(Path(ctx.work_dir) / f"{name}_synth.png", image)  # to look at
         target = ("<= 3 s on H100" if cuda else "<= 60 s on a 2-core CPU") if side == 512 else ""
         ctx.add(family=FAMILY, name=f"synthesize {side}x{side} tileable ({name}, {kind})", value=wall, unit="s",
                 baseline_name="CPU seconds of the same call", baseline_value=cpu, target=target,
