@@ -137,3 +137,22 @@ def test_cli_writes_the_five_maps(stones, tmp_path):
                           str(out), "--ao-strength", "9"], cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert bad.returncode != 0 and "ao_strength must be between 0 and 4" in bad.stderr
+
+
+def test_worker_job_writes_the_four_maps(stones, tmp_path):
+    import io
+
+    from core.common.jobs import CancelToken
+    from core.worker import JOB_KINDS, JobContext, _Channel, _ModelCache
+
+    albedo = save_image(tmp_path / "stones.png", stones)
+    params = {"image": str(albedo), "normal_strength": 2.0, "height_scale": 4.0, "roughness_base": 0.5}
+    ctx = JobContext("p1", params, tmp_path, _Channel(io.StringIO()), CancelToken(), "cpu", _ModelCache())
+    maps = JOB_KINDS["texture.pbr"](ctx)["maps"]
+    assert sorted(maps) == ["ao", "height", "normal", "roughness"]
+    expected = pbr_maps(stones, normal_strength=2.0, height_scale=4.0, roughness_base=0.5)
+    for name, info in maps.items():
+        data = np.load(info["path"])
+        assert data.shape == (64, 64, 3) and Path(info["path"]).name == f"p1_{name}.npy"
+        reference = getattr(expected, name)
+        assert np.allclose(data, reference if reference.ndim == 3 else reference[..., None], atol=1e-2), name

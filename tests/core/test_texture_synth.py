@@ -121,3 +121,22 @@ def test_cli_synthesizes_a_tileable_png(bricks, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     image = load_rgb(out)
     assert image.shape == (24, 40, 3) and image.std() > 0.05
+
+
+def test_worker_job_writes_the_texture(bricks, tmp_path):
+    import io
+
+    from core.worker import JOB_KINDS, JobContext, _Channel, _ModelCache
+
+    exemplar = save_image(tmp_path / "bricks.png", bricks)
+    events = io.StringIO()
+    params = {"exemplars": [str(exemplar)], "width": 36, "height": 20, "seed": 2, "tileable": True, "steps": 2}
+    ctx = JobContext("s1", params, tmp_path, _Channel(events), CancelToken(), "cpu", _ModelCache())
+    result = JOB_KINDS["texture_synth.synthesize"](ctx)
+    data = np.load(result["image"]["path"])
+    assert data.shape == (20, 36, 3) and result["image"]["colorspace"] == "srgb"
+    assert '"event": "progress"' in events.getvalue()
+    params["exemplars"] = [str(tmp_path / "missing.png")]
+    with pytest.raises(ImageError, match="not found"):
+        JOB_KINDS["texture_synth.synthesize"](JobContext("s2", params, tmp_path, _Channel(events), CancelToken(),
+                                                         "cpu", _ModelCache()))
