@@ -147,17 +147,26 @@ def _directions(count: int, dim: int, gen: torch.Generator) -> torch.Tensor:
 
 def _sample_exemplar_patches(pyramid: list[torch.Tensor], patch: int, gen: torch.Generator,
                              limit: int) -> torch.Tensor:
-    """Pooled exemplar patches (N x C*p*p), at most ``limit`` drawn evenly across exemplars."""
+    """Pooled exemplar patches (N x C*p*p), at most ``limit`` drawn evenly across exemplars.
+
+    Sampled positions are gathered directly (never unfolding a whole large
+    exemplar); exemplar borders are real borders, so patches never wrap.
+    """
     counts = [(e.shape[-2] - patch + 1) * (e.shape[-1] - patch + 1) for e in pyramid]
     total = sum(counts)
     out = []
+    offsets = torch.arange(patch)
     for ex, n in zip(pyramid, counts):
-        cols = F.unfold(ex, patch)[0].T  # n x C*p*p (no wrap: exemplar borders are real borders)
-        if total > limit:
-            keep = max(1, round(limit * n / total))
-            idx = torch.randperm(n, generator=gen)[:keep].to(cols.device)
-            cols = cols.index_select(0, idx)
-        out.append(cols)
+        if total <= limit:
+            out.append(F.unfold(ex, patch)[0].T)
+            continue
+        keep = max(1, round(limit * n / total))
+        index = torch.randperm(n, generator=gen)[:keep]
+        width = ex.shape[-1] - patch + 1
+        ys = (index // width).view(-1, 1, 1) + offsets.view(1, -1, 1)
+        xs = (index % width).view(-1, 1, 1) + offsets.view(1, 1, -1)
+        patches = ex[0][:, ys.to(ex.device), xs.to(ex.device)]  # C x N x p x p
+        out.append(patches.permute(1, 0, 2, 3).reshape(keep, -1))  # channel-major, as conv kernels are
     return torch.cat(out)
 
 
