@@ -52,8 +52,8 @@ def run(ctx: BenchContext) -> None:
     cuda = ctx.device.type == "cuda"
     side = 128 if ctx.quick else 512
     crop = side // 2
-    n_crops = 2 if ctx.quick else 4
-    seam_seeds = range(1 if ctx.quick else 4)
+    n_crops = 2 if ctx.quick else 3
+    seam_seeds = range(1 if ctx.quick else 3)
     seam_side = 64 if ctx.quick else 192
     steps = 4 if ctx.quick else None
     for name, kind in PHOTOS:

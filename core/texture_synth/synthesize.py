@@ -47,6 +47,9 @@ MAX_EXEMPLAR_PATCHES = 1 << 14
 # memory flat for any canvas (2^25 floats = 128 MiB plus the sort's indices).
 PROJECTION_BUDGET = 1 << 25
 HISTOGRAM_BINS = 2048
+# Over-relaxation of each matching step: overlapping patches' moves partly cancel when averaged,
+# so a full step under-shoots (measured: x2 halves the final patch distance at equal cost).
+STEP_GAIN = 2.0
 
 
 @dataclass
@@ -196,6 +199,25 @@ def _block_start(pyramid: list[torch.Tensor], height: int, width: int, patch: in
     return out
 
 
+def _match_colours(x: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """Match each principal colour axis's histogram to the exemplars' (1-D optimal transport).
+
+    Sliced steps in patch space leave faint chromatic noise along weak colour
+    axes (e.g. purple speckles in brown bark); this pulls the colour marginals
+    back onto the exemplars' without touching the layout.
+    """
+    c = x.shape[1]
+    if c == 1:
+        return x
+    mean = pixels.mean(dim=1, keepdim=True)
+    _, basis = torch.linalg.eigh(torch.cov(pixels))  # c x c, columns are colour axes
+    flat = x[0].reshape(c, -1)
+    coords = basis.T @ (flat - mean)
+    reference = torch.sort(basis.T @ (pixels - mean), dim=1).values
+    coords = coords + _sorted_displacement(coords, reference)
+    return (basis @ coords + mean).view_as(x)
+
+
 def _project(x: torch.Tensor, kernels: torch.Tensor, periodic: bool) -> torch.Tensor:
     """Every patch of ``x`` (1xCxHxW) projected on each kernel: K x (number of patches)."""
     pad = kernels.shape[-1] // 2
@@ -281,11 +303,11 @@ def _match_step(x: torch.Tensor, exemplar_patches: torch.Tensor, directions: tor
     # Every pixel lies in patch*patch patches (fewer at a non-periodic border): average their moves.
     if periodic:
         coverage = float(patch * patch)
-        x = x + update / coverage
+        x = x + STEP_GAIN * update / coverage
     else:
         ones = torch.ones(1, 1, x.shape[-2] - patch + 1, x.shape[-1] - patch + 1, device=x.device)
         coverage = F.conv_transpose2d(ones, torch.ones(1, 1, patch, patch, device=x.device))
-        x = x + update / coverage
+        x = x + STEP_GAIN * update / coverage
     return x, sq_sum / max(1, count)
 
 
@@ -400,6 +422,7 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
             report(progress, done, total_steps, f"scale {level + 1}/{levels} ({w}x{h}) step {step + 1}/{n_steps}",
                    losses={"patch_swd": moved},
                    preview=_preview(x) if last else None)
+        x = _match_colours(x, torch.cat([p.flatten(2)[0] for p in pyramid], dim=1))
         if track_distance:
             record.distance_after = patch_distance(x, ex_patches, patch_size, tileable, seed=seed + level)
         records.append(record)
