@@ -50,6 +50,9 @@ HISTOGRAM_BINS = 2048
 # Over-relaxation of each matching step: overlapping patches' moves partly cancel when averaged,
 # so a full step under-shoots (measured: x2 halves the final patch distance at equal cost).
 STEP_GAIN = 2.0
+# ...but the summed moves of k random directions in d-D patch space act like (k/d) x a projection:
+# keep (gain * k/d) at most this, or grey exemplars (d = 49 < k) overshoot and diverge.
+MAX_RELAXATION = 1.2
 
 
 @dataclass
@@ -281,6 +284,7 @@ def _match_step(x: torch.Tensor, exemplar_patches: torch.Tensor, directions: tor
                 periodic: bool, chunk: int) -> tuple[torch.Tensor, float]:
     """One sliced optimal-transport step; returns the new image and the step's mean squared displacement."""
     c = x.shape[1]
+    gain = min(STEP_GAIN, MAX_RELAXATION * directions.shape[1] / directions.shape[0])
     update = torch.zeros_like(x)
     sq_sum = 0.0
     count = 0
@@ -303,11 +307,11 @@ def _match_step(x: torch.Tensor, exemplar_patches: torch.Tensor, directions: tor
     # Every pixel lies in patch*patch patches (fewer at a non-periodic border): average their moves.
     if periodic:
         coverage = float(patch * patch)
-        x = x + STEP_GAIN * update / coverage
+        x = x + gain * update / coverage
     else:
         ones = torch.ones(1, 1, x.shape[-2] - patch + 1, x.shape[-1] - patch + 1, device=x.device)
         coverage = F.conv_transpose2d(ones, torch.ones(1, 1, patch, patch, device=x.device))
-        x = x + STEP_GAIN * update / coverage
+        x = x + gain * update / coverage
     return x, sq_sum / max(1, count)
 
 

@@ -140,3 +140,11 @@ def test_worker_job_writes_the_texture(bricks, tmp_path):
     with pytest.raises(ImageError, match="not found"):
         JOB_KINDS["texture_synth.synthesize"](JobContext("s2", params, tmp_path, _Channel(events), CancelToken(),
                                                          "cpu", _ModelCache()))
+
+
+def test_grey_photographs_stay_grey_and_keep_their_tones():
+    """Grey exemplars synthesize in one channel (patch space of 49 dims, fewer than the projections)."""
+    grey = np.repeat(np.clip(make_exemplar("stones", 64, seed=1), 0, 1).mean(axis=2, keepdims=True), 3, axis=2)
+    image = synthesize(grey, 64, 64, seed=0, steps=8).image
+    assert np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2])
+    assert abs(image.mean() - grey.mean()) < 0.03 and abs(image.std() - grey.std()) < 0.3 * grey.std()
