@@ -148,7 +148,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         devices.append(torch.device("cuda"))
     out_dir = Path(args.out)
     rows, machines = [], {}
-    families = args.only or ["texture_gan", "texture_vae", "style"]
+    families = args.only or ["texture_gan", "texture_vae", "style", "texture_synth"]
     for device in devices:
         machines[device.type] = machine_description(device)
         for family in families:
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--examples", type=int, default=2000, help="hypothesis examples per fuzz test")
         if name == "bench":
             p.add_argument("--quick", action="store_true", help="small sizes and steps (a smoke run)")
-            p.add_argument("--only", nargs="*", choices=["texture_gan", "texture_vae", "style"], help="families to run")
+            p.add_argument("--only", nargs="*", choices=["texture_gan", "texture_vae", "style", "texture_synth"], help="families to run")
             p.add_argument("--out", default=str(ROOT / "bench_output"), help="report folder")
     args, _ = parser.parse_known_args(argv)
     if not args.system and not in_venv():

@@ -755,6 +755,39 @@ def job_style_stylize_adain(ctx: JobContext) -> dict:
     return {"image": _write_image_result(ctx, _with_colorspace_of(result, source))}
 
 
+@job("texture_synth.synthesize", exemplars=Param("paths", 1, 64, required=True),
+     width=Param("int", 1, MAX_SIDE, default=512), height=Param("int", 1, MAX_SIDE, default=512), seed=SEED,
+     tileable=Param("bool", default=True), steps=Param("int", 1, 10_000), scales=Param("int", 1, 64),
+     **IMAGE_OUTPUT)
+def job_texture_synth_synthesize(ctx: JobContext) -> dict:
+    """Instant, training-free texture from one or more exemplars (patch-distribution matching)."""
+    images = [_srgb_rgb(_load(p)) for p in ctx.param("exemplars", required=True)]  # bad input names its file
+    from .texture_synth import synthesize
+    steps, scales = ctx.param("steps"), ctx.param("scales")
+    result = synthesize(images, int(ctx.param("width", 512)), int(ctx.param("height", 512)),
+                        seed=int(ctx.param("seed", 0)), tileable=bool(ctx.param("tileable", True)),
+                        steps=None if steps is None else int(steps), scales=None if scales is None else int(scales),
+                        device=None if ctx.device == "auto" else ctx.device, progress=ctx.progress, cancel=ctx.cancel)
+    return {"image": _write_image_result(ctx, result.image)}
+
+
+@job("texture.pbr", image=INPUT, height_detail=Param("float", 0.0, 1.0), height_radius=Param("float", 2.0, 1024.0),
+     invert_height=Param("bool"), height_scale=Param("float", 0.0, 256.0),
+     normal_strength=Param("float", 0.0, 20.0), roughness_base=Param("float", 0.0, 1.0),
+     roughness_contrast=Param("float", -1.0, 1.0), roughness_brightness=Param("float", -1.0, 1.0),
+     ao_strength=Param("float", 0.0, 4.0))
+def job_texture_pbr(ctx: JobContext) -> dict:
+    """Tileable height, normal (OpenGL), roughness and AO maps derived from an albedo."""
+    source = _load(ctx.param("image", required=True))
+    from .texture_pbr import PBRSettings, pbr_maps
+    knobs = {name: ctx.params[name] for name in PBRSettings.__dataclass_fields__ if ctx.params.get(name) is not None}
+    maps = pbr_maps(source, **knobs)
+    ctx.progress(Progress(1, 1, "PBR maps ready"))
+    # Non-colour data: stored as is (the host loads these as Non-Color).
+    return {"maps": {name: _write_image_result(ctx, getattr(maps, name), name=name)
+                     for name in ("height", "normal", "roughness", "ao")}}
+
+
 # --------------------------------------------------------------------------- the worker
 
 class _Lane:

@@ -1,4 +1,4 @@
-"""``python -m core texture {train,generate}``: the texture GAN from the command line."""
+"""``python -m core texture {train,generate,synthesize,pbr}``: texture GAN, instant synthesis and PBR maps."""
 
 from __future__ import annotations
 
@@ -42,6 +42,33 @@ def register(subparsers) -> None:
     gen.add_argument("--tile-size", type=int, default=None, help="generate in tiles of this many pixels")
     gen.add_argument("--bit-depth", type=int, choices=(8, 16), default=8, help="PNG bit depth")
     gen.set_defaults(func=_generate)
+
+    synth = commands.add_parser("synthesize", help="instant texture from exemplar image(s): no training, no model")
+    synth.add_argument("--exemplar", nargs="+", required=True, metavar="IMG", help="exemplar image(s); patches are pooled")
+    synth.add_argument("--width", type=int, default=512)
+    synth.add_argument("--height", type=int, default=512)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--out", required=True, metavar="OUT.png", help=".png, .jpg, .exr or .npy")
+    synth.add_argument("--tileable", action="store_true", help="seamless on both axes")
+    synth.add_argument("--steps", type=int, default=None, help="matching steps per scale (default 20; fewer is faster)")
+    synth.add_argument("--scales", type=int, default=None, help="pyramid levels (default: down to ~32 px)")
+    synth.add_argument("--bit-depth", type=int, choices=(8, 16), default=8, help="PNG bit depth")
+    synth.set_defaults(func=_synthesize)
+
+    pbr = commands.add_parser("pbr", help="height, normal (OpenGL), roughness and AO maps from an albedo")
+    pbr.add_argument("--input", required=True, metavar="ALBEDO", help="albedo (colour) image")
+    pbr.add_argument("--out-dir", required=True, metavar="DIR",
+                     help="writes albedo.png, height.png and normal.png (16-bit), roughness.png, ao.png")
+    pbr.add_argument("--height-detail", type=float, default=None, help="0..1: broad forms (0) to fine detail (1); 0.5")
+    pbr.add_argument("--height-radius", type=float, default=None, help="px, 2..1024: high-pass radius (auto)")
+    pbr.add_argument("--invert-height", action="store_true", help="dark is high")
+    pbr.add_argument("--height-scale", type=float, default=None, help="px, 0..256: relief depth of the height range; 8")
+    pbr.add_argument("--normal-strength", type=float, default=None, help="0..20: normal tilt multiplier; 1")
+    pbr.add_argument("--roughness-base", type=float, default=None, help="0..1: mean roughness; 0.7")
+    pbr.add_argument("--roughness-contrast", type=float, default=None, help="-1..1: busy areas rougher; 0.5")
+    pbr.add_argument("--roughness-brightness", type=float, default=None, help="-1..1: dark areas rougher; 0.5")
+    pbr.add_argument("--ao-strength", type=float, default=None, help="0..4: cavity darkness; 1")
+    pbr.set_defaults(func=_pbr)
 
 
 def _train(args) -> int:
@@ -88,6 +115,34 @@ def _generate(args) -> int:
         print(model.last_message, file=sys.stderr)
     out = save_image(Path(args.out), image, bit_depth=args.bit_depth)
     print(f"saved {out} ({args.width}x{args.height}{', tileable' if args.tileable else ''})")
+    return 0
+
+
+def _synthesize(args) -> int:
+    from ..common.images import save_image
+    from ..texture_synth import synthesize
+
+    result = synthesize(args.exemplar, args.width, args.height, seed=args.seed, tileable=args.tileable,
+                        steps=args.steps, scales=args.scales, device=getattr(args, "device", None),
+                        progress=ProgressBar("synthesize"), cancel=getattr(args, "cancel", None))
+    out = save_image(Path(args.out), result.image, bit_depth=args.bit_depth)
+    print(f"saved {out} ({args.width}x{args.height}{', tileable' if args.tileable else ''})")
+    return 0
+
+
+def _pbr(args) -> int:
+    from ..common.images import load_image, save_image
+    from ..texture_pbr import pbr_maps, save_pbr_maps
+
+    albedo = load_image(args.input)
+    knobs = {name: getattr(args, name) for name in ("height_detail", "height_radius", "height_scale",
+                                                   "normal_strength", "roughness_base", "roughness_contrast",
+                                                   "roughness_brightness", "ao_strength")}
+    maps = pbr_maps(albedo, invert_height=args.invert_height, **knobs)
+    out_dir = Path(args.out_dir)
+    written = save_pbr_maps(maps, out_dir)
+    written["albedo"] = save_image(out_dir / "albedo.png", albedo, bit_depth=16 if albedo.bit_depth == 16 else 8)
+    print(f"saved {', '.join(p.name for p in written.values())} in {out_dir}")
     return 0
 
 

@@ -52,13 +52,15 @@ def trained_model(tmp_path_factory, styles_dir):
 # --------------------------------------------------------------------------- optimisation
 
 def test_optimize_moves_style_statistics_and_keeps_structure(styles_dir):
-    content = make_exemplar("stones", 80, 3)
-    style = _style(styles_dir, 80)
-    out = stylize_optimize(content, style, steps=30, max_side=80, seed=0)
+    from core.style.data import render_like_scene
+    content, other = render_like_scene(112, 6), render_like_scene(112, 9)
+    style = _style(styles_dir, 112)
+    out = stylize_optimize(content, style, steps=20, max_side=112, seed=1)
     assert isinstance(out, np.ndarray) and out.shape == content.shape and out.dtype == np.float32
     before, after = style_distance(content, style), style_distance(out, style)
-    assert after < 0.5 * before, (before, after)
-    assert edge_correlation(out, content) > 0.5
+    assert after < 0.4 * before, (before, after)  # measured 0.08x
+    # the scene's edges survive (measured 0.64-0.71 over seeds; another scene's edges: about 0)
+    assert edge_correlation(out, content) > 0.45 > edge_correlation(out, other) + 0.2
     assert not np.allclose(out, content, atol=0.02)
 
 

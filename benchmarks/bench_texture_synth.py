@@ -1,0 +1,101 @@
+"""Instant texture synthesis benchmark on real photographs (no training).
+
+For each exemplar (brick = regular, gravel = cellular, grass = irregular; the
+CC0 photographs bundled in models/exemplars/), every row next to a baseline
+measured in the same run:
+
+* time for a tileable 512x512 texture: wall seconds vs the process's CPU seconds
+  for the same call (on a shared machine the wall time includes waiting);
+* VGG19 sliced-Wasserstein distance to the exemplar (``vgg_texture_distance``)
+  of 256 px crops of the output vs 256 px random crops of the exemplar itself;
+  the ratio is what the issue's targets are stated in (<= 1.3);
+* copied-patch fraction (``copy_check``) vs a random crop of the exemplar;
+* seam score of tileable output (mean over several seeds: one border is one
+  sample) vs the exemplar's own wrap-around border.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.common.images import load_rgb, save_image
+from core.common.quality import copy_check, seam_score, vgg_texture_distance
+from core.texture_synth import synthesize
+
+from .report import BenchContext
+
+FAMILY = "texture_synth"
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = (("photo_brick", "regular"), ("photo_gravel", "cellular"), ("photo_grass", "irregular"))
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _crops(rgb: np.ndarray, size: int, count: int, rng: np.random.Generator) -> list[np.ndarray]:
+    h, w = rgb.shape[:2]
+    out = []
+    for _ in range(count):
+        y, x = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
+        out.append(rgb[y: y + size, x: x + size])
+    return out
+
+
+def run(ctx: BenchContext) -> None:
+    cuda = ctx.device.type == "cuda"
+    side = 128 if ctx.quick else 512
+    crop = side // 2
+    n_crops = 2 if ctx.quick else 3
+    seam_seeds = range(1 if ctx.quick else 3)
+    seam_side = 64 if ctx.quick else 192
+    steps = 4 if ctx.quick else None
+    for name, kind in PHOTOS:
+        exemplar = load_rgb(ROOT / "models" / "exemplars" / f"{name}.png")
+        if ctx.quick:
+            exemplar = exemplar[:side, :side]
+        rng = np.random.default_rng(0)
+
+        # ---- time for one tileable texture of the exemplar's size
+        if cuda:
+            torch.cuda.synchronize()
+        cpu_start, start = _cpu_seconds(), time.perf_counter()
+        image = synthesize(exemplar, side, side, seed=1, tileable=True, steps=steps, device=ctx.device).image
+        if cuda:
+            torch.cuda.synchronize()
+        wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+        save_image(Path(ctx.work_dir) / f"{name}_synth.png", image)  # to look at
+        target = ("<= 3 s on H100" if cuda else "<= 60 s on a 2-core CPU") if side == 512 else ""
+        ctx.add(family=FAMILY, name=f"synthesize {side}x{side} tileable ({name}, {kind})", value=wall, unit="s",
+                baseline_name="CPU seconds of the same call", baseline_value=cpu, target=target,
+                note=f"torch threads {torch.get_num_threads()}; wall > CPU/threads means the machine was shared")
+
+        # ---- distance to the exemplar, as a ratio to the exemplar's own crops
+        out_dist = [vgg_texture_distance(c, exemplar, seed=i) for i, c in enumerate(_crops(image, crop, n_crops, rng))]
+        own_dist = [vgg_texture_distance(c, exemplar, seed=i) for i, c in enumerate(_crops(exemplar, crop, n_crops, rng))]
+        ctx.add(family=FAMILY, name=f"VGG19 SW distance to exemplar, {crop}px crops ({name})",
+                value=float(np.mean(out_dist)), unit="swd", baseline_name="random crops of the exemplar",
+                baseline_value=float(np.mean(own_dist)), target="ratio <= 1.3",
+                note=f"mean of {n_crops} crops each; lower is closer")
+
+        # ---- copies
+        y, x = rng.integers(0, exemplar.shape[0] - crop + 1), rng.integers(0, exemplar.shape[1] - crop + 1)
+        copied = copy_check(image, [exemplar]).copied_fraction
+        copied_crop = copy_check(exemplar[y: y + crop, x: x + crop], [exemplar]).copied_fraction
+        ctx.add(family=FAMILY, name=f"copied-patch fraction ({name})", value=copied, unit="fraction",
+                baseline_name="random crop of exemplar", baseline_value=copied_crop,
+                note="near 0 = new texture, not a copy")
+
+        # ---- seams: the 512 px output plus a few smaller seeds (one border is one sample)
+        seams = [seam_score(image)] + [seam_score(synthesize(exemplar, seam_side, seam_side, seed=s, tileable=True,
+                                                             steps=steps, device=ctx.device).image)
+                                       for s in seam_seeds]
+        ctx.add(family=FAMILY, name=f"seam score, tileable output ({name})", value=float(np.mean(seams)),
+                unit="ratio", baseline_name="exemplar's own wrap border", baseline_value=seam_score(exemplar),
+                target="<= 1.02 (mean)", note=f"mean over {len(seams)} outputs; 1.0 = seamless")

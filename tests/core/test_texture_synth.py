@@ -1,0 +1,150 @@
+"""Instant texture synthesis (multi-scale patch-distribution matching) on small images."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.common.images import ImageError, load_rgb, save_image
+from core.common.jobs import CancelToken, JobCancelled
+from core.common.procedural import make_exemplar
+from core.common.quality import seam_scores
+from core.texture_synth import synthesize
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = dict(steps=4, projections=32)
+
+
+@pytest.fixture(scope="module")
+def bricks() -> np.ndarray:
+    return np.clip(make_exemplar("bricks", 64, seed=0), 0, 1)
+
+
+def test_tileable_output_wraps_seamlessly_and_plain_output_does_not(bricks):
+    tiled, plain = [], []
+    for seed in range(6):  # one border is one sample: average over seeds
+        tiled.append(np.mean(seam_scores(synthesize(bricks, 48, 48, seed=seed, tileable=True, **FAST).image)))
+        plain.append(np.mean(seam_scores(synthesize(bricks, 48, 48, seed=seed, tileable=False, **FAST).image)))
+    # The wrap border of tileable output looks like any other column boundary.
+    assert np.mean(tiled) < 1.25, tiled
+    assert np.mean(plain) > np.mean(tiled) + 1.0, (plain, tiled)
+
+
+def test_same_seed_same_texture_other_seed_other_texture(bricks):
+    a = synthesize(bricks, 40, 40, seed=5, **FAST).image
+    b = synthesize(bricks, 40, 40, seed=5, **FAST).image
+    c = synthesize(bricks, 40, 40, seed=6, **FAST).image
+    assert np.array_equal(a, b)
+    assert np.abs(a - c).mean() > 0.02
+
+
+@pytest.mark.parametrize("tileable", [True, False])
+def test_odd_sizes_and_range(bricks, tileable):
+    image = synthesize(bricks, 37, 23, seed=1, tileable=tileable, **FAST).image
+    assert image.shape == (23, 37, 3) and image.dtype == np.float32
+    assert np.isfinite(image).all() and image.min() >= 0.0 and image.max() <= 1.0
+    assert image.std() > 0.05  # a texture, not a flat colour
+
+
+def test_larger_than_the_exemplar_keeps_its_colours(bricks):
+    image = synthesize(bricks, 96, 80, seed=2, **FAST).image
+    assert image.shape == (80, 96, 3)
+    assert np.abs(image.mean(axis=(0, 1)) - bricks.mean(axis=(0, 1))).max() < 0.05
+
+
+def test_patch_distance_drops_at_every_scale(bricks):
+    result = synthesize(bricks, 48, 48, seed=3, steps=6, projections=32, track_distance=True)
+    assert len(result.scales) >= 2
+    assert [s.width for s in result.scales] == sorted(s.width for s in result.scales)
+    assert result.scales[-1].width == 48
+    for record in result.scales:
+        assert record.distance_after < 0.8 * record.distance_before, result.scales
+
+
+def test_several_exemplars_pool_their_patches():
+    rng = np.random.default_rng(0)
+    red = np.clip(rng.normal(0.5, 0.1, (32, 32, 3)) * [1.6, 0.3, 0.3], 0, 1)
+    blue = np.clip(rng.normal(0.5, 0.1, (32, 32, 3)) * [0.3, 0.3, 1.6], 0, 1)
+    image = synthesize([red, blue], 48, 48, seed=0, **FAST).image
+    reddish = (image[..., 0] > image[..., 2] + 0.2).mean()
+    bluish = (image[..., 2] > image[..., 0] + 0.2).mean()
+    assert reddish > 0.2 and bluish > 0.2, (reddish, bluish)
+
+
+def test_progress_reaches_the_end_and_cancel_stops(bricks):
+    seen = []
+    synthesize(bricks, 32, 32, seed=0, steps=2, projections=16, progress=seen.append)
+    assert [p.step for p in seen] == list(range(1, len(seen) + 1)) and seen[-1].fraction == 1.0
+    assert seen[-1].preview is not None and seen[-1].preview.shape == (32, 32, 3)
+
+    token = CancelToken()
+
+    def cancel_after_two(p):
+        if p.step == 2:
+            token.cancel()
+
+    with pytest.raises(JobCancelled):
+        synthesize(bricks, 32, 32, seed=0, steps=4, progress=cancel_after_two, cancel=token)
+
+
+def test_bad_inputs_give_clear_errors(bricks, tmp_path):
+    with pytest.raises(ValueError, match="width must be between"):
+        synthesize(bricks, 0, 32)
+    with pytest.raises(ValueError, match="height must be a whole number"):
+        synthesize(bricks, 32, 31.5)
+    with pytest.raises(ImageError, match="at least 14 px"):
+        synthesize(bricks[:10, :10], 32, 32)
+    nan = bricks.copy()
+    nan[3, 3, 0] = np.nan
+    with pytest.raises(ImageError, match="NaN"):
+        synthesize(nan, 32, 32)
+    with pytest.raises(ImageError, match="not found"):
+        synthesize(tmp_path / "missing.png", 32, 32)
+    with pytest.raises(ValueError, match="at least one exemplar"):
+        synthesize([], 32, 32)
+    with pytest.raises(ValueError, match="one count per scale"):
+        synthesize(bricks, 32, 32, steps=[1, 2, 3, 4, 5, 6, 7, 8, 9])
+
+
+def test_cli_synthesizes_a_tileable_png(bricks, tmp_path):
+    exemplar = save_image(tmp_path / "bricks.png", bricks)
+    out = tmp_path / "out.png"
+    proc = subprocess.run([sys.executable, "-m", "core", "--device", "cpu", "texture", "synthesize", "--exemplar",
+                           str(exemplar), "--width", "40", "--height", "24", "--seed", "3", "--steps", "3",
+                           "--tileable", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    image = load_rgb(out)
+    assert image.shape == (24, 40, 3) and image.std() > 0.05
+
+
+def test_worker_job_writes_the_texture(bricks, tmp_path):
+    import io
+
+    from core.worker import JOB_KINDS, JobContext, _Channel, _ModelCache
+
+    exemplar = save_image(tmp_path / "bricks.png", bricks)
+    events = io.StringIO()
+    params = {"exemplars": [str(exemplar)], "width": 36, "height": 20, "seed": 2, "tileable": True, "steps": 2}
+    ctx = JobContext("s1", params, tmp_path, _Channel(events), CancelToken(), "cpu", _ModelCache())
+    result = JOB_KINDS["texture_synth.synthesize"](ctx)
+    data = np.load(result["image"]["path"])
+    assert data.shape == (20, 36, 3) and result["image"]["colorspace"] == "srgb"
+    assert '"event": "progress"' in events.getvalue()
+    params["exemplars"] = [str(tmp_path / "missing.png")]
+    with pytest.raises(ImageError, match="not found"):
+        JOB_KINDS["texture_synth.synthesize"](JobContext("s2", params, tmp_path, _Channel(events), CancelToken(),
+                                                         "cpu", _ModelCache()))
+
+
+def test_grey_photographs_stay_grey_and_keep_their_tones():
+    """Grey exemplars synthesize in one channel (patch space of 49 dims, fewer than the projections)."""
+    grey = np.repeat(np.clip(make_exemplar("stones", 64, seed=1), 0, 1).mean(axis=2, keepdims=True), 3, axis=2)
+    image = synthesize(grey, 64, 64, seed=0, steps=8).image
+    assert np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2])
+    assert abs(image.mean() - grey.mean()) < 0.03 and abs(image.std() - grey.std()) < 0.3 * grey.std()
