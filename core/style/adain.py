@@ -315,14 +315,14 @@ class AdaINTrainConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device="cpu")
 _FROM_YIQ = torch.linalg.inv(_TO_YIQ)
 
 
 def _jitter_colour(crop: torch.Tensor, hue: float, saturation: float) -> torch.Tensor:
     """Rotate the chroma plane (YIQ) by ``hue`` radians and scale it by ``saturation``; 3xHxW in [0, 1]."""
     c, s = math.cos(hue) * saturation, math.sin(hue) * saturation
-    chroma = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    chroma = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]], device="cpu")  # crops are CPU data
     return (_FROM_YIQ @ chroma @ _TO_YIQ @ crop.reshape(3, -1)).reshape(crop.shape).clamp(0, 1)
 
 

@@ -147,7 +147,7 @@ def _directions(count: int, dim: int, gen: torch.Generator) -> torch.Tensor:
     Not orthogonalised: in ~150-D random directions are nearly orthogonal
     already (|cos| ~ 0.08) and a QR per step costs more than it brings.
     """
-    d = torch.randn(count, dim, generator=gen)
+    d = torch.randn(count, dim, generator=gen, device="cpu")
     return d / d.norm(dim=1, keepdim=True)
 
 
@@ -161,13 +161,13 @@ def _sample_exemplar_patches(pyramid: list[torch.Tensor], patch: int, gen: torch
     counts = [(e.shape[-2] - patch + 1) * (e.shape[-1] - patch + 1) for e in pyramid]
     total = sum(counts)
     out = []
-    offsets = torch.arange(patch)
+    offsets = torch.arange(patch, device="cpu")  # index arithmetic on the CPU, moved below
     for ex, n in zip(pyramid, counts):
         if total <= limit:
             out.append(F.unfold(ex, patch)[0].T)
             continue
         keep = max(1, round(limit * n / total))
-        index = torch.randperm(n, generator=gen)[:keep]
+        index = torch.randperm(n, generator=gen, device="cpu")[:keep]
         width = ex.shape[-1] - patch + 1
         ys = (index // width).view(-1, 1, 1) + offsets.view(1, -1, 1)
         xs = (index % width).view(-1, 1, 1) + offsets.view(1, 1, -1)
