@@ -155,7 +155,9 @@ def main(out_dir: Path) -> int:
             print(f"demo: stylized with {label} ({time.perf_counter() - start:.0f}s)", flush=True)
 
         styles = ROOT.parent / "shared" / "data" / "styles"
-        if (styles / "composition_vii.jpg").is_file():  # any painting in one pass (held out of AdaIN's training)
+        from core.style.adain import default_decoder_path
+        if (styles / "composition_vii.jpg").is_file() and default_decoder_path().is_file():
+            # any painting in one pass (held out of the AdaIN decoder's training)
             style_image = bpy.data.images.load(str(styles / "composition_vii.jpg"))
             image = _run(bpy.ops.neural.stylize_image, source="RENDER", method="ADAIN",
                          style_image=style_image.name, strength=1.0)
