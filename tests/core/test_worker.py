@@ -194,6 +194,26 @@ def test_real_generation_job_writes_image_result(worker, tmp_path):
     assert 0.0 <= data.min() and data.max() <= 1.0 and data.std() > 0
 
 
+def test_frames_stylized_with_a_painting_by_optimisation_warm_started(worker, tmp_path, styles_dir):
+    from core.common.images import save_image
+    from core.common.procedural import make_exemplar
+
+    frames = tmp_path / "frames"
+    big = make_exemplar("stones", 64, 1)
+    paths = [save_image(frames / f"f_{i}.png", np.ascontiguousarray(big[:32, i * 3: i * 3 + 32])) for i in range(3)]
+    out = tmp_path / "styled"
+    worker.send(cmd="submit", id="seq-opt", kind="style.stylize_sequence",
+                params={"method": "optimize", "style": str(styles_dir / "wave.jpg"), "frames": [str(p) for p in paths],
+                        "output_dir": str(out), "steps": 2, "refine_steps": 1, "max_side": 32})
+    final, _ = worker.wait_for(lambda e: _final(e, "seq-opt"), timeout=120)
+    assert final["event"] == "done", final
+    assert sorted(Path(p).name for p in final["result"]["frames"]) == ["f_0.png", "f_1.png", "f_2.png"]
+    worker.send(cmd="submit", id="seq-nostyle", kind="style.stylize_sequence",
+                params={"method": "optimize", "frames": [str(p) for p in paths], "output_dir": str(tmp_path / "x")})
+    final, _ = worker.wait_for(lambda e: _final(e, "seq-nostyle"), timeout=60)
+    assert final["event"] == "error" and "style" in final["message"]
+
+
 # --------------------------------------------------------------------------- hostile and careless input
 
 def test_bad_parameter_is_an_error_event_and_the_queue_goes_on(worker):
