@@ -35,7 +35,6 @@ from core.common.quality import content_distance, style_distance
 from core.style import StyleModel, StyleTransferConfig, flicker, stylize_optimize, stylize_sequence, train_style_model
 from core.style.optimize import fit_max_side
 from core.style.data import render_like_scene
-from core.style.tiling import stylize_tiled
 
 from .report import BenchContext, time_call
 

@@ -29,10 +29,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..common.checkpoints import (CheckpointError, fingerprint_files, load_checkpoint, load_state_into,
-                                  load_training_state, restore_rng_state, rng_state, save_model_and_state,
-                                  sync_model_with_state)
+                                  rng_state, save_model_and_state, sync_model_with_state)
 from ..common.device import pick_device
-from ..common.images import from_tensor, load_image, resize_rgb, to_srgb, to_tensor
+from ..common.images import from_tensor, load_image, to_srgb, to_tensor
 from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, check_cancel, report
 from ..common.perception import Perception, load_perception, mean_std, perception_from_spec
 from .data import list_image_files, load_training_frames, sample_batch
@@ -40,7 +39,7 @@ from .inputs import ImageLike, finish, prepare, unchanged
 from .losses import apply_color_preservation, match_color_histogram, normalize_preserve_color
 from .optimize import fit_max_side
 from .tiling import stylize_tiled
-from .train import training_state_path
+from .train import resume_from_state, training_state_path
 
 MODEL_KIND = "style_adain"
 ENCODER_LAYER = "relu4_1"
@@ -406,14 +405,7 @@ def train_adain_decoder(content_frames, style_images: Sequence[str | os.PathLike
     step = 0
     state_path = training_state_path(out)
     if resume and state_path.exists():
-        state = load_training_state(state_path)
-        if state.get("identity") != identity:
-            raise CheckpointError(f"{state_path.name} belongs to different frames, styles or settings; "
-                                  "delete it or pass resume=False to start over")
-        decoder.load_state_dict({k: v.to(dev) for k, v in state["model"].items()})
-        optimizer.load_state_dict(state["optimizer"])
-        restore_rng_state(state["rng"], generator)
-        step = int(state["step"])
+        step = resume_from_state(state_path, identity, decoder, optimizer, generator, dev, "frames, styles")
 
     def save(current: int) -> None:
         model_config = {"name": cfg.name, "decoder": decoder_cfg.as_dict(), "encoder": encoder.spec(),

@@ -91,6 +91,22 @@ def _model_config(cfg: StyleTransferConfig, style_info: dict, frames_info: dict,
             "steps_done": step, "seed": seed}
 
 
+def resume_from_state(state_path: Path, identity: dict, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                      generator: torch.Generator, device: torch.device, data_names: str) -> int:
+    """Restore weights, optimiser moments and the sampling RNG from a training state; return its step.
+
+    Refuses a state whose identity (data fingerprints, settings, seed, feature net) differs.
+    """
+    state = load_training_state(state_path)
+    if state.get("identity") != identity:
+        raise CheckpointError(f"{state_path.name} belongs to different {data_names} or settings; "
+                              "delete it or pass resume=False to start over")
+    net.load_state_dict({k: v.to(device) for k, v in state["model"].items()})
+    optimizer.load_state_dict(state["optimizer"])
+    restore_rng_state(state["rng"], generator)
+    return int(state["step"])
+
+
 def train_style_model(style, frames, out_path, steps: int, *, config: StyleTransferConfig | None = None,
                       seed: int = 0, device=None, progress: ProgressCallback | None = None,
                       cancel: CancelToken | None = None, checkpoint_every: int = 200, resume: bool = True,
@@ -130,14 +146,7 @@ def train_style_model(style, frames, out_path, steps: int, *, config: StyleTrans
 
     state_path = training_state_path(out)
     if resume and state_path.exists():
-        state = load_training_state(state_path)
-        if state.get("identity") != identity:
-            raise CheckpointError(f"{state_path.name} belongs to a different style, frames or settings; "
-                                  "delete it or pass resume=False to start over")
-        net.load_state_dict({k: v.to(dev) for k, v in state["model"].items()})
-        optimizer.load_state_dict(state["optimizer"])
-        restore_rng_state(state["rng"], generator)
-        step = int(state["step"])
+        step = resume_from_state(state_path, identity, net, optimizer, generator, dev, "style, frames")
 
     def save(current: int) -> None:
         save_model_and_state(out, net.state_dict(), _model_config(cfg, style_info, frames_info, feature_spec,
