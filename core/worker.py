@@ -683,8 +683,8 @@ def job_style_stylize_sequence(ctx: JobContext) -> dict:
     if method == "model":  # a fast per-style model
         model = ctx.model(load_style_model, ctx.param("model", required=True))
     elif method == "adain":  # any painting in one pass; the bundled decoder unless a model is given
-        from .style.adain import AdaINStylizer, default_decoder_path, load_adain_model
-        decoder = ctx.model(load_adain_model, ctx.param("model") or str(default_decoder_path()))
+        from .style.adain import AdaINStylizer, bundled_decoder_path, load_adain_model
+        decoder = ctx.model(load_adain_model, ctx.param("model") or bundled_decoder_path())
         model = AdaINStylizer(decoder, _load(ctx.param("style", required=True)), float(ctx.param("alpha", 1.0)))
     else:  # optimisation per frame, warm-started from the previous result warped by the motion
         from .style.optimize import OptimizationStylizer
@@ -745,8 +745,8 @@ def job_style_stylize_adain(ctx: JobContext) -> dict:
     """Any painting in one pass (AdaIN); ``model`` defaults to the bundled decoder."""
     source = _load(ctx.param("image", required=True))  # bad input fails before any model loads
     style = _load(ctx.param("style", required=True))
-    from .style.adain import default_decoder_path, load_adain_model
-    model = ctx.model(load_adain_model, ctx.param("model") or str(default_decoder_path()))
+    from .style.adain import bundled_decoder_path, load_adain_model
+    model = ctx.model(load_adain_model, ctx.param("model") or bundled_decoder_path())
     ctx.cancel.raise_if_cancelled()
     tile = ctx.param("tile_size")
     result = model.stylize(source, style, alpha=float(ctx.param("alpha", 1.0)),

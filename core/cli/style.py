@@ -156,11 +156,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_adain(args: argparse.Namespace) -> int:
-    from ..style.adain import default_decoder_path, load_adain_model
+    from ..style.adain import bundled_decoder_path, load_adain_model
 
     input_path = Path(args.input)
     image, style = load_image(input_path), load_image(args.style)
-    model = load_adain_model(args.model or default_decoder_path(), args.device)
+    model = load_adain_model(args.model or bundled_decoder_path(), args.device)
     result = model.stylize(image, style, alpha=args.alpha,
                            preserve_color=False if args.preserve_color == "none" else args.preserve_color,
                            tile_size=args.tile, progress=ProgressBar("adain"), cancel=getattr(args, "cancel", None))

@@ -268,6 +268,16 @@ class AdaINStylizer:
         return np.clip(from_tensor(out), 0.0, 1.0)
 
 
+def bundled_decoder_path() -> str:
+    """The bundled decoder's path, or a clear error saying what to do when this build has none."""
+    path = default_decoder_path()
+    if not path.is_file():
+        raise CheckpointError("Any Painting (Fast) needs the AdaIN decoder, and this build ships none: train one "
+                              "with 'python -m core style adain-train' (a GPU is needed in practice; see the "
+                              "README) and choose it as the model, or use Any Painting (Best)")
+    return str(path)
+
+
 def load_adain_model(path: str | os.PathLike, device=None) -> AdaINModel:
     return AdaINModel.load(path, device)
 

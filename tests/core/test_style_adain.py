@@ -264,3 +264,12 @@ def test_cli_adain_writes_a_stylized_image_and_reports_bad_alpha(tmp_path, tiny_
     assert load_image(out).rgb.shape == (48, 48, 3)
     assert main(common + ["--alpha", "2"]) == 2
     assert "between 0 and 1" in capsys.readouterr().err
+
+
+def test_the_bundled_decoder_or_a_clear_way_out():
+    from core.style.adain import bundled_decoder_path
+    if default_decoder_path().is_file():
+        assert bundled_decoder_path() == str(default_decoder_path())
+    else:  # this build ships no decoder: the artist is told what to do instead of 'file not found'
+        with pytest.raises(CheckpointError, match=r"adain-train.*Any Painting \(Best\)"):
+            bundled_decoder_path()
