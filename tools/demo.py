@@ -3,7 +3,7 @@
 Run by ``python build.py demo`` inside the venv (``bpy`` module). It builds a
 small scene, makes tileable textures from real photographs (instant synthesis,
 with PBR maps) and with the bundled texture GANs, makes materials for several
-objects, renders with Cycles, stylizes the render with the four bundled styles,
+objects, renders with Cycles, stylizes the render with every bundled style,
 with AdaIN (any painting in one pass) and by optimisation, makes a VAE blend
 and variation, and writes every result plus a
 labelled contact sheet to ``demo_output/``. Everything goes through the
@@ -148,7 +148,7 @@ def main(out_dir: Path) -> int:
         sheet.append(("Cycles render", render_path))
         print(f"demo: rendered ({time.perf_counter() - start:.0f}s)", flush=True)
 
-        for style_name in ("starry_night", "wave", "udnie", "composition_vii"):
+        for style_name in [n for n, e in entries.items() if e["kind"] == "style_transfer"]:  # every bundled style
             path, label = _model(entries, "style_transfer", style_name)
             image = _run(bpy.ops.neural.stylize_image, source="RENDER", method="MODEL", model=path, strength=1.0)
             sheet.append((f"Style: {label}", _save(image, out_dir / f"render_{style_name}.png")))
