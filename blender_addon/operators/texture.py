@@ -82,6 +82,21 @@ def submit_pbr(image: bpy.types.Image, material_name: str, wait: bool | None = N
                             label=f"PBR maps of '{albedo_name}'", on_done=on_done, wait=wait)
 
 
+def submit_texture_job(op, context, kind: str, params: dict, title: str, label: str):
+    """Submit a texture job; its image comes in as ``title``, with a material on the selection if asked."""
+    settings = context.scene.neural_texture
+    make_mat = option(op, settings, "make_material")
+    object_names = [obj.name for obj in context.selected_objects]
+    scene_name = context.scene.name
+    tile_scale, pbr = settings.tile_scale, settings.pbr_maps
+
+    def on_done(job):
+        if job.state == "done":
+            bring_in_texture(job, title, scene_name, make_mat, object_names, tile_scale, pbr)
+
+    return finish(op, job_queue.submit(kind, params, label=label, on_done=on_done, wait=op.wait or None))
+
+
 class NEURAL_OT_generate_texture(bpy.types.Operator):
     """Generate a new tileable texture image with a texture model (and a material for the selected objects)"""
     bl_idname = "neural.generate_texture"
@@ -122,19 +137,8 @@ class NEURAL_OT_generate_texture(bpy.types.Operator):
         params = file_output({"model": model, "width": width, "height": height, "seed": seed,
                               "tileable": option(self, settings, "tileable"),
                               "variation": option(self, settings, "variation")}, "texture_gan.generate")
-        make_mat = option(self, settings, "make_material")
-        object_names = [obj.name for obj in context.selected_objects]
-        scene_name = context.scene.name
-        image_title = self.name or f"{Path(model).stem.replace('_', ' ').title()} {seed}"
-        tile_scale, pbr = settings.tile_scale, settings.pbr_maps
-
-        def on_done(job):
-            if job.state == "done":
-                bring_in_texture(job, image_title, scene_name, make_mat, object_names, tile_scale, pbr)
-
-        job = job_queue.submit("texture_gan.generate", params, label=f"Generate {width}x{height}",
-                               on_done=on_done, wait=self.wait or None)
-        return finish(self, job)
+        title = self.name or f"{Path(model).stem.replace('_', ' ').title()} {seed}"
+        return submit_texture_job(self, context, "texture_gan.generate", params, title, f"Generate {width}x{height}")
 
 
 class NEURAL_OT_generate_from_image(bpy.types.Operator):
@@ -172,19 +176,9 @@ class NEURAL_OT_generate_from_image(bpy.types.Operator):
         seed = option(self, settings, "seed")
         params = file_output({"exemplars": [exemplar], "width": width, "height": height, "seed": seed,
                               "tileable": option(self, settings, "tileable")}, "texture_synth.synthesize")
-        make_mat = option(self, settings, "make_material")
-        object_names = [obj.name for obj in context.selected_objects]
-        scene_name = context.scene.name
         title = self.name or f"{source_name} Tileable {seed}"
-        tile_scale, pbr = settings.tile_scale, settings.pbr_maps
-
-        def on_done(job):
-            if job.state == "done":
-                bring_in_texture(job, title, scene_name, make_mat, object_names, tile_scale, pbr)
-
-        job = job_queue.submit("texture_synth.synthesize", params, label=f"Texture from '{source_name}'",
-                               on_done=on_done, wait=self.wait or None)
-        return finish(self, job)
+        return submit_texture_job(self, context, "texture_synth.synthesize", params, title,
+                                  f"Texture from '{source_name}'")
 
     def _exemplar(self, settings) -> tuple[str, str]:
         """(file the worker reads, name for the result) from the operator's or the panel's choice."""

@@ -39,7 +39,7 @@ from .inputs import ImageLike, finish, prepare, unchanged
 from .losses import apply_color_preservation, match_color_histogram, normalize_preserve_color
 from .optimize import fit_max_side
 from .tiling import stylize_tiled
-from .train import resume_from_state, training_state_path
+from .train import checked_training_target, resume_from_state, training_state_path
 
 MODEL_KIND = "style_adain"
 ENCODER_LAYER = "relu4_1"
@@ -387,11 +387,7 @@ def train_adain_decoder(content_frames, style_images: Sequence[str | os.PathLike
     """Train (or resume) an AdaIN decoder; ``content_frames`` a folder/list, ``style_images`` files or folders."""
     cfg = config or AdaINTrainConfig()
     cfg.validate()
-    if steps < 1:
-        raise ValueError("steps must be at least 1")
-    out = Path(out_path)
-    if out.suffix != ".safetensors":
-        raise ValueError(f"the model file must end in .safetensors, got {out.name}")
+    out = checked_training_target(steps, out_path)
     style_paths: list[Path] = []
     for item in style_images:
         p = Path(item)

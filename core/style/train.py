@@ -91,6 +91,16 @@ def _model_config(cfg: StyleTransferConfig, style_info: dict, frames_info: dict,
             "steps_done": step, "seed": seed}
 
 
+def checked_training_target(steps: int, out_path) -> Path:
+    """The model path of a training of ``steps`` steps, refused early when either is unusable."""
+    if steps < 1:
+        raise ValueError("steps must be at least 1")
+    out = Path(out_path)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"the model file must end in .safetensors, got {out.name}")
+    return out
+
+
 def resume_from_state(state_path: Path, identity: dict, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
                       generator: torch.Generator, device: torch.device, data_names: str) -> int:
     """Restore weights, optimiser moments and the sampling RNG from a training state; return its step.
@@ -114,11 +124,7 @@ def train_style_model(style, frames, out_path, steps: int, *, config: StyleTrans
     """Train (or resume training) a style model and return the saved model path."""
     cfg = config or StyleTransferConfig()
     cfg.validate()
-    if steps < 1:
-        raise ValueError("steps must be at least 1")
-    out = Path(out_path)
-    if out.suffix != ".safetensors":
-        raise ValueError(f"the model file must end in .safetensors, got {out.name}")
+    out = checked_training_target(steps, out_path)
     dev = pick_device(device)
     style_rgb, style_info = _load_style(style)
     if not cfg.name:

@@ -305,6 +305,12 @@ def test_stop_worker_returns_within_a_second_during_a_busy_job(tiny_models):
 
 def test_cancel_stops_a_big_generate_between_tiles(tiny_models):
     from blender_addon import job_queue
+    # earlier tests may still bring in results (e.g. PBR maps made after a material): let them land first
+    deadline = time.monotonic() + 60
+    while any(j.active for j in job_queue.manager().jobs.values()):
+        job_queue.poll_timer()
+        assert time.monotonic() < deadline, "earlier jobs never finished"
+        time.sleep(0.02)
     before = set(bpy.data.images.keys())
     job = job_queue.submit("texture_gan.generate", {"model": str(tiny_models["texture_gan"]), "width": 4096,
                                                     "height": 4096, "seed": 0, "tile_size": 512},
