@@ -49,13 +49,18 @@ def _new_images(before: set[str]) -> list[bpy.types.Image]:
     return [img for img in bpy.data.images if img.name not in before]
 
 
+PBR_SUFFIXES = (" Height", " Normal", " Roughness", " Ao")
+
+
 def _run(op, **kwargs) -> bpy.types.Image:
     """Run an add-on operator and return the image it created (fails loudly)."""
     before = {img.name for img in bpy.data.images}
     result = op(**kwargs)
     if result != {"FINISHED"}:
         raise SystemExit(f"demo: {op.idname()} returned {result}")
-    created = _new_images(before)
+    if kwargs.get("name") and kwargs["name"] in bpy.data.images:  # named results: PBR maps of earlier ones may land meanwhile
+        return bpy.data.images[kwargs["name"]]
+    created = [img for img in _new_images(before) if not img.name.endswith(PBR_SUFFIXES)]
     if not created:
         raise SystemExit(f"demo: {op.idname()} created no image")
     return created[-1]
@@ -112,7 +117,7 @@ def main(out_dir: Path) -> int:
     try:
         objects = build_scene()
         sheet: list[tuple[str, Path]] = []
-        textures: dict[str, bpy.types.Image] = {}
+        textures: dict[str, str] = {}  # image names
         # Instant synthesis from real photographs (no training), with PBR maps wired into the material.
         bpy.context.scene.neural_texture.pbr_maps = True
         for photo, obj_name in (("photo_brick", "cube"), ("photo_gravel", "floor")):
@@ -124,7 +129,7 @@ def main(out_dir: Path) -> int:
             bpy.context.view_layer.objects.active = objects[obj_name]
             image = _run(bpy.ops.neural.generate_from_image, filepath=str(exemplar), width=384, height=384,
                          seed=7, tileable=True, make_material=True, name=f"{photo} texture")
-            textures[photo] = image
+            textures[photo] = image.name  # names: Image references go stale as images are added
             sheet.append((f"From photo: {photo[6:]}", _save(image, out_dir / f"texture_{photo}.png")))
             print(f"demo: synthesized {photo} -> {obj_name} ({time.perf_counter() - start:.0f}s)", flush=True)
         assignments = [("bricks", "cube"), ("wood", "floor"), ("stones", "pillar"), ("rust", "sphere")]
@@ -137,7 +142,7 @@ def main(out_dir: Path) -> int:
             bpy.context.view_layer.objects.active = objects[obj_name]
             image = _run(bpy.ops.neural.generate_texture, model=path, width=384, height=384, seed=7,
                          tileable=True, make_material=True, name=f"{model_name} texture")
-            textures[model_name] = image
+            textures[model_name] = image.name
             assert objects[obj_name].active_material is not None, f"no material on {obj_name}"
             sheet.append((f"GAN: {label}", _save(image, out_dir / f"texture_{model_name}.png")))
             print(f"demo: {label} -> {obj_name} ({time.perf_counter() - start:.0f}s)", flush=True)
@@ -175,10 +180,10 @@ def main(out_dir: Path) -> int:
 
         ramp = np.tile(np.linspace(0, 1, 384, dtype=np.float32)[None, :, None], (384, 1, 1))
         mask = image_from_array(np.clip((ramp - 0.25) * 2, 0, 1), "demo blend mask", linear=False)
-        blend = _run(bpy.ops.neural.vae_blend, image=textures["stones"].name, image_b=textures["rust"].name,
+        blend = _run(bpy.ops.neural.vae_blend, image=textures["stones"], image_b=textures["rust"],
                      mask=mask.name, model=vae_path)
         sheet.append(("VAE blend: stones -> rust", _save(blend, out_dir / "vae_blend_stones_rust.png")))
-        variation = _run(bpy.ops.neural.vae_variations, image=textures["stones"].name, model=vae_path,
+        variation = _run(bpy.ops.neural.vae_variations, image=textures["stones"], model=vae_path,
                          strength=0.6, count=1, seed=3)
         sheet.append(("VAE variation: stones", _save(variation, out_dir / "vae_variation_stones.png")))
 
