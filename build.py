@@ -146,6 +146,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
         devices.append(torch.device("cuda"))
+    if args.devices:  # e.g. only the CUDA rows on a GPU box whose CPU rows would not compare with CI's
+        devices = [d for d in devices if d.type in args.devices]
+        if not devices:
+            print(f"build.py bench: none of {args.devices} is available here", flush=True)
+            return 2
     out_dir = Path(args.out)
     rows, machines = [], {}
     families = args.only or ["texture_gan", "texture_vae", "style", "texture_synth"]
@@ -232,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--quick", action="store_true", help="small sizes and steps (a smoke run)")
             p.add_argument("--only", nargs="*", choices=["texture_gan", "texture_vae", "style", "texture_synth"], help="families to run")
             p.add_argument("--out", default=str(ROOT / "bench_output"), help="report folder")
+            p.add_argument("--devices", nargs="*", choices=["cpu", "cuda"], default=None,
+                           help="devices to measure on (default: the CPU, and CUDA when present)")
     args, _ = parser.parse_known_args(argv)
     if not args.system and not in_venv():
         py = ensure_venv()
