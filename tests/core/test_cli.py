@@ -136,7 +136,7 @@ def test_nan_style_model_is_refused_not_written_black(tmp_path):
     model = nan_style_model(tmp_path)
     image = save_image(tmp_path / "in.png", make_exemplar("wood", 64, seed=0))
     proc = _cli("style", "apply", "--style", model, "--input", image, "--out", tmp_path / "out.png")
-    _one_line_error(proc, "NaN", model.name)
+    _one_line_error(proc, "non-finite (NaN/inf) weights", model.name)
     assert not (tmp_path / "out.png").exists()
 
 

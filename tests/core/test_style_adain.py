@@ -136,7 +136,7 @@ def test_checkpoint_round_trip_and_bad_checkpoints_refused(tmp_path, tiny_model,
     with torch.no_grad():
         next(nan_decoder.parameters())[0, 0, 0, 0] = float("nan")
     _save_tiny(tmp_path / "nan.safetensors", nan_decoder)
-    with pytest.raises(CheckpointError, match="non-finite"):
+    with pytest.raises(CheckpointError, match=r"non-finite \(NaN/inf\) weights"):
         load_adain_model(tmp_path / "nan.safetensors")
 
     save_checkpoint(tmp_path / "other.safetensors", tiny_model.decoder.state_dict(),
@@ -160,6 +160,31 @@ def test_checkpoint_round_trip_and_bad_checkpoints_refused(tmp_path, tiny_model,
     save_checkpoint(mismatched, wide.state_dict(), {"decoder": TINY_DECODER.as_dict()}, MODEL_KIND)
     with pytest.raises(CheckpointError, match="do not match"):
         load_adain_model(mismatched)
+
+
+def test_decoder_weights_that_do_not_fit_their_config_are_refused_before_the_decoder_is_built(tmp_path,
+                                                                                               monkeypatch):
+    """Kilobytes of weights under the largest decoder config allowed (a real one would be a gigabyte):
+    the shapes are compared on the meta device, so the refusal allocates no decoder at all."""
+    import core.style.adain as adain
+
+    built_on = []
+
+    class WatchedDecoder(AdaINDecoder):
+        def __init__(self, config=None):
+            super().__init__(config)
+            built_on.append(next(self.parameters()).device.type)
+
+    monkeypatch.setattr(adain, "AdaINDecoder", WatchedDecoder)
+    narrow = AdaINDecoder(DecoderConfig((8, 8, 8), (8, 8, 8)))
+    crafted = tmp_path / "crafted.safetensors"
+    save_checkpoint(crafted, narrow.state_dict(), {"decoder": {"widths": [1024] * 3, "extra_convs": [8] * 3}},
+                    MODEL_KIND)
+    with pytest.raises(CheckpointError, match=r"crafted\.safetensors: weights do not match the architecture in "
+                                              r"its config \(1\.weight has shape \(8, 512, 3, 3\), the config "
+                                              r"needs \(1024, 512, 3, 3\)\)"):
+        load_adain_model(crafted)
+    assert built_on == ["meta"]
 
 
 def test_cancel_stops_stylizing(tiny_model, styles_dir):
