@@ -53,15 +53,20 @@ def _live_preview(layout, settings, kind: str) -> None:
             layout.template_icon(icon_value=icon, scale=6.0)
 
 
+def _image_or_file(layout, settings, image: str, file: str, **file_options) -> None:
+    """The Blender Image / File switch (``settings.source``) and the field of the chosen one."""
+    layout.row().prop(settings, "source", expand=True)
+    if settings.source == "IMAGE":
+        layout.template_ID(settings, image, open="image.open")
+    else:
+        layout.prop(settings, file, **file_options)
+
+
 def draw_generate(layout, context) -> None:
     settings = context.scene.neural_texture
     box = layout.box()
     box.label(text="From Image (no training)", icon="IMAGE_DATA")
-    box.row().prop(settings, "source", expand=True)
-    if settings.source == "IMAGE":
-        box.template_ID(settings, "exemplar", open="image.open")
-    else:
-        box.prop(settings, "exemplar_file", text="")
+    _image_or_file(box, settings, "exemplar", "exemplar_file", text="")
     box.operator("neural.generate_from_image", text="Generate from Image", icon="TEXTURE")
     box = layout.box()
     box.label(text="From Model", icon="ASSET_MANAGER")
@@ -102,11 +107,7 @@ def draw_train(layout, context) -> None:
     settings = context.scene.neural_train
     _split(layout)
     layout.prop(settings, "kind")
-    layout.row().prop(settings, "source", expand=True)
-    if settings.source == "IMAGE":
-        layout.template_ID(settings, "image", open="image.open")
-    else:
-        layout.prop(settings, "filepath")
+    _image_or_file(layout, settings, "image", "filepath")
     col = layout.column(align=True)
     col.prop(settings, "model_name")
     col.prop(settings, "steps")

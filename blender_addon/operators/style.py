@@ -17,6 +17,15 @@ from .common import (WAIT_PROPERTY, fail, file_output, finish, get_image, image_
 
 NO_STYLE_MODEL = "No style model: pick a bundled style or train one"
 
+# Options of both stylize operators. Shared definitions rather than a mixin class: a mixin's properties would
+# come first in the redo panel, and each operator lists them among its own.
+STYLE_MODEL_PROPERTY = StringProperty(name="Style Model File",
+                                      description="Style model (.safetensors); empty: the panel's choice")
+METHOD_PROPERTY = EnumProperty(name="Style Source", description="Where the style comes from", items=METHOD_ITEMS)
+PAINTING_PROPERTY = StringProperty(name="Painting", description="Blender image with the painting (Any Painting)")
+STRENGTH_PROPERTY = FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0,
+                                  description="0 keeps the original, 1 is the full style")
+
 
 def _style_model(op, settings) -> str:
     """The chosen style model's absolute path, or '' when there is none on disk."""
@@ -104,14 +113,13 @@ class NEURAL_OT_stylize_image(bpy.types.Operator):
     source: EnumProperty(name="Source", description="What to stylize",
                          items=[("RENDER", "Render Result", "The last render"), ("IMAGE", "Image", "A Blender image")])
     image: StringProperty(name="Image", description="Image to stylize (source Image)")
-    model: StringProperty(name="Style Model File", description="Style model (.safetensors); empty: the panel's choice")
-    strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0,
-                            description="0 keeps the original, 1 is the full style")
+    model: STYLE_MODEL_PROPERTY
+    strength: STRENGTH_PROPERTY
     render_colors: EnumProperty(name="Render Colors", description="Which values of the render are stylized",
                                 items=[("DISPLAY", "As Displayed", "With the scene's view transform"),
                                        ("LINEAR", "Scene Linear", "Scene-linear values, highlights above 1.0 kept")])
-    method: EnumProperty(name="Style Source", description="Where the style comes from", items=METHOD_ITEMS)
-    style_image: StringProperty(name="Painting", description="Blender image with the painting (Any Painting)")
+    method: METHOD_PROPERTY
+    style_image: PAINTING_PROPERTY
     steps: IntProperty(name="Steps", default=50, min=1, max=5000,
                        description="Optimisation steps at the coarsest scale (Any Painting, Best)")
     max_side: IntProperty(name="Max Side", default=1024, min=32, max=4096,
@@ -155,11 +163,10 @@ class NEURAL_OT_stylize_animation(bpy.types.Operator):
     output_dir: StringProperty(name="Output", subtype="DIR_PATH",
                                description="Folder for the stylized frames (in an unsaved file, '//' paths go "
                                            "beside the frames folder)")
-    model: StringProperty(name="Style Model File", description="Style model (.safetensors); empty: the panel's choice")
-    method: EnumProperty(name="Style Source", description="Where the style comes from", items=METHOD_ITEMS)
-    style_image: StringProperty(name="Painting", description="Blender image with the painting (Any Painting)")
-    strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0,
-                            description="0 keeps the original, 1 is the full style")
+    model: STYLE_MODEL_PROPERTY
+    method: METHOD_PROPERTY
+    style_image: PAINTING_PROPERTY
+    strength: STRENGTH_PROPERTY
     temporal_weight: FloatProperty(name="Temporal Smoothing", default=0.7, min=0.0, max=0.95,
                                    description="How much each frame follows the previous one (less flicker)")
     use_motion_vectors: BoolProperty(

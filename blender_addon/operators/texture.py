@@ -97,6 +97,26 @@ def submit_texture_job(op, context, kind: str, params: dict, title: str, label: 
     return finish(op, job_queue.submit(kind, params, label=label, on_done=on_done, wait=op.wait or None))
 
 
+def makes_new_texture(image_name_from: str):
+    """Class decorator of the operators that make a new texture image: their Make Material, Image Name and
+    Wait options and their poll, declared once.
+
+    The options go after the class's own properties, where the redo panel has always listed them (a mixin
+    class's properties would come first)."""
+    def decorate(cls):
+        cls.__annotations__ = {
+            **cls.__dict__.get("__annotations__", {}),
+            "make_material": BoolProperty(name="Make Material", default=True, description="Make or update a "
+                                          "material with the texture on the selected objects"),
+            "name": StringProperty(name="Image Name", description=f"Name of the new image (empty: from "
+                                                                  f"{image_name_from})"),
+            "wait": WAIT_PROPERTY}
+        cls.poll = classmethod(lambda cls, context: texture_poll(context))
+        return cls
+    return decorate
+
+
+@makes_new_texture(image_name_from="the model")
 class NEURAL_OT_generate_texture(bpy.types.Operator):
     """Generate a new tileable texture image with a texture model (and a material for the selected objects)"""
     bl_idname = "neural.generate_texture"
@@ -110,14 +130,6 @@ class NEURAL_OT_generate_texture(bpy.types.Operator):
     tileable: BoolProperty(name="Tileable", default=True, description="Seamless when repeated")
     variation: FloatProperty(name="Variation", default=0.0, min=0.0, max=1.0,
                              description="How far the texture wanders from the exemplar's look")
-    make_material: BoolProperty(name="Make Material", default=True,
-                                description="Make or update a material with the texture on the selected objects")
-    name: StringProperty(name="Image Name", description="Name of the new image (empty: from the model)")
-    wait: WAIT_PROPERTY
-
-    @classmethod
-    def poll(cls, context):
-        return texture_poll(context)
 
     def execute(self, context):
         settings = context.scene.neural_texture
@@ -141,6 +153,7 @@ class NEURAL_OT_generate_texture(bpy.types.Operator):
         return submit_texture_job(self, context, "texture_gan.generate", params, title, f"Generate {width}x{height}")
 
 
+@makes_new_texture(image_name_from="the source")
 class NEURAL_OT_generate_from_image(bpy.types.Operator):
     """Turn any image (a photo, a scan) into a new tileable texture of any size, no training needed"""
     bl_idname = "neural.generate_from_image"
@@ -153,14 +166,6 @@ class NEURAL_OT_generate_from_image(bpy.types.Operator):
     height: IntProperty(name="Height", default=1024, description="Height of the new texture", **SIZE_PROPERTIES)
     seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same texture")
     tileable: BoolProperty(name="Tileable", default=True, description="Seamless when repeated")
-    make_material: BoolProperty(name="Make Material", default=True,
-                                description="Make or update a material with the texture on the selected objects")
-    name: StringProperty(name="Image Name", description="Name of the new image (empty: from the source)")
-    wait: WAIT_PROPERTY
-
-    @classmethod
-    def poll(cls, context):
-        return texture_poll(context)
 
     def execute(self, context):
         if not job_queue.core_has_job("texture_synth.synthesize"):
