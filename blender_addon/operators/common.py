@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import bpy
 from bpy.props import BoolProperty
 
-from .. import job_queue
+from .. import image_bridge, job_queue
 from ..image_bridge import BridgeError
 
 # Every job operator has this: block until the job ends (always so without a UI).
@@ -40,6 +42,23 @@ def image_name(op, settings, name: str, settings_name: str | None = None) -> str
         return getattr(op, name)
     image = getattr(settings, settings_name or name, None) if settings is not None else None
     return image.name if image is not None else ""
+
+
+def image_or_file(op, settings, image_setting: str, file_setting: str, purpose: str) -> tuple[str, str]:
+    """(file the worker reads, name for its result) of an operator with ``image`` and ``filepath`` options:
+    the one the caller set, else the panel's Blender Image / File choice (``settings.source``).
+    ``purpose`` ends the message when no image is chosen ("to learn from")."""
+    chosen = op.properties.is_property_set
+    if chosen("filepath") or (not chosen("image") and settings.source == "FILE"):
+        path = bpy.path.abspath(op.filepath if chosen("filepath") else getattr(settings, file_setting))
+        if not path or not Path(path).is_file():
+            raise BridgeError(f"Image file not found: {path or '(none chosen)'}")
+        return path, Path(path).stem
+    name = image_name(op, settings, "image", image_setting)
+    if not name:
+        raise BridgeError(f"Choose an image {purpose}")
+    image = get_image(name)
+    return str(image_bridge.export_image(image, workdir_inputs(), keep_alpha=False)), image.name
 
 
 def scene_by_name(name: str):

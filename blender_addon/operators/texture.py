@@ -13,7 +13,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 from .. import core_access, image_bridge, job_queue, materials, models, preferences
 from ..image_bridge import BridgeError
 from ..properties import MAX_SIZE
-from .common import (WAIT_PROPERTY, fail, file_output, finish, image_name, option, scene_by_name, texture_poll,
+from .common import (WAIT_PROPERTY, fail, file_output, finish, image_or_file, option, scene_by_name, texture_poll,
                      workdir_inputs)
 
 SIZE_PROPERTIES = dict(min=16, max=1 << 16, soft_max=MAX_SIZE, subtype="PIXEL")
@@ -172,7 +172,8 @@ class NEURAL_OT_generate_from_image(bpy.types.Operator):
             return fail(self, "Generate from Image needs a newer core (texture_synth.synthesize): update the add-on")
         settings = context.scene.neural_texture
         try:
-            exemplar, source_name = self._exemplar(settings)
+            exemplar, source_name = image_or_file(self, settings, "exemplar", "exemplar_file",
+                                                  "to make a tileable texture from")
         except BridgeError as exc:
             return fail(self, str(exc))
         width, height = option(self, settings, "width"), option(self, settings, "height")
@@ -184,24 +185,6 @@ class NEURAL_OT_generate_from_image(bpy.types.Operator):
         title = self.name or f"{source_name} Tileable {seed}"
         return submit_texture_job(self, context, "texture_synth.synthesize", params, title,
                                   f"Texture from '{source_name}'")
-
-    def _exemplar(self, settings) -> tuple[str, str]:
-        """(file the worker reads, name for the result) from the operator's or the panel's choice."""
-        use_file = self.properties.is_property_set("filepath") or (
-            not self.properties.is_property_set("image") and settings.source == "FILE")
-        if use_file:
-            path = bpy.path.abspath(self.filepath if self.properties.is_property_set("filepath")
-                                    else settings.exemplar_file)
-            if not path or not Path(path).is_file():
-                raise BridgeError(f"Image file not found: {path or '(none chosen)'}")
-            return path, Path(path).stem
-        name = image_name(self, settings, "image", "exemplar")
-        if not name:
-            raise BridgeError("Choose an image to make a tileable texture from")
-        image = bpy.data.images.get(name)
-        if image is None:
-            raise BridgeError(f"there is no image named '{name}' in this file")
-        return str(image_bridge.export_image(image, workdir_inputs(), keep_alpha=False)), image.name
 
 
 class NEURAL_OT_make_material(bpy.types.Operator):
@@ -310,18 +293,7 @@ class NEURAL_OT_train_texture_model(bpy.types.Operator):
         settings = context.scene.neural_train
         kind = option(self, settings, "kind")
         try:
-            if self.properties.is_property_set("filepath") or (
-                    not self.properties.is_property_set("image") and settings.source == "FILE"):
-                path = bpy.path.abspath(self.filepath if self.properties.is_property_set("filepath")
-                                        else settings.filepath)
-                if not path or not Path(path).is_file():
-                    return fail(self, f"Exemplar file not found: {path or '(none chosen)'}")
-                exemplar = path
-            else:
-                image = bpy.data.images.get(image_name(self, settings, "image"))
-                if image is None:
-                    return fail(self, "Choose an exemplar image to learn from")
-                exemplar = str(image_bridge.export_image(image, workdir_inputs(), keep_alpha=False))
+            exemplar = image_or_file(self, settings, "image", "filepath", "to learn from")[0]
             config = json.loads(self.config) if self.config else None
         except BridgeError as exc:
             return fail(self, str(exc))

@@ -61,6 +61,27 @@ def test_missing_model_and_bad_worker_python_are_reported(tiny_models, tmp_path)
         == {"FINISHED"}
 
 
+def test_an_exemplar_that_is_not_there_is_reported_by_generate_and_train_alike(addon, tmp_path):
+    """Both operators take their exemplar the same way: the file or image the caller names, else the panel's
+    Blender Image / File choice."""
+    scene = bpy.context.scene
+    operators = ((bpy.ops.neural.generate_from_image, scene.neural_texture, "exemplar", "exemplar_file",
+                  "to make a tileable texture from"),
+                 (bpy.ops.neural.train_texture_model, scene.neural_train, "image", "filepath", "to learn from"))
+    for operator, settings, image_setting, file_setting, purpose in operators:
+        missing = tmp_path / "nowhere.png"
+        text = _reported_error(lambda: operator(filepath=str(missing)))
+        assert text == f"Error: Image file not found: {missing}\n", text
+        text = _reported_error(lambda: operator(image="no such image"))
+        assert "there is no image named 'no such image'" in text
+        settings.source = "FILE"
+        setattr(settings, file_setting, "")
+        assert _reported_error(operator) == "Error: Image file not found: (none chosen)\n"
+        settings.source = "IMAGE"
+        setattr(settings, image_setting, None)
+        assert _reported_error(operator) == f"Error: Choose an image {purpose}\n"
+
+
 def test_stylize_without_a_render_is_reported(tiny_models):
     render = bpy.data.images.get("Render Result")
     if render is not None:

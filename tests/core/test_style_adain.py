@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from core.common.checkpoints import CheckpointError, save_checkpoint
-from core.common.images import ImageData, load_rgb, resize_rgb, to_tensor
+from core.common.images import ImageData, load_rgb, to_tensor
 from core.common.jobs import CancelToken, JobCancelled
-from core.common.perception import load_perception, mean_std
+from core.common.perception import mean_std
 from core.common.quality import content_distance, style_distance
 from core.style.adain import (ENCODER_LAYER, MODEL_KIND, AdaINDecoder, AdaINModel, AdaINTrainConfig, DecoderConfig,
                               default_decoder_path, load_adain_model, train_adain_decoder)
