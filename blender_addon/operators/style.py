@@ -34,6 +34,21 @@ def _style_model(op, settings) -> str:
     return model if model and Path(model).is_file() else ""
 
 
+def _chosen_style(op, settings) -> tuple[str, str, str]:
+    """(method, style model path, painting image name) from the operator or the panel; BridgeError when the
+    chosen method's model or painting is missing."""
+    method = option(op, settings, "method")
+    if method == "MODEL":
+        model = _style_model(op, settings)
+        if not model:
+            raise BridgeError(NO_STYLE_MODEL)
+        return method, model, ""
+    painting = image_name(op, settings, "style_image")
+    if not painting:
+        raise BridgeError("Choose the painting (a Blender image) to take the style from")
+    return method, "", painting
+
+
 def stylize_render_or_image(scene, source: str, image: str, model: str, strength: float, render_colors: str,
                             wait: bool, label_prefix: str = "Stylize", painting: str = "", steps: int = 50,
                             max_side: int = 1024, method: str = "PAINTING"):
@@ -130,13 +145,10 @@ class NEURAL_OT_stylize_image(bpy.types.Operator):
 
     def execute(self, context):
         settings = context.scene.neural_style
-        method = option(self, settings, "method")
-        painting = image_name(self, settings, "style_image") if method in ("PAINTING", "ADAIN") else ""
-        model = _style_model(self, settings)
-        if method in ("PAINTING", "ADAIN") and not painting:
-            return fail(self, "Choose the painting (a Blender image) to take the style from")
-        if method == "MODEL" and not model:
-            return fail(self, NO_STYLE_MODEL)
+        try:
+            method, model, painting = _chosen_style(self, settings)
+        except BridgeError as exc:
+            return fail(self, str(exc))
         source, image = option(self, settings, "source"), image_name(self, settings, "image")
         shown = getattr(context.space_data, "image", None) if context.space_data else None
         if shown is not None and source == "IMAGE" and not image:
@@ -178,24 +190,17 @@ class NEURAL_OT_stylize_animation(bpy.types.Operator):
 
     def execute(self, context):
         settings = context.scene.neural_style
-        method = option(self, settings, "method")
-        style_params: dict = {"method": "model"}
-        if method == "MODEL":
-            model = _style_model(self, settings)
-            if not model:
-                return fail(self, NO_STYLE_MODEL)
-            style_params["model"] = model
-        else:
-            painting = image_name(self, settings, "style_image")
-            if not painting:
-                return fail(self, "Choose the painting (a Blender image) to take the style from")
-            try:
-                style_params["style"] = str(image_bridge.export_image(get_image(painting, "style painting"),
-                                                                      workdir_inputs(), keep_alpha=False))
-            except BridgeError as exc:
-                return fail(self, str(exc))
-            # fast: one pass per frame; best: optimisation warm-started from the previous frame
-            style_params["method"] = "adain" if method == "ADAIN" else "optimize"
+        try:
+            method, model, painting = _chosen_style(self, settings)
+            if method == "MODEL":
+                style_params = {"method": "model", "model": model}
+            else:
+                # fast: one pass per frame; best: optimisation warm-started from the previous frame
+                style_params = {"method": "adain" if method == "ADAIN" else "optimize",
+                                "style": str(image_bridge.export_image(get_image(painting, "style painting"),
+                                                                       workdir_inputs(), keep_alpha=False))}
+        except BridgeError as exc:
+            return fail(self, str(exc))
         frames_dir = option(self, settings, "frames_dir") or str(Path(bpy.path.abspath(context.scene.render.filepath)).parent)
         try:
             frames = image_bridge.image_files_in(frames_dir)

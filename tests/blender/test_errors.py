@@ -82,6 +82,15 @@ def test_an_exemplar_that_is_not_there_is_reported_by_generate_and_train_alike(a
         assert _reported_error(operator) == f"Error: Choose an image {purpose}\n"
 
 
+def test_a_style_that_is_not_there_is_reported_by_both_stylize_operators(addon, tmp_path):
+    for operator in (bpy.ops.neural.stylize_image, bpy.ops.neural.stylize_animation):
+        for method in ("PAINTING", "ADAIN"):
+            text = _reported_error(lambda: operator(method=method, style_image=""))
+            assert text == "Error: Choose the painting (a Blender image) to take the style from\n", text
+        text = _reported_error(lambda: operator(method="MODEL", model=str(tmp_path / "gone.safetensors")))
+        assert text == "Error: No style model: pick a bundled style or train one\n", text
+
+
 def test_stylize_without_a_render_is_reported(tiny_models):
     render = bpy.data.images.get("Render Result")
     if render is not None:
