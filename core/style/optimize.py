@@ -31,7 +31,11 @@ from .inputs import ImageLike, check_strength, finish, prepare, unchanged
 from .losses import (StyleTarget, apply_color_preservation, content_loss, match_color_histogram,
                      normalize_preserve_color, total_variation)
 
-DEFAULT_STYLE_WEIGHT = 50.0
+# Measured at 512 px on a photo and a held-out render with 4 paintings (2-core CPU, issue #9): 50 cut the
+# style distance 97-98% but repainted the frame (relu4_2 content distance 1.1 on the photo, 2.4 on the
+# render, target <= 1.0); 3 keeps the content under 1.0 with the painting's strokes still plainly visible.
+DEFAULT_STYLE_WEIGHT = 3.0
+DEFAULT_STEPS = 40  # L-BFGS steps at the coarsest scale; finer scales get a third of them (at least 10)
 TV_WEIGHT = 1.0
 DEFAULT_START_SIDE = 256
 DEFAULT_MAX_SIDE = 1024  # working size cap; larger frames are refined up to it, then resized back
@@ -55,7 +59,7 @@ def scale_sides(full_side: int, start_side: int = DEFAULT_START_SIDE) -> list[in
     return sides + [full_side]
 
 
-def stylize_optimize(content: ImageLike, style: ImageLike, *, steps: int = 50, refine_steps: int | None = None,
+def stylize_optimize(content: ImageLike, style: ImageLike, *, steps: int = DEFAULT_STEPS, refine_steps: int | None = None,
                      content_weight: float = 1.0, style_weight: float = DEFAULT_STYLE_WEIGHT,
                      strength: float = 1.0, preserve_color: bool | str = False, style_loss: str = "gram",
                      max_side: int | None = DEFAULT_MAX_SIDE, start_side: int = DEFAULT_START_SIDE,
