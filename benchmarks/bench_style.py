@@ -33,7 +33,7 @@ from core.common.images import from_tensor, load_rgb, resize_rgb, to_tensor
 from core.common.procedural import make_exemplar
 from core.common.quality import content_distance, style_distance
 from core.style import StyleModel, StyleTransferConfig, flicker, stylize_optimize, stylize_sequence, train_style_model
-from core.style.optimize import fit_max_side
+from core.style.optimize import DEFAULT_STEPS, default_refine_steps, fit_max_side
 from core.style.data import render_like_scene
 
 from .report import BenchContext, time_call
@@ -107,7 +107,7 @@ def run(ctx: BenchContext) -> None:
     # ------------------------------------------------------------ optimisation speed
     side = 96 if ctx.quick else (1920 if cuda else 512)
     content = _frame(side, side * 9 // 16 if cuda else side)
-    steps = (3, 2) if ctx.quick else (50, 16)
+    steps = (3, 2) if ctx.quick else (DEFAULT_STEPS, default_refine_steps(DEFAULT_STEPS))  # what users get
     seconds = time_call(lambda: stylize_optimize(content, style, steps=steps[0], refine_steps=steps[1],
                                                  max_side=side, device=ctx.device), ctx.device, repeats=1, warmup=0)
     xs = to_tensor(content).to(ctx.device)
@@ -185,7 +185,7 @@ def _quality_on_real_inputs(ctx: BenchContext) -> None:
                          "previous random-feature model")
     _adain_quality(ctx, inputs, works)
     painting = works["starry_night"] if "starry_night" in works else next(iter(works.values()))
-    steps = (3, 2) if ctx.quick else (50, 16)
+    steps = (3, 2) if ctx.quick else (DEFAULT_STEPS, default_refine_steps(DEFAULT_STEPS))
     for kind, frame in inputs.items():
         out = stylize_optimize(frame, painting, steps=steps[0], refine_steps=steps[1], device=ctx.device)
         _quality_row(ctx, "optimisation", f"starry_night on the {kind}", painting, frame, out)

@@ -133,7 +133,7 @@ class NeuralStyleSettings(bpy.types.PropertyGroup):
         default="DISPLAY")
     method: EnumProperty(name="Style Source", description="Where the style comes from",
                          items=STYLE_METHODS, default="MODEL")
-    optimize_steps: IntProperty(name="Steps", default=50, min=1, max=5000,
+    optimize_steps: IntProperty(name="Steps", default=40, min=1, max=5000,
                                 description="Optimisation steps at the coarsest scale (Any Painting, Best); finer "
                                             "scales take a third of them each")
     auto_stylize: BoolProperty(name="Stylize After Render", default=False,

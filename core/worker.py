@@ -607,7 +607,7 @@ def job_texture_vae_blend(ctx: JobContext) -> dict:
     return {"image": _write_image_result(ctx, rgb)}
 
 
-OPTIMISATION = {"steps": Param("int", 1, 100_000, default=50), "refine_steps": Param("int", 1, 100_000),
+OPTIMISATION = {"steps": Param("int", 1, 100_000, default=40), "refine_steps": Param("int", 1, 100_000),
                 "content_weight": Param("float", 0.0, 1e6), "style_weight": Param("float", 0.0, 1e12),
                 "style_loss": Param("choice", choices=("gram", "sliced_wasserstein")),
                 "max_side": Param("int", 32, 8192), "start_side": Param("int", 32, 8192),
@@ -624,7 +624,7 @@ def job_style_stylize_optimize(ctx: JobContext) -> dict:
     content = _load(ctx.param("content", required=True))
     style = _load(ctx.param("style", required=True))
     kwargs = {k: ctx.params[k] for k in (*_OPTIMISATION_KEYS, "preserve_color") if ctx.params.get(k) is not None}
-    result = stylize_optimize(content, style, steps=int(ctx.param("steps", 50)),
+    result = stylize_optimize(content, style, steps=int(ctx.param("steps", 40)),
                               strength=float(ctx.param("strength", 1.0)), seed=int(ctx.param("seed", 0)),
                               device=None if ctx.device == "auto" else ctx.device,
                               progress=ctx.progress, cancel=ctx.cancel, **kwargs)
@@ -689,7 +689,7 @@ def job_style_stylize_sequence(ctx: JobContext) -> dict:
     else:  # optimisation per frame, warm-started from the previous result warped by the motion
         from .style.optimize import OptimizationStylizer
         options = {k: ctx.params[k] for k in _OPTIMISATION_KEYS if ctx.params.get(k) is not None}
-        model = OptimizationStylizer(_load(ctx.param("style", required=True)), steps=int(ctx.param("steps", 50)),
+        model = OptimizationStylizer(_load(ctx.param("style", required=True)), steps=int(ctx.param("steps", 40)),
                                      seed=int(ctx.param("seed", 0)), cancel=ctx.cancel,
                                      device=None if ctx.device == "auto" else ctx.device, **options)
     frames = [str(p) for p in ctx.param("frames", required=True)]

@@ -50,7 +50,7 @@ def _chosen_style(op, settings) -> tuple[str, str, str]:
 
 
 def stylize_render_or_image(scene, source: str, image: str, model: str, strength: float, render_colors: str,
-                            wait: bool, label_prefix: str = "Stylize", painting: str = "", steps: int = 50,
+                            wait: bool, label_prefix: str = "Stylize", painting: str = "", steps: int = 40,
                             max_side: int = 1024, method: str = "PAINTING"):
     """Submit a stylize job; the result is always a new image (the original is never touched).
 
@@ -135,7 +135,7 @@ class NEURAL_OT_stylize_image(bpy.types.Operator):
                                        ("LINEAR", "Scene Linear", "Scene-linear values, highlights above 1.0 kept")])
     method: METHOD_PROPERTY
     style_image: PAINTING_PROPERTY
-    steps: IntProperty(name="Steps", default=50, min=1, max=5000,
+    steps: IntProperty(name="Steps", default=40, min=1, max=5000,
                        description="Optimisation steps at the coarsest scale (Any Painting, Best)")
     max_side: IntProperty(name="Max Side", default=1024, min=32, max=4096,
                           description="Optimisation works at most at this size (the result is scaled back)")

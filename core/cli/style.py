@@ -20,7 +20,7 @@ def register(families) -> None:
     apply.add_argument("--out", required=True, help="output image file, or output folder for an animation")
     apply.add_argument("--strength", type=float, default=1.0, help="0 = unchanged input, 1 = fully stylized")
     apply.add_argument("--tile", type=int, default=None, help="process in tiles of this many pixels")
-    apply.add_argument("--steps", type=int, default=50,
+    apply.add_argument("--steps", type=int, default=40,
                        help="optimisation: L-BFGS steps at the coarsest scale (style image only)")
     apply.add_argument("--refine-steps", type=int, default=None,
                        help="optimisation: steps at each finer scale (default: a third of --steps)")

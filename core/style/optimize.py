@@ -31,7 +31,12 @@ from .inputs import ImageLike, check_strength, finish, prepare, unchanged
 from .losses import (StyleTarget, apply_color_preservation, content_loss, match_color_histogram,
                      normalize_preserve_color, total_variation)
 
-DEFAULT_STYLE_WEIGHT = 50.0
+# Measured at 512 px on a photo and a held-out render with 4 paintings (2-core CPU, issue #9): 50 cut the
+# style distance 97-98% but repainted the frame (relu4_2 content distance 1.1 on the photo, 2.4 on the
+# render, target <= 1.0); 3 keeps it at 0.18-0.83 with the painting's strokes still plainly visible
+# (style distance cut 79-93%, 88% on average).
+DEFAULT_STYLE_WEIGHT = 3.0
+DEFAULT_STEPS = 40  # L-BFGS steps at the coarsest scale (default_refine_steps at each finer one)
 TV_WEIGHT = 1.0
 DEFAULT_START_SIDE = 256
 DEFAULT_MAX_SIDE = 1024  # working size cap; larger frames are refined up to it, then resized back
@@ -45,6 +50,11 @@ def fit_max_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
     return np.clip(resize_rgb(rgb, max(8, round(w * scale)), max(8, round(h * scale))), 0.0, 1.0)
 
 
+def default_refine_steps(steps: int) -> int:
+    """Steps at each finer scale: a third of the coarse ones (a finer step costs 4-5x more), at least 10."""
+    return max(10, steps // 3)
+
+
 def scale_sides(full_side: int, start_side: int = DEFAULT_START_SIDE) -> list[int]:
     """Longer sides of the coarse-to-fine pyramid: start, 2x start, ..., ending exactly at ``full_side``."""
     if full_side <= start_side * 1.25:
@@ -55,7 +65,7 @@ def scale_sides(full_side: int, start_side: int = DEFAULT_START_SIDE) -> list[in
     return sides + [full_side]
 
 
-def stylize_optimize(content: ImageLike, style: ImageLike, *, steps: int = 50, refine_steps: int | None = None,
+def stylize_optimize(content: ImageLike, style: ImageLike, *, steps: int = DEFAULT_STEPS, refine_steps: int | None = None,
                      content_weight: float = 1.0, style_weight: float = DEFAULT_STYLE_WEIGHT,
                      strength: float = 1.0, preserve_color: bool | str = False, style_loss: str = "gram",
                      max_side: int | None = DEFAULT_MAX_SIDE, start_side: int = DEFAULT_START_SIDE,
@@ -87,7 +97,7 @@ def stylize_optimize(content: ImageLike, style: ImageLike, *, steps: int = 50, r
         raise ValueError("start_side must be between 16 and 8192 pixels")
     if not 0.1 <= style_scale <= 4.0:
         raise ValueError("style_scale must be between 0.1 and 4")
-    refine_steps = max(10, steps // 3) if refine_steps is None else int(refine_steps)
+    refine_steps = default_refine_steps(steps) if refine_steps is None else int(refine_steps)
     if refine_steps < 1:
         raise ValueError("refine_steps must be at least 1")
     mode = normalize_preserve_color(preserve_color)
