@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from ..common.device import pick_device
 from ..common.images import MIN_SIDE, ImageError, image_from_array, load_rgb, to_tensor
 from ..common.jobs import CancelToken, ProgressCallback, check_cancel, report
+from . import nearest_patches
 
 ExemplarLike = Union[str, Path, np.ndarray]
 
@@ -53,6 +54,15 @@ STEP_GAIN = 2.0
 # ...but the summed moves of k random directions in d-D patch space act like (k/d) x a projection:
 # keep (gain * k/d) at most this, or grey exemplars (d = 49 < k) overshoot and diverge.
 MAX_RELAXATION = 1.2
+# Fine scales are copied from real exemplar patches (nearest_patches.py), octave by octave, from at most
+# this many octaves below full size; the layout below them comes from the sliced steps.
+COPY_OCTAVES = 3
+COPY_MIN_EXEMPLAR_SIDE = 48  # the exemplar's shorter side at the first copying octave
+# EM rounds per copying octave, finest last, and PatchMatch iterations per round.
+COPY_ROUNDS = (6, 4, 3, 2)
+COPY_SEARCH = 3
+# Above this many output pixels an octave only carries the copy map up (no search): memory and time stay flat.
+COPY_MAX_PIXELS = 2048 * 2048
 
 
 @dataclass
@@ -61,7 +71,8 @@ class ScaleRecord:
 
     width: int
     height: int
-    steps: int
+    steps: int  # sliced steps (layout) or copy rounds (detail)
+    stage: str = "layout"  # "layout": sliced patch-distribution steps; "detail": copied exemplar patches
     distance_before: float | None = None
     distance_after: float | None = None
 
@@ -94,10 +105,18 @@ def _check_inputs(exemplars: Sequence[np.ndarray], width: int, height: int, patc
                              f"{2 * patch} px per side")
 
 
-def _level_sizes(exemplars: Sequence[np.ndarray], width: int, height: int, patch: int,
-                 levels: int | None) -> list[float]:
-    """Scale factors of the pyramid, coarsest first (the last is 1.0)."""
+def _copy_octaves(exemplars: Sequence[np.ndarray], width: int, height: int, patch: int) -> int:
+    """How many octaves below full size the copying starts (0: only at full size)."""
     smallest = min(min(ex.shape[:2]) for ex in exemplars)
+    octaves = 0
+    while (octaves < COPY_OCTAVES and smallest / 2 ** (octaves + 1) >= COPY_MIN_EXEMPLAR_SIDE
+           and min(width, height) / 2 ** (octaves + 1) >= 2 * patch):
+        octaves += 1
+    return octaves
+
+
+def _level_sizes(smallest: int, patch: int, levels: int | None) -> list[float]:
+    """Scale factors of the sliced-steps pyramid, coarsest first (the last is 1.0)."""
     if levels is None:
         coarse = max(COARSEST_SIDE, 2 * patch)
         levels = 1 + max(0, int(math.floor(math.log(coarse / smallest) / math.log(PYRAMID_FACTOR))))
@@ -389,11 +408,19 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
         raise ValueError(f"projections must be at least 1, got {projections}")
     dev = pick_device(device)
     gen = torch.Generator().manual_seed(int(seed))
-    factors = _level_sizes(exemplar_list, width, height, patch_size, scales)
+    # Layout by sliced steps up to the first copying octave, then octave by octave copied detail.
+    octaves = _copy_octaves(exemplar_list, width, height, patch_size)
+    layout_factor = 0.5 ** octaves
+    smallest = min(min(e.shape[:2]) for e in exemplar_list)
+    factors = [f * layout_factor for f in _level_sizes(round(smallest * layout_factor), patch_size, scales)]
     levels = len(factors)
     sizes = [(max(patch_size, round(height * f)), max(patch_size, round(width * f))) for f in factors]
     step_counts = [_steps_for(i, levels, steps, h * w) for i, (h, w) in enumerate(sizes)]
-    total_steps = sum(step_counts)
+    copy_sizes = [(max(patch_size, round(height * 0.5 ** k)), max(patch_size, round(width * 0.5 ** k)))
+                  for k in range(octaves, -1, -1)]
+    copy_rounds = [0 if h * w > COPY_MAX_PIXELS else COPY_ROUNDS[len(COPY_ROUNDS) - 1 - k]
+                   for k, (h, w) in zip(range(octaves, -1, -1), copy_sizes)]
+    total_steps = sum(step_counts) + sum(max(1, n) for n in copy_rounds)
     exemplar_tensors = [to_tensor(e).to(dev) for e in exemplar_list]
     # Grey exemplars (a photo's luminance) are synthesized in one channel: a third of the work,
     # and no colour can creep in.
@@ -404,10 +431,14 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
     dim = c * patch_size * patch_size
     records: list[ScaleRecord] = []
     done = 0
+
+    def exemplar_pyramid(factor: float) -> list[torch.Tensor]:
+        return [_resize(e, max(patch_size, round(e.shape[-2] * factor)), max(patch_size, round(e.shape[-1] * factor)),
+                        periodic=False) for e in exemplar_tensors]
+
     x = None
     for level, (factor, (h, w), n_steps) in enumerate(zip(factors, sizes, step_counts)):
-        pyramid = [_resize(e, max(patch_size, round(e.shape[-2] * factor)), max(patch_size, round(e.shape[-1] * factor)),
-                           periodic=False) for e in exemplar_tensors]
+        pyramid = exemplar_pyramid(factor)
         ex_patches = _sample_exemplar_patches(pyramid, patch_size, gen, MAX_EXEMPLAR_PATCHES)
         if x is None:
             x = _block_start(pyramid, h, w, patch_size, gen, tileable)
@@ -423,7 +454,7 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
             x, moved = _match_step(x, ex_patches, directions, patch_size, tileable, chunk)
             done += 1
             last = step == n_steps - 1
-            report(progress, done, total_steps, f"scale {level + 1}/{levels} ({w}x{h}) step {step + 1}/{n_steps}",
+            report(progress, done, total_steps, f"layout {level + 1}/{levels} ({w}x{h}) step {step + 1}/{n_steps}",
                    losses={"patch_swd": moved},
                    preview=_preview(x) if last else None)
         x = _match_colours(x, torch.cat([p.flatten(2)[0] for p in pyramid], dim=1))
@@ -431,7 +462,40 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
             record.distance_after = patch_distance(x, ex_patches, patch_size, tileable, seed=seed + level)
         records.append(record)
         del ex_patches, pyramid
-    x = _resize(x, height, width, periodic=tileable)  # exact size when the last level was clamped
+
+    # Detail: copied from real exemplar patches, octave by octave (sharp where the sliced steps average).
+    image = x[0]
+    field, atlas = None, None
+    for i, (k, (h, w), rounds) in enumerate(zip(range(octaves, -1, -1), copy_sizes, copy_rounds)):
+        check_cancel(cancel)
+        pyramid = exemplar_pyramid(0.5 ** k)
+        previous, atlas = atlas, nearest_patches.PatchAtlas([e[0] for e in pyramid], patch_size)
+        record = ScaleRecord(width=w, height=h, steps=rounds, stage="detail")
+        ex_patches = _sample_exemplar_patches(pyramid, patch_size, gen, MAX_EXEMPLAR_PATCHES) if track_distance else None
+        start = _resize(image[None], h, w, periodic=tileable)[0]
+        if track_distance:
+            record.distance_before = patch_distance(start[None], ex_patches, patch_size, tileable, seed=seed + levels + i)
+        if field is not None:
+            field = nearest_patches.upsample_field(*field, h, w, previous, atlas)
+            start = nearest_patches.vote_average(atlas, *field, torch.zeros(h, w, device=dev), tileable)
+        final = k == 0
+
+        def tick(current: torch.Tensor, label=f"detail {i + 1}/{octaves + 1} ({w}x{h})") -> None:
+            nonlocal done
+            check_cancel(cancel)
+            done += 1
+            report(progress, done, total_steps, label, preview=_preview(current[None]) if done == total_steps else None)
+
+        if rounds == 0:  # too large to search: carry the copy map up as it is
+            image = start if not final else nearest_patches.copy_field(atlas, *field)
+            tick(image)
+        else:
+            image, field = nearest_patches.refine_level(start, atlas, field, rounds, COPY_SEARCH, gen, tileable,
+                                                        final, on_iteration=tick)
+        if track_distance:
+            record.distance_after = patch_distance(image[None], ex_patches, patch_size, tileable, seed=seed + levels + i)
+        records.append(record)
+    x = _resize(image[None], height, width, periodic=tileable)  # exact size when a level was clamped
     image = _preview(x)
     return SynthesisResult(np.ascontiguousarray(image, dtype=np.float32), records)
 
