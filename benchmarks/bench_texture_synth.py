@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from core.common.images import load_rgb, save_image
-from core.common.quality import copy_check, seam_score, vgg_texture_distance
+from core.common.quality import copy_check, seam_rank, seam_score, vgg_texture_distance
 from core.texture_synth import synthesize
 
 from .report import BenchContext
@@ -90,12 +90,25 @@ def run(ctx: BenchContext) -> None:
         copied_crop = copy_check(exemplar[y: y + crop, x: x + crop], [exemplar]).copied_fraction
         ctx.add(family=FAMILY, name=f"copied-patch fraction ({name})", value=copied, unit="fraction",
                 baseline_name="random crop of exemplar", baseline_value=copied_crop,
-                note="near 0 = new texture, not a copy")
+                note="16 px patches: the detail stage copies real patches, so many are found verbatim")
+        # Is the output a verbatim crop? 64 px pieces: a crop is copied everywhere, a new arrangement is not.
+        big = min(64, crop // 2)
+        ctx.add(family=FAMILY, name=f"copied {big}px-piece fraction ({name})",
+                value=copy_check(image, [exemplar], patch=big).copied_fraction, unit="fraction",
+                baseline_name="random crop of exemplar",
+                baseline_value=copy_check(exemplar[y: y + crop, x: x + crop], [exemplar], patch=big).copied_fraction,
+                note="near 0: no output is a verbatim crop")
 
         # ---- seams: the 512 px output plus a few smaller seeds (one border is one sample)
         seams = [seam_score(image)] + [seam_score(synthesize(exemplar, seam_side, seam_side, seed=s, tileable=True,
                                                              steps=steps, device=ctx.device).image)
                                        for s in seam_seeds]
+        ranks = [seam_rank(image)] + [seam_rank(synthesize(exemplar, seam_side, seam_side, seed=s, tileable=True,
+                                                           steps=steps, device=ctx.device).image) for s in seam_seeds]
+        ctx.add(family=FAMILY, name=f"seam rank among all boundaries, tileable output ({name})",
+                value=float(np.mean(ranks)), unit="rank", baseline_name="exemplar's own wrap border",
+                baseline_value=seam_rank(exemplar), target="< 0.9 (1.0 = the strongest boundary: a seam)",
+                note=f"mean over {len(ranks)} outputs; ~0.5 = the border is like any other boundary")
         ctx.add(family=FAMILY, name=f"seam score, tileable output ({name})", value=float(np.mean(seams)),
                 unit="ratio", baseline_name="exemplar's own wrap border", baseline_value=seam_score(exemplar),
                 target="<= 1.02 (mean)", note=f"mean over {len(seams)} outputs; 1.0 = seamless")

@@ -64,6 +64,17 @@ def seam_score(rgb: np.ndarray, period: int = 1) -> float:
     return max(seam_scores(rgb, period))
 
 
+def seam_rank(rgb: np.ndarray) -> float:
+    """Where the wrap border ranks among all column and row boundaries by mean |difference| (0..1, mean of
+    the two axes). A seamless tile's border is one boundary like any other (about 0.5 on average over
+    outputs); a visible seam is the strongest boundary (1.0). Unlike the ratio of ``seam_scores`` it is not
+    thrown by textures whose strong edges are sparse (a mortar line on the border of one brick output)."""
+    g = np.asarray(rgb, dtype=np.float64)[..., :3].mean(axis=2)
+    cols = np.abs(np.diff(np.concatenate([g, g[:, :1]], axis=1), axis=1)).mean(axis=0)
+    rows = np.abs(np.diff(np.concatenate([g, g[:1]], axis=0), axis=0)).mean(axis=1)
+    return float(((cols[:-1] < cols[-1]).mean() + (rows[:-1] < rows[-1]).mean()) / 2)
+
+
 # --------------------------------------------------------------------------- statistics
 
 class RandomFeatureNet(nn.Module):

@@ -12,7 +12,7 @@ import pytest
 from core.common.images import ImageError, load_rgb, save_image
 from core.common.jobs import CancelToken, JobCancelled
 from core.common.procedural import make_exemplar
-from core.common.quality import seam_scores
+from core.common.quality import seam_rank, seam_scores
 from core.texture_synth import synthesize
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +32,15 @@ def test_tileable_output_wraps_seamlessly_and_plain_output_does_not(bricks):
     # The wrap border of tileable output looks like any other column boundary.
     assert np.mean(tiled) < 1.25, tiled
     assert np.mean(plain) > np.mean(tiled) + 1.0, (plain, tiled)
+
+
+def test_seam_rank_tells_a_seamless_border_from_a_seam():
+    """On a real photo with sparse strong edges (bricks), the wrap border of tileable output ranks among the
+    other boundaries, while the photo's own wrap border (a real seam) is the strongest one."""
+    photo = load_rgb(ROOT / "models" / "exemplars" / "photo_brick.png")[:160, :160]
+    ranks = [seam_rank(synthesize(photo, 96, 96, seed=seed, tileable=True).image) for seed in range(4)]
+    assert np.mean(ranks) < 0.85, ranks
+    assert seam_rank(photo) > 0.97
 
 
 def test_same_seed_same_texture_other_seed_other_texture(bricks):
