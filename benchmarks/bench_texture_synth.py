@@ -100,11 +100,10 @@ def run(ctx: BenchContext) -> None:
                 note="near 0: no output is a verbatim crop")
 
         # ---- seams: the 512 px output plus a few smaller seeds (one border is one sample)
-        seams = [seam_score(image)] + [seam_score(synthesize(exemplar, seam_side, seam_side, seed=s, tileable=True,
-                                                             steps=steps, device=ctx.device).image)
-                                       for s in seam_seeds]
-        ranks = [seam_rank(image)] + [seam_rank(synthesize(exemplar, seam_side, seam_side, seed=s, tileable=True,
-                                                           steps=steps, device=ctx.device).image) for s in seam_seeds]
+        tiles = [image] + [synthesize(exemplar, seam_side, seam_side, seed=s, tileable=True, steps=steps,
+                                      device=ctx.device).image for s in seam_seeds]
+        seams = [seam_score(t) for t in tiles]
+        ranks = [seam_rank(t) for t in tiles]
         ctx.add(family=FAMILY, name=f"seam rank among all boundaries, tileable output ({name})",
                 value=float(np.mean(ranks)), unit="rank", baseline_name="exemplar's own wrap border",
                 baseline_value=seam_rank(exemplar), target="< 0.9 (1.0 = the strongest boundary: a seam)",

@@ -471,7 +471,9 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
         pyramid = exemplar_pyramid(0.5 ** k)
         previous, atlas = atlas, nearest_patches.PatchAtlas([e[0] for e in pyramid], patch_size)
         record = ScaleRecord(width=w, height=h, steps=rounds, stage="detail")
-        ex_patches = _sample_exemplar_patches(pyramid, patch_size, gen, MAX_EXEMPLAR_PATCHES) if track_distance else None
+        # Measuring draws from its own generator: tracking the distance never changes the texture.
+        ex_patches = (_sample_exemplar_patches(pyramid, patch_size, torch.Generator().manual_seed(int(seed) + i),
+                                               MAX_EXEMPLAR_PATCHES) if track_distance else None)
         start = _resize(image[None], h, w, periodic=tileable)[0]
         if track_distance:
             record.distance_before = patch_distance(start[None], ex_patches, patch_size, tileable, seed=seed + levels + i)

@@ -177,3 +177,10 @@ def test_grey_photographs_stay_grey_and_keep_their_tones():
     image = synthesize(grey, 64, 64, seed=0, steps=8).image
     assert np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2])
     assert abs(image.mean() - grey.mean()) < 0.03 and abs(image.std() - grey.std()) < 0.3 * grey.std()
+
+
+def test_tracking_the_distance_does_not_change_the_texture():
+    photo = load_rgb(ROOT / "models" / "exemplars" / "photo_gravel.png")[:160, :160]  # enough patches to sample
+    plain = synthesize(photo, 48, 48, seed=5, **FAST).image
+    tracked = synthesize(photo, 48, 48, seed=5, track_distance=True, **FAST).image
+    assert np.array_equal(plain, tracked)
