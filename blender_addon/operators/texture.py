@@ -17,6 +17,11 @@ from .common import (WAIT_PROPERTY, fail, file_output, finish, image_or_file, op
                      workdir_inputs)
 
 SIZE_PROPERTIES = dict(min=16, max=1 << 16, soft_max=MAX_SIZE, subtype="PIXEL")
+# The size, seed and tiling options of both new-texture operators (Generate, Generate from Image).
+WIDTH_PROPERTY = IntProperty(name="Width", default=1024, description="Width of the new texture", **SIZE_PROPERTIES)
+HEIGHT_PROPERTY = IntProperty(name="Height", default=1024, description="Height of the new texture", **SIZE_PROPERTIES)
+SEED_PROPERTY = IntProperty(name="Seed", default=0, min=0, description="Same seed, same texture")
+TILEABLE_PROPERTY = BoolProperty(name="Tileable", default=True, description="Seamless when repeated")
 
 
 def check_size(width: int, height: int) -> str:
@@ -124,10 +129,10 @@ class NEURAL_OT_generate_texture(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     model: StringProperty(name="Model File", description="Texture model (.safetensors); empty: the panel's choice")
-    width: IntProperty(name="Width", default=1024, description="Width of the new texture", **SIZE_PROPERTIES)
-    height: IntProperty(name="Height", default=1024, description="Height of the new texture", **SIZE_PROPERTIES)
-    seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same texture")
-    tileable: BoolProperty(name="Tileable", default=True, description="Seamless when repeated")
+    width: WIDTH_PROPERTY
+    height: HEIGHT_PROPERTY
+    seed: SEED_PROPERTY
+    tileable: TILEABLE_PROPERTY
     variation: FloatProperty(name="Variation", default=0.0, min=0.0, max=1.0,
                              description="How far the texture wanders from the exemplar's look")
 
@@ -162,10 +167,10 @@ class NEURAL_OT_generate_from_image(bpy.types.Operator):
 
     image: StringProperty(name="Image", description="Blender image to start from; empty: the panel's choice")
     filepath: StringProperty(name="File", subtype="FILE_PATH", description="Or an image file to start from")
-    width: IntProperty(name="Width", default=1024, description="Width of the new texture", **SIZE_PROPERTIES)
-    height: IntProperty(name="Height", default=1024, description="Height of the new texture", **SIZE_PROPERTIES)
-    seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same texture")
-    tileable: BoolProperty(name="Tileable", default=True, description="Seamless when repeated")
+    width: WIDTH_PROPERTY
+    height: HEIGHT_PROPERTY
+    seed: SEED_PROPERTY
+    tileable: TILEABLE_PROPERTY
 
     def execute(self, context):
         if not job_queue.core_has_job("texture_synth.synthesize"):
