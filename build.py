@@ -186,6 +186,14 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(model_zoo.manifest_markdown())
         return 0
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.minutes is not None:  # time-budgeted, resumable trainings (tools/zoo/<name>.py)
+        from tools import zoo
+
+        for name in args.only or zoo.names():
+            entry = zoo.recipe(name).train(args.minutes, device=device, profile=args.profile,
+                                           out_dir=Path(args.out_dir) if args.out_dir else zoo.MODELS)
+            print(f"build.py models: {name}: {entry.get('steps', '?')} steps in total", flush=True)
+        return 0
     manifest = model_zoo.train(args.only, device, args.steps_scale)
     print(model_zoo.manifest_markdown())
     print(f"build.py: models written; manifest at {manifest.relative_to(ROOT)}")
@@ -229,6 +237,13 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--only", nargs="*", help="names of the models to retrain (default: all)")
             p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
             p.add_argument("--steps-scale", type=float, default=1.0, help="scale every recipe's steps (quick trials)")
+            p.add_argument("--minutes", type=float, default=None,
+                           help="time-budgeted training (tools/zoo/): train each model for N minutes, continuing "
+                                "from its checkpoint, and stop with a checkpoint the next run continues")
+            p.add_argument("--profile", choices=["cpu", "gpu", "tiny"], default="cpu",
+                           help="with --minutes: recipe sizes (cpu: this project's machines; gpu: larger crops and "
+                                "batches; tiny: seconds-long smoke run)")
+            p.add_argument("--out-dir", default=None, help="with --minutes: where checkpoints go (default models/)")
             p.add_argument("--quality-only", action="store_true",
                            help="only re-measure the quality figures and thumbnails of trained models")
         if name == "fuzz":
