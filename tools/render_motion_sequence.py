@@ -124,6 +124,28 @@ def render(out: Path = OUT, frames: int = 24) -> list[Path]:
     return sorted(out.glob("frame_*.exr"))
 
 
+def cached_sequence(folder: Path = OUT, frames: int = 24) -> list[Path]:
+    """The rendered frames, rendering them once (in a subprocess: bpy stays out of the caller) when missing."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    paths = sorted(Path(folder).glob("frame_*.exr"))
+    if len(paths) == frames:
+        return paths
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--out", str(tmp), "--frames", str(frames)],
+                   check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)  # whole folder at once: a reader never sees half a sequence
+    return sorted(folder.glob("frame_*.exr"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(OUT))
