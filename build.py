@@ -21,6 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 REQUIREMENTS = ROOT / "requirements.txt"
+# The optional render-farm extra (Ray): not needed by the add-on, installed here so the farm tests run
+# a real local cluster on every machine that runs `build.py test`.
+FARM_REQUIREMENTS = ROOT / "requirements-farm.txt"
 STAMP = VENV / ".requirements.sha256"
 
 
@@ -43,7 +46,7 @@ def _find_python311() -> str:
 
 def ensure_venv() -> Path:
     """Create or reuse .venv and install the pinned requirements when they changed."""
-    wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+    wanted = hashlib.sha256(REQUIREMENTS.read_bytes() + FARM_REQUIREMENTS.read_bytes()).hexdigest()
     py = venv_python()
     if py.exists() and STAMP.exists() and STAMP.read_text().strip() == wanted:
         return py
@@ -53,8 +56,8 @@ def ensure_venv() -> Path:
     print("build.py: installing pinned requirements (first run takes a few minutes)", flush=True)
     subprocess.run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--upgrade", "pip"],
                    check=True)
-    subprocess.run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "-r", str(REQUIREMENTS)],
-                   check=True)
+    subprocess.run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "-r", str(REQUIREMENTS),
+                    "-r", str(FARM_REQUIREMENTS)], check=True)
     STAMP.write_text(wanted)
     return py
 
@@ -250,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--examples", type=int, default=2000, help="hypothesis examples per fuzz test")
         if name == "bench":
             p.add_argument("--quick", action="store_true", help="small sizes and steps (a smoke run)")
-            p.add_argument("--only", nargs="*", choices=["texture_gan", "texture_vae", "style", "texture_synth"], help="families to run")
+            p.add_argument("--only", nargs="*", choices=["texture_gan", "texture_vae", "style", "texture_synth", "farm"],
+                           help="families to run (farm: chunk borders and Ray throughput; not in the default set)")
             p.add_argument("--out", default=str(ROOT / "bench_output"), help="report folder")
             p.add_argument("--devices", nargs="*", choices=["cpu", "cuda"], default=None,
                            help="devices to measure on (default: the CPU, and CUDA when present)")
