@@ -63,12 +63,17 @@ def job_style_stylize(ctx: JobContext) -> dict:
      output_dir=Param("output_dir", required=True),
      format=Param("choice", choices=("png", "exr", "jpg", "jpeg", "npy", ".png", ".exr", ".jpg", ".jpeg", ".npy")),
      strength=Param("float", 0.0, 1.0, default=1.0), temporal_weight=Param("float", 0.0, 1.0, default=0.7),
-     use_motion_vectors=Param("bool", default=True), overwrite=Param("bool", default=False))
+     use_motion_vectors=Param("bool", default=True), overwrite=Param("bool", default=False),
+     # render farm: chunks over a Ray cluster ("auto": a running one, else one started here; or its address)
+     ray_address=Param("str"), chunk_size=Param("int", 1, 100_000, default=24), warmup=Param("int", 0, 10_000),
+     overlap=Param("int", 0, 10_000, default=0), ray_workers=Param("int", 1, 100_000))
 def job_style_stylize_sequence(ctx: JobContext) -> dict:
     from ..common.images import save_image
     from . import load_style_model, stylize_sequence
     from .blender_passes import frames_with_flows
     method = ctx.param("method", "model")
+    if ctx.param("ray_address"):
+        return _sequence_on_ray(ctx, method)
     if method == "model":  # a fast per-style model
         model = ctx.model(load_style_model, ctx.param("model", required=True))
     elif method == "adain":  # any painting in one pass; the bundled decoder unless a model is given
@@ -101,6 +106,48 @@ def job_style_stylize_sequence(ctx: JobContext) -> dict:
         save_image(out, with_colorspace_of(frame, None))
         written.append(str(out))
         ctx.progress(Progress(index + 1, len(frames), f"frame {index + 1}/{len(frames)}"))
+    return {"frames": written, "output_dir": str(output_dir), "warnings": warnings}
+
+
+def _sequence_on_ray(ctx: JobContext, method: str) -> dict:
+    """The same animation in chunks on a Ray cluster: progress per finished chunk, cancel stops every worker."""
+    import importlib.util
+
+    from ..farm import RAY_INSTALL_HINT
+    from .chunks import DEFAULT_WARMUP, StyleSpec, output_path
+    if importlib.util.find_spec("ray") is None:
+        raise ParamError(RAY_INSTALL_HINT)
+    if ctx.param("format"):
+        raise ParamError("a farm run names its frames like the inputs; leave 'format' out with 'ray_address'")
+    if method == "model":
+        spec = StyleSpec(str(ctx.param("model", required=True)), "model")
+    elif method == "adain":
+        spec = StyleSpec(str(ctx.param("style", required=True)), "adain", model=ctx.param("model"),
+                         alpha=float(ctx.param("alpha", 1.0)))
+    else:
+        options = {k: ctx.params[k] for k in _OPTIMISATION_KEYS if ctx.params.get(k) is not None}
+        spec = StyleSpec(str(ctx.param("style", required=True)), "optimize",
+                         options={"steps": int(ctx.param("steps", 40)), "seed": int(ctx.param("seed", 0)), **options})
+    frames = [str(p) for p in ctx.param("frames", required=True)]
+    output_dir = Path(ctx.param("output_dir", required=True))
+    inputs = {Path(f).resolve() for f in frames}
+    for frame in frames:
+        target = output_path(output_dir, frame)
+        if target.resolve() in inputs:
+            raise ParamError(f"{target} is one of the input frames; choose another output folder")
+        if target.exists() and not ctx.param("overwrite"):
+            raise ParamError(f"{target} exists; send \"overwrite\": true to replace the frames in {output_dir}")
+    from ..farm.ray_style import stylize_on_ray
+    warnings: list[str] = []
+    warmup = ctx.param("warmup")
+    written = stylize_on_ray(spec, frames, output_dir, chunk_size=int(ctx.param("chunk_size", 24)),
+                             warmup=DEFAULT_WARMUP if warmup is None else int(warmup),
+                             overlap=int(ctx.param("overlap", 0)), address=ctx.param("ray_address"),
+                             workers=ctx.param("ray_workers"), device=None if ctx.device == "auto" else ctx.device,
+                             progress=ctx.progress, cancel=ctx.cancel, log=warnings.append,
+                             strength=float(ctx.param("strength", 1.0)),
+                             temporal_weight=float(ctx.param("temporal_weight", 0.7)),
+                             use_vectors=bool(ctx.param("use_motion_vectors", True)))
     return {"frames": written, "output_dir": str(output_dir), "warnings": warnings}
 
 

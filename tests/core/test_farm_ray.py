@@ -183,3 +183,40 @@ def test_texture_batch_on_ray_matches_here(cluster, tmp_path):
     for a, b in zip(written_here, written_farm):
         assert Path(a).read_bytes() == Path(b).read_bytes(), Path(a).name
     assert pools[0].size == 2  # one worker per CPU slot of the 2-CPU cluster
+
+
+def test_worker_job_runs_the_animation_on_the_cluster(cluster, sequence, reference, tmp_path):
+    """The add-on's job (style.stylize_sequence with ray_address) through the worker protocol: progress, same frames."""
+    import json
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NEURAL_TEXTURES_DEVICE="cpu")
+    proc = subprocess.Popen([sys.executable, "-m", "core.worker", "--workdir", str(tmp_path / "work"), "--threads", "1"],
+                            cwd=str(ROOT), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, bufsize=1)
+    try:
+        events = []
+
+        def next_event() -> dict:
+            line = proc.stdout.readline()
+            assert line, "the worker closed its output"
+            events.append(json.loads(line))  # every stdout line stays JSON while Ray runs inside the worker
+            return events[-1]
+
+        assert next_event()["event"] == "ready"
+        out = tmp_path / "styled"
+        proc.stdin.write(json.dumps({"cmd": "submit", "id": "farm", "kind": "style.stylize_sequence", "params": {
+            "model": str(STYLE), "frames": [str(f) for f in sequence], "output_dir": str(out),
+            "ray_address": ray.get_runtime_context().gcs_address, "chunk_size": 6}}) + "\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 300
+        while not (events and events[-1].get("id") == "farm" and events[-1]["event"] in ("done", "error")):
+            assert time.monotonic() < deadline, "the farm job did not finish within 300 s"
+            next_event()
+        assert events[-1]["event"] == "done", events[-1]
+        steps = [e["step"] for e in events if e.get("event") == "progress" and e.get("id") == "farm"]
+        assert steps and steps[-1] == 24  # frames of finished chunks reach the add-on's job list
+        _same_frames(out, reference, sequence)
+    finally:
+        proc.kill()
+        proc.wait(10)
