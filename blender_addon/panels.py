@@ -190,6 +190,12 @@ def draw_style_animation(layout, context) -> None:
         col.label(text="to OpenEXR MultiLayer frames")
         col.operator("neural.setup_motion_vectors", text="Set Up Motion Vectors", icon="ORIENTATION_VIEW")
     layout.operator("neural.stylize_animation", text="Stylize Frames", icon="SEQUENCE")
+    col = layout.column(align=True)  # render farm: Ray through the same job, Flamenco through its add-on
+    col.prop(settings, "farm_ray_address")
+    col.prop(settings, "farm_chunk_size")
+    from .operators.farm import flamenco_enabled
+    if flamenco_enabled(context):
+        layout.operator("neural.submit_flamenco", text="Submit to Flamenco", icon="NETWORK_DRIVE")
 
 
 def draw_style_train(layout, context) -> None:

@@ -165,6 +165,12 @@ class NEURAL_OT_stylize_image(bpy.types.Operator):
         return finish(self, job)
 
 
+def _farm_params(settings) -> dict:
+    """Chunks over a Ray cluster when the panel names one (the worker says how to install Ray if missing)."""
+    address = settings.farm_ray_address.strip()
+    return {"ray_address": address, "chunk_size": settings.farm_chunk_size} if address else {}
+
+
 class NEURAL_OT_stylize_animation(bpy.types.Operator):
     """Stylize every frame in a folder of rendered frames into an output folder (temporally smoothed)"""
     bl_idname = "neural.stylize_animation"
@@ -221,7 +227,7 @@ class NEURAL_OT_stylize_animation(bpy.types.Operator):
                                 "temporal_weight": option(self, settings, "temporal_weight"),
                                 "use_motion_vectors": bool(option(self, settings, "use_motion_vectors")),
                                 # the output folder holds earlier stylized frames, never the inputs (checked above)
-                                "overwrite": True},
+                                "overwrite": True, **_farm_params(settings)},
                                label=f"Stylize {len(frames)} frames", on_done=on_done, wait=self.wait or None)
         return finish(self, job)
 

@@ -48,6 +48,9 @@ def register(families) -> None:
     farm.add_argument("--chunk-size", type=int, default=None, metavar="N",
                       help=f"frames per chunk (default {DEFAULT_CHUNK_SIZE} with --ray; without --ray the chunks "
                            "run here one after another)")
+    farm.add_argument("--method", choices=("auto", "model", "adain", "optimize"), default="auto",
+                      help="with --frames/--ray: how the style applies (auto: a .safetensors model is a fast model, "
+                           "an image is optimised; adain: any painting in one pass with the bundled decoder)")
     farm.add_argument("--ray", default=None, metavar="auto|ADDRESS",
                       help="distribute the chunks over a Ray cluster: 'auto' joins a running one or starts one "
                            "here; else the cluster's address. Needs: pip install -r requirements-farm.txt")
@@ -175,7 +178,8 @@ def _run_chunked(args: argparse.Namespace, optimisation: dict) -> int:
     options = dict(strength=args.strength, temporal_weight=args.temporal_weight, tile_size=args.tile,
                    use_vectors=not args.no_vectors, flows_dir=args.flows)
     settings = {k: v for k, v in optimisation.items() if k not in ("device", "cancel") and v is not None}
-    spec = StyleSpec.for_path(args.style, options=settings)
+    method = {} if args.method == "auto" else {"method": args.method}
+    spec = StyleSpec.for_path(args.style, options=settings if args.method in ("auto", "optimize") else {}, **method)
     bar = ProgressBar("style")
     if args.ray:
         import importlib.util

@@ -23,6 +23,9 @@ const JOB_TYPE = {
         // What the artist chooses:
         { key: "style", type: "string", subtype: "file_path", required: true,
           description: "A trained style model (.safetensors: fast) or any painting (slow optimisation)" },
+        { key: "method", type: "string", default: "auto",
+          choices: ["auto", "model", "adain", "optimize"],
+          description: "auto: a .safetensors style is a fast model, an image is optimised; adain: any painting in one pass" },
         { key: "input_dir", type: "string", subtype: "dir_path", required: true,
           eval: "str(Path(abspath(C.scene.render.filepath)).parent)",
           description: "Folder of rendered frames (numbered, e.g. frame_0001.exr; OpenEXR MultiLayer with the Vector pass for exact motion)" },
@@ -84,6 +87,7 @@ function chunkArgs(settings, run) {
         "--device", String(settings.device || "auto"),
         "style", "apply",
         "--style", settings.style,
+        "--method", String(settings.method || "auto"),
         "--input", settings.input_dir,
         "--out", settings.output_dir,
         "--frames", `${run[0]}-${run[1]}`,
