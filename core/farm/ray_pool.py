@@ -22,7 +22,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..common.jobs import CancelToken, JobCancelled, Progress, ProgressCallback, report
+from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, report
 from . import require_ray
 
 CORE_DIR = Path(__file__).resolve().parents[1]

@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..common.images import ImageData, image_from_array, load_image, save_image
-from ..common.jobs import CancelToken, Progress, ProgressCallback, check_cancel, report
+from ..common.jobs import CancelToken, ProgressCallback, check_cancel, report
 
 # Smallest warm-up whose chunk borders flicker within 10 % of the frames inside the chunks, on the
 # rendered test sequence (tools/render_motion_sequence.py) with the bundled fast styles at the default
