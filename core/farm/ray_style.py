@@ -9,6 +9,7 @@ shared by every machine of the cluster (as the input frames are).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from pathlib import Path
@@ -18,6 +19,10 @@ from ..common.jobs import CancelToken, ProgressCallback
 from ..style.chunks import (DEFAULT_CHUNK_SIZE, DEFAULT_WARMUP, StyleSpec, numbered_frames, plan_chunks,
                             stylize_chunk)
 from .ray_pool import RayPool, connect
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).resolve())
 
 
 def build_style(spec: StyleSpec, device: str | None = None):
@@ -69,9 +74,18 @@ def stylize_on_ray(style: StyleSpec | Callable[[], Any], files: Sequence[str | o
     written files in frame order. ``pool_ready`` sees the pool once its
     workers exist (tests use it to watch them).
     """
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    # workers run elsewhere (another machine, another working directory): every path absolute
+    files = [Path(f).resolve() for f in files]
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if options.get("flows_dir") is not None:
+        options["flows_dir"] = str(Path(options["flows_dir"]).resolve())
     tasks = chunk_tasks(files, out_dir, frames, chunk_size, warmup, overlap, options)
-    setup = functools.partial(build_style, style, device) if isinstance(style, StyleSpec) else style
+    if isinstance(style, StyleSpec):
+        style = dataclasses.replace(style, style=_absolute(style.style), model=style.model and _absolute(style.model))
+        setup = functools.partial(build_style, style, device)
+    else:
+        setup = style
     started_here = connect(address)
     try:
         with RayPool(setup, run_chunk, workers=workers, log=log) as pool:

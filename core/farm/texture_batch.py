@@ -35,7 +35,10 @@ def texture_batch(out_dir: str | os.PathLike, models: Sequence[str] = (), exempl
                   sizes: Sequence[int] = (512,), seeds: Sequence[int] = (0,), tileable: bool = True,
                   suffix: str = ".png", device: str | None = None) -> list[TextureItem]:
     """Every material (each model, each exemplar) at every size and seed, named ``<material>_<W>x<H>_s<seed>``."""
-    materials = [("generate", (str(m),)) for m in models] + [("synthesize", (str(e),)) for e in exemplars]
+    # absolute paths: a farm worker runs in another working directory, maybe on another machine
+    materials = [("generate", (str(Path(m).resolve()),)) for m in models] + \
+        [("synthesize", (str(Path(e).resolve()),)) for e in exemplars]
+    out_dir = Path(out_dir).resolve()
     if not materials:
         raise ValueError("a texture batch needs at least one model or exemplar")
     stems = [Path(src[0]).stem for _, src in materials]
