@@ -123,3 +123,14 @@ def test_cli_frames_writes_only_its_range(sequence, wave, tmp_path):
     for a, b in zip(_pixels(out, sequence[18:]), _pixels(reference, sequence[18:])):
         np.testing.assert_array_equal(a, b)
     assert StyleSpec.for_path(STYLES[0]).method == "model" and StyleSpec.for_path("x.jpg").method == "optimize"
+
+
+def test_cli_ray_without_ray_says_how_to_install_it(sequence, tmp_path, monkeypatch, capsys):
+    import importlib.util
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real_find_spec(name, *a))
+    code = cli_main(["--device", "cpu", "style", "apply", "--style", str(STYLES[0]), "--input",
+                     str(sequence[0].parent), "--out", str(tmp_path / "out"), "--ray", "auto"])
+    assert code == 2
+    assert "pip install -r requirements-farm.txt" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
