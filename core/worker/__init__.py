@@ -67,9 +67,14 @@ from .protocol import PROTOCOL_VERSION, Channel
 from .registry import JOB_KINDS, JOB_PARAMS, job, load_family_jobs, validate_params
 from .results import load_input, srgb_rgb, with_colorspace_of, write_image_result
 from .training import config_for, train_job, write_thumbnail
-from . import builtin_jobs  # noqa: F401,E402 - registers diagnostics and selftest
+from . import builtin_jobs  # noqa: F401 - registers diagnostics and selftest
 
 # The older single-module names some tests and hosts import.
 _Channel, _ModelCache = Channel, ModelCache
+
+__all__ = ["COMMON_PARAMS", "IMAGE_OUTPUT", "INPUT", "JOB_KINDS", "JOB_PARAMS", "MAX_SEED", "MAX_SIDE",
+           "PROTOCOL_VERSION", "SEED", "SIDE", "TRAINING", "Channel", "JobContext", "ModelCache", "Param", "ParamError",
+           "Worker", "check_output", "config_for", "job", "lane_for", "load_family_jobs", "load_input", "srgb_rgb",
+           "train_job", "validate_params", "with_colorspace_of", "write_image_result", "write_thumbnail"]
 
 load_family_jobs()  # last: the job modules import the names above from this package
