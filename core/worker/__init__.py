@@ -6,7 +6,7 @@ the host's main thread and GPU memory goes away when the process exits.
 
 Requests, one JSON object per line on stdin::
 
-    {"cmd": "submit", "id": "j1", "kind": "texture_gan.generate", "params": {...}}
+    {"cmd": "submit", "id": "j1", "kind": "<family>.generate", "params": {...}}
     {"cmd": "cancel", "id": "j1"}
     {"cmd": "ping"}
     {"cmd": "shutdown"}          # cancel the running job, drop the queue, exit
@@ -38,8 +38,8 @@ unknown ones are refused). Results go into the work folder; an explicit
 ``"overwrite": true``. A new job kind is one function declaring its parameters, in its
 family's ``core/<family>/jobs.py`` (found and imported by ``registry.load_family_jobs``)::
 
-    @job("texture.pbr", image=INPUT, strength=Param("float", 0.0, 1.0, default=0.5), **IMAGE_OUTPUT)
-    def job_texture_pbr(ctx: JobContext) -> dict: ...
+    @job("family.filter", image=INPUT, strength=Param("float", 0.0, 1.0, default=0.5), **IMAGE_OUTPUT)
+    def job_family_filter(ctx: JobContext) -> dict: ...
 
 Images travel as
 files: inputs are paths (PNG/JPEG/EXR/.npy), image results are written as
