@@ -6,7 +6,7 @@ the host's main thread and GPU memory goes away when the process exits.
 
 Requests, one JSON object per line on stdin::
 
-    {"cmd": "submit", "id": "j1", "kind": "texture_gan.generate", "params": {...}}
+    {"cmd": "submit", "id": "j1", "kind": "<family>.generate", "params": {...}}
     {"cmd": "cancel", "id": "j1"}
     {"cmd": "ping"}
     {"cmd": "shutdown"}          # cancel the running job, drop the queue, exit
@@ -38,8 +38,8 @@ unknown ones are refused). Results go into the work folder; an explicit
 ``"overwrite": true``. A new job kind is one function declaring its parameters, in its
 family's ``core/<family>/jobs.py`` (found and imported by ``registry.load_family_jobs``)::
 
-    @job("texture.pbr", image=INPUT, strength=Param("float", 0.0, 1.0, default=0.5), **IMAGE_OUTPUT)
-    def job_texture_pbr(ctx: JobContext) -> dict: ...
+    @job("family.filter", image=INPUT, strength=Param("float", 0.0, 1.0, default=0.5), **IMAGE_OUTPUT)
+    def job_family_filter(ctx: JobContext) -> dict: ...
 
 Images travel as
 files: inputs are paths (PNG/JPEG/EXR/.npy), image results are written as
@@ -67,9 +67,14 @@ from .protocol import PROTOCOL_VERSION, Channel
 from .registry import JOB_KINDS, JOB_PARAMS, job, load_family_jobs, validate_params
 from .results import load_input, srgb_rgb, with_colorspace_of, write_image_result
 from .training import config_for, train_job, write_thumbnail
-from . import builtin_jobs  # noqa: F401,E402 - registers diagnostics and selftest
+from . import builtin_jobs  # noqa: F401 - registers diagnostics and selftest
 
 # The older single-module names some tests and hosts import.
 _Channel, _ModelCache = Channel, ModelCache
+
+__all__ = ["COMMON_PARAMS", "IMAGE_OUTPUT", "INPUT", "JOB_KINDS", "JOB_PARAMS", "MAX_SEED", "MAX_SIDE",
+           "PROTOCOL_VERSION", "SEED", "SIDE", "TRAINING", "Channel", "JobContext", "ModelCache", "Param", "ParamError",
+           "Worker", "check_output", "config_for", "job", "lane_for", "load_family_jobs", "load_input", "srgb_rgb",
+           "train_job", "validate_params", "with_colorspace_of", "write_image_result", "write_thumbnail"]
 
 load_family_jobs()  # last: the job modules import the names above from this package

@@ -16,7 +16,7 @@ from typing import Any
 from ..common.jobs import short_repr
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]{1,2})?")
-MAX_SEED = 2 ** 63 - 1  # torch seeds are 64-bit; the GAN adds a small offset for its variation seed
+MAX_SEED = 2 ** 63 - 1  # torch seeds are 64-bit (a job may add a small offset for a second stream)
 MAX_SIDE = 16384
 MAX_PATH_CHARS = 4096
 

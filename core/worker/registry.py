@@ -53,7 +53,11 @@ def load_family_jobs() -> list[str]:
     The module is executed without running its package's ``__init__`` first when that package is
     not imported yet: a family's ``__init__`` imports PyTorch and its models, which a job module
     only needs when one of its jobs runs (it imports them then, relatively, which imports the
-    package as usual). Relative imports work because the module keeps its full dotted name.
+    package as usual). Relative imports work because the module keeps its full dotted name. One
+    consequence: until the family package itself is imported, ``core.<family>`` is no attribute of
+    ``core``, so import a job module by ``from core.<family>.jobs import ...`` (or
+    ``from core.<family> import jobs``), not ``import core.<family>.jobs`` and attribute access.
+    ``core/common/jobs.py`` (progress and cancel) is found too; it is imported already and declares no job.
     """
     root_package = __name__.rsplit(".", 2)[0]  # "core", or the vendored "bl_ext.<repo>.<addon>.core"
     root = Path(sys.modules[root_package].__file__).parent
@@ -64,7 +68,7 @@ def load_family_jobs() -> list[str]:
         name = f"{package}.{JOBS_MODULE}"
         if package == own or not (path.parent / "__init__.py").is_file():
             continue
-        if name not in sys.modules:  # already imported (core.common.jobs, or a module imported directly)
+        if name not in sys.modules:  # else imported already (core.common.jobs, or a job module imported directly)
             if package in sys.modules:
                 importlib.import_module(name)
             else:
