@@ -268,7 +268,7 @@ def profile_call(call: Callable[[], object], device: torch.device, rows: int = 8
     with profile(activities=activities) as prof:
         call()
         _sync(device)
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"  # torch >= 2.4
     return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=48)
 
 

@@ -39,6 +39,8 @@ def main(device: str, out: Path) -> int:
     import core
 
     for mod in pkgutil.walk_packages(core.__path__, "core."):
+        if mod.name.endswith("__main__"):
+            continue
         try:
             importlib.import_module(mod.name)
         except Exception:  # noqa: BLE001 - every import is tried and every failure listed

@@ -40,7 +40,8 @@ class Part:
 def _start(part: Part, logs: Path) -> subprocess.Popen:
     logs.mkdir(parents=True, exist_ok=True)
     part.log = logs / f"{part.name}.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **part.env)
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)  # keep e.g. carried wheels
+    env = dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1", **part.env)
     with open(part.log, "wb") as log:
         log.write(f"$ {' '.join(part.argv)}\n".encode())
         log.flush()
