@@ -43,6 +43,7 @@ FAKE_ZOO_MODULE = textwrap.dedent('''
             time.sleep(0.01)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(state))
+        (path.parent / "model.train.safetensors").write_text(json.dumps(state))  # its resume state
         return {"name": "rehearsal_fake", "label": "Rehearsal fake", "steps": state["steps"], "minutes": minutes}
 
     def evaluate(model_dir, device="cpu", profile="cpu"):
@@ -119,6 +120,8 @@ def test_unpack_puts_the_kept_models_manifest_entries_and_figures_in_place(rehea
     assert proc.returncode == 0, proc.stderr
     installed = json.loads((root / "models" / "rehearsal_fake" / "model.json").read_text())
     assert installed["steps"] == summary["models"]["rehearsal_fake"]["steps"]
+    # with its resume state, so a CPU session continues the kept model instead of the old CPU state
+    assert json.loads((root / "models" / "rehearsal_fake" / "model.train.safetensors").read_text()) == installed
     manifest = {m["name"]: m for m in json.loads((root / "models" / "manifest.json").read_text())["models"]}
     assert all(m["name"] in manifest for m in before)  # the CPU-trained entries stay
     gpu = manifest["rehearsal_fake"]["gpu_run"]

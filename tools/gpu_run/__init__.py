@@ -5,8 +5,8 @@ In order, within ``--budget`` seconds of wall time (default 500, under the slot'
 1. probe (seconds): the card, the packages, every core module imported, the VGG19 on the device;
 2. the CUDA bench rows (``benchmarks/gpu_rows.py``), alone on the GPU so their timings are clean;
 3. in parallel: the core suite on CUDA, and every time-budgeted training in ``tools/zoo`` (``build.py models
-   --minutes N --profile gpu``) warm-started from the CPU-trained checkpoints in ``models/``, each in a fresh
-   folder, for the time left before the evaluations;
+   --minutes N --profile gpu``), each in a fresh folder, where the module warm-starts from its CPU-trained
+   checkpoint in ``models/``, for the time left before the evaluations;
 4. each new model measured by its module's ``evaluate`` against the CPU-trained one, kept only where it wins.
 
 Every part is its own subprocess with its own limit (``runner.py``); the archive ``$OUT/gpu_run.tar.gz`` (at
@@ -125,7 +125,10 @@ class GpuRun:
             **{f"logs/{p.name}.log": pack.log_tail(p.log) for p in self.parts if p.log},
             **pack.folder_files(self.work / "bench", "bench"), **pack.folder_files(self.work / "probe", "probe")})]
         for name, model in self.models.items():
-            files = pack.folder_files(self.work / "train" / name, f"models/{name}/files", (".train.safetensors",))
+            # A kept model travels with its resume state (one group: both or neither), so the next CPU session
+            # continues the GPU's model instead of overwriting it from the old CPU state; a candidate only to look at.
+            skip = () if model.get("kept") else (".train.safetensors",)
+            files = pack.folder_files(self.work / "train" / name, f"models/{name}/files", skip)
             groups.append(pack.Group(f"models/{name}", 1 if model.get("kept") else 2, files))
         for part in self.parts:
             if part.files is not None:
@@ -217,7 +220,8 @@ class GpuRun:
             out_dir = self.work / "train" / name
             argv = self.py(str(ROOT / "build.py"), "--system", "models", "--only", name, "--minutes", f"{minutes:.2f}",
                            "--device", self.device, "--profile", self.profile_name, "--out-dir", str(out_dir),
-                           "--warm-start", str(self.reference), "--entry-out", str(self.work / "train" / f"{name}.entry.json"))
+                           "--entry-out", str(self.work / "train" / f"{name}.entry.json"))
+            # No --warm-start: with a fresh out_dir each module continues from its own CPU-trained checkpoint.
             parallel.append(Part(f"train_{name}", "train", argv, minutes * 60 + prof["grace_s"],
                                  env={"OMP_NUM_THREADS": threads}))
         if self.profile_name == "tiny" and self.wanted("canary"):

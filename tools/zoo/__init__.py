@@ -14,8 +14,9 @@ batches for a lent GPU (``warm_start`` names the CPU checkpoint to continue from
 tiny data for tests and the GPU rehearsal. The module names are discovered, so adding a model is adding a file.
 
 Files under ``out_dir`` are laid out as under ``models/`` (``out_dir/style/x.safetensors`` is installed as
-``models/style/x.safetensors``), and ``warm_start`` is such a folder too: ``build.py gpu-run`` passes ``models/``
-and trains each model in a fresh ``out_dir`` of its own. A module may also define
+``models/style/x.safetensors``). ``build.py gpu-run`` trains each model with ``profile="gpu"`` in a fresh
+``out_dir`` of its own and passes no ``warm_start``: then the module continues from its own CPU-trained
+checkpoint under ``MODELS`` when there is one (``tiny`` may ignore it). A module may also define
 
     def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict
 
@@ -23,7 +24,8 @@ which measures the checkpoint(s) under ``model_dir`` (laid out as above) on fixe
 quality figures with a headline ``"score"`` (lower is better; same inputs and seeds for any ``model_dir``, so two
 folders compare); ``profile="tiny"`` measures on tiny inputs for the rehearsal. It raises ``FileNotFoundError``
 when ``model_dir`` holds no such model. ``build.py gpu-run`` keeps a GPU-trained model only where its score beats
-the CPU-trained one's (or there is none); a module without ``evaluate`` is trained and reported but never kept.
+the CPU-trained one's (or there is none), and then installs everything its ``out_dir`` holds, resume state
+included (so the next CPU session continues the GPU's model); a module without ``evaluate`` is never kept.
 ``$NEURAL_TEXTURES_ZOO_PATH`` (folders, ``os.pathsep``-separated) adds modules from elsewhere: tests use it.
 """
 
