@@ -62,10 +62,10 @@ def rehearsal(tmp_path_factory):
     env = dict(os.environ, PYTHONPATH=str(ROOT), NEURAL_TEXTURES_ZOO_PATH=str(tmp / "zoo"))
     cmd = [sys.executable, str(ROOT / "build.py"), "--system", "gpu-run", "--rehearse", "--out", str(tmp / "out"),
            "--work", str(tmp / "work")]
-    try:  # the rehearsal's own budget is 150 s; this bound only turns a hang into a clear failure
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    try:  # the rehearsal's own budget is 300 s; this bound only turns a hang into a clear failure
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"gpu-run --rehearse did not finish within 600 s: {str(exc.stdout)[-3000:]}")
+        pytest.fail(f"gpu-run --rehearse did not finish within 900 s: {str(exc.stdout)[-3000:]}")
     archive = tmp / "out" / "gpu_run.tar.gz"
     assert archive.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
     with tarfile.open(archive) as tar:
@@ -100,10 +100,14 @@ def test_rehearsal_runs_every_part_and_the_canaries_end_as_expected(rehearsal):
     assert any(r.get("profile") for r in rows.values())  # a missed target is profiled (tiny CPU rows miss)
     assert summary["suite"]["complete"] and summary["suite"]["counts"].get("passed", 0) >= 3, summary["suite"]
     assert not summary["suite"]["failures"]
-    # Every zoo training ran, the fake one and any real one, and each was evaluated.
-    for name in ["rehearsal_fake", *_zoo_names()]:
-        assert parts[f"train_{name}"]["status"] == "ok", parts[f"train_{name}"]
-        assert parts[f"eval_{name}"]["status"] == "ok", parts[f"eval_{name}"]
+    # Every zoo training ran and was evaluated. The real modules' tiny runs may be cut at their limit on a loaded
+    # machine (that is the limit working, and speed is no test's business), but none may fail: a module that no
+    # longer imports, or whose train() or evaluate() raises, has rotted.
+    assert parts["train_rehearsal_fake"]["status"] == "ok" and parts["eval_rehearsal_fake"]["status"] == "ok"
+    for name in _zoo_names():
+        assert parts[f"train_{name}"]["status"] in ("ok", "killed"), parts[f"train_{name}"]
+        if summary["models"][name]["reason"] != "training left no checkpoint":
+            assert parts[f"eval_{name}"]["status"] in ("ok", "killed"), parts[f"eval_{name}"]
     fake = summary["models"]["rehearsal_fake"]
     assert fake["kept"] and fake["steps"] > 0 and fake["gpu_quality"]["score"] < 1.0, fake
     assert "gpu-run (tiny)" in proc.stdout and "dropped: parts/canary_oversize" in proc.stdout  # the summary

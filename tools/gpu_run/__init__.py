@@ -46,7 +46,9 @@ PROFILES = {
     # rows_s: the bench phase's cap; reserve_s: kept for evaluations and the last pack; grace_s: a training's
     # start and final checkpoint beyond its --minutes.
     "gpu": dict(device="cuda", probe_s=60, rows_s=220, reserve_s=75, grace_s=60, eval_s=60, suite=["tests/core"]),
-    "tiny": dict(device="cpu", probe_s=90, rows_s=120, reserve_s=30, grace_s=60, eval_s=60, minutes=0.05,
+    # tiny: limits far above what an idle machine needs (about a minute in all), so a loaded 2-core CI machine
+    # still finishes; the canaries prove the limits work.
+    "tiny": dict(device="cpu", probe_s=90, rows_s=150, reserve_s=45, grace_s=120, eval_s=60, minutes=0.05,
                  suite=["tests/core/test_device_guard.py", "-k", "strict_devices or on_the_model_device"]),
 }
 
@@ -58,8 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "print the device invocation")
     p.add_argument("--out", default=None, help="where the archive goes (default: $OUT, else bench_output/gpu_run)")
     p.add_argument("--work", default=str(ROOT / "build_cache" / "gpu_run"), help="scratch folder (emptied first)")
-    p.add_argument("--budget", type=float, default=None, help="wall seconds for the whole run (default 500; 150 "
-                   "with --rehearse)")
+    p.add_argument("--budget", type=float, default=None, help="wall seconds for the whole run (default 500; 300 "
+                   "with --rehearse, which takes about a minute on an idle machine)")
     p.add_argument("--parts", default=None, help="comma-separated kinds to run (probe,bench,suite,train,eval; "
                    "rehearsal also canary): e.g. a second call with what the first missed")
     p.add_argument("--rows", default=None, help="comma-separated bench rows (default: all)")
@@ -83,7 +85,7 @@ class GpuRun:
         self.profile_name = "tiny" if args.rehearse else "gpu"
         self.profile = PROFILES[self.profile_name]
         self.device = self.profile["device"]
-        self.budget = args.budget or (150.0 if args.rehearse else 500.0)
+        self.budget = args.budget or (300.0 if args.rehearse else 500.0)
         self.kinds = set(args.parts.split(",")) if args.parts else None
         self.rows = args.rows.split(",") if args.rows else ROWS
         out = args.out or os.environ.get("OUT") or str(ROOT / "bench_output" / "gpu_run")
@@ -227,7 +229,7 @@ class GpuRun:
         if self.profile_name == "tiny" and self.wanted("canary"):
             parallel += self.canaries()
         if parallel:
-            run_parallel(parallel, logs, phase_end if self.profile_name == "gpu" else self.deadline - 10, self.done)
+            run_parallel(parallel, logs, phase_end, self.done)
         if self.wanted("eval"):
             evals = []
             for name, model in self.models.items():
