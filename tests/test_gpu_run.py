@@ -54,11 +54,25 @@ FAKE_ZOO_MODULE = textwrap.dedent('''
 ''')
 
 
+# A module without an evaluate() hook: trained and packed, never kept unless `--unpack --keep` names it.
+NO_HOOK_MODULE = textwrap.dedent('''
+    import json
+    from pathlib import Path
+
+    def train(minutes, device="cpu", profile="cpu", out_dir=None, warm_start=None):
+        path = Path(out_dir) / "rehearsal_nohook" / "model.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"steps": 1}))
+        return {"name": "rehearsal_nohook", "steps": 1}
+''')
+
+
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gpu_run")
     (tmp / "zoo").mkdir()
     (tmp / "zoo" / "rehearsal_fake.py").write_text(FAKE_ZOO_MODULE)
+    (tmp / "zoo" / "rehearsal_nohook.py").write_text(NO_HOOK_MODULE)
     env = dict(os.environ, PYTHONPATH=str(ROOT), NEURAL_TEXTURES_ZOO_PATH=str(tmp / "zoo"))
     cmd = [sys.executable, str(ROOT / "build.py"), "--system", "gpu-run", "--rehearse", "--out", str(tmp / "out"),
            "--work", str(tmp / "work")]
@@ -110,6 +124,8 @@ def test_rehearsal_runs_every_part_and_the_canaries_end_as_expected(rehearsal):
             assert parts[f"eval_{name}"]["status"] in ("ok", "killed"), parts[f"eval_{name}"]
     fake = summary["models"]["rehearsal_fake"]
     assert fake["kept"] and fake["steps"] > 0 and fake["gpu_quality"]["score"] < 1.0, fake
+    nohook = summary["models"]["rehearsal_nohook"]
+    assert not nohook["kept"] and "no evaluate() hook" in nohook["reason"], nohook
     assert "gpu-run (tiny)" in proc.stdout and "dropped: parts/canary_oversize" in proc.stdout  # the summary
 
 
@@ -131,6 +147,15 @@ def test_unpack_puts_the_kept_models_manifest_entries_and_figures_in_place(rehea
     gpu = manifest["rehearsal_fake"]["gpu_run"]
     assert gpu["card"] == summary["machine"]["device_name"] and gpu["steps"] == installed["steps"]
     assert gpu["minutes"] > 0 and gpu["quality"]["score"] < 1.0 and "first one" in gpu["decision"]
+    assert not (root / "models" / "rehearsal_nohook").exists()  # not kept: not installed
+    assert "gpu_run" not in manifest.get("rehearsal_nohook", {})
+    again = subprocess.run([sys.executable, str(ROOT / "build.py"), "--system", "gpu-run", "--unpack", str(archive),
+                            "--keep", "rehearsal_nohook", "--root", str(root)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((root / "models" / "rehearsal_nohook" / "model.json").read_text()) == {"steps": 1}
+    manifest = {m["name"]: m for m in json.loads((root / "models" / "manifest.json").read_text())["models"]}
+    assert manifest["rehearsal_nohook"]["gpu_run"]["decision"].startswith("kept by hand")
     figures = (root / "docs" / "gpu_bench.md").read_text()
     for row in summary["bench"]:
         assert row["name"] in figures

@@ -65,12 +65,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parts", default=None, help="comma-separated kinds to run (probe,bench,suite,train,eval; "
                    "rehearsal also canary): e.g. a second call with what the first missed")
     p.add_argument("--rows", default=None, help="comma-separated bench rows (default: all)")
+    p.add_argument("--keep", nargs="*", default=[], metavar="NAME",
+                   help="with --unpack: install these models too although the run did not keep them (judged by eye)")
     p.add_argument("--root", default=str(ROOT), help=argparse.SUPPRESS)  # unpack target (tests)
 
 
 def main(args: argparse.Namespace) -> int:
     if args.unpack:
-        for line in pack.unpack(Path(args.unpack), Path(args.root)):
+        for line in pack.unpack(Path(args.unpack), Path(args.root), keep=args.keep):
             print(f"gpu-run unpack: {line}")
         return 0
     if args.prepare:
@@ -129,9 +131,13 @@ class GpuRun:
         for name, model in self.models.items():
             # A kept model travels with its resume state (one group: both or neither), so the next CPU session
             # continues the GPU's model instead of overwriting it from the old CPU state; a candidate only to look at.
-            skip = () if model.get("kept") else (".train.safetensors",)
-            files = pack.folder_files(self.work / "train" / name, f"models/{name}/files", skip)
-            groups.append(pack.Group(f"models/{name}", 1 if model.get("kept") else 2, files))
+            folder, prefix = self.work / "train" / name, f"models/{name}/files"
+            if model.get("kept"):
+                groups.append(pack.Group(f"models/{name}", 1, pack.folder_files(folder, prefix)))
+            else:  # to look at (and `--unpack --keep NAME`); its resume state only if room is left at the end
+                groups.append(pack.Group(f"models/{name}", 2, pack.folder_files(folder, prefix, (".train.safetensors",))))
+                state = {k: v for k, v in pack.folder_files(folder, prefix).items() if k.endswith(".train.safetensors")}
+                groups.append(pack.Group(f"models/{name} resume state", 4, state))
         for part in self.parts:
             if part.files is not None:
                 groups.append(pack.Group(f"parts/{part.name}", 3, pack.folder_files(part.files, f"parts/{part.name}")))

@@ -27,7 +27,7 @@ _ESTIMATES: dict[tuple[str, int, int], int] = {}
 @dataclass
 class Group:
     name: str  # e.g. "models/adain", "parts/canary_oversize"
-    rank: int  # 0 summary/logs/bench, 1 kept models, 2 candidates, 3 other parts' files
+    rank: int  # 0 summary/logs/bench, 1 kept models, 2 candidates, 3 other parts' files, 4 candidates' states
     files: dict[str, Path | bytes] = field(default_factory=dict)  # name in the archive -> file or bytes
 
 
@@ -114,9 +114,9 @@ def extract(archive: Path, dest: Path) -> dict:
 
 # --------------------------------------------------------------------------- unpacking into the repository
 
-def unpack(archive: Path, root: Path) -> list[str]:
-    """Put the kept models under ``root/models`` with their manifest entries, and the bench, suite and model
-    figures into ``root/docs/gpu_bench.md`` (+ .json). Returns what was done, one line each."""
+def unpack(archive: Path, root: Path, keep: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Put the kept models (and those named in ``keep``) under ``root/models`` with their manifest entries, and
+    the bench, suite and model figures into ``root/docs/gpu_bench.md`` (+ .json). Returns what was done."""
     from .report import bench_markdown
 
     done = []
@@ -129,6 +129,11 @@ def unpack(archive: Path, root: Path) -> list[str]:
         by_name = {m.get("name"): m for m in manifest["models"]}
         for name, model in sorted(summary.get("models", {}).items()):
             files = src / "models" / name / "files"
+            if name in keep and not model.get("kept"):
+                model = dict(model, kept=True, reason=f"kept by hand (--keep); the run said: {model.get('reason', '')}")
+                if not any(files.rglob("*.train.safetensors")):
+                    done.append(f"{name}: WARNING its resume state is not in the archive: a CPU run resuming from "
+                                "the old state in models/ would overwrite this model")
             if not model.get("kept"):
                 done.append(f"{name}: not kept ({model.get('reason', '')})")
                 continue
