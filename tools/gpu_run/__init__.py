@@ -105,9 +105,6 @@ class GpuRun:
     def wanted(self, kind: str) -> bool:
         return self.kinds is None or kind in self.kinds
 
-    def left(self) -> float:
-        return self.deadline - time.monotonic()
-
     # ---------------------------------------------------------------- bookkeeping
     def summary(self) -> dict:
         probe = self.work / "probe" / "probe.json"
@@ -147,6 +144,16 @@ class GpuRun:
     def done(self, part: Part) -> None:
         if part not in self.parts:
             self.parts.append(part)
+        try:
+            self._record(part)
+            self.pack()
+        except Exception:  # noqa: BLE001 - a bookkeeping bug must not stop the parts still to run
+            import traceback
+
+            traceback.print_exc()
+        print(f"gpu-run: {part.name} {part.status} in {part.seconds:.0f} s {part.note}", flush=True)
+
+    def _record(self, part: Part) -> None:
         if part.kind == "train":
             self._trained(part)
         elif part.kind == "eval":
@@ -156,15 +163,14 @@ class GpuRun:
                 self.models[name].update(json.loads(result_path.read_text()))
             else:
                 self.models[name].update(kept=False, reason=f"evaluation {part.status}: {part.note or 'see its log'}")
-        print(f"gpu-run: {part.name} {part.status} in {part.seconds:.0f} s {part.note}", flush=True)
-        self.pack()
 
     def _trained(self, part: Part) -> None:
         name = part.name.removeprefix("train_")
         entries_path = self.work / "train" / f"{name}.entry.json"
         entry = json.loads(entries_path.read_text()).get(name, {}) if entries_path.is_file() else {}
         has_files = any(pack.folder_files(self.work / "train" / name, "x", (".train.safetensors",)))
-        self.models[name] = {"status": part.status, "minutes": entry.get("minutes") or round(part.seconds / 60, 2),
+        # minutes: this run's wall time for it (the entry may count earlier CPU sessions too); steps: the entry's
+        self.models[name] = {"status": part.status, "minutes": round(part.seconds / 60, 2),
                              "steps": entry.get("steps"), "entry": entry, "kept": False,
                              "reason": "not evaluated yet" if has_files else "training left no checkpoint"}
 
