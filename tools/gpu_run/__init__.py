@@ -114,7 +114,7 @@ class GpuRun:
                 "wall_s": round(time.monotonic() - self.start, 1),
                 "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine,
                 "archive": str(self.archive), "parts": [p.record() for p in self.parts],
-                "bench": [r for r in read_jsonl(self.work / "bench" / "rows.jsonl") if r.get("status") != "started"],
+                "bench": bench_rows(read_jsonl(self.work / "bench" / "rows.jsonl")),
                 "suite": report.suite_counts(suite_part.log) if suite_part and suite_part.log else None,
                 "models": self.models}
 
@@ -282,6 +282,17 @@ class GpuRun:
                                                             "(p / 'noise.bin').write_bytes(os.urandom(17 << 20))"),
                  30, files=big, expect="dropped"),
         ]
+
+
+def bench_rows(events: list[dict]) -> list[dict]:
+    """The rows from gpu_rows' event lines, each missed row's profile attached to it."""
+    rows: dict[str, dict] = {}
+    for event in events:
+        if event.get("status") == "profile" and event["row"] in rows:
+            rows[event["row"]]["profile"] = event["profile"]
+        elif event.get("status") not in ("started", "profile"):
+            rows[event["row"]] = event
+    return list(rows.values())
 
 
 # --------------------------------------------------------------------------- before the slot

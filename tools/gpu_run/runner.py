@@ -137,9 +137,10 @@ def run_rows(rows: list[str], limits: dict[str, float], make_part: Callable[[lis
         part = make_part(remaining)
         part.name = f"{part.name}{'' if attempt == 0 else f'_{attempt}'}"
         part.timeout_s = sum(limits[r] for r in remaining) + 30  # + the process's start
+        seen = len(read_jsonl(jsonl))  # the events of earlier attempts (a killed profile's "started") are over
 
         def watch(p: Part) -> str | None:
-            events = read_jsonl(jsonl)
+            events = read_jsonl(jsonl)[seen:]
             if not events or events[-1].get("status") != "started":
                 return None
             row = events[-1]["row"]
@@ -151,7 +152,7 @@ def run_rows(rows: list[str], limits: dict[str, float], make_part: Callable[[lis
         run_parallel([part], logs, deadline, on_done)
         events = read_jsonl(jsonl)
         finished = {e["row"] for e in events if e.get("status") != "started"}
-        if events and events[-1].get("status") == "started" and events[-1]["row"] not in finished:
+        if len(events) > seen and events[-1].get("status") == "started" and events[-1]["row"] not in finished:
             row = events[-1]["row"]  # in flight when the process ended: record it, go on after it
             with jsonl.open("a") as f:
                 f.write(json.dumps({"row": row, "status": "killed" if part.status == "killed" else "failed",
