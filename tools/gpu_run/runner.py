@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[2]
-_RUNNING: dict[int, subprocess.Popen] = {}  # pid -> process, for the SIGTERM handler
+_RUNNING: dict[int, subprocess.Popen] = {}  # pid -> process, for kill_all
+_STOP: list[str] = []  # set by a signal handler; acted on between polls, never in the middle of starting a part
+
+
+def request_stop(reason: str) -> None:
+    """From a signal handler: stop every running part at the next poll, record them, and exit (143)."""
+    _STOP.append(reason)
 
 
 @dataclass
@@ -83,6 +89,8 @@ def run_parallel(parts: list[Part], logs: Path, deadline: float, on_done: Callab
     is first; ``on_done`` runs for each as it ends (the archive is repacked there)."""
     running: dict[str, tuple[Part, subprocess.Popen, float, float]] = {}
     for part in parts:
+        if _STOP:
+            raise SystemExit(143)
         now = time.monotonic()
         if deadline - now < 1.0:
             part.status, part.note = "skipped", "no time left in the run's budget"
@@ -95,7 +103,9 @@ def run_parallel(parts: list[Part], logs: Path, deadline: float, on_done: Callab
             now = time.monotonic()
             reason = None
             if rc is None:
-                if now >= limit:
+                if _STOP:
+                    reason = f"stopped: {_STOP[0]}"
+                elif now >= limit:
                     reason = (f"killed at its limit of {part.timeout_s:.0f} s" if limit < deadline
                               else "killed at the run's deadline")
                 elif part.watch is not None:
@@ -111,6 +121,8 @@ def run_parallel(parts: list[Part], logs: Path, deadline: float, on_done: Callab
             part.rc, part.seconds = rc, time.monotonic() - started
             del running[name]
             on_done(part)
+        if _STOP:
+            raise SystemExit(143)  # every part is recorded and the archive written
         if running:
             time.sleep(poll_s)
 
