@@ -415,6 +415,11 @@ def render(out: Path, count: int, seed: int, start: int = 0, prefix: str = "rend
     return done
 
 
+# Rendered by the seed-1 run, then deleted after looking at the contact sheet.
+REMOVED_NOTE = ("Scenes 46 (an interior lit almost black) and 88 (an empty horizon) were rendered and then "
+                "removed after looking at the contact sheet.")
+
+
 def write_sources(out: Path, seed: int, prefix: str = "render") -> int:
     """Replace the "## Renders" section of out/SOURCES.md with one row per render file found in out."""
     from PIL import Image
@@ -425,7 +430,7 @@ def write_sources(out: Path, seed: int, prefix: str = "render") -> int:
             "`nice -n 10 python tools/render_training_scenes.py --count 104 --seed "
             f"{seed} --out data/content` (CPU, {SAMPLES} samples, OpenImageDenoise, JPEG quality {JPEG_QUALITY}). "
             "Scene i is built from `random.Random(seed * 100003 + i)`. No third-party content: CC0 (public-domain "
-            "dedication by the project).", "",
+            "dedication by the project). " + REMOVED_NOTE, "",
             "| file | generator | scene kind | scene seed | size | licence |", "|---|---|---|---|---|---|"]
     for f in files:
         i = int(f.stem.rsplit("_", 1)[1])
