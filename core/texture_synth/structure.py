@@ -2,9 +2,9 @@
 
 * ``flatten_lighting``: a photograph of a wall is rarely lit evenly (a lamp, the sky, vignetting). Copying
   pieces from its bright and its dark side next to each other gives a patchwork of brightness, and the
-  matching then prefers pieces from one side. A smooth (quadratic) surface fitted to the log-luminance is
-  that lighting: divided out before matching, it leaves the texture itself. A texture without a gradient
-  fits a flat surface and stays as it is.
+  matching then prefers pieces from one side. A plane fitted to the log-luminance is that lighting:
+  divided out before matching, it leaves the texture itself. A texture without a gradient fits a nearly
+  flat plane and stays exactly as it is.
 * ``find_lattice``: regular textures (brick courses, tiles, planks) repeat along one or two vectors. The
   autocorrelation of the (flattened) luminance peaks at those vectors; pieces copied at offsets that differ
   by whole lattice vectors continue each other's courses and mortar lines, so the block start
@@ -25,7 +25,12 @@ import torch.nn.functional as F
 
 # Lighting: the fit runs on a small copy; a quadratic surface has no texture-sized detail to remove.
 LIGHT_FIT_SIDE = 64
-LIGHT_DEGREE = 2
+# A plane: a quadratic also bends to the random shades of a few dozen bricks (measured on evenly lit walls
+# of 32 bricks: quadratic fits spanned up to x1.44 in brightness, planes up to x1.21).
+LIGHT_DEGREE = 1
+# Below this brightness span (max / min of the fitted field) the exemplar counts as evenly lit and is left
+# exactly as it is: a texture's own random large-scale shading spans up to ~x1.2 (above).
+LIGHT_MIN_SPAN = 1.3
 # Lattice: a peak of the normalised autocorrelation counts if at least this strong (1 = exact repeat)...
 PEAK_MIN = 0.3
 # ...and at least this many pixels from the origin, and the lattice repeats at least twice in the exemplar.
@@ -44,7 +49,8 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
 
 
 def lighting_field(rgb: np.ndarray) -> np.ndarray:
-    """The exemplar's smooth lighting (HxW, mean 1 in the log domain): a quadratic fit of log-luminance."""
+    """The exemplar's smooth lighting (HxW, mean 1 in the log domain): a plane fitted to log-luminance;
+    all ones when it spans less than LIGHT_MIN_SPAN (evenly lit)."""
     h, w = rgb.shape[:2]
     small = F.interpolate(torch.from_numpy(np.log(_luminance(rgb) + 0.02))[None, None],
                           size=(min(h, LIGHT_FIT_SIDE), min(w, LIGHT_FIT_SIDE)), mode="area")[0, 0].double()
@@ -58,6 +64,8 @@ def lighting_field(rgb: np.ndarray) -> np.ndarray:
     coef = torch.linalg.lstsq(basis(*small.shape), small.flatten()[:, None]).solution
     coef[0] = 0.0  # the constant term is the texture's brightness, not its lighting
     fit = (basis(h, w) @ coef).view(h, w)
+    if float(fit.max() - fit.min()) < math.log(LIGHT_MIN_SPAN):
+        return np.ones((h, w), dtype=np.float32)
     return torch.exp(fit - fit.mean()).float().numpy()
 
 
@@ -209,10 +217,14 @@ def block_field(regions: list[tuple[int, int, int, int]], lattices: list[Lattice
                for _ in regions]
     ys = torch.arange(height).view(-1, 1)
     xs = torch.arange(width).view(1, -1)
+    # Exemplars take turns in a random order, so each gets its share of blocks (not a lucky draw).
+    order = torch.randperm(len(regions), generator=gen).tolist()
+    count = 0
     for top in range(0, height, block):
         for left in range(0, width, block):
             bh, bw = min(block, height - top), min(block, width - left)
-            k = int(torch.randint(len(regions), (1,), generator=gen))
+            k = order[count % len(order)]
+            count += 1
             ey, ex, eh, ew = regions[k]
             # Source rows of the block: top + oy .. top + oy + bh - 1 must be valid centres of exemplar k.
             lo_y, hi_y = ey + r - top, ey + eh - r - bh - top

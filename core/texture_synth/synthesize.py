@@ -445,6 +445,8 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
                   for k in range(octaves, -1, -1)]
     copy_rounds = [0 if h * w > COPY_MAX_PIXELS else COPY_ROUNDS[len(COPY_ROUNDS) - 1 - k]
                    for k, (h, w) in zip(range(octaves, -1, -1), copy_sizes)]
+    if octaves == 0 and copy_rounds[0]:  # full size is also the first copying octave: it must converge
+        copy_rounds[0] = COPY_ROUNDS[-2]
     total_steps = sum(step_counts) + sum(max(1, n) for n in copy_rounds)
     exemplar_tensors = [to_tensor(e).to(dev) for e in exemplar_list]
     # Grey exemplars (a photo's luminance) are synthesized in one channel: a third of the work,
@@ -521,7 +523,8 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
             tick(image)
         else:
             image, field = nearest_patches.refine_level(start, atlas, field, rounds,
-                                                        COPY_SEARCH_FINAL if final else COPY_SEARCH, gen, tileable,
+                                                        COPY_SEARCH_FINAL if final and octaves else COPY_SEARCH,
+                                                        gen, tileable,
                                                         final, on_iteration=tick)
         if track_distance:
             record.distance_after = patch_distance(image[None], ex_patches, patch_size, tileable, seed=seed + levels + i)

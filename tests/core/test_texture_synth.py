@@ -25,13 +25,22 @@ def bricks() -> np.ndarray:
 
 
 def test_tileable_output_wraps_seamlessly_and_plain_output_does_not(bricks):
-    tiled, plain = [], []
+    tiled, plain, tiled_rank, plain_rank = [], [], [], []
     for seed in range(6):  # one border is one sample: average over seeds
-        tiled.append(np.mean(seam_scores(synthesize(bricks, 48, 48, seed=seed, tileable=True, **FAST).image)))
-        plain.append(np.mean(seam_scores(synthesize(bricks, 48, 48, seed=seed, tileable=False, **FAST).image)))
-    # The wrap border of tileable output looks like any other column boundary.
+        t = synthesize(bricks, 48, 48, seed=seed, tileable=True, **FAST).image
+        p = synthesize(bricks, 48, 48, seed=seed, tileable=False, **FAST).image
+        tiled.append(np.mean(seam_scores(t)))
+        plain.append(np.mean(seam_scores(p)))
+        tiled_rank.append(seam_rank(t))
+        plain_rank.append(seam_rank(p))
+    # The wrap border of tileable output looks like any other column boundary (measured over seeds 0-9:
+    # mean ratio 0.71, single borders 0.29-1.91: sparse mortar lines make one border a noisy sample).
     assert np.mean(tiled) < 1.25, tiled
-    assert np.mean(plain) > np.mean(tiled) + 1.0, (plain, tiled)
+    # Plain output's wrap border is a seam: it ranks among the strongest boundaries. The ratio alone no
+    # longer tells them apart well (plain output of a lattice-regular wall nearly continues across its
+    # own border); the rank does: seeds 0-9, tileable 0.27-0.64 (mean 0.43), plain 0.73-0.89 (mean 0.78).
+    assert np.mean(plain) > np.mean(tiled) + 0.4, (plain, tiled)
+    assert np.mean(tiled_rank) < 0.6 and np.mean(plain_rank) > np.mean(tiled_rank) + 0.2, (tiled_rank, plain_rank)
 
 
 def test_seam_rank_tells_a_seamless_border_from_a_seam():
@@ -66,7 +75,7 @@ def test_larger_than_the_exemplar_keeps_its_colours(bricks):
 
 
 def test_patch_distance_drops_at_every_scale(bricks):
-    result = synthesize(bricks, 48, 48, seed=3, steps=6, projections=32, track_distance=True)
+    result = synthesize(bricks, 48, 48, seed=3, steps=6, projections=32, track_distance=True, layout="sliced")
     assert len(result.scales) >= 2
     assert [s.width for s in result.scales] == sorted(s.width for s in result.scales)
     assert result.scales[-1].width == 48
@@ -77,6 +86,17 @@ def test_patch_distance_drops_at_every_scale(bricks):
         assert record.distance_after < 0.8 * record.distance_before, result.scales
     for record in detail:  # copying real patches never takes the patch statistics away from the exemplar's
         assert record.distance_after < 1.2 * record.distance_before, result.scales
+
+
+def test_block_layout_copies_without_drifting_from_the_exemplar(bricks):
+    """The default (block) layout starts the copying from exemplar blocks: no sliced steps, and no copying
+    octave takes the patch statistics away from the exemplar's."""
+    for size in (48, 160):
+        result = synthesize(bricks, size, size, seed=3, track_distance=True)
+        assert result.scales and all(r.stage == "detail" for r in result.scales)
+        assert result.scales[-1].width == size
+        for record in result.scales:
+            assert record.distance_after < 1.2 * record.distance_before, result.scales
 
 
 @pytest.mark.parametrize("photo", ["photo_gravel", "photo_grass"])
