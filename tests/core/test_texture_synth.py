@@ -159,12 +159,13 @@ def test_bad_inputs_give_clear_errors(bricks, tmp_path):
         synthesize(bricks, 32, 32, steps=[1, 2, 3, 4, 5, 6, 7, 8, 9])
 
 
-def test_cli_synthesizes_a_tileable_png(bricks, tmp_path):
+@pytest.mark.parametrize("layout", ["blocks", "sliced"])
+def test_cli_synthesizes_a_tileable_png(bricks, tmp_path, layout):
     exemplar = save_image(tmp_path / "bricks.png", bricks)
     out = tmp_path / "out.png"
     proc = subprocess.run([sys.executable, "-m", "core", "--device", "cpu", "texture", "synthesize", "--exemplar",
                            str(exemplar), "--width", "40", "--height", "24", "--seed", "3", "--steps", "3",
-                           "--tileable", "--out", str(out)],
+                           "--layout", layout, "--tileable", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-2000:]
