@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "synth_measure_sheet.jpg")
     args = parser.parse_args()
     photos = sorted((ROOT / "data" / "texture_photos").glob(f"{args.set}_*.jpg"))
-    sheet(photos, args.side, args.seed).save(args.out, quality=85)
+    sheet(photos, args.side, args.seed).save(args.out, quality=80)
     print(f"wrote {args.out}")
 
 
