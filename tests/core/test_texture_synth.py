@@ -24,23 +24,23 @@ def bricks() -> np.ndarray:
     return np.clip(make_exemplar("bricks", 64, seed=0), 0, 1)
 
 
-def test_tileable_output_wraps_seamlessly_and_plain_output_does_not(bricks):
+def test_tileable_output_wraps_seamlessly_and_plain_output_does_not():
+    """On irregular stones (a brick wall's sparse mortar lines make one border a bimodal sample: a 48 px
+    tileable wall whose wrap falls on a mortar edge scores 3.3 while tiling without any visible seam)."""
+    stones = np.clip(make_exemplar("stones", 64, seed=0), 0, 1)
     tiled, plain, tiled_rank, plain_rank = [], [], [], []
     for seed in range(6):  # one border is one sample: average over seeds
-        t = synthesize(bricks, 48, 48, seed=seed, tileable=True, **FAST).image
-        p = synthesize(bricks, 48, 48, seed=seed, tileable=False, **FAST).image
+        t = synthesize(stones, 48, 48, seed=seed, tileable=True, **FAST).image
+        p = synthesize(stones, 48, 48, seed=seed, tileable=False, **FAST).image
         tiled.append(np.mean(seam_scores(t)))
         plain.append(np.mean(seam_scores(p)))
         tiled_rank.append(seam_rank(t))
         plain_rank.append(seam_rank(p))
-    # The wrap border of tileable output looks like any other column boundary (measured over seeds 0-9:
-    # mean ratio 0.71, single borders 0.29-1.91: sparse mortar lines make one border a noisy sample).
+    # Measured over seeds 0-9: ratio tileable 0.62-1.27 (mean 0.93), plain 1.52-2.44 (mean 1.97);
+    # rank tileable 0.19-0.65 (mean 0.44), plain 0.83-0.99 (mean 0.95).
     assert np.mean(tiled) < 1.25, tiled
-    # Plain output's wrap border is a seam: it ranks among the strongest boundaries. The ratio alone no
-    # longer tells them apart well (plain output of a lattice-regular wall nearly continues across its
-    # own border); the rank does: seeds 0-9, tileable 0.27-0.64 (mean 0.43), plain 0.73-0.89 (mean 0.78).
-    assert np.mean(plain) > np.mean(tiled) + 0.4, (plain, tiled)
-    assert np.mean(tiled_rank) < 0.6 and np.mean(plain_rank) > np.mean(tiled_rank) + 0.2, (tiled_rank, plain_rank)
+    assert np.mean(plain) > np.mean(tiled) + 0.6, (plain, tiled)
+    assert np.mean(tiled_rank) < 0.65 and np.mean(plain_rank) > np.mean(tiled_rank) + 0.3, (tiled_rank, plain_rank)
 
 
 def test_seam_rank_tells_a_seamless_border_from_a_seam():
