@@ -1,14 +1,17 @@
 """Instant texture synthesis benchmark on real photographs (no training).
 
-For each exemplar (brick = regular, gravel = cellular, grass = irregular; the
-CC0 photographs bundled in models/exemplars/), every row next to a baseline
-measured in the same run:
+For each exemplar (brick = regular, gravel = cellular, grass = irregular: the
+CC0 photographs bundled in models/exemplars/; then every photograph of
+data/texture_photos/, whose ``measure_`` set was never looked at while tuning),
+every row next to a baseline measured in the same run:
 
 * time for a tileable 512x512 texture: wall seconds vs the process's CPU seconds
   for the same call (on a shared machine the wall time includes waiting);
 * VGG19 sliced-Wasserstein distance to the exemplar (``vgg_texture_distance``)
-  of 256 px crops of the output vs 256 px random crops of the exemplar itself;
-  the ratio is what the issue's targets are stated in (<= 1.3);
+  of crops of the output vs random crops of the exemplar itself, both of the
+  same size (256 px, or 2/3 of a smaller exemplar's side, so that the exemplar's
+  own crops are not the whole exemplar); the ratio is what the issue's targets
+  are stated in (<= 1.3);
 * copied-patch fraction (``copy_check``) vs a random crop of the exemplar;
 * seam score of tileable output (mean over several seeds: one border is one
   sample) vs the exemplar's own wrap-around border.
@@ -32,6 +35,28 @@ from .report import BenchContext
 FAMILY = "texture_synth"
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = (("photo_brick", "regular"), ("photo_gravel", "cellular"), ("photo_grass", "irregular"))
+TEXTURE_PHOTOS = ROOT / "data" / "texture_photos"
+
+
+def photographs(quick: bool) -> list[tuple[str, str, Path]]:
+    """(name, kind, path): the bundled exemplars, then the texture photographs (tune and measure sets)."""
+    bundled = [(name, kind, ROOT / "models" / "exemplars" / f"{name}.png") for name, kind in PHOTOS]
+    photos = [(p.stem, p.stem.split("_", 1)[0], p) for p in sorted(TEXTURE_PHOTOS.glob("*.jpg"))]
+    # Quick runs (the bench's own test) never touch the measuring set.
+    return bundled + ([p for p in photos if p[1] == "tune"][:1] if quick else photos)
+
+
+def crop_side(exemplar: np.ndarray, side: int) -> int:
+    """Crops for the distance: half the output, at most 2/3 of the exemplar's shorter side."""
+    return min(side // 2, min(exemplar.shape[:2]) * 2 // 3)
+
+
+def sw_ratio_parts(image: np.ndarray, exemplar: np.ndarray, crop: int, n_crops: int,
+                   rng: np.random.Generator) -> tuple[float, float]:
+    """(mean VGG19 SW distance of the output's crops, of the exemplar's own crops), both to the exemplar."""
+    out_dist = [vgg_texture_distance(c, exemplar, seed=i) for i, c in enumerate(_crops(image, crop, n_crops, rng))]
+    own_dist = [vgg_texture_distance(c, exemplar, seed=i) for i, c in enumerate(_crops(exemplar, crop, n_crops, rng))]
+    return float(np.mean(out_dist)), float(np.mean(own_dist))
 
 
 def _cpu_seconds() -> float:
@@ -51,15 +76,15 @@ def _crops(rgb: np.ndarray, size: int, count: int, rng: np.random.Generator) -> 
 def run(ctx: BenchContext) -> None:
     cuda = ctx.device.type == "cuda"
     side = 128 if ctx.quick else 512
-    crop = side // 2
-    n_crops = 2 if ctx.quick else 3
+    n_crops = 2 if ctx.quick else 4
     seam_seeds = range(1 if ctx.quick else 3)
     seam_side = 64 if ctx.quick else 192
     steps = 4 if ctx.quick else None
-    for name, kind in PHOTOS:
-        exemplar = load_rgb(ROOT / "models" / "exemplars" / f"{name}.png")
+    for name, kind, path in photographs(ctx.quick):
+        exemplar = load_rgb(path)
         if ctx.quick:
             exemplar = exemplar[:side, :side]
+        crop = crop_side(exemplar, side)
         rng = np.random.default_rng(0)
 
         # ---- time for one tileable texture of the exemplar's size
@@ -71,17 +96,16 @@ def run(ctx: BenchContext) -> None:
             torch.cuda.synchronize()
         wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
         save_image(Path(ctx.work_dir) / f"{name}_synth.png", image)  # to look at
-        target = ("<= 3 s on H100" if cuda else "<= 60 s on a 2-core CPU") if side == 512 else ""
+        target = ("<= 3 s on H100" if cuda else "<= 10 s on a 2-core CPU") if side == 512 else ""
         ctx.add(family=FAMILY, name=f"synthesize {side}x{side} tileable ({name}, {kind})", value=wall, unit="s",
                 baseline_name="CPU seconds of the same call", baseline_value=cpu, target=target,
                 note=f"torch threads {torch.get_num_threads()}; wall > CPU/threads means the machine was shared")
 
         # ---- distance to the exemplar, as a ratio to the exemplar's own crops
-        out_dist = [vgg_texture_distance(c, exemplar, seed=i) for i, c in enumerate(_crops(image, crop, n_crops, rng))]
-        own_dist = [vgg_texture_distance(c, exemplar, seed=i) for i, c in enumerate(_crops(exemplar, crop, n_crops, rng))]
+        out_dist, own_dist = sw_ratio_parts(image, exemplar, crop, n_crops, rng)
         ctx.add(family=FAMILY, name=f"VGG19 SW distance to exemplar, {crop}px crops ({name})",
-                value=float(np.mean(out_dist)), unit="swd", baseline_name="random crops of the exemplar",
-                baseline_value=float(np.mean(own_dist)), target="ratio <= 1.3",
+                value=out_dist, unit="swd", baseline_name="random crops of the exemplar",
+                baseline_value=own_dist, target="ratio <= 1.3",
                 note=f"mean of {n_crops} crops each; lower is closer")
 
         # ---- copies

@@ -50,8 +50,13 @@ def register(subparsers) -> None:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--out", required=True, metavar="OUT.png", help=".png, .jpg, .exr or .npy")
     synth.add_argument("--tileable", action="store_true", help="seamless on both axes")
-    synth.add_argument("--steps", type=int, default=None, help="matching steps per scale (default 20; fewer is faster)")
-    synth.add_argument("--scales", type=int, default=None, help="pyramid levels (default: down to ~32 px)")
+    synth.add_argument("--layout", choices=("blocks", "sliced"), default="blocks",
+                       help="coarse layout: lattice-snapped exemplar blocks (default; keeps courses straight and "
+                            "cells whole) or sliced-Wasserstein steps")
+    synth.add_argument("--steps", type=int, default=None,
+                       help="sliced layout only: matching steps per scale (default 16; fewer is faster)")
+    synth.add_argument("--scales", type=int, default=None,
+                       help="sliced layout only: pyramid levels (default: down to ~32 px)")
     synth.add_argument("--bit-depth", type=int, choices=(8, 16), default=8, help="PNG bit depth")
     synth.set_defaults(func=_synthesize)
 
@@ -138,7 +143,7 @@ def _synthesize(args) -> int:
     from ..texture_synth import synthesize
 
     result = synthesize(args.exemplar, args.width, args.height, seed=args.seed, tileable=args.tileable,
-                        steps=args.steps, scales=args.scales, device=getattr(args, "device", None),
+                        steps=args.steps, scales=args.scales, layout=args.layout, device=getattr(args, "device", None),
                         progress=ProgressBar("synthesize"), cancel=getattr(args, "cancel", None))
     out = save_image(Path(args.out), result.image, bit_depth=args.bit_depth)
     print(f"saved {out} ({args.width}x{args.height}{', tileable' if args.tileable else ''})")

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..common.device import pick_device
 from ..common.images import MIN_SIDE, ImageError, image_from_array, load_rgb, to_tensor
 from ..common.jobs import CancelToken, ProgressCallback, check_cancel, report
-from . import nearest_patches
+from . import nearest_patches, structure
 
 ExemplarLike = Union[str, Path, np.ndarray]
 
@@ -59,8 +59,16 @@ MAX_RELAXATION = 1.2
 COPY_OCTAVES = 3
 COPY_MIN_EXEMPLAR_SIDE = 48  # the exemplar's shorter side at the first copying octave
 # EM rounds per copying octave, finest last, and PatchMatch iterations per round.
-COPY_ROUNDS = (6, 4, 3, 2)
+COPY_ROUNDS = (6, 4, 3, 1)
+# PatchMatch iterations per round: the full-size octave starts from a field upsampled from a converged one
+# and only refines it (its pixels are 3/4 of all the work), so one iteration does there.
 COPY_SEARCH = 3
+COPY_SEARCH_FINAL = 1
+# The layout: "blocks" (lattice-snapped exemplar blocks, then copying) or "sliced" (sliced-Wasserstein steps).
+LAYOUTS = ("blocks", "sliced")
+DEFAULT_LAYOUT = "blocks"
+# Side of the start's blocks as a share of the smallest exemplar's side (at the first copying octave).
+BLOCK_SHARE = 1 / 3
 # Above this many output pixels an octave only carries the copy map up (no search): memory and time stay flat.
 COPY_MAX_PIXELS = 2048 * 2048
 
@@ -388,7 +396,8 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
                tileable: bool = True, steps: int | Sequence[int] | None = None, scales: int | None = None,
                patch_size: int = DEFAULT_PATCH, projections: int = DEFAULT_PROJECTIONS,
                device: str | torch.device | None = None, progress: ProgressCallback | None = None,
-               cancel: CancelToken | None = None, track_distance: bool = False) -> SynthesisResult:
+               cancel: CancelToken | None = None, track_distance: bool = False,
+               layout: str = DEFAULT_LAYOUT) -> SynthesisResult:
     """Synthesize a ``width`` x ``height`` texture like the exemplar(s); no training.
 
     ``exemplars``: one or more image paths or float HxWx3 sRGB arrays in [0, 1];
@@ -397,6 +406,11 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
     pyramid levels (default: down to ~32 px of the smallest exemplar).
     ``track_distance`` records each scale's patch distance before and after its
     steps (costs two extra projections per scale). Same seed, same result.
+    ``layout``: how the coarse layout is made before the copying octaves. "blocks" (default): the
+    exemplars' smooth lighting is divided out, then the output is tiled by exemplar blocks whose offsets
+    snap to the exemplar's lattice when it repeats (``structure.py``), so courses stay straight and cells
+    whole; the lighting is put back on plain (non-tileable) output. "sliced": sliced-Wasserstein steps
+    from a noisy block start (GPDM-like; ``steps``, ``scales`` and ``projections`` apply to it only).
     """
     if isinstance(exemplars, (str, Path, np.ndarray)):
         exemplars = [exemplars]
@@ -406,6 +420,15 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
     _check_inputs(exemplar_list, width, height, patch_size)
     if projections < 1:
         raise ValueError(f"projections must be at least 1, got {projections}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    light = None
+    lattices: list[structure.Lattice | None] = []
+    if layout == "blocks":
+        flattened = [structure.flatten_lighting(e) for e in exemplar_list]
+        exemplar_list = [f for f, _ in flattened]
+        light = flattened[0][1]
+        lattices = [structure.find_lattice(e) for e in exemplar_list]
     dev = pick_device(device)
     gen = torch.Generator().manual_seed(int(seed))
     # Layout by sliced steps up to the first copying octave, then octave by octave copied detail.
@@ -416,10 +439,14 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
     levels = len(factors)
     sizes = [(max(patch_size, round(height * f)), max(patch_size, round(width * f))) for f in factors]
     step_counts = [_steps_for(i, levels, steps, h * w) for i, (h, w) in enumerate(sizes)]
+    if layout == "blocks":
+        factors, sizes, step_counts, levels = [], [], [], 0
     copy_sizes = [(max(patch_size, round(height * 0.5 ** k)), max(patch_size, round(width * 0.5 ** k)))
                   for k in range(octaves, -1, -1)]
     copy_rounds = [0 if h * w > COPY_MAX_PIXELS else COPY_ROUNDS[len(COPY_ROUNDS) - 1 - k]
                    for k, (h, w) in zip(range(octaves, -1, -1), copy_sizes)]
+    if octaves == 0 and copy_rounds[0]:  # full size is also the first copying octave: it must converge
+        copy_rounds[0] = COPY_ROUNDS[-2]
     total_steps = sum(step_counts) + sum(max(1, n) for n in copy_rounds)
     exemplar_tensors = [to_tensor(e).to(dev) for e in exemplar_list]
     # Grey exemplars (a photo's luminance) are synthesized in one channel: a third of the work,
@@ -464,7 +491,7 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
         del ex_patches, pyramid
 
     # Detail: copied from real exemplar patches, octave by octave (sharp where the sliced steps average).
-    image = x[0]
+    image = None if x is None else x[0]
     field, atlas = None, None
     for i, (k, (h, w), rounds) in enumerate(zip(range(octaves, -1, -1), copy_sizes, copy_rounds)):
         check_cancel(cancel)
@@ -474,12 +501,15 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
         # Measuring draws from its own generator: tracking the distance never changes the texture.
         ex_patches = (_sample_exemplar_patches(pyramid, patch_size, torch.Generator().manual_seed(int(seed) + i),
                                                MAX_EXEMPLAR_PATCHES) if track_distance else None)
-        start = _resize(image[None], h, w, periodic=tileable)[0]
-        if track_distance:
-            record.distance_before = patch_distance(start[None], ex_patches, patch_size, tileable, seed=seed + levels + i)
-        if field is not None:
+        start = None if image is None else _resize(image[None], h, w, periodic=tileable)[0]
+        if field is None and layout == "blocks":
+            field = _block_field(atlas, pyramid, lattices, 0.5 ** k, h, w, patch_size, gen, tileable)
+            start = nearest_patches.vote_average(atlas, *field, torch.zeros(h, w, device=dev), tileable)
+        elif field is not None:
             field = nearest_patches.upsample_field(*field, h, w, previous, atlas)
             start = nearest_patches.vote_average(atlas, *field, torch.zeros(h, w, device=dev), tileable)
+        if track_distance:
+            record.distance_before = patch_distance(start[None], ex_patches, patch_size, tileable, seed=seed + levels + i)
         final = k == 0
 
         def tick(current: torch.Tensor, label=f"detail {i + 1}/{octaves + 1} ({w}x{h})") -> None:
@@ -492,14 +522,33 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
             image = start if not final else nearest_patches.copy_field(atlas, *field)
             tick(image)
         else:
-            image, field = nearest_patches.refine_level(start, atlas, field, rounds, COPY_SEARCH, gen, tileable,
+            image, field = nearest_patches.refine_level(start, atlas, field, rounds,
+                                                        COPY_SEARCH_FINAL if final and octaves else COPY_SEARCH,
+                                                        gen, tileable,
                                                         final, on_iteration=tick)
         if track_distance:
             record.distance_after = patch_distance(image[None], ex_patches, patch_size, tileable, seed=seed + levels + i)
         records.append(record)
     x = _resize(image[None], height, width, periodic=tileable)  # exact size when a level was clamped
     image = _preview(x)
+    if light is not None and not tileable:  # a gradient cannot tile; plain output keeps the photo's lighting
+        image = structure.relight(image, light)
     return SynthesisResult(np.ascontiguousarray(image, dtype=np.float32), records)
+
+
+def _block_field(atlas: nearest_patches.PatchAtlas, pyramid: list[torch.Tensor],
+                 lattices: list[structure.Lattice | None], factor: float, height: int, width: int, patch: int,
+                 gen: torch.Generator, periodic: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first copying octave's start: exemplar blocks, offsets snapped to each exemplar's lattice."""
+    regions, left = [], 0
+    for e in pyramid:
+        regions.append((0, left, e.shape[-2], e.shape[-1]))
+        left += e.shape[-1]
+    smallest = min(min(e.shape[-2:]) for e in pyramid)
+    block = max(2 * patch, round(smallest * BLOCK_SHARE))
+    scaled = [None if lat is None else lat.scaled(factor) for lat in lattices]
+    fy, fx = structure.block_field(regions, scaled, height, width, block, patch, gen, periodic)
+    return fy.to(atlas.image.device), fx.to(atlas.image.device)
 
 
 def _preview(x: torch.Tensor) -> np.ndarray:

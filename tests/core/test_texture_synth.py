@@ -24,14 +24,23 @@ def bricks() -> np.ndarray:
     return np.clip(make_exemplar("bricks", 64, seed=0), 0, 1)
 
 
-def test_tileable_output_wraps_seamlessly_and_plain_output_does_not(bricks):
-    tiled, plain = [], []
+def test_tileable_output_wraps_seamlessly_and_plain_output_does_not():
+    """On irregular stones (a brick wall's sparse mortar lines make one border a bimodal sample: a 48 px
+    tileable wall whose wrap falls on a mortar edge scores 3.3 while tiling without any visible seam)."""
+    stones = np.clip(make_exemplar("stones", 64, seed=0), 0, 1)
+    tiled, plain, tiled_rank, plain_rank = [], [], [], []
     for seed in range(6):  # one border is one sample: average over seeds
-        tiled.append(np.mean(seam_scores(synthesize(bricks, 48, 48, seed=seed, tileable=True, **FAST).image)))
-        plain.append(np.mean(seam_scores(synthesize(bricks, 48, 48, seed=seed, tileable=False, **FAST).image)))
-    # The wrap border of tileable output looks like any other column boundary.
+        t = synthesize(stones, 48, 48, seed=seed, tileable=True, **FAST).image
+        p = synthesize(stones, 48, 48, seed=seed, tileable=False, **FAST).image
+        tiled.append(np.mean(seam_scores(t)))
+        plain.append(np.mean(seam_scores(p)))
+        tiled_rank.append(seam_rank(t))
+        plain_rank.append(seam_rank(p))
+    # Measured over seeds 0-9: ratio tileable 0.62-1.27 (mean 0.93), plain 1.52-2.44 (mean 1.97);
+    # rank tileable 0.19-0.65 (mean 0.44), plain 0.83-0.99 (mean 0.95).
     assert np.mean(tiled) < 1.25, tiled
-    assert np.mean(plain) > np.mean(tiled) + 1.0, (plain, tiled)
+    assert np.mean(plain) > np.mean(tiled) + 0.6, (plain, tiled)
+    assert np.mean(tiled_rank) < 0.65 and np.mean(plain_rank) > np.mean(tiled_rank) + 0.3, (tiled_rank, plain_rank)
 
 
 def test_seam_rank_tells_a_seamless_border_from_a_seam():
@@ -66,7 +75,7 @@ def test_larger_than_the_exemplar_keeps_its_colours(bricks):
 
 
 def test_patch_distance_drops_at_every_scale(bricks):
-    result = synthesize(bricks, 48, 48, seed=3, steps=6, projections=32, track_distance=True)
+    result = synthesize(bricks, 48, 48, seed=3, steps=6, projections=32, track_distance=True, layout="sliced")
     assert len(result.scales) >= 2
     assert [s.width for s in result.scales] == sorted(s.width for s in result.scales)
     assert result.scales[-1].width == 48
@@ -77,6 +86,17 @@ def test_patch_distance_drops_at_every_scale(bricks):
         assert record.distance_after < 0.8 * record.distance_before, result.scales
     for record in detail:  # copying real patches never takes the patch statistics away from the exemplar's
         assert record.distance_after < 1.2 * record.distance_before, result.scales
+
+
+def test_block_layout_copies_without_drifting_from_the_exemplar(bricks):
+    """The default (block) layout starts the copying from exemplar blocks: no sliced steps, and no copying
+    octave takes the patch statistics away from the exemplar's."""
+    for size in (48, 160):
+        result = synthesize(bricks, size, size, seed=3, track_distance=True)
+        assert result.scales and all(r.stage == "detail" for r in result.scales)
+        assert result.scales[-1].width == size
+        for record in result.scales:
+            assert record.distance_after < 1.2 * record.distance_before, result.scales
 
 
 @pytest.mark.parametrize("photo", ["photo_gravel", "photo_grass"])
@@ -139,12 +159,13 @@ def test_bad_inputs_give_clear_errors(bricks, tmp_path):
         synthesize(bricks, 32, 32, steps=[1, 2, 3, 4, 5, 6, 7, 8, 9])
 
 
-def test_cli_synthesizes_a_tileable_png(bricks, tmp_path):
+@pytest.mark.parametrize("layout", ["blocks", "sliced"])
+def test_cli_synthesizes_a_tileable_png(bricks, tmp_path, layout):
     exemplar = save_image(tmp_path / "bricks.png", bricks)
     out = tmp_path / "out.png"
     proc = subprocess.run([sys.executable, "-m", "core", "--device", "cpu", "texture", "synthesize", "--exemplar",
                            str(exemplar), "--width", "40", "--height", "24", "--seed", "3", "--steps", "3",
-                           "--tileable", "--out", str(out)],
+                           "--layout", layout, "--tileable", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-2000:]

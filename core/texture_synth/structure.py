@@ -1,0 +1,266 @@
+"""What a photograph's large-scale structure is, so synthesis can keep it: lighting and lattice.
+
+* ``flatten_lighting``: a photograph of a wall is rarely lit evenly (a lamp, the sky, vignetting). Copying
+  pieces from its bright and its dark side next to each other gives a patchwork of brightness, and the
+  matching then prefers pieces from one side. A plane fitted to the log-luminance is that lighting:
+  divided out before matching, it leaves the texture itself. A texture without a gradient fits a nearly
+  flat plane and stays exactly as it is.
+* ``find_lattice``: regular textures (brick courses, tiles, planks) repeat along one or two vectors. The
+  autocorrelation of the (flattened) luminance peaks at those vectors; pieces copied at offsets that differ
+  by whole lattice vectors continue each other's courses and mortar lines, so the block start
+  (``block_field``) snaps its offsets to the lattice.
+* ``block_field``: the coarse start of the copying stage: the output tiled by exemplar blocks (a
+  nearest-neighbour field that is piecewise a translation), cells whole inside each block; the matching
+  then heals the block borders.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Lighting: the fit runs on a small copy; a quadratic surface has no texture-sized detail to remove.
+LIGHT_FIT_SIDE = 64
+# A plane: a quadratic also bends to the random shades of a few dozen bricks (measured on evenly lit walls
+# of 32 bricks: quadratic fits spanned up to x1.44 in brightness, planes up to x1.21).
+LIGHT_DEGREE = 1
+# Below this brightness span (max / min of the fitted field) the exemplar counts as evenly lit and is left
+# exactly as it is: a texture's own random large-scale shading spans up to ~x1.2 (above).
+LIGHT_MIN_SPAN = 1.3
+# Lattice: a peak of the normalised autocorrelation counts if at least this strong (1 = exact repeat)...
+PEAK_MIN = 0.3
+# ...and at least this many pixels from the origin, and the lattice repeats at least twice in the exemplar.
+PEAK_MIN_RADIUS = 4
+MIN_REPEATS = 2
+# Two lattice vectors are independent when the sine of their angle is at least this.
+MIN_SINE = 0.35
+# A lattice point's autocorrelation falls by at least this share of its height in every direction.
+RIDGE_DROP = 0.15
+
+
+# --------------------------------------------------------------------------- lighting
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    return rgb[..., :3] @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+
+
+def lighting_field(rgb: np.ndarray) -> np.ndarray:
+    """The exemplar's smooth lighting (HxW, mean 1 in the log domain): a plane fitted to log-luminance;
+    all ones when it spans less than LIGHT_MIN_SPAN (evenly lit)."""
+    h, w = rgb.shape[:2]
+    small = F.interpolate(torch.from_numpy(np.log(_luminance(rgb) + 0.02))[None, None],
+                          size=(min(h, LIGHT_FIT_SIDE), min(w, LIGHT_FIT_SIDE)), mode="area")[0, 0].double()
+
+    def basis(rows: int, cols: int) -> torch.Tensor:
+        y, x = torch.meshgrid(torch.linspace(-1, 1, rows, dtype=torch.float64),
+                              torch.linspace(-1, 1, cols, dtype=torch.float64), indexing="ij")
+        terms = [y ** i * x ** j for i in range(LIGHT_DEGREE + 1) for j in range(LIGHT_DEGREE + 1 - i)]
+        return torch.stack([t.flatten() for t in terms], dim=1)
+
+    coef = torch.linalg.lstsq(basis(*small.shape), small.flatten()[:, None]).solution
+    coef[0] = 0.0  # the constant term is the texture's brightness, not its lighting
+    fit = (basis(h, w) @ coef).view(h, w)
+    if float(fit.max() - fit.min()) < math.log(LIGHT_MIN_SPAN):
+        return np.ones((h, w), dtype=np.float32)
+    return torch.exp(fit - fit.mean()).float().numpy()
+
+
+def flatten_lighting(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the exemplar with its smooth lighting divided out, that lighting field)."""
+    light = lighting_field(rgb)
+    return np.clip(rgb / light[..., None], 0.0, 1.0).astype(np.float32), light
+
+
+def relight(rgb: np.ndarray, light: np.ndarray) -> np.ndarray:
+    """Put a lighting field (resized to the output) back onto a synthesized texture."""
+    h, w = rgb.shape[:2]
+    field = F.interpolate(torch.from_numpy(np.ascontiguousarray(light))[None, None], size=(h, w),
+                          mode="bilinear", align_corners=False)[0, 0].numpy()
+    return np.clip(rgb * field[..., None], 0.0, 1.0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- lattice
+
+@dataclass
+class Lattice:
+    """Up to two repeat vectors (dy, dx) in exemplar pixels, with their autocorrelation strength."""
+
+    vectors: list[tuple[float, float]]
+    strengths: list[float]
+
+    def scaled(self, factor: float) -> "Lattice":
+        return Lattice([(dy * factor, dx * factor) for dy, dx in self.vectors], list(self.strengths))
+
+
+def autocorrelation(grey: np.ndarray) -> np.ndarray:
+    """Normalised autocorrelation (1 at the origin, centred), each lag divided by its overlap so that long
+    lags are not penalised for overlapping less."""
+    g = torch.from_numpy(np.asarray(grey, dtype=np.float64))
+    g = g - g.mean()
+    h, w = g.shape
+    pad = (2 * h, 2 * w)
+
+    def corr(a: torch.Tensor) -> torch.Tensor:
+        spec = torch.fft.rfft2(a, s=pad)
+        return torch.fft.irfft2(spec * spec.conj(), s=pad)
+
+    overlap = corr(torch.ones_like(g)).clamp_min(1.0)
+    ac = corr(g) / overlap
+    ac = ac / ac[0, 0].clamp_min(1e-12)
+    return torch.fft.fftshift(ac).numpy()  # origin at (2h // 2, 2w // 2) = (h, w)
+
+
+def _drops(ac: np.ndarray, ys: np.ndarray, xs: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """How far the autocorrelation falls ``step`` pixels away from each peak, along 8 directions
+    (peaks x 8): a peak of a lattice falls in every direction, a ridge (a mortar line shifted along
+    itself) not along the ridge."""
+    h, w = ac.shape
+    angles = np.arange(8) * np.pi / 8
+    out = []
+    for a in angles:
+        oy, ox = np.round(np.sin(a) * step).astype(int), np.round(np.cos(a) * step).astype(int)
+        ahead = ac[np.clip(ys + oy, 0, h - 1), np.clip(xs + ox, 0, w - 1)]
+        behind = ac[np.clip(ys - oy, 0, h - 1), np.clip(xs - ox, 0, w - 1)]
+        out.append(ac[ys, xs] - 0.5 * (ahead + behind))
+    return np.stack(out, axis=1)
+
+
+def find_lattice(rgb: np.ndarray) -> Lattice | None:
+    """The exemplar's repeat vectors, shortest first; None when it does not repeat (stones, bark, grass).
+
+    Candidates are local maxima of the autocorrelation within half the exemplar (every lag seen over half
+    the image or more), at least PEAK_MIN strong. A candidate that falls off in every direction is a lattice
+    point; one that stays high along a line is a ridge (rows that repeat, shifted along themselves freely,
+    as brick courses do along their length at lags other than a whole brick): its foot, the ridge point
+    nearest the origin, is a repeat of the rows only. The first vector is the shortest of the strongest
+    candidates, the second the shortest independent lattice point; a texture that repeats along one axis
+    only (planks) gets one vector.
+    """
+    grey = _luminance(rgb)
+    h, w = grey.shape
+    ac_t = torch.from_numpy(autocorrelation(grey))[None, None]
+    local_max = (ac_t == F.max_pool2d(ac_t, 5, stride=1, padding=2))[0, 0].numpy()
+    ac = ac_t[0, 0].numpy()
+    ys, xs = np.nonzero(local_max & (ac >= PEAK_MIN))
+    dy, dx = ys - h, xs - w
+    radius = np.hypot(dy, dx)
+    keep = ((radius >= PEAK_MIN_RADIUS) & (np.abs(dy) <= h / MIN_REPEATS) & (np.abs(dx) <= w / MIN_REPEATS)
+            & ((dy > 0) | ((dy == 0) & (dx > 0))))  # one of each +-v pair
+    if not keep.any():
+        return None
+    ys, xs, dy, dx, radius = ys[keep], xs[keep], dy[keep], dx[keep], radius[keep]
+    strength = ac[ys, xs]
+    drops = _drops(ac, ys, xs, np.maximum(2.0, radius / 4))
+    sharp = drops.min(axis=1) >= RIDGE_DROP * strength
+    # Ridges: replace the candidate by its foot (projection on the ridge's normal).
+    along = np.argmin(drops, axis=1) * np.pi / 8
+    ny, nx = np.cos(along), -np.sin(along)  # unit normal of the ridge direction (sin a, cos a)
+    foot = dy * ny + dx * nx
+    vy = np.where(sharp, dy, foot * ny).astype(np.float64)
+    vx = np.where(sharp, dx, foot * nx).astype(np.float64)
+    length = np.hypot(vy, vx)
+    valid = length >= PEAK_MIN_RADIUS
+    if not valid.any():
+        return None
+    # The first vector: the shortest among those nearly as strong as the strongest (harmonics of a
+    # period are also peaks, a little weaker; a lone strong long peak beats a faint short one).
+    strong = valid & (strength >= 0.8 * strength[valid].max())
+    first = int(np.argmin(np.where(strong, length, np.inf)))
+    vectors = [(float(vy[first]), float(vx[first]))]
+    strengths = [float(strength[first])]
+    sine = np.abs(vy * vx[first] - vx * vy[first]) / np.maximum(1e-9, length * length[first])
+    independent = valid & sharp & (sine >= MIN_SINE)
+    if independent.any():
+        second = int(np.argmin(np.where(independent, length, np.inf)))
+        vectors.append((float(vy[second]), float(vx[second])))
+        strengths.append(float(strength[second]))
+    return Lattice(vectors, strengths)
+
+
+def snap_offset(offset: tuple[float, float], anchor: tuple[float, float], lattice: Lattice | None
+                ) -> tuple[float, float]:
+    """The offset nearest ``offset`` that differs from ``anchor`` by whole lattice vectors (free along an
+    axis the lattice does not repeat on)."""
+    if lattice is None:
+        return offset
+    a = np.array(lattice.vectors[0])
+    b = (np.array(lattice.vectors[1]) if len(lattice.vectors) > 1
+         else np.array([-a[1], a[0]]) / max(1e-9, float(np.hypot(*a))))  # unit normal: not snapped
+    basis = np.stack([a, b], axis=1)
+    coef = np.linalg.solve(basis, np.asarray(offset, dtype=np.float64) - np.asarray(anchor, dtype=np.float64))
+    coef[0] = round(coef[0])
+    if len(lattice.vectors) > 1:
+        coef[1] = round(coef[1])
+    snapped = np.asarray(anchor, dtype=np.float64) + basis @ coef
+    return float(snapped[0]), float(snapped[1])
+
+
+# --------------------------------------------------------------------------- the block start
+
+def block_field(regions: list[tuple[int, int, int, int]], lattices: list[Lattice | None], height: int,
+                width: int, block: int, patch: int, gen: torch.Generator, periodic: bool
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """An NNF (fy, fx) tiling the output with blocks copied from random places of the exemplars.
+
+    ``regions``: each exemplar's (top, left, height, width) in the atlas; ``lattices``: each exemplar's
+    lattice at this scale. Every block copies one exemplar at one offset; offsets of blocks from the same
+    exemplar differ by whole lattice vectors, so courses run on across block borders.
+    """
+    r = patch // 2
+    fy = torch.empty(height, width, dtype=torch.long)
+    fx = torch.empty(height, width, dtype=torch.long)
+    anchors = [(float(torch.randint(1 << 16, (1,), generator=gen)), float(torch.randint(1 << 16, (1,), generator=gen)))
+               for _ in regions]
+    ys = torch.arange(height).view(-1, 1)
+    xs = torch.arange(width).view(1, -1)
+    # Exemplars take turns in a random order, so each gets its share of blocks (not a lucky draw).
+    order = torch.randperm(len(regions), generator=gen).tolist()
+    count = 0
+    for top in range(0, height, block):
+        for left in range(0, width, block):
+            bh, bw = min(block, height - top), min(block, width - left)
+            k = order[count % len(order)]
+            count += 1
+            ey, ex, eh, ew = regions[k]
+            # Source rows of the block: top + oy .. top + oy + bh - 1 must be valid centres of exemplar k.
+            lo_y, hi_y = ey + r - top, ey + eh - r - bh - top
+            lo_x, hi_x = ex + r - left, ex + ew - r - bw - left
+            oy = lo_y + float(torch.rand(1, generator=gen)) * max(0, hi_y - lo_y)
+            ox = lo_x + float(torch.rand(1, generator=gen)) * max(0, hi_x - lo_x)
+            sy, sx = snap_offset((oy, ox), anchors[k], lattices[k])
+            if lo_y <= sy <= hi_y and lo_x <= sx <= hi_x:
+                oy, ox = sy, sx
+            else:  # the snapped place falls off the exemplar: try the neighbouring lattice cells
+                oy, ox = _snap_inside((oy, ox), anchors[k], lattices[k], (lo_y, hi_y, lo_x, hi_x))
+            block_y, block_x = ys[top: top + bh], xs[:, left: left + bw]
+            fy[top: top + bh, left: left + bw] = (block_y + round(oy)).clamp(ey + r, ey + eh - r - 1)
+            fx[top: top + bh, left: left + bw] = (block_x + round(ox)).clamp(ex + r, ex + ew - r - 1)
+    if periodic:
+        # A random grid phase: the wrap border is then no likelier to be a block border than any other line.
+        shift = (int(torch.randint(height, (1,), generator=gen)), int(torch.randint(width, (1,), generator=gen)))
+        fy, fx = fy.roll(shift, dims=(0, 1)), fx.roll(shift, dims=(0, 1))
+    return fy, fx
+
+
+def _snap_inside(offset: tuple[float, float], anchor: tuple[float, float], lattice: Lattice | None,
+                 bounds: tuple[float, float, float, float]) -> tuple[float, float]:
+    """The lattice-snapped offset nearest ``offset`` inside ``bounds``; ``offset`` itself when none is."""
+    if lattice is None:
+        return offset
+    lo_y, hi_y, lo_x, hi_x = bounds
+    best, best_d = offset, math.inf
+    vecs = lattice.vectors
+    base = snap_offset(offset, anchor, lattice)
+    for i in range(-3, 4):
+        for j in range(-3, 4) if len(vecs) > 1 else (0,):
+            cy = base[0] + i * vecs[0][0] + (j * vecs[1][0] if len(vecs) > 1 else 0.0)
+            cx = base[1] + i * vecs[0][1] + (j * vecs[1][1] if len(vecs) > 1 else 0.0)
+            if lo_y <= cy <= hi_y and lo_x <= cx <= hi_x:
+                d = (cy - offset[0]) ** 2 + (cx - offset[1]) ** 2
+                if d < best_d:
+                    best, best_d = (cy, cx), d
+    return best
