@@ -51,6 +51,7 @@ class ConditionalGANConfig(TextureGANConfig):
     lr_d: float = 2e-4
     patch_loss_weight: float = 1.0  # sliced Wasserstein of raw pixel patches at every stage (cheap, coarse-to-fine)
     stats_loss_weight: float = 1.0  # sliced Wasserstein of VGG19 features of the full-resolution output
+    stats_samples: int = 1  # of the batch, this many get the VGG19 term (it costs ~4x the rest of a step on a CPU)
     adversarial_weight: float = 0.05  # the adversarial term, once ``adversarial_from`` steps are done
     adversarial_from: int = 1500
     exemplar_fraction: float = 0.25  # share of targets that are crops of the exemplar itself (not distilled tiles)
@@ -128,6 +129,8 @@ def build_conditional(cfg: ConditionalGANConfig, seed: int):
         g.embedding.copy_(torch.randn(g.embedding.shape, generator=gen))
         for lin in g.film:  # start as identity modulation; FiLM learns its departures
             lin.weight.mul_(0.1)
+        for head in g.to_rgbs:  # the RGB heads add up over the stages: small, so tanh starts unsaturated
+            head.weight.mul_(0.1)
         if cfg.periodic_dim:
             last = g.wave_mlp[-1]
             last.weight.mul_(0.1)

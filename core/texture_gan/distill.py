@@ -178,7 +178,8 @@ class MaterialTrainer:
         loss_g = cfg.patch_loss_weight * patch
         losses["patch"] = patch.detach()
         if cfg.stats_loss_weight:
-            stats = vgg_sw(self.features, fake, real, self.proj_gen)
+            k = max(1, min(n, cfg.stats_samples))  # labels cycle, so every material gets its share
+            stats = vgg_sw(self.features, fake[:k], real[:k], self.proj_gen)
             loss_g = loss_g + cfg.stats_loss_weight * stats
             losses["stats"] = stats.detach()
         adversarial = self.steps_done >= cfg.adversarial_from and cfg.adversarial_weight > 0

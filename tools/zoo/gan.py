@@ -36,7 +36,7 @@ MATERIALS = (
 def profile_settings(profile: str) -> dict:
     """Recipe sizes per profile: config fields and the distillation's tiles."""
     if profile == "cpu":
-        return {"config": {}, "tiles": 6, "tile_size": 256, "synth_steps": None, "materials": MATERIALS,
+        return {"config": {}, "tiles": 4, "tile_size": 256, "synth_steps": None, "materials": MATERIALS,
                 "exemplar_side": None}
     if profile == "gpu":
         return {"config": {"crop_size": 192, "batch_size": 18}, "tiles": 24, "tile_size": 384, "synth_steps": None,

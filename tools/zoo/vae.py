@@ -1,0 +1,71 @@
+"""The bundled materials VAE, trained as a VAE-GAN (``python build.py models --only vae --minutes N``).
+
+Same materials as the conditional GAN (``tools/zoo/gan.py``). The model goes to
+``models/texture_vae/materials_vaegan.safetensors`` (an ordinary texture VAE file), its training state to
+``models/training/vae.train.safetensors`` (committed, never packaged).
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from pathlib import Path
+
+from . import MODELS, ROOT
+from .gan import MATERIALS, load_materials
+
+PROFILES = ("cpu", "gpu", "tiny")
+NAME = "materials_vaegan"
+SEED = 23
+
+
+def profile_settings(profile: str) -> dict:
+    if profile == "cpu":
+        return {"config": {"base_channels": 24, "crop_size": 64, "batch_size": 6}, "materials": MATERIALS,
+                "exemplar_side": None}
+    if profile == "gpu":
+        return {"config": {"base_channels": 24, "crop_size": 128, "batch_size": 24}, "materials": MATERIALS,
+                "exemplar_side": None}
+    if profile == "tiny":
+        return {"config": {"base_channels": 4, "channel_mult": (1, 2), "latent_channels": 2, "crop_size": 16,
+                           "batch_size": 2, "stats_features": "random", "adversarial_from": 2,
+                           "d_channels": (4, 8)},
+                "materials": MATERIALS[:2], "exemplar_side": 48}
+    raise SystemExit(f"vae: unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+
+
+def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Path = MODELS,
+          warm_start: Path | None = None) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from core.texture_vae.vaegan import VAEGANConfig, train_vae_gan
+
+    settings = profile_settings(profile)
+    materials = settings["materials"]
+    out_dir = Path(out_dir)
+    model_path = out_dir / "texture_vae" / "materials_vaegan.safetensors"
+    state_path = out_dir / "training" / "vae.train.safetensors"
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    result = train_vae_gan(load_materials(materials, settings["exemplar_side"]), model_path, minutes=minutes,
+                           config=VAEGANConfig(**settings["config"]), seed=SEED, device=device,
+                           state_path=state_path, warm_start=warm_start, name=NAME,
+                           checkpoint_minutes=0.05 if profile == "tiny" else 4.0,
+                           extra_meta={"materials": [m[0] for m in materials], "profile": profile})
+    entry = {
+        "name": NAME, "label": "Materials VAE (sharp, VAE-GAN)", "kind": "texture_vae",
+        "file": str(model_path.relative_to(out_dir)),
+        "command": f"python build.py models --only vae --minutes {minutes:g} --profile {profile}",
+        "seed": SEED, "steps": result["steps"], "profile": profile,
+        "materials": [{"name": n, "label": label, "exemplars": [rel]} for n, label, rel in materials],
+        "data": [rel for _, _, rel in materials],
+        "recipe": "VAE-GAN: L1 + KL + VGG19 statistics + perceptual + adversarial decoder (core/texture_vae/vaegan.py)",
+        "training_seconds": round(result["seconds"], 1),
+        "trained_on": f"{device} ({platform.machine()}, {platform.system()})",
+        "size_mb": round(model_path.stat().st_size / 1e6, 2),
+        "losses": {k: round(v, 5) for k, v in result["losses"].items()},
+    }
+    manifest = out_dir / "manifest.json"
+    if manifest.exists():
+        from tools.model_zoo import _update_manifest
+        _update_manifest(manifest, entry)
+    return entry
