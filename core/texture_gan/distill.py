@@ -315,3 +315,45 @@ def train_material_gan(exemplars: Sequence[str | Path | np.ndarray], materials: 
     save(step, seconds)
     return {"steps": step, "seconds": seconds, "losses": losses}
 
+
+
+def distilled_config(fields: dict | None, n_materials: int) -> ConditionalGANConfig | None:
+    """A job's config JSON for the distilled recipe (checked like any config), or None for the defaults."""
+    if not fields:
+        return None
+    from ..common.checkpoints import check_config_values
+    check_config_values("config", KIND, fields)
+    return ConditionalGANConfig.from_dict({**fields, "n_materials": n_materials})
+
+
+def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: str | Path, steps: int, *,
+                       config=None, seed: int = 0, device=None, progress: ProgressCallback | None = None,
+                       cancel: CancelToken | None = None, checkpoint_every: int = 200, resume: bool = True,
+                       tiles: int = 4) -> Path:
+    """*Train From Image* with the distillation recipe: each exemplar becomes one material of the model
+    (one exemplar: a one-material model). ``config``: a ``ConditionalGANConfig`` or None (the bundled
+    recipe's architecture, its crop fitted to the smallest exemplar). Signature of ``train_texture_gan``."""
+    from ..common.images import load_image
+    from ..common.perception import cache_dir
+
+    items = [exemplars] if isinstance(exemplars, (str, Path, np.ndarray)) else list(exemplars)
+    names = []
+    for i, item in enumerate(items):
+        stem = Path(load_image(item).source or "").stem if not isinstance(item, np.ndarray) else ""
+        name = stem or f"material_{i + 1}"
+        names.append(name if name not in names else f"{name}_{i + 1}")
+    if not isinstance(config, ConditionalGANConfig):
+        arrays, _ = load_exemplars(items, ConditionalGANConfig.max_exemplar_side)
+        base = ConditionalGANConfig(n_materials=len(items))
+        smallest = min(min(a.shape[:2]) for a in arrays)
+        crop = max(2 * base.stride, min(base.crop_size, smallest // base.stride * base.stride))
+        config = ConditionalGANConfig(n_materials=len(items), crop_size=crop)
+    out = Path(out_path)
+    state = training_state_path(out)
+    if not resume and state.exists():
+        state.unlink()
+    every_minutes = 4.0 if checkpoint_every >= 200 else 0.5
+    train_material_gan(items, names, out, steps, config=config, seed=seed, device=device, tiles=tiles,
+                       cache_dir=cache_dir() / "texture_gan_tiles", progress=progress, cancel=cancel,
+                       checkpoint_minutes=every_minutes)
+    return out

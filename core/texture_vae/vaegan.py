@@ -148,11 +148,13 @@ def train_vae_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: str | 
                   minutes: float | None = None, config: VAEGANConfig | None = None, seed: int = 0, device=None,
                   state_path: str | Path | None = None, warm_start: str | Path | None = None,
                   progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-                  checkpoint_minutes: float = 4.0, name: str | None = None, extra_meta: dict | None = None) -> dict:
+                  checkpoint_minutes: float = 4.0, name: str | None = None, extra_meta: dict | None = None,
+                  init_from: str | Path | None = None) -> dict:
     """Train (or continue) a VAE-GAN; stops at ``steps`` or after ``minutes``, always with a checkpoint.
 
     The model file is an ordinary texture VAE (``TextureVAE.load`` reads it). Returns {"steps", "seconds",
-    "losses"} (seconds: the total training time over all sessions).
+    "losses"} (seconds: the total training time over all sessions). ``init_from``: a texture VAE model file
+    of the same architecture whose weights start a run that has no state yet (fine-tuning an older VAE).
     """
     if steps is None and minutes is None:
         raise ValueError("give steps, minutes or both")
@@ -166,6 +168,10 @@ def train_vae_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: str | 
     trainer = VAEGANTrainer(cfg, images, seed, dev)
     state_path = Path(state_path) if state_path is not None else training_state_path(out)
     step, losses, trained_seconds = 0, {}, 0.0
+    if init_from is not None and not state_path.exists() and warm_start is None:
+        from ..common.checkpoints import load_checkpoint
+        tensors, _ = load_checkpoint(init_from, expected_kind=KIND, device="cpu")
+        trainer.net.load_state_dict(tensors)
     source = state_path if state_path.exists() else (Path(warm_start) if warm_start is not None else None)
     if source is not None:
         state = load_training_state(source, "cpu")
