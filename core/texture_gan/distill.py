@@ -323,6 +323,9 @@ def distilled_config(fields: dict | None, n_materials: int) -> ConditionalGANCon
         return None
     from ..common.checkpoints import check_config_values
     check_config_values("config", KIND, fields)
+    fields = dict(fields)
+    if "g_channels" in fields and "g_convs" not in fields:  # one conv per stage unless told
+        fields["g_convs"] = [1] * len(fields["g_channels"])
     return ConditionalGANConfig.from_dict({**fields, "n_materials": n_materials})
 
 
