@@ -115,3 +115,22 @@ def test_cli_lists_materials_and_generates(model_path, tmp_path, capsys):
     assert load_rgb(out).shape == (24, 40, 3)
     assert main(["texture", "generate", "--model", str(model_path), "--material", "marble", "--out", str(out)]) != 0
     assert "unknown material 'marble'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["gan", "vae"])
+def test_zoo_recipe_tiny_writes_model_state_and_manifest_entry(tmp_path, family):
+    """``build.py models --only gan|vae --minutes N``'s contract on the tiny profile: model, state, entry."""
+    import json
+
+    from tools import zoo
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"models": []}))
+    entry = zoo.recipe(family).train(0.02, profile="tiny", out_dir=tmp_path)
+    assert (tmp_path / entry["file"]).is_file()
+    assert (tmp_path / "training" / f"{family}.train.safetensors").is_file()
+    assert [m["name"] for m in entry["materials"]] == ["photo_brick", "photo_grass"]
+    assert all(m["exemplars"] for m in entry["materials"]) and entry["training_seconds"] >= 0
+    listed = json.loads((tmp_path / "manifest.json").read_text())["models"]
+    assert [m["name"] for m in listed] == [entry["name"]]
+    again = zoo.recipe(family).train(0.0, profile="tiny", out_dir=tmp_path)  # continues from the state
+    assert again["steps"] == entry["steps"]

@@ -64,6 +64,23 @@ def load_materials(materials, side: int | None):
     return arrays
 
 
+def write_thumbnail(model_path: Path, cell: int = 48) -> Path:
+    """``materials.png`` beside the model: its materials in a square grid (the add-on's model list)."""
+    import math
+
+    import numpy as np
+
+    from core.common.images import save_image
+    from core.texture_gan import TextureGenerator
+
+    model = TextureGenerator.load(model_path, "cpu")
+    side = math.ceil(math.sqrt(len(model.materials)))
+    tiles = [model.generate(cell, cell, seed=0, material=name) for name in model.materials]
+    tiles += [np.zeros_like(tiles[0])] * (side * side - len(tiles))
+    grid = np.concatenate([np.concatenate(tiles[r * side:(r + 1) * side], axis=1) for r in range(side)], axis=0)
+    return save_image(model_path.with_suffix(".png"), grid)
+
+
 def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Path = MODELS,
           warm_start: Path | None = None) -> dict:
     sys.path.insert(0, str(ROOT))
@@ -85,9 +102,10 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
                                 state_path=state_path, warm_start=warm_start,
                                 checkpoint_minutes=0.05 if profile == "tiny" else 4.0,
                                 extra_config={"labels": {m[0]: m[1] for m in materials}, "profile": profile})
+    thumbnail = write_thumbnail(model_path)
     entry = {
         "name": NAME, "label": "Materials (conditional GAN)", "kind": "texture_gan",
-        "file": str(model_path.relative_to(out_dir)),
+        "file": str(model_path.relative_to(out_dir)), "thumbnail": str(thumbnail.relative_to(out_dir)),
         "command": f"python build.py models --only gan --minutes {minutes:g} --profile {profile}",
         "seed": SEED, "steps": result["steps"], "profile": profile,
         "materials": [{"name": n, "label": label, "exemplars": [rel]} for n, label, rel in materials],
