@@ -23,7 +23,7 @@ def profile_settings(profile: str) -> dict:
     # cpu and gpu fine-tune the previous bundled VAE (same architecture; 500 steps on procedural exemplars):
     # on 2 shared cores a VAE-GAN from scratch would not get far in one session.
     previous = MODELS / "texture_vae" / "materials.safetensors"
-    tuned = {"crop_size": 64, "batch_size": 4, "lr": 5e-4, "adversarial_from": 150}
+    tuned = {"crop_size": 64, "batch_size": 6, "lr": 5e-4, "adversarial_from": 150}
     if profile == "cpu":
         return {"config": tuned, "materials": MATERIALS, "exemplar_side": None, "init_from": previous}
     if profile == "gpu":
