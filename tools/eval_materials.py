@@ -108,7 +108,9 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
         extra["gan_2048_seconds"] = time.perf_counter() - start
     # Interpolation strip between the first and the last material (and a second pair).
     interp = []
-    for a, b in ((gan.materials[0], gan.materials[-1]), (gan.materials[3], gan.materials[4])):
+    names = gan.materials
+    pairs = [(names[0], names[-1])] + ([(names[3], names[4])] if len(names) > 4 else [])
+    for a, b in pairs:
         interp.append(np.concatenate([gan.generate(160, 160, seed=3, material={a: 1 - t, b: t})
                                       for t in np.linspace(0, 1, 6)], axis=1))
     return rows, extra, [strip, interp]
