@@ -81,7 +81,7 @@ class ConditionalGenerator(Generator):
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
         self.n_materials = cfg.n_materials
-        self.embedding = nn.Parameter(torch.zeros(cfg.n_materials, cfg.global_dim))
+        self.embedding = nn.Parameter(torch.zeros(cfg.n_materials, cfg.global_dim, device="cpu"))
         self.film = nn.ModuleList([nn.Linear(cfg.global_dim, 2 * c) for c in cfg.g_channels])
         self.to_rgbs = nn.ModuleList([nn.Conv2d(c, 3, 1) for c in cfg.g_channels])
         del self.to_rgb  # one head per stage instead
@@ -126,7 +126,7 @@ def build_conditional(cfg: ConditionalGANConfig, seed: int):
     init_weights(g, gen)
     init_weights(d, gen)
     with torch.no_grad():
-        g.embedding.copy_(torch.randn(g.embedding.shape, generator=gen))
+        g.embedding.copy_(torch.randn(g.embedding.shape, generator=gen, device="cpu"))
         for lin in g.film:  # start as identity modulation; FiLM learns its departures
             lin.weight.mul_(0.1)
         for head in g.to_rgbs:  # the RGB heads add up over the stages: small, so tanh starts unsaturated
@@ -134,11 +134,11 @@ def build_conditional(cfg: ConditionalGANConfig, seed: int):
         if cfg.periodic_dim:
             last = g.wave_mlp[-1]
             last.weight.mul_(0.1)
-            k0 = (torch.rand(last.bias.shape, generator=gen) * 2 - 1) * 0.2
+            k0 = (torch.rand(last.bias.shape, generator=gen, device="cpu") * 2 - 1) * 0.2
             last.bias.copy_(torch.atanh(2 * k0))
         side = 2 ** (len(cfg.d_channels) + 1)
         for _ in range(10):  # settle the spectral-norm power iteration
-            d(torch.zeros(1, 3, side, side), torch.zeros(1, dtype=torch.long))
+            d(torch.zeros(1, 3, side, side, device="cpu"), torch.zeros(1, dtype=torch.long, device="cpu"))
     return g, d
 
 
@@ -168,7 +168,7 @@ def mix_weights(materials: Sequence[str], mix: dict[str, float] | str | None) ->
         mix = {names[0]: 1.0}
     if isinstance(mix, str):
         mix = {mix: 1.0}
-    w = torch.zeros(1, len(names))
+    w = torch.zeros(1, len(names), device="cpu")
     for name, value in mix.items():
         if name not in names:
             raise ValueError(f"unknown material {name!r}; this model has: {', '.join(names)}")

@@ -54,7 +54,8 @@ def synthesized_tiles(exemplar: np.ndarray, count: int, size: int, seed: int, ca
     """``count`` tileable ``size``-px tiles synthesized from ``exemplar`` (uint8 NxSxSx3), cached."""
     from ..texture_synth import synthesize
 
-    key = hashlib.sha256(json.dumps([fingerprint_arrays([exemplar]), count, size, seed, steps]).encode()).hexdigest()[:20]
+    settings = json.dumps([fingerprint_arrays([exemplar]), count, size, seed, steps])
+    key = hashlib.sha256(settings.encode()).hexdigest()[:20]
     path = cache_dir / f"tiles_{key}.npy" if cache_dir is not None else None
     if path is not None and path.exists():
         tiles = np.load(path, allow_pickle=False)
@@ -82,21 +83,24 @@ class TargetSampler:
 
     def sample(self, label: int) -> torch.Tensor:
         g, c = self.gen, self.crop
-        use_exemplar = float(torch.rand(1, generator=g)) < self.fraction or self.tiles[label].shape[0] == 0
+        draw = float(torch.rand(1, generator=g, device="cpu"))
+        use_exemplar = draw < self.fraction or self.tiles[label].shape[0] == 0
         if use_exemplar:
             src = self.exemplars[label]
             _, h, w = src.shape
-            y, x = int(torch.randint(h - c + 1, (1,), generator=g)), int(torch.randint(w - c + 1, (1,), generator=g))
+            y = int(torch.randint(h - c + 1, (1,), generator=g, device="cpu"))
+            x = int(torch.randint(w - c + 1, (1,), generator=g, device="cpu"))
             out = src[:, y:y + c, x:x + c]
         else:
             stack = self.tiles[label]
-            tile = stack[int(torch.randint(stack.shape[0], (1,), generator=g))]
+            tile = stack[int(torch.randint(stack.shape[0], (1,), generator=g, device="cpu"))]
             _, h, w = tile.shape
-            y, x = int(torch.randint(h, (1,), generator=g)), int(torch.randint(w, (1,), generator=g))
+            y = int(torch.randint(h, (1,), generator=g, device="cpu"))
+            x = int(torch.randint(w, (1,), generator=g, device="cpu"))
             rows = torch.arange(y, y + c, device=tile.device) % h
             cols = torch.arange(x, x + c, device=tile.device) % w
             out = tile.index_select(1, rows).index_select(2, cols).float() / 255.0
-        flips = torch.randint(2, (2,), generator=g).tolist()
+        flips = torch.randint(2, (2,), generator=g, device="cpu").tolist()
         if flips[0]:
             out = out.flip(2)
         if flips[1]:
@@ -121,7 +125,8 @@ def vgg_sw(features: TextureFeatures, fake: torch.Tensor, real: torch.Tensor, ge
     total = fake.new_zeros(())
     for ff, fr in zip(fake_feats, real_feats):
         for i in range(fake.shape[0]):
-            total = total + sliced_wasserstein(ff[i:i + 1], fr[i:i + 1], PROJECTIONS, gen) / (fr[i].pow(2).mean() + 1e-8)
+            energy = fr[i].pow(2).mean() + 1e-8
+            total = total + sliced_wasserstein(ff[i:i + 1], fr[i:i + 1], PROJECTIONS, gen) / energy
     return total / (len(fake_feats) * fake.shape[0])
 
 
@@ -150,9 +155,10 @@ class MaterialTrainer:
 
     def _noise(self, labels: torch.Tensor):
         g, n, grid = self.g, labels.shape[0], self.cfg.crop_size // self.cfg.stride
-        local = torch.randn(n, g.local_dim, grid, grid, generator=self.noise_gen)
-        phase = torch.rand(n, g.periodic_dim, generator=self.noise_gen) * (2 * math.pi)
-        fine = [torch.randn(n, *shape, generator=self.noise_gen) for shape in g.fine_noise_shapes(grid, grid)]
+        local = torch.randn(n, g.local_dim, grid, grid, generator=self.noise_gen, device="cpu")
+        phase = torch.rand(n, g.periodic_dim, generator=self.noise_gen, device="cpu") * (2 * math.pi)
+        fine = [torch.randn(n, *shape, generator=self.noise_gen, device="cpu")
+                for shape in g.fine_noise_shapes(grid, grid)]
         return local.to(self.device), phase.to(self.device), [f.to(self.device) for f in fine]
 
     def step(self) -> dict[str, torch.Tensor]:
@@ -160,8 +166,8 @@ class MaterialTrainer:
         g.train()
         n = cfg.batch_size
         # Labels cycle through the materials from a seeded offset, so every material is seen equally.
-        start = int(torch.randint(g.n_materials, (1,), generator=self.data_gen))
-        labels = (torch.arange(n) + start) % g.n_materials
+        start = int(torch.randint(g.n_materials, (1,), generator=self.data_gen, device="cpu"))
+        labels = (torch.arange(n, device="cpu") + start) % g.n_materials
         real = torch.stack([self.sampler.sample(int(k)) for k in labels]).to(self.device)
         labels = labels.to(self.device)
         local, phase, fine = self._noise(labels)

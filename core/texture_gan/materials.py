@@ -85,14 +85,15 @@ def material_canvas(g: ConditionalGenerator, hn: int, wn: int, seed: int, weight
     """
     device = next(g.parameters()).device
     gen = torch.Generator().manual_seed(int(seed))
-    phase = torch.rand(1, g.periodic_dim, generator=gen) * (2 * math.pi)
-    keys = [int(k) for k in torch.randint(2 ** 62, (1 + len(g.fine_noise_shapes(hn, wn)),), generator=gen)]
+    phase = torch.rand(1, g.periodic_dim, generator=gen, device="cpu") * (2 * math.pi)
+    keys = [int(k) for k in torch.randint(2 ** 62, (1 + len(g.fine_noise_shapes(hn, wn)),), generator=gen,
+                                          device="cpu")]
     local = chunked_randn((1, g.local_dim, hn, wn), keys[0])
     fine = [chunked_randn((1, *shape), key).to(device) for shape, key in zip(g.fine_noise_shapes(hn, wn), keys[1:])]
     z = g.mix(weights.to(device))
     if variation:
         other = torch.Generator().manual_seed(int(seed) + _VARIATION_SEED_OFFSET)
-        direction = torch.randn(z.shape, generator=other).to(device)
+        direction = torch.randn(z.shape, generator=other, device="cpu").to(device)
         spread = g.embedding.std(dim=0, keepdim=True) if g.n_materials > 1 else g.embedding.abs()
         z = z + float(variation) * 0.5 * spread * direction
     canvas = g.build_input(local.to(device), z, phase.to(device), quantize_to=(hn, wn) if tileable else None)

@@ -108,7 +108,7 @@ class VAEGANTrainer(VAETrainer):
         net.train()
         batch = self.sampler.sample(cfg.batch_size)
         recon, mean, logvar = net(batch, self.noise_gen)
-        eps = torch.randn(mean.shape, generator=self.noise_gen).to(dev)
+        eps = torch.randn(mean.shape, generator=self.noise_gen, device="cpu").to(dev)
         varied = net.decode(mean + cfg.variation_strength * variation_scale(mean.detach()) * eps)
         rec_loss = (recon - batch).abs().mean()
         kl = kl_divergence(mean, logvar)
