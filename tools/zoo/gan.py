@@ -102,20 +102,36 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
                                 state_path=state_path, warm_start=warm_start,
                                 checkpoint_minutes=0.05 if profile == "tiny" else 4.0,
                                 extra_config={"labels": {m[0]: m[1] for m in materials}, "profile": profile})
+    return record(out_dir, device, minutes, result["losses"])
+
+
+def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = None, losses: dict | None = None) -> dict:
+    """The manifest entry (and thumbnail) of the model now in ``out_dir``, from its checkpoint's config;
+    merged into ``out_dir/manifest.json`` when there is one. Reads the checkpoint only: safe while a
+    training of the same model runs."""
+    from core.common.checkpoints import read_checkpoint_config
+
+    out_dir = Path(out_dir)
+    model_path = out_dir / "texture_gan" / "materials.safetensors"
+    config = read_checkpoint_config(model_path)
+    profile = config.get("profile", "cpu")
+    materials = [m for m in MATERIALS if m[0] in config["materials"]]
     thumbnail = write_thumbnail(model_path)
     entry = {
         "name": NAME, "label": "Materials (conditional GAN)", "kind": "texture_gan",
         "file": str(model_path.relative_to(out_dir)), "thumbnail": str(thumbnail.relative_to(out_dir)),
-        "command": f"python build.py models --only gan --minutes {minutes:g} --profile {profile}",
-        "seed": SEED, "steps": result["steps"], "profile": profile,
+        "command": f"python build.py models --only gan --minutes {minutes if minutes is not None else 60:g} "
+                   f"--profile {profile}  (continues the committed training state)",
+        "seed": SEED, "steps": config["steps"], "profile": profile,
         "materials": [{"name": n, "label": label, "exemplars": [rel]} for n, label, rel in materials],
         "data": [rel for _, _, rel in materials],
         "recipe": "distilled from the instant synthesizer (core/texture_gan/distill.py)",
-        "training_seconds": round(result["seconds"], 1),
+        "training_seconds": config.get("training_seconds"),
         "trained_on": f"{device} ({platform.machine()}, {platform.system()})",
         "size_mb": round(model_path.stat().st_size / 1e6, 2),
-        "losses": {k: round(v, 5) for k, v in result["losses"].items()},
     }
+    if losses:
+        entry["losses"] = {k: round(v, 5) for k, v in losses.items()}
     manifest = out_dir / "manifest.json"
     if manifest.exists():
         from tools.model_zoo import _update_manifest

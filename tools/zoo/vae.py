@@ -56,20 +56,35 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
                            else None,
                            checkpoint_minutes=0.05 if profile == "tiny" else 4.0,
                            extra_meta={"materials": [m[0] for m in materials], "profile": profile})
+    return record(out_dir, device, minutes, result["losses"])
+
+
+def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = None, losses: dict | None = None) -> dict:
+    """The manifest entry of the model now in ``out_dir``, from its checkpoint (see ``gan.record``)."""
+    from core.common.checkpoints import read_checkpoint_config
+
+    out_dir = Path(out_dir)
+    model_path = out_dir / "texture_vae" / "materials_vaegan.safetensors"
+    config = read_checkpoint_config(model_path)
+    profile = config.get("profile", "cpu")
+    materials = [m for m in MATERIALS if m[0] in config.get("materials", [])]
+    fine_tuned = profile != "tiny"
     entry = {
         "name": NAME, "label": "Materials VAE (sharp, VAE-GAN)", "kind": "texture_vae",
         "file": str(model_path.relative_to(out_dir)),
-        "command": f"python build.py models --only vae --minutes {minutes:g} --profile {profile}",
-        "seed": SEED, "steps": result["steps"], "profile": profile,
+        "command": f"python build.py models --only vae --minutes {minutes if minutes is not None else 60:g} "
+                   f"--profile {profile}  (continues the committed training state)",
+        "seed": SEED, "steps": config["steps"], "profile": profile,
         "materials": [{"name": n, "label": label, "exemplars": [rel]} for n, label, rel in materials],
         "data": [rel for _, _, rel in materials],
         "recipe": "VAE-GAN: L1 + KL + VGG19 statistics + perceptual + adversarial decoder (core/texture_vae/vaegan.py)"
-                  + ("; fine-tuned from texture_vae/materials.safetensors" if settings["init_from"] else ""),
-        "training_seconds": round(result["seconds"], 1),
+                  + ("; fine-tuned from texture_vae/materials.safetensors" if fine_tuned else ""),
+        "training_seconds": config.get("training_seconds"),
         "trained_on": f"{device} ({platform.machine()}, {platform.system()})",
         "size_mb": round(model_path.stat().st_size / 1e6, 2),
-        "losses": {k: round(v, 5) for k, v in result["losses"].items()},
     }
+    if losses:
+        entry["losses"] = {k: round(v, 5) for k, v in losses.items()}
     manifest = out_dir / "manifest.json"
     if manifest.exists():
         from tools.model_zoo import _update_manifest
