@@ -149,19 +149,19 @@ def _materials_vaegan(ctx: BenchContext) -> None:
     exemplar's own random crops (same run), beside the old materials VAE's variation of the same crop."""
     if ctx.quick or not MATERIALS_VAEGAN.is_file():
         return
-    from core.common.quality import vgg_texture_distance
-    from tools.eval_materials import VARY_STRENGTH, crops, gradient_energy
+    from tools.eval_materials import VARY_STRENGTH, VGGJudge, crops, gradient_energy
     from tools.zoo.gan import MATERIALS, load_materials
 
     new, old = load_texture_vae(MATERIALS_VAEGAN, "cpu"), load_texture_vae(BUNDLED_MODEL, "cpu")
     for (name, _, _), ex in zip(MATERIALS, load_materials(MATERIALS, None)):
         size = min(ex.shape[:2]) // 2
-        base = float(np.mean([vgg_texture_distance(c, ex) for c in crops(ex, size, 3, 1)]))
+        judge = VGGJudge(ex)  # vgg_texture_distance(., ex), the exemplar's features computed once
+        base = float(np.mean([judge(c) for c in crops(ex, size, 3, 1)]))
         source = crops(ex, size, 1, 7)[0]
         figures = {}
         for label, model in (("new", new), ("old", old)):
             varied = [model.vary(source, VARY_STRENGTH, seed=s) for s in range(3)]
-            figures[label] = (float(np.mean([vgg_texture_distance(v, ex) for v in varied])) / base,
+            figures[label] = (float(np.mean([judge(v) for v in varied])) / base,
                               float(np.mean([gradient_energy(v) for v in varied])) / gradient_energy(source))
         ctx.add(family=FAMILY, name=f"VAE-GAN variation VGG19 SW ratio {name}", value=figures["new"][0],
                 unit="x crops", target="<= 1.6", baseline_name="old materials VAE, same crop",

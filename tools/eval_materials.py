@@ -43,6 +43,36 @@ def crops(exemplar: np.ndarray, size: int, count: int, seed: int) -> list[np.nda
             ((int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))) for _ in range(count))]
 
 
+class VGGJudge:
+    """``core.common.quality.vgg_texture_distance`` against one reference, its features computed once
+    (the same numbers: same crop, layers, projections and seed)."""
+
+    def __init__(self, reference: np.ndarray, seed: int = 0, max_side: int = 512):
+        import torch
+
+        from core.common.images import to_tensor
+        from core.common.perception import load_perception
+        from core.common.quality import TEXTURE_LAYERS, _crop
+
+        self.net, self.layers, self.seed, self.max_side = load_perception("cpu"), TEXTURE_LAYERS, seed, max_side
+        self._crop, self._to_tensor = _crop, to_tensor
+        with torch.no_grad():
+            self.ref = self.net(to_tensor(_crop(reference, max_side)), self.layers)
+
+    def __call__(self, image: np.ndarray) -> float:
+        import torch
+
+        from core.common.quality import sliced_wasserstein
+        gen = torch.Generator().manual_seed(self.seed)
+        with torch.no_grad():
+            feats = self.net(self._to_tensor(self._crop(image, self.max_side)), self.layers)
+            total = 0.0
+            for name in self.layers:
+                scale = float(self.ref[name].pow(2).mean()) + 1e-8
+                total += float(sliced_wasserstein(feats[name], self.ref[name], 64, gen)) / scale
+        return total / len(self.layers)
+
+
 def cached_instant_tile(exemplar: np.ndarray, size: int) -> np.ndarray | None:
     """The first distilled teacher tile of this exemplar, if the GAN's training cached one."""
     from core.common.checkpoints import fingerprint_arrays
@@ -62,7 +92,7 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
              seam_seeds: int = 8, time_2048: bool = True) -> tuple[list[dict], dict, list[np.ndarray]]:
     import torch
 
-    from core.common.quality import seam_score, vgg_texture_distance
+    from core.common.quality import seam_score
     from core.texture_gan import TextureGenerator
     from core.texture_vae import load_texture_vae
     from tools.zoo.gan import MATERIALS, load_materials
@@ -76,9 +106,11 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
     for name in gan.materials:
         ex = exemplars[name]
         size = min(ex.shape[:2]) // 2
+        judge = VGGJudge(ex)
+        base = float(np.mean([judge(c) for c in crops(ex, size, seeds, 1)]))
+
         def ratio_of(images):
-            return float(np.mean([vgg_texture_distance(im, ex) for im in images])) / base
-        base = float(np.mean([vgg_texture_distance(c, ex) for c in crops(ex, size, seeds, 1)]))
+            return float(np.mean([judge(im) for im in images])) / base
         fakes = [gan.generate(size, size, seed=s, material=name) for s in range(seeds)]
         row = {"material": name, "crop_px": size, "crop_swd": base, "gan_ratio": ratio_of(fakes),
                "gan_seam": float(np.mean([seam_score(gan.generate(128, 128, seed=s, material=name), gan.stride)
