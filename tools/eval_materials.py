@@ -155,11 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--old-vae", default=str(ROOT / "models/texture_vae/materials.safetensors"))
     parser.add_argument("--out", default="eval_materials.png")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="one seed, 4 seam seeds (about half the time)")
     args = parser.parse_args(argv)
     from core.common.images import save_image
 
     start = time.perf_counter()
-    rows, extra, (strip, interp) = evaluate(Path(args.gan), Path(args.vae), Path(args.old_vae), args.seeds)
+    rows, extra, (strip, interp) = evaluate(Path(args.gan), Path(args.vae), Path(args.old_vae),
+                                            1 if args.quick else args.seeds, 4 if args.quick else 8)
     keys = ["gan_ratio", "gan_seam", "instant_ratio", "vae_ratio", "vae_grad_energy", "old_vae_ratio",
             "old_vae_grad_energy"]
     print("material              " + " ".join(f"{k:>13}" for k in keys))
