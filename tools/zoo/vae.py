@@ -59,6 +59,24 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
     return record(out_dir, device, minutes, result["losses"])
 
 
+def write_thumbnail(model_path: Path, materials, cell: int = 48) -> Path:
+    """``NAME.png`` beside the model: a variation of each material's exemplar in a square grid."""
+    import math
+
+    import numpy as np
+
+    from core.common.images import save_image
+    from core.texture_vae import load_texture_vae
+
+    vae = load_texture_vae(model_path, "cpu")
+    tiles = [vae.vary(a[:2 * cell, :2 * cell], 0.5, seed=0, width=cell, height=cell)
+             for a in load_materials(materials, None)]
+    side = math.ceil(math.sqrt(len(tiles)))
+    tiles += [np.zeros_like(tiles[0])] * (side * side - len(tiles))
+    grid = np.concatenate([np.concatenate(tiles[r * side:(r + 1) * side], axis=1) for r in range(side)], axis=0)
+    return save_image(model_path.with_suffix(".png"), grid)
+
+
 def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = None, losses: dict | None = None) -> dict:
     """The manifest entry of the model now in ``out_dir``, from its checkpoint (see ``gan.record``)."""
     from core.common.checkpoints import read_checkpoint_config
@@ -69,9 +87,10 @@ def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = 
     profile = config.get("profile", "cpu")
     materials = [m for m in MATERIALS if m[0] in config.get("materials", [])]
     fine_tuned = profile != "tiny"
+    thumbnail = write_thumbnail(model_path, materials)
     entry = {
         "name": NAME, "label": "Materials VAE (sharp, VAE-GAN)", "kind": "texture_vae",
-        "file": str(model_path.relative_to(out_dir)),
+        "file": str(model_path.relative_to(out_dir)), "thumbnail": str(thumbnail.relative_to(out_dir)),
         "command": f"python build.py models --only vae --minutes {minutes if minutes is not None else 60:g} "
                    f"--profile {profile}  (continues the committed training state)",
         "seed": SEED, "steps": config["steps"], "profile": profile,
