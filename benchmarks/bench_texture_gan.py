@@ -116,3 +116,27 @@ def run(ctx: BenchContext) -> None:
     copied_crop = copy_check(exemplar[y:y + crop, x:x + crop], [exemplar]).copied_fraction
     ctx.add(family=FAMILY, name="copied-patch fraction", value=copied, unit="fraction",
             baseline_name="random crop of exemplar", baseline_value=copied_crop, note="near 0 = new texture, not a copy")
+
+    _bundled_materials(ctx)
+
+
+MATERIALS_MODEL = Path(__file__).resolve().parents[1] / "models" / "texture_gan" / "materials.safetensors"
+
+
+def _bundled_materials(ctx: BenchContext) -> None:
+    """The bundled conditional GAN, per material, against the exemplar's own random crops (same run) and the
+    instant synthesizer it was distilled from. (The old per-texture GANs learnt procedural exemplars, not these
+    materials: their rows are the ones above.)"""
+    if ctx.quick or not MATERIALS_MODEL.is_file():
+        return
+    from tools.eval_materials import evaluate
+
+    rows, extra, _ = evaluate(MATERIALS_MODEL, None, None, seeds=3, seam_seeds=16, time_2048=True)
+    for r in rows:
+        ctx.add(family=FAMILY, name=f"materials GAN VGG19 SW ratio {r['material']} ({r['crop_px']}px)",
+                value=r["gan_ratio"], unit="x crops", target="<= 1.6", baseline_name="instant synthesis (teacher)",
+                baseline_value=r.get("instant_ratio"), note="distance / the exemplar's own random crops' distance")
+        ctx.add(family=FAMILY, name=f"materials GAN seam {r['material']}", value=r["gan_seam"], unit="ratio",
+                target="<= 1.02", note="phase-matched, 128px, mean over 16 seeds")
+    ctx.add(family=FAMILY, name="materials GAN generate 2048x2048 tileable", value=extra["gan_2048_seconds"],
+            unit="s", target="<= 3 s on the CPU")

@@ -137,3 +137,36 @@ def run(ctx: BenchContext) -> None:
         ctx.add(family=FAMILY, name=f"variation seam score {name}", value=float(np.mean([seam_score(v) for v in variations])),
                 unit="ratio", baseline_name="non-tiling crop of the exemplar", baseline_value=seam_score(real_crop),
                 note="1.0 = invisible wrap border")
+
+    _materials_vaegan(ctx)
+
+
+MATERIALS_VAEGAN = Path(__file__).resolve().parents[1] / "models" / "texture_vae" / "materials_vaegan.safetensors"
+
+
+def _materials_vaegan(ctx: BenchContext) -> None:
+    """The VAE-GAN over the bundled materials: variations (strength 0.5) of a crop of each material against the
+    exemplar's own random crops (same run), beside the old materials VAE's variation of the same crop."""
+    if ctx.quick or not MATERIALS_VAEGAN.is_file():
+        return
+    from tools.eval_materials import VARY_STRENGTH, VGGJudge, crops, gradient_energy
+    from tools.zoo.gan import MATERIALS, load_materials
+
+    new, old = load_texture_vae(MATERIALS_VAEGAN, "cpu"), load_texture_vae(BUNDLED_MODEL, "cpu")
+    for (name, _, _), ex in zip(MATERIALS, load_materials(MATERIALS, None)):
+        size = min(ex.shape[:2]) // 2
+        judge = VGGJudge(ex)  # vgg_texture_distance(., ex), the exemplar's features computed once
+        base = float(np.mean([judge(c) for c in crops(ex, size, 3, 1)]))
+        source = crops(ex, size, 1, 7)[0]
+        figures = {}
+        for label, model in (("new", new), ("old", old)):
+            varied = [model.vary(source, VARY_STRENGTH, seed=s) for s in range(3)]
+            figures[label] = (float(np.mean([judge(v) for v in varied])) / base,
+                              float(np.mean([gradient_energy(v) for v in varied])) / gradient_energy(source))
+        ctx.add(family=FAMILY, name=f"VAE-GAN variation VGG19 SW ratio {name}", value=figures["new"][0],
+                unit="x crops", target="<= 1.6", baseline_name="old materials VAE, same crop",
+                baseline_value=figures["old"][0], note=f"strength {VARY_STRENGTH}, 3 seeds, {size}px")
+        ctx.add(family=FAMILY, name=f"VAE-GAN variation gradient energy {name}", value=figures["new"][1],
+                unit="x crop", target=">= 0.85", baseline_name="old materials VAE, same crop",
+                baseline_value=figures["old"][1], note="1.0 = as sharp as the input crop")
+

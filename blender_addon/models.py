@@ -133,6 +133,49 @@ def enum_set(settings, kind: str, value: int) -> None:
             return
 
 
+_materials_cache: dict[str, list] = {}  # path -> enum items (kept alive, see the module docstring)
+
+
+def materials_of(path: str) -> list[tuple[str, str]]:
+    """(name, label) of each material of a conditional texture model; [] for one-texture models."""
+    if not path or not Path(path).is_file():
+        return []
+    try:
+        config = core_access.library().read_model_header(path)
+    except (OSError, ValueError):
+        return []
+    names = config.get("materials")
+    labels = config.get("labels") or {}
+    return [(str(n), str(labels.get(n, n))) for n in names] if isinstance(names, list) else []
+
+
+def material_items(settings, with_none: bool = False):
+    """Enum items for the chosen texture model's materials (``with_none``: a leading "None" entry)."""
+    path = resolve(settings.model_ref, "texture_gan")
+    key = f"{path}\n{with_none}"
+    if key not in _materials_cache or now_stale():
+        items = [("NONE", "None", "No second material", 0)] if with_none else []
+        items += [(name, label, f"Material '{name}' of this model", i + 1)
+                  for i, (name, label) in enumerate(materials_of(path))]
+        _materials_cache[key] = items or [("NONE", "One texture", "This model makes one texture", 0)]
+    return _materials_cache[key]
+
+
+def now_stale() -> bool:
+    return not _models_cache  # refreshed together with the model lists
+
+
+def material_params(settings) -> dict:
+    """The generate job's ``mix`` for the panel's material choice ({} for one-texture models)."""
+    first, second = settings.material, settings.material_mix
+    if first in ("", "NONE"):
+        return {}
+    if second in ("", "NONE", first) or settings.material_mix_factor <= 0:
+        return {"material": first}
+    t = float(settings.material_mix_factor)
+    return {"mix": f"{first}:{1 - t:.6g},{second}:{t:.6g}"}
+
+
 def resolve(identifier: str, kind: str | None = None) -> str:
     """The model path for a reference (or a plain path).
 

@@ -78,6 +78,12 @@ def draw_generate(layout, context) -> None:
     box = layout.box()
     box.label(text="From Model", icon="ASSET_MANAGER")
     _model_picker(box, settings, "texture_gan")
+    if models.materials_of(models.resolve(settings.model_ref, "texture_gan")):
+        col = _split(box.column(align=True))
+        col.prop(settings, "material")
+        col.prop(settings, "material_mix")
+        if settings.material_mix != "NONE":
+            col.prop(settings, "material_mix_factor", slider=True)
     _live_preview(box, settings, preview.TEXTURE)
     box.operator("neural.generate_texture", text="Generate from Model", icon="TEXTURE")
 

@@ -69,7 +69,8 @@ def _texture_job(scene):
         return None
     canvas = int(min(MAX_CANVAS, max(32, round(SIZE * settings.tile_scale))))
     return "texture_gan.generate", {"model": model, "width": canvas, "height": canvas, "seed": settings.seed,
-                                    "tileable": True, "variation": settings.variation, "output": _output()}
+                                    "tileable": True, "variation": settings.variation, "output": _output(),
+                                    **models.material_params(settings)}
 
 
 def _style_job(scene):

@@ -46,9 +46,24 @@ def _update_tile_scale(self, context):
     preview.on_texture_setting_changed(self, context)
 
 
+def _materials(self, context):
+    return models.material_items(self)
+
+
+def _mix_materials(self, context):
+    return models.material_items(self, with_none=True)
+
+
 class NeuralTextureSettings(bpy.types.PropertyGroup):
     model: _model_enum("texture_gan", "Texture model (bundled or trained)")
     model_ref: StringProperty(**MODEL_REF)
+    material: EnumProperty(name="Material", items=_materials, update=_update_preview,
+                           description="Which of the model's materials to generate (models trained on several)")
+    material_mix: EnumProperty(name="Mix With", items=_mix_materials, update=_update_preview,
+                               description="A second material to interpolate towards")
+    material_mix_factor: FloatProperty(name="Mix", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
+                                       update=_update_preview,
+                                       description="0: the first material, 1: the second, between: an interpolation")
     source: EnumProperty(name="From", description="What Generate from Image starts from", items=[
         ("IMAGE", "Blender Image", "Any image loaded in this file"),
         ("FILE", "File", "An image file on disk")], default="IMAGE")

@@ -135,6 +135,11 @@ class NEURAL_OT_generate_texture(bpy.types.Operator):
     tileable: TILEABLE_PROPERTY
     variation: FloatProperty(name="Variation", default=0.0, min=0.0, max=1.0,
                              description="How far the texture wanders from the exemplar's look")
+    material: StringProperty(name="Material", description="Material of a materials model; empty: the panel's")
+    mix: StringProperty(name="Mix", description="Materials to interpolate, NAME:W,NAME:W; empty: the panel's")
+
+    def material_params(self) -> dict:
+        return {"mix": self.mix} if self.mix else ({"material": self.material} if self.material else {})
 
     def execute(self, context):
         settings = context.scene.neural_texture
@@ -153,7 +158,9 @@ class NEURAL_OT_generate_texture(bpy.types.Operator):
         seed = option(self, settings, "seed")
         params = file_output({"model": model, "width": width, "height": height, "seed": seed,
                               "tileable": option(self, settings, "tileable"),
-                              "variation": option(self, settings, "variation")}, "texture_gan.generate")
+                              "variation": option(self, settings, "variation"),
+                              **(self.material_params() or models.material_params(settings))},
+                             "texture_gan.generate")
         title = self.name or f"{Path(model).stem.replace('_', ' ').title()} {seed}"
         return submit_texture_job(self, context, "texture_gan.generate", params, title, f"Generate {width}x{height}")
 
@@ -288,6 +295,10 @@ class NEURAL_OT_train_texture_model(bpy.types.Operator):
     config: StringProperty(name="Config (JSON)", options={"HIDDEN"},
                            description="Advanced: model/training config overrides as a JSON object")
     checkpoint_every: IntProperty(name="Checkpoint Every", default=200, min=1, options={"HIDDEN"})
+    recipe: EnumProperty(name="Recipe", description="How a texture generator learns", default="DISTILLED",
+                         items=[("DISTILLED", "Distilled", "Learns from instant-synthesis tiles of the image "
+                                 "(the bundled materials' recipe; affordable on a CPU)"),
+                                ("SPATIAL", "Spatial GAN", "Learns from the image alone (the original recipe)")])
     wait: WAIT_PROPERTY
 
     @classmethod
@@ -314,6 +325,8 @@ class NEURAL_OT_train_texture_model(bpy.types.Operator):
         params = {"exemplars": [exemplar], "out_path": str(out), "steps": steps,
                   "seed": option(self, settings, "seed"), "resume": resume, "config": config,
                   "checkpoint_every": self.checkpoint_every}
+        if kind == "texture_gan":
+            params["recipe"] = self.recipe.lower()
         scene_name = context.scene.name
 
         def on_done(job):

@@ -1,4 +1,4 @@
-"""``python -m core texture {train,generate,synthesize,pbr}``: texture GAN, instant synthesis and PBR maps."""
+"""``python -m core texture {train,generate,materials,synthesize,pbr}``: texture GAN, instant synthesis and PBR maps."""
 
 from __future__ import annotations
 
@@ -41,7 +41,16 @@ def register(subparsers) -> None:
     gen.add_argument("--variation", type=float, default=0.0, help="0..1: move the look away from the seed's own")
     gen.add_argument("--tile-size", type=int, default=None, help="generate in tiles of this many pixels")
     gen.add_argument("--bit-depth", type=int, choices=(8, 16), default=8, help="PNG bit depth")
+    gen.add_argument("--material", default=None, metavar="NAME",
+                     help="material of a conditional (materials) model; see `texture materials`")
+    gen.add_argument("--mix", default=None, metavar="NAME:W,NAME:W",
+                     help="interpolate materials of a conditional model, e.g. photo_brick:0.7,render_bark:0.3")
     gen.set_defaults(func=_generate)
+
+    mats = commands.add_parser("materials", help="list the materials of a conditional texture model")
+    mats.add_argument("--model", required=True, metavar="MODEL.safetensors")
+    mats.add_argument("--json", action="store_true", help="print a JSON list of {name, label}")
+    mats.set_defaults(func=_materials)
 
     synth = commands.add_parser("synthesize", help="instant texture from exemplar image(s): no training, no model")
     synth.add_argument("--exemplar", nargs="+", required=True, metavar="IMG", help="exemplar image(s); patches are pooled")
@@ -129,12 +138,41 @@ def _generate(args) -> int:
     from ..texture_gan import TextureGenerator
 
     model = TextureGenerator.load(args.model, getattr(args, "device", None))
+    kwargs = {}
+    if args.material is not None or args.mix is not None:
+        from ..texture_gan.conditional import parse_mix
+        if not hasattr(model, "materials"):
+            raise ValueError(f"{Path(args.model).name} has no materials (it is a one-texture model); "
+                             "drop --material/--mix")
+        mix = parse_mix(args.mix) if args.mix else {}
+        if args.material is not None and not mix:
+            mix = {args.material: 1.0}
+        elif args.material is not None:
+            raise ValueError("give --material or --mix, not both")
+        kwargs["material"] = mix
     image = model.generate(args.width, args.height, seed=args.seed, tileable=args.tileable,
-                           variation=args.variation, tile_size=args.tile_size, cancel=getattr(args, "cancel", None))
+                           variation=args.variation, tile_size=args.tile_size, cancel=getattr(args, "cancel", None),
+                           **kwargs)
     if model.last_message:
         print(model.last_message, file=sys.stderr)
     out = save_image(Path(args.out), image, bit_depth=args.bit_depth)
     print(f"saved {out} ({args.width}x{args.height}{', tileable' if args.tileable else ''})")
+    return 0
+
+
+def _materials(args) -> int:
+    from ..common.checkpoints import read_checkpoint_config
+
+    config = read_checkpoint_config(args.model)
+    names = config.get("materials")
+    if not isinstance(names, list):
+        raise ValueError(f"{Path(args.model).name} has no materials (it is a one-texture model)")
+    labels = config.get("labels") or {}
+    if args.json:
+        print(json.dumps([{"name": n, "label": labels.get(n, n)} for n in names]))
+    else:
+        for n in names:
+            print(f"{n}\t{labels.get(n, n)}")
     return 0
 
 

@@ -115,6 +115,9 @@ class TextureGenerator:
         arch = config.get("architecture")
         if not isinstance(arch, dict):
             raise CheckpointError(f"{p.name}: its config has no architecture section")
+        if "n_materials" in arch:  # one generator for several materials (conditional.py)
+            from .materials import MaterialTextureGenerator
+            return MaterialTextureGenerator.from_checkpoint(p, tensors, config, dev)
         try:
             cfg = TextureGANConfig.from_dict(arch)
         except (TypeError, ValueError) as exc:
@@ -163,7 +166,7 @@ class TextureGenerator:
         if tile_size is None and self.device.type == "cpu" and hn * wn * s * s > CPU_UNTILED_MAX_PIXELS:
             tile_size = CPU_TILE
         try:
-            noise = canvas_noise(g, hn, wn, seed, variation, tileable)
+            noise = self.canvas_noise(hn, wn, seed, variation, tileable)
             image = self._run_tiled(noise, tile_size, cancel) if tile_size is not None else self._run(noise)
         except RuntimeError as exc:
             if not is_out_of_memory(exc):
@@ -189,8 +192,7 @@ class TextureGenerator:
                                  f"generating in {tile_size}px tiles")
             log.warning(self.last_message)
             try:
-                return self._run_tiled(canvas_noise(self.generator, hn, wn, seed, variation, tileable), tile_size,
-                                       cancel)
+                return self._run_tiled(self.canvas_noise(hn, wn, seed, variation, tileable), tile_size, cancel)
             except RuntimeError as exc:
                 if not is_out_of_memory(exc):
                     raise
@@ -202,9 +204,17 @@ class TextureGenerator:
         self.last_message = (f"not enough {self.device.type} memory for {width}x{height} even in small tiles; "
                              "generating on the CPU (slower)")
         log.warning(self.last_message)
-        cpu = TextureGenerator(type(self.generator)(self.generator.cfg), self.config, self.name, torch.device("cpu"))
+        cpu = self.on_cpu()
+        return cpu._run_tiled(cpu.canvas_noise(hn, wn, seed, variation, tileable), CPU_TILE, cancel)
+
+    def on_cpu(self) -> "TextureGenerator":
+        cpu = type(self)(type(self.generator)(self.generator.cfg), self.config, self.name, torch.device("cpu"))
         cpu.generator.load_state_dict({k: v.float().cpu() for k, v in self.generator.state_dict().items()})
-        return cpu._run_tiled(canvas_noise(cpu.generator, hn, wn, seed, variation, tileable), CPU_TILE, cancel)
+        return cpu
+
+    def canvas_noise(self, hn: int, wn: int, seed: int, variation: float, tileable: bool):
+        """G's input canvas and per-stage noise for this model (see ``canvas_noise``)."""
+        return canvas_noise(self.generator, hn, wn, seed, variation, tileable)
 
     def _run(self, noise: tuple[torch.Tensor, list[torch.Tensor]]) -> torch.Tensor:
         """G on a noise canvas, on the model's device; float32 out, left there."""

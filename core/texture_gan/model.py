@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # Output pixels per noise pixel (the stride) is 2 ** (len(g_channels) - 1).
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: conditional (material) generators, conditional.py
 # Training defaults that differ on CUDA (see TextureGANConfig.for_device).
 CUDA_TRAINING_DEFAULTS = {"batch_size": 16}
 

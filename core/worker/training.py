@@ -53,7 +53,9 @@ def train_job(ctx: JobContext, train_fn: Callable, inputs: list, *, family: str 
     """
     out_path = Path(ctx.param("out_path", required=True))
     module = sys.modules[train_fn.__module__.rsplit(".", 1)[0]]
-    config = config_for(module, ctx.param("config"), family or module.__name__.rsplit(".", 1)[-1])
+    # A job that builds its own config (e.g. another recipe's dataclass) passes it in ``extra``.
+    config = (extra["config"] if extra and "config" in extra
+              else config_for(module, ctx.param("config"), family or module.__name__.rsplit(".", 1)[-1]))
     from ..common.checkpoints import check_writable_folder
     check_writable_folder(out_path)  # before any step runs, not at the first checkpoint
     kwargs = dict(config=config, seed=int(ctx.param("seed", 0)),

@@ -79,7 +79,8 @@ def tiny_models(addon, user_dir):
     procedural_image("exemplar bricks", "bricks")
     procedural_image("exemplar wood", "wood")
     assert bpy.ops.neural.train_texture_model(kind="texture_gan", image="exemplar bricks", model_name="tiny gan",
-                                              steps=2, config=json.dumps(TINY_GAN), resume=False) == {"FINISHED"}
+                                              steps=2, config=json.dumps(TINY_GAN), resume=False,
+                                              recipe="SPATIAL") == {"FINISHED"}
     assert bpy.ops.neural.train_texture_model(kind="texture_vae", image="exemplar bricks", model_name="tiny vae",
                                               steps=2, config=json.dumps(TINY_VAE), resume=False) == {"FINISHED"}
     style = procedural_image("style painting", "rust", size=64)

@@ -412,3 +412,29 @@ def test_family_jobs_are_found_in_their_packages_without_importing_the_families(
     assert {"core.texture_gan.jobs", "core.style.jobs", "core.texture_vae.jobs"} <= set(families.values())
     # the family packages themselves (core.texture_gan, ...) and torch stay unimported
     assert json.loads(modules_line) == ["core.common", "core.worker"], modules_line
+
+
+def test_distilled_training_job_and_material_generation(worker, tmp_path):
+    """*Train From Image* with the materials recipe: a one-material model the generate job drives by name."""
+    from core.common.procedural import make_exemplar
+
+    exemplar = tmp_path / "wall.npy"
+    np.save(exemplar, (np.clip(make_exemplar("bricks", 64), 0, 1) * 255).astype(np.uint8))
+    model = tmp_path / "wall_gan.safetensors"
+    tiny = {"g_channels": [16, 8, 4], "g_convs": [1, 1, 1], "d_channels": [8, 16], "local_dim": 4, "global_dim": 4,
+            "periodic_dim": 2, "crop_size": 32, "batch_size": 2, "stats_loss_weight": 0.0, "adversarial_from": 1}
+    worker.send(cmd="submit", id="distil", kind="texture_gan.train",
+                params={"exemplars": [str(exemplar)], "out_path": str(model), "steps": 2, "recipe": "distilled",
+                        "config": tiny})
+    final, _ = worker.wait_for(lambda e: _final(e, "distil"), timeout=120)
+    assert final["event"] == "done", final
+    worker.send(cmd="submit", id="gen-mat", kind="texture_gan.generate",
+                params={"model": str(model), "width": 40, "height": 24, "material": "wall"})
+    final, _ = worker.wait_for(lambda e: _final(e, "gen-mat"), timeout=60)
+    assert final["event"] == "done", final
+    assert final["result"]["materials"] == ["wall"]
+    assert np.load(final["result"]["image"]["path"]).shape == (24, 40, 3)
+    worker.send(cmd="submit", id="gen-bad", kind="texture_gan.generate",
+                params={"model": str(model), "width": 40, "height": 24, "material": "marble"})
+    final, _ = worker.wait_for(lambda e: _final(e, "gen-bad"), timeout=60)
+    assert final["event"] == "error" and "marble" in final["message"]

@@ -1,0 +1,207 @@
+"""Conditional texture GAN: one generator for many materials, picked (or mixed) by label.
+
+The periodic spatial generator of ``model.py`` with three changes:
+
+* **material embedding**: a learned table of one vector per material takes the place of the global
+  code. It enters the input canvas (broadcast channels, and the wave vectors of the periodic noise are
+  derived from it) and modulates every stage (FiLM: per-channel scale and shift from the embedding), so
+  a weighted mix of two embeddings interpolates the materials; a pure label's weights give exactly that
+  material's embedding, so the endpoints of an interpolation are the pure materials.
+* **coarse to fine**: every stage has its own RGB head and the image is built as the coarsest stage's
+  RGB, upsampled and refined by each finer stage's residual (a multi-scale generator). Training scores
+  every stage against the target downscaled to its resolution, so the layout is learnt at the coarse
+  stages and the finer ones add detail.
+* the condition is read back from the canvas inside ``body`` (its embedding channels are constant over
+  space), so tiling, the out-of-memory fallback and the periodic resize of ``generate.py`` work
+  unchanged: a canvas carries everything the image depends on.
+
+Every convolution still pads circularly: tileable by construction, any size in one pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .model import CircularUpsample, Generator, PixelNorm, TextureGANConfig, _conv, init_weights
+
+CONDITIONAL_VERSION = 2
+
+
+@dataclass
+class ConditionalGANConfig(TextureGANConfig):
+    """``global_dim`` is the embedding width; ``n_materials`` rows in the embedding table."""
+
+    n_materials: int = 1
+    global_dim: int = 32
+    local_dim: int = 16
+    g_channels: tuple[int, ...] = (128, 64, 32, 16, 8)  # stride 16: a wide receptive field for courses and cells
+    # Convolutions per stage: the two finest stages (1/2 and full resolution) hold most pixels,
+    # one conv each keeps 2048^2 in one pass affordable on a CPU.
+    g_convs: tuple[int, ...] = (2, 2, 2, 1, 1)
+    d_channels: tuple[int, ...] = (32, 64, 128, 128)
+    crop_size: int = 96
+    batch_size: int = 4
+    lr_g: float = 5e-4
+    lr_d: float = 2e-4
+    patch_loss_weight: float = 1.0  # sliced Wasserstein of raw pixel patches at every stage (cheap, coarse-to-fine)
+    stats_loss_weight: float = 1.0  # sliced Wasserstein of VGG19 features of the full-resolution output
+    stats_samples: int = 1  # of the batch, this many get the VGG19 term (it costs ~4x the rest of a step on a CPU)
+    adversarial_weight: float = 0.05  # the adversarial term, once ``adversarial_from`` steps are done
+    adversarial_from: int = 1500
+    exemplar_fraction: float = 0.25  # share of targets that are crops of the exemplar itself (not distilled tiles)
+
+    ARCHITECTURE_FIELDS = ("local_dim", "global_dim", "periodic_dim", "g_channels", "d_channels", "n_materials",
+                           "g_convs")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.g_convs = tuple(int(c) for c in self.g_convs)
+        if len(self.g_convs) != len(self.g_channels) or min(self.g_convs) < 1:
+            raise ValueError("g_convs needs one count (>= 1) per generator stage")
+        if self.n_materials < 1 or self.global_dim < 1:
+            raise ValueError("a conditional texture GAN needs at least one material and global_dim >= 1")
+
+
+class ConditionalGenerator(Generator):
+    def __init__(self, cfg: ConditionalGANConfig):
+        super().__init__(cfg)
+        act = lambda: nn.LeakyReLU(0.2)  # noqa: E731
+        stages, cin = [], cfg.noise_channels
+        for i, (cout, convs) in enumerate(zip(cfg.g_channels, cfg.g_convs)):
+            layers: list[nn.Module] = [CircularUpsample()] if i else []
+            for _ in range(convs):
+                layers += [_conv(cin, cout), act(), PixelNorm()]
+                cin = cout
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.n_materials = cfg.n_materials
+        self.embedding = nn.Parameter(torch.zeros(cfg.n_materials, cfg.global_dim, device="cpu"))
+        self.film = nn.ModuleList([nn.Linear(cfg.global_dim, 2 * c) for c in cfg.g_channels])
+        self.to_rgbs = nn.ModuleList([nn.Conv2d(c, 3, 1) for c in cfg.g_channels])
+        del self.to_rgb  # one head per stage instead
+        self.upsample = CircularUpsample()
+
+    def mix(self, weights: torch.Tensor) -> torch.Tensor:
+        """Bx(n_materials) non-negative weights (rows summing to 1) -> BxG embeddings."""
+        return weights.to(self.embedding.dtype) @ self.embedding
+
+    def condition_of(self, canvas: torch.Tensor) -> torch.Tensor:
+        """The embedding the canvas was built with (its broadcast channels are constant over space)."""
+        return canvas[:, self.local_dim:self.local_dim + self.global_dim, 0, 0]
+
+    def stage_images(self, x: torch.Tensor, fine: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Every stage's image (coarsest first), in [0, 1]; the last one is the output."""
+        cond = self.condition_of(x)
+        images, rgb = [], None
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i > 0:
+                x = x + self.noise_gains[i - 1] * fine[i - 1].to(x.dtype)
+            gamma, beta = self.film[i](cond).to(x.dtype)[:, :, None, None].chunk(2, dim=1)
+            x = x * (1 + gamma) + beta
+            delta = self.to_rgbs[i](x)
+            rgb = delta if rgb is None else self.upsample(rgb) + delta
+            images.append(torch.tanh(rgb) * 0.5 + 0.5)
+        return images
+
+    def body(self, x: torch.Tensor, fine: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.stage_images(x, fine)[-1]
+
+    def margin_noise_pixels(self) -> int:
+        # The RGB skip path upsamples as the main path does and its 1x1 heads reach nothing: same margin.
+        return super().margin_noise_pixels()
+
+
+def build_conditional(cfg: ConditionalGANConfig, seed: int):
+    """Seeded generator (and the label-projection discriminator) for ``cfg``."""
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.random.fork_rng(devices=[]):
+        g, d = ConditionalGenerator(cfg), MaterialDiscriminator(cfg)
+    init_weights(g, gen)
+    init_weights(d, gen)
+    with torch.no_grad():
+        g.embedding.copy_(torch.randn(g.embedding.shape, generator=gen, device="cpu"))
+        for lin in g.film:  # start as identity modulation; FiLM learns its departures
+            lin.weight.mul_(0.1)
+        for head in g.to_rgbs:  # the RGB heads add up over the stages: small, so tanh starts unsaturated
+            head.weight.mul_(0.1)
+        if cfg.periodic_dim:
+            last = g.wave_mlp[-1]
+            last.weight.mul_(0.1)
+            k0 = (torch.rand(last.bias.shape, generator=gen, device="cpu") * 2 - 1) * 0.2
+            last.bias.copy_(torch.atanh(2 * k0))
+        side = 2 ** (len(cfg.d_channels) + 1)
+        for _ in range(10):  # settle the spectral-norm power iteration
+            d(torch.zeros(1, 3, side, side, device="cpu"), torch.zeros(1, dtype=torch.long, device="cpu"))
+    return g, d
+
+
+class MaterialDiscriminator(nn.Module):
+    """PatchGAN with one logit map per material; a crop is scored by its own material's map."""
+
+    def __init__(self, cfg: ConditionalGANConfig):
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm
+        layers: list[nn.Module] = []
+        cin = 3
+        for cout in cfg.d_channels:
+            layers += [sn(nn.Conv2d(cin, cout, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+            cin = cout
+        layers.append(sn(nn.Conv2d(cin, cfg.n_materials, 3, padding=1)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x * 2.0 - 1.0)
+        return logits.gather(1, labels[:, None, None, None].expand(-1, 1, *logits.shape[2:]))
+
+
+def mix_weights(materials: Sequence[str], mix: dict[str, float] | str | None) -> torch.Tensor:
+    """1x(n) weights from a material name or a {name: weight} mix (normalised to sum 1)."""
+    names = list(materials)
+    if mix is None:
+        mix = {names[0]: 1.0}
+    if isinstance(mix, str):
+        mix = {mix: 1.0}
+    w = torch.zeros(1, len(names), device="cpu")
+    for name, value in mix.items():
+        if name not in names:
+            raise ValueError(f"unknown material {name!r}; this model has: {', '.join(names)}")
+        value = float(value)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"material weight for {name!r} must be >= 0, got {value}")
+        w[0, names.index(name)] += value
+    if float(w.sum()) <= 0:
+        raise ValueError("material weights must not all be 0")
+    return w / w.sum()
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """'brick:0.7,grass:0.3' -> {'brick': 0.7, 'grass': 0.3}."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, weight = part.rpartition(":")
+        if not name:
+            raise ValueError(f"--mix entries are NAME:WEIGHT, got {part!r}")
+        try:
+            out[name] = out.get(name, 0.0) + float(weight)
+        except ValueError as exc:
+            raise ValueError(f"--mix: {weight!r} is not a number") from exc
+    return out
+
+
+def config_from_architecture(arch: dict[str, Any]) -> ConditionalGANConfig:
+    return ConditionalGANConfig.from_dict(arch)
+
+
+def stage_downscale(target: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """The target at every stage's resolution (coarsest first), area-averaged."""
+    out = [target]
+    for _ in range(levels - 1):
+        out.append(F.avg_pool2d(out[-1], 2))
+    return out[::-1]

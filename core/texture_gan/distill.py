@@ -1,0 +1,368 @@
+"""Training the conditional texture GAN by distillation from the instant synthesizer.
+
+The instant synthesizer (``core.texture_synth``) already makes good tileable textures from one
+exemplar, but takes seconds per image. This recipe makes the GAN's CPU training affordable by
+learning from it:
+
+1. **targets, once**: ``tiles`` synthesized tileable tiles per material at the exemplar's native
+   scale (cached on disk, keyed by the exemplars and the synthesis settings); training crops are cut
+   from them with wrap-around (they tile), plus a share of crops of the exemplar itself;
+2. **cheap losses first**: per material, the sliced Wasserstein distance of raw pixel patches at every
+   stage of the coarse-to-fine generator against the target downscaled to that stage (the layout is
+   learnt at the coarse stages) and of VGG19 features of the full-resolution output (texture statistics);
+3. **then the adversarial term**: after ``adversarial_from`` steps a label-conditioned PatchGAN
+   (one logit map per material) sharpens what the statistics leave soft.
+
+Training is resumable to the bit: the generator, its EMA, the discriminator, both optimisers and all
+random generators are saved in ``NAME.train.safetensors``; a stopped run continued gives the same
+weights as one uninterrupted run of the same number of steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
+                                  sync_model_with_state)
+from ..common.device import pick_device
+from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, report
+from ..common.perception import TextureFeatures
+from ..common.quality import sliced_wasserstein
+from .conditional import CONDITIONAL_VERSION, ConditionalGANConfig, ConditionalGenerator, build_conditional, \
+    stage_downscale
+from .generate import KIND
+from .train import load_exemplars, training_state_path
+
+PATCH = 4  # side of the raw pixel patches of the patch loss
+PROJECTIONS = 32
+_COSMETIC_FIELDS = ("preview_every", "preview_size")
+
+
+# --------------------------------------------------------------------------- distilled targets
+
+def synthesized_tiles(exemplar: np.ndarray, count: int, size: int, seed: int, cache_dir: Path | None,
+                      steps: int | None = None) -> np.ndarray:
+    """``count`` tileable ``size``-px tiles synthesized from ``exemplar`` (uint8 NxSxSx3), cached."""
+    from ..texture_synth import synthesize
+
+    settings = json.dumps([fingerprint_arrays([exemplar]), count, size, seed, steps])
+    key = hashlib.sha256(settings.encode()).hexdigest()[:20]
+    path = cache_dir / f"tiles_{key}.npy" if cache_dir is not None else None
+    if path is not None and path.exists():
+        tiles = np.load(path, allow_pickle=False)
+        if tiles.shape == (count, size, size, 3):
+            return tiles
+    tiles = np.stack([np.round(np.clip(synthesize([exemplar], size, size, seed=seed * 1000 + i, tileable=True,
+                                                  steps=steps).image, 0, 1) * 255).astype(np.uint8)
+                      for i in range(count)])
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, tiles, allow_pickle=False)
+        tmp.replace(path)
+    return tiles
+
+
+class TargetSampler:
+    """Training targets per material: wrapped crops of its synthesized tiles or crops of its exemplar."""
+
+    def __init__(self, exemplars: list[np.ndarray], tiles: list[np.ndarray], crop: int, exemplar_fraction: float,
+                 generator: torch.Generator, device: torch.device):
+        self.crop, self.fraction, self.gen = crop, exemplar_fraction, generator
+        self.exemplars = [torch.from_numpy(np.ascontiguousarray(e.transpose(2, 0, 1))).to(device) for e in exemplars]
+        self.tiles = [torch.from_numpy(np.ascontiguousarray(t.transpose(0, 3, 1, 2))).to(device) for t in tiles]
+
+    def sample(self, label: int) -> torch.Tensor:
+        g, c = self.gen, self.crop
+        draw = float(torch.rand(1, generator=g, device="cpu"))
+        use_exemplar = draw < self.fraction or self.tiles[label].shape[0] == 0
+        if use_exemplar:
+            src = self.exemplars[label]
+            _, h, w = src.shape
+            y = int(torch.randint(h - c + 1, (1,), generator=g, device="cpu"))
+            x = int(torch.randint(w - c + 1, (1,), generator=g, device="cpu"))
+            out = src[:, y:y + c, x:x + c]
+        else:
+            stack = self.tiles[label]
+            tile = stack[int(torch.randint(stack.shape[0], (1,), generator=g, device="cpu"))]
+            _, h, w = tile.shape
+            y = int(torch.randint(h, (1,), generator=g, device="cpu"))
+            x = int(torch.randint(w, (1,), generator=g, device="cpu"))
+            rows = torch.arange(y, y + c, device=tile.device) % h
+            cols = torch.arange(x, x + c, device=tile.device) % w
+            out = tile.index_select(1, rows).index_select(2, cols).float() / 255.0
+        flips = torch.randint(2, (2,), generator=g, device="cpu").tolist()
+        if flips[0]:
+            out = out.flip(2)
+        if flips[1]:
+            out = out.flip(1)
+        return out
+
+
+# --------------------------------------------------------------------------- losses
+
+def patch_sw(fake: torch.Tensor, real: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Sliced Wasserstein between the raw PATCHxPATCH pixel patches of two 1x3xHxW images."""
+    pf = F.unfold(fake, PATCH)[:, :, :, None]  # 1 x 3*P*P x L x 1: patches as feature vectors
+    pr = F.unfold(real, PATCH)[:, :, :, None]
+    return sliced_wasserstein(pf, pr, PROJECTIONS, gen)
+
+
+def vgg_sw(features: TextureFeatures, fake: torch.Tensor, real: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Per-sample, per-layer normalised sliced Wasserstein of VGG19 features (the batch mixes materials)."""
+    with torch.no_grad():
+        real_feats = features(real)
+    fake_feats = features(fake)
+    total = fake.new_zeros(())
+    for ff, fr in zip(fake_feats, real_feats):
+        for i in range(fake.shape[0]):
+            energy = fr[i].pow(2).mean() + 1e-8
+            total = total + sliced_wasserstein(ff[i:i + 1], fr[i:i + 1], PROJECTIONS, gen) / energy
+    return total / (len(fake_feats) * fake.shape[0])
+
+
+# --------------------------------------------------------------------------- trainer
+
+class MaterialTrainer:
+    """One run's models, optimisers and seeded generators; ``step()`` is one training step."""
+
+    def __init__(self, cfg: ConditionalGANConfig, sampler: TargetSampler, seed: int, device: torch.device,
+                 features: TextureFeatures | None = None):
+        self.cfg, self.device, self.sampler = cfg, device, sampler
+        g, d = build_conditional(cfg, seed)
+        g_ema, _ = build_conditional(cfg, seed)
+        g_ema.load_state_dict(g.state_dict())
+        self.g, self.d, self.g_ema = g.to(device), d.to(device), g_ema.to(device).eval()
+        for p in self.g_ema.parameters():
+            p.requires_grad_(False)
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr_g, betas=(0.5, 0.99))
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr_d, betas=(0.5, 0.99))
+        self.features = features if features is not None else (TextureFeatures(device) if cfg.stats_loss_weight
+                                                               else None)
+        self.data_gen = torch.Generator().manual_seed(seed * 4 + 1)
+        self.noise_gen = torch.Generator().manual_seed(seed * 4 + 2)
+        self.proj_gen = torch.Generator().manual_seed(seed * 4 + 3)
+        self.steps_done = 0
+
+    def _noise(self, labels: torch.Tensor):
+        g, n, grid = self.g, labels.shape[0], self.cfg.crop_size // self.cfg.stride
+        local = torch.randn(n, g.local_dim, grid, grid, generator=self.noise_gen, device="cpu")
+        phase = torch.rand(n, g.periodic_dim, generator=self.noise_gen, device="cpu") * (2 * math.pi)
+        fine = [torch.randn(n, *shape, generator=self.noise_gen, device="cpu")
+                for shape in g.fine_noise_shapes(grid, grid)]
+        return local.to(self.device), phase.to(self.device), [f.to(self.device) for f in fine]
+
+    def step(self) -> dict[str, torch.Tensor]:
+        cfg, g, d = self.cfg, self.g, self.d
+        g.train()
+        n = cfg.batch_size
+        # Labels cycle through the materials from a seeded offset, so every material is seen equally.
+        start = int(torch.randint(g.n_materials, (1,), generator=self.data_gen, device="cpu"))
+        labels = (torch.arange(n, device="cpu") + start) % g.n_materials
+        real = torch.stack([self.sampler.sample(int(k)) for k in labels]).to(self.device)
+        labels = labels.to(self.device)
+        local, phase, fine = self._noise(labels)
+        canvas = g.build_input(local, g.embedding[labels], phase)
+        stages = g.stage_images(canvas, fine)
+        fake = stages[-1]
+        losses: dict[str, torch.Tensor] = {}
+        targets = stage_downscale(real, len(stages))
+        patch = fake.new_zeros(())
+        for img, tgt in zip(stages, targets):
+            for i in range(n):
+                patch = patch + patch_sw(img[i:i + 1], tgt[i:i + 1], self.proj_gen)
+        patch = patch / (n * len(stages))
+        loss_g = cfg.patch_loss_weight * patch
+        losses["patch"] = patch.detach()
+        if cfg.stats_loss_weight:
+            k = max(1, min(n, cfg.stats_samples))  # labels cycle, so every material gets its share
+            stats = vgg_sw(self.features, fake[:k], real[:k], self.proj_gen)
+            loss_g = loss_g + cfg.stats_loss_weight * stats
+            losses["stats"] = stats.detach()
+        adversarial = self.steps_done >= cfg.adversarial_from and cfg.adversarial_weight > 0
+        if adversarial:
+            d.train()
+            loss_d = F.softplus(-d(real, labels)).mean() + F.softplus(d(fake.detach(), labels)).mean()
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+            g_adv = F.softplus(-d(fake, labels)).mean()
+            loss_g = loss_g + cfg.adversarial_weight * g_adv
+            losses["d"], losses["g_adv"] = loss_d.detach(), g_adv.detach()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self.steps_done += 1
+        decay = min(cfg.ema_decay, (1 + self.steps_done) / (10 + self.steps_done))
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.g_ema.parameters()), list(g.parameters()), 1 - decay)
+        return losses
+
+    def state(self) -> dict:
+        return {"g": self.g.state_dict(), "d": self.d.state_dict(), "g_ema": self.g_ema.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "rng": {"data": self.data_gen.get_state(), "noise": self.noise_gen.get_state(),
+                        "proj": self.proj_gen.get_state()}}
+
+    def load_state(self, state: dict, step: int) -> None:
+        self.g.load_state_dict(state["g"])
+        self.d.load_state_dict(state["d"])
+        self.g_ema.load_state_dict(state["g_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.data_gen.set_state(state["rng"]["data"])
+        self.noise_gen.set_state(state["rng"]["noise"])
+        self.proj_gen.set_state(state["rng"]["proj"])
+        self.steps_done = step
+
+
+def train_material_gan(exemplars: Sequence[str | Path | np.ndarray], materials: Sequence[str], out_path: str | Path,
+                       steps: int | None = None, *, minutes: float | None = None,
+                       config: ConditionalGANConfig | None = None, seed: int = 0, device=None,
+                       tiles: int = 16, tile_size: int = 256, synth_steps: int | None = None,
+                       cache_dir: str | Path | None = None, progress: ProgressCallback | None = None,
+                       cancel: CancelToken | None = None, checkpoint_minutes: float = 4.0,
+                       extra_config: dict | None = None, state_path: str | Path | None = None,
+                       warm_start: str | Path | None = None) -> dict:
+    """Train (or continue) a conditional texture GAN over ``materials`` (one exemplar each).
+
+    Stops at ``steps`` total steps or after ``minutes`` of wall time, whichever comes first, always
+    with a checkpoint; returns {"steps", "seconds", "losses"} (seconds: the total training time).
+    ``state_path`` (default ``NAME.train.safetensors`` beside the model) holds the training state;
+    ``warm_start`` names another run's state (same architecture, other sizes, e.g. the CPU run's for a
+    GPU profile) whose weights and step start this run when it has no state of its own.
+    """
+    out = Path(out_path)
+    if len(exemplars) != len(materials) or not materials:
+        raise ValueError("one exemplar per material is needed")
+    if steps is None and minutes is None:
+        raise ValueError("give steps, minutes or both")
+    began = time.perf_counter()
+    dev = pick_device(device)
+    cfg = config or ConditionalGANConfig(n_materials=len(materials))
+    if cfg.n_materials != len(materials):
+        raise ValueError(f"config has {cfg.n_materials} materials, {len(materials)} given")
+    arrays, _ = load_exemplars(list(exemplars), cfg.max_exemplar_side)
+    fingerprint = fingerprint_arrays(arrays)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    target_tiles = [synthesized_tiles(a, tiles, min(tile_size, *a.shape[:2]) if tiles else tile_size, seed, cache,
+                                      synth_steps) if tiles else np.zeros((0, 1, 1, 3), np.uint8) for a in arrays]
+    crop = min(cfg.crop_size, *(min(a.shape[:2]) // cfg.stride * cfg.stride for a in arrays))
+    if crop != cfg.crop_size:
+        raise ValueError(f"exemplars must be at least {cfg.crop_size} px per side for crop_size {cfg.crop_size}")
+    sampler = TargetSampler(arrays, target_tiles, crop, cfg.exemplar_fraction if tiles else 1.0,
+                            torch.Generator(), dev)
+    trainer = MaterialTrainer(cfg, sampler, seed, dev)
+    sampler.gen = trainer.data_gen  # one data stream, saved with the state
+    state_path = Path(state_path) if state_path is not None else training_state_path(out)
+    step, losses, trained_seconds = 0, {}, 0.0
+    if warm_start is not None and not state_path.exists():
+        warm = load_training_state(warm_start, "cpu")
+        if {k: warm["config"].get(k) for k in cfg.ARCHITECTURE_FIELDS} != {k: cfg.to_dict()[k] for k in
+                                                                            cfg.ARCHITECTURE_FIELDS}:
+            raise CheckpointError(f"{Path(warm_start).name} has another architecture; it cannot warm-start this run")
+        for name in ("g", "d", "g_ema"):
+            getattr(trainer, name).load_state_dict(warm[name])
+        step = trainer.steps_done = int(warm["step"])
+        trained_seconds = float(warm.get("trained_seconds", 0.0))
+    if state_path.exists():
+        state = load_training_state(state_path, "cpu")
+        saved = {k: v for k, v in state.get("config", {}).items() if k not in _COSMETIC_FIELDS}
+        now = {k: v for k, v in cfg.to_dict().items() if k not in _COSMETIC_FIELDS}
+        if state.get("data_fingerprint") != fingerprint or saved != now or state.get("seed") != seed:
+            raise CheckpointError(f"{state_path.name} was trained on other exemplars or settings; "
+                                  "delete it to start over")
+        step = int(state["step"])
+        trainer.load_state(state, step)
+        losses = dict(state.get("losses", {}))
+        trained_seconds = float(state.get("trained_seconds", 0.0))
+
+    def save(at_step: int, seconds: float) -> None:
+        model_config = {"name": out.name.removesuffix(".safetensors"), "version": CONDITIONAL_VERSION,
+                        "architecture": cfg.architecture(), "training_config": cfg.to_dict(),
+                        "materials": list(materials), "data_fingerprint": fingerprint, "steps": at_step,
+                        "seed": seed, "stride": cfg.stride, "crop_size_used": crop,
+                        "training_seconds": round(seconds, 1), "recipe": "distilled from texture_synth",
+                        "distilled_tiles": tiles, "device": str(dev), **(extra_config or {})}
+        save_model_and_state(out, trainer.g_ema.state_dict(), model_config, KIND, state_path,
+                             {"step": at_step, "seed": seed, "config": cfg.to_dict(), "data_fingerprint": fingerprint,
+                              "losses": losses, "trained_seconds": seconds, **trainer.state()})
+
+    if state_path.exists():
+        sync_model_with_state(out, "steps", step, lambda s: save(s, trained_seconds))
+    total = steps if steps is not None else 10 ** 9
+    report(progress, step, total, "starting" if step == 0 else f"resumed at step {step}", losses)
+    loop_start = time.perf_counter()
+    last_save = loop_start
+    deadline = began + minutes * 60 if minutes is not None else math.inf
+    while step < total and time.perf_counter() < deadline:
+        if cancel is not None and cancel.cancelled:
+            save(step, trained_seconds + time.perf_counter() - loop_start)
+            raise JobCancelled(f"training cancelled at step {step}; checkpoint saved to {out.name}")
+        pending = trainer.step()
+        step += 1
+        losses = {k: float(v) for k, v in pending.items()}
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise RuntimeError(f"training diverged at step {step} ({losses}); the last checkpoint is kept")
+        if time.perf_counter() - last_save > checkpoint_minutes * 60:
+            save(step, trained_seconds + time.perf_counter() - loop_start)
+            last_save = time.perf_counter()
+        report(progress, step, total, "", losses)
+    seconds = trained_seconds + time.perf_counter() - loop_start
+    save(step, seconds)
+    return {"steps": step, "seconds": seconds, "losses": losses}
+
+
+
+def distilled_config(fields: dict | None, n_materials: int) -> ConditionalGANConfig | None:
+    """A job's config JSON for the distilled recipe (checked like any config), or None for the defaults."""
+    if not fields:
+        return None
+    from ..common.checkpoints import check_config_values
+    check_config_values("config", KIND, fields)
+    fields = dict(fields)
+    if "g_channels" in fields and "g_convs" not in fields:  # one conv per stage unless told
+        fields["g_convs"] = [1] * len(fields["g_channels"])
+    return ConditionalGANConfig.from_dict({**fields, "n_materials": n_materials})
+
+
+def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: str | Path, steps: int, *,
+                       config=None, seed: int = 0, device=None, progress: ProgressCallback | None = None,
+                       cancel: CancelToken | None = None, checkpoint_every: int = 200, resume: bool = True,
+                       tiles: int = 4) -> Path:
+    """*Train From Image* with the distillation recipe: each exemplar becomes one material of the model
+    (one exemplar: a one-material model). ``config``: a ``ConditionalGANConfig`` or None (the bundled
+    recipe's architecture, its crop fitted to the smallest exemplar). Signature of ``train_texture_gan``."""
+    from ..common.images import load_image
+    from ..common.perception import cache_dir
+
+    items = [exemplars] if isinstance(exemplars, (str, Path, np.ndarray)) else list(exemplars)
+    names = []
+    for i, item in enumerate(items):
+        stem = Path(load_image(item).source or "").stem if not isinstance(item, np.ndarray) else ""
+        name = stem or f"material_{i + 1}"
+        names.append(name if name not in names else f"{name}_{i + 1}")
+    if not isinstance(config, ConditionalGANConfig):
+        arrays, _ = load_exemplars(items, ConditionalGANConfig.max_exemplar_side)
+        base = ConditionalGANConfig(n_materials=len(items))
+        smallest = min(min(a.shape[:2]) for a in arrays)
+        crop = max(2 * base.stride, min(base.crop_size, smallest // base.stride * base.stride))
+        config = ConditionalGANConfig(n_materials=len(items), crop_size=crop)
+    out = Path(out_path)
+    state = training_state_path(out)
+    if not resume and state.exists():
+        state.unlink()
+    every_minutes = 4.0 if checkpoint_every >= 200 else 0.5
+    train_material_gan(items, names, out, steps, config=config, seed=seed, device=device, tiles=tiles,
+                       cache_dir=cache_dir() / "texture_gan_tiles", progress=progress, cancel=cancel,
+                       checkpoint_minutes=every_minutes)
+    return out

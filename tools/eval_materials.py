@@ -1,0 +1,189 @@
+"""Quick evaluation of the material models (conditional GAN, VAE-GAN) on their checkpoints (~2-3 min on a CPU).
+
+    python tools/eval_materials.py [--gan models/texture_gan/materials.safetensors]
+                                   [--vae models/texture_vae/materials_vaegan.safetensors]
+                                   [--old-vae models/texture_vae/materials.safetensors] [--out eval_materials.png]
+
+Per material, each figure next to its baseline from the same run (the bench targets in brackets):
+
+* GAN: VGG19 sliced-Wasserstein distance to the exemplar / the exemplar's own random crops' (<= 1.6);
+* GAN seam: phase-matched seam score of tileable output, mean over seeds (<= 1.02);
+* VAE variation (strength 0.5): the same ratio (<= 1.6) and gradient energy / the crop's (>= 0.85),
+  and the old VAE's variation of the same crop;
+* the distilled instant-synthesis tiles (the GAN's teacher), when cached, scored the same way;
+* GAN 2048x2048 generation time (<= 3 s).
+
+Writes a PNG strip: exemplar | instant | GAN | VAE variation per material, and a material interpolation strip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+VARY_STRENGTH = 0.5
+
+
+def gradient_energy(rgb: np.ndarray) -> float:
+    grey = np.asarray(rgb, np.float64).mean(axis=2)
+    return float((np.diff(grey, axis=0) ** 2).mean() + (np.diff(grey, axis=1) ** 2).mean())
+
+
+def crops(exemplar: np.ndarray, size: int, count: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    h, w = exemplar.shape[:2]
+    return [exemplar[y:y + size, x:x + size] for y, x in
+            ((int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))) for _ in range(count))]
+
+
+class VGGJudge:
+    """``core.common.quality.vgg_texture_distance`` against one reference, its features computed once
+    (the same numbers: same crop, layers, projections and seed)."""
+
+    def __init__(self, reference: np.ndarray, seed: int = 0, max_side: int = 512):
+        import torch
+
+        from core.common.images import to_tensor
+        from core.common.perception import load_perception
+        from core.common.quality import TEXTURE_LAYERS, _crop
+
+        self.net, self.layers, self.seed, self.max_side = load_perception("cpu"), TEXTURE_LAYERS, seed, max_side
+        self._crop, self._to_tensor = _crop, to_tensor
+        with torch.no_grad():
+            self.ref = self.net(to_tensor(_crop(reference, max_side)), self.layers)
+
+    def __call__(self, image: np.ndarray) -> float:
+        import torch
+
+        from core.common.quality import sliced_wasserstein
+        gen = torch.Generator().manual_seed(self.seed)
+        with torch.no_grad():
+            feats = self.net(self._to_tensor(self._crop(image, self.max_side)), self.layers)
+            total = 0.0
+            for name in self.layers:
+                scale = float(self.ref[name].pow(2).mean()) + 1e-8
+                total += float(sliced_wasserstein(feats[name], self.ref[name], 64, gen)) / scale
+        return total / len(self.layers)
+
+
+def cached_instant_tile(exemplar: np.ndarray, size: int) -> np.ndarray | None:
+    """The first distilled teacher tile of this exemplar, if the GAN's training cached one."""
+    from core.common.checkpoints import fingerprint_arrays
+    cache = ROOT / "build_cache" / "gan_distill"
+    import hashlib
+    import json
+    for tiles, tile_size in ((4, 256), (24, 384)):
+        key = hashlib.sha256(json.dumps([fingerprint_arrays([exemplar]), tiles, min(tile_size, *exemplar.shape[:2]),
+                                         19, None]).encode()).hexdigest()[:20]
+        path = cache / f"tiles_{key}.npy"
+        if path.exists():
+            return np.load(path, allow_pickle=False)[0, :size, :size].astype(np.float32) / 255.0
+    return None
+
+
+def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, seeds: int = 2,
+             seam_seeds: int = 8, time_2048: bool = True) -> tuple[list[dict], dict, list[np.ndarray]]:
+    import torch
+
+    from core.common.quality import seam_score
+    from core.texture_gan import TextureGenerator
+    from core.texture_vae import load_texture_vae
+    from tools.zoo.gan import MATERIALS, load_materials
+
+    torch.manual_seed(0)
+    gan = TextureGenerator.load(gan_path, "cpu")
+    vae = load_texture_vae(vae_path, "cpu") if vae_path and vae_path.exists() else None
+    old_vae = load_texture_vae(old_vae_path, "cpu") if old_vae_path and old_vae_path.exists() else None
+    exemplars = dict(zip([m[0] for m in MATERIALS], load_materials(MATERIALS, None)))
+    rows, strip = [], []
+    for name in gan.materials:
+        ex = exemplars[name]
+        size = min(ex.shape[:2]) // 2
+        judge = VGGJudge(ex)
+        base = float(np.mean([judge(c) for c in crops(ex, size, seeds, 1)]))
+
+        def ratio_of(images):
+            return float(np.mean([judge(im) for im in images])) / base
+        fakes = [gan.generate(size, size, seed=s, material=name) for s in range(seeds)]
+        row = {"material": name, "crop_px": size, "crop_swd": base, "gan_ratio": ratio_of(fakes),
+               "gan_seam": float(np.mean([seam_score(gan.generate(128, 128, seed=s, material=name), gan.stride)
+                                          for s in range(seam_seeds)]))}
+        instant = cached_instant_tile(ex, size)
+        if instant is not None:
+            row["instant_ratio"] = ratio_of([instant])
+        source = crops(ex, size, 1, 7)[0]
+        variation = None
+        for label, model in (("vae", vae), ("old_vae", old_vae)):
+            if model is None:
+                continue
+            varied = [model.vary(source, VARY_STRENGTH, seed=s) for s in range(seeds)]
+            row[f"{label}_ratio"] = ratio_of(varied)
+            row[f"{label}_grad_energy"] = float(np.mean([gradient_energy(v) for v in varied])) / gradient_energy(source)
+            if label == "vae":
+                variation = varied[0]
+        rows.append(row)
+        panel = [source, instant if instant is not None else np.zeros_like(source), fakes[0],
+                 variation if variation is not None else np.zeros_like(source)]
+        strip.append(np.concatenate([np.asarray(p[:size, :size], np.float32) for p in panel], axis=1))
+    extra = {}
+    if time_2048:
+        gan.generate(256, 256, seed=0, material=gan.materials[0])
+        start = time.perf_counter()
+        gan.generate(2048, 2048, seed=0, material=gan.materials[0])
+        extra["gan_2048_seconds"] = time.perf_counter() - start
+    # Interpolation strip between the first and the last material (and a second pair).
+    interp = []
+    names = gan.materials
+    pairs = [(names[0], names[-1])] + ([(names[3], names[4])] if len(names) > 4 else [])
+    for a, b in pairs:
+        interp.append(np.concatenate([gan.generate(160, 160, seed=3, material={a: 1 - t, b: t})
+                                      for t in np.linspace(0, 1, 6)], axis=1))
+    return rows, extra, [strip, interp]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gan", default=str(ROOT / "models/texture_gan/materials.safetensors"))
+    parser.add_argument("--vae", default=str(ROOT / "models/texture_vae/materials_vaegan.safetensors"))
+    parser.add_argument("--old-vae", default=str(ROOT / "models/texture_vae/materials.safetensors"))
+    parser.add_argument("--out", default="eval_materials.png")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="one seed, 4 seam seeds (about half the time)")
+    args = parser.parse_args(argv)
+    from core.common.images import save_image
+
+    start = time.perf_counter()
+    rows, extra, (strip, interp) = evaluate(Path(args.gan), Path(args.vae), Path(args.old_vae),
+                                            1 if args.quick else args.seeds, 4 if args.quick else 8)
+    keys = ["gan_ratio", "gan_seam", "instant_ratio", "vae_ratio", "vae_grad_energy", "old_vae_ratio",
+            "old_vae_grad_energy"]
+    print("material              " + " ".join(f"{k:>13}" for k in keys))
+    for r in rows:
+        print(f"{r['material']:<22}" + " ".join(f"{r[k]:>13.3f}" if k in r else f"{'-':>13}" for k in keys))
+    print("targets: gan_ratio <= 1.6, gan_seam <= 1.02, vae_ratio <= 1.6, vae_grad_energy >= 0.85 "
+          "(ratios: VGG19 SW distance / the exemplar's own random crops')")
+    for k in keys:
+        values = [r[k] for r in rows if k in r]
+        if values:
+            print(f"mean {k}: {np.mean(values):.3f}  worst: {max(values) if 'energy' not in k else min(values):.3f}")
+    if "gan_2048_seconds" in extra:
+        print(f"GAN 2048x2048: {extra['gan_2048_seconds']:.2f} s (target <= 3 s)")
+    width = max(s.shape[1] for s in strip)
+    sheet = np.concatenate([np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0))) for s in strip], axis=0)
+    out = Path(args.out)
+    save_image(out, sheet)
+    save_image(out.with_name(out.stem + "_interpolation.png"), np.concatenate(interp, axis=0))
+    print(f"wrote {out} (exemplar | instant | GAN | VAE variation) and {out.stem}_interpolation.png "
+          f"in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The bundled conditional texture GAN over the materials (``python build.py models --only gan --minutes N``).
+
+One generator for every material in ``MATERIALS`` (core/texture_gan/conditional.py), distilled from the
+instant synthesizer (core/texture_gan/distill.py). The model goes to ``models/texture_gan/materials.safetensors``,
+its training state (model, optimisers, step, random streams; committed so any session continues it, never
+packaged) to ``models/training/gan.train.safetensors``; the distilled tiles are cached in ``build_cache/``.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from pathlib import Path
+
+from . import MODELS, ROOT
+
+PROFILES = ("cpu", "gpu", "tiny")
+NAME = "materials_gan"
+SEED = 19
+
+# (material name, label, exemplar path relative to the repository). Licences: models/exemplars/SOURCES.md
+# and data/materials/SOURCES.md.
+MATERIALS = (
+    ("photo_brick", "Brick Wall (photo)", "models/exemplars/photo_brick.png"),
+    ("photo_grass", "Grass (photo)", "models/exemplars/photo_grass.png"),
+    ("photo_gravel", "Gravel (photo)", "models/exemplars/photo_gravel.png"),
+    ("render_bark", "Bark", "models/exemplars/render_bark.png"),
+    ("render_cobblestones", "Cobblestones", "models/exemplars/render_cobblestones.png"),
+    ("render_fabric", "Fabric", "models/exemplars/render_fabric.png"),
+    ("render_rusty_metal", "Rusty Metal", "models/exemplars/render_rusty_metal.png"),
+    ("oa_cracked_ground", "Cracked Ground (photo)", "data/materials/oa_cracked_ground.jpg"),
+    ("oa_stone_bricks", "Stone Bricks", "data/materials/oa_stone_bricks.jpg"),
+)
+
+
+def profile_settings(profile: str) -> dict:
+    """Recipe sizes per profile: config fields and the distillation's tiles."""
+    if profile == "cpu":
+        return {"config": {}, "tiles": 4, "tile_size": 256, "synth_steps": None, "materials": MATERIALS,
+                "exemplar_side": None}
+    if profile == "gpu":
+        return {"config": {"crop_size": 192, "batch_size": 18}, "tiles": 24, "tile_size": 384, "synth_steps": None,
+                "materials": MATERIALS, "exemplar_side": None}
+    if profile == "tiny":  # seconds: two materials, small exemplars, no VGG
+        return {"config": {"g_channels": (16, 8, 4), "g_convs": (1, 1, 1), "d_channels": (8, 16), "local_dim": 4,
+                           "global_dim": 4, "periodic_dim": 2, "crop_size": 32, "batch_size": 2,
+                           "stats_loss_weight": 0.0, "adversarial_from": 3},
+                "tiles": 1, "tile_size": 48, "synth_steps": 2, "materials": MATERIALS[:2],
+                "exemplar_side": 64}
+    raise SystemExit(f"gan: unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+
+
+def load_materials(materials, side: int | None):
+    import numpy as np
+
+    from core.common.images import load_rgb, resize_rgb
+
+    arrays = []
+    for _, _, rel in materials:
+        a = load_rgb(ROOT / rel)
+        if side is not None:
+            a = np.clip(resize_rgb(a, side, side), 0, 1).astype(np.float32)
+        arrays.append(a)
+    return arrays
+
+
+def write_thumbnail(model_path: Path, cell: int = 48) -> Path:
+    """``materials.png`` beside the model: its materials in a square grid (the add-on's model list)."""
+    import math
+
+    import numpy as np
+
+    from core.common.images import save_image
+    from core.texture_gan import TextureGenerator
+
+    model = TextureGenerator.load(model_path, "cpu")
+    side = math.ceil(math.sqrt(len(model.materials)))
+    tiles = [model.generate(cell, cell, seed=0, material=name) for name in model.materials]
+    tiles += [np.zeros_like(tiles[0])] * (side * side - len(tiles))
+    grid = np.concatenate([np.concatenate(tiles[r * side:(r + 1) * side], axis=1) for r in range(side)], axis=0)
+    return save_image(model_path.with_suffix(".png"), grid)
+
+
+def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Path = MODELS,
+          warm_start: Path | None = None) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from core.texture_gan.conditional import ConditionalGANConfig
+    from core.texture_gan.distill import train_material_gan
+
+    settings = profile_settings(profile)
+    materials = settings["materials"]
+    out_dir = Path(out_dir)
+    model_path = out_dir / "texture_gan" / "materials.safetensors"
+    state_path = out_dir / "training" / "gan.train.safetensors"
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    cfg = ConditionalGANConfig(n_materials=len(materials), **settings["config"])
+    result = train_material_gan(load_materials(materials, settings["exemplar_side"]), [m[0] for m in materials],
+                                model_path, minutes=minutes, config=cfg, seed=SEED, device=device,
+                                tiles=settings["tiles"], tile_size=settings["tile_size"],
+                                synth_steps=settings["synth_steps"], cache_dir=ROOT / "build_cache" / "gan_distill",
+                                state_path=state_path, warm_start=warm_start,
+                                checkpoint_minutes=0.05 if profile == "tiny" else 4.0,
+                                extra_config={"labels": {m[0]: m[1] for m in materials}, "profile": profile})
+    return record(out_dir, device, minutes, result["losses"])
+
+
+def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = None, losses: dict | None = None) -> dict:
+    """The manifest entry (and thumbnail) of the model now in ``out_dir``, from its checkpoint's config;
+    merged into ``out_dir/manifest.json`` when there is one. Reads the checkpoint only: safe while a
+    training of the same model runs."""
+    from core.common.checkpoints import read_checkpoint_config
+
+    out_dir = Path(out_dir)
+    model_path = out_dir / "texture_gan" / "materials.safetensors"
+    config = read_checkpoint_config(model_path)
+    profile = config.get("profile", "cpu")
+    materials = [m for m in MATERIALS if m[0] in config["materials"]]
+    thumbnail = write_thumbnail(model_path)
+    entry = {
+        "name": NAME, "label": "Materials (conditional GAN)", "kind": "texture_gan",
+        "file": str(model_path.relative_to(out_dir)), "thumbnail": str(thumbnail.relative_to(out_dir)),
+        "command": f"python build.py models --only gan --minutes {minutes if minutes is not None else 60:g} "
+                   f"--profile {profile}  (continues the committed training state)",
+        "seed": SEED, "steps": config["steps"], "profile": profile,
+        "materials": [{"name": n, "label": label, "exemplars": [rel]} for n, label, rel in materials],
+        "data": [rel for _, _, rel in materials],
+        "recipe": "distilled from the instant synthesizer (core/texture_gan/distill.py)",
+        "training_seconds": config.get("training_seconds"),
+        "trained_on": f"{device} ({platform.machine()}, {platform.system()})",
+        "size_mb": round(model_path.stat().st_size / 1e6, 2),
+    }
+    if losses:
+        entry["losses"] = {k: round(v, 5) for k, v in losses.items()}
+    manifest = out_dir / "manifest.json"
+    if manifest.exists():
+        from tools.model_zoo import _update_manifest
+        _update_manifest(manifest, entry)
+    return entry

@@ -1,0 +1,111 @@
+"""The bundled materials VAE, trained as a VAE-GAN (``python build.py models --only vae --minutes N``).
+
+Same materials as the conditional GAN (``tools/zoo/gan.py``). The model goes to
+``models/texture_vae/materials_vaegan.safetensors`` (an ordinary texture VAE file), its training state to
+``models/training/vae.train.safetensors`` (committed, never packaged).
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from pathlib import Path
+
+from . import MODELS, ROOT
+from .gan import MATERIALS, load_materials
+
+PROFILES = ("cpu", "gpu", "tiny")
+NAME = "materials_vaegan"
+SEED = 23
+
+
+def profile_settings(profile: str) -> dict:
+    # cpu and gpu fine-tune the previous bundled VAE (same architecture; 500 steps on procedural exemplars):
+    # on 2 shared cores a VAE-GAN from scratch would not get far in one session.
+    previous = MODELS / "texture_vae" / "materials.safetensors"
+    tuned = {"crop_size": 64, "batch_size": 6, "lr": 5e-4, "adversarial_from": 150}
+    if profile == "cpu":
+        return {"config": tuned, "materials": MATERIALS, "exemplar_side": None, "init_from": previous}
+    if profile == "gpu":
+        return {"config": {**tuned, "crop_size": 128, "batch_size": 24}, "materials": MATERIALS,
+                "exemplar_side": None, "init_from": previous}
+    if profile == "tiny":
+        return {"config": {"base_channels": 4, "channel_mult": (1, 2), "latent_channels": 2, "crop_size": 16,
+                           "batch_size": 2, "stats_features": "random", "adversarial_from": 2,
+                           "d_channels": (4, 8)},
+                "materials": MATERIALS[:2], "exemplar_side": 48, "init_from": None}
+    raise SystemExit(f"vae: unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+
+
+def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Path = MODELS,
+          warm_start: Path | None = None) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from core.texture_vae.vaegan import VAEGANConfig, train_vae_gan
+
+    settings = profile_settings(profile)
+    materials = settings["materials"]
+    out_dir = Path(out_dir)
+    model_path = out_dir / "texture_vae" / "materials_vaegan.safetensors"
+    state_path = out_dir / "training" / "vae.train.safetensors"
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    result = train_vae_gan(load_materials(materials, settings["exemplar_side"]), model_path, minutes=minutes,
+                           config=VAEGANConfig(**settings["config"]), seed=SEED, device=device,
+                           state_path=state_path, warm_start=warm_start, name=NAME,
+                           init_from=settings["init_from"] if settings["init_from"] and settings["init_from"].exists()
+                           else None,
+                           checkpoint_minutes=0.05 if profile == "tiny" else 4.0,
+                           extra_meta={"materials": [m[0] for m in materials], "profile": profile})
+    return record(out_dir, device, minutes, result["losses"])
+
+
+def write_thumbnail(model_path: Path, materials, cell: int = 48) -> Path:
+    """``NAME.png`` beside the model: a variation of each material's exemplar in a square grid."""
+    import math
+
+    import numpy as np
+
+    from core.common.images import save_image
+    from core.texture_vae import load_texture_vae
+
+    vae = load_texture_vae(model_path, "cpu")
+    tiles = [vae.vary(a[:2 * cell, :2 * cell], 0.5, seed=0, width=cell, height=cell)
+             for a in load_materials(materials, None)]
+    side = math.ceil(math.sqrt(len(tiles)))
+    tiles += [np.zeros_like(tiles[0])] * (side * side - len(tiles))
+    grid = np.concatenate([np.concatenate(tiles[r * side:(r + 1) * side], axis=1) for r in range(side)], axis=0)
+    return save_image(model_path.with_suffix(".png"), grid)
+
+
+def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = None, losses: dict | None = None) -> dict:
+    """The manifest entry of the model now in ``out_dir``, from its checkpoint (see ``gan.record``)."""
+    from core.common.checkpoints import read_checkpoint_config
+
+    out_dir = Path(out_dir)
+    model_path = out_dir / "texture_vae" / "materials_vaegan.safetensors"
+    config = read_checkpoint_config(model_path)
+    profile = config.get("profile", "cpu")
+    materials = [m for m in MATERIALS if m[0] in config.get("materials", [])]
+    fine_tuned = profile != "tiny"
+    thumbnail = write_thumbnail(model_path, materials)
+    entry = {
+        "name": NAME, "label": "Materials VAE (sharp, VAE-GAN)", "kind": "texture_vae",
+        "file": str(model_path.relative_to(out_dir)), "thumbnail": str(thumbnail.relative_to(out_dir)),
+        "command": f"python build.py models --only vae --minutes {minutes if minutes is not None else 60:g} "
+                   f"--profile {profile}  (continues the committed training state)",
+        "seed": SEED, "steps": config["steps"], "profile": profile,
+        "materials": [{"name": n, "label": label, "exemplars": [rel]} for n, label, rel in materials],
+        "data": [rel for _, _, rel in materials],
+        "recipe": "VAE-GAN: L1 + KL + VGG19 statistics + perceptual + adversarial decoder (core/texture_vae/vaegan.py)"
+                  + ("; fine-tuned from texture_vae/materials.safetensors" if fine_tuned else ""),
+        "training_seconds": config.get("training_seconds"),
+        "trained_on": f"{device} ({platform.machine()}, {platform.system()})",
+        "size_mb": round(model_path.stat().st_size / 1e6, 2),
+    }
+    if losses:
+        entry["losses"] = {k: round(v, 5) for k, v in losses.items()}
+    manifest = out_dir / "manifest.json"
+    if manifest.exists():
+        from tools.model_zoo import _update_manifest
+        _update_manifest(manifest, entry)
+    return entry
