@@ -260,8 +260,9 @@ def test_tiled_matches_untiled_away_from_borders_and_has_no_seams(trained_model)
     full = model.stylize(frame)
     tiled = model.stylize(frame, tile_size=64)
     diff = np.abs(full - tiled).mean(-1)
-    # Over 6 trainings of the fixture (seeds 5-6 on AVX-512, 1-2 on AVX2, 0-1 on SSE4.1): mean 0.0011-0.0057, 99th
-    # percentile 0.019-0.076 (the old 0.05 failed 3 of the 6); tiling without shared statistics differs by 0.06-0.14 on average, checked below.
+    # Over 6 trainings of the fixture (seeds 5-6 on AVX-512, 1-2 on AVX2, 0-1 on SSE4.1): mean 0.0011-0.0057,
+    # 99th percentile 0.019-0.076 (the old 0.05 failed 3 of the 6); tiling without shared statistics differs
+    # by 0.06-0.14 on average, checked below.
     assert diff.mean() < 0.01, diff.mean()
     assert np.percentile(diff, 99) < 0.15, np.percentile(diff, 99)
     # Seams: the jump across tile starts is no larger than across any other column.
