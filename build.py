@@ -21,6 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 REQUIREMENTS = ROOT / "requirements.txt"
+# The optional render-farm extra (Ray): not needed by the add-on, installed here so the farm tests run
+# a real local cluster on every machine that runs `build.py test`.
+FARM_REQUIREMENTS = ROOT / "requirements-farm.txt"
 STAMP = VENV / ".requirements.sha256"
 
 
@@ -43,7 +46,7 @@ def _find_python311() -> str:
 
 def ensure_venv() -> Path:
     """Create or reuse .venv and install the pinned requirements when they changed."""
-    wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+    wanted = hashlib.sha256(REQUIREMENTS.read_bytes() + FARM_REQUIREMENTS.read_bytes()).hexdigest()
     py = venv_python()
     if py.exists() and STAMP.exists() and STAMP.read_text().strip() == wanted:
         return py
@@ -53,8 +56,8 @@ def ensure_venv() -> Path:
     print("build.py: installing pinned requirements (first run takes a few minutes)", flush=True)
     subprocess.run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--upgrade", "pip"],
                    check=True)
-    subprocess.run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "-r", str(REQUIREMENTS)],
-                   check=True)
+    subprocess.run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "-r", str(REQUIREMENTS),
+                    "-r", str(FARM_REQUIREMENTS)], check=True)
     STAMP.write_text(wanted)
     return py
 
@@ -77,7 +80,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     env = dict(os.environ, PYTHONPATH=str(ROOT), NEURAL_TEXTURES_DEVICE=device)
     # Tests start worker subprocesses beside pytest: idle OpenMP threads must sleep, not spin.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    cmd = [sys.executable, "-m", "pytest", "tests", "-ra", "--durations=15", *args.pytest_args]
+    # Paths given (e.g. ``tests/core``) replace the default ``tests``; pytest would otherwise collect both.
+    named = any((ROOT / a.split("::")[0]).exists() for a in args.pytest_args if not a.startswith("-"))
+    cmd = [sys.executable, "-m", "pytest", *([] if named else ["tests"]), "-ra", "--durations=15", *args.pytest_args]
     print(f"build.py: NEURAL_TEXTURES_DEVICE={device}", " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode
 
@@ -189,15 +194,29 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.minutes is not None:  # time-budgeted, resumable trainings (tools/zoo/<name>.py)
         from tools import zoo
 
+        entries = {}
         for name in args.only or zoo.names():
+            extra = {"warm_start": Path(args.warm_start)} if args.warm_start else {}
             entry = zoo.recipe(name).train(args.minutes, device=device, profile=args.profile,
-                                           out_dir=Path(args.out_dir) if args.out_dir else zoo.MODELS)
+                                           out_dir=Path(args.out_dir) if args.out_dir else zoo.MODELS, **extra)
+            entries[name] = entry
             print(f"build.py models: {name}: {entry.get('steps', '?')} steps in total", flush=True)
+        if args.entry_out:  # the manifest entries, for build.py gpu-run
+            import json
+
+            Path(args.entry_out).write_text(json.dumps(entries, indent=2, default=str))
         return 0
     manifest = model_zoo.train(args.only, device, args.steps_scale)
     print(model_zoo.manifest_markdown())
     print(f"build.py: models written; manifest at {manifest.relative_to(ROOT)}")
     return 0
+
+
+def cmd_gpu_run(args: argparse.Namespace) -> int:
+    sys.path.insert(0, str(ROOT))
+    from tools import gpu_run
+
+    return gpu_run.main(args)
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
@@ -218,6 +237,8 @@ COMMANDS = {
     "models": (cmd_models, "retrain the bundled default models (GPU when present) and their manifest"),
     "bench": (cmd_bench, "measure speed and quality (Markdown + JSON report in bench_output/)"),
     "fuzz": (cmd_fuzz, "fuzz the worker protocol and the image loader (hypothesis) and print the figures"),
+    "gpu-run": (cmd_gpu_run, "the one command for a lent GPU (suite, bench rows, trainings, one archive in $OUT); "
+                             "--rehearse runs it on the CPU, --unpack puts its results in place"),
 }
 
 
@@ -244,17 +265,29 @@ def main(argv: list[str] | None = None) -> int:
                            help="with --minutes: recipe sizes (cpu: this project's machines; gpu: larger crops and "
                                 "batches; tiny: seconds-long smoke run)")
             p.add_argument("--out-dir", default=None, help="with --minutes: where checkpoints go (default models/)")
+            p.add_argument("--warm-start", default=None,
+                           help="with --minutes: folder laid out like models/ whose checkpoints a fresh --out-dir "
+                                "starts from (e.g. models/ for a GPU run)")
+            p.add_argument("--entry-out", default=None, help="with --minutes: write the manifest entries to this JSON")
             p.add_argument("--quality-only", action="store_true",
                            help="only re-measure the quality figures and thumbnails of trained models")
+        if name == "gpu-run":
+            sys.path.insert(0, str(ROOT))
+            from tools import gpu_run
+
+            gpu_run.add_arguments(p)
         if name == "fuzz":
             p.add_argument("--examples", type=int, default=2000, help="hypothesis examples per fuzz test")
         if name == "bench":
             p.add_argument("--quick", action="store_true", help="small sizes and steps (a smoke run)")
-            p.add_argument("--only", nargs="*", choices=["texture_gan", "texture_vae", "style", "texture_synth"], help="families to run")
+            p.add_argument("--only", nargs="*", choices=["texture_gan", "texture_vae", "style", "texture_synth", "farm"],
+                           help="families to run (farm: chunk borders and Ray throughput; not in the default set)")
             p.add_argument("--out", default=str(ROOT / "bench_output"), help="report folder")
             p.add_argument("--devices", nargs="*", choices=["cpu", "cuda"], default=None,
                            help="devices to measure on (default: the CPU, and CUDA when present)")
     args, _ = parser.parse_known_args(argv)
+    if args.command == "gpu-run" and not (args.rehearse or args.unpack or args.prepare):
+        args.system = True  # the GPU machine has no network: never try to build a venv there
     if not args.system and not in_venv():
         py = ensure_venv()
         return subprocess.run([str(py), str(Path(__file__).resolve()), "--system", *(argv or sys.argv[1:])]).returncode

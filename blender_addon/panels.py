@@ -29,6 +29,13 @@ def _split(layout):
     return layout
 
 
+def _split_props(layout, settings, *names: str) -> None:
+    """Rows of ``settings``' properties ``names`` in the property-split layout."""
+    _split(layout)
+    for name in names:
+        layout.prop(settings, name)
+
+
 def _model_picker(layout, settings, kind: str) -> None:
     row = layout.row(align=True)
     row.prop(settings, "model", text="")
@@ -93,10 +100,7 @@ def draw_generate_size(layout, context) -> None:
 
 def draw_generate_material(layout, context) -> None:
     settings = context.scene.neural_texture
-    _split(layout)
-    layout.prop(settings, "make_material")
-    layout.prop(settings, "pbr_maps")
-    layout.prop(settings, "tile_scale")
+    _split_props(layout, settings, "make_material", "pbr_maps", "tile_scale")
     if settings.last_image and settings.last_image in bpy.data.images:
         row = layout.row(align=True)
         row.label(text=settings.last_image, icon="IMAGE_DATA")
@@ -179,9 +183,7 @@ def draw_style(layout, context) -> None:
 
 def draw_style_animation(layout, context) -> None:
     settings = context.scene.neural_style
-    _split(layout)
-    layout.prop(settings, "frames_dir")
-    layout.prop(settings, "output_dir")
+    _split_props(layout, settings, "frames_dir", "output_dir")
     layout.prop(settings, "temporal_weight", slider=True)
     layout.prop(settings, "use_motion_vectors")
     if settings.use_motion_vectors and not _renders_motion_vectors(context.scene):
@@ -190,14 +192,17 @@ def draw_style_animation(layout, context) -> None:
         col.label(text="to OpenEXR MultiLayer frames")
         col.operator("neural.setup_motion_vectors", text="Set Up Motion Vectors", icon="ORIENTATION_VIEW")
     layout.operator("neural.stylize_animation", text="Stylize Frames", icon="SEQUENCE")
+    col = layout.column(align=True)  # render farm: Ray through the same job, Flamenco through its add-on
+    col.prop(settings, "farm_ray_address")
+    col.prop(settings, "farm_chunk_size")
+    from .operators.farm import flamenco_enabled
+    if flamenco_enabled(context):
+        layout.operator("neural.submit_flamenco", text="Submit to Flamenco", icon="NETWORK_DRIVE")
 
 
 def draw_style_train(layout, context) -> None:
     settings = context.scene.neural_style
-    _split(layout)
-    layout.prop(settings, "style_image")
-    layout.prop(settings, "train_name")
-    layout.prop(settings, "train_steps")
+    _split_props(layout, settings, "style_image", "train_name", "train_steps")
     layout.operator("neural.train_style_model", text="Train Style", icon="EXPERIMENTAL")
 
 

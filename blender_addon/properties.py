@@ -149,6 +149,14 @@ class NeuralStyleSettings(bpy.types.PropertyGroup):
         description="Use the Vector pass of OpenEXR MultiLayer frames as exact motion (else motion is estimated)")
     style_image: PointerProperty(name="Painting", type=bpy.types.Image,
                                  description="Painting to stylize with (Any Painting) or to train a style model from")
+    farm_ray_address: StringProperty(
+        name="Ray Cluster", default="",
+        description="Stylize Frames on a Ray cluster: 'auto' (a running cluster, else one started on this computer) "
+                    "or the cluster's address; empty runs here. Needs Ray in the worker's Python "
+                    "(pip install -r requirements-farm.txt)")
+    farm_chunk_size: IntProperty(name="Chunk Size", default=24, min=1, max=100000,
+                                 description="Frames per farm task (Ray or Flamenco); each starts a few frames early "
+                                             "so chunk borders do not flicker")
     train_name: StringProperty(name="Name", default="my_style", description="File name in the model library")
     train_steps: IntProperty(name="Steps", default=2000, min=1,
                              description="Training steps (more is better and slower)")

@@ -1,8 +1,8 @@
 """Operators, one module per concern; each usable from Python as ``bpy.ops.neural.*``."""
 
-from . import dependencies, jobs, style, texture, vae
+from . import dependencies, farm, jobs, style, texture, vae
 
-MODULES = (texture, vae, style, jobs, dependencies)
+MODULES = (texture, vae, style, farm, jobs, dependencies)
 
 
 def register():

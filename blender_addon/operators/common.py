@@ -7,7 +7,7 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty
 
-from .. import image_bridge, job_queue
+from .. import image_bridge, job_queue, models
 from ..image_bridge import BridgeError
 
 # Every job operator has this: block until the job ends (always so without a UI).
@@ -15,9 +15,14 @@ WAIT_PROPERTY = BoolProperty(name="Wait", default=False, options={"HIDDEN", "SKI
                              description="Run to completion before returning (scripts); always on in background mode")
 
 
+def scene_has(context, settings: str) -> bool:
+    """Whether the scene has the add-on's ``settings`` (e.g. "neural_style"): the poll of most operators."""
+    return getattr(getattr(context, "scene", None), settings, None) is not None
+
+
 def texture_poll(context) -> bool:
     """Texture operators need the add-on's scene settings (a scene with the add-on enabled)."""
-    return getattr(getattr(context, "scene", None), "neural_texture", None) is not None
+    return scene_has(context, "neural_texture")
 
 
 def option(op, settings, name: str, settings_name: str | None = None):
@@ -59,6 +64,14 @@ def image_or_file(op, settings, image_setting: str, file_setting: str, purpose: 
         raise BridgeError(f"Choose an image {purpose}")
     image = get_image(name)
     return str(image_bridge.export_image(image, workdir_inputs(), keep_alpha=False)), image.name
+
+
+def chosen_model_file(op, settings, kind: str) -> str:
+    """The operator's ``model`` file, else the panel's chosen ``kind`` model: an absolute path, or ''
+    when there is none on disk."""
+    model = op.model or models.resolve(settings.model_ref, kind)
+    model = bpy.path.abspath(model) if model else ""
+    return model if model and Path(model).is_file() else ""
 
 
 def scene_by_name(name: str):

@@ -9,6 +9,11 @@ from .. import job_queue, models
 from .common import finish
 
 
+def _manager_poll(test):
+    """An operator poll that holds once the job manager exists and ``test(manager)`` is true."""
+    return classmethod(lambda cls, context: job_queue._manager is not None and bool(test(job_queue._manager)))
+
+
 class NEURAL_OT_cancel_job(bpy.types.Operator):
     """Cancel a queued or running job (training keeps its last checkpoint)"""
     bl_idname = "neural.cancel_job"
@@ -16,9 +21,7 @@ class NEURAL_OT_cancel_job(bpy.types.Operator):
 
     job_id: StringProperty(name="Job", description="Job id; empty cancels every active job")
 
-    @classmethod
-    def poll(cls, context):
-        return bool(job_queue._manager is not None and job_queue._manager.active_jobs)
+    poll = _manager_poll(lambda manager: manager.active_jobs)
 
     def execute(self, context):
         manager = job_queue.manager()
@@ -36,9 +39,7 @@ class NEURAL_OT_clear_jobs(bpy.types.Operator):
     bl_idname = "neural.clear_jobs"
     bl_label = "Neural Textures: Clear Finished Jobs"
 
-    @classmethod
-    def poll(cls, context):
-        return job_queue._manager is not None and any(not j.active for j in job_queue._manager.jobs.values())
+    poll = _manager_poll(lambda manager: any(not j.active for j in manager.jobs.values()))
 
     def execute(self, context):
         job_queue.manager().clear_finished()
@@ -50,9 +51,7 @@ class NEURAL_OT_stop_worker(bpy.types.Operator):
     bl_idname = "neural.stop_worker"
     bl_label = "Neural Textures: Stop Worker"
 
-    @classmethod
-    def poll(cls, context):
-        return job_queue._manager is not None and job_queue._manager.worker_running
+    poll = _manager_poll(lambda manager: manager.worker_running)
 
     def execute(self, context):
         was_running = job_queue.manager().worker_running

@@ -11,8 +11,8 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 from .. import core_access, image_bridge, job_queue, models, preferences
 from ..properties import STYLE_METHODS as METHOD_ITEMS
 from ..image_bridge import BridgeError
-from .common import (WAIT_PROPERTY, fail, file_output, finish, get_image, image_name, option, scene_by_name,
-                     workdir_inputs)
+from .common import (WAIT_PROPERTY, chosen_model_file, fail, file_output, finish, get_image, image_name, option,
+                     scene_by_name, scene_has, workdir_inputs)
 
 
 NO_STYLE_MODEL = "No style model: pick a bundled style or train one"
@@ -27,19 +27,12 @@ STRENGTH_PROPERTY = FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0
                                   description="0 keeps the original, 1 is the full style")
 
 
-def _style_model(op, settings) -> str:
-    """The chosen style model's absolute path, or '' when there is none on disk."""
-    model = op.model or models.resolve(settings.model_ref, "style")
-    model = bpy.path.abspath(model) if model else ""
-    return model if model and Path(model).is_file() else ""
-
-
 def _chosen_style(op, settings) -> tuple[str, str, str]:
     """(method, style model path, painting image name) from the operator or the panel; BridgeError when the
     chosen method's model or painting is missing."""
     method = option(op, settings, "method")
     if method == "MODEL":
-        model = _style_model(op, settings)
+        model = chosen_model_file(op, settings, "style")
         if not model:
             raise BridgeError(NO_STYLE_MODEL)
         return method, model, ""
@@ -104,8 +97,16 @@ def stylize_render_or_image(scene, source: str, image: str, model: str, strength
                             label=label, on_done=on_done, wait=wait)
 
 
-def style_poll(context) -> bool:
-    return getattr(getattr(context, "scene", None), "neural_style", None) is not None
+class _StylizeJob:
+    """Mixin of the stylize operators: the chosen style (model or painting) is read here, ``submit_job`` does
+    the rest. Methods only: see the note on the shared properties above."""
+
+    def execute(self, context):
+        settings = context.scene.neural_style
+        try:
+            return self.submit_job(context, settings, *_chosen_style(self, settings))
+        except BridgeError as exc:
+            return fail(self, str(exc))
 
 
 def output_folder(chosen: str, frames_folder: Path) -> str:
@@ -119,7 +120,7 @@ def output_folder(chosen: str, frames_folder: Path) -> str:
     return str(Path(bpy.path.abspath(chosen)).resolve())
 
 
-class NEURAL_OT_stylize_image(bpy.types.Operator):
+class NEURAL_OT_stylize_image(_StylizeJob, bpy.types.Operator):
     """Stylize the last render or an image into a new image with a style model"""
     bl_idname = "neural.stylize_image"
     bl_label = "Neural Textures: Stylize Image"
@@ -141,31 +142,28 @@ class NEURAL_OT_stylize_image(bpy.types.Operator):
                           description="Optimisation works at most at this size (the result is scaled back)")
     wait: WAIT_PROPERTY
 
-    poll = classmethod(lambda cls, context: style_poll(context))
+    poll = classmethod(lambda cls, context: scene_has(context, "neural_style"))
 
-    def execute(self, context):
-        settings = context.scene.neural_style
-        try:
-            method, model, painting = _chosen_style(self, settings)
-        except BridgeError as exc:
-            return fail(self, str(exc))
+    def submit_job(self, context, settings, method: str, model: str, painting: str) -> set[str]:
         source, image = option(self, settings, "source"), image_name(self, settings, "image")
         shown = getattr(context.space_data, "image", None) if context.space_data else None
         if shown is not None and source == "IMAGE" and not image:
             # Image Editor, no image chosen: stylize the one shown there
             source, image = ("RENDER", "") if shown.type == "RENDER_RESULT" else ("IMAGE", shown.name)
-        try:
-            job = stylize_render_or_image(context.scene, source, image, model,
-                                          option(self, settings, "strength"),
-                                          option(self, settings, "render_colors"), self.wait or None,
-                                          painting=painting, steps=option(self, settings, "steps", "optimize_steps"),
-                                          max_side=self.max_side, method=method)
-        except BridgeError as exc:
-            return fail(self, str(exc))
+        job = stylize_render_or_image(context.scene, source, image, model, option(self, settings, "strength"),
+                                      option(self, settings, "render_colors"), self.wait or None,
+                                      painting=painting, steps=option(self, settings, "steps", "optimize_steps"),
+                                      max_side=self.max_side, method=method)
         return finish(self, job)
 
 
-class NEURAL_OT_stylize_animation(bpy.types.Operator):
+def _farm_params(settings) -> dict:
+    """Chunks over a Ray cluster when the panel names one (the worker says how to install Ray if missing)."""
+    address = settings.farm_ray_address.strip()
+    return {"ray_address": address, "chunk_size": settings.farm_chunk_size} if address else {}
+
+
+class NEURAL_OT_stylize_animation(_StylizeJob, bpy.types.Operator):
     """Stylize every frame in a folder of rendered frames into an output folder (temporally smoothed)"""
     bl_idname = "neural.stylize_animation"
     bl_label = "Neural Textures: Stylize Frames"
@@ -186,26 +184,18 @@ class NEURAL_OT_stylize_animation(bpy.types.Operator):
         description="Use the Vector pass of OpenEXR MultiLayer frames as exact motion (else motion is estimated)")
     wait: WAIT_PROPERTY
 
-    poll = classmethod(lambda cls, context: style_poll(context))
+    poll = classmethod(lambda cls, context: scene_has(context, "neural_style"))
 
-    def execute(self, context):
-        settings = context.scene.neural_style
-        try:
-            method, model, painting = _chosen_style(self, settings)
-            if method == "MODEL":
-                style_params = {"method": "model", "model": model}
-            else:
-                # fast: one pass per frame; best: optimisation warm-started from the previous frame
-                style_params = {"method": "adain" if method == "ADAIN" else "optimize",
-                                "style": str(image_bridge.export_image(get_image(painting, "style painting"),
-                                                                       workdir_inputs(), keep_alpha=False))}
-        except BridgeError as exc:
-            return fail(self, str(exc))
+    def submit_job(self, context, settings, method: str, model: str, painting: str) -> set[str]:
+        if method == "MODEL":
+            style_params = {"method": "model", "model": model}
+        else:
+            # fast: one pass per frame; best: optimisation warm-started from the previous frame
+            style_params = {"method": "adain" if method == "ADAIN" else "optimize",
+                            "style": str(image_bridge.export_image(get_image(painting, "style painting"),
+                                                                   workdir_inputs(), keep_alpha=False))}
         frames_dir = option(self, settings, "frames_dir") or str(Path(bpy.path.abspath(context.scene.render.filepath)).parent)
-        try:
-            frames = image_bridge.image_files_in(frames_dir)
-        except BridgeError as exc:
-            return fail(self, str(exc))
+        frames = image_bridge.image_files_in(frames_dir)
         output_dir = output_folder(option(self, settings, "output_dir"), frames[0].parent)
         if Path(output_dir).resolve() == frames[0].parent.resolve():
             return fail(self, "The output folder must differ from the frames folder (frames are never overwritten)")
@@ -221,7 +211,7 @@ class NEURAL_OT_stylize_animation(bpy.types.Operator):
                                 "temporal_weight": option(self, settings, "temporal_weight"),
                                 "use_motion_vectors": bool(option(self, settings, "use_motion_vectors")),
                                 # the output folder holds earlier stylized frames, never the inputs (checked above)
-                                "overwrite": True},
+                                "overwrite": True, **_farm_params(settings)},
                                label=f"Stylize {len(frames)} frames", on_done=on_done, wait=self.wait or None)
         return finish(self, job)
 
@@ -232,7 +222,7 @@ class NEURAL_OT_setup_motion_vectors(bpy.types.Operator):
     bl_label = "Neural Textures: Set Up Motion Vectors"
     bl_options = {"REGISTER", "UNDO"}
 
-    poll = classmethod(lambda cls, context: style_poll(context))
+    poll = classmethod(lambda cls, context: scene_has(context, "neural_style"))
 
     def execute(self, context):
         scene = context.scene
@@ -263,7 +253,7 @@ class NEURAL_OT_train_style_model(bpy.types.Operator):
                            description="Advanced: StyleTransferConfig overrides as a JSON object")
     wait: WAIT_PROPERTY
 
-    poll = classmethod(lambda cls, context: style_poll(context))
+    poll = classmethod(lambda cls, context: scene_has(context, "neural_style"))
 
     def execute(self, context):
         settings = context.scene.neural_style

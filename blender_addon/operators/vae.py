@@ -2,56 +2,54 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import bpy
 from bpy.props import FloatProperty, IntProperty, StringProperty
 
-from .. import image_bridge, job_queue, models
+from .. import image_bridge, job_queue
 from ..image_bridge import BridgeError
-from .common import WAIT_PROPERTY, fail, file_output, finish, get_image, image_name, option, workdir_inputs
+from .common import (WAIT_PROPERTY, chosen_model_file, fail, file_output, finish, get_image, image_name, option,
+                     scene_has, workdir_inputs)
 
 
 NO_MODEL = "No variation model: train one (Train From Image, type Variation Model)"
+MODEL_PROPERTY = StringProperty(name="Model File",
+                                description="Variation model (.safetensors); empty: the panel's choice")
 
 
-def _model(op, settings) -> str:
-    """The chosen variation model's absolute path, or '' when there is none on disk."""
-    model = op.model or models.resolve(settings.model_ref, "texture_vae")
-    model = bpy.path.abspath(model) if model else ""
-    return model if model and Path(model).is_file() else ""
+class _VAEJob:
+    """Mixin of the variation operators that submit a job with the chosen model (``submit_job`` does the rest).
+    Methods and class values only: a mixin's properties would come first in the redo panel."""
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        settings = context.scene.neural_vae
+        model = chosen_model_file(self, settings, "texture_vae")
+        if not model:
+            return fail(self, NO_MODEL)
+        try:
+            return self.submit_job(settings, model)
+        except BridgeError as exc:
+            return fail(self, str(exc))
 
 
-def vae_poll(context) -> bool:
-    return getattr(getattr(context, "scene", None), "neural_vae", None) is not None
-
-
-class NEURAL_OT_vae_variations(bpy.types.Operator):
+class NEURAL_OT_vae_variations(_VAEJob, bpy.types.Operator):
     """Make new variations of a texture image (each a new image)"""
     bl_idname = "neural.vae_variations"
     bl_label = "Neural Textures: Make Variations"
-    bl_options = {"REGISTER", "UNDO"}
 
     image: StringProperty(name="Image", description="Image to make variations of; empty: the panel's choice")
-    model: StringProperty(name="Model File", description="Variation model (.safetensors); empty: the panel's choice")
+    model: MODEL_PROPERTY
     strength: FloatProperty(name="Strength", default=0.5, min=0.0, max=3.0,
                             description="How far variations may wander from the texture")
     count: IntProperty(name="Count", default=4, min=1, max=16, description="How many variations to make")
     seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same variations")
     wait: WAIT_PROPERTY
 
-    poll = classmethod(lambda cls, context: vae_poll(context))
+    poll = classmethod(lambda cls, context: scene_has(context, "neural_vae"))
 
-    def execute(self, context):
-        settings = context.scene.neural_vae
-        model = _model(self, settings)
-        if not model:
-            return fail(self, NO_MODEL)
-        try:
-            source = get_image(image_name(self, settings, "image"), "texture to vary")
-            source_file = str(image_bridge.export_image(source, workdir_inputs()))
-        except BridgeError as exc:
-            return fail(self, str(exc))
+    def submit_job(self, settings, model: str) -> set[str]:
+        source = get_image(image_name(self, settings, "image"), "texture to vary")
+        source_file = str(image_bridge.export_image(source, workdir_inputs()))
         count, seed = option(self, settings, "count"), option(self, settings, "seed")
         strength = option(self, settings, "strength")
         source_name, source_is_float = source.name, source.is_float
@@ -77,35 +75,27 @@ class NEURAL_OT_vae_variations(bpy.types.Operator):
         return finish(self, jobs[-1])
 
 
-class NEURAL_OT_vae_blend(bpy.types.Operator):
+class NEURAL_OT_vae_blend(_VAEJob, bpy.types.Operator):
     """Blend two textures through the model's latent space, evenly or through a mask image"""
     bl_idname = "neural.vae_blend"
     bl_label = "Neural Textures: Blend Textures"
-    bl_options = {"REGISTER", "UNDO"}
 
     image: StringProperty(name="First Image", description="First texture; empty: the panel's choice")
     image_b: StringProperty(name="Second Image", description="Second texture; empty: the panel's choice")
     mask: StringProperty(name="Mask Image", description="Optional; white takes the second texture")
-    model: StringProperty(name="Model File", description="Variation model (.safetensors); empty: the panel's choice")
+    model: MODEL_PROPERTY
     t: FloatProperty(name="Blend", default=0.5, min=0.0, max=1.0, description="0 is the first texture, 1 the second")
     wait: WAIT_PROPERTY
 
-    poll = classmethod(lambda cls, context: vae_poll(context))
+    poll = classmethod(lambda cls, context: scene_has(context, "neural_vae"))
 
-    def execute(self, context):
-        settings = context.scene.neural_vae
-        model = _model(self, settings)
-        if not model:
-            return fail(self, NO_MODEL)
-        try:
-            first = get_image(image_name(self, settings, "image"), "first texture")
-            second = get_image(image_name(self, settings, "image_b"), "second texture")
-            inputs = [str(image_bridge.export_image(i, workdir_inputs(), keep_alpha=False)) for i in (first, second)]
-            mask_name = image_name(self, settings, "mask")
-            mask = str(image_bridge.export_image(get_image(mask_name), workdir_inputs(), keep_alpha=False)) \
-                if mask_name else None
-        except BridgeError as exc:
-            return fail(self, str(exc))
+    def submit_job(self, settings, model: str) -> set[str]:
+        first = get_image(image_name(self, settings, "image"), "first texture")
+        second = get_image(image_name(self, settings, "image_b"), "second texture")
+        inputs = [str(image_bridge.export_image(i, workdir_inputs(), keep_alpha=False)) for i in (first, second)]
+        mask_name = image_name(self, settings, "mask")
+        mask = str(image_bridge.export_image(get_image(mask_name), workdir_inputs(), keep_alpha=False)) \
+            if mask_name else None
         title, first_name = f"Blend {first.name} + {second.name}", first.name
         width, height = first.size[:]
 
@@ -131,7 +121,7 @@ class NEURAL_OT_more_like_this(bpy.types.Operator):
     image: StringProperty(name="Variation", description="The variation to centre the next family on")
     wait: WAIT_PROPERTY
 
-    poll = classmethod(lambda cls, context: vae_poll(context))
+    poll = classmethod(lambda cls, context: scene_has(context, "neural_vae"))
 
     def execute(self, context):
         settings = context.scene.neural_vae

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..common.images import ImageError, load_image, save_image
+from ..style.chunks import DEFAULT_CHUNK_SIZE, DEFAULT_WARMUP
 from .progress_bar import ProgressBar
 
 
@@ -35,6 +36,26 @@ def register(families) -> None:
     apply.add_argument("--no-vectors", action="store_true",
                        help="animation: ignore the Vector pass of multilayer EXR renders and estimate motion")
     apply.add_argument("--vgg19", default=None, help="optional local VGG19 weights (.safetensors or .pth)")
+    farm = apply.add_argument_group("render farm (animation folders; see the README's Render farm section)")
+    farm.add_argument("--frames", default=None, metavar="START-END",
+                      help="stylize only these frame numbers (the digits ending the file names), as one chunk of "
+                           "a farm job: it starts cold --warmup frames earlier and writes START..END only")
+    farm.add_argument("--warmup", type=int, default=None, metavar="W",
+                      help=f"frames run before START and thrown away (default {DEFAULT_WARMUP}: chunk borders "
+                           "then flicker within 10%% of the frames inside)")
+    farm.add_argument("--overlap", type=int, default=0, metavar="K",
+                      help="cross-fade K frames with the neighbouring chunk (needs every chunk to run)")
+    farm.add_argument("--chunk-size", type=int, default=None, metavar="N",
+                      help=f"frames per chunk (default {DEFAULT_CHUNK_SIZE} with --ray; without --ray the chunks "
+                           "run here one after another)")
+    farm.add_argument("--method", choices=("auto", "model", "adain", "optimize"), default="auto",
+                      help="with --frames/--ray: how the style applies (auto: a .safetensors model is a fast model, "
+                           "an image is optimised; adain: any painting in one pass with the bundled decoder)")
+    farm.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                      help="distribute the chunks over a Ray cluster: 'auto' joins a running one or starts one "
+                           "here; else the cluster's address. Needs: pip install -r requirements-farm.txt")
+    farm.add_argument("--workers", type=int, default=None,
+                      help="with --ray: how many workers (default: one per GPU of the cluster, else per CPU)")
     apply.set_defaults(func=run_apply)
 
     train = sub.add_parser("train", help="train a fast style model for one style image")
@@ -94,6 +115,11 @@ def run_apply(args: argparse.Namespace) -> int:
     optimisation = dict(steps=args.steps, refine_steps=args.refine_steps, preserve_color=preserve or False,
                         style_loss=args.style_loss, max_side=args.max_side, device=args.device,
                         vgg19_weights=args.vgg19, cancel=getattr(args, "cancel", None))
+    farm_run = args.frames is not None or args.chunk_size is not None or args.ray is not None
+    if farm_run and not input_path.is_dir():
+        raise ValueError("--frames, --chunk-size and --ray need a folder of frames as --input")
+    if input_path.is_dir() and farm_run:
+        return _run_chunked(args, optimisation)
     if input_path.is_dir():
         if is_model:
             model = StyleModel.load(style_path, args.device)
@@ -135,6 +161,42 @@ def run_apply(args: argparse.Namespace) -> int:
                                   progress=ProgressBar("style"), **optimisation)
     save_image(out, result, bit_depth=16 if result.bit_depth == 16 else 8)
     print(f"wrote {out}")
+    return 0
+
+
+def _run_chunked(args: argparse.Namespace, optimisation: dict) -> int:
+    """The chunk contract: one range (--frames), its chunks here (--chunk-size), or a Ray cluster (--ray)."""
+    from ..style.chunks import StyleSpec, numbered_frames, parse_frame_range, stylize_chunked
+
+    files = _frame_files(Path(args.input))
+    if not files:
+        raise ValueError(f"no frames in {args.input}")
+    numbers = list(numbered_frames(files))
+    frames = parse_frame_range(args.frames) if args.frames else (numbers[0], numbers[-1])
+    warmup = DEFAULT_WARMUP if args.warmup is None else args.warmup
+    chunk_size = args.chunk_size or (DEFAULT_CHUNK_SIZE if args.ray else frames[1] - frames[0] + 1)
+    options = dict(strength=args.strength, temporal_weight=args.temporal_weight, tile_size=args.tile,
+                   use_vectors=not args.no_vectors, flows_dir=args.flows)
+    settings = {k: v for k, v in optimisation.items() if k not in ("device", "cancel") and v is not None}
+    method = {} if args.method == "auto" else {"method": args.method}
+    spec = StyleSpec.for_path(args.style, options=settings if args.method in ("auto", "optimize") else {}, **method)
+    bar = ProgressBar("style")
+    if args.ray:
+        import importlib.util
+        from ..farm import RAY_INSTALL_HINT
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError(RAY_INSTALL_HINT)
+        from ..farm.ray_style import stylize_on_ray
+        written = stylize_on_ray(spec, files, args.out, frames, chunk_size, warmup, args.overlap, address=args.ray,
+                                 workers=args.workers, device=None if args.device == "auto" else args.device,
+                                 progress=bar, cancel=getattr(args, "cancel", None),
+                                 log=lambda message: print(f"farm: {message}"), **options)
+    else:
+        model = spec.build(args.device, cancel=getattr(args, "cancel", None))
+        written = stylize_chunked(model, files, args.out, frames, chunk_size, warmup, args.overlap, progress=bar,
+                                  cancel=getattr(args, "cancel", None),
+                                  warn=lambda message: print(f"warning: {message}"), **options)
+    print(f"wrote {len(written)} frames ({frames[0]}-{frames[1]}) to {args.out}")
     return 0
 
 

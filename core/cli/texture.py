@@ -55,6 +55,21 @@ def register(subparsers) -> None:
     synth.add_argument("--bit-depth", type=int, choices=(8, 16), default=8, help="PNG bit depth")
     synth.set_defaults(func=_synthesize)
 
+    batch = commands.add_parser("batch", help="many materials at many sizes: here, or over a Ray cluster (--ray)")
+    batch.add_argument("--models", nargs="*", default=[], metavar="MODEL.safetensors",
+                       help="trained texture models to generate from")
+    batch.add_argument("--exemplars", nargs="*", default=[], metavar="IMG",
+                       help="exemplar images to synthesize from (one material each)")
+    batch.add_argument("--sizes", nargs="+", type=int, default=[512], help="square sizes in pixels (default 512)")
+    batch.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default 0)")
+    batch.add_argument("--out-dir", required=True, metavar="DIR", help="writes <material>_<W>x<H>_s<seed>.png")
+    batch.add_argument("--not-tileable", action="store_true", help="textures need not wrap around")
+    batch.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                       help="distribute over a Ray cluster ('auto': a running one, else one started here); "
+                            "needs: pip install -r requirements-farm.txt")
+    batch.add_argument("--workers", type=int, default=None, help="with --ray: how many workers")
+    batch.set_defaults(func=_batch)
+
     pbr = commands.add_parser("pbr", help="height, normal (OpenGL), roughness and AO maps from an albedo")
     pbr.add_argument("--input", required=True, metavar="ALBEDO", help="albedo (colour) image")
     pbr.add_argument("--out-dir", required=True, metavar="DIR",
@@ -127,6 +142,23 @@ def _synthesize(args) -> int:
                         progress=ProgressBar("synthesize"), cancel=getattr(args, "cancel", None))
     out = save_image(Path(args.out), result.image, bit_depth=args.bit_depth)
     print(f"saved {out} ({args.width}x{args.height}{', tileable' if args.tileable else ''})")
+    return 0
+
+
+def _batch(args) -> int:
+    from ..farm.texture_batch import run_texture_batch, texture_batch
+
+    device = getattr(args, "device", None)
+    items = texture_batch(args.out_dir, args.models, args.exemplars, args.sizes, args.seeds,
+                          tileable=not args.not_tileable, device=None if device in (None, "auto") else device)
+    if args.ray:
+        import importlib.util
+        from ..farm import RAY_INSTALL_HINT
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError(RAY_INSTALL_HINT)
+    written = run_texture_batch(items, ray_address=args.ray, workers=args.workers, progress=ProgressBar("batch"),
+                                cancel=getattr(args, "cancel", None), log=lambda message: print(f"farm: {message}"))
+    print(f"saved {len(written)} textures in {args.out_dir}")
     return 0
 
 

@@ -212,6 +212,23 @@ def build_checked(name: str, kind: str, arch: dict, tensors: dict[str, torch.Ten
     return module
 
 
+def load_checked_model(path: str | os.PathLike, kind: str, section: str, what: str, make_config, make_module,
+                       **load_options) -> tuple[torch.nn.Module, dict]:
+    """A family's checkpoint as (module, config): the file read, the architecture in ``config[section]``
+    made into the family's config by ``make_config`` (``what`` names it in messages), then
+    ``build_checked`` with ``make_module(arch_config)``."""
+    p = Path(path)
+    tensors, config = load_checkpoint(p, expected_kind=kind, **load_options)
+    arch = config.get(section)
+    if not isinstance(arch, dict):
+        raise CheckpointError(f"{p.name}: its config lacks the {what} description ({section!r})")
+    try:
+        arch_config = make_config(arch)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{p.name}: invalid {what} settings in its config ({exc})") from exc
+    return build_checked(p.name, kind, arch, tensors, lambda: make_module(arch_config)), config
+
+
 def check_finite(name: str, tensors: dict[str, torch.Tensor]) -> None:
     for key, t in tensors.items():
         if t.is_floating_point() and not torch.isfinite(t).all():

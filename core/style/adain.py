@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..common.checkpoints import (CheckpointError, build_checked, fingerprint_files, load_checkpoint, rng_state,
+from ..common.checkpoints import (CheckpointError, fingerprint_files, load_checked_model, rng_state,
                                   save_model_and_state, sync_model_with_state)
 from ..common.device import pick_device
 from ..common.images import from_tensor, load_image, to_srgb, to_tensor
@@ -175,16 +175,8 @@ class AdaINModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device=None) -> "AdaINModel":
-        p = Path(path)
-        tensors, config = load_checkpoint(p, expected_kind=MODEL_KIND)
-        arch = config.get("decoder")
-        if not isinstance(arch, dict):
-            raise CheckpointError(f"{p.name}: its config lacks the decoder description ('decoder')")
-        try:
-            decoder_cfg = DecoderConfig.from_dict(arch)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{p.name}: invalid decoder settings in its config ({exc})") from exc
-        decoder = build_checked(p.name, MODEL_KIND, arch, tensors, lambda: AdaINDecoder(decoder_cfg))
+        decoder, config = load_checked_model(path, MODEL_KIND, "decoder", "decoder", DecoderConfig.from_dict,
+                                             AdaINDecoder)
         return cls(decoder, config, pick_device(device))
 
     # ---------------------------------------------------------------- tensors

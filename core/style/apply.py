@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..common.checkpoints import CheckpointError, build_checked, load_checkpoint
+from ..common.checkpoints import load_checked_model
 from ..common.device import free_device_memory, is_out_of_memory, pick_device
 from ..common.images import from_tensor, to_tensor
 from .inputs import ImageLike, check_strength, finish, prepare, unchanged
@@ -38,17 +38,9 @@ class StyleModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device=None) -> "StyleModel":
-        p = Path(path)
-        tensors, config = load_checkpoint(p, expected_kind=MODEL_KIND)
-        arch = config.get("transformer")
-        if not isinstance(arch, dict):
-            raise CheckpointError(f"{p.name}: its config lacks the network description ('transformer')")
-        try:
-            arch_config = TransformerConfig(**arch)
-        except TypeError as exc:
-            raise CheckpointError(f"{p.name}: unknown network settings in its config ({exc})") from exc
-        net = build_checked(p.name, MODEL_KIND, arch, tensors, lambda: TransformerNet(arch_config))
-        return cls(net, config, pick_device(device), config.get("name") or p.stem)
+        net, config = load_checked_model(path, MODEL_KIND, "transformer", "network",
+                                         lambda arch: TransformerConfig(**arch), TransformerNet)
+        return cls(net, config, pick_device(device), config.get("name") or Path(path).stem)
 
     # ---------------------------------------------------------------- tensors
     @torch.no_grad()

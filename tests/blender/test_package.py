@@ -22,7 +22,7 @@ def test_package_installs_into_clean_blender_and_runs(tmp_path):
     zip_path = build.build_package(tmp_path / "dist")
     names = zipfile.ZipFile(zip_path).namelist()
     assert "blender_manifest.toml" in names and "__init__.py" in names
-    assert "core/__init__.py" in names and "core/worker.py" in names
+    assert "core/__init__.py" in names and "core/worker/__main__.py" in names
     assert not any("__pycache__" in n or n.endswith(".train.safetensors") for n in names)
     if (ROOT / "models" / "manifest.json").exists():
         assert "models/manifest.json" in names

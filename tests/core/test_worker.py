@@ -395,3 +395,23 @@ def test_a_failing_runner_is_restarted_and_says_so(tmp_path):
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert any(e["event"] == "runner_restarted" and e["lane"] == "interactive" for e in events)
     assert any(e["event"] == "done" and e["id"] == "second" for e in events) and w.restarts == 1
+
+
+def test_family_jobs_are_found_in_their_packages_without_importing_the_families():
+    # A fresh interpreter: importing the worker (as the add-on does inside Blender, which has no
+    # PyTorch) finds every family's jobs.py but imports neither PyTorch nor a family's models.
+    code = ("import json, sys; from core.worker import JOB_KINDS; "
+            "print(json.dumps({k: f.__module__ for k, f in JOB_KINDS.items()})); "
+            "print(json.dumps(sorted(m for m in sys.modules if m == 'torch' or m.count('.') == 1 and m.startswith('core.'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    kinds_line, modules_line = out.stdout.strip().splitlines()
+    kinds = json.loads(kinds_line)
+    assert kinds["diagnostics"] == kinds["selftest"] == "core.worker.builtin_jobs"
+    families = {k: m for k, m in kinds.items() if k not in ("diagnostics", "selftest")}
+    assert families and all(m.startswith("core.") and m.endswith(".jobs") and not m.startswith("core.worker")
+                            for m in families.values()), families
+    assert {"core.texture_gan.jobs", "core.style.jobs", "core.texture_vae.jobs"} <= set(families.values())
+    # the family packages themselves (core.texture_gan, ...) and torch stay unimported
+    assert json.loads(modules_line) == ["core.common", "core.worker"], modules_line

@@ -1,0 +1,319 @@
+"""The CUDA bench rows of issue 20, one at a time, each written as soon as it is measured.
+
+``python -m benchmarks.gpu_rows --device cuda --rows gan_train,... --jsonl rows.jsonl [--tiny]``
+
+Each row measures one of the GPU targets (texture GAN training steps/s at batch 16, 4096² tileable generation,
+fast style 1080p fp16, AdaIN 1080p, optimisation of a 1080p frame, instant synthesis 512² and 2048², VAE training
+steps/s) next to a baseline: the same call on this machine's CPU where that takes seconds, else the previous
+CPU figure from ``docs/bench.json``. A row that misses its target is profiled once (``torch.profiler``, the top
+operators by device time) so the report says what the time is spent on. ``--tiny`` is the rehearsal: the same
+calls at toy sizes on the CPU, in seconds.
+
+The runner appends ``{"row", "status": "started"}`` before each row and the finished row after it, so
+``tools.gpu_run`` can kill a row that hangs and restart with the rest (a failing row never stops the others).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PREVIOUS = ROOT / "docs" / "bench.json"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_seconds(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def _previous_cpu(name: str) -> float | None:
+    """The last committed CPU figure of a bench row (docs/bench.json), or None."""
+    try:
+        rows = json.loads(PREVIOUS.read_text())["rows"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return next((r["value"] for r in rows if r["name"] == name and r["device"] == "cpu"), None)
+
+
+def _frame(width: int, height: int) -> np.ndarray:
+    from core.common.images import resize_rgb
+    from core.style.data import render_like_scene
+
+    return np.clip(resize_rgb(render_like_scene(256, 3), width, height), 0, 1).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- rows
+# Each returns the row's fields plus "call": one representative call, profiled when the target is missed.
+
+def gan_train(device: torch.device, tiny: bool) -> dict:
+    from core.common.procedural import make_exemplar
+    from core.texture_gan import TextureGANConfig, train_texture_gan
+
+    work = Path(_WORK) / "gan_train"
+    work.mkdir(parents=True, exist_ok=True)
+    exemplar = make_exemplar("bricks", 96 if tiny else 256, seed=0)
+    config = (TextureGANConfig(g_channels=(32, 16, 8), d_channels=(16, 32), crop_size=32, batch_size=2,
+                               stats_scales=2, preview_every=0) if tiny
+              else TextureGANConfig(batch_size=16, crop_size=128, preview_every=0))
+
+    def steps_per_s(dev: torch.device, steps: int, name: str) -> float:
+        path = work / f"{name}.safetensors"
+        train_texture_gan([exemplar], path, 1, config=config, seed=0, device=dev, resume=False,
+                          checkpoint_every=10 ** 9)  # warm-up: kernels chosen, VGG19 on the device
+        _sync(dev)
+        start = time.perf_counter()
+        train_texture_gan([exemplar], path, 1 + steps, config=config, seed=0, device=dev, resume=True,
+                          checkpoint_every=10 ** 9)
+        _sync(dev)
+        return steps / (time.perf_counter() - start)
+
+    value = steps_per_s(device, 3 if tiny else 120, "dev")
+    cpu = steps_per_s(torch.device("cpu"), 2, "cpu") if device.type != "cpu" else None
+    return dict(name=f"texture GAN training (batch {config.batch_size}, crop {config.crop_size})", value=value,
+                unit="steps/s", target="≥ 30 steps/s", target_value=30.0, better="higher",
+                baseline_name="same steps on this machine's CPU", baseline_value=cpu,
+                note="includes the checkpoint write at the end of the timed run",
+                call=lambda: train_texture_gan([exemplar], work / "dev.safetensors", 1, config=config, seed=0,
+                                               device=device, resume=False, checkpoint_every=10 ** 9))
+
+
+def gan_generate_4096(device: torch.device, tiny: bool) -> dict:
+    from core.texture_gan import load_texture_gan
+
+    size = 128 if tiny else 4096
+    model = load_texture_gan(ROOT / "models" / "texture_gan" / "bricks.safetensors", device=device)
+    value = _median_seconds(lambda: model.generate(size, size, seed=1), device, repeats=1 if tiny else 3)
+    note = model.last_message
+    if device.type != "cpu":
+        cpu_model = load_texture_gan(ROOT / "models" / "texture_gan" / "bricks.safetensors", device="cpu")
+        base = _median_seconds(lambda: cpu_model.generate(size, size, seed=1), torch.device("cpu"), 1, warmup=0)
+        base_name = "same call on this machine's CPU"
+    else:
+        base, base_name = _previous_cpu("generate 2048x2048 tileable"), "2048² on the 2-core CPU (docs/bench.json)"
+    return dict(name=f"texture GAN generate {size}² tileable (bundled bricks)", value=value, unit="s",
+                target="≤ 0.3 s", target_value=0.3, better="lower", baseline_name=base_name, baseline_value=base,
+                note=note, call=lambda: model.generate(size, size, seed=1))
+
+
+def fast_style_1080p(device: torch.device, tiny: bool) -> dict:
+    from core.common.images import to_tensor
+    from core.style import StyleModel
+
+    w, h = (128, 72) if tiny else (1920, 1080)
+    path = ROOT / "models" / "style" / "starry_night.safetensors"
+    model = StyleModel.load(path, device)
+    x = to_tensor(_frame(w, h)).to(device)
+    value = _median_seconds(lambda: model.stylize_tensor(x), device, repeats=3 if tiny else 20, warmup=1 if tiny else 3)
+    cpu_model = StyleModel.load(path, "cpu")
+    xc = x.cpu()
+    base = _median_seconds(lambda: cpu_model.stylize_tensor(xc), torch.device("cpu"), 1, warmup=0)
+    return dict(name=f"fast style {w}x{h}" + (" fp16" if model.half else ""), value=value * 1e3, unit="ms",
+                target="≤ 5 ms fp16", target_value=5.0, better="lower",
+                baseline_name="same call on this machine's CPU (fp32)", baseline_value=base * 1e3,
+                note="bundled starry_night; input already on the device",
+                call=lambda: model.stylize_tensor(x))
+
+
+def adain_1080p(device: torch.device, tiny: bool) -> dict:
+    from core.common.images import to_tensor
+    from core.style.adain import AdaINDecoder, AdaINModel, default_decoder_path, load_adain_model
+
+    w, h = (128, 72) if tiny else (1920, 1080)
+    bundled = default_decoder_path().is_file()
+
+    def load(dev):  # timing does not depend on the weights: an untrained decoder of the same shape stands in
+        return load_adain_model(default_decoder_path(), dev) if bundled else AdaINModel(AdaINDecoder(), {}, torch.device(dev))
+
+    model = load(device)
+    frame = _frame(w, h)
+    stats = model.style_statistics(_frame(256, 256)[::-1].copy())
+    x = to_tensor(frame).to(device)
+    value = _median_seconds(lambda: model.stylize_tensor(x, stats), device, repeats=3 if tiny else 10,
+                            warmup=1 if tiny else 2)
+    cpu_model = load("cpu")
+    cpu_stats = tuple(s.cpu() for s in stats)
+    base = _median_seconds(lambda: cpu_model.stylize_tensor(x.cpu(), cpu_stats), torch.device("cpu"), 1, warmup=0)
+    return dict(name=f"AdaIN {w}x{h}", value=value * 1e3, unit="ms", target="≤ 15 ms", target_value=15.0,
+                better="lower", baseline_name="same call on this machine's CPU", baseline_value=base * 1e3,
+                note="bundled decoder" if bundled else "no bundled decoder yet: an untrained one of the same shape",
+                call=lambda: model.stylize_tensor(x, stats))
+
+
+def optimize_1080p(device: torch.device, tiny: bool) -> dict:
+    from core.common.procedural import make_exemplar
+    from core.style import stylize_optimize
+    from core.style.optimize import DEFAULT_STEPS, default_refine_steps
+
+    w, h = (96, 54) if tiny else (1920, 1080)
+    content, style = _frame(w, h), make_exemplar("rust", 256, 0)
+    steps = (2, 1) if tiny else (DEFAULT_STEPS, default_refine_steps(DEFAULT_STEPS))
+
+    def run():
+        return stylize_optimize(content, style, steps=steps[0], refine_steps=steps[1], max_side=max(w, h),
+                                device=device)
+
+    value = _median_seconds(run, device, repeats=1, warmup=0)
+    return dict(name=f"optimisation {w}x{h} ({steps[0]}+{steps[1]} L-BFGS steps, coarse to fine)", value=value,
+                unit="s", target="≤ 20 s", target_value=20.0, better="lower",
+                baseline_name="512² on the 2-core CPU (docs/bench.json)",
+                baseline_value=_previous_cpu("optimisation 512x512, coarse to fine (50+16 L-BFGS steps)"),
+                note="", call=run)
+
+
+def _synth(device: torch.device, tiny: bool, size: int, target: float | None) -> dict:
+    from core.common.images import load_rgb
+    from core.texture_synth import synthesize
+
+    exemplar = load_rgb(ROOT / "models" / "exemplars" / "photo_brick.png")
+    side = 64 if tiny else size
+    steps = 2 if tiny else None
+
+    def run(dev):
+        return synthesize(exemplar[:128, :128] if tiny else exemplar, side, side, seed=1, tileable=True,
+                          steps=steps, device=dev).image
+
+    run(device)  # warm-up: VGG19 and kernels
+    value = _median_seconds(lambda: run(device), device, repeats=1, warmup=0)
+    if device.type != "cpu" and size <= 512:
+        base = _median_seconds(lambda: run(torch.device("cpu")), torch.device("cpu"), 1, warmup=0)
+        base_name = "same call on this machine's CPU"
+    else:
+        base = _previous_cpu("synthesize 512x512 tileable (photo_brick, regular)")
+        base_name = "512² on the 2-core CPU (docs/bench.json)"
+    return dict(name=f"instant synthesis {side}² tileable (photo_brick)", value=value, unit="s",
+                target=f"≤ {target:g} s" if target else "", target_value=target, better="lower",
+                baseline_name=base_name, baseline_value=base, note="", call=lambda: run(device))
+
+
+def synth_512(device: torch.device, tiny: bool) -> dict:
+    return _synth(device, tiny, 512, 1.0)
+
+
+def synth_2048(device: torch.device, tiny: bool) -> dict:
+    return _synth(device, tiny, 2048, None)
+
+
+def vae_train(device: torch.device, tiny: bool) -> dict:
+    from core.common.procedural import make_exemplar
+    from core.texture_vae import TextureVAEConfig, train_texture_vae
+
+    work = Path(_WORK) / "vae_train"
+    work.mkdir(parents=True, exist_ok=True)
+    exemplars = [make_exemplar(n, 96 if tiny else 256, seed=0) for n in ("stones", "rust", "bricks", "wood")]
+    config = (TextureVAEConfig(base_channels=8, channel_mult=(1, 2), latent_channels=4, crop_size=32, batch_size=2)
+              if tiny else TextureVAEConfig())
+
+    def steps_per_s(dev: torch.device, steps: int, name: str) -> float:
+        path = work / f"{name}.safetensors"
+        train_texture_vae(exemplars, path, 1, config=config, device=dev, resume=False, checkpoint_every=10 ** 9)
+        _sync(dev)
+        start = time.perf_counter()
+        train_texture_vae(exemplars, path, 1 + steps, config=config, device=dev, resume=True,
+                          checkpoint_every=10 ** 9)
+        _sync(dev)
+        return steps / (time.perf_counter() - start)
+
+    value = steps_per_s(device, 3 if tiny else 300, "dev")
+    cpu = steps_per_s(torch.device("cpu"), 3, "cpu") if device.type != "cpu" else None
+    return dict(name=f"texture VAE training (batch {config.batch_size}, crop {config.crop_size})", value=value,
+                unit="steps/s", target="≥ 100 steps/s", target_value=100.0, better="higher",
+                baseline_name="same steps on this machine's CPU", baseline_value=cpu,
+                note="includes the checkpoint write at the end of the timed run",
+                call=lambda: train_texture_vae(exemplars, work / "dev.safetensors", 1, config=config, device=device,
+                                               resume=False, checkpoint_every=10 ** 9))
+
+
+# The quick rows first: a run cut short still measured most of them.
+ROWS: dict[str, Callable[[torch.device, bool], dict]] = {
+    "fast_style_1080p": fast_style_1080p, "adain_1080p": adain_1080p, "gan_generate_4096": gan_generate_4096,
+    "synth_512": synth_512, "gan_train": gan_train, "vae_train": vae_train, "synth_2048": synth_2048,
+    "optimize_1080p": optimize_1080p,
+}
+_WORK = "bench_output/gpu_rows"
+
+
+def missed(row: dict) -> bool:
+    target = row.get("target_value")
+    if target is None:
+        return False
+    return row["value"] > target if row["better"] == "lower" else row["value"] < target
+
+
+def profile_call(call: Callable[[], object], device: torch.device, rows: int = 8) -> str:
+    """The top operators of one call by device time (CPU time on the CPU): where a missed target's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        call()
+        _sync(device)
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"  # torch >= 2.4
+    return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=48)
+
+
+def main(argv: list[str] | None = None) -> int:
+    global _WORK
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--jsonl", required=True)
+    parser.add_argument("--work", default=_WORK)
+    parser.add_argument("--tiny", action="store_true")
+    args = parser.parse_args(argv)
+    _WORK = args.work
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    out = Path(args.jsonl)
+    for key in [r for r in args.rows.split(",") if r]:
+        with out.open("a") as f:
+            f.write(json.dumps({"row": key, "status": "started", "time": time.time()}) + "\n")
+        start = time.perf_counter()
+        call = None
+        try:
+            row = ROWS[key](device, args.tiny)
+            call = row.pop("call", None)
+            row.update(row=key, status="ok", device=device.type, missed=missed(row))
+        except Exception:  # noqa: BLE001 - one row's failure is recorded and the next row runs
+            row = {"row": key, "status": "failed", "error": traceback.format_exc(limit=8)[-3000:]}
+        row["seconds"] = round(time.perf_counter() - start, 2)
+        with out.open("a") as f:
+            f.write(json.dumps(row, default=float) + "\n")
+        print(f"gpu_rows: {key}: {row['status']} {row.get('value', '')} {row.get('unit', '')} "
+              f"({row['seconds']} s)", flush=True)
+        if row.get("missed") and call is not None:
+            # After the row is written: a profile that overruns the row's limit loses the profile, not the figure.
+            with out.open("a") as f:
+                f.write(json.dumps({"row": key, "status": "started", "phase": "profile", "time": time.time()}) + "\n")
+            try:
+                text = profile_call(call, device)
+            except Exception:  # noqa: BLE001
+                text = "profiling failed: " + traceback.format_exc(limit=4)[-1500:]
+            with out.open("a") as f:
+                f.write(json.dumps({"row": key, "status": "profile", "profile": text}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""The texture GAN's worker jobs: ``texture_gan.train`` and ``texture_gan.generate``.
+
+The family is imported inside each job (see ``core.worker.registry``): the worker starts without it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..common.jobs import Progress
+from ..worker import IMAGE_OUTPUT, INPUT, MAX_SIDE, SEED, TRAINING, JobContext, Param, job, train_job, \
+    write_image_result
+
+
+@job("texture_gan.train", exemplars=Param("paths", 1, 64, required=True), **TRAINING)
+def job_texture_gan_train(ctx: JobContext) -> dict:
+    from . import load_texture_gan, train_texture_gan
+
+    def sample(path: Path, size: int) -> np.ndarray:
+        return load_texture_gan(path, device="cpu").generate(size, size, seed=0)
+
+    return train_job(ctx, train_texture_gan, [list(ctx.param("exemplars", required=True))], thumbnail=sample)
+
+
+# Tile sizes below 64 px spend nearly all the time on tile margins (generate() also checks the stride).
+@job("texture_gan.generate", model=INPUT, width=Param("int", 1, MAX_SIDE, default=512),
+     height=Param("int", 1, MAX_SIDE, default=512), seed=SEED, tileable=Param("bool", default=True),
+     variation=Param("float", 0.0, 1.0, default=0.0), tile_size=Param("int", 64, MAX_SIDE), **IMAGE_OUTPUT)
+def job_texture_gan_generate(ctx: JobContext) -> dict:
+    from . import load_texture_gan
+    model = ctx.model(load_texture_gan, ctx.param("model", required=True))
+    ctx.cancel.raise_if_cancelled()
+    rgb = model.generate(int(ctx.param("width", 512)), int(ctx.param("height", 512)),
+                         seed=int(ctx.param("seed", 0)), tileable=bool(ctx.param("tileable", True)),
+                         variation=float(ctx.param("variation", 0.0)), tile_size=ctx.param("tile_size"),
+                         cancel=ctx.cancel)
+    ctx.progress(Progress(1, 1, "generated"))
+    return {"image": write_image_result(ctx, rgb), "model_name": getattr(model, "name", "")}

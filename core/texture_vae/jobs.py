@@ -1,0 +1,55 @@
+"""The texture VAE's worker jobs: ``texture_vae.train``, ``texture_vae.vary`` and ``texture_vae.blend``.
+
+The family is imported inside each job (see ``core.worker.registry``): the worker starts without it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..common.jobs import Progress
+from ..worker import IMAGE_OUTPUT, INPUT, SEED, SIDE, TRAINING, JobContext, Param, job, load_input, srgb_rgb, \
+    train_job, with_colorspace_of, write_image_result
+
+
+@job("texture_vae.train", exemplars=Param("paths", 1, 64, required=True), **TRAINING)
+def job_texture_vae_train(ctx: JobContext) -> dict:
+    from . import train_texture_vae
+    exemplars = list(ctx.param("exemplars", required=True))
+    return train_job(ctx, train_texture_vae, [exemplars], thumbnail=exemplars[0])
+
+
+@job("texture_vae.vary", image=INPUT, model=INPUT, strength=Param("float", 0.0, 10.0, default=0.5), seed=SEED,
+     width=SIDE, height=SIDE, **IMAGE_OUTPUT)
+def job_texture_vae_vary(ctx: JobContext) -> dict:
+    source = load_input(ctx.param("image", required=True))  # bad input fails before any model loads
+    from . import load_texture_vae
+    model = ctx.model(load_texture_vae, ctx.param("model", required=True))
+    ctx.cancel.raise_if_cancelled()
+    rgb = model.vary(srgb_rgb(source), float(ctx.param("strength", 0.5)), seed=int(ctx.param("seed", 0)),
+                     width=ctx.param("width"), height=ctx.param("height"))
+    ctx.progress(Progress(1, 1, "variation ready"))
+    same_size = np.asarray(rgb).shape[:2] == source.rgb.shape[:2]
+    return {"image": write_image_result(ctx, with_colorspace_of(rgb, source if same_size else None))}
+
+
+@job("texture_vae.blend", model=INPUT, images=Param("paths", 2, 16, required=True), mask=Param("path"),
+     t=Param("float", 0.0, 1.0, default=0.5), width=SIDE, height=SIDE, weights=Param("floats", 0.0, 1e6),
+     **IMAGE_OUTPUT)
+def job_texture_vae_blend(ctx: JobContext) -> dict:
+    from . import load_texture_vae
+    model = ctx.model(load_texture_vae, ctx.param("model", required=True))
+    paths = ctx.param("images", required=True)
+    if len(paths) < 2:
+        raise ValueError("blending needs at least two images")
+    images = [srgb_rgb(load_input(p)) for p in paths]
+    mask = None
+    if ctx.param("mask"):
+        mask_image = load_input(ctx.param("mask"))
+        # a mask is data, not colour: take the stored values, averaged over RGB
+        mask = np.clip(mask_image.rgb.mean(axis=2), 0.0, 1.0).astype(np.float32)
+    ctx.cancel.raise_if_cancelled()
+    rgb = model.blend(images, t=float(ctx.param("t", 0.5)), mask=mask, width=ctx.param("width"),
+                      height=ctx.param("height"), weights=ctx.param("weights"))
+    ctx.progress(Progress(1, 1, "blend ready"))
+    return {"image": write_image_result(ctx, rgb)}
