@@ -149,7 +149,8 @@ class WorkerClient:
         return "\n".join(text.strip().splitlines()[-lines:])
 
     def stop(self, grace: float = 0.5) -> None:
-        """Ask the worker to exit, then terminate and kill it: returns within about ``grace`` + 0.5 s.
+        """Ask the worker to exit, then terminate and kill it: returns within about ``grace`` + 0.5 s (more only
+        while a loaded machine reaps the killed process).
 
         A job running at that moment is cancelled; a training job keeps its last
         periodic checkpoint (and the one written on cancel when it fits in ``grace``).
@@ -164,7 +165,9 @@ class WorkerClient:
                 proc.stdin.close()
             except (WorkerError, OSError):
                 pass
-            for end, wait in ((None, grace), (proc.terminate, 0.25), (proc.kill, 0.25)):
+            # SIGKILL cannot be ignored: wait for the kernel to reap the process, so that it is gone (and its
+            # memory free) when stop returns; under heavy load that can take a moment past 0.25 s.
+            for end, wait in ((None, grace), (proc.terminate, 0.25), (proc.kill, 10.0)):
                 if end is not None:
                     try:
                         end()

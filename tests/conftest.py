@@ -16,8 +16,8 @@ import torch  # noqa: E402
 
 torch.set_num_threads(2)
 
-SHARED = ROOT.parent / "shared"
-STYLES_DIR = SHARED / "data" / "styles"
+# Public-domain paintings inside the repository (provenance in SOURCES.md there): a clone needs nothing beside it.
+STYLES_DIR = ROOT / "data" / "paintings"
 
 
 def pytest_configure(config):
@@ -35,6 +35,6 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def styles_dir() -> Path:
-    if not STYLES_DIR.is_dir():
-        pytest.skip(f"style paintings not found at {STYLES_DIR}")
+    # Fails, never skips: the paintings ship with the repository, so a missing folder is a broken checkout.
+    assert (STYLES_DIR / "SOURCES.md").is_file(), f"the repository's paintings are missing at {STYLES_DIR}"
     return STYLES_DIR

@@ -30,7 +30,7 @@ from core.style.adain import default_decoder_path, load_adain_model  # noqa: E40
 from core.style.optimize import fit_max_side  # noqa: E402
 
 FRAMES = ROOT / "models" / "content_frames"
-STYLES = ROOT.parent / "shared" / "data" / "styles"
+STYLES = ROOT / "data" / "paintings"
 CONTENTS = {"photo": FRAMES / "photo_chelsea.jpg", "render": FRAMES / "render_000.jpg"}
 PAINTINGS = {"composition_vii": STYLES / "composition_vii.jpg", "starry_night": STYLES / "starry_night.jpg"}
 MEASURE_SIDE = 384

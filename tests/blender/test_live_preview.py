@@ -46,8 +46,9 @@ def test_live_preview_follows_seed_variation_tile_scale_and_drops_stale_jobs(tin
         latency = time.monotonic() - changed
         assert Path(_latest()).is_file() and not Path(first).exists()  # the old preview went away
         assert preview.job().params["seed"] == settings.seed
+        # About a second on an idle CPU; printed, not asserted: a speed target is no test (the wait above is
+        # bounded and says "the preview did not arrive").
         print(f"live preview latency {latency:.2f} s")
-        assert latency < 5.0  # about a second on an idle CPU; margin for a shared machine
 
         settings.seed += 1
         _run_timers_until(lambda: preview.job().params["seed"] == settings.seed)  # submitted

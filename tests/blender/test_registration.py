@@ -76,10 +76,11 @@ def test_enable_disable_twice_leaves_nothing(addon):
         assert process.poll() is None
         started = time.perf_counter()
         addon_utils.disable(ADDON, default_set=True)
-        assert time.perf_counter() - started < 1.0, "disabling the add-on blocked the interface"
+        print(f"disabling took {time.perf_counter() - started:.2f} s")  # printed: a speed, not a condition
         assert process.poll() is not None, "the worker process outlived the add-on"
         assert not bpy.app.timers.is_registered(job_queue.poll_timer)
-        assert job.state == "cancelled"
+        # Waiting for the job would have let it finish: its 1000 steps sleep 10 ms each, on any CPU.
+        assert job.state == "cancelled" and job.step < 1000, "disabling the add-on waited for the job"
         assert _our_classes() == set() and _our_handlers() == []
         assert not any(getattr(f, "__module__", "").startswith(ADDON)
                        for f in bpy.types.STATUSBAR_HT_header._dyn_ui_initialize())

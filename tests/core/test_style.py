@@ -47,8 +47,11 @@ def edge_correlation(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def trained_model(tmp_path_factory, styles_dir):
     path = tmp_path_factory.mktemp("style") / "starry.safetensors"
+    # The config's default learning rate, not TINY's 5e-3: at 5e-3 these 120 steps are chaotic (the style
+    # ratio below spread 0.86-0.97 and the edge correlation 0.47-0.87 over 6 seeds, and moved as much with a
+    # 1/255 change of the painting or another CPU's kernels); at 2e-3 the model stylizes more and steadier.
     train_style_model(styles_dir / "starry_night.jpg", None, path, 120,
-                      config=StyleTransferConfig(**TINY), seed=0, checkpoint_every=1000)
+                      config=StyleTransferConfig(**{**TINY, "learning_rate": 2e-3}), seed=0, checkpoint_every=1000)
     return path
 
 
@@ -155,13 +158,20 @@ def test_trained_model_stylizes_and_keeps_structure(trained_model, styles_dir):
     assert model.config["frames"]["source"].startswith("generated")
     style = _style(styles_dir, 128)
     from core.style.data import render_like_scene
+    # Spreads measured over 12 trainings: seeds 0-6 on this CPU's AVX-512 kernels, seeds 0-2 on AVX2 and 0-1 on
+    # SSE4.1 (ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY as the project's cross-CPU check sets them).
+    ratios = []
     for content in (render_like_scene(128, 77), make_exemplar("stones", 128, 9)):
         out = model.stylize(content)
         assert out.shape == content.shape
-        # the VGG19 Gram statistics it was trained on move towards the painting
-        before, after = style_distance(content, style), style_distance(out, style)
-        assert after < 0.95 * before, (before, after)  # tiny model, 120 steps: measured 0.89x (identity: 1.0x)
-        assert edge_correlation(out, content) > 0.5
+        ratios.append(style_distance(out, style) / style_distance(content, style))
+        # Structure stays: measured 0.41-0.79 per frame. An output that ignores its frame (the model's output
+        # for the other frame) scores -0.02 to 0.05; the old 0.5 sat inside the spread (0.4994 on a Zen 5 CPU).
+        assert edge_correlation(out, content) > 0.25, ratios
+    # The VGG19 Gram statistics it was trained on move towards the painting: the mean over both frames was
+    # 0.61-0.85x the unstyled frame's distance (one frame alone up to 0.90x). The identity scores 1.0x and the
+    # same fixture trained for 1 step instead of 120 scores 1.04x: this fails for a model that did not learn.
+    assert np.mean(ratios) < 0.95, ratios
 
 
 def test_model_io_types_alpha_strength(trained_model):
@@ -250,13 +260,16 @@ def test_tiled_matches_untiled_away_from_borders_and_has_no_seams(trained_model)
     full = model.stylize(frame)
     tiled = model.stylize(frame, tile_size=64)
     diff = np.abs(full - tiled).mean(-1)
+    # Over 6 trainings of the fixture (seeds 5-6 on AVX-512, 1-2 on AVX2, 0-1 on SSE4.1): mean 0.0011-0.0057,
+    # 99th percentile 0.019-0.076 (the old 0.05 failed 3 of the 6); tiling without shared statistics differs
+    # by 0.06-0.14 on average, checked below.
     assert diff.mean() < 0.01, diff.mean()
-    assert np.percentile(diff, 99) < 0.05
+    assert np.percentile(diff, 99) < 0.15, np.percentile(diff, 99)
     # Seams: the jump across tile starts is no larger than across any other column.
     from core.style.tiling import tile_starts
     xs = [x for x in tile_starts(200, 64, 8)[1:]]
     col_jump = np.abs(np.diff(tiled, axis=1)).mean(axis=(0, 2))
-    assert col_jump[[x - 1 for x in xs]].max() < 2.0 * np.median(col_jump) + 0.01
+    assert col_jump[[x - 1 for x in xs]].max() < 2.0 * np.median(col_jump) + 0.01  # measured 0.55-0.73x of it
     # Without shared statistics, per-tile instance norm disagrees much more.
     x = to_tensor(frame)
     naive = torch.zeros_like(x)
@@ -264,7 +277,7 @@ def test_tiled_matches_untiled_away_from_borders_and_has_no_seams(trained_model)
         for y0 in range(0, 150, 75):
             for x0 in range(0, 200, 100):
                 naive[..., y0:y0 + 75, x0:x0 + 100] = model.net(x[..., y0:y0 + 75, x0:x0 + 100])
-    assert np.abs(from_tensor(naive) - full).mean() > 2 * diff.mean()
+    assert np.abs(from_tensor(naive) - full).mean() > 2 * diff.mean()  # measured 18-56x
 
 
 def test_tiled_stats_from_downscaled_frame_are_close(trained_model):
@@ -298,8 +311,8 @@ def test_tiled_stats_from_downscaled_frame_are_close(trained_model):
                 own_stats = from_tensor(model.net(x[..., :96, :96]))
             assert np.abs(approx - same_stats).max() < atol, (kind, seed)
             assert np.abs(exact - full).max() < atol, (kind, seed)
-            # Sharing matters: a tile normalised on its own differs visibly (0.013 to 0.073 measured
-            # over 3 training seeds x 8 frames).
+            # Sharing matters: a tile normalised on its own differs visibly (0.010 to 0.105 measured
+            # over 6 trainings on three CPU kernel sets x 8 frames).
             assert np.abs(own_stats - full[:96, :96]).mean() > 5e-3, (kind, seed)
 
 
@@ -336,8 +349,8 @@ def test_temporal_consistency_lowers_flicker(trained_model):
     steady = list(stylize_sequence(model, frames, flows, temporal_weight=0.7))
     estimated = list(stylize_sequence(model, frames, None, temporal_weight=0.7))
     base = flicker(per_frame, flows)
-    assert flicker(steady, flows) < 0.7 * base, (flicker(steady, flows), base)
-    assert flicker(estimated, flows) < 0.8 * base
+    assert flicker(steady, flows) < 0.7 * base, (flicker(steady, flows), base)  # measured 0.29-0.40x
+    assert flicker(estimated, flows) < 0.8 * base  # measured 0.29-0.40x (6 trainings, three CPU kernel sets)
     assert len(steady) == len(frames) and steady[0].shape == frames[0].shape
     zero = list(stylize_sequence(model, frames, flows, strength=0))
     assert all(np.array_equal(a, b) for a, b in zip(zero, frames))
