@@ -655,12 +655,20 @@ def job_style_train(ctx: JobContext) -> dict:
     return {"model": str(path)}
 
 
+def _fast_style(ctx: JobContext):
+    """The job's fast style model: a single-style file, or a style/mix of a multi-style one
+    (``model`` may end in ``#style``; ``style_weights``: a name or ``"starry_night=0.7,wave=0.3"``)."""
+    from .style.multistyle import load_fast_style, parse_style_weights
+    weights = ctx.param("style_weights")
+    return load_fast_style(ctx.param("model", required=True), style=parse_style_weights(weights) if weights else None,
+                           loader=ctx.model)
+
+
 @job("style.stylize", image=INPUT, model=INPUT, strength=Param("float", 0.0, 1.0, default=1.0),
-     tile_size=Param("int", 32, MAX_SIDE), **IMAGE_OUTPUT)
+     tile_size=Param("int", 32, MAX_SIDE), style_weights=Param("str"), **IMAGE_OUTPUT)
 def job_style_stylize(ctx: JobContext) -> dict:
     source = _load(ctx.param("image", required=True))  # bad input fails before any model loads
-    from .style import load_style_model
-    model = ctx.model(load_style_model, ctx.param("model", required=True))
+    model = _fast_style(ctx)
     ctx.cancel.raise_if_cancelled()
     result = model.stylize(source, strength=float(ctx.param("strength", 1.0)), tile_size=ctx.param("tile_size"),
                            cancel=ctx.cancel)
@@ -668,7 +676,7 @@ def job_style_stylize(ctx: JobContext) -> dict:
     return {"image": _write_image_result(ctx, _with_colorspace_of(result, source))}
 
 
-@job("style.stylize_sequence", model=Param("path"), style=Param("path"),
+@job("style.stylize_sequence", model=Param("path"), style=Param("path"), style_weights=Param("str"),
      method=Param("choice", choices=("model", "adain", "optimize"), default="model"),
      alpha=Param("float", 0.0, 1.0, default=1.0), **OPTIMISATION, frames=Param("paths", 1, 100_000, required=True),
      output_dir=Param("output_dir", required=True),
@@ -677,11 +685,11 @@ def job_style_stylize(ctx: JobContext) -> dict:
      use_motion_vectors=Param("bool", default=True), overwrite=Param("bool", default=False))
 def job_style_stylize_sequence(ctx: JobContext) -> dict:
     from .common.images import save_image
-    from .style import load_style_model, stylize_sequence
+    from .style import stylize_sequence
     from .style.blender_passes import frames_with_flows
     method = ctx.param("method", "model")
-    if method == "model":  # a fast per-style model
-        model = ctx.model(load_style_model, ctx.param("model", required=True))
+    if method == "model":  # a fast style model (or one style or mix of the multi-style one)
+        model = _fast_style(ctx)
     elif method == "adain":  # any painting in one pass; the bundled decoder unless a model is given
         from .style.adain import AdaINStylizer, bundled_decoder_path, load_adain_model
         decoder = ctx.model(load_adain_model, ctx.param("model") or bundled_decoder_path())

@@ -31,7 +31,7 @@ def _style_model(op, settings) -> str:
     """The chosen style model's absolute path, or '' when there is none on disk."""
     model = op.model or models.resolve(settings.model_ref, "style")
     model = bpy.path.abspath(model) if model else ""
-    return model if model and Path(model).is_file() else ""
+    return model if model and Path(models.model_file(model)).is_file() else ""
 
 
 def _chosen_style(op, settings) -> tuple[str, str, str]:

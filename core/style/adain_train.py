@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -26,14 +25,13 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..common.checkpoints import (CheckpointError, load_training_state, restore_rng_state, rng_state,
-                                  save_model_and_state, sync_model_with_state)
 from ..common.device import pick_device
 from ..common.images import load_image, to_srgb
 from ..common.perception import Perception, load_perception, mean_std
 from .adain import (ENCODER_LAYER, MODEL_KIND, STYLE_LOSS_LAYERS, AdaINDecoder, DecoderConfig, adain)
 from .crop_pool import (Budget, CropPool, content_files, describe_files, load_content, painting_statistics,
                         painting_variants)
+from .resumable import ResumableRun
 
 StyleStats = dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (N x C x 1 x 1 means, stds)
 
@@ -117,12 +115,6 @@ def painting_stats_table(encoder: Perception, painting_files: Sequence[Path], re
     return table
 
 
-def _machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} thread(s))"
-
-
 def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content_folders: Sequence[str | Path],
                          painting_files: Sequence[str | Path], minutes: float, *, recipe: AdaINRecipe | None = None,
                          seed: int = 0, device=None, profile: str = "cpu", max_steps: int | None = None,
@@ -146,39 +138,12 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
     decoder = decoder.to(dev).train()
     optimizer = torch.optim.Adam(decoder.parameters(), lr=recipe.learning_rate)
     generator = torch.Generator().manual_seed(seed)
-    step, history = 0, []
-    source = state_path if state_path.exists() else (Path(warm_start) if warm_start else None)
-    if source is not None:
-        state = load_training_state(source)
-        if state.get("identity") != identity:
-            raise CheckpointError(f"{source.name} holds a different decoder, seed or encoder ({state.get('identity')}"
-                                  f"); delete it to start over")
-        decoder.load_state_dict({k: v.to(dev) for k, v in state["model"].items()})
-        optimizer.load_state_dict(state["optimizer"])
-        restore_rng_state(state["rng"], generator)
-        step, history = int(state["step"]), list(state.get("history") or [])
-        log(f"resumed from {source} at step {step}")
-    previous_content = history[-1]["content"] if history else None
-    if previous_content and previous_content != content_info:
-        log(f"content changed since the last session: {previous_content['count']} -> {content_info['count']} images")
-    session = {"start_step": step, "end_step": step, "seconds": 0.0, "profile": profile, "machine": _machine(dev),
-               "content": content_info, "paintings": len(paintings), "date": time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                                             time.gmtime())}
-
-    def save(current: int) -> None:
-        session["end_step"] = current
-        all_history = history + [session]
-        config = {"name": "adain", "decoder": decoder_cfg.as_dict(), "encoder": encoder.spec(),
-                  "encoder_source": encoder.source, "training": asdict(recipe), "steps_done": current, "seed": seed,
-                  "paintings": [p.name for p in paintings], "held_out_paintings": list(held_out),
-                  "history": all_history}
-        save_model_and_state(model_path, decoder.state_dict(), config, MODEL_KIND, state_path,
-                             {"identity": identity, "step": current, "model": decoder.state_dict(),
-                              "optimizer": optimizer.state_dict(), "rng": rng_state(generator),
-                              "history": all_history})
-
-    if state_path.exists():
-        sync_model_with_state(model_path, "steps_done", step, save)
+    run = ResumableRun(model_path, state_path, MODEL_KIND, identity, decoder, optimizer, generator, dev, profile,
+                       content_info, log)
+    run.config_fn = lambda step: {"name": "adain", "decoder": decoder_cfg.as_dict(), "encoder": encoder.spec(),
+                                  "encoder_source": encoder.source, "training": asdict(recipe), "seed": seed,
+                                  "paintings": [p.name for p in paintings], "held_out_paintings": list(held_out)}
+    step = run.resume(warm_start)
     t_load = time.monotonic()
     images = load_content(files)
     stats = painting_stats_table(encoder, paintings, recipe, seed, dev, cache_dir, log)
@@ -212,21 +177,19 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
                     l_content, l_style = cached_adain_losses(encoder, decoder, feats, style)
             loss = l_content.float() + recipe.style_weight * l_style.float()
             if not torch.isfinite(loss):
-                save(step)
+                run.save(step)
                 raise FloatingPointError(f"AdaIN training diverged at step {step}; the checkpoint before it is kept")
             loss.backward()
             optimizer.step()
             step += 1
             recent = (recent + [time.monotonic() - t0])[-20:]
-            session["seconds"] = round(budget.elapsed(), 1)
+            run.session["seconds"] = round(budget.elapsed(), 1)
             if step % 25 == 0 or step == recipe.warmup_steps:
                 log(f"step {step}: content {float(l_content.detach()):.4f} style {float(l_style.detach()):.4f} "
                     f"{sum(recent) / len(recent):.2f} s/step, crop {crop}, batch {batch}")
             if budget.checkpoint_due():
-                save(step)
-    session["seconds"] = round(budget.elapsed(), 1)
-    save(step)
-    log(f"stopped at step {step} after {session['seconds']:.0f} s; checkpoint {model_path}")
-    return {"steps": step, "session_steps": step - session["start_step"], "seconds": session["seconds"],
-            "machine": session["machine"], "history": history + [session],
-            "seconds_per_step": (sum(recent) / len(recent)) if recent else None}
+                run.save(step)
+    run.session["seconds"] = round(budget.elapsed(), 1)
+    run.save(step)
+    log(f"stopped at step {step} after {run.session['seconds']:.0f} s; checkpoint {model_path}")
+    return run.summary(step, (sum(recent) / len(recent)) if recent else None)

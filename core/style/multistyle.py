@@ -21,6 +21,7 @@ import torch.nn as nn
 from ..common.checkpoints import CheckpointError, build_checked, load_checkpoint
 from ..common.device import pick_device
 from ..common.images import from_tensor, to_tensor
+from .apply import StyleModel
 from .inputs import ImageLike, check_strength, finish, prepare, unchanged
 from .tiling import stylize_tiled
 from .transformer import StatsNorm, TransformerConfig, TransformerNet
@@ -185,3 +186,68 @@ class MultiStyleModel:
 
 def load_multistyle_model(path: str | os.PathLike, device=None) -> MultiStyleModel:
     return MultiStyleModel.load(path, device)
+
+
+# --------------------------------------------------------------------------- one style (or mix) as a StyleModel
+
+STYLE_SEPARATOR = "#"  # "fast_styles.safetensors#starry_night": one style of a multi-style file
+
+
+def split_style_ref(path: str | os.PathLike) -> tuple[Path, str | None]:
+    """``file.safetensors#style`` -> (file, style); a plain path -> (path, None)."""
+    text = str(path)
+    head, sep, tail = text.rpartition(STYLE_SEPARATOR)
+    if sep and head.endswith(".safetensors") and tail and "/" not in tail and "\\" not in tail:
+        return Path(head), tail
+    return Path(text), None
+
+
+def parse_style_weights(text: str) -> str | dict[str, float]:
+    """``"starry_night"`` -> the name; ``"starry_night=0.7,wave=0.3"`` -> weights (for the CLI and jobs)."""
+    text = text.strip()
+    if "=" not in text:
+        return text
+    weights: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"style weights look like 'starry_night=0.7,wave=0.3', got {text!r}") from None
+        if not sep or not name.strip():
+            raise ValueError(f"style weights look like 'starry_night=0.7,wave=0.3', got {text!r}")
+    return weights
+
+
+class FixedMixStyleModel(StyleModel):
+    """A multi-style network with one style or mix chosen: used wherever a ``StyleModel`` is (animations too)."""
+
+    def __init__(self, model: MultiStyleModel, style: str | Mapping[str, float] | Sequence[float]):
+        self.multi, self.mix = model, model.mix_vector(style)
+        self.net, self.config, self.device = model.net, model.config, model.device
+        self.half, self.preserve_color = False, None
+        self.name = style if isinstance(style, str) else f"{model.name} mix"
+
+    @torch.no_grad()
+    def stylize_tensor(self, x: torch.Tensor, tile_size: int | None = None, cancel=None) -> torch.Tensor:
+        return self.multi.stylize_tensor(x, self.mix, tile_size, cancel)
+
+
+def load_fast_style(path: str | os.PathLike, device=None,
+                    style: str | Mapping[str, float] | Sequence[float] | None = None, loader=None) -> StyleModel:
+    """A fast style model from a file: a single-style net, or one style/mix of a multi-style one.
+
+    The style comes from ``style``, else from a ``#name`` after the file name, else the file's first style.
+    ``loader(load_function, file)`` may cache loaded files (the worker's model cache).
+    """
+    from ..common.checkpoints import read_checkpoint_config
+
+    load = loader or (lambda function, file: function(file, device))
+    file, named = split_style_ref(path)
+    chosen = style if style is not None else named
+    if read_checkpoint_config(file).get("kind") != MODEL_KIND:
+        if chosen is not None:
+            raise ValueError(f"{file.name} paints one style only; style weights need a multi-style model")
+        return load(StyleModel.load, str(file))
+    model = load(load_multistyle_model, str(file))
+    return FixedMixStyleModel(model, chosen if chosen is not None else model.style_names[0])

@@ -1,0 +1,162 @@
+"""Quick verdict on the fast paths' latest checkpoints: are they good enough to ship?
+
+    PYTHONPATH=. .venv/bin/python tools/eval_fast_styles.py [--out eval_fast_styles.png] [--size 512]
+        [--styles models/training/fast_styles.safetensors] [--adain models/training/adain.safetensors]
+        [--ship]
+
+On the bench's held-out photograph (scikit-image's astronaut) and held-out
+render (benchmarks/data), prints for every style of the multi-style network and
+for AdaIN with two paintings outside its training set: the style-distance cut
+against the unstylized frame (target >= 40 %) and the content distance
+(target <= 1.0), the bench's measures (``core.common.quality``), then writes a
+side-by-side grid PNG (rows: photo, render; columns: input, every style, AdaIN).
+``--ship`` copies each model that meets every target into models/style/.
+About two minutes on a 2-core CPU (frames at 512 px, as in the bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.common.images import load_rgb  # noqa: E402
+from core.common.quality import content_distance  # noqa: E402
+from core.style.optimize import fit_max_side  # noqa: E402
+
+PAINTINGS = ROOT / "data" / "paintings"
+HELD_OUT_RENDER = ROOT / "benchmarks" / "data" / "render_holdout_7777.jpg"
+ADAIN_UNSEEN = ("starry_night", "the_kiss")
+SHIPPED = {"styles": ROOT / "models" / "style" / "fast_styles.safetensors",
+           "adain": ROOT / "models" / "style" / "adain_decoder.safetensors"}
+CUT_TARGET, CONTENT_TARGET = 0.40, 1.0
+
+
+def held_out_inputs(size: int) -> dict[str, np.ndarray]:
+    from skimage import data
+
+    return {"photo": fit_max_side(data.astronaut().astype(np.float32) / 255.0, size),
+            "render": fit_max_side(load_rgb(HELD_OUT_RENDER), size)}
+
+
+class Judge:
+    """``quality.style_distance`` with each painting's Grams computed once (same formula, same network)."""
+
+    def __init__(self):
+        import torch
+
+        from core.common.perception import STYLE_LAYERS, gram_matrix, load_perception
+        from core.common.quality import _fit
+
+        self.torch, self.layers, self.gram, self.fit = torch, STYLE_LAYERS, gram_matrix, _fit
+        self.net = load_perception("cpu")
+        self.cache: dict[str, list] = {}
+
+    def _grams(self, image: np.ndarray) -> list:
+        from core.common.images import to_tensor
+
+        with self.torch.no_grad():
+            feats = self.net(to_tensor(self.fit(image, 512)), self.layers)
+        return [self.gram(feats[n]) for n in self.layers]
+
+    def style_distance(self, image: np.ndarray, painting: np.ndarray, key: str) -> float:
+        if key not in self.cache:  # keyed by the painting's name
+            self.cache[key] = self._grams(painting)
+        total = 0.0
+        for ga, gp in zip(self._grams(image), self.cache[key]):
+            total += float((ga - gp).pow(2).mean() / (gp.pow(2).mean() + 1e-8))
+        return total / len(self.layers)
+
+
+def measure(judge: Judge, out: np.ndarray, frame: np.ndarray, painting: np.ndarray, key: str) -> dict:
+    before, after = judge.style_distance(frame, painting, key), judge.style_distance(out, painting, key)
+    return {"cut": 1.0 - after / before, "content": content_distance(out, frame), "style": after, "before": before}
+
+
+def _verdict(row: dict) -> bool:
+    return row["cut"] >= CUT_TARGET and row["content"] <= CONTENT_TARGET
+
+
+def grid(columns: list[tuple[str, dict[str, np.ndarray]]], out: Path, height: int = 200) -> None:
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=13) if hasattr(ImageFont, "load_default") else None
+    kinds = list(columns[0][1])
+    cells = [[Image.fromarray((np.clip(col[k], 0, 1) * 255).astype(np.uint8)) for k in kinds] for _, col in columns]
+    width = max(c.width * height // c.height for col in cells for c in col)
+    label_h = 18
+    sheet = Image.new("RGB", (width * len(columns), label_h + height * len(kinds)), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    for i, ((label, _), col) in enumerate(zip(columns, cells)):
+        draw.text((i * width + 4, 2), label[:30], fill=(235, 235, 235), font=font)
+        for j, im in enumerate(col):
+            im = im.resize((im.width * height // im.height, height), Image.LANCZOS)
+            sheet.paste(im, (i * width, label_h + j * height))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--styles", default=str(ROOT / "models" / "training" / "fast_styles.safetensors"))
+    parser.add_argument("--adain", default=str(ROOT / "models" / "training" / "adain.safetensors"))
+    parser.add_argument("--size", type=int, default=512, help="longer side of the held-out frames (the bench: 512)")
+    parser.add_argument("--out", default=str(ROOT / "eval_fast_styles.png"))
+    parser.add_argument("--ship", action="store_true", help="copy each model that meets every target to models/style")
+    args = parser.parse_args(argv)
+    t0 = time.monotonic()
+    inputs = held_out_inputs(args.size)
+    columns: list[tuple[str, dict]] = [("input", inputs)]
+    passed: dict[str, bool] = {}
+    judge = Judge()
+    print(f"{'model':8} {'style / painting':32} {'on':7} {'cut':>6} {'content':>8}  verdict")
+
+    def report(model: str, name: str, outs: dict[str, np.ndarray], painting: np.ndarray) -> None:
+        for kind, frame in inputs.items():
+            row = measure(judge, outs[kind], frame, painting, name)
+            ok = _verdict(row)
+            passed[model] = passed.get(model, True) and ok
+            print(f"{model:8} {name:32} {kind:7} {100 * row['cut']:5.0f}% {row['content']:8.3f}  "
+                  f"{'ok' if ok else 'MISSES'}", flush=True)
+        columns.append((f"{model}: {name}", outs))
+
+    if Path(args.styles).is_file():
+        from core.style.multistyle import load_multistyle_model
+
+        model = load_multistyle_model(args.styles, "cpu")
+        print(f"# multi-style network: {model.config.get('steps_done')} steps ({args.styles})")
+        for style in model.styles:
+            painting = load_rgb(PAINTINGS / style["painting"])
+            report("styles", style["name"], {k: model.stylize(f, style["name"]) for k, f in inputs.items()}, painting)
+    if Path(args.adain).is_file():
+        from core.style.adain import load_adain_model
+
+        model = load_adain_model(args.adain, "cpu")
+        trained_on = set(model.config.get("paintings") or [])
+        print(f"# AdaIN decoder: {model.config.get('steps_done')} steps ({args.adain})")
+        for name in ADAIN_UNSEEN:
+            if f"{name}.jpg" in trained_on:
+                print(f"  (warning: {name} was in the decoder's training set)")
+            painting = load_rgb(PAINTINGS / f"{name}.jpg")
+            report("adain", f"{name} (unseen)", {k: model.stylize(f, painting) for k, f in inputs.items()}, painting)
+    grid(columns, Path(args.out))
+    print(f"grid: {args.out}; {time.monotonic() - t0:.0f} s")
+    for model, ok in passed.items():
+        print(f"{model}: {'meets every target' if ok else 'not yet'}")
+        if ok and args.ship:
+            source = Path(args.styles if model == "styles" else args.adain)
+            shutil.copy2(source, SHIPPED[model])
+            shutil.copy2(source.with_suffix(".json"), SHIPPED[model].with_suffix(".json"))
+            print(f"  shipped: {SHIPPED[model].relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
