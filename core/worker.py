@@ -748,7 +748,7 @@ def _sequence_targets(frames: list[str], output_dir: Path, suffix: str | None, o
 
 @job("style.stylize_adain", image=INPUT, style=INPUT, model=Param("path"), alpha=Param("float", 0.0, 1.0, default=1.0),
      preserve_color=Param("choice", choices=(False, True, "luminance", "histogram")),
-     tile_size=Param("int", 32, MAX_SIDE), **IMAGE_OUTPUT)
+     tile_size=Param("int", 32, MAX_SIDE), refine_steps=Param("int", 0, 1000, default=0), **IMAGE_OUTPUT)
 def job_style_stylize_adain(ctx: JobContext) -> dict:
     """Any painting in one pass (AdaIN); ``model`` defaults to the bundled decoder."""
     source = _load(ctx.param("image", required=True))  # bad input fails before any model loads
@@ -759,7 +759,8 @@ def job_style_stylize_adain(ctx: JobContext) -> dict:
     tile = ctx.param("tile_size")
     result = model.stylize(source, style, alpha=float(ctx.param("alpha", 1.0)),
                            preserve_color=ctx.param("preserve_color", False),
-                           tile_size=None if tile is None else int(tile), progress=ctx.progress, cancel=ctx.cancel)
+                           tile_size=None if tile is None else int(tile), progress=ctx.progress, cancel=ctx.cancel,
+                           refine_steps=int(ctx.param("refine_steps", 0)))
     return {"image": _write_image_result(ctx, _with_colorspace_of(result, source))}
 
 

@@ -62,6 +62,8 @@ def register(families) -> None:
     fast.add_argument("--preserve-color", choices=("none", "luminance", "histogram"), default="none")
     fast.add_argument("--tile", type=int, default=None, help="process in tiles of this many pixels")
     fast.add_argument("--model", default=None, help="decoder (.safetensors; default: the bundled one)")
+    fast.add_argument("--refine-steps", type=int, default=0,
+                      help="quality knob: optimisation steps starting from the decoder's output (0: none)")
     fast.set_defaults(func=run_adain)
 
     fast_train = sub.add_parser("adain-train", help="train an AdaIN decoder (content frames + many paintings)")
@@ -170,7 +172,8 @@ def run_adain(args: argparse.Namespace) -> int:
     model = load_adain_model(args.model or bundled_decoder_path(), args.device)
     result = model.stylize(image, style, alpha=args.alpha,
                            preserve_color=False if args.preserve_color == "none" else args.preserve_color,
-                           tile_size=args.tile, progress=ProgressBar("adain"), cancel=getattr(args, "cancel", None))
+                           tile_size=args.tile, progress=ProgressBar("adain"), cancel=getattr(args, "cancel", None),
+                           refine_steps=args.refine_steps)
     save_image(Path(args.out), result, bit_depth=16 if result.bit_depth == 16 else 8)
     print(f"wrote {args.out}")
     return 0

@@ -232,13 +232,16 @@ class AdaINModel:
     # ---------------------------------------------------------------- images
     def stylize(self, content: ImageLike, style: ImageLike, alpha: float = 1.0, preserve_color: bool | str = False,
                 tile_size: int | None = None, style_size: int = DEFAULT_STYLE_SIZE,
-                progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> ImageLike:
+                progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                refine_steps: int = 0, refine_max_side: int = 512) -> ImageLike:
         """Stylize ``content`` in the manner of ``style``; returns the same type as ``content``.
 
         ``alpha`` is AdaIN's style strength (feature space; 0 returns the input
         exactly). ``preserve_color``: False, True/"luminance" (only the
         painting's brightness pattern) or "histogram" (the painting recoloured to
-        the frame's palette first).
+        the frame's palette first). ``refine_steps`` > 0: that many optimisation
+        (L-BFGS) steps starting from the decoder's output, at ``refine_max_side``
+        at most: the quality knob between the decoder and Any Painting (Best).
         """
         alpha = _check_alpha(alpha)
         mode = normalize_preserve_color(preserve_color)
@@ -253,7 +256,13 @@ class AdaINModel:
         stats = self.style_statistics(style_srgb, style_size)
         report(progress, 1, 2, "stylizing")
         out = self.stylize_tensor(to_tensor(prep.srgb), stats, alpha, tile_size, cancel)
-        out = apply_color_preservation(np.clip(from_tensor(out), 0.0, 1.0), prep.srgb, mode)
+        out = np.clip(from_tensor(out), 0.0, 1.0)
+        if refine_steps > 0:
+            from .optimize import stylize_optimize
+            out = np.asarray(stylize_optimize(prep.srgb, style_srgb, steps=int(refine_steps),
+                                              refine_steps=int(refine_steps), init=out, max_side=refine_max_side,
+                                              device=self.device, cancel=cancel), np.float32)
+        out = apply_color_preservation(out, prep.srgb, mode)
         report(progress, 2, 2, "done")
         return finish(prep, out, 1.0)
 

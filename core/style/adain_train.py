@@ -166,6 +166,9 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
             for group in optimizer.param_groups:
                 group["lr"] = recipe.learning_rate / (1.0 + recipe.lr_decay * step)
             feats = pool.features[ENCODER_LAYER][idx].to(dev)
+            if step == recipe.warmup_steps > 0:
+                # Adam's moments at the pixel loss's scale would make the first feature-loss steps ~10x too large.
+                optimizer.state.clear()
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 if step < recipe.warmup_steps:

@@ -280,3 +280,17 @@ def test_cli_applies_a_mix_of_the_multistyle_model(tmp_path):
     source = load_rgb(frame)
     for out, style in zip(outs, ({"wave": 1, "udnie": 3}, "wave")):
         assert np.abs(out - model.stylize(source, style)).max() <= 1 / 255 + 1e-6  # 8-bit PNG rounding
+
+
+def test_adain_refinement_knob_starts_from_the_decoder_output(tmp_path):
+    from core.style.adain import load_adain_model
+
+    _train_adain(tmp_path, 2)
+    model = load_adain_model(tmp_path / "a.safetensors", "cpu")
+    frame = crop_pool.load_content(crop_pool.content_files(CONTENT)[:1])[0][:48, :64].astype(np.float32) / 255
+    painting = np.asarray(crop_pool.fit_max_side(crop_pool.to_srgb(crop_pool.load_image(PAINTINGS[0])).rgb, 64))
+    plain = model.stylize(frame, painting)
+    refined = model.stylize(frame, painting, refine_steps=2)
+    assert refined.shape == plain.shape and np.isfinite(refined).all()
+    assert np.abs(refined - plain).mean() > 1e-4  # the optimisation moved it
+    assert np.array_equal(model.stylize(frame, painting), plain)  # 0 steps: the decoder alone
