@@ -4,8 +4,8 @@
         [--styles models/training/fast_styles.safetensors] [--adain models/training/adain.safetensors]
         [--ship]
 
-On the bench's held-out photograph (scikit-image's astronaut) and held-out
-render (benchmarks/data), prints for every style of the multi-style network and
+On the bench's held-out photograph (a city skyline) and held-out render
+(benchmarks/data), prints for every style of the multi-style network and
 for AdaIN with two paintings outside its training set: the style-distance cut
 against the unstylized frame (target >= 40 %) and the content distance
 (target <= 1.0), the bench's measures (``core.common.quality``), then writes a
@@ -32,7 +32,6 @@ from core.common.quality import content_distance  # noqa: E402
 from core.style.optimize import fit_max_side  # noqa: E402
 
 PAINTINGS = ROOT / "data" / "paintings"
-HELD_OUT_RENDER = ROOT / "benchmarks" / "data" / "render_holdout_7777.jpg"
 ADAIN_UNSEEN = ("starry_night", "the_kiss")
 SHIPPED = {"styles": ROOT / "models" / "style" / "fast_styles.safetensors",
            "adain": ROOT / "models" / "style" / "adain_decoder.safetensors"}
@@ -40,10 +39,10 @@ CUT_TARGET, CONTENT_TARGET = 0.40, 1.0
 
 
 def held_out_inputs(size: int) -> dict[str, np.ndarray]:
-    from skimage import data
+    """The bench's held-out photograph and render (``benchmarks.bench_style.real_inputs``), at ``size``."""
+    from benchmarks.bench_style import real_inputs
 
-    return {"photo": fit_max_side(data.astronaut().astype(np.float32) / 255.0, size),
-            "render": fit_max_side(load_rgb(HELD_OUT_RENDER), size)}
+    return {kind: fit_max_side(frame, size) for kind, frame in real_inputs(quick=False).items()}
 
 
 class Judge:
@@ -115,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     inputs = held_out_inputs(args.size)
     columns: list[tuple[str, dict]] = [("input", inputs)]
     passed: dict[str, bool] = {}
+    figures: dict[str, dict] = {"styles": {}, "adain": {}}
+    thumbnails: dict[str, np.ndarray] = {}
     judge = Judge()
     print(f"{'model':8} {'style / painting':32} {'on':7} {'cut':>6} {'content':>8}  verdict")
 
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             row = measure(judge, outs[kind], frame, painting, name)
             ok = _verdict(row)
             passed[model] = passed.get(model, True) and ok
+            figures[model].setdefault(name, {}).update({f"style_cut_{kind}": round(row["cut"], 3),
+                                                        f"content_distance_{kind}": round(row["content"], 3)})
             print(f"{model:8} {name:32} {kind:7} {100 * row['cut']:5.0f}% {row['content']:8.3f}  "
                   f"{'ok' if ok else 'MISSES'}", flush=True)
         columns.append((f"{model}: {name}", outs))
@@ -134,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# multi-style network: {model.config.get('steps_done')} steps ({args.styles})")
         for style in model.styles:
             painting = load_rgb(PAINTINGS / style["painting"])
-            report("styles", style["name"], {k: model.stylize(f, style["name"]) for k, f in inputs.items()}, painting)
+            outs = {k: model.stylize(f, style["name"]) for k, f in inputs.items()}
+            thumbnails[style["name"]] = outs["render"] if "render" in outs else next(iter(outs.values()))
+            report("styles", style["name"], outs, painting)
     if Path(args.adain).is_file():
         from core.style.adain import load_adain_model
 
@@ -151,11 +156,45 @@ def main(argv: list[str] | None = None) -> int:
     for model, ok in passed.items():
         print(f"{model}: {'meets every target' if ok else 'not yet'}")
         if ok and args.ship:
-            source = Path(args.styles if model == "styles" else args.adain)
-            shutil.copy2(source, SHIPPED[model])
-            shutil.copy2(source.with_suffix(".json"), SHIPPED[model].with_suffix(".json"))
-            print(f"  shipped: {SHIPPED[model].relative_to(ROOT)}")
+            ship(model, Path(args.styles if model == "styles" else args.adain), figures[model], thumbnails)
     return 0
+
+
+def ship(model: str, source: Path, quality: dict, thumbnails: dict[str, np.ndarray]) -> None:
+    """Copy the checkpoint into models/style and record it in models/manifest.json (command, steps, time, machine)."""
+    from PIL import Image
+
+    from core.common.checkpoints import read_checkpoint_config
+    from tools.model_zoo import _update_manifest
+
+    target = SHIPPED[model]
+    shutil.copy2(source, target)
+    shutil.copy2(source.with_suffix(".json"), target.with_suffix(".json"))
+    config = read_checkpoint_config(target)
+    history = config.get("history") or []
+    for name, image in thumbnails.items() if model == "styles" else ():
+        thumb = Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8))
+        thumb.thumbnail((128, 128), Image.LANCZOS)
+        thumb.save(target.with_name(f"{target.stem}_{name}.png"))
+    entry = {"name": "fast_styles" if model == "styles" else "adain_decoder",
+             "label": "Bundled Styles" if model == "styles" else "Any Painting (Fast)",
+             "kind": config.get("kind"), "file": target.relative_to(ROOT / "models").as_posix(),
+             "command": f"python build.py models --only {model} --minutes N (resumed over {len(history)} session(s); "
+                        f"tools/zoo/{model}.py)",
+             "steps": config.get("steps_done"), "seed": config.get("seed"),
+             "training_seconds": round(sum(h.get("seconds", 0.0) for h in history), 1),
+             "trained_on": sorted({h.get("machine", "?") for h in history}),
+             "sessions": [{k: h.get(k) for k in ("date", "start_step", "end_step", "seconds", "machine", "profile")}
+                          for h in history],
+             "data": ["data/content", "models/content_frames", "data/paintings"],
+             "size_mb": round(target.stat().st_size / 1e6, 2),
+             "quality": quality, "quality_measured_on": "held-out photo and render (benchmarks/data), 512 px"}
+    if model == "styles":
+        entry["styles"] = [s["name"] for s in config.get("styles") or []]
+    else:
+        entry["held_out_paintings"] = config.get("held_out_paintings")
+    _update_manifest(ROOT / "models" / "manifest.json", entry)
+    print(f"  shipped: {target.relative_to(ROOT)} (+ models/manifest.json entry {entry['name']!r})")
 
 
 if __name__ == "__main__":
