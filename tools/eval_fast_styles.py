@@ -9,7 +9,7 @@ On the bench's held-out photograph (a city skyline) and held-out render
 for AdaIN with two paintings outside its training set: the style-distance cut
 against the unstylized frame (target >= 40 %) and the content distance
 (target <= 1.0), the bench's measures (``core.common.quality``), then writes a
-side-by-side grid PNG (rows: photo, render; columns: input, every style, AdaIN).
+side-by-side grid PNG (rows: input, every style, AdaIN; columns: photo, render).
 ``--ship`` copies each model that meets every target into models/style/.
 About two minutes on a 2-core CPU (frames at 512 px, as in the bench).
 """
@@ -83,21 +83,24 @@ def _verdict(row: dict) -> bool:
     return row["cut"] >= CUT_TARGET and row["content"] <= CONTENT_TARGET
 
 
-def grid(columns: list[tuple[str, dict[str, np.ndarray]]], out: Path, height: int = 200) -> None:
+def grid(rows: list[tuple[str, dict[str, np.ndarray]]], out: Path, height: int = 200) -> None:
+    """One row per model (its label above), one column per held-out input."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=13) if hasattr(ImageFont, "load_default") else None
-    kinds = list(columns[0][1])
-    cells = [[Image.fromarray((np.clip(col[k], 0, 1) * 255).astype(np.uint8)) for k in kinds] for _, col in columns]
-    width = max(c.width * height // c.height for col in cells for c in col)
+    kinds = list(rows[0][1])
+    widths = {k: rows[0][1][k].shape[1] * height // rows[0][1][k].shape[0] for k in kinds}
     label_h = 18
-    sheet = Image.new("RGB", (width * len(columns), label_h + height * len(kinds)), (24, 24, 24))
+    sheet = Image.new("RGB", (sum(widths.values()) + 4 * len(kinds), len(rows) * (height + label_h)), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
-    for i, ((label, _), col) in enumerate(zip(columns, cells)):
-        draw.text((i * width + 4, 2), label[:30], fill=(235, 235, 235), font=font)
-        for j, im in enumerate(col):
-            im = im.resize((im.width * height // im.height, height), Image.LANCZOS)
-            sheet.paste(im, (i * width, label_h + j * height))
+    for i, (label, images) in enumerate(rows):
+        y = i * (height + label_h)
+        draw.text((4, y + 2), label[:60], fill=(235, 235, 235), font=font)
+        x = 0
+        for kind in kinds:
+            im = Image.fromarray((np.clip(images[kind], 0, 1) * 255).astype(np.uint8))
+            sheet.paste(im.resize((widths[kind], height), Image.LANCZOS), (x, y + label_h))
+            x += widths[kind] + 4
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
 
