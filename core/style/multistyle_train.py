@@ -37,7 +37,9 @@ class MultiStyleRecipe:
     residual_blocks: int = 5
     phases: tuple = ((0, 128, 4, 384), (2400, 256, 2, 96))  # (first step, crop, batch, crops per pool)
     pool_steps: int = 300
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
+    # The per-style scales and shifts see a style in 1/N of the crops: a larger step lets the styles part early.
+    style_lr_scale: float = 5.0
     content_weight: float = 1.0
     style_weight: float = 5.0
     tv_weight: float = 2e-3
@@ -119,7 +121,10 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
         torch.manual_seed(seed)
         net = MultiStyleNet(arch)
     net = net.to(dev).train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=recipe.learning_rate)
+    per_style = [p for m in net.norms() for p in (m.weight, m.bias)]
+    shared = [p for p in net.parameters() if all(p is not q for q in per_style)]
+    optimizer = torch.optim.Adam([{"params": shared, "lr": recipe.learning_rate},
+                                  {"params": per_style, "lr": recipe.learning_rate * recipe.style_lr_scale}])
     generator = torch.Generator().manual_seed(seed)
     run = ResumableRun(Path(model_path), Path(state_path), MODEL_KIND, identity, net, optimizer, generator, dev,
                        profile, describe_files(files), log)
