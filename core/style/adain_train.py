@@ -123,6 +123,7 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
                          log: Callable[[str], None] = print) -> dict:
     """Train for ``minutes`` (or until ``max_steps``), continuing from ``state_path``; returns a summary."""
     recipe = recipe or AdaINRecipe()
+    budget = Budget(minutes, recipe.checkpoint_seconds)  # the minutes count from here, loading included
     dev = pick_device(device)
     model_path, state_path = Path(model_path), Path(state_path)
     paintings = [Path(p) for p in painting_files]
@@ -153,7 +154,7 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
         f"{time.monotonic() - t_load:.0f} s")
     autocast = recipe.bf16_autocast and dev.type == "cuda"
     recent: list[float] = []
-    with Budget(minutes, recipe.checkpoint_seconds) as budget:
+    with budget:
         while (max_steps is None or step < max_steps) and not budget.exhausted(
                 margin_seconds=(sum(recent) / len(recent)) if recent else 0.0):
             t0 = time.monotonic()

@@ -111,6 +111,7 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
     from ..common.device import pick_device
 
     recipe = recipe or MultiStyleRecipe()
+    budget = Budget(minutes, recipe.checkpoint_seconds)  # the minutes count from here, loading included
     dev = pick_device(device)
     files = content_files(content_folders)[:content_limit]
     encoder = load_perception(dev, "max")
@@ -142,7 +143,7 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
     log(f"{len(images)} content images, {len(styles)} styles ready in {time.monotonic() - t_load:.0f} s")
     autocast = recipe.bf16_autocast and dev.type == "cuda"
     recent: list[float] = []
-    with Budget(minutes, recipe.checkpoint_seconds) as budget:
+    with budget:
         while (max_steps is None or step < max_steps) and not budget.exhausted(
                 margin_seconds=(sum(recent) / len(recent)) if recent else 0.0):
             t0 = time.monotonic()
