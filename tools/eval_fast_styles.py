@@ -4,6 +4,9 @@
         [--styles models/training/fast_styles.safetensors] [--adain models/training/adain.safetensors]
         [--ship]
 
+A fresh clone has only the committed training states: write the model files first with
+``python build.py models --only adain styles --minutes 0`` (no training, a few seconds).
+
 On the bench's held-out photograph (a city skyline) and held-out render
 (benchmarks/data), prints for every style of the multi-style network and
 for AdaIN with two paintings outside its training set: the style-distance cut

@@ -145,6 +145,9 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
                                   "encoder_source": encoder.source, "training": asdict(recipe), "seed": seed,
                                   "paintings": [p.name for p in paintings], "held_out_paintings": list(held_out)}
     step = run.resume(warm_start)
+    if budget.exhausted():  # --minutes 0: only (re)write the model file from the state, without loading data
+        run.save(step)
+        return run.summary(step, None)
     t_load = time.monotonic()
     images = load_content(files)
     stats = painting_stats_table(encoder, paintings, recipe, seed, dev, cache_dir, log)

@@ -135,6 +135,9 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
                                   "encoder": encoder.spec(), "encoder_source": encoder.source,
                                   "training": asdict(recipe), "seed": seed}
     step = run.resume(warm_start)
+    if budget.exhausted():  # --minutes 0: only (re)write the model file from the state, without loading data
+        run.save(step)
+        return run.summary(step, None)
     t_load = time.monotonic()
     images = load_content(files)
     targets = style_targets(encoder, [load_painting(Path(s["painting"]), recipe.style_size) for s in styles], dev)

@@ -294,3 +294,14 @@ def test_adain_refinement_knob_starts_from_the_decoder_output(tmp_path):
     assert refined.shape == plain.shape and np.isfinite(refined).all()
     assert np.abs(refined - plain).mean() > 1e-4  # the optimisation moved it
     assert np.array_equal(model.stylize(frame, painting), plain)  # 0 steps: the decoder alone
+
+
+def test_zero_minutes_rewrites_the_model_file_from_the_committed_state(tmp_path):
+    # A fresh clone has only the committed state (models/training/*.train.safetensors), not the model file.
+    _train_adain(tmp_path, 3)
+    model, _ = load_checkpoint(tmp_path / "a.safetensors")
+    (tmp_path / "a.safetensors").unlink()
+    summary = _train_adain(tmp_path, None, minutes=0)
+    assert summary["steps"] == 3 and summary["session_steps"] == 0
+    rewritten, config = load_checkpoint(tmp_path / "a.safetensors")
+    assert config["steps_done"] == 3 and all(torch.equal(model[k], rewritten[k]) for k in model)
