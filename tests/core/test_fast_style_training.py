@@ -305,3 +305,16 @@ def test_zero_minutes_rewrites_the_model_file_from_the_committed_state(tmp_path)
     assert summary["steps"] == 3 and summary["session_steps"] == 0
     rewritten, config = load_checkpoint(tmp_path / "a.safetensors")
     assert config["steps_done"] == 3 and all(torch.equal(model[k], rewritten[k]) for k in model)
+
+
+@pytest.mark.parametrize("name", ["adain", "styles"])
+def test_zoo_tiny_profile_trains_resumes_and_reports(tmp_path, name):
+    from tools import zoo
+
+    recipe = zoo.recipe(name)
+    assert recipe.PROFILES == ("cpu", "gpu", "tiny")
+    first = recipe.train(10.0, device="cpu", profile="tiny", out_dir=tmp_path, max_steps=4)
+    again = recipe.train(10.0, device="cpu", profile="tiny", out_dir=tmp_path, max_steps=6)
+    assert (first["steps"], again["steps"], again["sessions"]) == (4, 6, 2)
+    assert {"command", "steps", "minutes", "machine"} <= set(again)
+    assert list((tmp_path / "training").glob("*.train.safetensors"))
