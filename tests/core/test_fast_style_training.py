@@ -85,7 +85,8 @@ def _assert_same_gradients(cached: list[torch.Tensor], plain: list[torch.Tensor]
 
     Per parameter, ||a - b|| against ||b|| plus a millionth of the whole gradient's norm: the biases of
     convolutions before an instance norm have (mathematically) zero gradient, so only rounding is left there.
-    Measured relative errors: below 2e-6 on every other parameter, over seeds 0-4.
+    Measured over seeds 0-3 (both tests): ||a - b|| / ||b|| <= 1.7e-6 where the gradient is not zero (60x margin),
+    ||a - b|| <= 1.1e-8 of the whole gradient's norm on the zero-gradient biases (90x margin).
     """
     scale = float(torch.cat([g.flatten() for g in plain]).norm())
     for g_cached, g_plain in zip(cached, plain):
