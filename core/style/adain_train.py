@@ -50,6 +50,10 @@ class AdaINRecipe:
     recoloured: int = 2  # hue/saturation-jittered copies of each painting per size
     checkpoint_seconds: float = 180.0
     bf16_autocast: bool = False  # CUDA only (the gpu profile)
+    # "per_channel": losses on features divided by each channel's mean activation over the paintings, as in the
+    # reference's normalised VGG (mean activation 1 per filter). The raw Caffe VGG's deeper layers are ~100x larger,
+    # so unscaled losses hardly see relu1_1/relu2_1: washed-out colours and 8-px grid artefacts. "none": raw.
+    loss_scaling: str = "per_channel"
 
     @classmethod
     def from_dict(cls, data: dict) -> "AdaINRecipe":
@@ -63,20 +67,36 @@ class AdaINRecipe:
 
 
 def cached_adain_losses(encoder: Perception, decoder: AdaINDecoder, content_feats: torch.Tensor,
-                        style_stats: StyleStats) -> tuple[torch.Tensor, torch.Tensor]:
+                        style_stats: StyleStats, scales: dict[str, torch.Tensor] | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """The paper's (content, style) losses from cached relu4_1 content features and painting statistics.
 
-    Equal to ``adain.adain_losses`` on the crops and paintings those came from (tests/core/test_fast_style_training).
+    Equal to ``adain.adain_losses`` on the crops and paintings those came from when ``scales`` is None
+    (tests/core/test_fast_style_training.py); ``scales`` (per layer, C) divides every feature channel first.
     """
     target = adain(content_feats, *style_stats[ENCODER_LAYER])
     out_feats = encoder(decoder(target), STYLE_LOSS_LAYERS)
-    l_content = F.mse_loss(out_feats[ENCODER_LAYER], target)
+
+    def scaled(name: str, t: torch.Tensor) -> torch.Tensor:
+        return t if scales is None else t / scales[name].view(1, -1, 1, 1).to(t.dtype)
+
+    l_content = F.mse_loss(scaled(ENCODER_LAYER, out_feats[ENCODER_LAYER]), scaled(ENCODER_LAYER, target))
     l_style = content_feats.new_zeros(())
     for name in STYLE_LOSS_LAYERS:
         om, os_ = mean_std(out_feats[name])
         sm, ss = style_stats[name]
-        l_style = l_style + F.mse_loss(om, sm) + F.mse_loss(os_, ss)
+        l_style = l_style + F.mse_loss(scaled(name, om), scaled(name, sm)) + F.mse_loss(scaled(name, os_),
+                                                                                         scaled(name, ss))
     return l_content, l_style
+
+
+def channel_scales(stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Per layer, each channel's mean activation over every painting variant (dead channels floored)."""
+    out = {}
+    for name, (means, _) in stats.items():
+        c = means.mean(dim=0)
+        out[name] = c.clamp_min(1e-2 * float(c.mean()) + 1e-8)
+    return out
 
 
 def _stats_cache_key(painting_files: Sequence[Path], recipe: AdaINRecipe, seed: int, encoder: Perception) -> str:
@@ -153,6 +173,13 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
     stats = painting_stats_table(encoder, paintings, recipe, seed, dev, cache_dir, log)
     n_variants = next(iter(stats.values()))[0].shape[0]
     pool = CropPool(images, encoder, (ENCODER_LAYER,), seed, dev)
+    scales = {n: c.to(dev) for n, c in channel_scales(stats).items()} if recipe.loss_scaling == "per_channel" else None
+    run.session["loss_scaling"] = recipe.loss_scaling
+    previous = run.history[-1].get("loss_scaling", "none") if run.history else recipe.loss_scaling
+    if previous != recipe.loss_scaling and step >= recipe.warmup_steps:
+        # Adam's moments at the old loss's scale would mis-size the steps for hundreds of steps.
+        optimizer.state.clear()
+        log(f"loss scaling changed ({previous} -> {recipe.loss_scaling}): optimizer moments restarted")
     log(f"{len(images)} content images, {len(paintings)} paintings ({n_variants} variants) ready in "
         f"{time.monotonic() - t_load:.0f} s")
     autocast = recipe.bf16_autocast and dev.type == "cuda"
@@ -181,7 +208,7 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
                 else:
                     style = {n: (m[sidx].to(dev)[..., None, None], s[sidx].to(dev)[..., None, None])
                              for n, (m, s) in stats.items()}
-                    l_content, l_style = cached_adain_losses(encoder, decoder, feats, style)
+                    l_content, l_style = cached_adain_losses(encoder, decoder, feats, style, scales)
             loss = l_content.float() + recipe.style_weight * l_style.float()
             if not torch.isfinite(loss):
                 run.save(step)
