@@ -9,7 +9,7 @@ KDE wallpaper metadata or gcompris' per-folder README) in data/content/SOURCES.m
     python tools/collect_content_photos.py --wp /tmp/wp --gc /tmp/gc/x/gcompris --out data/content
 
 Processing, the same for every file: decode, convert to 8-bit RGB (ICC profiles ignored), cut into
-1-3 non-overlapping tiles along the long side (each tile cropped to at most 3:2), Lanczos-resize so the
+1 or 2 non-overlapping tiles along the long side (each tile cropped to at most 3:2), Lanczos-resize so the
 shorter side is 320 px, save as JPEG quality 85. Tiles that are nearly flat (little contrast or
 edge energy) are dropped: they teach a style network nothing.
 """
@@ -125,12 +125,11 @@ TWO_TILES = {"wall_lomiri_aitzgorri", "wall_lomiri_dragonfly", "wall_lomiri_life
 DROP = {"wall_mate_wood", "wall_plasma_pastelhills"}  # nearly flat: nothing for a style network to learn
 
 
-def crop_and_emit(rows, out, prefix, im, max_tiles, src, path, author, licence, extra=""):
+def crop_and_emit(rows, out, prefix, im, src, path, author, licence, extra=""):
     if prefix in DROP:
         return
-    max_tiles = 2 if prefix in TWO_TILES else 1
     im = im.convert("RGB")
-    boxes = tiles(*im.size, max_tiles)
+    boxes = tiles(*im.size, 2 if prefix in TWO_TILES else 1)
     for k, box in enumerate(boxes):
         tag = f"_{k}" if len(boxes) > 1 else ""
         what = (f"tile {k + 1}/{len(boxes)} (box {box} of {im.size[0]}x{im.size[1]})" if len(boxes) > 1
@@ -215,29 +214,29 @@ def main():
     wp = a.wp
     for f, (who, lic) in LOMIRI_16.items():
         p = glob.glob(f"{wp}/lomiri-wallpapers-16.04*/usr/share/backgrounds/{f}")[0]
-        crop_and_emit(rows, a.out, f"wall_lomiri_{slug(f.split('_by_')[0])}", Image.open(p), 3,
+        crop_and_emit(rows, a.out, f"wall_lomiri_{slug(f.split('_by_')[0])}", Image.open(p),
                       "lomiri-wallpapers-16.04 20.04.0-2", "/usr/share/backgrounds/" + f, who, lic)
     for f, (who, lic) in LOMIRI_20.items():
         p = glob.glob(f"{wp}/lomiri-wallpapers-20.04*/usr/share/backgrounds/{f}")[0]
-        crop_and_emit(rows, a.out, f"wall_lomiri_{slug(f.split('_by_')[0])}", Image.open(p), 3,
+        crop_and_emit(rows, a.out, f"wall_lomiri_{slug(f.split('_by_')[0])}", Image.open(p),
                       "lomiri-wallpapers-20.04 20.04.0-2", "/usr/share/backgrounds/" + f, who, lic)
     for f, who in MATE.items():
         p = glob.glob(f"{wp}/mate-backgrounds*/usr/share/backgrounds/mate/{f}")[0]
         crop_and_emit(rows, a.out, f"wall_mate_{slug(os.path.splitext(os.path.basename(f))[0].split('_')[0])}",
-                      Image.open(p), 3, "mate-backgrounds 1.26.0-1", "/usr/share/backgrounds/mate/" + f, who, "GPL-2+")
+                      Image.open(p), "mate-backgrounds 1.26.0-1", "/usr/share/backgrounds/mate/" + f, who, "GPL-2+")
     for f in UKUI:
         p = glob.glob(f"{wp}/ukui-wallpapers*/usr/share/backgrounds/{f}")[0]
-        crop_and_emit(rows, a.out, f"wall_ukui_{slug(f[:-4])}", Image.open(p), 1, "ukui-wallpapers 20.04.3-1.1",
+        crop_and_emit(rows, a.out, f"wall_ukui_{slug(f[:-4])}", Image.open(p), "ukui-wallpapers 20.04.3-1.1",
                       "/usr/share/backgrounds/" + f, "2013-2020 Ubuntu Kylin community contributors", "CC-BY-SA-3.0")
     for name in PLASMA:
         d = glob.glob(f"{wp}/plasma-workspace-wallpapers*/usr/share/wallpapers/{name}")[0]
         who, lic = plasma_meta(d)
         p = largest_variant(os.path.join(d, "contents/images"))
-        crop_and_emit(rows, a.out, f"wall_plasma_{slug(name)}", Image.open(p), 3, "plasma-workspace-wallpapers 4:5.27.5-2",
+        crop_and_emit(rows, a.out, f"wall_plasma_{slug(name)}", Image.open(p), "plasma-workspace-wallpapers 4:5.27.5-2",
                       "/usr" + p.split("/usr", 1)[1],
                       f"{who} (wallpaper metadata); package copyright: 2014 KDE Visual Design Group, GPL-2+", lic)
     p = glob.glob(f"{wp}/gnome-backgrounds*/usr/share/backgrounds/gnome/adwaita-l.webp")[0]
-    crop_and_emit(rows, a.out, "wall_gnome_adwaita_l", Image.open(p), 1, "gnome-backgrounds 43.1-1",
+    crop_and_emit(rows, a.out, "wall_gnome_adwaita_l", Image.open(p), "gnome-backgrounds 43.1-1",
                   "/usr/share/backgrounds/gnome/adwaita-l.webp", "2011 Jakub Steiner", "CC-BY-SA-3.0")
     for o in json.load(open(a.gc_licences)):
         if GCOMPRIS_SKIP.search(o["path"]):
@@ -245,7 +244,7 @@ def main():
         act = o["path"].split("/")[2]
         stem = os.path.splitext(os.path.basename(o["path"]))[0].replace("_background", "")
         who = o["who"] + (f"; source {o['src']}" if o["src"] else "")
-        crop_and_emit(rows, a.out, f"gcompris_{slug(act)}_{slug(stem)}", Image.open(os.path.join(a.gc, o["path"])), 2,
+        crop_and_emit(rows, a.out, f"gcompris_{slug(act)}_{slug(stem)}", Image.open(os.path.join(a.gc, o["path"])),
                       "gcompris-qt-data 3.1-2", f"/usr/share/gcompris-qt/rcc/{act}.rcc : {o['path']}",
                       who, o["lic"], f"licence from {o['via']}; ")
     import skimage.data as skd
@@ -262,7 +261,7 @@ def main():
     for n, (who, lic) in sk.items():
         arr = getattr(skd, n)()
         im = Image.fromarray(arr)
-        crop_and_emit(rows, a.out, f"skimage_{n}", im, 1, f"scikit-image 0.26.0 skimage.data.{n}()",
+        crop_and_emit(rows, a.out, f"skimage_{n}", im, f"scikit-image 0.26.0 skimage.data.{n}()",
                       f"skimage/data/ ({n})", who, lic, "greyscale copied to RGB; " if arr.ndim == 2 else "")
     write_sources(rows, os.path.join(a.out, "SOURCES.md"))
     hold = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "data", "photo_holdout_tower_bridge.jpg")
