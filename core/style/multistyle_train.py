@@ -37,9 +37,10 @@ class MultiStyleRecipe:
     residual_blocks: int = 5
     phases: tuple = ((0, 128, 4, 384), (2400, 256, 2, 96))  # (first step, crop, batch, crops per pool)
     pool_steps: int = 300
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-3  # 2e-3 with 5x on the style rows made black blobs by step 200 (seen)
+    lr_decay: float = 5e-4  # lr / (1 + decay * step), set every step (so a changed recipe applies on resume)
     # The per-style scales and shifts see a style in 1/N of the crops: a larger step lets the styles part early.
-    style_lr_scale: float = 5.0
+    style_lr_scale: float = 3.0
     content_weight: float = 1.0
     style_weight: float = 5.0
     tv_weight: float = 2e-3
@@ -156,6 +157,9 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
                 t0 = time.monotonic()
             idx = torch.randint(pool_count, (batch,), generator=generator)
             style_idx = torch.randint(len(styles), (batch,), generator=generator)
+            base_lr = recipe.learning_rate / (1.0 + recipe.lr_decay * step)
+            optimizer.param_groups[0]["lr"] = base_lr
+            optimizer.param_groups[1]["lr"] = base_lr * recipe.style_lr_scale
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 l_content, l_style, l_tv = multistyle_losses(
