@@ -60,6 +60,7 @@ class Judge:
         self.torch, self.layers, self.gram, self.fit = torch, STYLE_LAYERS, gram_matrix, _fit
         self.net = load_perception("cpu")
         self.cache: dict[str, list] = {}
+        self.before: dict[tuple, float] = {}
 
     def _grams(self, image: np.ndarray) -> list:
         from core.common.images import to_tensor
@@ -78,7 +79,10 @@ class Judge:
 
 
 def measure(judge: Judge, out: np.ndarray, frame: np.ndarray, painting: np.ndarray, key: str) -> dict:
-    before, after = judge.style_distance(frame, painting, key), judge.style_distance(out, painting, key)
+    before_key = (key, id(frame))  # the unstylized frame's distance: once per painting and frame
+    if before_key not in judge.before:
+        judge.before[before_key] = judge.style_distance(frame, painting, key)
+    before, after = judge.before[before_key], judge.style_distance(out, painting, key)
     return {"cut": 1.0 - after / before, "content": content_distance(out, frame), "style": after, "before": before}
 
 
