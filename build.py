@@ -103,6 +103,8 @@ def _package_files() -> list[tuple[Path, str]]:
                 continue
             if path.name.endswith(".train.safetensors"):  # resume state: never shipped
                 continue
+            if prefix == "models/" and rel.parts[0] == "training":  # checkpoints of unfinished trainings
+                continue
             files.append((path, f"{prefix}{rel.as_posix()}"))
 
     add_tree(ROOT / "blender_addon", "")

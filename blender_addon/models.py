@@ -62,10 +62,16 @@ def _library_folder() -> Path | None:
         return None
 
 
+def model_file(path: str) -> str:
+    """The file of a model path: one style of a multi-style network is ``file.safetensors#style``."""
+    head, sep, tail = str(path).rpartition("#")
+    return head if sep and head.endswith(".safetensors") and tail else str(path)
+
+
 def missing_ref(settings) -> str:
     """The saved reference when its file is not here ('' when fine or nothing chosen)."""
     ref = getattr(settings, "model_ref", "")
-    return ref if ref and not Path(path_for(ref)).is_file() else ""
+    return ref if ref and not Path(model_file(path_for(ref))).is_file() else ""
 
 
 def choose(settings, path: str | Path) -> None:
@@ -110,7 +116,7 @@ def enum_items(kind: str, ref: str = ""):
         items.append((ref_for(model.path), model.name, f"{model.description or model.name} ({tag}: "
                       f"{model.path.name})", icon_for(model), len(items)))
     if ref and all(item[0] != ref for item in items):
-        items.append((ref, f"Missing: {Path(ref.split(':', 1)[-1]).stem}",
+        items.append((ref, f"Missing: {Path(model_file(ref.split(':', 1)[-1])).stem}",
                       f"This file chose a model that is not on this computer ({ref})", "ERROR", len(items)))
     key = f"{kind}\n{ref}"
     _items_cache[key] = items or [NONE_ITEM]

@@ -78,7 +78,7 @@ def _style_job(scene):
     if settings is None or settings.image is None or settings.method != "MODEL":
         return None
     model = models.resolve(settings.model_ref, "style")
-    if not model or not Path(model).is_file():
+    if not model or not Path(models.model_file(model)).is_file():
         return None
     from . import image_bridge
     image = settings.image

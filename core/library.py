@@ -27,7 +27,8 @@ from typing import Any, Iterable
 
 MODEL_KINDS = ("texture_gan", "texture_vae", "style")
 # kinds as written in checkpoint configs -> the family names above
-KIND_ALIASES = {"style_transfer": "style", "style_model": "style"}
+KIND_ALIASES = {"style_transfer": "style", "style_model": "style", "style_multi": "style"}
+MULTI_STYLE_KIND = "style_multi"  # one network, several styles: listed once per style
 _MAX_HEADER = 64 * 1024 * 1024
 # Training-state files live beside the models; they are not models.
 _SKIP_SUFFIXES = (".train.safetensors",)
@@ -127,13 +128,32 @@ def list_models(folders: Iterable[str | os.PathLike], kind: str | None = None,
             thumb_name = entry.get("thumbnail")
             thumbnail = folder / thumb_name if thumb_name else path.with_suffix(".png")
             name = entry.get("label") or entry.get("name") or config.get("name") or _display_name(path.stem)
-            result.append(ModelInfo(path=path, name=str(name), kind=model_kind,
-                                    description=str(entry.get("description") or config.get("description") or ""),
-                                    thumbnail=thumbnail if thumbnail.is_file() else None,
-                                    bundled=bundled, config=config))
+            description = str(entry.get("description") or config.get("description") or "")
+            if config.get("kind") == MULTI_STYLE_KIND:
+                result += _styles_of(path, config, thumbnail, bundled)
+            else:
+                result.append(ModelInfo(path=path, name=str(name), kind=model_kind, description=description,
+                                        thumbnail=thumbnail if thumbnail.is_file() else None,
+                                        bundled=bundled, config=config))
             seen.add(key)
     result.sort(key=lambda m: (not m.bundled, m.kind, m.name.lower()))
     return result
+
+
+def _styles_of(path: Path, config: dict[str, Any], thumbnail: Path, bundled: bool) -> list[ModelInfo]:
+    """One entry per style of a multi-style network: ``file.safetensors#style`` (see ``core.style.multistyle``),
+    with its own thumbnail ``file_<style>.png`` when there is one."""
+    out = []
+    for style in config.get("styles") or []:
+        if not isinstance(style, dict) or not isinstance(style.get("name"), str):
+            continue
+        own = path.with_name(f"{path.stem}_{style['name']}.png")
+        thumb = own if own.is_file() else thumbnail
+        out.append(ModelInfo(path=Path(f"{path}#{style['name']}"), name=str(style.get("label") or style["name"]),
+                             kind="style", description=f"{style.get('label') or style['name']} (fast, one of "
+                             f"{len(config.get('styles') or [])} styles of {path.name})",
+                             thumbnail=thumb if thumb.is_file() else None, bundled=bundled, config=config))
+    return out
 
 
 def model_file_name(name: str) -> str:

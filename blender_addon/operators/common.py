@@ -68,10 +68,10 @@ def image_or_file(op, settings, image_setting: str, file_setting: str, purpose: 
 
 def chosen_model_file(op, settings, kind: str) -> str:
     """The operator's ``model`` file, else the panel's chosen ``kind`` model: an absolute path, or ''
-    when there is none on disk."""
+    when there is none on disk. One style of a multi-style network is ``file.safetensors#style``."""
     model = op.model or models.resolve(settings.model_ref, kind)
     model = bpy.path.abspath(model) if model else ""
-    return model if model and Path(model).is_file() else ""
+    return model if model and Path(models.model_file(model)).is_file() else ""
 
 
 def scene_by_name(name: str):

@@ -19,6 +19,9 @@ def register(families) -> None:
                        help="a trained model (.safetensors: fast) or any style image (slow optimisation)")
     apply.add_argument("--input", required=True, help="an image file, or a folder of frames (an animation)")
     apply.add_argument("--out", required=True, help="output image file, or output folder for an animation")
+    apply.add_argument("--style-weights", default=None,
+                       help="multi-style model: one of its styles (starry_night) or a mix (starry_night=0.7,wave=0.3);"
+                            " also accepted as --style FILE.safetensors#starry_night")
     apply.add_argument("--strength", type=float, default=1.0, help="0 = unchanged input, 1 = fully stylized")
     apply.add_argument("--tile", type=int, default=None, help="process in tiles of this many pixels")
     apply.add_argument("--steps", type=int, default=40,
@@ -80,6 +83,8 @@ def register(families) -> None:
     fast.add_argument("--preserve-color", choices=("none", "luminance", "histogram"), default="none")
     fast.add_argument("--tile", type=int, default=None, help="process in tiles of this many pixels")
     fast.add_argument("--model", default=None, help="decoder (.safetensors; default: the bundled one)")
+    fast.add_argument("--refine-steps", type=int, default=0,
+                      help="quality knob: optimisation steps starting from the decoder's output (0: none)")
     fast.set_defaults(func=run_adain)
 
     fast_train = sub.add_parser("adain-train", help="train an AdaIN decoder (content frames + many paintings)")
@@ -106,11 +111,15 @@ def _frame_files(folder: Path) -> list[Path]:
 
 
 def run_apply(args: argparse.Namespace) -> int:
-    from ..style import StyleModel, stylize_optimize, stylize_sequence
+    from ..style import load_style_model, stylize_optimize, stylize_sequence
     from ..style.blender_passes import frames_with_flows
+    from ..style.multistyle import parse_style_weights, split_style_ref
 
     style_path, input_path, out = Path(args.style), Path(args.input), Path(args.out)
-    is_model = style_path.suffix.lower() == ".safetensors"
+    is_model = split_style_ref(style_path)[0].suffix.lower() == ".safetensors"
+    weights = parse_style_weights(args.style_weights) if getattr(args, "style_weights", None) else None
+    if weights is not None and not is_model:
+        raise ValueError("--style-weights needs a multi-style model as --style")
     preserve = None if args.preserve_color == "none" else args.preserve_color
     optimisation = dict(steps=args.steps, refine_steps=args.refine_steps, preserve_color=preserve or False,
                         style_loss=args.style_loss, max_side=args.max_side, device=args.device,
@@ -122,7 +131,7 @@ def run_apply(args: argparse.Namespace) -> int:
         return _run_chunked(args, optimisation)
     if input_path.is_dir():
         if is_model:
-            model = StyleModel.load(style_path, args.device)
+            model = load_style_model(style_path, args.device, weights)
         else:  # any painting: optimisation per frame, warm-started from the previous frame warped by motion
             from ..style.optimize import OptimizationStylizer
             model = OptimizationStylizer(load_image(style_path), **optimisation)
@@ -154,8 +163,8 @@ def run_apply(args: argparse.Namespace) -> int:
         raise ImageError(f"input not found: {input_path}")
     image = load_image(input_path)
     if is_model:
-        result = StyleModel.load(style_path, args.device).stylize(image, args.strength, args.tile,
-                                                                  cancel=getattr(args, "cancel", None))
+        result = load_style_model(style_path, args.device, weights).stylize(image, args.strength, args.tile,
+                                                                            cancel=getattr(args, "cancel", None))
     else:
         result = stylize_optimize(image, load_image(style_path), strength=args.strength,
                                   progress=ProgressBar("style"), **optimisation)
@@ -225,7 +234,8 @@ def run_adain(args: argparse.Namespace) -> int:
     model = load_adain_model(args.model or bundled_decoder_path(), args.device)
     result = model.stylize(image, style, alpha=args.alpha,
                            preserve_color=False if args.preserve_color == "none" else args.preserve_color,
-                           tile_size=args.tile, progress=ProgressBar("adain"), cancel=getattr(args, "cancel", None))
+                           tile_size=args.tile, progress=ProgressBar("adain"), cancel=getattr(args, "cancel", None),
+                           refine_steps=args.refine_steps)
     save_image(Path(args.out), result, bit_depth=16 if result.bit_depth == 16 else 8)
     print(f"wrote {args.out}")
     return 0

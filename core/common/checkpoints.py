@@ -43,6 +43,7 @@ ARCHITECTURE_LIMITS: dict[str, dict[str, tuple]] = {
     "texture_vae": {"base_channels": (1, 512), "channel_mult": (1, 16, 6), "latent_channels": (1, 512),
                     "res_blocks": (0, 16)},
     "style_transfer": {"base_channels": (1, 512), "residual_blocks": (0, 32)},
+    "style_multi": {"base_channels": (1, 512), "residual_blocks": (0, 32), "styles": (1, 256)},
 }
 
 

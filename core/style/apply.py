@@ -96,8 +96,11 @@ class StyleModel:
         return f"StyleModel({self.name!r}, device={self.device})"
 
 
-def load_style_model(path: str | os.PathLike, device=None) -> StyleModel:
-    return StyleModel.load(path, device)
+def load_style_model(path: str | os.PathLike, device=None, style=None) -> StyleModel:
+    """A fast style model; multi-style files (``file.safetensors#style`` or ``style``: a name or weights)
+    give the chosen style or mix (``multistyle.load_fast_style``)."""
+    from .multistyle import load_fast_style
+    return load_fast_style(path, device, style)
 
 
 def stylize_array(model: StyleModel, rgb: np.ndarray, tile_size: int | None = None) -> np.ndarray:

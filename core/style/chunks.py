@@ -122,15 +122,15 @@ class StyleSpec:
 
     @classmethod
     def for_path(cls, style: str | os.PathLike, **kwargs) -> "StyleSpec":
-        """A .safetensors file is a fast model; any image is a painting, stylized by optimisation."""
-        method = "model" if Path(style).suffix.lower() == ".safetensors" else "optimize"
+        """A .safetensors file (or file.safetensors#style) is a fast model; any image is a painting, by optimisation."""
+        method = "model" if str(style).partition("#")[0].lower().endswith(".safetensors") else "optimize"
         return cls(str(style), kwargs.pop("method", method), **kwargs)
 
     def build(self, device=None, cancel: CancelToken | None = None):
         """The model or frame stylizer ``stylize_sequence`` takes (loads weights: do it once per worker)."""
-        if self.method == "model":
-            from .apply import StyleModel
-            return StyleModel.load(self.style, device)
+        if self.method == "model":  # a single-style file, or file.safetensors#style of the multi-style network
+            from .multistyle import load_fast_style
+            return load_fast_style(self.style, device=device)
         if self.method == "adain":
             from .adain import AdaINStylizer, bundled_decoder_path, load_adain_model
             decoder = load_adain_model(self.model or bundled_decoder_path(), device)

@@ -44,12 +44,20 @@ def job_style_train(ctx: JobContext) -> dict:
                      family="style_transfer", extra={"vgg19_weights": ctx.param("vgg19_weights")})
 
 
+def _fast_style(ctx: JobContext):
+    """The job's fast style model: a single-style file, or a style/mix of a multi-style one
+    (``model`` may end in ``#style``; ``style_weights``: a name or ``"starry_night=0.7,wave=0.3"``)."""
+    from .multistyle import load_fast_style, parse_style_weights
+    weights = ctx.param("style_weights")
+    return load_fast_style(ctx.param("model", required=True), style=parse_style_weights(weights) if weights else None,
+                           loader=ctx.model)
+
+
 @job("style.stylize", image=INPUT, model=INPUT, strength=Param("float", 0.0, 1.0, default=1.0),
-     tile_size=Param("int", 32, MAX_SIDE), **IMAGE_OUTPUT)
+     tile_size=Param("int", 32, MAX_SIDE), style_weights=Param("str"), **IMAGE_OUTPUT)
 def job_style_stylize(ctx: JobContext) -> dict:
     source = load_input(ctx.param("image", required=True))  # bad input fails before any model loads
-    from . import load_style_model
-    model = ctx.model(load_style_model, ctx.param("model", required=True))
+    model = _fast_style(ctx)
     ctx.cancel.raise_if_cancelled()
     result = model.stylize(source, strength=float(ctx.param("strength", 1.0)), tile_size=ctx.param("tile_size"),
                            cancel=ctx.cancel)
@@ -57,7 +65,7 @@ def job_style_stylize(ctx: JobContext) -> dict:
     return {"image": write_image_result(ctx, with_colorspace_of(result, source))}
 
 
-@job("style.stylize_sequence", model=Param("path"), style=Param("path"),
+@job("style.stylize_sequence", model=Param("path"), style=Param("path"), style_weights=Param("str"),
      method=Param("choice", choices=("model", "adain", "optimize"), default="model"),
      alpha=Param("float", 0.0, 1.0, default=1.0), **OPTIMISATION, frames=Param("paths", 1, 100_000, required=True),
      output_dir=Param("output_dir", required=True),
@@ -69,13 +77,13 @@ def job_style_stylize(ctx: JobContext) -> dict:
      overlap=Param("int", 0, 10_000, default=0), ray_workers=Param("int", 1, 100_000))
 def job_style_stylize_sequence(ctx: JobContext) -> dict:
     from ..common.images import save_image
-    from . import load_style_model, stylize_sequence
+    from . import stylize_sequence
     from .blender_passes import frames_with_flows
     method = ctx.param("method", "model")
     if ctx.param("ray_address"):
         return _sequence_on_ray(ctx, method)
-    if method == "model":  # a fast per-style model
-        model = ctx.model(load_style_model, ctx.param("model", required=True))
+    if method == "model":  # a fast style model (or one style or mix of the multi-style one)
+        model = _fast_style(ctx)
     elif method == "adain":  # any painting in one pass; the bundled decoder unless a model is given
         from .adain import AdaINStylizer, bundled_decoder_path, load_adain_model
         decoder = ctx.model(load_adain_model, ctx.param("model") or bundled_decoder_path())
@@ -176,7 +184,7 @@ def _sequence_targets(frames: list[str], output_dir: Path, suffix: str | None, o
 
 @job("style.stylize_adain", image=INPUT, style=INPUT, model=Param("path"), alpha=Param("float", 0.0, 1.0, default=1.0),
      preserve_color=Param("choice", choices=(False, True, "luminance", "histogram")),
-     tile_size=Param("int", 32, MAX_SIDE), **IMAGE_OUTPUT)
+     tile_size=Param("int", 32, MAX_SIDE), refine_steps=Param("int", 0, 1000, default=0), **IMAGE_OUTPUT)
 def job_style_stylize_adain(ctx: JobContext) -> dict:
     """Any painting in one pass (AdaIN); ``model`` defaults to the bundled decoder."""
     source = load_input(ctx.param("image", required=True))  # bad input fails before any model loads
@@ -187,5 +195,6 @@ def job_style_stylize_adain(ctx: JobContext) -> dict:
     tile = ctx.param("tile_size")
     result = model.stylize(source, style, alpha=float(ctx.param("alpha", 1.0)),
                            preserve_color=ctx.param("preserve_color", False),
-                           tile_size=None if tile is None else int(tile), progress=ctx.progress, cancel=ctx.cancel)
+                           tile_size=None if tile is None else int(tile), progress=ctx.progress, cancel=ctx.cancel,
+                           refine_steps=int(ctx.param("refine_steps", 0)))
     return {"image": write_image_result(ctx, with_colorspace_of(result, source))}

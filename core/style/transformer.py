@@ -42,6 +42,10 @@ class StatsNorm(nn.Module):
         self.mode = "instance"  # "instance" | "record" | "reuse"
         self.stored: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift) applied after normalising, broadcastable to NxCx1x1."""
+        return self.weight.view(1, -1, 1, 1), self.bias.view(1, -1, 1, 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "reuse":
             if self.stored is None:
@@ -51,34 +55,37 @@ class StatsNorm(nn.Module):
             var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, unbiased=False)
             if self.mode == "record":
                 self.stored = (mean.detach(), var.detach())
-        scale = self.weight.view(1, -1, 1, 1) * torch.rsqrt(var + self.eps)
-        shift = self.bias.view(1, -1, 1, 1) - mean * scale
+        weight, bias = self.affine()
+        scale = weight * torch.rsqrt(var + self.eps)
+        shift = bias - mean * scale
         return x * scale.to(x.dtype) + shift.to(x.dtype)
 
 
 class ConvLayer(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, norm: bool = True, relu: bool = True):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, norm: bool = True, relu: bool = True,
+                 norm_layer=StatsNorm):
         layers: list[nn.Module] = [nn.ReflectionPad2d(kernel // 2), nn.Conv2d(c_in, c_out, kernel, stride)]
         if norm:
-            layers.append(StatsNorm(c_out))
+            layers.append(norm_layer(c_out))
         if relu:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, norm_layer=StatsNorm):
         super().__init__()
-        self.body = nn.Sequential(ConvLayer(channels, channels, 3), ConvLayer(channels, channels, 3, relu=False))
+        self.body = nn.Sequential(ConvLayer(channels, channels, 3, norm_layer=norm_layer),
+                                  ConvLayer(channels, channels, 3, relu=False, norm_layer=norm_layer))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
 
 
 class UpsampleConv(nn.Module):
-    def __init__(self, c_in: int, c_out: int):
+    def __init__(self, c_in: int, c_out: int, norm_layer=StatsNorm):
         super().__init__()
-        self.conv = ConvLayer(c_in, c_out, 3)
+        self.conv = ConvLayer(c_in, c_out, 3, norm_layer=norm_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
@@ -87,14 +94,15 @@ class UpsampleConv(nn.Module):
 class TransformerNet(nn.Module):
     """sRGB image in [0, 1] -> stylized sRGB image in [0, 1], any size (padded to /4)."""
 
-    def __init__(self, config: TransformerConfig | None = None):
+    def __init__(self, config: TransformerConfig | None = None, norm_layer=StatsNorm):
+        """``norm_layer(channels)`` builds every normalisation (``multistyle`` passes conditional ones)."""
         super().__init__()
         self.config = config or TransformerConfig()
-        c = self.config.base_channels
-        self.encoder = nn.Sequential(ConvLayer(3, c, 9), ConvLayer(c, 2 * c, 3, stride=2),
-                                     ConvLayer(2 * c, 4 * c, 3, stride=2))
-        self.residuals = nn.Sequential(*[ResidualBlock(4 * c) for _ in range(self.config.residual_blocks)])
-        self.decoder = nn.Sequential(UpsampleConv(4 * c, 2 * c), UpsampleConv(2 * c, c),
+        c, n = self.config.base_channels, norm_layer
+        self.encoder = nn.Sequential(ConvLayer(3, c, 9, norm_layer=n), ConvLayer(c, 2 * c, 3, stride=2, norm_layer=n),
+                                     ConvLayer(2 * c, 4 * c, 3, stride=2, norm_layer=n))
+        self.residuals = nn.Sequential(*[ResidualBlock(4 * c, n) for _ in range(self.config.residual_blocks)])
+        self.decoder = nn.Sequential(UpsampleConv(4 * c, 2 * c, n), UpsampleConv(2 * c, c, n),
                                      ConvLayer(c, 3, 9, norm=False, relu=False))
         # Global skip (output = sigmoid(logit(input) + residual)) with a near-zero last layer:
         # the untrained net is the identity, so short CPU trainings spend their steps on style.

@@ -23,7 +23,8 @@ def test_package_installs_into_clean_blender_and_runs(tmp_path):
     names = zipfile.ZipFile(zip_path).namelist()
     assert "blender_manifest.toml" in names and "__init__.py" in names
     assert "core/__init__.py" in names and "core/worker/__main__.py" in names
-    assert not any("__pycache__" in n or n.endswith(".train.safetensors") for n in names)
+    assert not any("__pycache__" in n or n.endswith(".train.safetensors") or n.startswith("models/training/")
+                   for n in names)  # resume states and unfinished trainings stay out
     if (ROOT / "models" / "manifest.json").exists():
         assert "models/manifest.json" in names
 

@@ -441,3 +441,32 @@ def test_distilled_training_job_and_material_generation(worker, tmp_path):
                 params={"model": str(model), "width": 40, "height": 24, "material": "marble"})
     final, _ = worker.wait_for(lambda e: _final(e, "gen-bad"), timeout=60)
     assert final["event"] == "error" and "marble" in final["message"]
+
+
+def test_stylize_job_paints_one_style_or_a_mix_of_the_multistyle_model(worker, tmp_path):
+    from core.style.multistyle import MultiStyleConfig, MultiStyleNet, MultiStyleModel
+    from core.common.checkpoints import save_checkpoint
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = MultiStyleNet(MultiStyleConfig(4, 1, 2))
+    with torch.no_grad():  # two styles that differ
+        for norm in net.norms():
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.3, 0.3)
+    model_path = tmp_path / "multi.safetensors"
+    save_checkpoint(model_path, net.state_dict(), {"name": "multi", "transformer": net.multi.as_dict(),
+                                                   "styles": [{"name": "a"}, {"name": "b"}]}, "style_multi")
+    from core.common.images import load_rgb, save_image
+
+    save_image(tmp_path / "frame.png", np.random.default_rng(0).random((24, 32, 3)).astype(np.float32))
+    frame = load_rgb(tmp_path / "frame.png")  # an sRGB file, as the add-on sends renders
+    direct = MultiStyleModel.load(model_path, "cpu")
+    for job_id, params, style in (("one", {"model": f"{model_path}#b"}, "b"),
+                                  ("mix", {"model": str(model_path), "style_weights": "a=1,b=3"}, {"a": 1, "b": 3})):
+        worker.send(cmd="submit", id=job_id, kind="style.stylize",
+                    params={**params, "image": str(tmp_path / "frame.png")})
+        final, _ = worker.wait_for(lambda e: _final(e, job_id), timeout=120)
+        assert final["event"] == "done", final
+        np.testing.assert_allclose(np.load(final["result"]["image"]["path"]), direct.stylize(frame, style),
+                                   atol=1e-5)

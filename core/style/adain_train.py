@@ -1,0 +1,229 @@
+"""AdaIN decoder training that reaches quality on a CPU: cached targets, a time budget, resumable anywhere.
+
+Huang & Belongie's losses (relu4_1 content against the AdaIN target, mean/std
+style over relu1_1..relu4_1, learning rate ``lr / (1 + decay * step)``), with
+everything frozen computed once: the content crops' relu4_1 features come from
+a ``CropPool``, the paintings' statistics are measured once per painting (at
+two sizes, plus recoloured copies for palettes the paintings lack). A step runs
+only the decoder and one VGG19 pass over its output. A few hundred cheap steps
+of pixel reconstruction first give the decoder a working VGG inverse.
+
+``train_adain_budgeted`` trains for a number of minutes, checkpoints every few
+minutes (model + optimizer + step + sampling generator + history) and on
+SIGTERM, and continues from that checkpoint next time, bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..common.device import pick_device
+from ..common.images import load_image, to_srgb
+from ..common.perception import Perception, load_perception, mean_std
+from .adain import (ENCODER_LAYER, MODEL_KIND, STYLE_LOSS_LAYERS, AdaINDecoder, DecoderConfig, adain)
+from .crop_pool import (Budget, CropPool, content_files, describe_files, load_content, painting_statistics,
+                        painting_variants)
+from .resumable import ResumableRun
+
+StyleStats = dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (N x C x 1 x 1 means, stds)
+
+
+@dataclass
+class AdaINRecipe:
+    decoder: dict = field(default_factory=lambda: DecoderConfig((128, 64, 32), (2, 1, 0), 1).as_dict())
+    # (first step, crop size, batch, crops per pool): 128-px crops, then a finishing phase at 256 px.
+    phases: tuple = ((0, 128, 4, 384), (1600, 256, 2, 96))
+    pool_steps: int = 300  # a fresh pool of crops (and their features) every this many steps
+    learning_rate: float = 5e-4
+    lr_decay: float = 5e-5  # the reference's lr / (1 + decay * step)
+    style_weight: float = 10.0
+    warmup_steps: int = 150  # pixel reconstruction steps before the paper's losses
+    style_sizes: tuple = (512, 320)  # longer side of each painting when measuring its statistics
+    recoloured: int = 2  # hue/saturation-jittered copies of each painting per size
+    checkpoint_seconds: float = 180.0
+    bf16_autocast: bool = False  # CUDA only (the gpu profile)
+    # "per_channel": losses on features divided by each channel's mean activation over the paintings, as in the
+    # reference's normalised VGG (mean activation 1 per filter). The raw Caffe VGG's deeper layers are ~100x larger,
+    # so unscaled losses hardly see relu1_1/relu2_1: washed-out colours and 8-px grid artefacts. "none": raw.
+    loss_scaling: str = "per_channel"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AdaINRecipe":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def phase(self, step: int) -> tuple[int, int, int, int, int]:
+        """(phase index, first step, crop, batch, pool crops) of ``step``."""
+        index = max(i for i, p in enumerate(self.phases) if p[0] <= step)
+        return (index, *[int(v) for v in self.phases[index]])
+
+
+def cached_adain_losses(encoder: Perception, decoder: AdaINDecoder, content_feats: torch.Tensor,
+                        style_stats: StyleStats, scales: dict[str, torch.Tensor] | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's (content, style) losses from cached relu4_1 content features and painting statistics.
+
+    Equal to ``adain.adain_losses`` on the crops and paintings those came from when ``scales`` is None
+    (tests/core/test_fast_style_training.py); ``scales`` (per layer, C) divides every feature channel first.
+    """
+    target = adain(content_feats, *style_stats[ENCODER_LAYER])
+    out_feats = encoder(decoder(target), STYLE_LOSS_LAYERS)
+
+    def scaled(name: str, t: torch.Tensor) -> torch.Tensor:
+        return t if scales is None else t / scales[name].view(1, -1, 1, 1).to(t.dtype)
+
+    l_content = F.mse_loss(scaled(ENCODER_LAYER, out_feats[ENCODER_LAYER]), scaled(ENCODER_LAYER, target))
+    l_style = content_feats.new_zeros(())
+    for name in STYLE_LOSS_LAYERS:
+        om, os_ = mean_std(out_feats[name])
+        sm, ss = style_stats[name]
+        l_style = l_style + F.mse_loss(scaled(name, om), scaled(name, sm)) + F.mse_loss(scaled(name, os_),
+                                                                                         scaled(name, ss))
+    return l_content, l_style
+
+
+def channel_scales(stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Per layer, each channel's mean activation over every painting variant (dead channels floored)."""
+    out = {}
+    for name, (means, _) in stats.items():
+        c = means.mean(dim=0)
+        out[name] = c.clamp_min(1e-2 * float(c.mean()) + 1e-8)
+    return out
+
+
+def _stats_cache_key(painting_files: Sequence[Path], recipe: AdaINRecipe, seed: int, encoder: Perception) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([[p.name for p in painting_files], list(recipe.style_sizes), recipe.recoloured, seed,
+                         encoder.spec(), encoder.source]).encode())
+    for p in painting_files:
+        h.update(p.read_bytes())
+    return h.hexdigest()[:20]
+
+
+def painting_stats_table(encoder: Perception, painting_files: Sequence[Path], recipe: AdaINRecipe, seed: int,
+                         device, cache_dir: Path | None = None, log: Callable[[str], None] = print
+                         ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer (K x C means, K x C stds) over every painting variant; cached on disk when ``cache_dir`` is set."""
+    from safetensors.torch import load_file, save_file
+
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"adain_stats_{_stats_cache_key(painting_files, recipe, seed, encoder)}.safetensors"
+        if path.is_file():
+            flat = load_file(str(path))
+            return {n: (flat[f"{n}.mean"], flat[f"{n}.std"]) for n in STYLE_LOSS_LAYERS}
+    t0 = time.monotonic()
+    generator = torch.Generator().manual_seed(seed)
+    images = []
+    for p in painting_files:
+        images += painting_variants(to_srgb(load_image(p)).rgb, recipe.style_sizes, recipe.recoloured, generator)
+    table = painting_statistics(encoder, images, STYLE_LOSS_LAYERS, device)
+    log(f"painting statistics: {len(images)} variants of {len(painting_files)} paintings in "
+        f"{time.monotonic() - t0:.0f} s")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({f"{n}.{k}": t.contiguous() for n, (m, s) in table.items() for k, t in (("mean", m), ("std", s))},
+                  str(path))
+    return table
+
+
+def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content_folders: Sequence[str | Path],
+                         painting_files: Sequence[str | Path], minutes: float, *, recipe: AdaINRecipe | None = None,
+                         seed: int = 0, device=None, profile: str = "cpu", max_steps: int | None = None,
+                         warm_start: str | Path | None = None, cache_dir: Path | None = None,
+                         held_out: Sequence[str] = (), content_limit: int | None = None,
+                         log: Callable[[str], None] = print) -> dict:
+    """Train for ``minutes`` (or until ``max_steps``), continuing from ``state_path``; returns a summary."""
+    recipe = recipe or AdaINRecipe()
+    budget = Budget(minutes, recipe.checkpoint_seconds)  # the minutes count from here, loading included
+    dev = pick_device(device)
+    model_path, state_path = Path(model_path), Path(state_path)
+    paintings = [Path(p) for p in painting_files]
+    files = content_files(content_folders)[:content_limit]
+    content_info = describe_files(files)
+    encoder = load_perception(dev, "max")
+    decoder_cfg = DecoderConfig.from_dict(recipe.decoder)
+    identity = {"decoder": decoder_cfg.as_dict(), "seed": seed, "encoder": encoder.spec()}
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        decoder = AdaINDecoder(decoder_cfg)
+    decoder = decoder.to(dev).train()
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=recipe.learning_rate)
+    generator = torch.Generator().manual_seed(seed)
+    run = ResumableRun(model_path, state_path, MODEL_KIND, identity, decoder, optimizer, generator, dev, profile,
+                       content_info, log)
+    run.config_fn = lambda step: {"name": "adain", "decoder": decoder_cfg.as_dict(), "encoder": encoder.spec(),
+                                  "encoder_source": encoder.source, "training": asdict(recipe), "seed": seed,
+                                  "paintings": [p.name for p in paintings], "held_out_paintings": list(held_out)}
+    step = run.resume(warm_start)
+    if budget.exhausted():  # --minutes 0: only (re)write the model file from the state, without loading data
+        run.save(step)
+        return run.summary(step, None)
+    t_load = time.monotonic()
+    images = load_content(files)
+    stats = painting_stats_table(encoder, paintings, recipe, seed, dev, cache_dir, log)
+    n_variants = next(iter(stats.values()))[0].shape[0]
+    pool = CropPool(images, encoder, (ENCODER_LAYER,), seed, dev)
+    scales = {n: c.to(dev) for n, c in channel_scales(stats).items()} if recipe.loss_scaling == "per_channel" else None
+    run.session["loss_scaling"] = recipe.loss_scaling
+    previous = run.history[-1].get("loss_scaling", "none") if run.history else recipe.loss_scaling
+    if previous != recipe.loss_scaling and step >= recipe.warmup_steps:
+        # Adam's moments at the old loss's scale would mis-size the steps for hundreds of steps.
+        optimizer.state.clear()
+        log(f"loss scaling changed ({previous} -> {recipe.loss_scaling}): optimizer moments restarted")
+    log(f"{len(images)} content images, {len(paintings)} paintings ({n_variants} variants) ready in "
+        f"{time.monotonic() - t_load:.0f} s")
+    autocast = recipe.bf16_autocast and dev.type == "cuda"
+    recent: list[float] = []
+    with budget:
+        while (max_steps is None or step < max_steps) and not budget.exhausted(
+                margin_seconds=(sum(recent) / len(recent)) if recent else 0.0):
+            t0 = time.monotonic()
+            phase, first, crop, batch, pool_count = recipe.phase(step)
+            if pool.ensure((phase, (step - first) // recipe.pool_steps), pool_count, crop):
+                log(f"step {step}: new pool of {pool_count} crops at {crop} px ({time.monotonic() - t0:.0f} s)")
+                t0 = time.monotonic()
+            idx = torch.randint(pool_count, (batch,), generator=generator)
+            sidx = torch.randint(n_variants, (batch,), generator=generator)
+            for group in optimizer.param_groups:
+                group["lr"] = recipe.learning_rate / (1.0 + recipe.lr_decay * step)
+            feats = pool.features[ENCODER_LAYER][idx].to(dev)
+            if step == recipe.warmup_steps > 0:
+                # Adam's moments at the pixel loss's scale would make the first feature-loss steps ~10x too large.
+                optimizer.state.clear()
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                if step < recipe.warmup_steps:
+                    l_content = F.mse_loss(decoder(feats).float(), pool.crops[idx].to(dev))
+                    l_style = l_content.new_zeros(())
+                else:
+                    style = {n: (m[sidx].to(dev)[..., None, None], s[sidx].to(dev)[..., None, None])
+                             for n, (m, s) in stats.items()}
+                    l_content, l_style = cached_adain_losses(encoder, decoder, feats, style, scales)
+            loss = l_content.float() + recipe.style_weight * l_style.float()
+            if not torch.isfinite(loss):
+                run.save(step)
+                raise FloatingPointError(f"AdaIN training diverged at step {step}; the checkpoint before it is kept")
+            loss.backward()
+            optimizer.step()
+            step += 1
+            recent = (recent + [time.monotonic() - t0])[-20:]
+            run.session["seconds"] = round(budget.elapsed(), 1)
+            if step % 25 == 0 or step == recipe.warmup_steps:
+                log(f"step {step}: content {float(l_content.detach()):.4f} style {float(l_style.detach()):.4f} "
+                    f"{sum(recent) / len(recent):.2f} s/step, crop {crop}, batch {batch}")
+            if budget.checkpoint_due():
+                run.save(step)
+    run.session["seconds"] = round(budget.elapsed(), 1)
+    run.save(step)
+    log(f"stopped at step {step} after {run.session['seconds']:.0f} s; checkpoint {model_path}")
+    return run.summary(step, (sum(recent) / len(recent)) if recent else None)

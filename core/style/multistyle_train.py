@@ -1,0 +1,187 @@
+"""Training of the multi-style network on a CPU: cached targets, a time budget, resumable anywhere.
+
+Every step draws content crops from a ``CropPool`` (their relu4_1 features
+cached: the content target) and one style per crop; the style targets are the
+paintings' Gram matrices over relu1_1..relu4_1, measured once. A step runs the
+network and one VGG19 pass over its output, whatever the number of styles.
+
+The content loss sits at relu4_1, next to the judge's relu4_2, with a weight
+that keeps objects recognisable: the old per-style nets (content at relu2_2,
+style weight 50) repainted renders (content distance 2.4).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ..common.images import load_image, to_srgb, to_tensor
+from ..common.perception import Perception, load_perception
+from .crop_pool import Budget, CropPool, content_files, describe_files, load_content
+from .losses import gram, total_variation
+from .multistyle import MODEL_KIND, MultiStyleConfig, MultiStyleNet, one_hot
+from .optimize import fit_max_side
+from .resumable import ResumableRun
+
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+CONTENT_LAYER = "relu4_1"
+
+
+@dataclass
+class MultiStyleRecipe:
+    base_channels: int = 16
+    residual_blocks: int = 5
+    phases: tuple = ((0, 128, 4, 384), (2400, 256, 2, 96))  # (first step, crop, batch, crops per pool)
+    pool_steps: int = 300
+    learning_rate: float = 1e-3  # 2e-3 with 5x on the style rows made black blobs by step 200 (seen)
+    lr_decay: float = 5e-4  # lr / (1 + decay * step), set every step (so a changed recipe applies on resume)
+    # The per-style scales and shifts see a style in 1/N of the crops: a larger step lets the styles part early.
+    style_lr_scale: float = 3.0
+    content_weight: float = 1.0
+    style_weight: float = 5.0
+    tv_weight: float = 2e-3
+    style_size: int = 512  # the painting's longer side when measuring its Grams (the judge measures at 512)
+    checkpoint_seconds: float = 180.0
+    bf16_autocast: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MultiStyleRecipe":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def phase(self, step: int) -> tuple[int, int, int, int, int]:
+        index = max(i for i, p in enumerate(self.phases) if p[0] <= step)
+        return (index, *[int(v) for v in self.phases[index]])
+
+
+@dataclass
+class StyleTargets:
+    """Per style layer: Grams (S x C x C) and their mean squares (S), the per-layer normalisation."""
+
+    grams: dict[str, torch.Tensor] = field(default_factory=dict)
+    scales: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def to(self, device) -> "StyleTargets":
+        return StyleTargets({k: v.to(device) for k, v in self.grams.items()},
+                            {k: v.to(device) for k, v in self.scales.items()})
+
+
+@torch.no_grad()
+def style_targets(encoder: Perception, paintings: Sequence[torch.Tensor], device="cpu") -> StyleTargets:
+    """Grams of each painting (1x3xHxW sRGB), one VGG pass each."""
+    grams: dict[str, list] = {n: [] for n in STYLE_LAYERS}
+    for image in paintings:
+        feats = encoder(image.to(device), STYLE_LAYERS)
+        for n in STYLE_LAYERS:
+            grams[n].append(gram(feats[n])[0].cpu())
+    stacked = {n: torch.stack(g) for n, g in grams.items()}
+    return StyleTargets(stacked, {n: g.pow(2).mean(dim=(1, 2)) + 1e-8 for n, g in stacked.items()})
+
+
+def multistyle_losses(encoder: Perception, net: MultiStyleNet, crops: torch.Tensor, styles: torch.Tensor,
+                      content_feats: torch.Tensor, targets: StyleTargets
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(content, style, tv) of one batch: crop i painted in style ``styles[i]``, against cached targets."""
+    y = net(crops, one_hot(styles, net.multi.styles).to(crops.device))
+    feats = encoder(y, STYLE_LAYERS)
+    l_content = (feats[CONTENT_LAYER] - content_feats).pow(2).mean() / (content_feats.pow(2).mean() + 1e-8)
+    l_style = crops.new_zeros(())
+    for n in STYLE_LAYERS:
+        diff = (gram(feats[n]) - targets.grams[n][styles]).pow(2).mean(dim=(1, 2)) / targets.scales[n][styles]
+        l_style = l_style + diff.mean()
+    return l_content, l_style / len(STYLE_LAYERS), total_variation(y)
+
+
+def load_painting(path: Path, size: int) -> torch.Tensor:
+    return to_tensor(fit_max_side(to_srgb(load_image(path)).rgb, size))
+
+
+def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, content_folders: Sequence[str | Path],
+                              styles: Sequence[dict], minutes: float, *, recipe: MultiStyleRecipe | None = None,
+                              seed: int = 0, device=None, profile: str = "cpu", max_steps: int | None = None,
+                              warm_start: str | Path | None = None, content_limit: int | None = None,
+                              log: Callable[[str], None] = print) -> dict:
+    """Train for ``minutes`` (or until ``max_steps``), continuing from ``state_path``; returns a summary.
+
+    ``styles``: ``{"name", "label", "painting": path}`` per style, in the network's order.
+    """
+    from ..common.device import pick_device
+
+    recipe = recipe or MultiStyleRecipe()
+    budget = Budget(minutes, recipe.checkpoint_seconds)  # the minutes count from here, loading included
+    dev = pick_device(device)
+    files = content_files(content_folders)[:content_limit]
+    encoder = load_perception(dev, "max")
+    arch = MultiStyleConfig(recipe.base_channels, recipe.residual_blocks, len(styles))
+    identity = {"net": arch.as_dict(), "styles": [s["name"] for s in styles], "seed": seed,
+                "encoder": encoder.spec()}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = MultiStyleNet(arch)
+    net = net.to(dev).train()
+    per_style = [p for m in net.norms() for p in (m.weight, m.bias)]
+    shared = [p for p in net.parameters() if all(p is not q for q in per_style)]
+    optimizer = torch.optim.Adam([{"params": shared, "lr": recipe.learning_rate},
+                                  {"params": per_style, "lr": recipe.learning_rate * recipe.style_lr_scale}])
+    generator = torch.Generator().manual_seed(seed)
+    run = ResumableRun(Path(model_path), Path(state_path), MODEL_KIND, identity, net, optimizer, generator, dev,
+                       profile, describe_files(files), log)
+    style_info = [{"name": s["name"], "label": s.get("label", s["name"]),
+                   "painting": Path(s["painting"]).name} for s in styles]
+    run.config_fn = lambda step: {"name": "fast_styles", "transformer": arch.as_dict(), "styles": style_info,
+                                  "encoder": encoder.spec(), "encoder_source": encoder.source,
+                                  "training": asdict(recipe), "seed": seed}
+    step = run.resume(warm_start)
+    if budget.exhausted():  # --minutes 0: only (re)write the model file from the state, without loading data
+        run.save(step)
+        return run.summary(step, None)
+    t_load = time.monotonic()
+    images = load_content(files)
+    targets = style_targets(encoder, [load_painting(Path(s["painting"]), recipe.style_size) for s in styles], dev)
+    targets = targets.to(dev)
+    pool = CropPool(images, encoder, (CONTENT_LAYER,), seed, dev)
+    log(f"{len(images)} content images, {len(styles)} styles ready in {time.monotonic() - t_load:.0f} s")
+    autocast = recipe.bf16_autocast and dev.type == "cuda"
+    recent: list[float] = []
+    with budget:
+        while (max_steps is None or step < max_steps) and not budget.exhausted(
+                margin_seconds=(sum(recent) / len(recent)) if recent else 0.0):
+            t0 = time.monotonic()
+            phase, first, crop, batch, pool_count = recipe.phase(step)
+            if pool.ensure((phase, (step - first) // recipe.pool_steps), pool_count, crop):
+                log(f"step {step}: new pool of {pool_count} crops at {crop} px ({time.monotonic() - t0:.0f} s)")
+                t0 = time.monotonic()
+            idx = torch.randint(pool_count, (batch,), generator=generator)
+            style_idx = torch.randint(len(styles), (batch,), generator=generator)
+            base_lr = recipe.learning_rate / (1.0 + recipe.lr_decay * step)
+            optimizer.param_groups[0]["lr"] = base_lr
+            optimizer.param_groups[1]["lr"] = base_lr * recipe.style_lr_scale
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                l_content, l_style, l_tv = multistyle_losses(
+                    encoder, net, pool.crops[idx].to(dev), style_idx.to(dev),
+                    pool.features[CONTENT_LAYER][idx].to(dev), targets)
+            loss = (recipe.content_weight * l_content.float() + recipe.style_weight * l_style.float()
+                    + recipe.tv_weight * l_tv.float())
+            if not torch.isfinite(loss):
+                run.save(step)
+                raise FloatingPointError(f"multi-style training diverged at step {step}; the checkpoint is kept")
+            loss.backward()
+            optimizer.step()
+            step += 1
+            recent = (recent + [time.monotonic() - t0])[-20:]
+            run.session["seconds"] = round(budget.elapsed(), 1)
+            if step % 25 == 0:
+                log(f"step {step}: content {float(l_content.detach()):.4f} style {float(l_style.detach()):.4f} "
+                    f"tv {float(l_tv.detach()):.4f} {sum(recent) / len(recent):.2f} s/step, crop {crop}, "
+                    f"batch {batch}")
+            if budget.checkpoint_due():
+                run.save(step)
+    run.session["seconds"] = round(budget.elapsed(), 1)
+    run.save(step)
+    log(f"stopped at step {step} after {run.session['seconds']:.0f} s; checkpoint {model_path}")
+    return run.summary(step, (sum(recent) / len(recent)) if recent else None)

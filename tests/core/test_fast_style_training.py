@@ -1,0 +1,321 @@
+"""CPU trainings of the fast paths (AdaIN decoder, multi-style network): cached targets, resume, budget, mixing."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.common.checkpoints import load_checkpoint, load_training_state
+from core.common.perception import load_perception
+from core.style import crop_pool
+from core.style.adain import STYLE_LOSS_LAYERS, AdaINDecoder, DecoderConfig, adain_losses
+from core.style.adain_train import AdaINRecipe, cached_adain_losses, train_adain_budgeted
+from core.style.losses import StyleTarget, content_loss
+from core.style.multistyle import MultiStyleConfig, MultiStyleModel, MultiStyleNet, one_hot
+from core.style.multistyle_train import (CONTENT_LAYER, STYLE_LAYERS, MultiStyleRecipe, multistyle_losses,
+                                         style_targets, train_multistyle_budgeted)
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTENT = [ROOT / "models" / "content_frames"]
+PAINTINGS = [ROOT / "data" / "paintings" / f"{n}.jpg" for n in ("wave", "udnie")]
+TINY_DECODER = {"widths": [16, 8, 8], "extra_convs": [1, 0, 0], "entry_kernel": 1}
+
+
+def _tiny_adain_recipe() -> AdaINRecipe:
+    # Two phases and pools of 3 steps, so 8 steps cross a pool rebuild and a phase change.
+    return AdaINRecipe(decoder=TINY_DECODER, phases=((0, 32, 2, 6), (5, 40, 2, 4)), pool_steps=3, warmup_steps=2,
+                       style_sizes=(48,), recoloured=1, checkpoint_seconds=1e9)
+
+
+def _tiny_styles_recipe() -> MultiStyleRecipe:
+    return MultiStyleRecipe(base_channels=4, residual_blocks=1, phases=((0, 32, 2, 6), (5, 40, 2, 4)), pool_steps=3,
+                            style_size=48, checkpoint_seconds=1e9)
+
+
+def _styles() -> list[dict]:
+    return [{"name": p.stem, "painting": p} for p in PAINTINGS]
+
+
+def _train_adain(folder: Path, max_steps: int, minutes: float = 10.0) -> dict:
+    return train_adain_budgeted(folder / "a.safetensors", folder / "a.train.safetensors", CONTENT, PAINTINGS, minutes,
+                                recipe=_tiny_adain_recipe(), device="cpu", max_steps=max_steps, content_limit=3,
+                                log=lambda line: None)
+
+
+def _train_styles(folder: Path, max_steps: int, minutes: float = 10.0) -> dict:
+    return train_multistyle_budgeted(folder / "s.safetensors", folder / "s.train.safetensors", CONTENT, _styles(),
+                                     minutes, recipe=_tiny_styles_recipe(), device="cpu", max_steps=max_steps,
+                                     content_limit=3, log=lambda line: None)
+
+
+def _assert_same_training(a: Path, b: Path) -> None:
+    """Same weights, optimizer moments, step and sampling generator, bit for bit."""
+    sa, sb = load_training_state(a), load_training_state(b)
+    assert sa["step"] == sb["step"]
+    for key in sa["model"]:
+        assert torch.equal(sa["model"][key], sb["model"][key]), key
+    moments_a, moments_b = sa["optimizer"]["state"], sb["optimizer"]["state"]
+    assert moments_a.keys() == moments_b.keys()
+    for key in moments_a:
+        for name in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(moments_a[key][name], moments_b[key][name])
+    assert torch.equal(sa["rng"]["generator"], sb["rng"]["generator"])
+
+
+# --------------------------------------------------------------------------- cached == uncached
+
+def _crops_and_paintings():
+    images = crop_pool.load_content(crop_pool.content_files(CONTENT)[:3])
+    crops = crop_pool.sample_crops(images, 3, 32, torch.Generator().manual_seed(5))
+    paintings = [torch.from_numpy(crop_pool.fit_max_side(crop_pool.to_srgb(crop_pool.load_image(p)).rgb, 64)
+                                  [:32, :40].transpose(2, 0, 1).copy()) for p in PAINTINGS]
+    return crops, paintings
+
+
+def _grads(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in module.parameters()]
+
+
+def _assert_same_gradients(cached: list[torch.Tensor], plain: list[torch.Tensor]) -> None:
+    """The gradients agree up to float rounding (which the batch size and chunking change).
+
+    Per parameter, ||a - b|| against ||b|| plus a millionth of the whole gradient's norm: the biases of
+    convolutions before an instance norm have (mathematically) zero gradient, so only rounding is left there.
+    Measured over seeds 0-3 (both tests): ||a - b|| / ||b|| <= 1.7e-6 where the gradient is not zero (60x margin),
+    ||a - b|| <= 1.1e-8 of the whole gradient's norm on the zero-gradient biases (90x margin).
+    """
+    scale = float(torch.cat([g.flatten() for g in plain]).norm())
+    for g_cached, g_plain in zip(cached, plain):
+        assert float((g_cached - g_plain).norm()) <= 1e-4 * float(g_plain.norm()) + 1e-6 * scale
+
+
+def test_cached_adain_step_equals_the_uncached_one():
+    encoder = load_perception("cpu")
+    crops, paintings = _crops_and_paintings()
+    torch.manual_seed(0)
+    decoder = AdaINDecoder(DecoderConfig.from_dict(TINY_DECODER))
+    style_of = [0, 1, 1]
+    # Uncached: the paper's losses on the crops and the paintings themselves (adain.adain_losses).
+    l_c, l_s = adain_losses(encoder, decoder, crops, torch.stack([paintings[i] for i in style_of]))
+    (l_c + 10 * l_s).backward()
+    uncached = _grads(decoder)
+    decoder.zero_grad()
+    # Cached: features encoded pool-wise (one crop at a time), statistics once per painting.
+    feats = crop_pool.encode(encoder, crops, ("relu4_1",), chunk=1)["relu4_1"]
+    table = crop_pool.painting_statistics(encoder, paintings, STYLE_LOSS_LAYERS)
+    stats = {n: (m[style_of][..., None, None], s[style_of][..., None, None]) for n, (m, s) in table.items()}
+    c_c, c_s = cached_adain_losses(encoder, decoder, feats, stats)
+    (c_c + 10 * c_s).backward()
+    # Measured: relative differences below 1e-6 (batch-size-dependent float rounding in the convolutions).
+    assert float(c_c.detach()) == pytest.approx(float(l_c.detach()), rel=1e-5)
+    assert float(c_s.detach()) == pytest.approx(float(l_s.detach()), rel=1e-5)
+    _assert_same_gradients(_grads(decoder), uncached)
+
+
+def test_cached_multistyle_step_equals_per_style_losses():
+    encoder = load_perception("cpu")
+    crops, paintings = _crops_and_paintings()
+    torch.manual_seed(0)
+    net = MultiStyleNet(MultiStyleConfig(4, 1, 2))
+    with torch.no_grad():  # distinct styles, so a mix-up of rows would show
+        for norm in net.norms():
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.3, 0.3)
+    styles = torch.tensor([0, 1, 1])
+    # Uncached: the single-style losses (losses.StyleTarget, losses.content_loss) per crop, on fresh features.
+    y = net(crops, one_hot(styles, 2))
+    feats = encoder(y, STYLE_LAYERS)
+    per_style = [StyleTarget([encoder(p[None], STYLE_LAYERS)[n] for n in STYLE_LAYERS]) for p in paintings]
+    l_style = sum(per_style[int(s)].loss([feats[n][i:i + 1] for n in STYLE_LAYERS])
+                  for i, s in enumerate(styles)) / len(styles)
+    l_content = content_loss(feats[CONTENT_LAYER], encoder(crops, (CONTENT_LAYER,))[CONTENT_LAYER])
+    (l_content + 5 * l_style).backward()
+    uncached = _grads(net)
+    net.zero_grad()
+    cached_feats = crop_pool.encode(encoder, crops, (CONTENT_LAYER,), chunk=1)[CONTENT_LAYER]
+    c_content, c_style, _ = multistyle_losses(encoder, net, crops, styles, cached_feats,
+                                              style_targets(encoder, [p[None] for p in paintings]))
+    (c_content + 5 * c_style).backward()
+    assert float(c_content.detach()) == pytest.approx(float(l_content.detach()), rel=1e-5)
+    assert float(c_style.detach()) == pytest.approx(float(l_style.detach()), rel=1e-5)
+    _assert_same_gradients(_grads(net), uncached)
+
+
+# --------------------------------------------------------------------------- resume
+
+@pytest.mark.parametrize("train", [_train_adain, _train_styles], ids=["adain", "styles"])
+def test_resume_continues_bit_identically(tmp_path, train):
+    whole, halves = tmp_path / "whole", tmp_path / "halves"
+    train(whole, 8)
+    first = train(halves, 4)
+    assert first["steps"] == 4
+    second = train(halves, 8)  # a new session: rebuilds the pool it was in, restores moments and generator
+    assert second["steps"] == 8 and second["session_steps"] == 4
+    assert len(second["history"]) == 2
+    name = "a" if train is _train_adain else "s"
+    _assert_same_training(whole / f"{name}.train.safetensors", halves / f"{name}.train.safetensors")
+    tensors_whole, _ = load_checkpoint(whole / f"{name}.safetensors")
+    tensors_halves, config = load_checkpoint(halves / f"{name}.safetensors")
+    assert config["steps_done"] == 8
+    assert all(torch.equal(tensors_whole[k], tensors_halves[k]) for k in tensors_whole)
+
+
+def test_time_budget_stop_writes_a_resumable_checkpoint(tmp_path, monkeypatch):
+    whole, budgeted = tmp_path / "whole", tmp_path / "budgeted"
+    _train_styles(whole, 8)
+    clock = itertools.count(0.0, 7.0)  # every reading of the clock is 7 s later: the 1-minute budget runs out
+    monkeypatch.setattr(crop_pool.time, "monotonic", lambda: next(clock))
+    stopped = _train_styles(budgeted, None, minutes=1.0)
+    monkeypatch.undo()
+    assert 0 < stopped["steps"] < 8, stopped["steps"]
+    state = load_training_state(budgeted / "s.train.safetensors")
+    assert state["step"] == stopped["steps"]
+    _train_styles(budgeted, 8)
+    _assert_same_training(whole / "s.train.safetensors", budgeted / "s.train.safetensors")
+
+
+def test_grown_content_folder_is_recorded_not_refused(tmp_path):
+    content = tmp_path / "content"
+    content.mkdir()
+    files = crop_pool.content_files(CONTENT)
+    for f in files[:2]:
+        (content / f.name).write_bytes(f.read_bytes())
+    kwargs = dict(recipe=_tiny_styles_recipe(), device="cpu", log=lambda line: None)
+    train_multistyle_budgeted(tmp_path / "s.safetensors", tmp_path / "s.train.safetensors", [content], _styles(),
+                              10, max_steps=2, **kwargs)
+    (content / files[2].name).write_bytes(files[2].read_bytes())
+    summary = train_multistyle_budgeted(tmp_path / "s.safetensors", tmp_path / "s.train.safetensors", [content],
+                                        _styles(), 10, max_steps=4, **kwargs)
+    assert summary["steps"] == 4
+    assert [h["content"]["count"] for h in summary["history"]] == [2, 3]
+
+
+def test_held_out_images_never_enter_the_content():
+    names = [f.stem for f in crop_pool.content_files(CONTENT)]
+    assert names and not any("astronaut" in n for n in names)
+
+
+# --------------------------------------------------------------------------- style mixing
+
+def _model(tmp_path: Path) -> MultiStyleModel:
+    _train_styles(tmp_path, 2)
+    model = MultiStyleModel.load(tmp_path / "s.safetensors", "cpu")
+    with torch.no_grad():
+        for norm in model.net.norms():
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.3, 0.3)
+    return model
+
+
+def test_mix_of_one_style_equals_that_style(tmp_path):
+    model = _model(tmp_path)
+    frame = np.random.default_rng(0).random((40, 56, 3)).astype(np.float32)
+    alone = model.stylize(frame, "udnie")
+    assert np.array_equal(model.stylize(frame, {"wave": 0.0, "udnie": 2.0}), alone)
+    assert np.array_equal(model.stylize(frame, [0, 1]), alone)
+    assert not np.allclose(model.stylize(frame, "wave"), alone, atol=1e-3)  # the styles do differ
+
+
+def test_mix_blends_the_normalisation_rows(tmp_path):
+    model = _model(tmp_path)
+    frame = np.random.default_rng(1).random((40, 56, 3)).astype(np.float32)
+    single = MultiStyleNet(MultiStyleConfig(4, 1, 1))
+    state = model.net.state_dict()
+    # Conditional norm rows are the only 2-D tensors (styles x channels): blend them 1:3.
+    single.load_state_dict({k: (0.25 * v[:1] + 0.75 * v[1:]) if v.dim() == 2 else v for k, v in state.items()})
+    with torch.no_grad():
+        expected = single(torch.from_numpy(frame.transpose(2, 0, 1).copy())[None], torch.ones(1, 1))
+    mixed = model.stylize(frame, {"wave": 1, "udnie": 3})
+    np.testing.assert_allclose(mixed, np.clip(expected[0].numpy().transpose(1, 2, 0), 0, 1), atol=1e-5)
+
+
+def test_mix_rejects_unknown_or_negative_weights(tmp_path):
+    model = _model(tmp_path)
+    frame = np.zeros((16, 16, 3), np.float32)
+    for bad in ("mona_lisa", {"wave": -1, "udnie": 2}, [0, 0], [1, 2, 3]):
+        with pytest.raises(ValueError):
+            model.stylize(frame, bad)
+
+
+# --------------------------------------------------------------------------- wiring: files, CLI, library
+
+def test_one_style_of_a_multistyle_file_loads_like_a_style_model(tmp_path):
+    from core.library import list_models
+    from core.style import load_style_model
+    from core.style.multistyle import parse_style_weights
+
+    _train_styles(tmp_path, 2)
+    path = tmp_path / "s.safetensors"
+    frame = np.random.default_rng(2).random((24, 32, 3)).astype(np.float32)
+    by_ref = load_style_model(f"{path}#udnie", "cpu").stylize(frame)
+    by_weights = load_style_model(path, "cpu", parse_style_weights("wave=0,udnie=1")).stylize(frame)
+    direct = MultiStyleModel.load(path, "cpu").stylize(frame, "udnie")
+    assert np.array_equal(by_ref, direct) and np.array_equal(by_weights, direct)
+    assert parse_style_weights("wave") == "wave"
+    with pytest.raises(ValueError):
+        parse_style_weights("wave=lots")
+    listed = list_models([tmp_path], kind="style")
+    assert [m.path.name for m in listed] == ["s.safetensors#udnie", "s.safetensors#wave"]
+
+
+def test_cli_applies_a_mix_of_the_multistyle_model(tmp_path):
+    import subprocess
+    import sys
+
+    from core.common.images import load_rgb
+
+    _train_styles(tmp_path, 2)
+    frame = crop_pool.content_files(CONTENT)[0]
+    outs = []
+    for i, extra in enumerate((["--style-weights", "wave=1,udnie=3"], [])):
+        out = tmp_path / f"out{i}.png"
+        style = str(tmp_path / "s.safetensors") + ("" if extra else "#wave")
+        subprocess.run([sys.executable, "-m", "core", "--device", "cpu", "style", "apply", "--style", style,
+                        "--input", str(frame), "--out", str(out), *extra], check=True, cwd=ROOT, capture_output=True)
+        outs.append(load_rgb(out))
+    model = MultiStyleModel.load(tmp_path / "s.safetensors", "cpu")
+    source = load_rgb(frame)
+    for out, style in zip(outs, ({"wave": 1, "udnie": 3}, "wave")):
+        assert np.abs(out - model.stylize(source, style)).max() <= 1 / 255 + 1e-6  # 8-bit PNG rounding
+
+
+def test_adain_refinement_knob_starts_from_the_decoder_output(tmp_path):
+    from core.style.adain import load_adain_model
+
+    _train_adain(tmp_path, 2)
+    model = load_adain_model(tmp_path / "a.safetensors", "cpu")
+    frame = crop_pool.load_content(crop_pool.content_files(CONTENT)[:1])[0][:48, :64].astype(np.float32) / 255
+    painting = np.asarray(crop_pool.fit_max_side(crop_pool.to_srgb(crop_pool.load_image(PAINTINGS[0])).rgb, 64))
+    plain = model.stylize(frame, painting)
+    refined = model.stylize(frame, painting, refine_steps=2)
+    assert refined.shape == plain.shape and np.isfinite(refined).all()
+    assert np.abs(refined - plain).mean() > 1e-4  # the optimisation moved it
+    assert np.array_equal(model.stylize(frame, painting), plain)  # 0 steps: the decoder alone
+
+
+def test_zero_minutes_rewrites_the_model_file_from_the_committed_state(tmp_path):
+    # A fresh clone has only the committed state (models/training/*.train.safetensors), not the model file.
+    _train_adain(tmp_path, 3)
+    model, _ = load_checkpoint(tmp_path / "a.safetensors")
+    (tmp_path / "a.safetensors").unlink()
+    summary = _train_adain(tmp_path, None, minutes=0)
+    assert summary["steps"] == 3 and summary["session_steps"] == 0
+    rewritten, config = load_checkpoint(tmp_path / "a.safetensors")
+    assert config["steps_done"] == 3 and all(torch.equal(model[k], rewritten[k]) for k in model)
+
+
+@pytest.mark.parametrize("name", ["adain", "styles"])
+def test_zoo_tiny_profile_trains_resumes_and_reports(tmp_path, name):
+    from tools import zoo
+
+    recipe = zoo.recipe(name)
+    assert recipe.PROFILES == ("cpu", "gpu", "tiny")
+    first = recipe.train(10.0, device="cpu", profile="tiny", out_dir=tmp_path, max_steps=4)
+    again = recipe.train(10.0, device="cpu", profile="tiny", out_dir=tmp_path, max_steps=6)
+    assert (first["steps"], again["steps"], again["sessions"]) == (4, 6, 2)
+    assert {"command", "steps", "minutes", "machine"} <= set(again)
+    assert list((tmp_path / "training").glob("*.train.safetensors"))

@@ -1,0 +1,211 @@
+"""Quick verdict on the fast paths' latest checkpoints: are they good enough to ship?
+
+    PYTHONPATH=. .venv/bin/python tools/eval_fast_styles.py [--out eval_fast_styles.png] [--size 512]
+        [--styles models/training/fast_styles.safetensors] [--adain models/training/adain.safetensors]
+        [--ship]
+
+A fresh clone has only the committed training states: write the model files first with
+``python build.py models --only adain styles --minutes 0`` (no training, a few seconds).
+
+On the bench's held-out photograph (a city skyline) and held-out render
+(benchmarks/data), prints for every style of the multi-style network and
+for AdaIN with two paintings outside its training set: the style-distance cut
+against the unstylized frame (target >= 40 %) and the content distance
+(target <= 1.0), the bench's measures (``core.common.quality``), then writes a
+side-by-side grid PNG (rows: input, every style, AdaIN; columns: photo, render).
+``--ship`` copies each model that meets every target into models/style/.
+About two minutes on a 2-core CPU (frames at 512 px, as in the bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.common.images import load_rgb  # noqa: E402
+from core.common.quality import content_distance  # noqa: E402
+from core.style.optimize import fit_max_side  # noqa: E402
+
+PAINTINGS = ROOT / "data" / "paintings"
+ADAIN_UNSEEN = ("starry_night", "the_kiss")
+SHIPPED = {"styles": ROOT / "models" / "style" / "fast_styles.safetensors",
+           "adain": ROOT / "models" / "style" / "adain_decoder.safetensors"}
+CUT_TARGET, CONTENT_TARGET = 0.40, 1.0
+
+
+def held_out_inputs(size: int) -> dict[str, np.ndarray]:
+    """The bench's held-out photograph and render (``benchmarks.bench_style.real_inputs``), at ``size``."""
+    from benchmarks.bench_style import real_inputs
+
+    return {kind: fit_max_side(frame, size) for kind, frame in real_inputs(quick=False).items()}
+
+
+class Judge:
+    """``quality.style_distance`` with each painting's Grams computed once (same formula, same network)."""
+
+    def __init__(self):
+        import torch
+
+        from core.common.perception import STYLE_LAYERS, gram_matrix, load_perception
+        from core.common.quality import _fit
+
+        self.torch, self.layers, self.gram, self.fit = torch, STYLE_LAYERS, gram_matrix, _fit
+        self.net = load_perception("cpu")
+        self.cache: dict[str, list] = {}
+        self.before: dict[tuple, float] = {}
+
+    def _grams(self, image: np.ndarray) -> list:
+        from core.common.images import to_tensor
+
+        with self.torch.no_grad():
+            feats = self.net(to_tensor(self.fit(image, 512)), self.layers)
+        return [self.gram(feats[n]) for n in self.layers]
+
+    def style_distance(self, image: np.ndarray, painting: np.ndarray, key: str) -> float:
+        if key not in self.cache:  # keyed by the painting's name
+            self.cache[key] = self._grams(painting)
+        total = 0.0
+        for ga, gp in zip(self._grams(image), self.cache[key]):
+            total += float((ga - gp).pow(2).mean() / (gp.pow(2).mean() + 1e-8))
+        return total / len(self.layers)
+
+
+def measure(judge: Judge, out: np.ndarray, frame: np.ndarray, painting: np.ndarray, key: str) -> dict:
+    before_key = (key, id(frame))  # the unstylized frame's distance: once per painting and frame
+    if before_key not in judge.before:
+        judge.before[before_key] = judge.style_distance(frame, painting, key)
+    before, after = judge.before[before_key], judge.style_distance(out, painting, key)
+    return {"cut": 1.0 - after / before, "content": content_distance(out, frame), "style": after, "before": before}
+
+
+def _verdict(row: dict) -> bool:
+    return row["cut"] >= CUT_TARGET and row["content"] <= CONTENT_TARGET
+
+
+def grid(rows: list[tuple[str, dict[str, np.ndarray]]], out: Path, height: int = 200) -> None:
+    """One row per model (its label above), one column per held-out input."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=13) if hasattr(ImageFont, "load_default") else None
+    kinds = list(rows[0][1])
+    widths = {k: rows[0][1][k].shape[1] * height // rows[0][1][k].shape[0] for k in kinds}
+    label_h = 18
+    sheet = Image.new("RGB", (sum(widths.values()) + 4 * len(kinds), len(rows) * (height + label_h)), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    for i, (label, images) in enumerate(rows):
+        y = i * (height + label_h)
+        draw.text((4, y + 2), label[:60], fill=(235, 235, 235), font=font)
+        x = 0
+        for kind in kinds:
+            im = Image.fromarray((np.clip(images[kind], 0, 1) * 255).astype(np.uint8))
+            sheet.paste(im.resize((widths[kind], height), Image.LANCZOS), (x, y + label_h))
+            x += widths[kind] + 4
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--styles", default=str(ROOT / "models" / "training" / "fast_styles.safetensors"))
+    parser.add_argument("--adain", default=str(ROOT / "models" / "training" / "adain.safetensors"))
+    parser.add_argument("--size", type=int, default=512, help="longer side of the held-out frames (the bench: 512)")
+    parser.add_argument("--out", default=str(ROOT / "eval_fast_styles.png"))
+    parser.add_argument("--ship", action="store_true", help="copy each model that meets every target to models/style")
+    args = parser.parse_args(argv)
+    t0 = time.monotonic()
+    inputs = held_out_inputs(args.size)
+    columns: list[tuple[str, dict]] = [("input", inputs)]
+    passed: dict[str, bool] = {}
+    figures: dict[str, dict] = {"styles": {}, "adain": {}}
+    thumbnails: dict[str, np.ndarray] = {}
+    judge = Judge()
+    print(f"{'model':8} {'style / painting':32} {'on':7} {'cut':>6} {'content':>8}  verdict")
+
+    def report(model: str, name: str, outs: dict[str, np.ndarray], painting: np.ndarray) -> None:
+        for kind, frame in inputs.items():
+            row = measure(judge, outs[kind], frame, painting, name)
+            ok = _verdict(row)
+            passed[model] = passed.get(model, True) and ok
+            figures[model].setdefault(name, {}).update({f"style_cut_{kind}": round(row["cut"], 3),
+                                                        f"content_distance_{kind}": round(row["content"], 3)})
+            print(f"{model:8} {name:32} {kind:7} {100 * row['cut']:5.0f}% {row['content']:8.3f}  "
+                  f"{'ok' if ok else 'MISSES'}", flush=True)
+        columns.append((f"{model}: {name}", outs))
+
+    if Path(args.styles).is_file():
+        from core.style.multistyle import load_multistyle_model
+
+        model = load_multistyle_model(args.styles, "cpu")
+        print(f"# multi-style network: {model.config.get('steps_done')} steps ({args.styles})")
+        for style in model.styles:
+            painting = load_rgb(PAINTINGS / style["painting"])
+            outs = {k: model.stylize(f, style["name"]) for k, f in inputs.items()}
+            thumbnails[style["name"]] = outs["render"] if "render" in outs else next(iter(outs.values()))
+            report("styles", style["name"], outs, painting)
+    if Path(args.adain).is_file():
+        from core.style.adain import load_adain_model
+
+        model = load_adain_model(args.adain, "cpu")
+        trained_on = set(model.config.get("paintings") or [])
+        print(f"# AdaIN decoder: {model.config.get('steps_done')} steps ({args.adain})")
+        for name in ADAIN_UNSEEN:
+            if f"{name}.jpg" in trained_on:
+                print(f"  (warning: {name} was in the decoder's training set)")
+            painting = load_rgb(PAINTINGS / f"{name}.jpg")
+            report("adain", f"{name} (unseen)", {k: model.stylize(f, painting) for k, f in inputs.items()}, painting)
+    grid(columns, Path(args.out))
+    print(f"grid: {args.out}; {time.monotonic() - t0:.0f} s")
+    for model, ok in passed.items():
+        print(f"{model}: {'meets every target' if ok else 'not yet'}")
+        if ok and args.ship:
+            ship(model, Path(args.styles if model == "styles" else args.adain), figures[model], thumbnails)
+    return 0
+
+
+def ship(model: str, source: Path, quality: dict, thumbnails: dict[str, np.ndarray]) -> None:
+    """Copy the checkpoint into models/style and record it in models/manifest.json (command, steps, time, machine)."""
+    from PIL import Image
+
+    from core.common.checkpoints import read_checkpoint_config
+    from tools.model_zoo import _update_manifest
+
+    target = SHIPPED[model]
+    shutil.copy2(source, target)
+    shutil.copy2(source.with_suffix(".json"), target.with_suffix(".json"))
+    config = read_checkpoint_config(target)
+    history = config.get("history") or []
+    for name, image in thumbnails.items() if model == "styles" else ():
+        thumb = Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8))
+        thumb.thumbnail((128, 128), Image.LANCZOS)
+        thumb.save(target.with_name(f"{target.stem}_{name}.png"))
+    entry = {"name": "fast_styles" if model == "styles" else "adain_decoder",
+             "label": "Bundled Styles" if model == "styles" else "Any Painting (Fast)",
+             "kind": config.get("kind"), "file": target.relative_to(ROOT / "models").as_posix(),
+             "command": f"python build.py models --only {model} --minutes N (resumed over {len(history)} session(s); "
+                        f"tools/zoo/{model}.py)",
+             "steps": config.get("steps_done"), "seed": config.get("seed"),
+             "training_seconds": round(sum(h.get("seconds", 0.0) for h in history), 1),
+             "trained_on": sorted({h.get("machine", "?") for h in history}),
+             "sessions": [{k: h.get(k) for k in ("date", "start_step", "end_step", "seconds", "machine", "profile")}
+                          for h in history],
+             "data": ["data/content", "models/content_frames", "data/paintings"],
+             "size_mb": round(target.stat().st_size / 1e6, 2),
+             "quality": quality, "quality_measured_on": "held-out photo and render (benchmarks/data), 512 px"}
+    if model == "styles":
+        entry["styles"] = [s["name"] for s in config.get("styles") or []]
+    else:
+        entry["held_out_paintings"] = config.get("held_out_paintings")
+    _update_manifest(ROOT / "models" / "manifest.json", entry)
+    print(f"  shipped: {target.relative_to(ROOT)} (+ models/manifest.json entry {entry['name']!r})")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

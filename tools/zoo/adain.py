@@ -1,0 +1,88 @@
+"""AdaIN decoder (*Any Painting (Fast)*): time-budgeted, resumable training (``build.py models --only adain``).
+
+The model is written to ``<out_dir>/training/adain.safetensors`` and its state
+(model + optimizer + step + RNG + history, a few MB) to
+``<out_dir>/training/adain.train.safetensors``; both are committed so the next
+session continues. Shipping is copying the model to
+``models/style/adain_decoder.safetensors`` once it meets the targets
+(``tools/eval_fast_styles.py --ship adain``).
+
+Held out of training (the bench and the evaluation measure AdaIN on
+paintings it never saw): ``HELD_OUT``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from . import MODELS, ROOT
+
+PROFILES = ("cpu", "gpu", "tiny")
+HELD_OUT = ("starry_night", "the_kiss", "composition_vii", "four_girls")
+PAINTINGS = ROOT / "data" / "paintings"
+CONTENT = (ROOT / "data" / "content", ROOT / "models" / "content_frames")
+SEED = 0
+
+
+def recipe_for(profile: str):
+    from core.style.adain_train import AdaINRecipe
+
+    if profile == "cpu":
+        return AdaINRecipe()
+    if profile == "gpu":  # same decoder; larger crops and batches, bf16 on CUDA
+        return replace(AdaINRecipe(), phases=((0, 256, 8, 1024), (4000, 512, 4, 256)), bf16_autocast=True,
+                       checkpoint_seconds=120.0)
+    if profile == "tiny":
+        return AdaINRecipe(decoder={"widths": [16, 8, 8], "extra_convs": [1, 0, 0], "entry_kernel": 1},
+                           phases=((0, 32, 2, 8), (6, 48, 2, 4)), pool_steps=4, warmup_steps=2, style_sizes=(64,),
+                           recoloured=1, checkpoint_seconds=1.0)
+    raise ValueError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
+
+
+def training_paintings(profile: str) -> list[Path]:
+    files = sorted(p for p in PAINTINGS.glob("*.jpg") if p.stem not in HELD_OUT)
+    return files[:2] if profile == "tiny" else files
+
+
+def paths(out_dir: Path) -> tuple[Path, Path]:
+    folder = Path(out_dir) / "training"
+    return folder / "adain.safetensors", folder / "adain.train.safetensors"
+
+
+def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Path = MODELS,
+          warm_start: Path | None = None, max_steps: int | None = None) -> dict:
+    from core.style.adain_train import train_adain_budgeted
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
+    if profile != "gpu" and device == "cpu":
+        # One thread: the machine's other core belongs to the other training and the other helpers.
+        torch.set_num_threads(int(os.environ.get("NEURAL_TRAIN_THREADS", "1")))
+    model_path, state_path = paths(out_dir)
+    if profile == "gpu" and warm_start is None and not state_path.exists():
+        cpu_state = paths(MODELS)[1]
+        warm_start = cpu_state if cpu_state.exists() else None
+    content = CONTENT
+    if profile == "tiny":  # seconds on tiny data: a few of the bundled frames
+        content = (ROOT / "models" / "content_frames",)
+    summary = train_adain_budgeted(
+        model_path, state_path, content, training_paintings(profile), minutes, recipe=recipe_for(profile),
+        seed=SEED, device=device, profile=profile, max_steps=max_steps if profile != "tiny" else (max_steps or 10),
+        warm_start=warm_start, cache_dir=None if profile == "tiny" else ROOT / "build_cache" / "zoo",
+        held_out=HELD_OUT, log=lambda line: print(f"adain: {line}", flush=True), content_limit=4 if profile == "tiny" else None)
+    total_seconds = sum(s["seconds"] for s in summary["history"])
+    return {"name": "adain", "label": "Any Painting (Fast)", "kind": "style_adain",
+            "file": str(model_path.relative_to(out_dir.parent) if out_dir == MODELS else model_path),
+            "command": f"python build.py models --only adain --minutes {minutes:g} --profile {profile}",
+            "steps": summary["steps"], "minutes": round(total_seconds / 60, 1), "machine": summary["machine"],
+            "seconds_per_step": summary["seconds_per_step"], "held_out_paintings": list(HELD_OUT),
+            "sessions": len(summary["history"])}
+
+
+if __name__ == "__main__":  # python -m tools.zoo.adain MINUTES [PROFILE]
+    print(train(float(sys.argv[1]), profile=sys.argv[2] if len(sys.argv) > 2 else "cpu"))

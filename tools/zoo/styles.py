@@ -1,0 +1,89 @@
+"""The bundled fast styles: ONE multi-style network (conditional instance norm), time-budgeted and resumable.
+
+``python build.py models --only styles --minutes N`` trains every style in
+``STYLES`` at once, writing ``<out_dir>/training/fast_styles.safetensors`` and
+its state (model + optimizer + step + RNG + history) beside it as
+``fast_styles.train.safetensors``; both are committed so the next session
+continues. Shipping is copying the model to ``models/style/fast_styles.safetensors``
+(``tools/eval_fast_styles.py --ship styles``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from . import MODELS, ROOT
+
+PROFILES = ("cpu", "gpu", "tiny")
+PAINTINGS = ROOT / "data" / "paintings"
+CONTENT = (ROOT / "data" / "content", ROOT / "models" / "content_frames")
+SEED = 0
+# (file stem in data/paintings, what the panel shows): eight manners that look nothing alike.
+STYLES = (
+    ("starry_night", "Starry Night (van Gogh)"),
+    ("wave", "The Great Wave (Hokusai)"),
+    ("water_lilies", "Water Lilies (Monet)"),
+    ("composition_vii", "Composition VII (Kandinsky)"),
+    ("the_seine_at_la_grande_jatte", "La Grande Jatte (Seurat)"),
+    ("contrast_of_forms", "Contrast of Forms (Léger)"),
+    ("udnie", "Udnie (Picabia)"),
+    ("street_berlin", "Street, Berlin (Kirchner)"),
+)
+
+
+def recipe_for(profile: str):
+    from core.style.multistyle_train import MultiStyleRecipe
+
+    if profile == "cpu":
+        return MultiStyleRecipe()
+    if profile == "gpu":  # same network; larger crops and batches, bf16 on CUDA
+        return replace(MultiStyleRecipe(), phases=((0, 256, 8, 1024), (6000, 384, 8, 512)), bf16_autocast=True,
+                       checkpoint_seconds=120.0)
+    if profile == "tiny":
+        return MultiStyleRecipe(base_channels=4, residual_blocks=1, phases=((0, 32, 2, 8), (6, 48, 2, 4)),
+                                pool_steps=4, style_size=64, checkpoint_seconds=1.0)
+    raise ValueError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
+
+
+def style_list(profile: str) -> list[dict]:
+    chosen = STYLES[:2] if profile == "tiny" else STYLES
+    return [{"name": name, "label": label, "painting": PAINTINGS / f"{name}.jpg"} for name, label in chosen]
+
+
+def paths(out_dir: Path) -> tuple[Path, Path]:
+    folder = Path(out_dir) / "training"
+    return folder / "fast_styles.safetensors", folder / "fast_styles.train.safetensors"
+
+
+def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Path = MODELS,
+          warm_start: Path | None = None, max_steps: int | None = None) -> dict:
+    from core.style.multistyle_train import train_multistyle_budgeted
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
+    if profile != "gpu" and device == "cpu":
+        torch.set_num_threads(int(os.environ.get("NEURAL_TRAIN_THREADS", "1")))
+    model_path, state_path = paths(out_dir)
+    if profile == "gpu" and warm_start is None and not state_path.exists():
+        cpu_state = paths(MODELS)[1]
+        warm_start = cpu_state if cpu_state.exists() else None
+    summary = train_multistyle_budgeted(
+        model_path, state_path, CONTENT, style_list(profile), minutes, recipe=recipe_for(profile), seed=SEED,
+        device=device, profile=profile, max_steps=max_steps if profile != "tiny" else (max_steps or 10),
+        warm_start=warm_start, content_limit=4 if profile == "tiny" else None,
+        log=lambda line: print(f"styles: {line}", flush=True))
+    total_seconds = sum(s["seconds"] for s in summary["history"])
+    return {"name": "fast_styles", "label": "Bundled Styles", "kind": "style_multi",
+            "file": str(model_path), "styles": [name for name, _ in STYLES],
+            "command": f"python build.py models --only styles --minutes {minutes:g} --profile {profile}",
+            "steps": summary["steps"], "minutes": round(total_seconds / 60, 1), "machine": summary["machine"],
+            "seconds_per_step": summary["seconds_per_step"], "sessions": len(summary["history"])}
+
+
+if __name__ == "__main__":  # python -m tools.zoo.styles MINUTES [PROFILE]
+    print(train(float(sys.argv[1]), profile=sys.argv[2] if len(sys.argv) > 2 else "cpu"))
