@@ -64,9 +64,10 @@ COPY_ROUNDS = (6, 4, 3, 1)
 # and only refines it (its pixels are 3/4 of all the work), so one iteration does there.
 COPY_SEARCH = 3
 COPY_SEARCH_FINAL = 1
-# The layout: "blocks" (lattice-snapped exemplar blocks, then copying) or "sliced" (sliced-Wasserstein steps).
-LAYOUTS = ("blocks", "sliced")
-DEFAULT_LAYOUT = "blocks"
+# The layout: "blocks" (lattice-snapped exemplar blocks, then copying), "sliced" (sliced-Wasserstein steps),
+# or "auto": blocks when an exemplar repeats on a lattice, sliced otherwise (``structure.layout_for``).
+LAYOUTS = ("auto", "blocks", "sliced")
+DEFAULT_LAYOUT = "auto"
 # Side of the start's blocks as a share of the smallest exemplar's side (at the first copying octave).
 BLOCK_SHARE = 1 / 3
 # Above this many output pixels an octave only carries the copy map up (no search): memory and time stay flat.
@@ -406,7 +407,8 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
     pyramid levels (default: down to ~32 px of the smallest exemplar).
     ``track_distance`` records each scale's patch distance before and after its
     steps (costs two extra projections per scale). Same seed, same result.
-    ``layout``: how the coarse layout is made before the copying octaves. "blocks" (default): the
+    ``layout``: how the coarse layout is made before the copying octaves. "auto" (default): "blocks" when
+    an exemplar repeats on a lattice, else "sliced" (``structure.layout_for``). "blocks": the
     exemplars' smooth lighting is divided out, then the output is tiled by exemplar blocks whose offsets
     snap to the exemplar's lattice when it repeats (``structure.py``), so courses stay straight and cells
     whole; the lighting is put back on plain (non-tileable) output. "sliced": sliced-Wasserstein steps
@@ -424,11 +426,14 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     light = None
     lattices: list[structure.Lattice | None] = []
-    if layout == "blocks":
+    if layout in ("auto", "blocks"):
         flattened = [structure.flatten_lighting(e) for e in exemplar_list]
-        exemplar_list = [f for f, _ in flattened]
-        light = flattened[0][1]
-        lattices = [structure.find_lattice(e) for e in exemplar_list]
+        lattices = [structure.find_lattice(f) for f, _ in flattened]
+        if layout == "auto":
+            layout = structure.layout_for(lattices)
+        if layout == "blocks":
+            exemplar_list = [f for f, _ in flattened]
+            light = flattened[0][1]
     dev = pick_device(device)
     gen = torch.Generator().manual_seed(int(seed))
     # Layout by sliced steps up to the first copying octave, then octave by octave copied detail.
