@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--set", default="tune", help="comma-separated: tune, measure, validate, bundled (or all)")
     parser.add_argument("--side", type=int, default=512)
     parser.add_argument("--crops", type=int, default=4)
+    parser.add_argument("--only", default="", help="comma-separated photograph names (default: the whole set)")
     parser.add_argument("--seeds", default="1", help="comma-separated synthesis seeds; ratios are averaged")
     parser.add_argument("--out", type=Path, default=Path("bench_output/compare_synth"))
     args = parser.parse_args()
@@ -70,7 +71,7 @@ def main() -> None:
     for name, kind, path in photographs(quick=False):
         wanted = set(args.set.split(","))
         group = "bundled" if path.suffix == ".png" else kind
-        if "all" not in wanted and group not in wanted:
+        if ("all" not in wanted and group not in wanted) or (args.only and name not in args.only.split(",")):
             continue
         exemplar = load_rgb(path)
         crop = crop_side(exemplar, args.side)
