@@ -186,7 +186,7 @@ def test_worker_job_writes_the_texture(bricks, tmp_path):
     data = np.load(result["image"]["path"])
     assert data.shape == (20, 36, 3) and result["image"]["colorspace"] == "srgb"
     assert '"event": "progress"' in events.getvalue()
-    # The layout parameter reaches the synthesizer (bricks repeat: auto would take blocks).
+    # The layout parameter reaches the synthesizer (the default is blocks).
     sliced = JOB_KINDS["texture_synth.synthesize"](JobContext("s3", {**params, "layout": "sliced"}, tmp_path,
                                                               _Channel(events), CancelToken(), "cpu", _ModelCache()))
     expected = synthesize(load_rgb(exemplar), 36, 20, seed=2, tileable=True, steps=2, layout="sliced").image
