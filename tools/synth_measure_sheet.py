@@ -1,6 +1,6 @@
 """Contact sheet of instant synthesis on the measuring photographs: exemplar | output | output tiled 2x2.
 
-    python -m tools.synth_measure_sheet [--set measure] [--side 256] [--out docs/images/synth_measure_sheet.jpg]
+    python -m tools.synth_measure_sheet [--set measure|validate|tune] [--side 256] [--out docs/images/synth_measure_sheet.jpg]
 
 One row per photograph of data/texture_photos/ in the chosen set, every image at native scale (no
 resampling), so courses, mortar lines and stone outlines can be judged as they are.
@@ -49,7 +49,7 @@ def sheet(photos: list[Path], side: int, seed: int) -> Image.Image:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", default="measure", choices=["measure", "tune"])
+    parser.add_argument("--set", default="measure", choices=["measure", "validate", "tune"])
     parser.add_argument("--side", type=int, default=256)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "synth_measure_sheet.jpg")

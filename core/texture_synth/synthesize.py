@@ -64,8 +64,11 @@ COPY_ROUNDS = (6, 4, 3, 1)
 # and only refines it (its pixels are 3/4 of all the work), so one iteration does there.
 COPY_SEARCH = 3
 COPY_SEARCH_FINAL = 1
-# The layout: "blocks" (lattice-snapped exemplar blocks, then copying) or "sliced" (sliced-Wasserstein steps).
-LAYOUTS = ("blocks", "sliced")
+# The layout: "blocks" (lattice-snapped exemplar blocks, then copying), "sliced" (sliced-Wasserstein steps),
+# or "auto": blocks when an exemplar repeats on a lattice, sliced otherwise (``structure.layout_for``).
+# Blocks stay the default: over 2 seeds they measured as good as or better than sliced on irregular
+# photographs too (docs/synth_photos_before_after.md), so "auto" would only lose there.
+LAYOUTS = ("auto", "blocks", "sliced")
 DEFAULT_LAYOUT = "blocks"
 # Side of the start's blocks as a share of the smallest exemplar's side (at the first copying octave).
 BLOCK_SHARE = 1 / 3
@@ -411,6 +414,7 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
     snap to the exemplar's lattice when it repeats (``structure.py``), so courses stay straight and cells
     whole; the lighting is put back on plain (non-tileable) output. "sliced": sliced-Wasserstein steps
     from a noisy block start (GPDM-like; ``steps``, ``scales`` and ``projections`` apply to it only).
+    "auto": "blocks" when an exemplar repeats on a lattice, else "sliced" (``structure.layout_for``).
     """
     if isinstance(exemplars, (str, Path, np.ndarray)):
         exemplars = [exemplars]
@@ -424,11 +428,14 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     light = None
     lattices: list[structure.Lattice | None] = []
-    if layout == "blocks":
+    if layout in ("auto", "blocks"):
         flattened = [structure.flatten_lighting(e) for e in exemplar_list]
-        exemplar_list = [f for f, _ in flattened]
-        light = flattened[0][1]
-        lattices = [structure.find_lattice(e) for e in exemplar_list]
+        lattices = [structure.find_lattice(f) for f, _ in flattened]
+        if layout == "auto":
+            layout = structure.layout_for(lattices)
+        if layout == "blocks":
+            exemplar_list = [f for f, _ in flattened]
+            light = flattened[0][1]
     dev = pick_device(device)
     gen = torch.Generator().manual_seed(int(seed))
     # Layout by sliced steps up to the first copying octave, then octave by octave copied detail.

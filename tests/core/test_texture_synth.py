@@ -89,10 +89,10 @@ def test_patch_distance_drops_at_every_scale(bricks):
 
 
 def test_block_layout_copies_without_drifting_from_the_exemplar(bricks):
-    """The default (block) layout starts the copying from exemplar blocks: no sliced steps, and no copying
+    """The block layout starts the copying from exemplar blocks: no sliced steps, and no copying
     octave takes the patch statistics away from the exemplar's."""
     for size in (48, 160):
-        result = synthesize(bricks, size, size, seed=3, track_distance=True)
+        result = synthesize(bricks, size, size, seed=3, track_distance=True, layout="blocks")
         assert result.scales and all(r.stage == "detail" for r in result.scales)
         assert result.scales[-1].width == size
         for record in result.scales:
@@ -159,7 +159,7 @@ def test_bad_inputs_give_clear_errors(bricks, tmp_path):
         synthesize(bricks, 32, 32, steps=[1, 2, 3, 4, 5, 6, 7, 8, 9])
 
 
-@pytest.mark.parametrize("layout", ["blocks", "sliced"])
+@pytest.mark.parametrize("layout", ["auto", "blocks", "sliced"])
 def test_cli_synthesizes_a_tileable_png(bricks, tmp_path, layout):
     exemplar = save_image(tmp_path / "bricks.png", bricks)
     out = tmp_path / "out.png"
@@ -186,6 +186,12 @@ def test_worker_job_writes_the_texture(bricks, tmp_path):
     data = np.load(result["image"]["path"])
     assert data.shape == (20, 36, 3) and result["image"]["colorspace"] == "srgb"
     assert '"event": "progress"' in events.getvalue()
+    # The layout parameter reaches the synthesizer (the default is blocks).
+    sliced = JOB_KINDS["texture_synth.synthesize"](JobContext("s3", {**params, "layout": "sliced"}, tmp_path,
+                                                              _Channel(events), CancelToken(), "cpu", _ModelCache()))
+    expected = synthesize(load_rgb(exemplar), 36, 20, seed=2, tileable=True, steps=2, layout="sliced").image
+    assert np.abs(np.load(sliced["image"]["path"]) - expected).max() < 1e-6
+    assert np.abs(data - expected).max() > 0.05
     params["exemplars"] = [str(tmp_path / "missing.png")]
     with pytest.raises(ImageError, match="not found"):
         JOB_KINDS["texture_synth.synthesize"](JobContext("s2", params, tmp_path, _Channel(events), CancelToken(),
