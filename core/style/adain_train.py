@@ -192,8 +192,8 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
             if pool.ensure((phase, (step - first) // recipe.pool_steps), pool_count, crop):
                 log(f"step {step}: new pool of {pool_count} crops at {crop} px ({time.monotonic() - t0:.0f} s)")
                 t0 = time.monotonic()
-            idx = torch.randint(pool_count, (batch,), generator=generator)
-            sidx = torch.randint(n_variants, (batch,), generator=generator)
+            idx = torch.randint(pool_count, (batch,), generator=generator, device="cpu")
+            sidx = torch.randint(n_variants, (batch,), generator=generator, device="cpu")
             for group in optimizer.param_groups:
                 group["lr"] = recipe.learning_rate / (1.0 + recipe.lr_decay * step)
             feats = pool.features[ENCODER_LAYER][idx].to(dev)

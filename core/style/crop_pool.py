@@ -79,7 +79,7 @@ def sample_crops(images: Sequence[np.ndarray], count: int, size: int, generator:
     shorter side, so crops range from details to whole-frame views; images
     smaller than ``size`` are upscaled.
     """
-    crops = torch.empty(count, 3, size, size)
+    crops = torch.empty(count, 3, size, size, device="cpu")  # pools are staged on the CPU
     for i in range(count):
         rgb = images[int(torch.randint(len(images), (1,), generator=generator))]
         h, w = rgb.shape[:2]
@@ -117,7 +117,7 @@ class CropPool:
         self.images, self.encoder, self.layers = images, encoder, tuple(layers)
         self.seed, self.device = seed, device
         self.key: tuple | None = None
-        self.crops = torch.empty(0)
+        self.crops = torch.empty(0, device="cpu")
         self.features: dict[str, torch.Tensor] = {}
 
     def ensure(self, key: tuple, count: int, size: int) -> bool:
@@ -132,14 +132,14 @@ class CropPool:
 
 # --------------------------------------------------------------------------- paintings
 
-_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device="cpu")
 _FROM_YIQ = torch.linalg.inv(_TO_YIQ)
 
 
 def recolour(image: torch.Tensor, hue: float, saturation: float) -> torch.Tensor:
     """3xHxW rotated in chroma (YIQ) by ``hue`` radians and its chroma scaled by ``saturation``."""
     c, s = math.cos(hue) * saturation, math.sin(hue) * saturation
-    chroma = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    chroma = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]], device="cpu")  # paintings are recoloured on the CPU
     return (_FROM_YIQ @ chroma @ _TO_YIQ @ image.reshape(3, -1)).reshape(image.shape).clamp(0, 1)
 
 

@@ -155,8 +155,8 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
             if pool.ensure((phase, (step - first) // recipe.pool_steps), pool_count, crop):
                 log(f"step {step}: new pool of {pool_count} crops at {crop} px ({time.monotonic() - t0:.0f} s)")
                 t0 = time.monotonic()
-            idx = torch.randint(pool_count, (batch,), generator=generator)
-            style_idx = torch.randint(len(styles), (batch,), generator=generator)
+            idx = torch.randint(pool_count, (batch,), generator=generator, device="cpu")
+            style_idx = torch.randint(len(styles), (batch,), generator=generator, device="cpu")
             base_lr = recipe.learning_rate / (1.0 + recipe.lr_decay * step)
             optimizer.param_groups[0]["lr"] = base_lr
             optimizer.param_groups[1]["lr"] = base_lr * recipe.style_lr_scale

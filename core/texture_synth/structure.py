@@ -56,8 +56,8 @@ def lighting_field(rgb: np.ndarray) -> np.ndarray:
                           size=(min(h, LIGHT_FIT_SIDE), min(w, LIGHT_FIT_SIDE)), mode="area")[0, 0].double()
 
     def basis(rows: int, cols: int) -> torch.Tensor:
-        y, x = torch.meshgrid(torch.linspace(-1, 1, rows, dtype=torch.float64),
-                              torch.linspace(-1, 1, cols, dtype=torch.float64), indexing="ij")
+        y, x = torch.meshgrid(torch.linspace(-1, 1, rows, dtype=torch.float64, device="cpu"),
+                              torch.linspace(-1, 1, cols, dtype=torch.float64, device="cpu"), indexing="ij")
         terms = [y ** i * x ** j for i in range(LIGHT_DEGREE + 1) for j in range(LIGHT_DEGREE + 1 - i)]
         return torch.stack([t.flatten() for t in terms], dim=1)
 
@@ -225,14 +225,15 @@ def block_field(regions: list[tuple[int, int, int, int]], lattices: list[Lattice
     exemplar differ by whole lattice vectors, so courses run on across block borders.
     """
     r = patch // 2
-    fy = torch.empty(height, width, dtype=torch.long)
-    fx = torch.empty(height, width, dtype=torch.long)
+    device = gen.device  # the field lives where its generator draws
+    fy = torch.empty(height, width, dtype=torch.long, device=device)
+    fx = torch.empty(height, width, dtype=torch.long, device=device)
     anchors = [(float(torch.randint(1 << 16, (1,), generator=gen)), float(torch.randint(1 << 16, (1,), generator=gen)))
                for _ in regions]
-    ys = torch.arange(height).view(-1, 1)
-    xs = torch.arange(width).view(1, -1)
+    ys = torch.arange(height, device=device).view(-1, 1)
+    xs = torch.arange(width, device=device).view(1, -1)
     # Exemplars take turns in a random order, so each gets its share of blocks (not a lucky draw).
-    order = torch.randperm(len(regions), generator=gen).tolist()
+    order = torch.randperm(len(regions), generator=gen, device=device).tolist()
     count = 0
     for top in range(0, height, block):
         for left in range(0, width, block):
