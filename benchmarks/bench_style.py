@@ -4,9 +4,9 @@ Every row has a baseline measured in the same run:
 
 * quality on a real photograph and a held-out Cycles render, for every path
   (each bundled fast model, AdaIN, optimisation): VGG19 Gram style distance to
-  the painting (``quality.style_distance``) against the unstylized frame's and
-  the previous random-feature models', and relu4_2 content distance to the
-  input (target <= 1.0);
+  the painting (``quality.style_distance``) against the unstylized frame's
+  (and, for the multi-style network, the previous per-style models' in
+  models/style), and relu4_2 content distance to the input (target <= 1.0);
 
 * feed-forward stylization per size (512, 1080p, 4K; fp16 on CUDA) vs a
   bicubic 2x down/up resize of the same frame (a trivial full-frame pass);
@@ -42,7 +42,6 @@ FAMILY = "style"
 ROOT = Path(__file__).resolve().parents[1]
 STYLES = ROOT / "data" / "paintings"  # inside the repository (a clone has no ../shared)
 BUNDLED = ROOT / "models" / "style"
-BASELINES = Path(__file__).resolve().parent / "baseline_models"
 HELD_OUT_RENDER = Path(__file__).resolve().parent / "data" / "render_holdout_7777.jpg"
 HELD_OUT_PHOTO = Path(__file__).resolve().parent / "data" / "photo_holdout_tower_bridge.jpg"  # a city skyline
 TRAINING = ROOT / "models" / "training"  # checkpoints of the time-budgeted trainings (tools/zoo)
@@ -179,13 +178,12 @@ def _quality_on_real_inputs(ctx: BenchContext) -> None:
     for model_path in sorted(BUNDLED.glob("*.safetensors")):
         if model_path.stem not in works:
             continue
+        # The per-style models are themselves the multi-style network's "previous model" baseline
+        # (_multistyle_quality); the random-feature models before them left the repository.
         model = StyleModel.load(model_path, ctx.device)
-        baseline_path = BASELINES / f"{model_path.stem}_random_features.safetensors"
-        baseline = StyleModel.load(baseline_path, ctx.device) if baseline_path.exists() else None
         for kind, frame in inputs.items():
             _quality_row(ctx, "fast", f"{model_path.stem} on the {kind}", works[model_path.stem], frame,
-                         model.stylize(frame), None if baseline is None else baseline.stylize(frame),
-                         "previous random-feature model")
+                         model.stylize(frame))
     _multistyle_quality(ctx, inputs, works)
     _adain_quality(ctx, inputs, works)
     painting = works["starry_night"] if "starry_night" in works else next(iter(works.values()))

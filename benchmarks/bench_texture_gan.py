@@ -120,18 +120,20 @@ def run(ctx: BenchContext) -> None:
     _bundled_materials(ctx)
 
 
-MATERIALS_MODEL = Path(__file__).resolve().parents[1] / "models" / "texture_gan" / "materials.safetensors"
-
-
 def _bundled_materials(ctx: BenchContext) -> None:
-    """The bundled conditional GAN, per material, against the exemplar's own random crops (same run) and the
-    instant synthesizer it was distilled from. (The old per-texture GANs learnt procedural exemplars, not these
-    materials: their rows are the ones above.)"""
-    if ctx.quick or not MATERIALS_MODEL.is_file():
+    """The conditional GAN over the materials (still in training: models/training/), per material, against the
+    exemplar's own random crops (same run) and the instant synthesizer it was distilled from. (The old
+    per-texture GANs learnt procedural exemplars, not these materials: their rows are the ones above.)"""
+    if ctx.quick:
         return
     from tools.eval_materials import evaluate
+    from tools.zoo.gan import find_model
 
-    rows, extra, _ = evaluate(MATERIALS_MODEL, None, None, seeds=3, seam_seeds=16, time_2048=True)
+    model_path, missing = find_model()
+    if model_path is None:
+        print(f"bench_texture_gan: no materials GAN rows: {missing}", flush=True)
+        return
+    rows, extra, _ = evaluate(model_path, None, None, seeds=3, seam_seeds=16, time_2048=True)
     for r in rows:
         ctx.add(family=FAMILY, name=f"materials GAN VGG19 SW ratio {r['material']} ({r['crop_px']}px)",
                 value=r["gan_ratio"], unit="x crops", target="<= 1.6", baseline_name="instant synthesis (teacher)",

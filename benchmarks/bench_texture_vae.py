@@ -141,18 +141,21 @@ def run(ctx: BenchContext) -> None:
     _materials_vaegan(ctx)
 
 
-MATERIALS_VAEGAN = Path(__file__).resolve().parents[1] / "models" / "texture_vae" / "materials_vaegan.safetensors"
-
-
 def _materials_vaegan(ctx: BenchContext) -> None:
-    """The VAE-GAN over the bundled materials: variations (strength 0.5) of a crop of each material against the
-    exemplar's own random crops (same run), beside the old materials VAE's variation of the same crop."""
-    if ctx.quick or not MATERIALS_VAEGAN.is_file():
+    """The VAE-GAN over the materials (still in training: models/training/): variations (strength 0.5) of a crop
+    of each material against the exemplar's own random crops (same run), beside the old materials VAE's
+    variation of the same crop."""
+    if ctx.quick:
         return
     from tools.eval_materials import VARY_STRENGTH, VGGJudge, crops, gradient_energy
     from tools.zoo.gan import MATERIALS, load_materials
+    from tools.zoo.vae import find_model
 
-    new, old = load_texture_vae(MATERIALS_VAEGAN, "cpu"), load_texture_vae(BUNDLED_MODEL, "cpu")
+    model_path, missing = find_model()
+    if model_path is None:
+        print(f"bench_texture_vae: no VAE-GAN rows: {missing}", flush=True)
+        return
+    new, old = load_texture_vae(model_path, "cpu"), load_texture_vae(BUNDLED_MODEL, "cpu")
     for (name, _, _), ex in zip(MATERIALS, load_materials(MATERIALS, None)):
         size = min(ex.shape[:2]) // 2
         judge = VGGJudge(ex)  # vgg_texture_distance(., ex), the exemplar's features computed once

@@ -1,7 +1,7 @@
 """Quick evaluation of the material models (conditional GAN, VAE-GAN) on their checkpoints (~2-3 min on a CPU).
 
-    python tools/eval_materials.py [--gan models/texture_gan/materials.safetensors]
-                                   [--vae models/texture_vae/materials_vaegan.safetensors]
+    python tools/eval_materials.py [--gan models/training/materials_gan.safetensors]
+                                   [--vae models/training/materials_vaegan.safetensors]
                                    [--old-vae models/texture_vae/materials.safetensors] [--out eval_materials.png]
 
 Per material, each figure next to its baseline from the same run (the bench targets in brackets):
@@ -150,14 +150,22 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gan", default=str(ROOT / "models/texture_gan/materials.safetensors"))
-    parser.add_argument("--vae", default=str(ROOT / "models/texture_vae/materials_vaegan.safetensors"))
+    # Both still in training: beside their states in models/training/ (see tools/zoo/gan.py, vae.py).
+    parser.add_argument("--gan", default=str(ROOT / "models/training/materials_gan.safetensors"))
+    parser.add_argument("--vae", default=str(ROOT / "models/training/materials_vaegan.safetensors"))
     parser.add_argument("--old-vae", default=str(ROOT / "models/texture_vae/materials.safetensors"))
     parser.add_argument("--out", default="eval_materials.png")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="one seed, 4 seam seeds (about half the time)")
     args = parser.parse_args(argv)
     from core.common.images import save_image
+
+    if not Path(args.gan).is_file():
+        from tools.zoo.gan import model_path
+        how = ("write it from its training state: python build.py models --only gan --minutes 0"
+               if Path(args.gan) == model_path() else "check the --gan path")
+        print(f"eval_materials: {args.gan} is missing; {how}", file=sys.stderr)
+        return 1
 
     start = time.perf_counter()
     rows, extra, (strip, interp) = evaluate(Path(args.gan), Path(args.vae), Path(args.old_vae),

@@ -182,17 +182,23 @@ def _quality(recipe: Recipe) -> dict:
     raise ValueError(recipe.kind)
 
 
-def _update_manifest(manifest_path: Path, entry: dict) -> None:
-    """Merge one entry, re-reading under a lock so parallel runs of different models keep each other's."""
+def _update_manifest(manifest_path: Path, entry: dict, section: str = "models") -> None:
+    """Merge one entry, re-reading under a lock so parallel runs of different models keep each other's.
+
+    ``section="training"``: a model still in training, recorded but not listed by the add-on (core.library
+    reads only ``models``); its entry leaves ``models`` if it was there."""
     import fcntl
 
     with open(manifest_path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         current = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": []}
-        merged = {m["name"]: m for m in current["models"]}
+        for other in {"models", "training"} - {section}:
+            if other in current:
+                current[other] = [m for m in current[other] if m["name"] != entry["name"]]
+        merged = {m["name"]: m for m in current.get(section, [])}
         merged[entry["name"]] = entry
         order = [r.name for r in recipes()]
-        current["models"] = sorted(merged.values(), key=lambda m: order.index(m["name"]) if m["name"] in order else 99)
+        current[section] = sorted(merged.values(), key=lambda m: order.index(m["name"]) if m["name"] in order else 99)
         manifest_path.write_text(json.dumps(current, indent=2) + "\n")
 
 

@@ -323,11 +323,50 @@ def load_training_state(path: str | os.PathLike, device: torch.device | str = "c
         if metadata.get("kind") != "training_state":
             raise CheckpointError(f"{p.name} is not a training-state file")
         tensors = load_file(str(p), device=str(device))
+        for key in json.loads(metadata.get("compact_moments", "[]")):
+            tensors[key] = tensors[key].float()  # stored as bfloat16 by compact_training_state
         return _unflatten(json.loads(metadata["structure"]), tensors)
     except CheckpointError:
         raise
     except Exception as exc:
         raise CheckpointError(f"{p.name}: training state could not be read (corrupt or truncated): {exc}") from exc
+
+
+# Adam's first and second moments: the only tensors compact_training_state rounds.
+_MOMENT_NAMES = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def compact_training_state(path: str | os.PathLike) -> list[str]:
+    """Rewrite a training state with its optimizers' moments in bfloat16 (half their bytes); returns the
+    keys it rounded ([] when already compact).
+
+    For the states committed into the repository only (models/training/*.train.safetensors, rewritten by
+    ``tools/compact_states.py`` before a commit): the moments are running averages that the next steps
+    overwrite at rate (1 - beta), so their 8-bit mantissa changes the resumed training by a tiny, measured
+    amount (tests/core/test_compact_states.py); weights, EMA weights, steps and random streams stay exact.
+    Trainings themselves always write full float32 states, so a resume within a session is bit-identical.
+    ``load_training_state`` casts the rounded moments back to float32.
+    """
+    p = Path(path)
+    _check_file(p)
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(p), framework="pt") as fh:
+        metadata = dict(fh.metadata() or {})
+    if metadata.get("kind") != "training_state":
+        raise CheckpointError(f"{p.name} is not a training-state file")
+    tensors = load_file(str(p))
+    done = set(json.loads(metadata.get("compact_moments", "[]")))
+    rounded = [k for k, t in tensors.items() if k.rsplit(".", 1)[-1] in _MOMENT_NAMES
+               and t.dtype == torch.float32 and k not in done]
+    if not rounded:
+        return []
+    for key in rounded:
+        tensors[key] = tensors[key].to(torch.bfloat16)
+    metadata["compact_moments"] = json.dumps(sorted(done | set(rounded)))
+    _atomic_save_tensors(tensors, metadata, p)
+    return rounded
 
 
 def save_model_and_state(model_path: str | os.PathLike, tensors: dict[str, torch.Tensor], config: dict[str, Any],

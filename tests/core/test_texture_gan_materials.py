@@ -119,18 +119,24 @@ def test_cli_lists_materials_and_generates(model_path, tmp_path, capsys):
 
 @pytest.mark.parametrize("family", ["gan", "vae"])
 def test_zoo_recipe_tiny_writes_model_state_and_manifest_entry(tmp_path, family):
-    """``build.py models --only gan|vae --minutes N``'s contract on the tiny profile: model, state, entry."""
+    """``build.py models --only gan|vae --minutes N``'s contract on the tiny profile: model beside its state
+    (still in training: not a bundled default), state, an entry in the manifest's ``training`` list only."""
     import json
 
+    from core import library
     from tools import zoo
 
-    (tmp_path / "manifest.json").write_text(json.dumps({"models": []}))
+    (tmp_path / "manifest.json").write_text(json.dumps({"models": [{"name": zoo.recipe(family).NAME}]}))
     entry = zoo.recipe(family).train(0.02, profile="tiny", out_dir=tmp_path)
-    assert (tmp_path / entry["file"]).is_file()
+    model = tmp_path / entry["file"]
+    assert model.is_file() and model.parent == tmp_path / "training"
     assert (tmp_path / "training" / f"{family}.train.safetensors").is_file()
     assert [m["name"] for m in entry["materials"]] == ["photo_brick", "photo_grass"]
     assert all(m["exemplars"] for m in entry["materials"]) and entry["training_seconds"] >= 0
-    listed = json.loads((tmp_path / "manifest.json").read_text())["models"]
-    assert [m["name"] for m in listed] == [entry["name"]]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["models"] == [] and [m["name"] for m in manifest["training"]] == [entry["name"]]
+    assert library.list_models([], bundled_folders=[tmp_path]) == []  # the add-on does not offer it
+    model.unlink()  # --minutes 0 rewrites the model from the state
     again = zoo.recipe(family).train(0.0, profile="tiny", out_dir=tmp_path)  # continues from the state
-    assert again["steps"] == entry["steps"]
+    assert again["steps"] == entry["steps"] and model.is_file()
+    assert zoo.recipe(family).find_model(tmp_path) == (model, "")

@@ -1,9 +1,13 @@
 """The bundled conditional texture GAN over the materials (``python build.py models --only gan --minutes N``).
 
 One generator for every material in ``MATERIALS`` (core/texture_gan/conditional.py), distilled from the
-instant synthesizer (core/texture_gan/distill.py). The model goes to ``models/texture_gan/materials.safetensors``,
-its training state (model, optimisers, step, random streams; committed so any session continues it, never
-packaged) to ``models/training/gan.train.safetensors``; the distilled tiles are cached in ``build_cache/``.
+instant synthesizer (core/texture_gan/distill.py). Its training state (model, optimisers, step, random streams;
+committed so any session continues it, never packaged) is ``models/training/gan.train.safetensors``; the model
+is not yet at quality, so it is not a bundled default: it goes beside its state, to
+``models/training/materials_gan.safetensors`` (git-ignored, rewritten from the state with
+``build.py models --only gan --minutes 0``), and its manifest entry to the manifest's ``training`` list, which
+the add-on does not read. Shipping it is moving the file to ``models/texture_gan/`` and the entry to ``models``.
+The distilled tiles are cached in ``build_cache/``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,22 @@ def profile_settings(profile: str) -> dict:
     raise SystemExit(f"gan: unknown profile {profile!r}; known: {', '.join(PROFILES)}")
 
 
+def model_path(out_dir: Path = MODELS) -> Path:
+    """Where the training writes the model (beside its state: not a bundled default yet)."""
+    return Path(out_dir) / "training" / "materials_gan.safetensors"
+
+
+def find_model(out_dir: Path = MODELS) -> tuple[Path | None, str]:
+    """(the model file, "") or (None, why not): for the benches and tools/eval_materials.py."""
+    path = model_path(out_dir)
+    if path.is_file():
+        return path, ""
+    state = Path(out_dir) / "training" / "gan.train.safetensors"
+    how = ("write it from the committed training state with `python build.py models --only gan --minutes 0`"
+           if state.is_file() else "train it with `python build.py models --only gan --minutes 60`")
+    return None, f"{path} is missing; {how}"
+
+
 def load_materials(materials, side: int | None):
     import numpy as np
 
@@ -90,13 +110,11 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
     settings = profile_settings(profile)
     materials = settings["materials"]
     out_dir = Path(out_dir)
-    model_path = out_dir / "texture_gan" / "materials.safetensors"
     state_path = out_dir / "training" / "gan.train.safetensors"
-    model_path.parent.mkdir(parents=True, exist_ok=True)
     state_path.parent.mkdir(parents=True, exist_ok=True)
     cfg = ConditionalGANConfig(n_materials=len(materials), **settings["config"])
     result = train_material_gan(load_materials(materials, settings["exemplar_side"]), [m[0] for m in materials],
-                                model_path, minutes=minutes, config=cfg, seed=SEED, device=device,
+                                model_path(out_dir), minutes=minutes, config=cfg, seed=SEED, device=device,
                                 tiles=settings["tiles"], tile_size=settings["tile_size"],
                                 synth_steps=settings["synth_steps"], cache_dir=ROOT / "build_cache" / "gan_distill",
                                 state_path=state_path, warm_start=warm_start,
@@ -107,19 +125,20 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
 
 def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = None, losses: dict | None = None) -> dict:
     """The manifest entry (and thumbnail) of the model now in ``out_dir``, from its checkpoint's config;
-    merged into ``out_dir/manifest.json`` when there is one. Reads the checkpoint only: safe while a
-    training of the same model runs."""
+    merged into the ``training`` list of ``out_dir/manifest.json`` when there is one (not ``models``: the
+    add-on lists those as bundled defaults). Reads the checkpoint only: safe while a training of the same
+    model runs."""
     from core.common.checkpoints import read_checkpoint_config
 
     out_dir = Path(out_dir)
-    model_path = out_dir / "texture_gan" / "materials.safetensors"
-    config = read_checkpoint_config(model_path)
+    path = model_path(out_dir)
+    config = read_checkpoint_config(path)
     profile = config.get("profile", "cpu")
     materials = [m for m in MATERIALS if m[0] in config["materials"]]
-    thumbnail = write_thumbnail(model_path)
+    thumbnail = write_thumbnail(path)
     entry = {
         "name": NAME, "label": "Materials (conditional GAN)", "kind": "texture_gan",
-        "file": str(model_path.relative_to(out_dir)), "thumbnail": str(thumbnail.relative_to(out_dir)),
+        "file": str(path.relative_to(out_dir)), "thumbnail": str(thumbnail.relative_to(out_dir)),
         "command": f"python build.py models --only gan --minutes {minutes if minutes is not None else 60:g} "
                    f"--profile {profile}  (continues the committed training state)",
         "seed": SEED, "steps": config["steps"], "profile": profile,
@@ -128,12 +147,12 @@ def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = 
         "recipe": "distilled from the instant synthesizer (core/texture_gan/distill.py)",
         "training_seconds": config.get("training_seconds"),
         "trained_on": f"{device} ({platform.machine()}, {platform.system()})",
-        "size_mb": round(model_path.stat().st_size / 1e6, 2),
+        "size_mb": round(path.stat().st_size / 1e6, 2),
     }
     if losses:
         entry["losses"] = {k: round(v, 5) for k, v in losses.items()}
     manifest = out_dir / "manifest.json"
     if manifest.exists():
         from tools.model_zoo import _update_manifest
-        _update_manifest(manifest, entry)
+        _update_manifest(manifest, entry, section="training")
     return entry

@@ -1,8 +1,10 @@
 """The bundled materials VAE, trained as a VAE-GAN (``python build.py models --only vae --minutes N``).
 
-Same materials as the conditional GAN (``tools/zoo/gan.py``). The model goes to
-``models/texture_vae/materials_vaegan.safetensors`` (an ordinary texture VAE file), its training state to
-``models/training/vae.train.safetensors`` (committed, never packaged).
+Same materials as the conditional GAN (``tools/zoo/gan.py``). Its training state is
+``models/training/vae.train.safetensors`` (committed, never packaged). Like the GAN it is not yet at quality,
+so not a bundled default: the model (an ordinary texture VAE file) goes beside its state, to
+``models/training/materials_vaegan.safetensors`` (git-ignored, rewritten from the state with
+``build.py models --only vae --minutes 0``), and its manifest entry to the manifest's ``training`` list.
 """
 
 from __future__ import annotations
@@ -17,6 +19,22 @@ from .gan import MATERIALS, load_materials
 PROFILES = ("cpu", "gpu", "tiny")
 NAME = "materials_vaegan"
 SEED = 23
+
+
+def model_path(out_dir: Path = MODELS) -> Path:
+    """Where the training writes the model (beside its state: not a bundled default yet)."""
+    return Path(out_dir) / "training" / "materials_vaegan.safetensors"
+
+
+def find_model(out_dir: Path = MODELS) -> tuple[Path | None, str]:
+    """(the model file, "") or (None, why not): for the benches and tools/eval_materials.py."""
+    path = model_path(out_dir)
+    if path.is_file():
+        return path, ""
+    state = Path(out_dir) / "training" / "vae.train.safetensors"
+    how = ("write it from the committed training state with `python build.py models --only vae --minutes 0`"
+           if state.is_file() else "train it with `python build.py models --only vae --minutes 60`")
+    return None, f"{path} is missing; {how}"
 
 
 def profile_settings(profile: str) -> dict:
@@ -45,11 +63,9 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
     settings = profile_settings(profile)
     materials = settings["materials"]
     out_dir = Path(out_dir)
-    model_path = out_dir / "texture_vae" / "materials_vaegan.safetensors"
     state_path = out_dir / "training" / "vae.train.safetensors"
-    model_path.parent.mkdir(parents=True, exist_ok=True)
     state_path.parent.mkdir(parents=True, exist_ok=True)
-    result = train_vae_gan(load_materials(materials, settings["exemplar_side"]), model_path, minutes=minutes,
+    result = train_vae_gan(load_materials(materials, settings["exemplar_side"]), model_path(out_dir), minutes=minutes,
                            config=VAEGANConfig(**settings["config"]), seed=SEED, device=device,
                            state_path=state_path, warm_start=warm_start, name=NAME,
                            init_from=settings["init_from"] if settings["init_from"] and settings["init_from"].exists()
@@ -82,15 +98,15 @@ def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = 
     from core.common.checkpoints import read_checkpoint_config
 
     out_dir = Path(out_dir)
-    model_path = out_dir / "texture_vae" / "materials_vaegan.safetensors"
-    config = read_checkpoint_config(model_path)
+    path = model_path(out_dir)
+    config = read_checkpoint_config(path)
     profile = config.get("profile", "cpu")
     materials = [m for m in MATERIALS if m[0] in config.get("materials", [])]
     fine_tuned = profile != "tiny"
-    thumbnail = write_thumbnail(model_path, materials)
+    thumbnail = write_thumbnail(path, materials)
     entry = {
         "name": NAME, "label": "Materials VAE (sharp, VAE-GAN)", "kind": "texture_vae",
-        "file": str(model_path.relative_to(out_dir)), "thumbnail": str(thumbnail.relative_to(out_dir)),
+        "file": str(path.relative_to(out_dir)), "thumbnail": str(thumbnail.relative_to(out_dir)),
         "command": f"python build.py models --only vae --minutes {minutes if minutes is not None else 60:g} "
                    f"--profile {profile}  (continues the committed training state)",
         "seed": SEED, "steps": config["steps"], "profile": profile,
@@ -100,12 +116,12 @@ def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = 
                   + ("; fine-tuned from texture_vae/materials.safetensors" if fine_tuned else ""),
         "training_seconds": config.get("training_seconds"),
         "trained_on": f"{device} ({platform.machine()}, {platform.system()})",
-        "size_mb": round(model_path.stat().st_size / 1e6, 2),
+        "size_mb": round(path.stat().st_size / 1e6, 2),
     }
     if losses:
         entry["losses"] = {k: round(v, 5) for k, v in losses.items()}
     manifest = out_dir / "manifest.json"
     if manifest.exists():
         from tools.model_zoo import _update_manifest
-        _update_manifest(manifest, entry)
+        _update_manifest(manifest, entry, section="training")
     return entry
