@@ -13,14 +13,11 @@ paintings it never saw): ``HELD_OUT``.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from . import MODELS, ROOT
+from . import MODELS, ROOT, _common
 
 PROFILES = ("cpu", "gpu", "tiny")
 HELD_OUT = ("starry_night", "the_kiss", "composition_vii", "four_girls")
@@ -58,15 +55,10 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
           warm_start: Path | None = None, max_steps: int | None = None) -> dict:
     from core.style.adain_train import train_adain_budgeted
 
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
-    if profile != "gpu" and device == "cpu":
-        # One thread: the machine's other core belongs to the other training and the other helpers.
-        torch.set_num_threads(int(os.environ.get("NEURAL_TRAIN_THREADS", "1")))
+    _common.check_profile(profile, PROFILES)
+    _common.limit_cpu_threads(profile, device)
     model_path, state_path = paths(out_dir)
-    if profile == "gpu" and warm_start is None and not state_path.exists():
-        cpu_state = paths(MODELS)[1]
-        warm_start = cpu_state if cpu_state.exists() else None
+    warm_start = _common.gpu_warm_start(profile, warm_start, state_path, paths(MODELS)[1])
     content = CONTENT
     if profile == "tiny":  # seconds on tiny data: a few of the bundled frames
         content = (ROOT / "models" / "content_frames",)
@@ -75,12 +67,10 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
         seed=SEED, device=device, profile=profile, max_steps=max_steps if profile != "tiny" else (max_steps or 10),
         warm_start=warm_start, cache_dir=None if profile == "tiny" else ROOT / "build_cache" / "zoo",
         held_out=HELD_OUT, log=lambda line: print(f"adain: {line}", flush=True), content_limit=4 if profile == "tiny" else None)
-    total_seconds = sum(s["seconds"] for s in summary["history"])
     return {"name": "adain", "label": "Any Painting (Fast)", "kind": "style_adain",
             "file": str(model_path.relative_to(out_dir.parent) if out_dir == MODELS else model_path),
             "command": f"python build.py models --only adain --minutes {minutes:g} --profile {profile}",
-            "steps": summary["steps"], "minutes": round(total_seconds / 60, 1), "machine": summary["machine"],
-            "seconds_per_step": summary["seconds_per_step"], "held_out_paintings": list(HELD_OUT),
+            **_common.budget_entry(summary), "held_out_paintings": list(HELD_OUT),
             "sessions": len(summary["history"])}
 
 

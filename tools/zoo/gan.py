@@ -12,11 +12,10 @@ The distilled tiles are cached in ``build_cache/``.
 
 from __future__ import annotations
 
-import platform
 import sys
 from pathlib import Path
 
-from . import MODELS, ROOT
+from . import MODELS, ROOT, _common
 
 PROFILES = ("cpu", "gpu", "tiny")
 NAME = "materials_gan"
@@ -61,13 +60,7 @@ def model_path(out_dir: Path = MODELS) -> Path:
 
 def find_model(out_dir: Path = MODELS) -> tuple[Path | None, str]:
     """(the model file, "") or (None, why not): for the benches and tools/eval_materials.py."""
-    path = model_path(out_dir)
-    if path.is_file():
-        return path, ""
-    state = Path(out_dir) / "training" / "gan.train.safetensors"
-    how = ("write it from the committed training state with `python build.py models --only gan --minutes 0`"
-           if state.is_file() else "train it with `python build.py models --only gan --minutes 60`")
-    return None, f"{path} is missing; {how}"
+    return _common.find_model(model_path(out_dir), _common.state_path(out_dir, "gan"), "gan")
 
 
 def load_materials(materials, side: int | None):
@@ -86,19 +79,11 @@ def load_materials(materials, side: int | None):
 
 def write_thumbnail(model_path: Path, cell: int = 48) -> Path:
     """``materials.png`` beside the model: its materials in a square grid (the add-on's model list)."""
-    import math
-
-    import numpy as np
-
-    from core.common.images import save_image
     from core.texture_gan import TextureGenerator
 
     model = TextureGenerator.load(model_path, "cpu")
-    side = math.ceil(math.sqrt(len(model.materials)))
     tiles = [model.generate(cell, cell, seed=0, material=name) for name in model.materials]
-    tiles += [np.zeros_like(tiles[0])] * (side * side - len(tiles))
-    grid = np.concatenate([np.concatenate(tiles[r * side:(r + 1) * side], axis=1) for r in range(side)], axis=0)
-    return save_image(model_path.with_suffix(".png"), grid)
+    return _common.save_grid(model_path.with_suffix(".png"), tiles)
 
 
 def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Path = MODELS,
@@ -110,7 +95,7 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
     settings = profile_settings(profile)
     materials = settings["materials"]
     out_dir = Path(out_dir)
-    state_path = out_dir / "training" / "gan.train.safetensors"
+    state_path = _common.state_path(out_dir, "gan")
     state_path.parent.mkdir(parents=True, exist_ok=True)
     cfg = ConditionalGANConfig(n_materials=len(materials), **settings["config"])
     result = train_material_gan(load_materials(materials, settings["exemplar_side"]), [m[0] for m in materials],
@@ -133,26 +118,9 @@ def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = 
     out_dir = Path(out_dir)
     path = model_path(out_dir)
     config = read_checkpoint_config(path)
-    profile = config.get("profile", "cpu")
     materials = [m for m in MATERIALS if m[0] in config["materials"]]
     thumbnail = write_thumbnail(path)
-    entry = {
-        "name": NAME, "label": "Materials (conditional GAN)", "kind": "texture_gan",
-        "file": str(path.relative_to(out_dir)), "thumbnail": str(thumbnail.relative_to(out_dir)),
-        "command": f"python build.py models --only gan --minutes {minutes if minutes is not None else 60:g} "
-                   f"--profile {profile}  (continues the committed training state)",
-        "seed": SEED, "steps": config["steps"], "profile": profile,
-        "materials": [{"name": n, "label": label, "exemplars": [rel]} for n, label, rel in materials],
-        "data": [rel for _, _, rel in materials],
-        "recipe": "distilled from the instant synthesizer (core/texture_gan/distill.py)",
-        "training_seconds": config.get("training_seconds"),
-        "trained_on": f"{device} ({platform.machine()}, {platform.system()})",
-        "size_mb": round(path.stat().st_size / 1e6, 2),
-    }
-    if losses:
-        entry["losses"] = {k: round(v, 5) for k, v in losses.items()}
-    manifest = out_dir / "manifest.json"
-    if manifest.exists():
-        from tools.model_zoo import _update_manifest
-        _update_manifest(manifest, entry, section="training")
-    return entry
+    return _common.materials_entry(
+        out_dir, path, thumbnail, config, materials, key="gan", name=NAME, label="Materials (conditional GAN)",
+        kind="texture_gan", recipe="distilled from the instant synthesizer (core/texture_gan/distill.py)",
+        seed=SEED, device=device, minutes=minutes, losses=losses)

@@ -10,14 +10,11 @@ continues. Shipping is copying the model to ``models/style/fast_styles.safetenso
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from . import MODELS, ROOT
+from . import MODELS, ROOT, _common
 
 PROFILES = ("cpu", "gpu", "tiny")
 PAINTINGS = ROOT / "data" / "paintings"
@@ -64,25 +61,19 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
           warm_start: Path | None = None, max_steps: int | None = None) -> dict:
     from core.style.multistyle_train import train_multistyle_budgeted
 
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
-    if profile != "gpu" and device == "cpu":
-        torch.set_num_threads(int(os.environ.get("NEURAL_TRAIN_THREADS", "1")))
+    _common.check_profile(profile, PROFILES)
+    _common.limit_cpu_threads(profile, device)
     model_path, state_path = paths(out_dir)
-    if profile == "gpu" and warm_start is None and not state_path.exists():
-        cpu_state = paths(MODELS)[1]
-        warm_start = cpu_state if cpu_state.exists() else None
+    warm_start = _common.gpu_warm_start(profile, warm_start, state_path, paths(MODELS)[1])
     summary = train_multistyle_budgeted(
         model_path, state_path, CONTENT, style_list(profile), minutes, recipe=recipe_for(profile), seed=SEED,
         device=device, profile=profile, max_steps=max_steps if profile != "tiny" else (max_steps or 10),
         warm_start=warm_start, content_limit=4 if profile == "tiny" else None,
         log=lambda line: print(f"styles: {line}", flush=True))
-    total_seconds = sum(s["seconds"] for s in summary["history"])
     return {"name": "fast_styles", "label": "Bundled Styles", "kind": "style_multi",
             "file": str(model_path), "styles": [name for name, _ in STYLES],
             "command": f"python build.py models --only styles --minutes {minutes:g} --profile {profile}",
-            "steps": summary["steps"], "minutes": round(total_seconds / 60, 1), "machine": summary["machine"],
-            "seconds_per_step": summary["seconds_per_step"], "sessions": len(summary["history"])}
+            **_common.budget_entry(summary), "sessions": len(summary["history"])}
 
 
 if __name__ == "__main__":  # python -m tools.zoo.styles MINUTES [PROFILE]

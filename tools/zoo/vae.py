@@ -9,11 +9,10 @@ so not a bundled default: the model (an ordinary texture VAE file) goes beside i
 
 from __future__ import annotations
 
-import platform
 import sys
 from pathlib import Path
 
-from . import MODELS, ROOT
+from . import MODELS, ROOT, _common
 from .gan import MATERIALS, load_materials
 
 PROFILES = ("cpu", "gpu", "tiny")
@@ -28,13 +27,7 @@ def model_path(out_dir: Path = MODELS) -> Path:
 
 def find_model(out_dir: Path = MODELS) -> tuple[Path | None, str]:
     """(the model file, "") or (None, why not): for the benches and tools/eval_materials.py."""
-    path = model_path(out_dir)
-    if path.is_file():
-        return path, ""
-    state = Path(out_dir) / "training" / "vae.train.safetensors"
-    how = ("write it from the committed training state with `python build.py models --only vae --minutes 0`"
-           if state.is_file() else "train it with `python build.py models --only vae --minutes 60`")
-    return None, f"{path} is missing; {how}"
+    return _common.find_model(model_path(out_dir), _common.state_path(out_dir, "vae"), "vae")
 
 
 def profile_settings(profile: str) -> dict:
@@ -63,7 +56,7 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
     settings = profile_settings(profile)
     materials = settings["materials"]
     out_dir = Path(out_dir)
-    state_path = out_dir / "training" / "vae.train.safetensors"
+    state_path = _common.state_path(out_dir, "vae")
     state_path.parent.mkdir(parents=True, exist_ok=True)
     result = train_vae_gan(load_materials(materials, settings["exemplar_side"]), model_path(out_dir), minutes=minutes,
                            config=VAEGANConfig(**settings["config"]), seed=SEED, device=device,
@@ -77,20 +70,12 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
 
 def write_thumbnail(model_path: Path, materials, cell: int = 48) -> Path:
     """``NAME.png`` beside the model: a variation of each material's exemplar in a square grid."""
-    import math
-
-    import numpy as np
-
-    from core.common.images import save_image
     from core.texture_vae import load_texture_vae
 
     vae = load_texture_vae(model_path, "cpu")
     tiles = [vae.vary(a[:2 * cell, :2 * cell], 0.5, seed=0, width=cell, height=cell)
              for a in load_materials(materials, None)]
-    side = math.ceil(math.sqrt(len(tiles)))
-    tiles += [np.zeros_like(tiles[0])] * (side * side - len(tiles))
-    grid = np.concatenate([np.concatenate(tiles[r * side:(r + 1) * side], axis=1) for r in range(side)], axis=0)
-    return save_image(model_path.with_suffix(".png"), grid)
+    return _common.save_grid(model_path.with_suffix(".png"), tiles)
 
 
 def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = None, losses: dict | None = None) -> dict:
@@ -100,28 +85,12 @@ def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = 
     out_dir = Path(out_dir)
     path = model_path(out_dir)
     config = read_checkpoint_config(path)
-    profile = config.get("profile", "cpu")
     materials = [m for m in MATERIALS if m[0] in config.get("materials", [])]
-    fine_tuned = profile != "tiny"
+    fine_tuned = config.get("profile", "cpu") != "tiny"
     thumbnail = write_thumbnail(path, materials)
-    entry = {
-        "name": NAME, "label": "Materials VAE (sharp, VAE-GAN)", "kind": "texture_vae",
-        "file": str(path.relative_to(out_dir)), "thumbnail": str(thumbnail.relative_to(out_dir)),
-        "command": f"python build.py models --only vae --minutes {minutes if minutes is not None else 60:g} "
-                   f"--profile {profile}  (continues the committed training state)",
-        "seed": SEED, "steps": config["steps"], "profile": profile,
-        "materials": [{"name": n, "label": label, "exemplars": [rel]} for n, label, rel in materials],
-        "data": [rel for _, _, rel in materials],
-        "recipe": "VAE-GAN: L1 + KL + VGG19 statistics + perceptual + adversarial decoder (core/texture_vae/vaegan.py)"
-                  + ("; fine-tuned from texture_vae/materials.safetensors" if fine_tuned else ""),
-        "training_seconds": config.get("training_seconds"),
-        "trained_on": f"{device} ({platform.machine()}, {platform.system()})",
-        "size_mb": round(path.stat().st_size / 1e6, 2),
-    }
-    if losses:
-        entry["losses"] = {k: round(v, 5) for k, v in losses.items()}
-    manifest = out_dir / "manifest.json"
-    if manifest.exists():
-        from tools.model_zoo import _update_manifest
-        _update_manifest(manifest, entry, section="training")
-    return entry
+    return _common.materials_entry(
+        out_dir, path, thumbnail, config, materials, key="vae", name=NAME, label="Materials VAE (sharp, VAE-GAN)",
+        kind="texture_vae",
+        recipe="VAE-GAN: L1 + KL + VGG19 statistics + perceptual + adversarial decoder (core/texture_vae/vaegan.py)"
+               + ("; fine-tuned from texture_vae/materials.safetensors" if fine_tuned else ""),
+        seed=SEED, device=device, minutes=minutes, losses=losses)

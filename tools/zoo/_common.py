@@ -1,0 +1,92 @@
+"""Plumbing shared by the zoo's training modules (the leading underscore keeps ``tools.zoo.names()`` from
+listing it as a training): state paths, ``find_model`` messages, thumbnail grids, manifest entries, the
+CPU thread count and the GPU profile's warm start."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+
+def state_path(out_dir: Path, key: str) -> Path:
+    """The committed training state of the model ``key`` (``gan``, ``vae``) under ``out_dir``."""
+    return Path(out_dir) / "training" / f"{key}.train.safetensors"
+
+
+def find_model(path: Path, state: Path, key: str) -> tuple[Path | None, str]:
+    """(the model file, "") or (None, how to get it: from the committed state, else by training)."""
+    if path.is_file():
+        return path, ""
+    how = (f"write it from the committed training state with `python build.py models --only {key} --minutes 0`"
+           if state.is_file() else f"train it with `python build.py models --only {key} --minutes 60`")
+    return None, f"{path} is missing; {how}"
+
+
+def save_grid(path: Path, tiles: list):
+    """The tiles (equal-sized arrays) in a square grid, padded with black, saved as ``path``."""
+    import math
+
+    import numpy as np
+
+    from core.common.images import save_image
+
+    side = math.ceil(math.sqrt(len(tiles)))
+    tiles = tiles + [np.zeros_like(tiles[0])] * (side * side - len(tiles))
+    grid = np.concatenate([np.concatenate(tiles[r * side:(r + 1) * side], axis=1) for r in range(side)], axis=0)
+    return save_image(path, grid)
+
+
+def materials_entry(out_dir: Path, path: Path, thumbnail: Path, config: dict, materials, *, key: str, name: str,
+                    label: str, kind: str, recipe: str, seed: int, device: str, minutes: float | None,
+                    losses: dict | None) -> dict:
+    """The manifest entry of a materials model still in training, merged into the ``training`` list of
+    ``out_dir/manifest.json`` when there is one (not ``models``: the add-on lists those as bundled defaults)."""
+    profile = config.get("profile", "cpu")
+    entry = {
+        "name": name, "label": label, "kind": kind,
+        "file": str(path.relative_to(out_dir)), "thumbnail": str(thumbnail.relative_to(out_dir)),
+        "command": f"python build.py models --only {key} --minutes {minutes if minutes is not None else 60:g} "
+                   f"--profile {profile}  (continues the committed training state)",
+        "seed": seed, "steps": config["steps"], "profile": profile,
+        "materials": [{"name": n, "label": m_label, "exemplars": [rel]} for n, m_label, rel in materials],
+        "data": [rel for _, _, rel in materials],
+        "recipe": recipe,
+        "training_seconds": config.get("training_seconds"),
+        "trained_on": f"{device} ({platform.machine()}, {platform.system()})",
+        "size_mb": round(path.stat().st_size / 1e6, 2),
+    }
+    if losses:
+        entry["losses"] = {k: round(v, 5) for k, v in losses.items()}
+    manifest = out_dir / "manifest.json"
+    if manifest.exists():
+        from tools.model_zoo import _update_manifest
+        _update_manifest(manifest, entry, section="training")
+    return entry
+
+
+def limit_cpu_threads(profile: str, device: str) -> None:
+    """One thread on CPU (the machine's other core belongs to the other training and the other helpers)."""
+    import torch
+
+    if profile != "gpu" and device == "cpu":
+        torch.set_num_threads(int(os.environ.get("NEURAL_TRAIN_THREADS", "1")))
+
+
+def gpu_warm_start(profile: str, warm_start: Path | None, state: Path, cpu_state: Path) -> Path | None:
+    """The GPU profile with no warm start and no state of its own continues the CPU-trained state, if any."""
+    if profile == "gpu" and warm_start is None and not state.exists():
+        return cpu_state if cpu_state.exists() else None
+    return warm_start
+
+
+def check_profile(profile: str, profiles: tuple) -> None:
+    if profile not in profiles:
+        raise ValueError(f"unknown profile {profile!r}; one of {', '.join(profiles)}")
+
+
+def budget_entry(summary: dict) -> dict:
+    """The fields a style training's manifest entry takes from its budgeted run's summary."""
+    total_seconds = sum(s["seconds"] for s in summary["history"])
+    return {"steps": summary["steps"], "minutes": round(total_seconds / 60, 1), "machine": summary["machine"],
+            "seconds_per_step": summary["seconds_per_step"]}
