@@ -30,7 +30,7 @@ from ..common.images import load_image, to_srgb
 from ..common.perception import Perception, load_perception, mean_std
 from .adain import (ENCODER_LAYER, MODEL_KIND, STYLE_LOSS_LAYERS, AdaINDecoder, DecoderConfig, adain)
 from .crop_pool import (Budget, CropPool, content_files, describe_files, load_content, painting_statistics,
-                        painting_variants)
+                        painting_variants, refresh_pool)
 from .resumable import ResumableRun
 
 StyleStats = dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (N x C x 1 x 1 means, stds)
@@ -183,15 +183,9 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
     log(f"{len(images)} content images, {len(paintings)} paintings ({n_variants} variants) ready in "
         f"{time.monotonic() - t_load:.0f} s")
     autocast = recipe.bf16_autocast and dev.type == "cuda"
-    recent: list[float] = []
     with budget:
-        while (max_steps is None or step < max_steps) and not budget.exhausted(
-                margin_seconds=(sum(recent) / len(recent)) if recent else 0.0):
-            t0 = time.monotonic()
-            phase, first, crop, batch, pool_count = recipe.phase(step)
-            if pool.ensure((phase, (step - first) // recipe.pool_steps), pool_count, crop):
-                log(f"step {step}: new pool of {pool_count} crops at {crop} px ({time.monotonic() - t0:.0f} s)")
-                t0 = time.monotonic()
+        while run.continues(step, max_steps, budget):
+            crop, batch, pool_count, t0 = refresh_pool(pool, recipe, step, log)
             idx = torch.randint(pool_count, (batch,), generator=generator, device="cpu")
             sidx = torch.randint(n_variants, (batch,), generator=generator, device="cpu")
             for group in optimizer.param_groups:
@@ -211,19 +205,12 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
                     l_content, l_style = cached_adain_losses(encoder, decoder, feats, style, scales)
             loss = l_content.float() + recipe.style_weight * l_style.float()
             if not torch.isfinite(loss):
-                run.save(step)
-                raise FloatingPointError(f"AdaIN training diverged at step {step}; the checkpoint before it is kept")
+                run.diverged(step, f"AdaIN training diverged at step {step}; the checkpoint before it is kept")
             loss.backward()
             optimizer.step()
             step += 1
-            recent = (recent + [time.monotonic() - t0])[-20:]
-            run.session["seconds"] = round(budget.elapsed(), 1)
-            if step % 25 == 0 or step == recipe.warmup_steps:
-                log(f"step {step}: content {float(l_content.detach()):.4f} style {float(l_style.detach()):.4f} "
-                    f"{sum(recent) / len(recent):.2f} s/step, crop {crop}, batch {batch}")
-            if budget.checkpoint_due():
-                run.save(step)
-    run.session["seconds"] = round(budget.elapsed(), 1)
-    run.save(step)
-    log(f"stopped at step {step} after {run.session['seconds']:.0f} s; checkpoint {model_path}")
-    return run.summary(step, (sum(recent) / len(recent)) if recent else None)
+            run.end_step(step, t0, budget, (lambda s_per_step: (
+                f"step {step}: content {float(l_content.detach()):.4f} style {float(l_style.detach()):.4f} "
+                f"{s_per_step:.2f} s/step, crop {crop}, batch {batch}"))
+                if step % 25 == 0 or step == recipe.warmup_steps else None)
+    return run.finish(step, budget)

@@ -136,6 +136,18 @@ _TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, 
 _FROM_YIQ = torch.linalg.inv(_TO_YIQ)
 
 
+def refresh_pool(pool: CropPool, recipe, step: int, log) -> tuple[int, int, int, float]:
+    """(crop, batch, pool count, the step's start time) at ``step`` of a phased recipe (``recipe.phase``,
+    ``recipe.pool_steps``): renews the pool when the step enters a new phase or pool period (the step's
+    time then starts after the renewal)."""
+    t0 = time.monotonic()
+    phase, first, crop, batch, pool_count = recipe.phase(step)
+    if pool.ensure((phase, (step - first) // recipe.pool_steps), pool_count, crop):
+        log(f"step {step}: new pool of {pool_count} crops at {crop} px ({time.monotonic() - t0:.0f} s)")
+        t0 = time.monotonic()
+    return crop, batch, pool_count, t0
+
+
 def recolour(image: torch.Tensor, hue: float, saturation: float) -> torch.Tensor:
     """3xHxW rotated in chroma (YIQ) by ``hue`` radians and its chroma scaled by ``saturation``."""
     c, s = math.cos(hue) * saturation, math.sin(hue) * saturation

@@ -21,7 +21,7 @@ import torch
 
 from ..common.images import load_image, to_srgb, to_tensor
 from ..common.perception import Perception, load_perception
-from .crop_pool import Budget, CropPool, content_files, describe_files, load_content
+from .crop_pool import Budget, CropPool, content_files, describe_files, load_content, refresh_pool
 from .losses import gram, total_variation
 from .multistyle import MODEL_KIND, MultiStyleConfig, MultiStyleNet, one_hot
 from .optimize import fit_max_side
@@ -146,15 +146,9 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
     pool = CropPool(images, encoder, (CONTENT_LAYER,), seed, dev)
     log(f"{len(images)} content images, {len(styles)} styles ready in {time.monotonic() - t_load:.0f} s")
     autocast = recipe.bf16_autocast and dev.type == "cuda"
-    recent: list[float] = []
     with budget:
-        while (max_steps is None or step < max_steps) and not budget.exhausted(
-                margin_seconds=(sum(recent) / len(recent)) if recent else 0.0):
-            t0 = time.monotonic()
-            phase, first, crop, batch, pool_count = recipe.phase(step)
-            if pool.ensure((phase, (step - first) // recipe.pool_steps), pool_count, crop):
-                log(f"step {step}: new pool of {pool_count} crops at {crop} px ({time.monotonic() - t0:.0f} s)")
-                t0 = time.monotonic()
+        while run.continues(step, max_steps, budget):
+            crop, batch, pool_count, t0 = refresh_pool(pool, recipe, step, log)
             idx = torch.randint(pool_count, (batch,), generator=generator, device="cpu")
             style_idx = torch.randint(len(styles), (batch,), generator=generator, device="cpu")
             base_lr = recipe.learning_rate / (1.0 + recipe.lr_decay * step)
@@ -168,20 +162,12 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
             loss = (recipe.content_weight * l_content.float() + recipe.style_weight * l_style.float()
                     + recipe.tv_weight * l_tv.float())
             if not torch.isfinite(loss):
-                run.save(step)
-                raise FloatingPointError(f"multi-style training diverged at step {step}; the checkpoint is kept")
+                run.diverged(step, f"multi-style training diverged at step {step}; the checkpoint is kept")
             loss.backward()
             optimizer.step()
             step += 1
-            recent = (recent + [time.monotonic() - t0])[-20:]
-            run.session["seconds"] = round(budget.elapsed(), 1)
-            if step % 25 == 0:
-                log(f"step {step}: content {float(l_content.detach()):.4f} style {float(l_style.detach()):.4f} "
-                    f"tv {float(l_tv.detach()):.4f} {sum(recent) / len(recent):.2f} s/step, crop {crop}, "
-                    f"batch {batch}")
-            if budget.checkpoint_due():
-                run.save(step)
-    run.session["seconds"] = round(budget.elapsed(), 1)
-    run.save(step)
-    log(f"stopped at step {step} after {run.session['seconds']:.0f} s; checkpoint {model_path}")
-    return run.summary(step, (sum(recent) / len(recent)) if recent else None)
+            run.end_step(step, t0, budget, (lambda s_per_step: (
+                f"step {step}: content {float(l_content.detach()):.4f} style {float(l_style.detach()):.4f} "
+                f"tv {float(l_tv.detach()):.4f} {s_per_step:.2f} s/step, crop {crop}, batch {batch}"))
+                if step % 25 == 0 else None)
+    return run.finish(step, budget)

@@ -41,6 +41,37 @@ class ResumableRun:
                         "machine": machine(device), "content": content_info,
                         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         self.config_fn: Callable[[int], dict] = lambda step: {}
+        self.recent: list[float] = []  # the last 20 steps' seconds: the budget's margin and the logged s/step
+
+    def seconds_per_step(self) -> float | None:
+        return (sum(self.recent) / len(self.recent)) if self.recent else None
+
+    def continues(self, step: int, max_steps: int | None, budget) -> bool:
+        """Another step fits: below ``max_steps`` and, with one average step's margin, within the budget."""
+        return (max_steps is None or step < max_steps) and not budget.exhausted(
+            margin_seconds=self.seconds_per_step() or 0.0)
+
+    def end_step(self, step: int, t0: float, budget, report: Callable[[float], str] | None = None) -> None:
+        """After step ``step`` (begun at ``t0``): time it, log ``report(seconds per step)`` when given, and
+        checkpoint when the budget says one is due."""
+        self.recent = (self.recent + [time.monotonic() - t0])[-20:]
+        self.session["seconds"] = round(budget.elapsed(), 1)
+        if report is not None:
+            self.log(report(self.seconds_per_step()))
+        if budget.checkpoint_due():
+            self.save(step)
+
+    def diverged(self, step: int, message: str) -> None:
+        """Keeps the checkpoint before the non-finite loss and raises."""
+        self.save(step)
+        raise FloatingPointError(message)
+
+    def finish(self, step: int, budget) -> dict:
+        """The session's last checkpoint and its summary."""
+        self.session["seconds"] = round(budget.elapsed(), 1)
+        self.save(step)
+        self.log(f"stopped at step {step} after {self.session['seconds']:.0f} s; checkpoint {self.model_path}")
+        return self.summary(step, self.seconds_per_step())
 
     def resume(self, warm_start: str | Path | None = None) -> int:
         """Continue from the state file, else from ``warm_start`` (e.g. the CPU state for a GPU run)."""
