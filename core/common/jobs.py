@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -112,3 +113,34 @@ class DivergenceMonitor:
             raise TrainingDiverged(f"training diverged at step {step}: the loss grew from {self.reference:.3g} to "
                                    f"{level:.3g}; the last checkpoint is kept. Lower the learning rate and resume.")
         self.reference = min(self.reference, level)
+
+
+def timed_training(step_fn: Callable[[], dict], save: Callable[[int, float, dict], None], step: int,
+                   steps: int | None, minutes: float | None, began: float, losses: dict, trained_seconds: float, *,
+                   checkpoint_minutes: float, name: str, progress: ProgressCallback | None = None,
+                   cancel: CancelToken | None = None, message: str = "",
+                   diverged: type[Exception] = RuntimeError) -> dict:
+    """The loop of a resumable training that stops at ``steps`` total steps or ``minutes`` after ``began``
+    (``time.perf_counter()``), whichever comes first: one ``step_fn()`` a step (it returns its losses),
+    ``save(step, total seconds, losses)`` every ``checkpoint_minutes``, on cancel and at the end.
+    Returns {"steps", "seconds", "losses"} (seconds: ``trained_seconds`` before plus this session's)."""
+    total = steps if steps is not None else 10 ** 9
+    report(progress, step, total, "starting" if step == 0 else f"resumed at step {step}", losses)
+    loop_start = last_save = time.perf_counter()
+    deadline = began + minutes * 60 if minutes is not None else math.inf
+    while step < total and time.perf_counter() < deadline:
+        if cancel is not None and cancel.cancelled:
+            save(step, trained_seconds + time.perf_counter() - loop_start, losses)
+            raise JobCancelled(f"training cancelled at step {step}; checkpoint saved to {name}")
+        pending = step_fn()
+        step += 1
+        losses = {k: float(v) for k, v in pending.items()}
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise diverged(f"training diverged at step {step} ({losses}); the last checkpoint is kept")
+        if time.perf_counter() - last_save > checkpoint_minutes * 60:
+            save(step, trained_seconds + time.perf_counter() - loop_start, losses)
+            last_save = time.perf_counter()
+        report(progress, step, total, message, losses)
+    seconds = trained_seconds + time.perf_counter() - loop_start
+    save(step, seconds, losses)
+    return {"steps": step, "seconds": seconds, "losses": losses}

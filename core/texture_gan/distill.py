@@ -34,13 +34,13 @@ import torch.nn.functional as F
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
                                   sync_model_with_state)
 from ..common.device import pick_device
-from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, report
+from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from ..common.perception import TextureFeatures
 from ..common.quality import sliced_wasserstein
 from .conditional import CONDITIONAL_VERSION, ConditionalGANConfig, ConditionalGenerator, build_conditional, \
     stage_downscale
 from .generate import KIND
-from .train import load_exemplars, training_state_path
+from .train import EMAGANTrainer, load_exemplars, training_state_path
 
 PATCH = 4  # side of the raw pixel patches of the patch loss
 PROJECTIONS = 32
@@ -132,7 +132,7 @@ def vgg_sw(features: TextureFeatures, fake: torch.Tensor, real: torch.Tensor, ge
 
 # --------------------------------------------------------------------------- trainer
 
-class MaterialTrainer:
+class MaterialTrainer(EMAGANTrainer):
     """One run's models, optimisers and seeded generators; ``step()`` is one training step."""
 
     def __init__(self, cfg: ConditionalGANConfig, sampler: TargetSampler, seed: int, device: torch.device,
@@ -148,9 +148,7 @@ class MaterialTrainer:
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr_d, betas=(0.5, 0.99))
         self.features = features if features is not None else (TextureFeatures(device) if cfg.stats_loss_weight
                                                                else None)
-        self.data_gen = torch.Generator().manual_seed(seed * 4 + 1)
-        self.noise_gen = torch.Generator().manual_seed(seed * 4 + 2)
-        self.proj_gen = torch.Generator().manual_seed(seed * 4 + 3)
+        self.seed_streams(seed)
         self.steps_done = 0
 
     def _noise(self, labels: torch.Tensor):
@@ -198,31 +196,8 @@ class MaterialTrainer:
             g_adv = F.softplus(-d(fake, labels)).mean()
             loss_g = loss_g + cfg.adversarial_weight * g_adv
             losses["d"], losses["g_adv"] = loss_d.detach(), g_adv.detach()
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
-        self.steps_done += 1
-        decay = min(cfg.ema_decay, (1 + self.steps_done) / (10 + self.steps_done))
-        with torch.no_grad():
-            torch._foreach_lerp_(list(self.g_ema.parameters()), list(g.parameters()), 1 - decay)
+        self.generator_update(loss_g)
         return losses
-
-    def state(self) -> dict:
-        return {"g": self.g.state_dict(), "d": self.d.state_dict(), "g_ema": self.g_ema.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "rng": {"data": self.data_gen.get_state(), "noise": self.noise_gen.get_state(),
-                        "proj": self.proj_gen.get_state()}}
-
-    def load_state(self, state: dict, step: int) -> None:
-        self.g.load_state_dict(state["g"])
-        self.d.load_state_dict(state["d"])
-        self.g_ema.load_state_dict(state["g_ema"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        self.data_gen.set_state(state["rng"]["data"])
-        self.noise_gen.set_state(state["rng"]["noise"])
-        self.proj_gen.set_state(state["rng"]["proj"])
-        self.steps_done = step
 
 
 def train_material_gan(exemplars: Sequence[str | Path | np.ndarray], materials: Sequence[str], out_path: str | Path,
@@ -286,7 +261,7 @@ def train_material_gan(exemplars: Sequence[str | Path | np.ndarray], materials: 
         losses = dict(state.get("losses", {}))
         trained_seconds = float(state.get("trained_seconds", 0.0))
 
-    def save(at_step: int, seconds: float) -> None:
+    def save(at_step: int, seconds: float, losses: dict) -> None:
         model_config = {"name": out.name.removesuffix(".safetensors"), "version": CONDITIONAL_VERSION,
                         "architecture": cfg.architecture(), "training_config": cfg.to_dict(),
                         "materials": list(materials), "data_fingerprint": fingerprint, "steps": at_step,
@@ -298,28 +273,9 @@ def train_material_gan(exemplars: Sequence[str | Path | np.ndarray], materials: 
                               "losses": losses, "trained_seconds": seconds, **trainer.state()})
 
     if state_path.exists():
-        sync_model_with_state(out, "steps", step, lambda s: save(s, trained_seconds))
-    total = steps if steps is not None else 10 ** 9
-    report(progress, step, total, "starting" if step == 0 else f"resumed at step {step}", losses)
-    loop_start = time.perf_counter()
-    last_save = loop_start
-    deadline = began + minutes * 60 if minutes is not None else math.inf
-    while step < total and time.perf_counter() < deadline:
-        if cancel is not None and cancel.cancelled:
-            save(step, trained_seconds + time.perf_counter() - loop_start)
-            raise JobCancelled(f"training cancelled at step {step}; checkpoint saved to {out.name}")
-        pending = trainer.step()
-        step += 1
-        losses = {k: float(v) for k, v in pending.items()}
-        if not all(math.isfinite(v) for v in losses.values()):
-            raise RuntimeError(f"training diverged at step {step} ({losses}); the last checkpoint is kept")
-        if time.perf_counter() - last_save > checkpoint_minutes * 60:
-            save(step, trained_seconds + time.perf_counter() - loop_start)
-            last_save = time.perf_counter()
-        report(progress, step, total, "", losses)
-    seconds = trained_seconds + time.perf_counter() - loop_start
-    save(step, seconds)
-    return {"steps": step, "seconds": seconds, "losses": losses}
+        sync_model_with_state(out, "steps", step, lambda s: save(s, trained_seconds, losses))
+    return timed_training(trainer.step, save, step, steps, minutes, began, losses, trained_seconds,
+                          checkpoint_minutes=checkpoint_minutes, name=out.name, progress=progress, cancel=cancel)
 
 
 

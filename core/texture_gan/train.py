@@ -138,7 +138,46 @@ def _stats_loss(features, fake: torch.Tensor, real: torch.Tensor, gen: torch.Gen
     return total / len(fake_feats)
 
 
-class GANTrainer:
+class EMAGANTrainer:
+    """What the texture GAN trainers share (``GANTrainer`` here, ``MaterialTrainer`` in distill.py): a
+    generator ``g`` with its moving average ``g_ema``, a discriminator ``d``, their optimisers, a config
+    ``cfg`` with ``ema_decay`` and three seeded streams (data, noise, projections): the generator's update
+    and the training state's layout."""
+
+    def seed_streams(self, seed: int) -> None:
+        self.data_gen = torch.Generator().manual_seed(seed * 4 + 1)
+        self.noise_gen = torch.Generator().manual_seed(seed * 4 + 2)
+        self.proj_gen = torch.Generator().manual_seed(seed * 4 + 3)
+
+    def generator_update(self, loss_g: torch.Tensor) -> None:
+        """One optimiser step of ``g`` on ``loss_g``, then ``g_ema`` follows (a short average at first)."""
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self.steps_done += 1
+        decay = min(self.cfg.ema_decay, (1 + self.steps_done) / (10 + self.steps_done))
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.g_ema.parameters()), list(self.g.parameters()), 1 - decay)
+
+    def state(self) -> dict:
+        return {"g": self.g.state_dict(), "d": self.d.state_dict(), "g_ema": self.g_ema.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "rng": {"data": self.data_gen.get_state(), "noise": self.noise_gen.get_state(),
+                        "proj": self.proj_gen.get_state()}}
+
+    def load_state(self, state: dict, step: int) -> None:
+        self.g.load_state_dict(state["g"])
+        self.d.load_state_dict(state["d"])
+        self.g_ema.load_state_dict(state["g_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.data_gen.set_state(state["rng"]["data"])
+        self.noise_gen.set_state(state["rng"]["noise"])
+        self.proj_gen.set_state(state["rng"]["proj"])
+        self.steps_done = step
+
+
+class GANTrainer(EMAGANTrainer):
     """One training run's models, optimisers and seeded generators; ``step()`` is one step.
 
     Everything a step touches lives on ``device`` (exemplars included) and a step
@@ -163,9 +202,7 @@ class GANTrainer:
         self.stats_net = (TextureFeatures(device) if cfg.stats_features == "vgg19"
                           else RandomStatsFeatures(cfg.stats_scales, device))
         self.real_images = [e.to(device) for e in exemplars]
-        self.data_gen = torch.Generator().manual_seed(seed * 4 + 1)
-        self.noise_gen = torch.Generator().manual_seed(seed * 4 + 2)
-        self.proj_gen = torch.Generator().manual_seed(seed * 4 + 3)
+        self.seed_streams(seed)
         self.mixed = cfg.mixed_precision and device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.steps_done = 0
 
@@ -193,31 +230,9 @@ class GANTrainer:
         stats = (_stats_loss(self.stats_net, fake.float(), real, self.proj_gen) if cfg.stats_loss_weight
                  else g_adv.new_zeros(()))
         loss_g = g_adv + cfg.stats_loss_weight * stats
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
-        self.steps_done += 1
-        decay = min(cfg.ema_decay, (1 + self.steps_done) / (10 + self.steps_done))
-        with torch.no_grad():
-            torch._foreach_lerp_(list(self.g_ema.parameters()), list(g.parameters()), 1 - decay)
+        self.generator_update(loss_g)
         return {"d": loss_d.detach(), "g_adv": g_adv.detach(), "stats": stats.detach()}
 
-    def state(self) -> dict:
-        return {"g": self.g.state_dict(), "d": self.d.state_dict(), "g_ema": self.g_ema.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "rng": {"data": self.data_gen.get_state(), "noise": self.noise_gen.get_state(),
-                        "proj": self.proj_gen.get_state()}}
-
-    def load_state(self, state: dict, step: int) -> None:
-        self.g.load_state_dict(state["g"])
-        self.d.load_state_dict(state["d"])
-        self.g_ema.load_state_dict(state["g_ema"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        self.data_gen.set_state(state["rng"]["data"])
-        self.noise_gen.set_state(state["rng"]["noise"])
-        self.proj_gen.set_state(state["rng"]["proj"])
-        self.steps_done = step
 
 
 def host_sync_every(device: torch.device) -> int:

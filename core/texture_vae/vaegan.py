@@ -16,7 +16,6 @@ discriminator and its optimiser; time-budgeted (``minutes``) for ``tools/zoo/vae
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
                                   sync_model_with_state)
 from ..common.device import pick_device
-from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, report
+from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from .model import TextureVAEConfig, kl_divergence
 from .ops import KIND, variation_scale
 from ..common.quality import sliced_wasserstein
@@ -205,7 +204,7 @@ def train_vae_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: str | 
         losses = dict(state.get("losses", {}))
         trained_seconds = float(state.get("trained_seconds", 0.0))
 
-    def save(at_step: int, seconds: float) -> None:
+    def save(at_step: int, seconds: float, losses: dict) -> None:
         meta = {"config": cfg.to_dict(), "name": name or out.stem, "steps": at_step, "seed": seed,
                 "data_fingerprint": fingerprint, "exemplar_count": len(images), "device": str(dev),
                 "training_seconds": round(seconds, 1), "recipe": "VAE-GAN (perceptual + adversarial decoder)",
@@ -215,25 +214,9 @@ def train_vae_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: str | 
                               "losses": losses, "trained_seconds": seconds, **trainer.state()})
 
     if state_path.exists():
-        sync_model_with_state(out, "steps", step, lambda s: save(s, trained_seconds))
-    total = steps if steps is not None else 10 ** 9
-    report(progress, step, total, "starting" if step == 0 else f"resumed at step {step}", losses)
-    loop_start = last_save = time.perf_counter()
-    deadline = began + minutes * 60 if minutes is not None else math.inf
-    while step < total and time.perf_counter() < deadline:
-        if cancel is not None and cancel.cancelled:
-            save(step, trained_seconds + time.perf_counter() - loop_start)
-            raise JobCancelled(f"training cancelled at step {step}; checkpoint saved to {out.name}")
-        pending = trainer.step()
-        step += 1
-        losses = {k: float(v) for k, v in pending.items()}
-        if not all(math.isfinite(v) for v in losses.values()):
-            raise FloatingPointError(f"training diverged at step {step} ({losses}); the last checkpoint is kept")
-        if time.perf_counter() - last_save > checkpoint_minutes * 60:
-            save(step, trained_seconds + time.perf_counter() - loop_start)
-            last_save = time.perf_counter()
-        report(progress, step, total, "training texture VAE-GAN", losses)
-    seconds = trained_seconds + time.perf_counter() - loop_start
-    save(step, seconds)
+        sync_model_with_state(out, "steps", step, lambda s: save(s, trained_seconds, losses))
+    result = timed_training(trainer.step, save, step, steps, minutes, began, losses, trained_seconds,
+                            checkpoint_minutes=checkpoint_minutes, name=out.name, progress=progress, cancel=cancel,
+                            message="training texture VAE-GAN", diverged=FloatingPointError)
     trainer.net.eval()
-    return {"steps": step, "seconds": seconds, "losses": losses}
+    return result
