@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -29,15 +29,15 @@ from ..common.device import pick_device
 from ..common.images import load_image, to_srgb
 from ..common.perception import Perception, load_perception, mean_std
 from .adain import (ENCODER_LAYER, MODEL_KIND, STYLE_LOSS_LAYERS, AdaINDecoder, DecoderConfig, adain)
-from .crop_pool import (Budget, CropPool, content_files, describe_files, load_content, painting_statistics,
-                        painting_variants, refresh_pool)
+from .crop_pool import (Budget, CropPool, PhasedRecipe, content_files, describe_files, load_content,
+                        painting_statistics, painting_variants, refresh_pool)
 from .resumable import ResumableRun
 
 StyleStats = dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (N x C x 1 x 1 means, stds)
 
 
 @dataclass
-class AdaINRecipe:
+class AdaINRecipe(PhasedRecipe):
     decoder: dict = field(default_factory=lambda: DecoderConfig((128, 64, 32), (2, 1, 0), 1).as_dict())
     # (first step, crop size, batch, crops per pool): 128-px crops, then a finishing phase at 256 px.
     phases: tuple = ((0, 128, 4, 384), (1600, 256, 2, 96))
@@ -54,16 +54,6 @@ class AdaINRecipe:
     # reference's normalised VGG (mean activation 1 per filter). The raw Caffe VGG's deeper layers are ~100x larger,
     # so unscaled losses hardly see relu1_1/relu2_1: washed-out colours and 8-px grid artefacts. "none": raw.
     loss_scaling: str = "per_channel"
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "AdaINRecipe":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-    def phase(self, step: int) -> tuple[int, int, int, int, int]:
-        """(phase index, first step, crop, batch, pool crops) of ``step``."""
-        index = max(i for i, p in enumerate(self.phases) if p[0] <= step)
-        return (index, *[int(v) for v in self.phases[index]])
 
 
 def cached_adain_losses(encoder: Perception, decoder: AdaINDecoder, content_feats: torch.Tensor,

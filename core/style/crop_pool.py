@@ -17,6 +17,7 @@ Also here: the time budget and the clean stop (SIGTERM) shared by the trainings.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import signal
@@ -134,6 +135,21 @@ class CropPool:
 
 _TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device="cpu")
 _FROM_YIQ = torch.linalg.inv(_TO_YIQ)
+
+
+class PhasedRecipe:
+    """What the style trainings' recipes (dataclasses with ``phases``: (first step, crop, batch, crops per
+    pool) rows, and ``pool_steps``) share: reading one back from a stored dict, and a step's phase."""
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def phase(self, step: int) -> tuple[int, int, int, int, int]:
+        """(phase index, first step, crop, batch, pool crops) of ``step``."""
+        index = max(i for i, p in enumerate(self.phases) if p[0] <= step)
+        return (index, *[int(v) for v in self.phases[index]])
 
 
 def refresh_pool(pool: CropPool, recipe, step: int, log) -> tuple[int, int, int, float]:

@@ -13,7 +13,7 @@ style weight 50) repainted renders (content distance 2.4).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,7 +21,7 @@ import torch
 
 from ..common.images import load_image, to_srgb, to_tensor
 from ..common.perception import Perception, load_perception
-from .crop_pool import Budget, CropPool, content_files, describe_files, load_content, refresh_pool
+from .crop_pool import Budget, CropPool, PhasedRecipe, content_files, describe_files, load_content, refresh_pool
 from .losses import gram, total_variation
 from .multistyle import MODEL_KIND, MultiStyleConfig, MultiStyleNet, one_hot
 from .optimize import fit_max_side
@@ -32,7 +32,7 @@ CONTENT_LAYER = "relu4_1"
 
 
 @dataclass
-class MultiStyleRecipe:
+class MultiStyleRecipe(PhasedRecipe):
     base_channels: int = 16
     residual_blocks: int = 5
     phases: tuple = ((0, 128, 4, 384), (2400, 256, 2, 96))  # (first step, crop, batch, crops per pool)
@@ -47,15 +47,6 @@ class MultiStyleRecipe:
     style_size: int = 512  # the painting's longer side when measuring its Grams (the judge measures at 512)
     checkpoint_seconds: float = 180.0
     bf16_autocast: bool = False
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "MultiStyleRecipe":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-    def phase(self, step: int) -> tuple[int, int, int, int, int]:
-        index = max(i for i, p in enumerate(self.phases) if p[0] <= step)
-        return (index, *[int(v) for v in self.phases[index]])
 
 
 @dataclass
