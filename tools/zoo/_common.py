@@ -1,12 +1,14 @@
 """Plumbing shared by the zoo's training modules (the leading underscore keeps ``tools.zoo.names()`` from
 listing it as a training): state paths, ``find_model`` messages, thumbnail grids, manifest entries, the
-CPU thread count and the GPU profile's warm start."""
+style trainings' start."""
 
 from __future__ import annotations
 
 import os
 import platform
 from pathlib import Path
+
+from . import MODELS
 
 
 def state_path(out_dir: Path, key: str) -> Path:
@@ -65,24 +67,28 @@ def materials_entry(out_dir: Path, path: Path, thumbnail: Path, config: dict, ma
     return entry
 
 
-def limit_cpu_threads(profile: str, device: str) -> None:
-    """One thread on CPU (the machine's other core belongs to the other training and the other helpers)."""
+def training_paths(out_dir: Path, stem: str) -> tuple[Path, Path]:
+    """(the model, its training state) of a style training: ``training/STEM[.train].safetensors``."""
+    folder = Path(out_dir) / "training"
+    return folder / f"{stem}.safetensors", folder / f"{stem}.train.safetensors"
+
+
+def start_style_run(profile: str, profiles: tuple, device: str, out_dir: Path, stem: str,
+                    warm_start: Path | None) -> tuple[Path, Path, Path | None]:
+    """What the style trainings do first: check the profile, keep to one CPU thread (the machine's other core
+    belongs to the other training and the other helpers), and let the GPU profile with no warm start and no
+    state of its own continue the CPU-trained state. Returns (model path, state path, warm start)."""
     import torch
 
-    if profile != "gpu" and device == "cpu":
-        torch.set_num_threads(int(os.environ.get("NEURAL_TRAIN_THREADS", "1")))
-
-
-def gpu_warm_start(profile: str, warm_start: Path | None, state: Path, cpu_state: Path) -> Path | None:
-    """The GPU profile with no warm start and no state of its own continues the CPU-trained state, if any."""
-    if profile == "gpu" and warm_start is None and not state.exists():
-        return cpu_state if cpu_state.exists() else None
-    return warm_start
-
-
-def check_profile(profile: str, profiles: tuple) -> None:
     if profile not in profiles:
         raise ValueError(f"unknown profile {profile!r}; one of {', '.join(profiles)}")
+    if profile != "gpu" and device == "cpu":
+        torch.set_num_threads(int(os.environ.get("NEURAL_TRAIN_THREADS", "1")))
+    model_path, state = training_paths(out_dir, stem)
+    if profile == "gpu" and warm_start is None and not state.exists():
+        cpu_state = training_paths(MODELS, stem)[1]
+        warm_start = cpu_state if cpu_state.exists() else None
+    return model_path, state, warm_start
 
 
 def budget_entry(summary: dict) -> dict:

@@ -47,18 +47,15 @@ def training_paintings(profile: str) -> list[Path]:
 
 
 def paths(out_dir: Path) -> tuple[Path, Path]:
-    folder = Path(out_dir) / "training"
-    return folder / "adain.safetensors", folder / "adain.train.safetensors"
+    return _common.training_paths(out_dir, "adain")
 
 
 def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Path = MODELS,
           warm_start: Path | None = None, max_steps: int | None = None) -> dict:
     from core.style.adain_train import train_adain_budgeted
 
-    _common.check_profile(profile, PROFILES)
-    _common.limit_cpu_threads(profile, device)
-    model_path, state_path = paths(out_dir)
-    warm_start = _common.gpu_warm_start(profile, warm_start, state_path, paths(MODELS)[1])
+    model_path, state_path, warm_start = _common.start_style_run(profile, PROFILES, device, out_dir, "adain",
+                                                                 warm_start)
     content = CONTENT
     if profile == "tiny":  # seconds on tiny data: a few of the bundled frames
         content = (ROOT / "models" / "content_frames",)

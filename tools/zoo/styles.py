@@ -53,18 +53,15 @@ def style_list(profile: str) -> list[dict]:
 
 
 def paths(out_dir: Path) -> tuple[Path, Path]:
-    folder = Path(out_dir) / "training"
-    return folder / "fast_styles.safetensors", folder / "fast_styles.train.safetensors"
+    return _common.training_paths(out_dir, "fast_styles")
 
 
 def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Path = MODELS,
           warm_start: Path | None = None, max_steps: int | None = None) -> dict:
     from core.style.multistyle_train import train_multistyle_budgeted
 
-    _common.check_profile(profile, PROFILES)
-    _common.limit_cpu_threads(profile, device)
-    model_path, state_path = paths(out_dir)
-    warm_start = _common.gpu_warm_start(profile, warm_start, state_path, paths(MODELS)[1])
+    model_path, state_path, warm_start = _common.start_style_run(profile, PROFILES, device, out_dir, "fast_styles",
+                                                                 warm_start)
     summary = train_multistyle_budgeted(
         model_path, state_path, CONTENT, style_list(profile), minutes, recipe=recipe_for(profile), seed=SEED,
         device=device, profile=profile, max_steps=max_steps if profile != "tiny" else (max_steps or 10),
