@@ -194,10 +194,7 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
                              for n, (m, s) in stats.items()}
                     l_content, l_style = cached_adain_losses(encoder, decoder, feats, style, scales)
             loss = l_content.float() + recipe.style_weight * l_style.float()
-            if not torch.isfinite(loss):
-                run.diverged(step, f"AdaIN training diverged at step {step}; the checkpoint before it is kept")
-            loss.backward()
-            optimizer.step()
+            run.optimize(step, loss, f"AdaIN training diverged at step {step}; the checkpoint before it is kept")
             step += 1
             run.end_step(step, t0, budget, (lambda s_per_step: (
                 f"step {step}: content {float(l_content.detach()):.4f} style {float(l_style.detach()):.4f} "

@@ -152,10 +152,7 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
                     pool.features[CONTENT_LAYER][idx].to(dev), targets)
             loss = (recipe.content_weight * l_content.float() + recipe.style_weight * l_style.float()
                     + recipe.tv_weight * l_tv.float())
-            if not torch.isfinite(loss):
-                run.diverged(step, f"multi-style training diverged at step {step}; the checkpoint is kept")
-            loss.backward()
-            optimizer.step()
+            run.optimize(step, loss, f"multi-style training diverged at step {step}; the checkpoint is kept")
             step += 1
             run.end_step(step, t0, budget, (lambda s_per_step: (
                 f"step {step}: content {float(l_content.detach()):.4f} style {float(l_style.detach()):.4f} "

@@ -61,10 +61,14 @@ class ResumableRun:
         if budget.checkpoint_due():
             self.save(step)
 
-    def diverged(self, step: int, message: str) -> None:
-        """Keeps the checkpoint before the non-finite loss and raises."""
-        self.save(step)
-        raise FloatingPointError(message)
+    def optimize(self, step: int, loss: torch.Tensor, diverged: str) -> None:
+        """Backpropagates ``loss`` and steps the optimizer; a non-finite loss instead keeps the checkpoint
+        before it and raises ``FloatingPointError(diverged)``."""
+        if not torch.isfinite(loss):
+            self.save(step)
+            raise FloatingPointError(diverged)
+        loss.backward()
+        self.optimizer.step()
 
     def finish(self, step: int, budget) -> dict:
         """The session's last checkpoint and its summary."""
