@@ -40,13 +40,15 @@ class MultiStyleConfig:
     base_channels: int = 16
     residual_blocks: int = 5
     styles: int = 8
+    output: str = "logit"  # TransformerConfig.output; checkpoints without it were trained with "logit"
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "MultiStyleConfig":
-        cfg = cls(int(data["base_channels"]), int(data["residual_blocks"]), int(data["styles"]))
+        cfg = cls(int(data["base_channels"]), int(data["residual_blocks"]), int(data["styles"]),
+                  str(data.get("output", "logit")))
         if not 1 <= cfg.styles <= MAX_STYLES:
             raise ValueError(f"styles must be 1..{MAX_STYLES}")
         return cfg
@@ -73,7 +75,8 @@ class MultiStyleNet(TransformerNet):
 
     def __init__(self, config: MultiStyleConfig | None = None):
         self.multi = config or MultiStyleConfig()
-        super().__init__(TransformerConfig(self.multi.base_channels, self.multi.residual_blocks),
+        super().__init__(TransformerConfig(self.multi.base_channels, self.multi.residual_blocks,
+                                           self.multi.output),
                          norm_layer=lambda channels: ConditionalStatsNorm(channels, self.multi.styles))
 
     def set_mix(self, mix: torch.Tensor) -> None:

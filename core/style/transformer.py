@@ -22,10 +22,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+OUTPUTS = ("logit", "linear")
+
+
 @dataclass
 class TransformerConfig:
     base_channels: int = 16
     residual_blocks: int = 3
+    # How the residual meets the input. "logit": sigmoid(logit(input) + residual), the first CPU nets' choice;
+    # its gradient vanishes near black and white (sigmoid' ~ 1e-3 at logit +-6.9), so dark frames stayed
+    # untouched and the style came out as dark blobs. "linear": clamp(input + residual), even everywhere.
+    output: str = "logit"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -98,13 +105,15 @@ class TransformerNet(nn.Module):
         """``norm_layer(channels)`` builds every normalisation (``multistyle`` passes conditional ones)."""
         super().__init__()
         self.config = config or TransformerConfig()
+        if self.config.output not in OUTPUTS:
+            raise ValueError(f"transformer output must be one of {', '.join(OUTPUTS)}, not {self.config.output!r}")
         c, n = self.config.base_channels, norm_layer
         self.encoder = nn.Sequential(ConvLayer(3, c, 9, norm_layer=n), ConvLayer(c, 2 * c, 3, stride=2, norm_layer=n),
                                      ConvLayer(2 * c, 4 * c, 3, stride=2, norm_layer=n))
         self.residuals = nn.Sequential(*[ResidualBlock(4 * c, n) for _ in range(self.config.residual_blocks)])
         self.decoder = nn.Sequential(UpsampleConv(4 * c, 2 * c, n), UpsampleConv(2 * c, c, n),
                                      ConvLayer(c, 3, 9, norm=False, relu=False))
-        # Global skip (output = sigmoid(logit(input) + residual)) with a near-zero last layer:
+        # Global skip (see TransformerConfig.output) with a near-zero last layer:
         # the untrained net is the identity, so short CPU trainings spend their steps on style.
         with torch.no_grad():
             self.decoder[-1][1].weight.mul_(0.1)
@@ -119,7 +128,10 @@ class TransformerNet(nn.Module):
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         residual = self.decoder(self.residuals(self.encoder(x * 2.0 - 1.0)))
-        y = torch.sigmoid(residual + torch.logit(x.clamp(0.0, 1.0), eps=1e-3))
+        if self.config.output == "linear":
+            y = (x + residual).clamp(0.0, 1.0)
+        else:
+            y = torch.sigmoid(residual + torch.logit(x.clamp(0.0, 1.0), eps=1e-3))
         return y[..., :h, :w].to(in_dtype)
 
     # ---------------------------------------------------------------- norm statistics

@@ -147,6 +147,49 @@ def test_cached_multistyle_step_equals_per_style_losses():
 
 # --------------------------------------------------------------------------- resume
 
+def _output_gradient(output: str, level: float) -> float:
+    """|d(mean output) / d(last layer's bias)| of a fresh transformer on a flat frame at ``level``.
+
+    A fresh net's residual on a flat frame is exactly zero (instance norm of a constant), so this is the
+    output mapping's own slope at ``level``."""
+    from core.style.transformer import TransformerConfig, TransformerNet
+
+    torch.manual_seed(0)
+    net = TransformerNet(TransformerConfig(4, 1, output))
+    net(torch.full((1, 3, 16, 16), level)).mean().backward()
+    return float(net.decoder[-1][1].bias.grad.abs().mean())
+
+
+def test_linear_output_passes_gradient_in_dark_and_bright_frames():
+    # The "logit" skip's slope at 1 % grey is sigmoid'(logit(0.01)) / sigmoid'(0) = 0.04 of mid-grey's: the
+    # nets trained with it left dark frames unpainted. The "linear" skip has the same slope at any level.
+    mid = _output_gradient("logit", 0.5)
+    assert _output_gradient("logit", 0.01) < 0.05 * mid and _output_gradient("logit", 0.99) < 0.05 * mid
+    for level in (0.01, 0.2, 0.99):
+        assert _output_gradient("linear", level) == pytest.approx(_output_gradient("linear", 0.5), rel=1e-4)
+
+
+def test_checkpoints_without_an_output_kind_keep_the_logit_skip():
+    old = MultiStyleConfig.from_dict({"base_channels": 4, "residual_blocks": 1, "styles": 2})
+    assert old.output == "logit" and MultiStyleNet(old).config.output == "logit"
+    assert MultiStyleRecipe().output == "linear"
+    with pytest.raises(ValueError):
+        MultiStyleNet(MultiStyleConfig(4, 1, 2, "tanh"))
+
+
+def test_per_layer_scaling_weighs_every_channel_of_a_layer_alike():
+    from core.style.adain_train import channel_scales
+
+    means = torch.tensor([[1.0, 0.0001, 3.0], [3.0, 0.0003, 5.0]])
+    stats = {"relu1_1": (means, means)}
+    per_layer = channel_scales(stats, per_layer=True)["relu1_1"]
+    assert torch.allclose(per_layer, torch.full((3,), float(means.mean(0).mean())), atol=1e-6)
+    # Per channel, the near-dead middle channel would be lifted to the floor (1 % of the layer's mean).
+    per_channel = channel_scales(stats)["relu1_1"]
+    assert float(per_channel[1]) == pytest.approx(0.01 * float(means.mean(0).mean()), rel=1e-3)
+    assert AdaINRecipe().loss_scaling == "per_layer"
+
+
 @pytest.mark.parametrize("train", [_train_adain, _train_styles], ids=["adain", "styles"])
 def test_resume_continues_bit_identically(tmp_path, train):
     whole, halves = tmp_path / "whole", tmp_path / "halves"
@@ -223,7 +266,7 @@ def test_mix_of_one_style_equals_that_style(tmp_path):
 def test_mix_blends_the_normalisation_rows(tmp_path):
     model = _model(tmp_path)
     frame = np.random.default_rng(1).random((40, 56, 3)).astype(np.float32)
-    single = MultiStyleNet(MultiStyleConfig(4, 1, 1))
+    single = MultiStyleNet(MultiStyleConfig(4, 1, 1, model.net.multi.output))
     state = model.net.state_dict()
     # Conditional norm rows are the only 2-D tensors (styles x channels): blend them 1:3.
     single.load_state_dict({k: (0.25 * v[:1] + 0.75 * v[1:]) if v.dim() == 2 else v for k, v in state.items()})
