@@ -145,6 +145,38 @@ def test_cached_multistyle_step_equals_per_style_losses():
     _assert_same_gradients(_grads(net), uncached)
 
 
+def test_cached_mean_std_style_loss_equals_per_crop_statistics():
+    from core.common.perception import mean_std
+
+    encoder = load_perception("cpu")
+    crops, paintings = _crops_and_paintings()
+    torch.manual_seed(1)
+    net = MultiStyleNet(MultiStyleConfig(4, 1, 2, "linear"))
+    styles = torch.tensor([1, 0, 1])
+    # Uncached: each crop's channel statistics against its painting's, fresh VGG passes on both.
+    feats = encoder(net(crops, one_hot(styles, 2)), STYLE_LAYERS)
+    expected = crops.new_zeros(())
+    for i, s in enumerate(styles.tolist()):
+        painting = encoder(paintings[s][None], STYLE_LAYERS)
+        for n in STYLE_LAYERS:
+            (om, osd), (pm, psd) = mean_std(feats[n][i:i + 1]), mean_std(painting[n])
+            energy = (pm.pow(2) + psd.pow(2)).mean()
+            expected = expected + ((om - pm).pow(2) + (osd - psd).pow(2)).mean() / energy
+    expected = expected / (len(styles) * len(STYLE_LAYERS))
+    expected.backward()
+    uncached = _grads(net)
+    net.zero_grad()
+    cached_feats = crop_pool.encode(encoder, crops, (CONTENT_LAYER,), chunk=1)[CONTENT_LAYER]
+    _, c_style, _ = multistyle_losses(encoder, net, crops, styles, cached_feats,
+                                      style_targets(encoder, [p[None] for p in paintings]), "mean_std")
+    c_style.backward()
+    assert float(c_style.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+    _assert_same_gradients(_grads(net), uncached)
+    with pytest.raises(ValueError):
+        multistyle_losses(encoder, net, crops, styles, cached_feats,
+                          style_targets(encoder, [p[None] for p in paintings]), "wasserstein")
+
+
 # --------------------------------------------------------------------------- resume
 
 def _output_gradient(output: str, level: float) -> float:
