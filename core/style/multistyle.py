@@ -85,10 +85,10 @@ class MultiStyleNet(TransformerNet):
         for norm in self.norms():
             norm.mix = mix
 
-    def forward(self, x: torch.Tensor, mix: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mix: torch.Tensor | None = None, clamp: bool = True) -> torch.Tensor:
         if mix is not None:
             self.set_mix(mix)
-        return super().forward(x)
+        return super().forward(x, clamp)
 
 
 def one_hot(indices: torch.Tensor, styles: int) -> torch.Tensor:

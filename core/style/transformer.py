@@ -31,7 +31,8 @@ class TransformerConfig:
     residual_blocks: int = 3
     # How the residual meets the input. "logit": sigmoid(logit(input) + residual), the first CPU nets' choice;
     # its gradient vanishes near black and white (sigmoid' ~ 1e-3 at logit +-6.9), so dark frames stayed
-    # untouched and the style came out as dark blobs. "linear": clamp(input + residual), even everywhere.
+    # untouched and regions pushed dark never came back (black blobs). "linear": input + residual, clamped
+    # at inference only; training keeps it in range with a penalty instead (as pytorch/examples' nets do).
     output: str = "logit"
 
     def as_dict(self) -> dict:
@@ -119,8 +120,11 @@ class TransformerNet(nn.Module):
             self.decoder[-1][1].weight.mul_(0.1)
             self.decoder[-1][1].bias.zero_()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Runs in the weights' dtype (fp16 after ``.half()``) and answers in the input's."""
+    def forward(self, x: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """Runs in the weights' dtype (fp16 after ``.half()``) and answers in the input's.
+
+        ``clamp=False`` (training of a "linear" net): the output unclamped, so a region pushed out of range
+        still gets gradients back (a clamp's zero gradient left such regions black for good)."""
         in_dtype = x.dtype
         x = x.to(self.decoder[-1][1].weight.dtype)
         h, w = x.shape[-2:]
@@ -129,7 +133,8 @@ class TransformerNet(nn.Module):
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         residual = self.decoder(self.residuals(self.encoder(x * 2.0 - 1.0)))
         if self.config.output == "linear":
-            y = (x + residual).clamp(0.0, 1.0)
+            y = x + residual
+            y = y.clamp(0.0, 1.0) if clamp else y
         else:
             y = torch.sigmoid(residual + torch.logit(x.clamp(0.0, 1.0), eps=1e-3))
         return y[..., :h, :w].to(in_dtype)

@@ -137,7 +137,7 @@ def test_cached_multistyle_step_equals_per_style_losses():
     uncached = _grads(net)
     net.zero_grad()
     cached_feats = crop_pool.encode(encoder, crops, (CONTENT_LAYER,), chunk=1)[CONTENT_LAYER]
-    c_content, c_style, _ = multistyle_losses(encoder, net, crops, styles, cached_feats,
+    c_content, c_style, _, _ = multistyle_losses(encoder, net, crops, styles, cached_feats,
                                               style_targets(encoder, [p[None] for p in paintings]))
     (c_content + 5 * c_style).backward()
     assert float(c_content.detach()) == pytest.approx(float(l_content.detach()), rel=1e-5)
@@ -154,7 +154,7 @@ def test_cached_mean_std_style_loss_equals_per_crop_statistics():
     net = MultiStyleNet(MultiStyleConfig(4, 1, 2, "linear"))
     styles = torch.tensor([1, 0, 1])
     # Uncached: each crop's channel statistics against its painting's, fresh VGG passes on both.
-    feats = encoder(net(crops, one_hot(styles, 2)), STYLE_LAYERS)
+    feats = encoder(net(crops, one_hot(styles, 2), clamp=False), STYLE_LAYERS)  # training sees it unclamped
     expected = crops.new_zeros(())
     for i, s in enumerate(styles.tolist()):
         painting = encoder(paintings[s][None], STYLE_LAYERS)
@@ -167,7 +167,7 @@ def test_cached_mean_std_style_loss_equals_per_crop_statistics():
     uncached = _grads(net)
     net.zero_grad()
     cached_feats = crop_pool.encode(encoder, crops, (CONTENT_LAYER,), chunk=1)[CONTENT_LAYER]
-    _, c_style, _ = multistyle_losses(encoder, net, crops, styles, cached_feats,
+    _, c_style, _, _ = multistyle_losses(encoder, net, crops, styles, cached_feats,
                                       style_targets(encoder, [p[None] for p in paintings]), "mean_std")
     c_style.backward()
     assert float(c_style.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
