@@ -40,12 +40,16 @@ StyleStats = dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (N x C x 1
 class AdaINRecipe(PhasedRecipe):
     decoder: dict = field(default_factory=lambda: DecoderConfig((128, 64, 32), (2, 1, 0), 1).as_dict())
     # (first step, crop size, batch, crops per pool): 128-px crops, then a finishing phase at 256 px.
-    phases: tuple = ((0, 128, 4, 384), (1600, 256, 2, 96))
+    phases: tuple = ((0, 128, 4, 384), (2400, 256, 2, 96))
     pool_steps: int = 300  # a fresh pool of crops (and their features) every this many steps
-    learning_rate: float = 5e-4
+    learning_rate: float = 2e-4  # 5e-4: losses flat and noisy from step 600 to 1600
     lr_decay: float = 5e-5  # the reference's lr / (1 + decay * step)
     style_weight: float = 5.0  # 10 (the paper's): content distance 1.0-1.9 at 1389 steps, the frames repainted
-    warmup_steps: int = 600  # pixel reconstruction steps (no VGG pass: ~20x cheaper) before the paper's losses
+    warmup_steps: int = 1000  # pixel reconstruction steps (no VGG pass: ~5x cheaper) before the paper's losses
+    # With the paper's losses alone this narrow decoder forgot how to invert VGG: at 1600 steps it could not
+    # give back a frame even at alpha 0.01 (content distance 0.96-1.22, blotches). Every later step also
+    # decodes ``batch`` unstylized crops back to their pixels (MSE, this weight), which keeps it an inverse.
+    pixel_weight: float = 200.0
     style_sizes: tuple = (512, 320)  # longer side of each painting when measuring its statistics
     recoloured: int = 2  # hue/saturation-jittered copies of each painting per size
     checkpoint_seconds: float = 180.0
@@ -193,6 +197,7 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
                 # Adam's moments at the pixel loss's scale would make the first feature-loss steps ~10x too large.
                 optimizer.state.clear()
             optimizer.zero_grad(set_to_none=True)
+            l_pixel = torch.zeros((), device=dev)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 if step < recipe.warmup_steps:
                     l_content = F.mse_loss(decoder(feats).float(), pool.crops[idx].to(dev))
@@ -201,11 +206,16 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
                     style = {n: (m[sidx].to(dev)[..., None, None], s[sidx].to(dev)[..., None, None])
                              for n, (m, s) in stats.items()}
                     l_content, l_style = cached_adain_losses(encoder, decoder, feats, style, scales)
-            loss = l_content.float() + recipe.style_weight * l_style.float()
+                    if recipe.pixel_weight > 0:  # unstylized crops decoded back to themselves: no VGG pass
+                        rid = torch.randint(pool_count, (batch,), generator=generator, device="cpu")
+                        l_pixel = F.mse_loss(decoder(pool.features[ENCODER_LAYER][rid].to(dev)).float(),
+                                             pool.crops[rid].to(dev))
+            loss = l_content.float() + recipe.style_weight * l_style.float() + recipe.pixel_weight * l_pixel.float()
             run.optimize(step, loss, f"AdaIN training diverged at step {step}; the checkpoint before it is kept")
             step += 1
             run.end_step(step, t0, budget, (lambda s_per_step: (
                 f"step {step}: content {float(l_content.detach()):.4f} style {float(l_style.detach()):.4f} "
+                f"pixel {float(l_pixel.detach()):.4f} "
                 f"{s_per_step:.2f} s/step, crop {crop}, batch {batch}"))
                 if step % 25 == 0 or step == recipe.warmup_steps else None)
     return run.finish(step, budget)
