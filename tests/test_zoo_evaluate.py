@@ -101,3 +101,18 @@ def test_gpu_run_keeps_a_trained_gan_over_one_that_paints_nothing(tiny_models, t
     assert not worse["kept"] and "does not beat" in worse["reason"], worse
     first = compare("gan", trained, tmp_path / "nothing_here", "cpu", "tiny")
     assert first["kept"] and first["cpu_quality"] is None  # nothing CPU-trained to beat: the first one
+
+
+def test_a_cpu_trained_state_without_its_model_file_is_not_replaced_unmeasured(tiny_models, tmp_path):
+    # The model files are git-ignored: a machine sent only the working tree has the CPU-trained state alone.
+    # Before, that read as "no CPU-trained model" and the new one was kept unmeasured against it.
+    import shutil
+
+    from tools.zoo._common import state_path
+
+    reference = tmp_path / "models"
+    state_path(reference, "gan").parent.mkdir(parents=True)
+    shutil.copy(state_path(tiny_models["gan"][SHORT], "gan"), state_path(reference, "gan"))
+    result = compare("gan", tiny_models["gan"][LONG], reference, "cpu", "tiny")
+    assert not result["kept"] and "no model file" in result["reason"], result
+    assert math.isfinite(result["gpu_quality"]["score"])  # measured and reported all the same
