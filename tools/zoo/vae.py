@@ -59,7 +59,8 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
     out_dir = Path(out_dir)
     state_path = _common.state_path(out_dir, "vae")
     state_path.parent.mkdir(parents=True, exist_ok=True)
-    result = train_vae_gan(load_materials(materials, settings["exemplar_side"]), model_path(out_dir), max_steps, minutes=minutes,
+    result = train_vae_gan(load_materials(materials, settings["exemplar_side"]), model_path(out_dir), max_steps,
+                           minutes=minutes,
                            config=VAEGANConfig(**settings["config"]), seed=SEED, device=device,
                            state_path=state_path, warm_start=warm_start, name=NAME,
                            init_from=settings["init_from"] if settings["init_from"] and settings["init_from"].exists()
