@@ -213,9 +213,9 @@ def material_score(rows: list[dict]) -> float:
     """Lower is better: the geometric mean over materials of the SW ratio (the bench's headline: 1.0 is as close
     as the exemplar's own crops) plus, where measured, how far the gradient energy falls short of its 0.85 target.
 
-    Geometric: the ratios are multiplicative and spread over orders of magnitude between materials (the CPU VAE:
-    3.9 on brick, its mean over materials 22), so an arithmetic mean would be one material's figure; halving any
-    material's ratio counts alike. The shortfall is in the same unit (a ratio to the crop's own figure) and only a
+    Geometric: the ratios are multiplicative and spread widely between materials (the CPU-trained VAE at 1559
+    steps: 4.0 on brick, 41 on rusty metal), so halving any material's ratio counts alike instead of the worst
+    materials deciding alone. The shortfall is in the same unit (a ratio to the crop's own figure) and only a
     shortfall counts: sharper than the crop is not better, and blur is what a VAE's pixel losses drift to. ``inf``
     where a material is missing from the model, so a model that lost one never replaces one that has it."""
     if any(r.get("missing") for r in rows):
