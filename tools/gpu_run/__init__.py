@@ -329,8 +329,9 @@ def prepare() -> int:
             carried += model.stat().st_size
             fitting.append(model)
         else:
-            print(f"gpu-run --prepare: no room to carry {model.relative_to(ROOT)} ({model.stat().st_size / pack.MIB:.1f}"
-                  " MiB): its GPU-trained successor will be measured but not kept (judge it by eye: --unpack --keep)")
+            size = model.stat().st_size / pack.MIB
+            print(f"gpu-run --prepare: no room to carry {model.relative_to(ROOT)} ({size:.1f} MiB): its GPU-trained "
+                  "successor will be measured but not kept (judge it by eye: --unpack --keep)")
     total = tree + carried
     print(f"gpu-run --prepare: tree {tree / pack.MIB:.1f} MiB + carried weights and {len(fitting)} CPU-trained "
           f"model(s) {carried / pack.MIB:.1f} MiB = {total / pack.MIB:.1f} MiB (limit 64 MiB)")
