@@ -191,7 +191,7 @@ class VGGJudge:
             total = 0.0
             for name in self.layers:
                 scale = float(self.ref[name].pow(2).mean()) + 1e-8
-                total += float(sliced_wasserstein(feats[name].cpu(), self.ref[name].cpu(), 64, gen)) / scale
+                total += float(sliced_wasserstein(feats[name], self.ref[name], 64, gen)) / scale
         return total / len(self.layers)
 
 
