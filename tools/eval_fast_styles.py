@@ -31,63 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.common.images import load_rgb  # noqa: E402
-from core.common.quality import content_distance  # noqa: E402
-from core.style.optimize import fit_max_side  # noqa: E402
+from tools.model_quality import (CONTENT_TARGET, CUT_TARGET, Judge, held_out_inputs, measure,  # noqa: E402,F401
+                                 meets_targets as _verdict)
 
 PAINTINGS = ROOT / "data" / "paintings"
 ADAIN_UNSEEN = ("starry_night", "the_kiss")
 SHIPPED = {"styles": ROOT / "models" / "style" / "fast_styles.safetensors",
            "adain": ROOT / "models" / "style" / "adain_decoder.safetensors"}
-CUT_TARGET, CONTENT_TARGET = 0.40, 1.0
-
-
-def held_out_inputs(size: int) -> dict[str, np.ndarray]:
-    """The bench's held-out photograph and render (``benchmarks.bench_style.real_inputs``), at ``size``."""
-    from benchmarks.bench_style import real_inputs
-
-    return {kind: fit_max_side(frame, size) for kind, frame in real_inputs(quick=False).items()}
-
-
-class Judge:
-    """``quality.style_distance`` with each painting's Grams computed once (same formula, same network)."""
-
-    def __init__(self):
-        import torch
-
-        from core.common.perception import STYLE_LAYERS, gram_matrix, load_perception
-        from core.common.quality import _fit
-
-        self.torch, self.layers, self.gram, self.fit = torch, STYLE_LAYERS, gram_matrix, _fit
-        self.net = load_perception("cpu")
-        self.cache: dict[str, list] = {}
-        self.before: dict[tuple, float] = {}
-
-    def _grams(self, image: np.ndarray) -> list:
-        from core.common.images import to_tensor
-
-        with self.torch.no_grad():
-            feats = self.net(to_tensor(self.fit(image, 512)), self.layers)
-        return [self.gram(feats[n]) for n in self.layers]
-
-    def style_distance(self, image: np.ndarray, painting: np.ndarray, key: str) -> float:
-        if key not in self.cache:  # keyed by the painting's name
-            self.cache[key] = self._grams(painting)
-        total = 0.0
-        for ga, gp in zip(self._grams(image), self.cache[key]):
-            total += float((ga - gp).pow(2).mean() / (gp.pow(2).mean() + 1e-8))
-        return total / len(self.layers)
-
-
-def measure(judge: Judge, out: np.ndarray, frame: np.ndarray, painting: np.ndarray, key: str) -> dict:
-    before_key = (key, id(frame))  # the unstylized frame's distance: once per painting and frame
-    if before_key not in judge.before:
-        judge.before[before_key] = judge.style_distance(frame, painting, key)
-    before, after = judge.before[before_key], judge.style_distance(out, painting, key)
-    return {"cut": 1.0 - after / before, "content": content_distance(out, frame), "style": after, "before": before}
-
-
-def _verdict(row: dict) -> bool:
-    return row["cut"] >= CUT_TARGET and row["content"] <= CONTENT_TARGET
 
 
 def grid(rows: list[tuple[str, dict[str, np.ndarray]]], out: Path, height: int = 200) -> None:

@@ -28,49 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARY_STRENGTH = 0.5
-
-
-def gradient_energy(rgb: np.ndarray) -> float:
-    grey = np.asarray(rgb, np.float64).mean(axis=2)
-    return float((np.diff(grey, axis=0) ** 2).mean() + (np.diff(grey, axis=1) ** 2).mean())
-
-
-def crops(exemplar: np.ndarray, size: int, count: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    h, w = exemplar.shape[:2]
-    return [exemplar[y:y + size, x:x + size] for y, x in
-            ((int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))) for _ in range(count))]
-
-
-class VGGJudge:
-    """``core.common.quality.vgg_texture_distance`` against one reference, its features computed once
-    (the same numbers: same crop, layers, projections and seed)."""
-
-    def __init__(self, reference: np.ndarray, seed: int = 0, max_side: int = 512):
-        import torch
-
-        from core.common.images import to_tensor
-        from core.common.perception import load_perception
-        from core.common.quality import TEXTURE_LAYERS, _crop
-
-        self.net, self.layers, self.seed, self.max_side = load_perception("cpu"), TEXTURE_LAYERS, seed, max_side
-        self._crop, self._to_tensor = _crop, to_tensor
-        with torch.no_grad():
-            self.ref = self.net(to_tensor(_crop(reference, max_side)), self.layers)
-
-    def __call__(self, image: np.ndarray) -> float:
-        import torch
-
-        from core.common.quality import sliced_wasserstein
-        gen = torch.Generator().manual_seed(self.seed)
-        with torch.no_grad():
-            feats = self.net(self._to_tensor(self._crop(image, self.max_side)), self.layers)
-            total = 0.0
-            for name in self.layers:
-                scale = float(self.ref[name].pow(2).mean()) + 1e-8
-                total += float(sliced_wasserstein(feats[name], self.ref[name], 64, gen)) / scale
-        return total / len(self.layers)
+# The measures live in tools/model_quality.py (shared with the zoo's evaluate hooks); re-exported for the benches.
+from tools.model_quality import VARY_STRENGTH, VGGJudge, crops, gradient_energy, texture_baseline  # noqa: E402,F401
 
 
 def cached_instant_tile(exemplar: np.ndarray, size: int) -> np.ndarray | None:
@@ -106,8 +65,7 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
     for name in gan.materials:
         ex = exemplars[name]
         size = min(ex.shape[:2]) // 2
-        judge = VGGJudge(ex)
-        base = float(np.mean([judge(c) for c in crops(ex, size, seeds, 1)]))
+        judge, base = texture_baseline(name, ex, size, seeds)
 
         def ratio_of(images):
             return float(np.mean([judge(im) for im in images])) / base

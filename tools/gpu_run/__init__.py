@@ -317,12 +317,60 @@ def prepare() -> int:
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                             capture_output=True, check=True).stdout.split(b"\0")
     tree = sum((ROOT / n.decode()).stat().st_size for n in listed if n and (ROOT / n.decode()).is_file())
-    total = tree + CARRIED_WEIGHTS.stat().st_size
-    print(f"gpu-run --prepare: tree {tree / pack.MIB:.1f} MiB + carried weights "
-          f"{CARRIED_WEIGHTS.stat().st_size / pack.MIB:.1f} MiB = {total / pack.MIB:.1f} MiB (limit 64 MiB)")
+    models, unwritten = reference_models()
+    for state in unwritten:
+        print(f"gpu-run --prepare: {state.relative_to(ROOT)} has no model file beside it, so the GPU run cannot "
+              f"measure the CPU-trained model and will keep none in its place: write it with "
+              f"`python build.py models --only NAME --minutes 0` and prepare again")
+    # The weights first (no run without them), then the smallest models while the 64 MiB (and 8 paths) allow.
+    carried, fitting = CARRIED_WEIGHTS.stat().st_size, []
+    for model in sorted(models, key=lambda m: m.stat().st_size):
+        if tree + carried + model.stat().st_size < 64 * pack.MIB and len(fitting) + 2 <= 8:
+            carried += model.stat().st_size
+            fitting.append(model)
+        else:
+            size = model.stat().st_size / pack.MIB
+            print(f"gpu-run --prepare: no room to carry {model.relative_to(ROOT)} ({size:.1f} MiB): its GPU-trained "
+                  "successor will be measured but not kept (judge it by eye: --unpack --keep)")
+    total = tree + carried
+    print(f"gpu-run --prepare: tree {tree / pack.MIB:.1f} MiB + carried weights and {len(fitting)} CPU-trained "
+          f"model(s) {carried / pack.MIB:.1f} MiB = {total / pack.MIB:.1f} MiB (limit 64 MiB)")
+    call = {**DEVICE_CALL, "carry": [*DEVICE_CALL["carry"], *(m.relative_to(ROOT).as_posix() for m in fitting)]}
     print("Paste this device call (docs/gpu_run.md):")
-    print(json.dumps(DEVICE_CALL, indent=2))
+    print(json.dumps(call, indent=2))
     return 0 if total < 64 * pack.MIB else 1
+
+
+def reference_models() -> tuple[list[Path], list[Path]]:
+    """(the CPU-trained model files in models/training/, the training states there without one). The model files
+    are git-ignored (rewritten from the committed states), so only ``carry`` takes them to the GPU machine, where
+    each ``eval_NAME`` measures the CPU-trained model the new one must beat (tools/gpu_run/evaluate.py)."""
+    folder = ROOT / "models" / "training"
+    models = sorted(p for p in folder.glob("*.safetensors") if not p.name.endswith(".train.safetensors"))
+    listed = subprocess.run(["git", "ls-files", "-z", "--", "models/training"], cwd=ROOT, capture_output=True,
+                            check=True).stdout.split(b"\0")
+    models = [m for m in models if m.relative_to(ROOT).as_posix().encode() not in listed]  # tracked: travels anyway
+    # A state's model: the file its module writes, read from the module (gan.train -> materials_gan, ...).
+    written = {m.name for m in models}
+    unwritten = [s for s in sorted(folder.glob("*.train.safetensors")) if not _model_of_state(s) & written]
+    return models, unwritten
+
+
+def _model_of_state(state: Path) -> set[str]:
+    """The model file names a training state under models/training/ is rewritten into (by its zoo module)."""
+    from tools import zoo
+
+    stem = state.name.removesuffix(".train.safetensors")
+    names = {f"{stem}.safetensors"}
+    for name in zoo.names():
+        module = zoo.recipe(name)
+        paths = getattr(module, "paths", None)
+        if paths is not None and paths(state.parents[1])[1] == state:
+            names.add(paths(state.parents[1])[0].name)
+        elif getattr(module, "model_path", None) is not None and \
+                (state.parent / f"{name}.train.safetensors") == state:
+            names.add(module.model_path(state.parents[1]).name)
+    return names
 
 
 DEVICE_CALL = {

@@ -36,8 +36,15 @@ def compare(name: str, candidate: Path, reference: Path, device: str, profile: s
     gpu = module.evaluate(candidate, device=device, profile=profile)
     try:
         cpu = module.evaluate(reference, device=device, profile=profile)
-    except FileNotFoundError:
+    except FileNotFoundError as missing:
         cpu = None
+        # The model files are git-ignored (rewritten from the committed states), so a machine that got only the
+        # working tree has the CPU-trained state without its model: that is no reason to replace it unmeasured.
+        states = [p.relative_to(candidate) for p in Path(candidate).rglob("*.train.safetensors")]
+        if any((Path(reference) / rel).is_file() for rel in states):
+            return {"kept": False, "gpu_quality": gpu, "cpu_quality": None,
+                    "reason": f"the CPU-trained model has a training state but no model file to measure ({missing}); "
+                              "carry the model files (build.py gpu-run --prepare) or judge by eye (--unpack --keep)"}
     kept, reason = decide(gpu, cpu)
     return {"kept": kept, "reason": reason, "gpu_quality": gpu, "cpu_quality": cpu}
 

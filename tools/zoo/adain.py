@@ -71,5 +71,31 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
             "sessions": len(summary["history"])}
 
 
+def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict:
+    """The decoder under ``model_dir`` on the bench's held-out photo and render with the paintings outside its
+    training set (``HELD_OUT``; tools/model_quality.py: cut, content distance, ``stylization_score``; lower is
+    better). ``tiny``: 64-px frames and two of the paintings, for the rehearsal."""
+    from core.style.adain import load_adain_model
+    from tools import model_quality as quality
+
+    path = paths(Path(model_dir))[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no AdaIN decoder in {model_dir}")
+    model = load_adain_model(path, device)
+    size = quality.style_profile_size(profile)
+    judge, inputs = quality.judge(device, size), quality.held_out_inputs(size)
+    chosen = HELD_OUT[:2] if profile == "tiny" else HELD_OUT
+    rows = {}
+    for name in chosen:
+        painting = quality.painting(name)
+        for kind, frame in inputs.items():
+            out = model.stylize(frame, painting, style_size=size)
+            rows[f"{name}/{kind}"] = quality.measure(judge, out, frame, painting, name)
+    # A painting the decoder trained on would flatter it: say so beside the figures.
+    seen = sorted(set(model.config.get("paintings") or []) & {f"{n}.jpg" for n in chosen})
+    return {**quality.style_figures(rows), "steps": model.config.get("steps_done"), "frame_px": size,
+            "held_out_paintings": list(chosen), **({"seen_in_training": seen} if seen else {})}
+
+
 if __name__ == "__main__":  # python -m tools.zoo.adain MINUTES [PROFILE]
     print(train(float(sys.argv[1]), profile=sys.argv[2] if len(sys.argv) > 2 else "cpu"))

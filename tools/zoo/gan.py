@@ -87,7 +87,8 @@ def write_thumbnail(model_path: Path, cell: int = 48) -> Path:
 
 
 def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Path = MODELS,
-          warm_start: Path | None = None) -> dict:
+          warm_start: Path | None = None, max_steps: int | None = None) -> dict:
+    # max_steps: a fixed length (tests compare trainings of known lengths); None: minutes alone
     sys.path.insert(0, str(ROOT))
     from core.texture_gan.conditional import ConditionalGANConfig
     from core.texture_gan.distill import train_material_gan
@@ -99,7 +100,7 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
     state_path.parent.mkdir(parents=True, exist_ok=True)
     cfg = ConditionalGANConfig(n_materials=len(materials), **settings["config"])
     result = train_material_gan(load_materials(materials, settings["exemplar_side"]), [m[0] for m in materials],
-                                model_path(out_dir), minutes=minutes, config=cfg, seed=SEED, device=device,
+                                model_path(out_dir), max_steps, minutes=minutes, config=cfg, seed=SEED, device=device,
                                 tiles=settings["tiles"], tile_size=settings["tile_size"],
                                 synth_steps=settings["synth_steps"], cache_dir=ROOT / "build_cache" / "gan_distill",
                                 state_path=state_path, warm_start=warm_start,
@@ -124,3 +125,43 @@ def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = 
         out_dir, path, thumbnail, config, materials, key="gan", name=NAME, label="Materials (conditional GAN)",
         kind="texture_gan", recipe="distilled from the instant synthesizer (core/texture_gan/distill.py)",
         seed=SEED, device=device, minutes=minutes, losses=losses)
+
+
+def eval_settings(profile: str) -> dict:
+    """What ``evaluate`` (here and in vae.py) measures per profile: the materials, their exemplars' side (None:
+    as stored) and the seeds per material. Crops are half the exemplar's shorter side, as in the bench."""
+    if profile == "tiny":  # the tiny training's two materials at 64 px: seconds
+        return {"materials": MATERIALS[:2], "exemplar_side": 64, "seeds": 1}
+    return {"materials": MATERIALS, "exemplar_side": None, "seeds": 2}
+
+
+def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict:
+    """The generator under ``model_dir``, per material: the VGG19 sliced-Wasserstein distance of its output to
+    the exemplar over the exemplar's own random crops' (the bench's ratio; tools/model_quality.py), and the
+    phase-matched seam (reported, not scored: tileability comes from the periodic architecture, not from
+    training). ``score``: ``material_score`` (the mean ratio; lower is better)."""
+    import numpy as np
+    import torch
+
+    from core.common.quality import seam_score
+    from core.texture_gan import TextureGenerator
+    from tools import model_quality as quality
+
+    path = model_path(Path(model_dir))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no materials GAN in {model_dir}")
+    settings = eval_settings(profile)
+    torch.manual_seed(0)
+    gan = TextureGenerator.load(path, device)
+    rows = []
+    for (name, _, _), exemplar in zip(settings["materials"], load_materials(settings["materials"],
+                                                                           settings["exemplar_side"])):
+        if name not in gan.materials:
+            rows.append({"material": name, "missing": True})
+            continue
+        size = min(exemplar.shape[:2]) // 2
+        judge, base = quality.texture_baseline(name, exemplar, size, settings["seeds"], device)
+        fakes = [gan.generate(size, size, seed=s, material=name) for s in range(settings["seeds"])]
+        rows.append({"material": name, "crop_px": size, "ratio": float(np.mean([judge(f) for f in fakes])) / base,
+                     "seam": float(np.mean([seam_score(f, gan.stride) for f in fakes]))})
+    return {"score": quality.material_score(rows), "steps": gan.config.get("steps"), "rows": rows}

@@ -73,5 +73,30 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
             **_common.budget_entry(summary), "sessions": len(summary["history"])}
 
 
+def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict:
+    """The network under ``model_dir`` on the bench's held-out photo and render, every style of
+    ``style_list(profile)`` (tools/model_quality.py: cut, content distance, ``stylization_score``; lower is
+    better). ``tiny``: 64-px frames and the tiny training's two styles, for the rehearsal."""
+    from core.style.multistyle import load_multistyle_model
+    from tools import model_quality as quality
+
+    path = paths(Path(model_dir))[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no fast styles network in {model_dir}")
+    model = load_multistyle_model(path, device)
+    size = quality.style_profile_size(profile)
+    judge, inputs = quality.judge(device, size), quality.held_out_inputs(size)
+    wanted = [s["name"] for s in style_list(profile)]
+    missing = [name for name in wanted if name not in {s["name"] for s in model.styles}]
+    if missing:  # never replaces a network that has them
+        return {"score": float("inf"), "missing_styles": missing, "steps": model.config.get("steps_done")}
+    rows = {}
+    for name in wanted:
+        for kind, frame in inputs.items():
+            rows[f"{name}/{kind}"] = quality.measure(judge, model.stylize(frame, name), frame,
+                                                     quality.painting(name), name)
+    return {**quality.style_figures(rows), "steps": model.config.get("steps_done"), "frame_px": size}
+
+
 if __name__ == "__main__":  # python -m tools.zoo.styles MINUTES [PROFILE]
     print(train(float(sys.argv[1]), profile=sys.argv[2] if len(sys.argv) > 2 else "cpu"))

@@ -49,7 +49,8 @@ def profile_settings(profile: str) -> dict:
 
 
 def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Path = MODELS,
-          warm_start: Path | None = None) -> dict:
+          warm_start: Path | None = None, max_steps: int | None = None) -> dict:
+    # max_steps: a fixed length (tests compare trainings of known lengths); None: minutes alone
     sys.path.insert(0, str(ROOT))
     from core.texture_vae.vaegan import VAEGANConfig, train_vae_gan
 
@@ -58,7 +59,8 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
     out_dir = Path(out_dir)
     state_path = _common.state_path(out_dir, "vae")
     state_path.parent.mkdir(parents=True, exist_ok=True)
-    result = train_vae_gan(load_materials(materials, settings["exemplar_side"]), model_path(out_dir), minutes=minutes,
+    result = train_vae_gan(load_materials(materials, settings["exemplar_side"]), model_path(out_dir), max_steps,
+                           minutes=minutes,
                            config=VAEGANConfig(**settings["config"]), seed=SEED, device=device,
                            state_path=state_path, warm_start=warm_start, name=NAME,
                            init_from=settings["init_from"] if settings["init_from"] and settings["init_from"].exists()
@@ -94,3 +96,43 @@ def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = 
         recipe="VAE-GAN: L1 + KL + VGG19 statistics + perceptual + adversarial decoder (core/texture_vae/vaegan.py)"
                + ("; fine-tuned from texture_vae/materials.safetensors" if fine_tuned else ""),
         seed=SEED, device=device, minutes=minutes, losses=losses)
+
+
+def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict:
+    """The VAE under ``model_dir``, per material: variations (strength 0.5) of a fixed crop, their VGG19
+    sliced-Wasserstein distance to the exemplar over the exemplar's own random crops' and their gradient energy
+    over the crop's (the bench's VAE-GAN rows; tools/model_quality.py). ``score``: ``material_score`` (the mean
+    ratio plus any shortfall of sharpness below 0.85; lower is better). Materials and sizes: ``gan.eval_settings``."""
+    import numpy as np
+    import torch
+
+    from core.common.checkpoints import read_checkpoint_config
+    from core.texture_vae import load_texture_vae
+    from tools import model_quality as quality
+
+    from .gan import eval_settings
+
+    path = model_path(Path(model_dir))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no materials VAE in {model_dir}")
+    settings = eval_settings(profile)
+    torch.manual_seed(0)
+    vae = load_texture_vae(path, device)
+    # The VAE is not conditional: a material it never trained on is missing, not merely badly varied.
+    config = read_checkpoint_config(path)
+    trained_on = config.get("materials")
+    rows = []
+    for (name, _, _), exemplar in zip(settings["materials"], load_materials(settings["materials"],
+                                                                           settings["exemplar_side"])):
+        if trained_on is not None and name not in trained_on:
+            rows.append({"material": name, "missing": True})
+            continue
+        size = min(exemplar.shape[:2]) // 2
+        judge, base = quality.texture_baseline(name, exemplar, size, settings["seeds"], device)
+        source = quality.crops(exemplar, size, 1, 7)[0]
+        varied = [vae.vary(source, quality.VARY_STRENGTH, seed=s) for s in range(settings["seeds"])]
+        rows.append({"material": name, "crop_px": size,
+                     "ratio": float(np.mean([judge(v) for v in varied])) / base,
+                     "grad_energy": float(np.mean([quality.gradient_energy(v) for v in varied]))
+                     / quality.gradient_energy(source)})
+    return {"score": quality.material_score(rows), "steps": config.get("steps"), "rows": rows}
