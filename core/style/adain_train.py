@@ -50,6 +50,12 @@ class AdaINRecipe(PhasedRecipe):
     # give back a frame even at alpha 0.01 (content distance 0.96-1.22, blotches). Every later step also
     # decodes ``batch`` unstylized crops back to their pixels (MSE, this weight), which keeps it an inverse.
     pixel_weight: float = 200.0
+    # Steps from this one on train reconstruction only (no AdaIN losses): pixels plus relu1_1/relu2_1 features
+    # of unstylized crops (a quarter of a full VGG pass), as WCT's decoders are trained. At 1210 steps the
+    # paper's losses still drew black outlines over a blurred frame even at alpha 0.01 (content distance
+    # 0.72-0.82), so this CPU recipe first makes the decoder a sharp VGG inverse; None: never.
+    reconstruction_from: int | None = 1210
+    reconstruction_feature_weight: float = 1.0  # per layer, over the crop's own feature energy
     style_sizes: tuple = (512, 320)  # longer side of each painting when measuring its statistics
     recoloured: int = 2  # hue/saturation-jittered copies of each painting per size
     checkpoint_seconds: float = 180.0
@@ -84,6 +90,20 @@ def cached_adain_losses(encoder: Perception, decoder: AdaINDecoder, content_feat
         l_style = l_style + F.mse_loss(scaled(name, om), scaled(name, sm)) + F.mse_loss(scaled(name, os_),
                                                                                          scaled(name, ss))
     return l_content, l_style
+
+
+RECONSTRUCTION_LAYERS = ("relu1_1", "relu2_1")
+
+
+def reconstruction_losses(encoder: Perception, decoder: AdaINDecoder, content_feats: torch.Tensor,
+                          crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pixel MSE, low-level feature MSE over each layer's energy) of crops decoded from their own features."""
+    out = decoder(content_feats).float()
+    mine = encoder(out, RECONSTRUCTION_LAYERS)
+    with torch.no_grad():
+        theirs = encoder(crops, RECONSTRUCTION_LAYERS)
+    features = sum(F.mse_loss(mine[n], theirs[n]) / (theirs[n].pow(2).mean() + 1e-8) for n in RECONSTRUCTION_LAYERS)
+    return F.mse_loss(out, crops), features / len(RECONSTRUCTION_LAYERS)
 
 
 def channel_scales(stats: dict[str, tuple[torch.Tensor, torch.Tensor]], per_layer: bool = False
@@ -201,6 +221,10 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 if step < recipe.warmup_steps:
                     l_content = F.mse_loss(decoder(feats).float(), pool.crops[idx].to(dev))
+                    l_style = l_content.new_zeros(())
+                elif recipe.reconstruction_from is not None and step >= recipe.reconstruction_from:
+                    l_pixel, l_content = reconstruction_losses(encoder, decoder, feats, pool.crops[idx].to(dev))
+                    l_content = recipe.reconstruction_feature_weight * l_content
                     l_style = l_content.new_zeros(())
                 else:
                     style = {n: (m[sidx].to(dev)[..., None, None], s[sidx].to(dev)[..., None, None])

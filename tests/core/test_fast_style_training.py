@@ -145,6 +145,27 @@ def test_cached_multistyle_step_equals_per_style_losses():
     _assert_same_gradients(_grads(net), uncached)
 
 
+def test_reconstruction_losses_decode_crops_back_to_their_pixels_and_low_features():
+    from core.style.adain_train import RECONSTRUCTION_LAYERS, reconstruction_losses
+
+    encoder = load_perception("cpu")
+    crops, _ = _crops_and_paintings()
+    torch.manual_seed(0)
+    decoder = AdaINDecoder(DecoderConfig((16, 8, 8), (1, 0, 0), 1))
+    feats = crop_pool.encode(encoder, crops, ("relu4_1",), chunk=1)["relu4_1"]
+    pixel, features = reconstruction_losses(encoder, decoder, feats, crops)
+    out = decoder(feats)
+    assert float(pixel) == pytest.approx(float(((out - crops) ** 2).mean()), rel=1e-5)
+    expected = 0.0
+    for n in RECONSTRUCTION_LAYERS:
+        a, b = encoder(out, (n,))[n], encoder(crops, (n,))[n]
+        expected += float(((a - b) ** 2).mean() / (b ** 2).mean()) / len(RECONSTRUCTION_LAYERS)
+    assert float(features) == pytest.approx(expected, rel=1e-4)
+    # A perfect reconstruction costs nothing; the losses only see the decoder (no gradient into the crops).
+    assert float(reconstruction_losses(encoder, lambda f: crops, feats, crops)[1]) == 0.0
+    assert AdaINRecipe().reconstruction_from is not None and AdaINRecipe().reconstruction_from > 0
+
+
 def test_cached_mean_std_style_loss_equals_per_crop_statistics():
     from core.common.perception import mean_std
 
