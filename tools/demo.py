@@ -45,6 +45,21 @@ def _model(entries: dict, kind: str, name: str | None = None) -> tuple[str, str]
     raise SystemExit(f"demo: no bundled {kind} model {name or ''}")
 
 
+def _bundled_styles(entries: dict) -> list[tuple[str, str, str]]:
+    """(name, model path, label) of every bundled fast style: single-style files, and each style of a
+    multi-style network as ``file.safetensors#style`` (how the panel names it)."""
+    out = []
+    for entry in entries.values():
+        if entry["kind"] == "style_transfer":
+            out.append((entry["name"], str(MODELS / entry["file"]), entry["label"]))
+        elif entry["kind"] == "style_multi":
+            from core.common.checkpoints import read_checkpoint_config
+            for style in read_checkpoint_config(MODELS / entry["file"]).get("styles", []):
+                out.append((style["name"], f"{MODELS / entry['file']}#{style['name']}",
+                            style.get("label") or style["name"]))
+    return out
+
+
 def _new_images(before: set[str]) -> list[bpy.types.Image]:
     return [img for img in bpy.data.images if img.name not in before]
 
@@ -153,8 +168,7 @@ def main(out_dir: Path) -> int:
         sheet.append(("Cycles render", render_path))
         print(f"demo: rendered ({time.perf_counter() - start:.0f}s)", flush=True)
 
-        for style_name in [n for n, e in entries.items() if e["kind"] == "style_transfer"]:  # every bundled style
-            path, label = _model(entries, "style_transfer", style_name)
+        for style_name, path, label in _bundled_styles(entries):  # every bundled style
             image = _run(bpy.ops.neural.stylize_image, source="RENDER", method="MODEL", model=path, strength=1.0)
             sheet.append((f"Style: {label}", _save(image, out_dir / f"render_{style_name}.png")))
             print(f"demo: stylized with {label} ({time.perf_counter() - start:.0f}s)", flush=True)
