@@ -180,6 +180,8 @@ def draw_style(layout, context) -> None:
     _split(layout)
     if settings.method == "PAINTING":
         layout.prop(settings, "optimize_steps")
+    elif settings.method == "ADAIN":
+        layout.prop(settings, "adain_refine_steps")
     if settings.source == "RENDER":
         layout.prop(settings, "render_colors")
     layout.prop(settings, "strength", slider=True)

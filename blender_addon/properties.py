@@ -151,6 +151,10 @@ class NeuralStyleSettings(bpy.types.PropertyGroup):
     optimize_steps: IntProperty(name="Steps", default=40, min=1, max=5000,
                                 description="Optimisation steps at the coarsest scale (Any Painting, Best); finer "
                                             "scales take a third of them each")
+    adain_refine_steps: IntProperty(
+        name="Refine Steps", default=0, min=0, max=200,
+        description="Any Painting (Fast): optimisation steps (at up to 512 px) that start from the one-pass result; "
+                    "more come closer to Any Painting (Best) and take longer. 0 is the one pass alone (fastest)")
     auto_stylize: BoolProperty(name="Stylize After Render", default=False,
                                description="Stylize every still render into a new image automatically")
     frames_dir: StringProperty(name="Frames", subtype="DIR_PATH", description="Folder with the rendered frames")

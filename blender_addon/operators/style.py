@@ -25,6 +25,9 @@ METHOD_PROPERTY = EnumProperty(name="Style Source", description="Where the style
 PAINTING_PROPERTY = StringProperty(name="Painting", description="Blender image with the painting (Any Painting)")
 STRENGTH_PROPERTY = FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0,
                                   description="0 keeps the original, 1 is the full style")
+DECODER_PROPERTY = StringProperty(name="AdaIN Decoder File",
+                                  description="AdaIN decoder (.safetensors) for Any Painting (Fast), e.g. one trained "
+                                              "with 'python -m core style adain-train'; empty: the bundled one")
 
 
 def _chosen_style(op, settings) -> tuple[str, str, str]:
@@ -44,12 +47,15 @@ def _chosen_style(op, settings) -> tuple[str, str, str]:
 
 def stylize_render_or_image(scene, source: str, image: str, model: str, strength: float, render_colors: str,
                             wait: bool, label_prefix: str = "Stylize", painting: str = "", steps: int = 40,
-                            max_side: int = 1024, method: str = "PAINTING"):
+                            max_side: int = 1024, method: str = "PAINTING", refine_steps: int = 0,
+                            decoder: str = ""):
     """Submit a stylize job; the result is always a new image (the original is never touched).
 
     With ``painting`` (a Blender image name) the style comes from that image:
     in one pass (``method`` "ADAIN") or by optimisation ("PAINTING", best
-    quality); else from the fast style ``model``.
+    quality); else from the fast style ``model``. AdaIN takes ``refine_steps``
+    optimisation steps from its one-pass result (0: none) and its ``decoder``
+    file (empty: the bundled one).
     """
     painting_file = None
     if painting:
@@ -83,9 +89,13 @@ def stylize_render_or_image(scene, source: str, image: str, model: str, strength
 
     label = f"{label_prefix} {'render' if source == 'RENDER' else image}"
     if painting_file and method == "ADAIN":
-        return job_queue.submit("style.stylize_adain",
-                                file_output({"image": str(path), "style": painting_file, "alpha": strength},
-                                            "style.stylize_adain", as_file=not hdr),
+        params = {"image": str(path), "style": painting_file, "alpha": strength}
+        # left out when unused: a decoder-only stylization also runs on a core without these parameters
+        if refine_steps > 0:
+            params["refine_steps"] = int(refine_steps)
+        if decoder:
+            params["model"] = decoder
+        return job_queue.submit("style.stylize_adain", file_output(params, "style.stylize_adain", as_file=not hdr),
                                 label=f"{label} like '{painting}' (fast)", on_done=on_done, wait=wait)
     if painting_file:
         return job_queue.submit("style.stylize_optimize",
@@ -140,6 +150,10 @@ class NEURAL_OT_stylize_image(_StylizeJob, bpy.types.Operator):
                        description="Optimisation steps at the coarsest scale (Any Painting, Best)")
     max_side: IntProperty(name="Max Side", default=1024, min=32, max=4096,
                           description="Optimisation works at most at this size (the result is scaled back)")
+    refine_steps: IntProperty(name="Refine Steps", default=0, min=0, max=200,
+                              description="Any Painting (Fast): optimisation steps (at up to 512 px) from the one-pass "
+                                          "result, closer to Any Painting (Best) and slower; 0: the one pass alone")
+    decoder: DECODER_PROPERTY
     wait: WAIT_PROPERTY
 
     poll = classmethod(lambda cls, context: scene_has(context, "neural_style"))
@@ -153,7 +167,9 @@ class NEURAL_OT_stylize_image(_StylizeJob, bpy.types.Operator):
         job = stylize_render_or_image(context.scene, source, image, model, option(self, settings, "strength"),
                                       option(self, settings, "render_colors"), self.wait or None,
                                       painting=painting, steps=option(self, settings, "steps", "optimize_steps"),
-                                      max_side=self.max_side, method=method)
+                                      max_side=self.max_side, method=method,
+                                      refine_steps=option(self, settings, "refine_steps", "adain_refine_steps"),
+                                      decoder=bpy.path.abspath(self.decoder) if self.decoder else "")
         return finish(self, job)
 
 
@@ -182,11 +198,13 @@ class NEURAL_OT_stylize_animation(_StylizeJob, bpy.types.Operator):
     use_motion_vectors: BoolProperty(
         name="Use Motion Vectors", default=True,
         description="Use the Vector pass of OpenEXR MultiLayer frames as exact motion (else motion is estimated)")
+    decoder: DECODER_PROPERTY
     wait: WAIT_PROPERTY
 
     poll = classmethod(lambda cls, context: scene_has(context, "neural_style"))
 
     def submit_job(self, context, settings, method: str, model: str, painting: str) -> set[str]:
+        # Refine Steps is a still-image knob: the sequence job's AdaIN frames are one pass each
         if method == "MODEL":
             style_params = {"method": "model", "model": model}
         else:
@@ -194,6 +212,8 @@ class NEURAL_OT_stylize_animation(_StylizeJob, bpy.types.Operator):
             style_params = {"method": "adain" if method == "ADAIN" else "optimize",
                             "style": str(image_bridge.export_image(get_image(painting, "style painting"),
                                                                    workdir_inputs(), keep_alpha=False))}
+            if method == "ADAIN" and self.decoder:
+                style_params["model"] = bpy.path.abspath(self.decoder)
         frames_dir = option(self, settings, "frames_dir") or str(Path(bpy.path.abspath(context.scene.render.filepath)).parent)
         frames = image_bridge.image_files_in(frames_dir)
         output_dir = output_folder(option(self, settings, "output_dir"), frames[0].parent)
