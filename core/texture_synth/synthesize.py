@@ -410,9 +410,9 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
     ``track_distance`` records each scale's patch distance before and after its
     steps (costs two extra projections per scale). Same seed, same result.
     ``layout``: how the coarse layout is made before the copying octaves. "blocks" (default): the
-    exemplars' smooth lighting is divided out, then the output is tiled by exemplar blocks whose offsets
-    snap to the exemplar's lattice when it repeats (``structure.py``), so courses stay straight and cells
-    whole; the lighting is put back on plain (non-tileable) output. "sliced": sliced-Wasserstein steps
+    exemplars' smooth lighting is divided out, then the output is quilted from exemplar blocks that fit
+    their neighbours, joined along the cheapest seam (``quilting.py``), with offsets on the exemplar's
+    lattice when it repeats (``structure.py``), so courses stay straight and cells whole; the lighting is put back on plain (non-tileable) output. "sliced": sliced-Wasserstein steps
     from a noisy block start (GPDM-like; ``steps``, ``scales`` and ``projections`` apply to it only).
     "auto": "blocks" when an exemplar repeats on a lattice, else "sliced" (``structure.layout_for``).
     """
