@@ -8,8 +8,8 @@ exemplar places whose pixels agree best with that overlap (within ``MATCH_TOLERA
 drawn at random, so the result still varies), one is taken, and inside the overlap the minimum-error path
 decides which pixel comes from which block, so the join runs along mortar lines, between stones and along
 fissures. Offsets also stay on the exemplar's lattice (``structure.py``), so courses stay straight over
-the whole output. The output is laid out on a torus (the last block of a row overlaps the first), so a
-tileable result has no special wrap border; the field is rolled by a random phase at the end.
+the whole output. Tileable output is laid out on a torus (the last block of a row overlaps the first),
+so it has no special wrap border; the field is rolled by a random phase at the end.
 
 Returns a nearest-neighbour field (atlas patch centre per output pixel) that is piecewise a translation,
 which the copying stage (``nearest_patches.py``) then refines.
@@ -123,7 +123,8 @@ def _on_lattice(oy: torch.Tensor, ox: torch.Tensor, anchor: tuple[float, float],
 def quilt_field(atlas: torch.Tensor, regions: list[tuple[int, int, int, int]], lattices: list[Lattice | None],
                 height: int, width: int, block: int, patch: int, gen: torch.Generator, periodic: bool
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """An NNF (fy, fx) on a ``height`` x ``width`` torus quilted from blocks of the atlas (C x H x W, CPU).
+    """An NNF (fy, fx) of ``height`` x ``width`` (a torus when ``periodic``) quilted from blocks of the atlas
+    (C x H x W, CPU).
 
     ``regions``: each exemplar's (top, left, height, width) in the atlas; ``lattices``: each exemplar's
     lattice at this scale (or None). Blocks take turns over the exemplars in a random order.
@@ -143,8 +144,9 @@ def quilt_field(atlas: torch.Tensor, regions: list[tuple[int, int, int, int]], l
     for i in range(len(tops) - 1):
         for j in range(len(lefts) - 1):
             top, left = tops[i], lefts[j]
-            bh = min(tops[i + 1] - top + overlap, height)
-            bw = min(lefts[j + 1] - left + overlap, width)
+            # On a torus the last block of a row overlaps the first; plain output stops at the edge.
+            bh = min(tops[i + 1] - top + overlap, height if periodic else height - top)
+            bw = min(lefts[j + 1] - left + overlap, width if periodic else width - left)
             k = order[count % len(order)]
             count += 1
             ey, ex, eh, ew = regions[k]
