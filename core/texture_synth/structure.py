@@ -9,9 +9,11 @@
   autocorrelation of the (flattened) luminance peaks at those vectors; pieces copied at offsets that differ
   by whole lattice vectors continue each other's courses and mortar lines, so the block start
   (``block_field``) snaps its offsets to the lattice.
-* ``block_field``: the coarse start of the copying stage: the output tiled by exemplar blocks (a
-  nearest-neighbour field that is piecewise a translation), cells whole inside each block; the matching
-  then heals the block borders.
+* ``block_field``: the output tiled by exemplar blocks from random places (a nearest-neighbour field that
+  is piecewise a translation), cells whole inside each block; the matching then heals the block borders.
+  The start of the copying stage is now quilted (``quilting.py``: blocks that fit their neighbours, joined
+  along the cheapest seam); these random blocks remain for exemplars too small to overlap blocks and for
+  canvases too large for quilting's per-block loop.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..common.device import pick_device
 from ..common.images import MIN_SIDE, ImageError, image_from_array, load_rgb, to_tensor
 from ..common.jobs import CancelToken, ProgressCallback, check_cancel, report
-from . import nearest_patches, structure
+from . import nearest_patches, quilting, structure
 
 ExemplarLike = Union[str, Path, np.ndarray]
 
@@ -410,9 +410,9 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
     ``track_distance`` records each scale's patch distance before and after its
     steps (costs two extra projections per scale). Same seed, same result.
     ``layout``: how the coarse layout is made before the copying octaves. "blocks" (default): the
-    exemplars' smooth lighting is divided out, then the output is tiled by exemplar blocks whose offsets
-    snap to the exemplar's lattice when it repeats (``structure.py``), so courses stay straight and cells
-    whole; the lighting is put back on plain (non-tileable) output. "sliced": sliced-Wasserstein steps
+    exemplars' smooth lighting is divided out, then the output is quilted from exemplar blocks that fit
+    their neighbours, joined along the cheapest seam (``quilting.py``), with offsets on the exemplar's
+    lattice when it repeats (``structure.py``), so courses stay straight and cells whole; the lighting is put back on plain (non-tileable) output. "sliced": sliced-Wasserstein steps
     from a noisy block start (GPDM-like; ``steps``, ``scales`` and ``projections`` apply to it only).
     "auto": "blocks" when an exemplar repeats on a lattice, else "sliced" (``structure.layout_for``).
     """
@@ -546,7 +546,8 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
 def _block_field(atlas: nearest_patches.PatchAtlas, pyramid: list[torch.Tensor],
                  lattices: list[structure.Lattice | None], factor: float, height: int, width: int, patch: int,
                  gen: torch.Generator, periodic: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first copying octave's start: exemplar blocks, offsets snapped to each exemplar's lattice."""
+    """The first copying octave's start: exemplar blocks quilted to fit their neighbours (``quilting.py``),
+    offsets on each exemplar's lattice."""
     regions, left = [], 0
     for e in pyramid:
         regions.append((0, left, e.shape[-2], e.shape[-1]))
@@ -554,7 +555,10 @@ def _block_field(atlas: nearest_patches.PatchAtlas, pyramid: list[torch.Tensor],
     smallest = min(min(e.shape[-2:]) for e in pyramid)
     block = max(2 * patch, round(smallest * BLOCK_SHARE))
     scaled = [None if lat is None else lat.scaled(factor) for lat in lattices]
-    fy, fx = structure.block_field(regions, scaled, height, width, block, patch, gen, periodic)
+    if quilting.fits(regions, block, patch) and quilting.block_count(height, width, block) <= quilting.MAX_BLOCKS:
+        fy, fx = quilting.quilt_field(atlas.image.cpu(), regions, scaled, height, width, block, patch, gen, periodic)
+    else:  # exemplars too small for overlapping blocks, or a canvas too large for the per-block loop
+        fy, fx = structure.block_field(regions, scaled, height, width, block, patch, gen, periodic)
     return fy.to(atlas.image.device), fx.to(atlas.image.device)
 
 
