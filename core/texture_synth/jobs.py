@@ -11,7 +11,7 @@ from ..worker import IMAGE_OUTPUT, MAX_SIDE, SEED, JobContext, Param, job, load_
 @job("texture_synth.synthesize", exemplars=Param("paths", 1, 64, required=True),
      width=Param("int", 1, MAX_SIDE, default=512), height=Param("int", 1, MAX_SIDE, default=512), seed=SEED,
      tileable=Param("bool", default=True), steps=Param("int", 1, 10_000), scales=Param("int", 1, 64),
-     layout=Param("choice", choices=("auto", "blocks", "sliced"), default="blocks"), **IMAGE_OUTPUT)
+     layout=Param("choice", choices=("auto", "blocks", "quilted", "sliced"), default="blocks"), **IMAGE_OUTPUT)
 def job_texture_synth_synthesize(ctx: JobContext) -> dict:
     """Instant, training-free texture from one or more exemplars (patch-distribution matching)."""
     images = [srgb_rgb(load_input(p)) for p in ctx.param("exemplars", required=True)]  # bad input names its file

@@ -11,9 +11,9 @@
   (``block_field``) snaps its offsets to the lattice.
 * ``block_field``: the output tiled by exemplar blocks from random places (a nearest-neighbour field that
   is piecewise a translation), cells whole inside each block; the matching then heals the block borders.
-  The start of the copying stage is now quilted (``quilting.py``: blocks that fit their neighbours, joined
-  along the cheapest seam); these random blocks remain for exemplars too small to overlap blocks and for
-  canvases too large for quilting's per-block loop.
+  The "quilted" layout starts from quilted blocks instead (``quilting.py``: blocks that fit their
+  neighbours, joined along the cheapest seam), falling back to these for exemplars too small to overlap
+  blocks and for canvases too large for quilting's per-block loop.
 """
 
 from __future__ import annotations

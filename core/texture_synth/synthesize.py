@@ -68,7 +68,12 @@ COPY_SEARCH_FINAL = 1
 # or "auto": blocks when an exemplar repeats on a lattice, sliced otherwise (``structure.layout_for``).
 # Blocks stay the default: over 2 seeds they measured as good as or better than sliced on irregular
 # photographs too (docs/synth_photos_before_after.md), so "auto" would only lose there.
-LAYOUTS = ("auto", "blocks", "sliced")
+# "quilted": as "blocks", but the blocks are chosen to fit their neighbours and joined along the cheapest
+# seam (``quilting.py``, Efros & Freeman 2001). Measured over 2 seeds on 8 of the 15 photographs it lowered
+# the brick wall 4.76 -> 2.39, the stone wall 2.70 -> 1.68, bark 1.74 -> 1.56 but raised wood planks
+# 1.17 -> 1.42, and 7 are unmeasured: opt-in until a full run decides (docs/synth_photos_before_after.md).
+LAYOUTS = ("auto", "blocks", "quilted", "sliced")
+BLOCK_LAYOUTS = ("blocks", "quilted")
 DEFAULT_LAYOUT = "blocks"
 # Side of the start's blocks as a share of the smallest exemplar's side (at the first copying octave).
 BLOCK_SHARE = 1 / 3
@@ -410,9 +415,10 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
     ``track_distance`` records each scale's patch distance before and after its
     steps (costs two extra projections per scale). Same seed, same result.
     ``layout``: how the coarse layout is made before the copying octaves. "blocks" (default): the
-    exemplars' smooth lighting is divided out, then the output is quilted from exemplar blocks that fit
-    their neighbours, joined along the cheapest seam (``quilting.py``), with offsets on the exemplar's
-    lattice when it repeats (``structure.py``), so courses stay straight and cells whole; the lighting is put back on plain (non-tileable) output. "sliced": sliced-Wasserstein steps
+    exemplars' smooth lighting is divided out, then the output is tiled by exemplar blocks whose offsets
+    snap to the exemplar's lattice when it repeats (``structure.py``), so courses stay straight and cells
+    whole; the lighting is put back on plain (non-tileable) output. "quilted": the same, with blocks that
+    fit their neighbours, joined along the cheapest seam (``quilting.py``). "sliced": sliced-Wasserstein steps
     from a noisy block start (GPDM-like; ``steps``, ``scales`` and ``projections`` apply to it only).
     "auto": "blocks" when an exemplar repeats on a lattice, else "sliced" (``structure.layout_for``).
     """
@@ -428,12 +434,12 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     light = None
     lattices: list[structure.Lattice | None] = []
-    if layout in ("auto", "blocks"):
+    if layout in ("auto", *BLOCK_LAYOUTS):
         flattened = [structure.flatten_lighting(e) for e in exemplar_list]
         lattices = [structure.find_lattice(f) for f, _ in flattened]
         if layout == "auto":
             layout = structure.layout_for(lattices)
-        if layout == "blocks":
+        if layout in BLOCK_LAYOUTS:
             exemplar_list = [f for f, _ in flattened]
             light = flattened[0][1]
     dev = pick_device(device)
@@ -446,7 +452,7 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
     levels = len(factors)
     sizes = [(max(patch_size, round(height * f)), max(patch_size, round(width * f))) for f in factors]
     step_counts = [_steps_for(i, levels, steps, h * w) for i, (h, w) in enumerate(sizes)]
-    if layout == "blocks":
+    if layout in BLOCK_LAYOUTS:
         factors, sizes, step_counts, levels = [], [], [], 0
     copy_sizes = [(max(patch_size, round(height * 0.5 ** k)), max(patch_size, round(width * 0.5 ** k)))
                   for k in range(octaves, -1, -1)]
@@ -509,8 +515,9 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
         ex_patches = (_sample_exemplar_patches(pyramid, patch_size, torch.Generator().manual_seed(int(seed) + i),
                                                MAX_EXEMPLAR_PATCHES) if track_distance else None)
         start = None if image is None else _resize(image[None], h, w, periodic=tileable)[0]
-        if field is None and layout == "blocks":
-            field = _block_field(atlas, pyramid, lattices, 0.5 ** k, h, w, patch_size, gen, tileable)
+        if field is None and layout in BLOCK_LAYOUTS:
+            field = _block_field(atlas, pyramid, lattices, 0.5 ** k, h, w, patch_size, gen, tileable,
+                                 quilt=layout == "quilted")
             start = nearest_patches.vote_average(atlas, *field, torch.zeros(h, w, device=dev), tileable)
         elif field is not None:
             field = nearest_patches.upsample_field(*field, h, w, previous, atlas)
@@ -545,9 +552,9 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
 
 def _block_field(atlas: nearest_patches.PatchAtlas, pyramid: list[torch.Tensor],
                  lattices: list[structure.Lattice | None], factor: float, height: int, width: int, patch: int,
-                 gen: torch.Generator, periodic: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first copying octave's start: exemplar blocks quilted to fit their neighbours (``quilting.py``),
-    offsets on each exemplar's lattice."""
+                 gen: torch.Generator, periodic: bool, quilt: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first copying octave's start: exemplar blocks, offsets on each exemplar's lattice; ``quilt``: the
+    blocks quilted to fit their neighbours (``quilting.py``) where the exemplars and the canvas allow it."""
     regions, left = [], 0
     for e in pyramid:
         regions.append((0, left, e.shape[-2], e.shape[-1]))
@@ -555,7 +562,8 @@ def _block_field(atlas: nearest_patches.PatchAtlas, pyramid: list[torch.Tensor],
     smallest = min(min(e.shape[-2:]) for e in pyramid)
     block = max(2 * patch, round(smallest * BLOCK_SHARE))
     scaled = [None if lat is None else lat.scaled(factor) for lat in lattices]
-    if quilting.fits(regions, block, patch) and quilting.block_count(height, width, block) <= quilting.MAX_BLOCKS:
+    if quilt and quilting.fits(regions, block, patch) and \
+            quilting.block_count(height, width, block) <= quilting.MAX_BLOCKS:
         fy, fx = quilting.quilt_field(atlas.image.cpu(), regions, scaled, height, width, block, patch, gen, periodic)
     else:  # exemplars too small for overlapping blocks, or a canvas too large for the per-block loop
         fy, fx = structure.block_field(regions, scaled, height, width, block, patch, gen, periodic)

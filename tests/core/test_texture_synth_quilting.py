@@ -92,3 +92,17 @@ def test_the_seam_follows_the_cheapest_path():
     filled[:, :5] = True  # only the left strip is already there
     keep = quilting._keep_old(error, filled, overlap=5)
     assert keep[:, :3].all() and not keep[:, 3:].any()
+
+
+def test_quilted_layout_is_an_option_of_synthesize_and_keeps_tiling():
+    from core.texture_synth import synthesize
+
+    wall = mixed_bricks(96, seed=2)
+    blocks = synthesize([wall], 80, 80, seed=1, tileable=True, layout="blocks").image
+    quilted = synthesize([wall], 80, 80, seed=1, tileable=True, layout="quilted").image
+    assert quilted.shape == blocks.shape == (80, 80, 3)
+    assert float(np.abs(quilted - blocks).mean()) > 0.01  # a different start, not the default path again
+    # Tileable: the wrap-around step is no larger than the steps inside the texture.
+    inner = float(np.abs(np.diff(quilted, axis=1)).mean())
+    wrap = float(np.abs(quilted[:, 0] - quilted[:, -1]).mean())
+    assert wrap < 2.0 * inner
