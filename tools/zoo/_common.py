@@ -96,3 +96,14 @@ def budget_entry(summary: dict) -> dict:
     total_seconds = sum(s["seconds"] for s in summary["history"])
     return {"steps": summary["steps"], "minutes": round(total_seconds / 60, 1), "machine": summary["machine"],
             "seconds_per_step": summary["seconds_per_step"]}
+
+
+def style_evaluation(model_path: Path, loader, what: str, model_dir: Path, device: str, profile: str):
+    """(model, frame size, judge, held-out inputs) for a style model's ``evaluate``; FileNotFoundError when
+    ``model_dir`` holds no such model."""
+    from tools import model_quality as quality
+
+    if not Path(model_path).is_file():
+        raise FileNotFoundError(f"{model_path}: no {what} in {model_dir}")
+    size = quality.style_profile_size(profile)
+    return loader(model_path, device), size, quality.judge(device, size), quality.held_out_inputs(size)

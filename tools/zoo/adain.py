@@ -79,12 +79,8 @@ def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict
     from core.style.adain import load_adain_model
     from tools import model_quality as quality
 
-    path = paths(Path(model_dir))[0]
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no AdaIN decoder in {model_dir}")
-    model = load_adain_model(path, device)
-    size = quality.style_profile_size(profile)
-    judge, inputs = quality.judge(device, size), quality.held_out_inputs(size)
+    model, size, judge, inputs = _common.style_evaluation(paths(Path(model_dir))[0], load_adain_model, "AdaIN decoder",
+                                                          model_dir, device, profile)
     chosen = HELD_OUT[:2] if profile == "tiny" else HELD_OUT
     rows = {}
     for name in chosen:

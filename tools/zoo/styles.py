@@ -80,12 +80,8 @@ def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict
     from core.style.multistyle import load_multistyle_model
     from tools import model_quality as quality
 
-    path = paths(Path(model_dir))[0]
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no fast styles network in {model_dir}")
-    model = load_multistyle_model(path, device)
-    size = quality.style_profile_size(profile)
-    judge, inputs = quality.judge(device, size), quality.held_out_inputs(size)
+    model, size, judge, inputs = _common.style_evaluation(paths(Path(model_dir))[0], load_multistyle_model, "fast styles network",
+                                                          model_dir, device, profile)
     wanted = [s["name"] for s in style_list(profile)]
     missing = [name for name in wanted if name not in {s["name"] for s in model.styles}]
     if missing:  # never replaces a network that has them
