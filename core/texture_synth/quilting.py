@@ -115,8 +115,8 @@ def _on_lattice(oy: torch.Tensor, ox: torch.Tensor, anchor: tuple[float, float],
     off = coef - coef.round()
     if len(lattice.vectors) == 1:
         off[1] = 0.0
-    residual = off[0, None] * torch.tensor(a).float().view(2, *[1] * (off.dim() - 1)) + \
-        off[1, None] * torch.tensor(b).float().view(2, *[1] * (off.dim() - 1))
+    residual = off[0, None] * torch.tensor(a, device="cpu").float().view(2, *[1] * (off.dim() - 1)) + \
+        off[1, None] * torch.tensor(b, device="cpu").float().view(2, *[1] * (off.dim() - 1))
     return residual.norm(dim=0) <= LATTICE_TOLERANCE
 
 
@@ -133,12 +133,13 @@ def quilt_field(atlas: torch.Tensor, regions: list[tuple[int, int, int, int]], l
     c = atlas.shape[0]
     overlap = overlap_for(block)
     tops, lefts = _grid(height, block), _grid(width, block)
-    canvas = torch.zeros(c, height, width)
-    filled = torch.zeros(height, width, dtype=torch.bool)
-    fy = torch.zeros(height, width, dtype=torch.long)
-    fx = torch.zeros(height, width, dtype=torch.long)
+    cpu = atlas.device  # quilting runs where the atlas is (the CPU)
+    canvas = torch.zeros(c, height, width, device=cpu)
+    filled = torch.zeros(height, width, dtype=torch.bool, device=cpu)
+    fy = torch.zeros(height, width, dtype=torch.long, device=cpu)
+    fx = torch.zeros(height, width, dtype=torch.long, device=cpu)
     anchors: list[tuple[float, float] | None] = [None] * len(regions)
-    order = torch.randperm(len(regions), generator=gen).tolist()
+    order = torch.randperm(len(regions), generator=gen, device="cpu").tolist()
     squares = [(atlas[:, ey: ey + eh, ex: ex + ew] ** 2).sum(0, keepdim=True)[None] for ey, ex, eh, ew in regions]
     count = 0
     for i in range(len(tops) - 1):
@@ -150,20 +151,20 @@ def quilt_field(atlas: torch.Tensor, regions: list[tuple[int, int, int, int]], l
             k = order[count % len(order)]
             count += 1
             ey, ex, eh, ew = regions[k]
-            ys = (top + torch.arange(bh)) % height
-            xs = (left + torch.arange(bw)) % width
+            ys = (top + torch.arange(bh, device=cpu)) % height
+            xs = (left + torch.arange(bw, device=cpu)) % width
             target = canvas[:, ys][:, :, xs]
             mask = filled[ys][:, xs]
             source = atlas[None, :, ey: ey + eh, ex: ex + ew]
             # Top-left corners (region coordinates) whose block pixels are all valid patch centres.
-            py = torch.arange(r, eh - r - bh + 1)
-            px = torch.arange(r, ew - r - bw + 1)
+            py = torch.arange(r, eh - r - bh + 1, device=cpu)
+            px = torch.arange(r, ew - r - bw + 1, device=cpu)
             if mask.any():
                 m = mask.float()[None, None]
                 error = (F.conv2d(squares[k], m) - 2 * F.conv2d(source, (m[0] * target)[None]))[0, 0]
                 error = (error[r: eh - r - bh + 1, r: ew - r - bw + 1] + float((m[0] * target ** 2).sum())).clamp_min(0.0)
             else:
-                error = torch.zeros(py.numel(), px.numel())
+                error = torch.zeros(py.numel(), px.numel(), device=cpu)
             # Offsets (source - output position, atlas coordinates) of every candidate.
             oy = (ey + py - top).view(-1, 1).expand(-1, px.numel())
             ox = (ex + px - left).view(1, -1).expand(py.numel(), -1)
