@@ -23,6 +23,7 @@ from ..common.device import pick_device
 from ..common.images import from_tensor, to_tensor
 from .apply import StyleModel
 from .inputs import ImageLike, check_strength, finish, prepare, unchanged
+from .palette import Palette, blend, match_palette
 from .tiling import stylize_tiled
 from .transformer import StatsNorm, TransformerConfig, TransformerNet
 
@@ -119,6 +120,9 @@ class MultiStyleModel:
         self.device = device
         self.styles: list[dict] = list(config.get("styles") or [])
         self.name = str(config.get("name") or "fast_styles")
+        # The paintings' palettes, matched after the network (palette.py); older files have none.
+        self.palettes: list[Palette] | None = palettes_of(config, len(self.styles))
+        self.palette_strength = float(config.get("palette_strength", 1.0)) if self.palettes else 0.0
 
     @classmethod
     def load(cls, path: str | os.PathLike, device=None) -> "MultiStyleModel":
@@ -166,26 +170,51 @@ class MultiStyleModel:
 
     @torch.no_grad()
     def stylize_tensor(self, x: torch.Tensor, mix: torch.Tensor, tile_size: int | None = None,
-                       cancel=None) -> torch.Tensor:
-        net = _MixedPass(self.net, mix.to(self.device))
+                       cancel=None, palette_strength: float | None = None) -> torch.Tensor:
+        """Nx3xHxW sRGB -> stylized, then matched to the mix's palette by ``palette_strength`` (default: the
+        model's; 0: the network's own colours). ``mix``: 1 x styles, or one row per image."""
+        mix = mix.to(self.device)
+        net = _MixedPass(self.net, mix)
         x = x.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
         if tile_size is not None:
-            return stylize_tiled(net, x, int(tile_size), cancel=cancel).float()
-        return net(x).float()
+            out = stylize_tiled(net, x, int(tile_size), cancel=cancel).float()
+        else:
+            out = net(x).float()
+        strength = self.palette_strength if palette_strength is None else check_strength(palette_strength)
+        if not self.palettes or strength == 0:
+            return out
+        rows = mix.float().cpu().numpy()
+        if len(rows) == 1:
+            return match_palette(out, blend(self.palettes, rows[0]), strength)
+        return torch.cat([match_palette(out[i:i + 1], blend(self.palettes, rows[i]), strength)
+                          for i in range(len(out))])
 
     def stylize(self, image: ImageLike, style: str | Mapping[str, float] | Sequence[float], strength: float = 1.0,
-                tile_size: int | None = None, cancel=None) -> ImageLike:
+                tile_size: int | None = None, cancel=None, palette_strength: float | None = None) -> ImageLike:
         """Stylize one frame in ``style`` (a name, or weights over the styles); returns the input's type."""
         strength = check_strength(strength)
         mix = self.mix_vector(style)
         prep = prepare(image)
         if strength == 0:
             return unchanged(prep)
-        out = from_tensor(self.stylize_tensor(to_tensor(prep.srgb), mix, tile_size, cancel))
+        out = from_tensor(self.stylize_tensor(to_tensor(prep.srgb), mix, tile_size, cancel, palette_strength))
         return finish(prep, np.clip(out, 0.0, 1.0), strength)
 
     def __repr__(self) -> str:
         return f"MultiStyleModel({self.name!r}, styles={self.style_names}, device={self.device})"
+
+
+def palettes_of(config: Mapping, styles: int) -> list[Palette] | None:
+    """The per-style palettes of a model config (``"palettes"``), or None when it has none."""
+    raw = config.get("palettes")
+    if raw is None:
+        return None
+    try:
+        if len(raw) != styles:
+            raise ValueError(f"{len(raw)} palettes for {styles} styles")
+        return [Palette.from_dict(p) for p in raw]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"invalid palettes in the model's config ({exc})") from exc
 
 
 def load_multistyle_model(path: str | os.PathLike, device=None) -> MultiStyleModel:

@@ -16,6 +16,7 @@ from core.style.adain import STYLE_LOSS_LAYERS, AdaINDecoder, DecoderConfig, ada
 from core.style.adain_train import AdaINRecipe, cached_adain_losses, train_adain_budgeted
 from core.style.losses import StyleTarget, content_loss
 from core.style.multistyle import MultiStyleConfig, MultiStyleModel, MultiStyleNet, one_hot
+from core.style.palette import Palette
 from core.style.multistyle_train import (CONTENT_LAYER, STYLE_LAYERS, MultiStyleRecipe, multistyle_losses,
                                          style_targets, train_multistyle_budgeted)
 
@@ -325,7 +326,7 @@ def test_mix_blends_the_normalisation_rows(tmp_path):
     single.load_state_dict({k: (0.25 * v[:1] + 0.75 * v[1:]) if v.dim() == 2 else v for k, v in state.items()})
     with torch.no_grad():
         expected = single(torch.from_numpy(frame.transpose(2, 0, 1).copy())[None], torch.ones(1, 1))
-    mixed = model.stylize(frame, {"wave": 1, "udnie": 3})
+    mixed = model.stylize(frame, {"wave": 1, "udnie": 3}, palette_strength=0)  # the network's own output
     np.testing.assert_allclose(mixed, np.clip(expected[0].numpy().transpose(1, 2, 0), 0, 1), atol=1e-5)
 
 
@@ -338,6 +339,48 @@ def test_mix_rejects_unknown_or_negative_weights(tmp_path):
 
 
 # --------------------------------------------------------------------------- wiring: files, CLI, library
+
+# --------------------------------------------------------------------------- the palette step (core/style/palette.py)
+
+def _palette_frame(seed: int, h: int = 48, w: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0.0, 0.08, (h, w, 1))
+    return np.clip(0.45 + base * np.array([1.0, 0.6, 0.3]) + rng.normal(0, 0.03, (h, w, 3)), 0, 1).astype(np.float32)
+
+
+def test_the_trained_model_matches_each_styles_painting(tmp_path):
+    model = _model(tmp_path)
+    assert model.palettes is not None and model.palette_strength == 1.0
+    frame = _palette_frame(6)
+    for name, palette in zip(model.style_names, model.palettes):
+        out = model.stylize(frame, name)
+        own = model.stylize(frame, name, palette_strength=0)
+        measured = Palette.of_image(out)
+        # clamping at 0/1 may shift it a little; the network's own colours are far off
+        assert np.abs(np.subtract(measured.mean, palette.mean)).max() < 0.02
+        assert np.abs(np.subtract(Palette.of_image(own).mean, palette.mean)).max() > 0.05
+
+
+def test_tiles_share_the_frames_palette_map(tmp_path):
+    model = _model(tmp_path)
+    frame = torch.from_numpy(_palette_frame(7, 96, 128).transpose(2, 0, 1).copy())[None]
+    mix = model.mix_vector("wave")
+    whole = model.stylize_tensor(frame, mix, palette_strength=0)
+    tiled = model.stylize_tensor(frame, mix, tile_size=64, palette_strength=0)
+    gap = (whole - tiled).abs().mean()
+    # the palette map is measured on the whole output, so it does not widen the tiles' own difference
+    matched_gap = (model.stylize_tensor(frame, mix) - model.stylize_tensor(frame, mix, tile_size=64)).abs().mean()
+    assert matched_gap < 1.5 * gap + 1e-3
+
+
+def test_older_files_without_palettes_keep_the_networks_colours(tmp_path):
+    model = _model(tmp_path)
+    config = {k: v for k, v in model.config.items() if k not in ("palettes", "palette_strength")}
+    old = MultiStyleModel(model.net, config, model.device)
+    frame = _palette_frame(8)
+    assert old.palettes is None and old.palette_strength == 0
+    assert np.array_equal(old.stylize(frame, "wave"), model.stylize(frame, "wave", palette_strength=0))
+
 
 def test_one_style_of_a_multistyle_file_loads_like_a_style_model(tmp_path):
     from core.library import list_models

@@ -1,0 +1,73 @@
+"""The palette step of the multi-style network: a frame's colour mean and covariance mapped onto a painting's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core.common.checkpoints import CheckpointError
+from core.style.multistyle import palettes_of
+from core.style.palette import Palette, blend, match_palette
+
+
+def _frame(seed: int, h: int = 48, w: int = 64) -> np.ndarray:
+    """Correlated colours well inside [0, 1], so no clamping hides the map."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0.0, 0.08, (h, w, 1))
+    return np.clip(0.45 + base * np.array([1.0, 0.6, 0.3]) + rng.normal(0, 0.03, (h, w, 3)), 0, 1).astype(np.float32)
+
+
+def _tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(rgb.transpose(2, 0, 1).copy())[None]
+
+
+def _image(t: torch.Tensor) -> np.ndarray:
+    return t[0].numpy().transpose(1, 2, 0)
+
+
+PAINTING = Palette((0.55, 0.40, 0.30), ((0.006, 0.002, -0.001), (0.002, 0.004, 0.0005), (-0.001, 0.0005, 0.003)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_full_strength_gives_the_paintings_mean_and_covariance(seed):
+    frame = _frame(seed)
+    out = _image(match_palette(_tensor(frame), PAINTING, 1.0))
+    assert out.min() > 0 and out.max() < 1  # nothing clamped: the statistics must match exactly
+    measured = Palette.of_image(out)
+    np.testing.assert_allclose(measured.mean, PAINTING.mean, atol=1e-5)
+    np.testing.assert_allclose(measured.cov, PAINTING.cov, atol=1e-5)
+    before = Palette.of_image(frame)
+    assert np.abs(np.array(before.cov) - np.array(PAINTING.cov)).max() > 1e-3  # it did have to change
+
+
+def test_strength_blends_with_the_networks_colours():
+    frame = _tensor(_frame(3))
+    assert torch.equal(match_palette(frame, PAINTING, 0.0), frame)
+    full = match_palette(frame, PAINTING, 1.0)
+    torch.testing.assert_close(match_palette(frame, PAINTING, 0.25), frame + 0.25 * (full - frame), atol=1e-6,
+                               rtol=0)
+
+
+def test_a_mix_blends_the_colour_distributions():
+    a, b = _frame(4), _frame(5) * 0.5 + 0.4
+    both = np.concatenate([a, a, a, b], axis=0)  # 3:1
+    mixed = blend([Palette.of_image(a), Palette.of_image(b)], [3, 1])
+    np.testing.assert_allclose(mixed.mean, Palette.of_image(both).mean, atol=1e-9)
+    np.testing.assert_allclose(mixed.cov, Palette.of_image(both).cov, atol=1e-9)
+
+
+def test_flat_frames_and_one_colour_paintings_stay_finite():
+    flat = torch.full((1, 3, 16, 16), 0.3)
+    out = match_palette(flat, Palette((0.2, 0.5, 0.7), ((0.0,) * 3,) * 3), 1.0)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, torch.tensor([0.2, 0.5, 0.7]).view(1, 3, 1, 1).expand_as(out), atol=1e-4,
+                               rtol=0)
+
+
+@pytest.mark.parametrize("bad", [[{"mean": [0, 0], "cov": [[0] * 3] * 3}],
+                                 [{"mean": [0, 0, 0], "cov": [[-1, 0, 0], [0, 0, 0], [0, 0, 0]]}] * 2,
+                                 [{"mean": [0, 0, float("nan")], "cov": [[0] * 3] * 3}] * 2, "x"])
+def test_invalid_palettes_are_refused_clearly(bad):
+    with pytest.raises(CheckpointError, match="palettes"):
+        palettes_of({"palettes": bad}, 2)
