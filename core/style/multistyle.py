@@ -217,6 +217,36 @@ def palettes_of(config: Mapping, styles: int) -> list[Palette] | None:
         raise CheckpointError(f"invalid palettes in the model's config ({exc})") from exc
 
 
+def save_style_subset(source: str | os.PathLike, target: str | os.PathLike, names: Sequence[str],
+                      half: bool = False) -> Path:
+    """Write a multi-style file that paints only ``names`` (in that order), e.g. the styles that met the targets.
+
+    The convolutions are shared, so the subset is the same network with only those rows of every conditional
+    norm (and those palettes); each kept style paints exactly as before. ``half``: weights stored as float16.
+    """
+    from ..common.checkpoints import save_checkpoint
+
+    tensors, config = load_checkpoint(source, expected_kind=MODEL_KIND)
+    order = [s["name"] for s in config.get("styles") or []]
+    missing = [n for n in names if n not in order]
+    if not names or missing or len(set(names)) != len(names):
+        raise ValueError(f"choose distinct styles of {', '.join(order)}; not {', '.join(missing) or 'none'}")
+    rows = torch.tensor([order.index(n) for n in names])
+    net = MultiStyleNet(MultiStyleConfig.from_dict(config["transformer"]))
+    per_style = {f"{name}.{p}" for name, m in net.named_modules() if isinstance(m, ConditionalStatsNorm)
+                 for p in ("weight", "bias")}
+    kept = {k: v[rows].contiguous() if k in per_style else v for k, v in tensors.items()}
+    if half:
+        kept = {k: v.half() if v.dtype == torch.float32 else v for k, v in kept.items()}
+    subset = {k: v for k, v in config.items() if k not in ("format", "format_version", "kind", "core_version")}
+    subset["transformer"] = {**config["transformer"], "styles": len(names)}
+    subset["styles"] = [config["styles"][i] for i in rows.tolist()]
+    if config.get("palettes") is not None:
+        subset["palettes"] = [config["palettes"][i] for i in rows.tolist()]
+    subset["subset_of"] = {"styles": order, "kept": list(names)}
+    return save_checkpoint(target, kept, subset, MODEL_KIND)
+
+
 def load_multistyle_model(path: str | os.PathLike, device=None) -> MultiStyleModel:
     return MultiStyleModel.load(path, device)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.common.checkpoints import load_checkpoint, load_training_state
+from core.common.checkpoints import load_checkpoint, load_training_state, save_checkpoint
 from core.common.perception import load_perception
 from core.style import crop_pool
 from core.style.adain import STYLE_LOSS_LAYERS, AdaINDecoder, DecoderConfig, adain_losses
@@ -380,6 +380,26 @@ def test_older_files_without_palettes_keep_the_networks_colours(tmp_path):
     frame = _palette_frame(8)
     assert old.palettes is None and old.palette_strength == 0
     assert np.array_equal(old.stylize(frame, "wave"), model.stylize(frame, "wave", palette_strength=0))
+
+
+def test_a_subset_of_styles_paints_each_kept_style_as_before(tmp_path):
+    from core.style.multistyle import save_style_subset
+
+    model = _model(tmp_path)
+    source = tmp_path / "tuned.safetensors"
+    save_checkpoint(source, model.net.state_dict(), {k: v for k, v in model.config.items()
+                                                     if k not in ("format", "format_version", "kind", "core_version")},
+                    "style_multi")
+    frame = _palette_frame(9)
+    subset = MultiStyleModel.load(save_style_subset(source, tmp_path / "one.safetensors", ["udnie"]), "cpu")
+    assert subset.style_names == ["udnie"] and len(subset.palettes) == 1
+    assert np.array_equal(subset.stylize(frame, "udnie"), model.stylize(frame, "udnie"))
+    halved = MultiStyleModel.load(save_style_subset(source, tmp_path / "h.safetensors", ["udnie", "wave"], half=True))
+    assert halved.style_names == ["udnie", "wave"]
+    for name in ("udnie", "wave"):
+        assert np.abs(halved.stylize(frame, name) - model.stylize(frame, name)).mean() < 1 / 255
+    with pytest.raises(ValueError, match="mona_lisa"):
+        save_style_subset(source, tmp_path / "x.safetensors", ["wave", "mona_lisa"])
 
 
 def test_one_style_of_a_multistyle_file_loads_like_a_style_model(tmp_path):
