@@ -103,16 +103,22 @@ def test_gpu_run_keeps_a_trained_gan_over_one_that_paints_nothing(tiny_models, t
     assert first["kept"] and first["cpu_quality"] is None  # nothing CPU-trained to beat: the first one
 
 
-def test_a_cpu_trained_state_without_its_model_file_is_not_replaced_unmeasured(tiny_models, tmp_path):
-    # The model files are git-ignored: a machine sent only the working tree has the CPU-trained state alone.
-    # Before, that read as "no CPU-trained model" and the new one was kept unmeasured against it.
+@pytest.mark.parametrize("name", BUNDLED)
+def test_a_cpu_trained_state_without_its_model_file_is_measured_from_the_state(name, tiny_models, tmp_path):
+    # The model files are git-ignored and carry has room for few, so the GPU machine may have a CPU-trained state
+    # alone. Before, that read as "no CPU-trained model" (kept unmeasured), then as "not measured" (never kept).
     import shutil
 
-    from tools.zoo._common import state_path
-
+    states = sorted(tiny_models[name][SHORT].rglob("*.train.safetensors"))
+    assert states, f"tools/zoo/{name}.py wrote no training state"
     reference = tmp_path / "models"
-    state_path(reference, "gan").parent.mkdir(parents=True)
-    shutil.copy(state_path(tiny_models["gan"][SHORT], "gan"), state_path(reference, "gan"))
-    result = compare("gan", tiny_models["gan"][LONG], reference, "cpu", "tiny")
-    assert not result["kept"] and "no model file" in result["reason"], result
-    assert math.isfinite(result["gpu_quality"]["score"])  # measured and reported all the same
+    for state in states:
+        target = reference / state.relative_to(tiny_models[name][SHORT])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(state, target)
+    before = sorted(p.relative_to(reference) for p in reference.rglob("*"))
+    result = compare(name, tiny_models[name][LONG], reference, "cpu", "tiny")
+    # the model written from the state is the SHORT model itself: the same figures
+    assert result["cpu_quality"] == zoo.recipe(name).evaluate(tiny_models[name][SHORT], profile="tiny"), result
+    assert ("beats" in result["reason"]) == result["kept"], result
+    assert sorted(p.relative_to(reference) for p in reference.rglob("*")) == before  # the reference is left as it was

@@ -319,9 +319,9 @@ def prepare() -> int:
     tree = sum((ROOT / n.decode()).stat().st_size for n in listed if n and (ROOT / n.decode()).is_file())
     models, unwritten = reference_models()
     for state in unwritten:
-        print(f"gpu-run --prepare: {state.relative_to(ROOT)} has no model file beside it, so the GPU run cannot "
-              f"measure the CPU-trained model and will keep none in its place: write it with "
-              f"`python build.py models --only NAME --minutes 0` and prepare again")
+        print(f"gpu-run --prepare: {state.relative_to(ROOT)} has no model file beside it: the GPU run will write it "
+              f"from the state before measuring (or write it here with `python build.py models --only NAME "
+              f"--minutes 0` and prepare again, to carry it)")
     # The weights first (no run without them), then the smallest models while the 64 MiB (and 8 paths) allow.
     carried, fitting = CARRIED_WEIGHTS.stat().st_size, []
     for model in sorted(models, key=lambda m: m.stat().st_size):
@@ -330,8 +330,8 @@ def prepare() -> int:
             fitting.append(model)
         else:
             size = model.stat().st_size / pack.MIB
-            print(f"gpu-run --prepare: no room to carry {model.relative_to(ROOT)} ({size:.1f} MiB): its GPU-trained "
-                  "successor will be measured but not kept (judge it by eye: --unpack --keep)")
+            print(f"gpu-run --prepare: no room to carry {model.relative_to(ROOT)} ({size:.1f} MiB): the GPU run "
+                  "will write it from its committed state before measuring")
     total = tree + carried
     print(f"gpu-run --prepare: tree {tree / pack.MIB:.1f} MiB + carried weights and {len(fitting)} CPU-trained "
           f"model(s) {carried / pack.MIB:.1f} MiB = {total / pack.MIB:.1f} MiB (limit 64 MiB)")
