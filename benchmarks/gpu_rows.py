@@ -47,6 +47,18 @@ def _median_seconds(fn: Callable[[], object], device: torch.device, repeats: int
     return sorted(times)[len(times) // 2]
 
 
+def _training_steps_per_s(train: Callable[[Path, int, torch.device, bool], object], device: torch.device,
+                          steps: int, path: Path) -> float:
+    """Steps per second of ``train(path, total_steps, device, resume)`` continuing a one-step run (the warm-up:
+    kernels chosen, VGG19 on the device); the timed run includes its checkpoint write."""
+    train(path, 1, device, False)
+    _sync(device)
+    start = time.perf_counter()
+    train(path, 1 + steps, device, True)
+    _sync(device)
+    return steps / (time.perf_counter() - start)
+
+
 def _previous_cpu(name: str) -> float | None:
     """The last committed CPU figure of a bench row (docs/bench.json), or None."""
     try:
@@ -77,25 +89,18 @@ def gan_train(device: torch.device, tiny: bool) -> dict:
                                stats_scales=2, preview_every=0) if tiny
               else TextureGANConfig(batch_size=16, crop_size=128, preview_every=0))
 
-    def steps_per_s(dev: torch.device, steps: int, name: str) -> float:
-        path = work / f"{name}.safetensors"
-        train_texture_gan([exemplar], path, 1, config=config, seed=0, device=dev, resume=False,
-                          checkpoint_every=10 ** 9)  # warm-up: kernels chosen, VGG19 on the device
-        _sync(dev)
-        start = time.perf_counter()
-        train_texture_gan([exemplar], path, 1 + steps, config=config, seed=0, device=dev, resume=True,
-                          checkpoint_every=10 ** 9)
-        _sync(dev)
-        return steps / (time.perf_counter() - start)
+    def train(path: Path, steps: int, dev: torch.device, resume: bool):
+        return train_texture_gan([exemplar], path, steps, config=config, seed=0, device=dev, resume=resume,
+                                 checkpoint_every=10 ** 9)
 
-    value = steps_per_s(device, 3 if tiny else 120, "dev")
-    cpu = steps_per_s(torch.device("cpu"), 2, "cpu") if device.type != "cpu" else None
+    value = _training_steps_per_s(train, device, 3 if tiny else 120, work / "dev.safetensors")
+    cpu = (_training_steps_per_s(train, torch.device("cpu"), 2, work / "cpu.safetensors")
+           if device.type != "cpu" else None)
     return dict(name=f"texture GAN training (batch {config.batch_size}, crop {config.crop_size})", value=value,
                 unit="steps/s", target="≥ 30 steps/s", target_value=30.0, better="higher",
                 baseline_name="same steps on this machine's CPU", baseline_value=cpu,
                 note="includes the checkpoint write at the end of the timed run",
-                call=lambda: train_texture_gan([exemplar], work / "dev.safetensors", 1, config=config, seed=0,
-                                               device=device, resume=False, checkpoint_every=10 ** 9))
+                call=lambda: train(work / "dev.safetensors", 1, device, False))
 
 
 def gan_generate_4096(device: torch.device, tiny: bool) -> dict:
@@ -224,24 +229,18 @@ def vae_train(device: torch.device, tiny: bool) -> dict:
     config = (TextureVAEConfig(base_channels=8, channel_mult=(1, 2), latent_channels=4, crop_size=32, batch_size=2)
               if tiny else TextureVAEConfig())
 
-    def steps_per_s(dev: torch.device, steps: int, name: str) -> float:
-        path = work / f"{name}.safetensors"
-        train_texture_vae(exemplars, path, 1, config=config, device=dev, resume=False, checkpoint_every=10 ** 9)
-        _sync(dev)
-        start = time.perf_counter()
-        train_texture_vae(exemplars, path, 1 + steps, config=config, device=dev, resume=True,
-                          checkpoint_every=10 ** 9)
-        _sync(dev)
-        return steps / (time.perf_counter() - start)
+    def train(path: Path, steps: int, dev: torch.device, resume: bool):
+        return train_texture_vae(exemplars, path, steps, config=config, device=dev, resume=resume,
+                                 checkpoint_every=10 ** 9)
 
-    value = steps_per_s(device, 3 if tiny else 300, "dev")
-    cpu = steps_per_s(torch.device("cpu"), 3, "cpu") if device.type != "cpu" else None
+    value = _training_steps_per_s(train, device, 3 if tiny else 300, work / "dev.safetensors")
+    cpu = (_training_steps_per_s(train, torch.device("cpu"), 3, work / "cpu.safetensors")
+           if device.type != "cpu" else None)
     return dict(name=f"texture VAE training (batch {config.batch_size}, crop {config.crop_size})", value=value,
                 unit="steps/s", target="≥ 100 steps/s", target_value=100.0, better="higher",
                 baseline_name="same steps on this machine's CPU", baseline_value=cpu,
                 note="includes the checkpoint write at the end of the timed run",
-                call=lambda: train_texture_vae(exemplars, work / "dev.safetensors", 1, config=config, device=device,
-                                               resume=False, checkpoint_every=10 ** 9))
+                call=lambda: train(work / "dev.safetensors", 1, device, False))
 
 
 # The quick rows first: a run cut short still measured most of them.

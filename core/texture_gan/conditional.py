@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..common.patchgan import PatchDiscriminator
 from .model import CircularUpsample, Generator, PixelNorm, TextureGANConfig, _conv, init_weights
 
 CONDITIONAL_VERSION = 2
@@ -142,22 +143,14 @@ def build_conditional(cfg: ConditionalGANConfig, seed: int):
     return g, d
 
 
-class MaterialDiscriminator(nn.Module):
+class MaterialDiscriminator(PatchDiscriminator):
     """PatchGAN with one logit map per material; a crop is scored by its own material's map."""
 
     def __init__(self, cfg: ConditionalGANConfig):
-        super().__init__()
-        sn = nn.utils.parametrizations.spectral_norm
-        layers: list[nn.Module] = []
-        cin = 3
-        for cout in cfg.d_channels:
-            layers += [sn(nn.Conv2d(cin, cout, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
-            cin = cout
-        layers.append(sn(nn.Conv2d(cin, cfg.n_materials, 3, padding=1)))
-        self.net = nn.Sequential(*layers)
+        super().__init__(cfg.d_channels, maps=cfg.n_materials)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        logits = self.net(x * 2.0 - 1.0)
+        logits = super().forward(x)
         return logits.gather(1, labels[:, None, None, None].expand(-1, 1, *logits.shape[2:]))
 
 

@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..common.patchgan import PatchDiscriminator
+
 # Output pixels per noise pixel (the stride) is 2 ** (len(g_channels) - 1).
 MODEL_VERSION = 2  # 2: conditional (material) generators, conditional.py
 # Training defaults that differ on CUDA (see TextureGANConfig.for_device).
@@ -214,24 +216,6 @@ class Generator(nn.Module):
         return -(-reach // self.stride) + 1
 
 
-class Discriminator(nn.Module):
-    """PatchGAN with spectral norm: stride-2 4x4 convs, one logit per patch."""
-
-    def __init__(self, cfg: TextureGANConfig):
-        super().__init__()
-        sn = nn.utils.parametrizations.spectral_norm
-        layers: list[nn.Module] = []
-        cin = 3
-        for cout in cfg.d_channels:
-            layers += [sn(nn.Conv2d(cin, cout, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
-            cin = cout
-        layers.append(sn(nn.Conv2d(cin, 1, 3, padding=1)))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x * 2.0 - 1.0)
-
-
 def init_weights(module: nn.Module, generator: torch.Generator) -> None:
     """Seeded init (never the global RNG), so a run is reproducible from its seed."""
     with torch.no_grad():
@@ -250,12 +234,12 @@ def init_weights(module: nn.Module, generator: torch.Generator) -> None:
                 p.zero_()
 
 
-def build_models(cfg: TextureGANConfig, seed: int) -> tuple[Generator, Discriminator]:
+def build_models(cfg: TextureGANConfig, seed: int) -> tuple[Generator, PatchDiscriminator]:
     gen = torch.Generator().manual_seed(int(seed))
     # spectral_norm draws its u/v vectors from the global RNG at construction; keep
     # that away from the caller's stream and overwrite them from the seed below.
     with torch.random.fork_rng(devices=[]):
-        g, d = Generator(cfg), Discriminator(cfg)
+        g, d = Generator(cfg), PatchDiscriminator(cfg.d_channels)
     init_weights(g, gen)
     init_weights(d, gen)
     if cfg.periodic_dim:

@@ -23,13 +23,13 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
                                   sync_model_with_state)
 from ..common.device import pick_device
 from ..common.jobs import CancelToken, ProgressCallback, timed_training
+from ..common.patchgan import PatchDiscriminator
 from .model import TextureVAEConfig, kl_divergence
 from .ops import KIND, variation_scale
 from ..common.quality import sliced_wasserstein
@@ -62,22 +62,6 @@ class VAEGANConfig(TextureVAEConfig):
         if "d_channels" in data:
             data["d_channels"] = tuple(int(c) for c in data["d_channels"])
         return super().from_dict(data)
-
-
-class PatchDiscriminator(nn.Module):
-    def __init__(self, channels: Sequence[int]):
-        super().__init__()
-        sn = nn.utils.parametrizations.spectral_norm
-        layers: list[nn.Module] = []
-        cin = 3
-        for cout in channels:
-            layers += [sn(nn.Conv2d(cin, cout, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
-            cin = cout
-        layers.append(sn(nn.Conv2d(cin, 1, 3, padding=1)))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x * 2.0 - 1.0)
 
 
 def _feature_sw(feats: list[torch.Tensor], target_feats: list[torch.Tensor], gen: torch.Generator,

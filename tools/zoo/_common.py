@@ -16,6 +16,13 @@ def state_path(out_dir: Path, key: str) -> Path:
     return Path(out_dir) / "training" / f"{key}.train.safetensors"
 
 
+def writable_state_path(out_dir: Path, key: str) -> Path:
+    """``state_path`` for a materials training about to write it: its folder made."""
+    path = state_path(out_dir, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def find_model(path: Path, state: Path, key: str) -> tuple[Path | None, str]:
     """(the model file, "") or (None, how to get it: from the committed state, else by training)."""
     if path.is_file():

@@ -95,9 +95,7 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
 
     settings = profile_settings(profile)
     materials = settings["materials"]
-    out_dir = Path(out_dir)
-    state_path = _common.state_path(out_dir, "gan")
-    state_path.parent.mkdir(parents=True, exist_ok=True)
+    state_path = _common.writable_state_path(out_dir, "gan")
     cfg = ConditionalGANConfig(n_materials=len(materials), **settings["config"])
     result = train_material_gan(load_materials(materials, settings["exemplar_side"]), [m[0] for m in materials],
                                 model_path(out_dir), max_steps, minutes=minutes, config=cfg, seed=SEED, device=device,

@@ -56,9 +56,7 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
 
     settings = profile_settings(profile)
     materials = settings["materials"]
-    out_dir = Path(out_dir)
-    state_path = _common.state_path(out_dir, "vae")
-    state_path.parent.mkdir(parents=True, exist_ok=True)
+    state_path = _common.writable_state_path(out_dir, "vae")
     result = train_vae_gan(load_materials(materials, settings["exemplar_side"]), model_path(out_dir), max_steps,
                            minutes=minutes,
                            config=VAEGANConfig(**settings["config"]), seed=SEED, device=device,
