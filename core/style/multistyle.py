@@ -231,7 +231,7 @@ def save_style_subset(source: str | os.PathLike, target: str | os.PathLike, name
     missing = [n for n in names if n not in order]
     if not names or missing or len(set(names)) != len(names):
         raise ValueError(f"choose distinct styles of {', '.join(order)}; not {', '.join(missing) or 'none'}")
-    rows = torch.tensor([order.index(n) for n in names])
+    rows = [order.index(n) for n in names]
     net = MultiStyleNet(MultiStyleConfig.from_dict(config["transformer"]))
     per_style = {f"{name}.{p}" for name, m in net.named_modules() if isinstance(m, ConditionalStatsNorm)
                  for p in ("weight", "bias")}
@@ -240,9 +240,9 @@ def save_style_subset(source: str | os.PathLike, target: str | os.PathLike, name
         kept = {k: v.half() if v.dtype == torch.float32 else v for k, v in kept.items()}
     subset = {k: v for k, v in config.items() if k not in ("format", "format_version", "kind", "core_version")}
     subset["transformer"] = {**config["transformer"], "styles": len(names)}
-    subset["styles"] = [config["styles"][i] for i in rows.tolist()]
+    subset["styles"] = [config["styles"][i] for i in rows]
     if config.get("palettes") is not None:
-        subset["palettes"] = [config["palettes"][i] for i in rows.tolist()]
+        subset["palettes"] = [config["palettes"][i] for i in rows]
     subset["subset_of"] = {"styles": order, "kept": list(names)}
     return save_checkpoint(target, kept, subset, MODEL_KIND)
 
