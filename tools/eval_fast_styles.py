@@ -75,11 +75,15 @@ def main(argv: list[str] | None = None) -> int:
                              "validation set, to choose a setting without tuning on the bench's own inputs)")
     parser.add_argument("--palette-strength", type=float, default=None,
                         help="override the multi-style network's palette step (0: the network's own colours)")
+    parser.add_argument("--alpha", type=float, nargs="+", default=[1.0],
+                        help="AdaIN style strengths to judge (one row per painting and strength; default 1.0)")
     args = parser.parse_args(argv)
     if args.ship and args.frames:
         parser.error("--ship judges on the bench's held-out inputs only; drop --frames")
     if args.ship and args.palette_strength is not None:
         parser.error("--ship bundles the model with its own palette strength; drop --palette-strength")
+    if args.ship and args.alpha != [1.0]:
+        parser.error("--ship judges AdaIN at full strength (the bench's); drop --alpha")
     t0 = time.monotonic()
     if args.frames:
         from core.style.optimize import fit_max_side
@@ -126,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             if f"{name}.jpg" in trained_on:
                 print(f"  (warning: {name} was in the decoder's training set)")
             painting = load_rgb(PAINTINGS / f"{name}.jpg")
-            report("adain", f"{name} (unseen)", {k: model.stylize(f, painting) for k, f in inputs.items()}, painting)
+            for alpha in args.alpha:
+                label = f"{name} (unseen)" + ("" if alpha == 1.0 else f" alpha {alpha:g}")
+                report("adain", label, {k: model.stylize(f, painting, alpha=alpha) for k, f in inputs.items()},
+                       painting)
     grid(columns, Path(args.out))
     print(f"grid: {args.out}; {time.monotonic() - t0:.0f} s")
     for model in dict.fromkeys(m for m, _ in passed_rows):
