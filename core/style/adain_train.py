@@ -44,7 +44,9 @@ class AdaINRecipe(PhasedRecipe):
     pool_steps: int = 300  # a fresh pool of crops (and their features) every this many steps
     learning_rate: float = 2e-4  # 5e-4: losses flat and noisy from step 600 to 1600
     lr_decay: float = 5e-5  # the reference's lr / (1 + decay * step)
-    style_weight: float = 5.0  # 10 (the paper's): content distance 1.0-1.9 at 1389 steps, the frames repainted
+    # 10 (the paper's): content distance 1.0-1.9 at 1389 steps, the frames repainted. 5 until step 1,210;
+    # 2 from step 7,782, on a decoder that reconstructs well.
+    style_weight: float = 2.0
     warmup_steps: int = 1000  # pixel reconstruction steps (no VGG pass: ~5x cheaper) before the paper's losses
     # With the paper's losses alone this narrow decoder forgot how to invert VGG: at 1600 steps it could not
     # give back a frame even at alpha 0.01 (content distance 0.96-1.22, blotches). Every later step also
@@ -55,6 +57,10 @@ class AdaINRecipe(PhasedRecipe):
     # paper's losses still drew black outlines over a blurred frame even at alpha 0.01 (content distance
     # 0.72-0.82), so this CPU recipe first makes the decoder a sharp VGG inverse; None: never.
     reconstruction_from: int | None = 1210
+    # ... until this step; after it the paper's losses come back at ``style_weight`` (with the pixel term), now
+    # that the decoder is a sharp inverse: reconstruction alone kept it one (content 0.62-0.71 at 7,782 steps)
+    # but moved only what relu4_1 carries, so Starry Night's strokes never came (style cut -4..12 %).
+    reconstruction_until: int | None = 7782
     reconstruction_feature_weight: float = 1.0  # per layer, over the crop's own feature energy
     style_sizes: tuple = (512, 320)  # longer side of each painting when measuring its statistics
     recoloured: int = 2  # hue/saturation-jittered copies of each painting per size
@@ -213,8 +219,8 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
             for group in optimizer.param_groups:
                 group["lr"] = recipe.learning_rate / (1.0 + recipe.lr_decay * step)
             feats = pool.features[ENCODER_LAYER][idx].to(dev)
-            if step == recipe.warmup_steps > 0:
-                # Adam's moments at the pixel loss's scale would make the first feature-loss steps ~10x too large.
+            if step == recipe.warmup_steps > 0 or step == recipe.reconstruction_until:
+                # Adam's moments at the previous loss's scale would mis-size the first steps of the next one.
                 optimizer.state.clear()
             optimizer.zero_grad(set_to_none=True)
             l_pixel = torch.zeros((), device=dev)
@@ -222,7 +228,8 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
                 if step < recipe.warmup_steps:
                     l_content = F.mse_loss(decoder(feats).float(), pool.crops[idx].to(dev))
                     l_style = l_content.new_zeros(())
-                elif recipe.reconstruction_from is not None and step >= recipe.reconstruction_from:
+                elif (recipe.reconstruction_from is not None and step >= recipe.reconstruction_from
+                      and (recipe.reconstruction_until is None or step < recipe.reconstruction_until)):
                     l_pixel, l_content = reconstruction_losses(encoder, decoder, feats, pool.crops[idx].to(dev))
                     l_content = recipe.reconstruction_feature_weight * l_content
                     l_style = l_content.new_zeros(())
