@@ -73,6 +73,11 @@ class AdaINRecipe(PhasedRecipe):
     # decoder drew grey embossed edges (content distance 1.2-1.9).
     loss_scaling: str = "per_layer"
 
+    def reconstructing(self, step: int) -> bool:
+        """Whether ``step`` (past the warm-up) trains reconstruction only."""
+        return (self.reconstruction_from is not None and step >= self.reconstruction_from
+                and (self.reconstruction_until is None or step < self.reconstruction_until))
+
 
 def cached_adain_losses(encoder: Perception, decoder: AdaINDecoder, content_feats: torch.Tensor,
                         style_stats: StyleStats, scales: dict[str, torch.Tensor] | None = None
@@ -219,7 +224,8 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
             for group in optimizer.param_groups:
                 group["lr"] = recipe.learning_rate / (1.0 + recipe.lr_decay * step)
             feats = pool.features[ENCODER_LAYER][idx].to(dev)
-            if step == recipe.warmup_steps > 0 or step == recipe.reconstruction_until:
+            if step == recipe.warmup_steps > 0 or (step > 0 and recipe.reconstructing(step - 1)
+                                                   and not recipe.reconstructing(step)):
                 # Adam's moments at the previous loss's scale would mis-size the first steps of the next one.
                 optimizer.state.clear()
             optimizer.zero_grad(set_to_none=True)
@@ -228,8 +234,7 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
                 if step < recipe.warmup_steps:
                     l_content = F.mse_loss(decoder(feats).float(), pool.crops[idx].to(dev))
                     l_style = l_content.new_zeros(())
-                elif (recipe.reconstruction_from is not None and step >= recipe.reconstruction_from
-                      and (recipe.reconstruction_until is None or step < recipe.reconstruction_until)):
+                elif recipe.reconstructing(step):
                     l_pixel, l_content = reconstruction_losses(encoder, decoder, feats, pool.crops[idx].to(dev))
                     l_content = recipe.reconstruction_feature_weight * l_content
                     l_style = l_content.new_zeros(())
