@@ -64,6 +64,34 @@ def test_output_wraps_around_exactly(model_path):
     assert torch.allclose(four, one.repeat(1, 1, 2, 2), atol=1e-5)
 
 
+def test_fused_inference_equals_the_training_path():
+    """Inference runs each upsample + conv as one low-resolution conv and folds the last stage into its RGB head;
+    on random (non-trivial FiLM, noise gains) weights it must give the modules' own image."""
+    from core.texture_gan.conditional import build_conditional
+    from core.texture_gan.model import CircularUpsample, upsample_conv
+
+    cfg = ConditionalGANConfig(n_materials=3, **{**TINY, "g_channels": (16, 12, 8, 6), "g_convs": (1, 2, 1, 2)})
+    g, _ = build_conditional(cfg, seed=5)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in g.parameters():  # away from the identity-like initialisation
+            p.add_(0.3 * torch.randn(p.shape, generator=gen, device="cpu"))
+        conv = g.stages[1][1]
+        x = torch.randn(2, conv.in_channels, 7, 5, generator=gen, device="cpu")
+        assert torch.allclose(upsample_conv(x, conv), conv(CircularUpsample()(x)), atol=1e-5)
+        canvas, fine = material_canvas(g, 6, 5, seed=2, weights=mix_weights(["a", "b", "c"], {"a": 0.4, "c": 0.6}))
+        g.fused_upsampling = False
+        plain = g.body(canvas, fine)
+        g.fused_upsampling = True
+        fused = g.body(canvas, fine)
+    assert plain.shape == fused.shape == (1, 3, 48, 40)
+    assert plain.std() > 0.05  # a real image, not a saturated one
+    assert torch.allclose(fused, plain, atol=1e-5), float((fused - plain).abs().max())
+    with torch.enable_grad():  # training keeps the modules: the same numbers as before the fusion
+        g.fused_upsampling = False
+        assert torch.allclose(g.body(canvas, fine).detach(), plain, atol=1e-6)
+
+
 def test_tiled_generation_equals_one_pass(model_path):
     model = TextureGenerator.load(model_path, "cpu")
     whole = model.generate(160, 96, seed=5, material="wood")
