@@ -62,6 +62,11 @@ class AdaINRecipe(PhasedRecipe):
     # but moved only what relu4_1 carries, so Starry Night's strokes never came (style cut -4..12 %).
     reconstruction_until: int | None = 7782
     reconstruction_feature_weight: float = 1.0  # per layer, over the crop's own feature energy
+    # The unstylized crop's own relu4_1 features, kept (squared distance over the crop's feature energy, the
+    # bench's content measure one layer lower; cached, so free). The paper's content loss pulls only towards the
+    # AdaIN target, so at 9,895 steps the decoder repainted a render's flat areas (content 2.1-2.3 on renders
+    # against a target of 1.0, Starry Night). 0 until step 10,158.
+    content_keep_weight: float = 1.0
     style_sizes: tuple = (512, 320)  # longer side of each painting when measuring its statistics
     recoloured: int = 2  # hue/saturation-jittered copies of each painting per size
     checkpoint_seconds: float = 180.0
@@ -80,12 +85,13 @@ class AdaINRecipe(PhasedRecipe):
 
 
 def cached_adain_losses(encoder: Perception, decoder: AdaINDecoder, content_feats: torch.Tensor,
-                        style_stats: StyleStats, scales: dict[str, torch.Tensor] | None = None
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+                        style_stats: StyleStats, scales: dict[str, torch.Tensor] | None = None,
+                        keep: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The paper's (content, style) losses from cached relu4_1 content features and painting statistics.
 
     Equal to ``adain.adain_losses`` on the crops and paintings those came from when ``scales`` is None
     (tests/core/test_fast_style_training.py); ``scales`` (per layer, C) divides every feature channel first.
+    ``keep``, when given, receives ``content_keep_loss`` of the same output (no second VGG pass).
     """
     target = adain(content_feats, *style_stats[ENCODER_LAYER])
     out_feats = encoder(decoder(target), STYLE_LOSS_LAYERS)
@@ -100,7 +106,17 @@ def cached_adain_losses(encoder: Perception, decoder: AdaINDecoder, content_feat
         sm, ss = style_stats[name]
         l_style = l_style + F.mse_loss(scaled(name, om), scaled(name, sm)) + F.mse_loss(scaled(name, os_),
                                                                                          scaled(name, ss))
+    if keep is not None:
+        keep.append(content_keep_loss(out_feats[ENCODER_LAYER], content_feats))
     return l_content, l_style
+
+
+def content_keep_loss(out_feats: torch.Tensor, content_feats: torch.Tensor) -> torch.Tensor:
+    """Per sample, the squared distance of the output's relu4_1 to the unstylized crop's over that crop's
+    feature energy (``quality.content_distance``'s measure), averaged over the batch."""
+    out, ref = out_feats.float(), content_feats.float()
+    dims = tuple(range(1, ref.dim()))
+    return ((out - ref).pow(2).mean(dims) / (ref.pow(2).mean(dims) + 1e-8)).mean()
 
 
 RECONSTRUCTION_LAYERS = ("relu1_1", "relu2_1")
@@ -230,6 +246,7 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
                 optimizer.state.clear()
             optimizer.zero_grad(set_to_none=True)
             l_pixel = torch.zeros((), device=dev)
+            l_keep = torch.zeros((), device=dev)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 if step < recipe.warmup_steps:
                     l_content = F.mse_loss(decoder(feats).float(), pool.crops[idx].to(dev))
@@ -241,17 +258,20 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
                 else:
                     style = {n: (m[sidx].to(dev)[..., None, None], s[sidx].to(dev)[..., None, None])
                              for n, (m, s) in stats.items()}
-                    l_content, l_style = cached_adain_losses(encoder, decoder, feats, style, scales)
+                    kept: list = []
+                    l_content, l_style = cached_adain_losses(encoder, decoder, feats, style, scales, kept)
+                    l_keep = kept[0]
                     if recipe.pixel_weight > 0:  # unstylized crops decoded back to themselves: no VGG pass
                         rid = torch.randint(pool_count, (batch,), generator=generator, device="cpu")
                         l_pixel = F.mse_loss(decoder(pool.features[ENCODER_LAYER][rid].to(dev)).float(),
                                              pool.crops[rid].to(dev))
-            loss = l_content.float() + recipe.style_weight * l_style.float() + recipe.pixel_weight * l_pixel.float()
+            loss = (l_content.float() + recipe.style_weight * l_style.float() + recipe.pixel_weight * l_pixel.float()
+                    + recipe.content_keep_weight * l_keep.float())
             run.optimize(step, loss, f"AdaIN training diverged at step {step}; the checkpoint before it is kept")
             step += 1
             run.end_step(step, t0, budget, (lambda s_per_step: (
                 f"step {step}: content {float(l_content.detach()):.4f} style {float(l_style.detach()):.4f} "
-                f"pixel {float(l_pixel.detach()):.4f} "
+                f"pixel {float(l_pixel.detach()):.4f} keep {float(l_keep.detach()):.3f} "
                 f"{s_per_step:.2f} s/step, crop {crop}, batch {batch}"))
                 if step % 25 == 0 or step == recipe.warmup_steps else None)
     return run.finish(step, budget)

@@ -42,14 +42,18 @@ class MultiStyleConfig:
     residual_blocks: int = 5
     styles: int = 8
     output: str = "logit"  # TransformerConfig.output; checkpoints without it were trained with "logit"
+    upsample: str = "nearest"  # TransformerConfig.upsample; checkpoints without it upsample by nearest
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if self.upsample == "nearest":  # the nets trained before the field keep their identity
+            del out["upsample"]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "MultiStyleConfig":
         cfg = cls(int(data["base_channels"]), int(data["residual_blocks"]), int(data["styles"]),
-                  str(data.get("output", "logit")))
+                  str(data.get("output", "logit")), str(data.get("upsample", "nearest")))
         if not 1 <= cfg.styles <= MAX_STYLES:
             raise ValueError(f"styles must be 1..{MAX_STYLES}")
         return cfg
@@ -77,7 +81,7 @@ class MultiStyleNet(TransformerNet):
     def __init__(self, config: MultiStyleConfig | None = None):
         self.multi = config or MultiStyleConfig()
         super().__init__(TransformerConfig(self.multi.base_channels, self.multi.residual_blocks,
-                                           self.multi.output),
+                                           self.multi.output, self.multi.upsample),
                          norm_layer=lambda channels: ConditionalStatsNorm(channels, self.multi.styles))
 
     def set_mix(self, mix: torch.Tensor) -> None:

@@ -37,6 +37,7 @@ class MultiStyleRecipe(PhasedRecipe):
     base_channels: int = 16
     residual_blocks: int = 5
     output: str = "linear"  # TransformerConfig.output: the "logit" skip left dark frames unpainted (seen at 847 steps)
+    upsample: str = "nearest"  # TransformerConfig.upsample
     phases: tuple = ((0, 128, 4, 384), (2400, 256, 2, 96))  # (first step, crop, batch, crops per pool)
     pool_steps: int = 300
     learning_rate: float = 1e-3  # 2e-3 with 5x on the style rows made black blobs by step 200 (seen)
@@ -153,7 +154,8 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
     dev = pick_device(device)
     files = content_files(content_folders)[:content_limit]
     encoder = load_perception(dev, "max")
-    arch = MultiStyleConfig(recipe.base_channels, recipe.residual_blocks, len(styles), recipe.output)
+    arch = MultiStyleConfig(recipe.base_channels, recipe.residual_blocks, len(styles), recipe.output,
+                            recipe.upsample)
     identity = {"net": arch.as_dict(), "styles": [s["name"] for s in styles], "seed": seed,
                 "encoder": encoder.spec()}
     with torch.random.fork_rng(devices=[]):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 
 OUTPUTS = ("logit", "linear")
+UPSAMPLES = ("nearest", "bilinear")
 
 
 @dataclass
@@ -34,9 +35,16 @@ class TransformerConfig:
     # untouched and regions pushed dark never came back (black blobs). "linear": input + residual, clamped
     # at inference only; training keeps it in range with a penalty instead (as pytorch/examples' nets do).
     output: str = "logit"
+    # How the decoder doubles its resolution before each conv. "nearest" copies every pixel into a 2x2 block,
+    # so a pattern of single pixels at quarter resolution reaches the frame as a sharp 4-8 px lattice (the
+    # multi-style net's weave over flat skies at 5,174 steps); "bilinear" cannot carry such a pattern.
+    upsample: str = "nearest"
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if self.upsample == "nearest":  # the nets trained before the field keep their configs and identities
+            del out["upsample"]
+        return out
 
 
 class StatsNorm(nn.Module):
@@ -95,12 +103,15 @@ class ResidualBlock(nn.Module):
 
 
 class UpsampleConv(nn.Module):
-    def __init__(self, c_in: int, c_out: int, norm_layer=StatsNorm):
+    def __init__(self, c_in: int, c_out: int, norm_layer=StatsNorm, mode: str = "nearest"):
         super().__init__()
         self.conv = ConvLayer(c_in, c_out, 3, norm_layer=norm_layer)
+        self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        if self.mode == "nearest":
+            return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        return self.conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
 
 
 class TransformerNet(nn.Module):
@@ -112,11 +123,15 @@ class TransformerNet(nn.Module):
         self.config = config or TransformerConfig()
         if self.config.output not in OUTPUTS:
             raise ValueError(f"transformer output must be one of {', '.join(OUTPUTS)}, not {self.config.output!r}")
+        if self.config.upsample not in UPSAMPLES:
+            raise ValueError(f"transformer upsample must be one of {', '.join(UPSAMPLES)}, "
+                             f"not {self.config.upsample!r}")
         c, n = self.config.base_channels, norm_layer
         self.encoder = nn.Sequential(ConvLayer(3, c, 9, norm_layer=n), ConvLayer(c, 2 * c, 3, stride=2, norm_layer=n),
                                      ConvLayer(2 * c, 4 * c, 3, stride=2, norm_layer=n))
         self.residuals = nn.Sequential(*[ResidualBlock(4 * c, n) for _ in range(self.config.residual_blocks)])
-        self.decoder = nn.Sequential(UpsampleConv(4 * c, 2 * c, n), UpsampleConv(2 * c, c, n),
+        up = self.config.upsample
+        self.decoder = nn.Sequential(UpsampleConv(4 * c, 2 * c, n, up), UpsampleConv(2 * c, c, n, up),
                                      ConvLayer(c, 3, 9, norm=False, relu=False))
         # Global skip (see TransformerConfig.output) with a near-zero last layer:
         # the untrained net is the identity, so short CPU trainings spend their steps on style.

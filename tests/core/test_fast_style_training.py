@@ -231,6 +231,43 @@ def test_checkpoints_without_an_output_kind_keep_the_logit_skip():
         MultiStyleNet(MultiStyleConfig(4, 1, 2, "tanh"))
 
 
+def test_content_keep_loss_is_the_judges_content_distance_per_crop():
+    """The keep term is quality.content_distance's measure (squared distance over the frame's own feature energy)
+    per crop, so a dark crop weighs as much as a bright one."""
+    from core.style.adain_train import content_keep_loss
+
+    gen = torch.Generator().manual_seed(0)
+    ref = torch.rand(2, 8, 5, 5, generator=gen)
+    ref[1] *= 0.01  # a dark crop: tiny features
+    out = ref + 0.5 * ref.flip(-1)  # every crop off by the same relative amount
+    per_crop = [float(((out[i] - ref[i]) ** 2).mean() / (ref[i] ** 2).mean()) for i in range(2)]
+    assert per_crop[0] == pytest.approx(per_crop[1], rel=1e-4)
+    # within the 1e-8 floor on the dark crop's energy (3e-5)
+    assert float(content_keep_loss(out, ref)) == pytest.approx(sum(per_crop) / 2, rel=1e-3)
+    assert float(content_keep_loss(ref, ref)) == 0.0
+    assert AdaINRecipe().content_keep_weight > 0
+
+
+def test_bilinear_upsampling_is_an_option_that_keeps_older_identities():
+    nearest = MultiStyleConfig(4, 1, 2, "linear")
+    assert "upsample" not in nearest.as_dict()  # the committed states' identity and configs stay as they were
+    assert MultiStyleConfig.from_dict(nearest.as_dict()).upsample == "nearest"
+    bilinear = MultiStyleConfig(4, 1, 2, "linear", "bilinear")
+    assert MultiStyleConfig.from_dict(bilinear.as_dict()) == bilinear
+    torch.manual_seed(0)
+    a = MultiStyleNet(nearest)
+    b = MultiStyleNet(bilinear)
+    b.load_state_dict(a.state_dict())  # the same weights: a warm start from a nearest-upsampling net
+    with torch.no_grad():
+        a.decoder[-1][1].weight.mul_(30)  # the trained nets' residual is far from the untrained near-identity
+        b.decoder[-1][1].weight.copy_(a.decoder[-1][1].weight)
+        x = torch.rand(1, 3, 32, 24, generator=torch.Generator().manual_seed(1))
+        ya, yb = a(x, one_hot(torch.tensor([0]), 2)), b(x, one_hot(torch.tensor([0]), 2))
+    assert ya.shape == yb.shape == x.shape and float((ya - yb).abs().mean()) > 1e-3
+    with pytest.raises(ValueError):
+        MultiStyleNet(MultiStyleConfig(4, 1, 2, "linear", "bicubic"))
+
+
 def test_per_layer_scaling_weighs_every_channel_of_a_layer_alike():
     from core.style.adain_train import channel_scales
 
