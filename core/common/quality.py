@@ -17,6 +17,7 @@ All take float HxWx3 numpy arrays in [0, 1] (sRGB-encoded).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -62,6 +63,26 @@ def seam_scores(rgb: np.ndarray, period: int = 1) -> tuple[float, float]:
 def seam_score(rgb: np.ndarray, period: int = 1) -> float:
     """The worse of the two axes' seam ratios (``seam_scores``)."""
     return max(seam_scores(rgb, period))
+
+
+def pooled_seam_score(images: Sequence[np.ndarray], period: int = 1) -> float:
+    """``seam_score`` over many outputs of one generator, pooled: per axis, the wrap border's mean |difference|
+    summed over the images over the same-phase inner boundaries' summed likewise; the worse axis.
+
+    The mean of per-image ratios is thrown by textures with sparse strong edges: a mortar joint that falls on
+    one image's border makes that ratio 3-5. On the materials GAN, whose outputs are exactly periodic, the
+    mean of 32 per-image scores of *Brick Wall* was 2.3, and 2.8 with every output rolled by 64 px (the border
+    then an inner boundary); pooled, the border is compared with its peers on the same footing."""
+    sums = np.zeros((2, 2))  # axis x (wrap, inner)
+    for rgb in images:
+        a = np.asarray(rgb, dtype=np.float64)
+        for k, arr in enumerate((a, np.swapaxes(a, 0, 1))):
+            w = arr.shape[1]
+            steps = np.abs(np.diff(arr, axis=1)).mean(axis=tuple(i for i in range(arr.ndim) if i != 1))
+            if period > 1 and w % period == 0:
+                steps = steps[period - 1::period]
+            sums[k] += (np.abs(arr[:, 0] - arr[:, -1]).mean(), steps.mean())
+    return float(max(sums[k, 0] / (sums[k, 1] + 1e-8) for k in range(2)))
 
 
 def seam_rank(rgb: np.ndarray) -> float:

@@ -141,7 +141,7 @@ def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict
     import numpy as np
     import torch
 
-    from core.common.quality import seam_score
+    from core.common.quality import pooled_seam_score
     from core.texture_gan import TextureGenerator
     from tools import model_quality as quality
 
@@ -161,5 +161,5 @@ def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict
         judge, base = quality.texture_baseline(name, exemplar, size, settings["seeds"], device)
         fakes = [gan.generate(size, size, seed=s, material=name) for s in range(settings["seeds"])]
         rows.append({"material": name, "crop_px": size, "ratio": float(np.mean([judge(f) for f in fakes])) / base,
-                     "seam": float(np.mean([seam_score(f, gan.stride) for f in fakes]))})
+                     "seam": pooled_seam_score(fakes, gan.stride)})
     return {"score": quality.material_score(rows), "steps": gan.config.get("steps"), "rows": rows}
