@@ -9,6 +9,7 @@ then and ``cancel.raise_if_cancelled()`` between steps; a cancelled job raises
 from __future__ import annotations
 
 import math
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -115,6 +116,29 @@ class DivergenceMonitor:
         self.reference = min(self.reference, level)
 
 
+class StopSignals:
+    """While entered (in the main thread), SIGTERM and SIGINT only set ``requested``: a time-budgeted training
+    then stops at the end of its step and writes its checkpoint, so ``kill`` loses nothing."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._request)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _request(self, signum, frame) -> None:
+        self.requested = True
+
+
 def timed_training(step_fn: Callable[[], dict], save: Callable[[int, float, dict], None], step: int,
                    steps: int | None, minutes: float | None, began: float, losses: dict, trained_seconds: float, *,
                    checkpoint_minutes: float, name: str, progress: ProgressCallback | None = None,
@@ -128,19 +152,20 @@ def timed_training(step_fn: Callable[[], dict], save: Callable[[int, float, dict
     report(progress, step, total, "starting" if step == 0 else f"resumed at step {step}", losses)
     loop_start = last_save = time.perf_counter()
     deadline = began + minutes * 60 if minutes is not None else math.inf
-    while step < total and time.perf_counter() < deadline:
-        if cancel is not None and cancel.cancelled:
-            save(step, trained_seconds + time.perf_counter() - loop_start, losses)
-            raise JobCancelled(f"training cancelled at step {step}; checkpoint saved to {name}")
-        pending = step_fn()
-        step += 1
-        losses = {k: float(v) for k, v in pending.items()}
-        if not all(math.isfinite(v) for v in losses.values()):
-            raise diverged(f"training diverged at step {step} ({losses}); the last checkpoint is kept")
-        if time.perf_counter() - last_save > checkpoint_minutes * 60:
-            save(step, trained_seconds + time.perf_counter() - loop_start, losses)
-            last_save = time.perf_counter()
-        report(progress, step, total, message, losses)
+    with StopSignals() as stop:  # SIGTERM: stop after this step, with a checkpoint (below)
+        while step < total and time.perf_counter() < deadline and not stop.requested:
+            if cancel is not None and cancel.cancelled:
+                save(step, trained_seconds + time.perf_counter() - loop_start, losses)
+                raise JobCancelled(f"training cancelled at step {step}; checkpoint saved to {name}")
+            pending = step_fn()
+            step += 1
+            losses = {k: float(v) for k, v in pending.items()}
+            if not all(math.isfinite(v) for v in losses.values()):
+                raise diverged(f"training diverged at step {step} ({losses}); the last checkpoint is kept")
+            if time.perf_counter() - last_save > checkpoint_minutes * 60:
+                save(step, trained_seconds + time.perf_counter() - loop_start, losses)
+                last_save = time.perf_counter()
+            report(progress, step, total, message, losses)
     seconds = trained_seconds + time.perf_counter() - loop_start
     save(step, seconds, losses)
     return {"steps": step, "seconds": seconds, "losses": losses}

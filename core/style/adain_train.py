@@ -31,6 +31,7 @@ from ..common.perception import Perception, load_perception, mean_std
 from .adain import (ENCODER_LAYER, MODEL_KIND, STYLE_LOSS_LAYERS, AdaINDecoder, DecoderConfig, adain)
 from .crop_pool import (Budget, CropPool, PhasedRecipe, content_files, describe_files, load_content,
                         painting_statistics, painting_variants, refresh_pool)
+from .losses import per_crop_content_distance
 from .resumable import ResumableRun
 
 StyleStats = dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (N x C x 1 x 1 means, stds)
@@ -65,8 +66,9 @@ class AdaINRecipe(PhasedRecipe):
     # The unstylized crop's own relu4_1 features, kept (squared distance over the crop's feature energy, the
     # bench's content measure one layer lower; cached, so free). The paper's content loss pulls only towards the
     # AdaIN target, so at 9,895 steps the decoder repainted a render's flat areas (content 2.1-2.3 on renders
-    # against a target of 1.0, Starry Night). 0 until step 10,158.
-    content_keep_weight: float = 1.0
+    # against a target of 1.0, Starry Night). 0 until step 10,158; 1 until 10,752 (Starry Night's render
+    # 2.08 -> 1.71, The Kiss's 1.01 -> 0.86, both style cuts up 2-5 points); 2 since.
+    content_keep_weight: float = 2.0
     style_sizes: tuple = (512, 320)  # longer side of each painting when measuring its statistics
     recoloured: int = 2  # hue/saturation-jittered copies of each painting per size
     checkpoint_seconds: float = 180.0
@@ -91,7 +93,7 @@ def cached_adain_losses(encoder: Perception, decoder: AdaINDecoder, content_feat
 
     Equal to ``adain.adain_losses`` on the crops and paintings those came from when ``scales`` is None
     (tests/core/test_fast_style_training.py); ``scales`` (per layer, C) divides every feature channel first.
-    ``keep``, when given, receives ``content_keep_loss`` of the same output (no second VGG pass).
+    ``keep``, when given, receives ``per_crop_content_distance`` of the same output (no second VGG pass).
     """
     target = adain(content_feats, *style_stats[ENCODER_LAYER])
     out_feats = encoder(decoder(target), STYLE_LOSS_LAYERS)
@@ -107,16 +109,9 @@ def cached_adain_losses(encoder: Perception, decoder: AdaINDecoder, content_feat
         l_style = l_style + F.mse_loss(scaled(name, om), scaled(name, sm)) + F.mse_loss(scaled(name, os_),
                                                                                          scaled(name, ss))
     if keep is not None:
-        keep.append(content_keep_loss(out_feats[ENCODER_LAYER], content_feats))
+        keep.append(per_crop_content_distance(out_feats[ENCODER_LAYER], content_feats))
     return l_content, l_style
 
-
-def content_keep_loss(out_feats: torch.Tensor, content_feats: torch.Tensor) -> torch.Tensor:
-    """Per sample, the squared distance of the output's relu4_1 to the unstylized crop's over that crop's
-    feature energy (``quality.content_distance``'s measure), averaged over the batch."""
-    out, ref = out_feats.float(), content_feats.float()
-    dims = tuple(range(1, ref.dim()))
-    return ((out - ref).pow(2).mean(dims) / (ref.pow(2).mean(dims) + 1e-8)).mean()
 
 
 RECONSTRUCTION_LAYERS = ("relu1_1", "relu2_1")

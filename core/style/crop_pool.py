@@ -20,8 +20,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -32,6 +30,7 @@ import torch.nn.functional as F
 
 from ..common.checkpoints import fingerprint_files
 from ..common.images import load_image, to_srgb
+from ..common.jobs import StopSignals
 from ..common.perception import Perception, mean_std
 from .data import list_image_files
 from .optimize import fit_max_side
@@ -205,36 +204,22 @@ def painting_statistics(encoder: Perception, images: Sequence[torch.Tensor], lay
 
 # --------------------------------------------------------------------------- time budget
 
-class Budget:
+class Budget(StopSignals):
     """Wall-clock budget of a training run, with a checkpoint cadence and a clean stop on SIGTERM/SIGINT."""
 
     def __init__(self, minutes: float, checkpoint_seconds: float):
+        super().__init__()
         self.start = time.monotonic()
         self.deadline = self.start + max(0.0, float(minutes)) * 60.0
         self.checkpoint_seconds = checkpoint_seconds
         self.last_checkpoint = self.start
-        self.stop_requested = False
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> "Budget":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._request_stop)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _request_stop(self, signum, frame) -> None:
-        self.stop_requested = True
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
 
     def exhausted(self, margin_seconds: float = 0.0) -> bool:
         """True when the budget (less the expected length of the next step) is spent, or a stop was asked."""
-        return self.stop_requested or time.monotonic() + margin_seconds >= self.deadline
+        return self.requested or time.monotonic() + margin_seconds >= self.deadline
 
     def checkpoint_due(self) -> bool:
         if time.monotonic() - self.last_checkpoint >= self.checkpoint_seconds:

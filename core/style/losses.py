@@ -57,6 +57,16 @@ def content_loss(feats: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (feats - target).pow(2).mean() / (target.detach().pow(2).mean() + 1e-8)
 
 
+def per_crop_content_distance(out_feats: torch.Tensor, content_feats: torch.Tensor) -> torch.Tensor:
+    """Per crop, the squared distance of the output's features to the unstylized crop's over that crop's own
+    feature energy (``quality.content_distance``'s measure), averaged over the batch. Normalised over the
+    whole batch instead, a flat crop (sky, a render's wall) weighs almost nothing beside a busy one, and the
+    trainings learnt to fill flat regions with texture."""
+    out, ref = out_feats.float(), content_feats.float()
+    dims = tuple(range(1, ref.dim()))
+    return ((out - ref).pow(2).mean(dims) / (ref.pow(2).mean(dims) + 1e-8)).mean()
+
+
 def total_variation(x: torch.Tensor) -> torch.Tensor:
     return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
 

@@ -22,7 +22,7 @@ import torch
 from ..common.images import from_tensor, load_image, to_srgb, to_tensor
 from ..common.perception import Perception, load_perception, mean_std
 from .crop_pool import Budget, CropPool, PhasedRecipe, content_files, describe_files, load_content, refresh_pool
-from .losses import gram, total_variation
+from .losses import gram, per_crop_content_distance, total_variation
 from .multistyle import MODEL_KIND, MultiStyleConfig, MultiStyleNet, one_hot
 from .optimize import fit_max_side
 from .palette import Palette
@@ -49,6 +49,8 @@ class MultiStyleRecipe(PhasedRecipe):
     # 1.0 until step 3,698: with the palette step the style cut had room (51-89 % on the held-out photo/render
     # at 3,505 steps) but the render's content distance did not (Starry Night 1.13, target 1.0).
     content_weight: float = 1.5
+    # The content loss over each crop's own feature energy (losses.per_crop_content_distance), not the batch's.
+    content_per_crop: bool = False
     # 5 with the "logit" skip: style cut -18..40 % at content 0.12-0.52 after 847 steps (judge allows 1.0).
     style_weight: float = 8.0
     # "gram" made the same black blobs in every style by step 300 (with either output skip) and no strokes:
@@ -110,8 +112,8 @@ def style_targets(encoder: Perception, paintings: Sequence[torch.Tensor], device
 
 
 def multistyle_losses(encoder: Perception, net: MultiStyleNet, crops: torch.Tensor, styles: torch.Tensor,
-                      content_feats: torch.Tensor, targets: StyleTargets, style_loss: str = "gram"
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                      content_feats: torch.Tensor, targets: StyleTargets, style_loss: str = "gram",
+                      content_per_crop: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(content, style, tv, out-of-range) of one batch: crop i painted in style ``styles[i]``, against cached targets.
 
     ``style_loss``: "gram" (Johnson et al.; Gram MSE over the painting's Gram energy per layer) or
@@ -121,7 +123,10 @@ def multistyle_losses(encoder: Perception, net: MultiStyleNet, crops: torch.Tens
         raise ValueError(f"style_loss must be one of {', '.join(STYLE_LOSSES)}, not {style_loss!r}")
     y = net(crops, one_hot(styles, net.multi.styles).to(crops.device), clamp=False)
     feats = encoder(y, STYLE_LAYERS)
-    l_content = (feats[CONTENT_LAYER] - content_feats).pow(2).mean() / (content_feats.pow(2).mean() + 1e-8)
+    if content_per_crop:
+        l_content = per_crop_content_distance(feats[CONTENT_LAYER], content_feats)
+    else:
+        l_content = (feats[CONTENT_LAYER] - content_feats).pow(2).mean() / (content_feats.pow(2).mean() + 1e-8)
     l_style = crops.new_zeros(())
     for n in STYLE_LAYERS:
         if style_loss == "gram":
@@ -202,7 +207,7 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 l_content, l_style, l_tv, l_range = multistyle_losses(
                     encoder, net, pool.crops[idx].to(dev), style_idx.to(dev),
-                    pool.features[CONTENT_LAYER][idx].to(dev), targets, recipe.style_loss)
+                    pool.features[CONTENT_LAYER][idx].to(dev), targets, recipe.style_loss, recipe.content_per_crop)
             loss = (recipe.content_weight * l_content.float() + recipe.style_weight * l_style.float()
                     + recipe.tv_weight * l_tv.float() + recipe.range_weight * l_range.float())
             run.optimize(step, loss, f"multi-style training diverged at step {step}; the checkpoint is kept")

@@ -419,3 +419,27 @@ def test_too_high_learning_rate_stops_the_training(tmp_path):
                           device="cpu", checkpoint_every=1000)
     with pytest.raises(ck.CheckpointError, match="learning rate"):
         ck.check_config_values("config", "texture_vae", cfg.to_dict())
+
+
+def test_sigterm_stops_a_timed_training_after_its_step_with_a_checkpoint():
+    """`kill` on a background training (build.py models --only gan|vae) must lose nothing: the step under way
+    finishes, the checkpoint is written, and the run returns normally."""
+    import os
+    import signal
+    import time
+
+    from core.common.jobs import timed_training
+
+    saved, done = [], []
+
+    def step() -> dict:
+        done.append(1)
+        if len(done) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while the step runs
+        return {"loss": 1.0}
+
+    before = signal.getsignal(signal.SIGTERM)
+    result = timed_training(step, lambda s, seconds, losses: saved.append(s), 0, None, 60.0, time.perf_counter(),
+                            {}, 0.0, checkpoint_minutes=60.0, name="test")
+    assert result["steps"] == 3 and saved == [3] and len(done) == 3
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back

@@ -234,7 +234,7 @@ def test_checkpoints_without_an_output_kind_keep_the_logit_skip():
 def test_content_keep_loss_is_the_judges_content_distance_per_crop():
     """The keep term is quality.content_distance's measure (squared distance over the frame's own feature energy)
     per crop, so a dark crop weighs as much as a bright one."""
-    from core.style.adain_train import content_keep_loss
+    from core.style.losses import per_crop_content_distance as content_keep_loss
 
     gen = torch.Generator().manual_seed(0)
     ref = torch.rand(2, 8, 5, 5, generator=gen)
