@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                              "validation set, to choose a setting without tuning on the bench's own inputs)")
     parser.add_argument("--palette-strength", type=float, default=None,
                         help="override the multi-style network's palette step (0: the network's own colours)")
+    parser.add_argument("--paintings", nargs="+", metavar="NAME", default=list(ADAIN_UNSEEN),
+                        help="AdaIN's paintings (data/paintings/NAME.jpg; default: %(default)s); 'held-out': every "
+                             "painting the decoder's config names as held out of its training")
     parser.add_argument("--alpha", type=float, nargs="+", default=[1.0],
                         help="AdaIN style strengths to judge (one row per painting and strength; default 1.0)")
     args = parser.parse_args(argv)
@@ -82,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--ship judges on the bench's held-out inputs only; drop --frames")
     if args.ship and args.palette_strength is not None:
         parser.error("--ship bundles the model with its own palette strength; drop --palette-strength")
+    if args.ship and args.paintings != list(ADAIN_UNSEEN):
+        parser.error(f"--ship judges AdaIN on {', '.join(ADAIN_UNSEEN)}; drop --paintings")
     if args.ship and args.alpha != [1.0]:
         parser.error("--ship judges AdaIN at full strength (the bench's); drop --alpha")
     t0 = time.monotonic()
@@ -126,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         model = load_adain_model(args.adain, "cpu")
         trained_on = set(model.config.get("paintings") or [])
         print(f"# AdaIN decoder: {model.config.get('steps_done')} steps ({args.adain})")
-        for name in ADAIN_UNSEEN:
+        names = args.paintings
+        if names == ["held-out"]:
+            names = list(model.config.get("held_out_paintings") or ADAIN_UNSEEN)
+        for name in names:
             if f"{name}.jpg" in trained_on:
                 print(f"  (warning: {name} was in the decoder's training set)")
             painting = load_rgb(PAINTINGS / f"{name}.jpg")
