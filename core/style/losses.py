@@ -67,8 +67,17 @@ def per_crop_content_distance(out_feats: torch.Tensor, content_feats: torch.Tens
     return ((out - ref).pow(2).mean(dims) / (ref.pow(2).mean(dims) + 1e-8)).mean()
 
 
-def total_variation(x: torch.Tensor) -> torch.Tensor:
-    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+def total_variation(x: torch.Tensor, guide: torch.Tensor | None = None, sigma: float = 0.02) -> torch.Tensor:
+    """Mean absolute difference between neighbouring pixels. With ``guide`` (the input frame), each difference
+    is weighed by ``exp(-|the guide's difference| / sigma)`` (grey levels): it then costs only where the input
+    is flat, so edges and the input's own texture are free and structure *added* to a sky or a wall is not."""
+    dy, dx = x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
+    if guide is None:
+        return dy.abs().mean() + dx.abs().mean()
+    g = guide.float().mean(dim=1, keepdim=True)
+    wy = torch.exp(-(g[..., 1:, :] - g[..., :-1, :]).abs() / sigma)
+    wx = torch.exp(-(g[..., :, 1:] - g[..., :, :-1]).abs() / sigma)
+    return (dy.abs() * wy).mean() + (dx.abs() * wx).mean()
 
 
 # --------------------------------------------------------------------------- colour

@@ -248,6 +248,21 @@ def test_content_keep_loss_is_the_judges_content_distance_per_crop():
     assert AdaINRecipe().content_keep_weight > 0
 
 
+def test_flat_region_variation_costs_added_structure_not_the_inputs_edges():
+    from core.style.losses import total_variation
+
+    frame = torch.full((1, 3, 32, 32), 0.4)
+    frame[..., 16:] = 0.9  # one strong vertical edge, flat on both sides
+    striped = frame.clone()
+    striped[..., ::4, :16] += 0.1  # bands laid over the flat left half
+    assert float(total_variation(frame, frame)) < 1e-6  # the input's own edge is free
+    assert float(total_variation(frame)) > 0.01  # plain TV charges it
+    # the bands cost what plain TV charges for them (0.024; plain TV's extra for them: 0.023)
+    assert float(total_variation(striped, frame)) == pytest.approx(
+        float(total_variation(striped)) - float(total_variation(frame)), rel=0.1)
+    assert MultiStyleRecipe().tv_flat_sigma is None  # the committed network trained with plain TV
+
+
 def test_bilinear_upsampling_is_an_option_that_keeps_older_identities():
     nearest = MultiStyleConfig(4, 1, 2, "linear")
     assert "upsample" not in nearest.as_dict()  # the committed states' identity and configs stay as they were
