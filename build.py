@@ -105,6 +105,8 @@ def _package_files() -> list[tuple[Path, str]]:
                 continue
             if prefix == "models/" and rel.parts[0] == "training":  # checkpoints of unfinished trainings
                 continue
+            if prefix == "models/" and rel.parts[:2] == ("style", "previous"):  # retired: bench baselines only
+                continue
             files.append((path, f"{prefix}{rel.as_posix()}"))
 
     add_tree(ROOT / "blender_addon", "")

@@ -134,7 +134,7 @@ def bench_throughput(ctx: BenchContext, files: list[Path]) -> None:
 
     scale = 2
     frames, flows_dir = _big_sequence(files, ctx.work_dir / "big", scale)
-    spec = StyleSpec(str(ROOT / "models" / "style" / "wave.safetensors"))
+    spec = StyleSpec(str(ROOT / "models" / "style" / "previous" / "wave.safetensors"))
     options = dict(flows_dir=str(flows_dir))
     chunk = CHUNK if ctx.quick else THROUGHPUT_CHUNK
     workers = os.cpu_count() or 2

@@ -126,7 +126,7 @@ def fast_style_1080p(device: torch.device, tiny: bool) -> dict:
     from core.style import StyleModel
 
     w, h = (128, 72) if tiny else (1920, 1080)
-    path = ROOT / "models" / "style" / "starry_night.safetensors"
+    path = ROOT / "models" / "style" / "previous" / "starry_night.safetensors"
     model = StyleModel.load(path, device)
     x = to_tensor(_frame(w, h)).to(device)
     value = _median_seconds(lambda: model.stylize_tensor(x), device, repeats=3 if tiny else 20, warmup=1 if tiny else 3)

@@ -149,7 +149,7 @@ class CircularUpsample(nn.Module):
 # Low-resolution taps of a 3-tap filter applied after CircularUpsample, per output phase (even, odd rows):
 # row t of a matrix is the weight of input pixel i-1+t, column k the filter's tap k (see upsample_conv).
 _PHASE_TAPS = torch.tensor([[[0.75, 0.25, 0.0], [0.25, 0.75, 0.75], [0.0, 0.0, 0.25]],
-                            [[0.25, 0.0, 0.0], [0.75, 0.75, 0.25], [0.0, 0.25, 0.75]]])
+                            [[0.25, 0.0, 0.0], [0.75, 0.75, 0.25], [0.0, 0.25, 0.75]]], device="cpu")
 
 
 def upsample_conv_weight(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None]:

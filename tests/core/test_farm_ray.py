@@ -26,7 +26,7 @@ from core.style.apply import stylize_array  # noqa: E402
 from core.style.chunks import StyleSpec, output_path, stylize_chunked  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-STYLE = ROOT / "models" / "style" / "wave.safetensors"
+STYLE = ROOT / "models" / "style" / "previous" / "wave.safetensors"
 # the helpers below run inside the Ray workers, which cannot import this test file: send them by value
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -25,7 +25,7 @@ from core.style.chunks import DEFAULT_WARMUP, StyleSpec, output_path, parse_fram
 ROOT = Path(__file__).resolve().parents[2]
 JOB_TYPE = ROOT / "core" / "farm" / "flamenco" / "neural_textures_stylize.js"
 HARNESS = Path(__file__).with_name("flamenco_harness.js")
-STYLE = ROOT / "models" / "style" / "wave.safetensors"
+STYLE = ROOT / "models" / "style" / "previous" / "wave.safetensors"
 NODE = shutil.which("node")
 
 

@@ -69,8 +69,17 @@ def test_the_shipped_manifest_lists_every_bundled_model_with_label_and_thumbnail
 
     models_dir = Path(library.default_models_dir())
     manifest = json.loads((models_dir / "manifest.json").read_text())["models"]
-    listed = {m.path.resolve(): m for m in library.list_models([], bundled_folders=[models_dir])}
+    listed = {str(m.path): m for m in library.list_models([], bundled_folders=[models_dir])}
     for entry in manifest:
-        model = listed[(models_dir / entry["file"]).resolve()]  # subfolders come from the manifest
+        path = str((models_dir / entry["file"]).resolve())  # subfolders come from the manifest
+        if entry["kind"] == "style_multi":  # one entry per style, "file#style", each with its own thumbnail
+            assert entry["styles"]
+            for name in entry["styles"]:
+                model = listed[f"{path}#{name}"]
+                assert model.bundled and model.kind == "style" and model.thumbnail.name.endswith(f"_{name}.png")
+            continue
+        model = listed[path]
         assert model.bundled and model.name == entry["label"] and model.kind in ("texture_gan", "texture_vae", "style")
         assert model.thumbnail is not None and model.thumbnail.is_file()
+    # Every bundled file the add-on lists comes from the manifest (the retired per-style nets are not listed).
+    assert {k.split("#")[0] for k in listed} == {str((models_dir / e["file"]).resolve()) for e in manifest}
