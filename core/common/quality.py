@@ -47,17 +47,20 @@ def seam_scores(rgb: np.ndarray, period: int = 1) -> tuple[float, float]:
     on axes whose length is a multiple of ``period``; other axes use all.
     """
     a = np.asarray(rgb, dtype=np.float64)
-    eps = 1e-8
+    ratios = [wrap / (inner + 1e-8) for wrap, inner in _wrap_and_inner_steps(a, period)]
+    return float(ratios[0]), float(ratios[1])
 
-    def axis_ratio(arr: np.ndarray) -> float:  # boundaries between columns of ``arr`` (axis 1)
-        w = arr.shape[1]
+
+def _wrap_and_inner_steps(a: np.ndarray, period: int) -> list[tuple[float, float]]:
+    """Per axis (columns, then rows): the wrap border's mean |difference| and the inner boundaries' (only those
+    of the wrap border's phase when ``period`` > 1 divides the axis)."""
+    out = []
+    for arr in (a, np.swapaxes(a, 0, 1)):  # boundaries between columns of ``arr`` (axis 1)
         steps = np.abs(np.diff(arr, axis=1)).mean(axis=tuple(i for i in range(arr.ndim) if i != 1))
-        if period > 1 and w % period == 0:
+        if period > 1 and arr.shape[1] % period == 0:
             steps = steps[period - 1::period]  # boundary p|p+1 with p+1 a multiple of period
-        seam = np.abs(arr[:, 0] - arr[:, -1]).mean()
-        return float(seam / (steps.mean() + eps))
-
-    return axis_ratio(a), axis_ratio(np.swapaxes(a, 0, 1))
+        out.append((float(np.abs(arr[:, 0] - arr[:, -1]).mean()), float(steps.mean())))
+    return out
 
 
 def seam_score(rgb: np.ndarray, period: int = 1) -> float:
@@ -75,13 +78,7 @@ def pooled_seam_score(images: Sequence[np.ndarray], period: int = 1) -> float:
     then an inner boundary); pooled, the border is compared with its peers on the same footing."""
     sums = np.zeros((2, 2))  # axis x (wrap, inner)
     for rgb in images:
-        a = np.asarray(rgb, dtype=np.float64)
-        for k, arr in enumerate((a, np.swapaxes(a, 0, 1))):
-            w = arr.shape[1]
-            steps = np.abs(np.diff(arr, axis=1)).mean(axis=tuple(i for i in range(arr.ndim) if i != 1))
-            if period > 1 and w % period == 0:
-                steps = steps[period - 1::period]
-            sums[k] += (np.abs(arr[:, 0] - arr[:, -1]).mean(), steps.mean())
+        sums += np.array(_wrap_and_inner_steps(np.asarray(rgb, dtype=np.float64), period))
     return float(max(sums[k, 0] / (sums[k, 1] + 1e-8) for k in range(2)))
 
 

@@ -113,7 +113,6 @@ def cached_adain_losses(encoder: Perception, decoder: AdaINDecoder, content_feat
     return l_content, l_style
 
 
-
 RECONSTRUCTION_LAYERS = ("relu1_1", "relu2_1")
 
 

@@ -35,9 +35,9 @@ class TransformerConfig:
     # untouched and regions pushed dark never came back (black blobs). "linear": input + residual, clamped
     # at inference only; training keeps it in range with a penalty instead (as pytorch/examples' nets do).
     output: str = "logit"
-    # How the decoder doubles its resolution before each conv. "nearest" copies every pixel into a 2x2 block,
-    # so a pattern of single pixels at quarter resolution reaches the frame as a sharp 4-8 px lattice (the
-    # multi-style net's weave over flat skies at 5,174 steps); "bilinear" cannot carry such a pattern.
+    # How the decoder doubles its resolution before each conv: "nearest" (every pixel into a 2x2 block) or
+    # "bilinear". Tried against the multi-style net's lattice over flat skies: bilinear kept it (see
+    # MultiStyleRecipe.upsample), so the bundled nets stay nearest.
     upsample: str = "nearest"
 
     def as_dict(self) -> dict:

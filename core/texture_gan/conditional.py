@@ -29,7 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..common.patchgan import PatchDiscriminator
-from .model import CircularUpsample, Generator, PixelNorm, TextureGANConfig, _conv, init_weights, pixel_norm_scale, run_stage
+from .model import (CircularUpsample, Generator, PixelNorm, TextureGANConfig, _conv, init_weights, pixel_norm_scale,
+                    run_stage)
 
 CONDITIONAL_VERSION = 2
 
@@ -106,15 +107,13 @@ class ConditionalGenerator(Generator):
             if i == last > 0 and final_only and self.fused_upsampling and x.shape[0] == 1 and \
                     isinstance(stage[-1], PixelNorm):
                 delta = self._folded_last_stage(stage, x, fine[i - 1], cond)
-                rgb = self.upsample(rgb) + delta
-                images.append(torch.tanh(rgb) * 0.5 + 0.5)
-                break
-            x = run_stage(stage, x, self.fused_upsampling)
-            if i > 0:
-                x = x + self.noise_gains[i - 1] * fine[i - 1].to(x.dtype)
-            gamma, beta = self.film[i](cond).to(x.dtype)[:, :, None, None].chunk(2, dim=1)
-            x = x * (1 + gamma) + beta
-            delta = self.to_rgbs[i](x)
+            else:
+                x = run_stage(stage, x, self.fused_upsampling)
+                if i > 0:
+                    x = x + self.noise_gains[i - 1] * fine[i - 1].to(x.dtype)
+                gamma, beta = self.film[i](cond).to(x.dtype)[:, :, None, None].chunk(2, dim=1)
+                x = x * (1 + gamma) + beta
+                delta = self.to_rgbs[i](x)
             rgb = delta if rgb is None else self.upsample(rgb) + delta
             if i == last or not final_only:
                 images.append(torch.tanh(rgb) * 0.5 + 0.5)
