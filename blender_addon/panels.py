@@ -182,6 +182,7 @@ def draw_style(layout, context) -> None:
         layout.prop(settings, "optimize_steps")
     elif settings.method == "ADAIN":
         layout.prop(settings, "adain_refine_steps")
+        layout.prop(settings, "adain_max_gain")
     if settings.source == "RENDER":
         layout.prop(settings, "render_colors")
     layout.prop(settings, "strength", slider=True)

@@ -155,6 +155,11 @@ class NeuralStyleSettings(bpy.types.PropertyGroup):
         name="Refine Steps", default=0, min=0, max=200,
         description="Any Painting (Fast): optimisation steps (at up to 512 px) that start from the one-pass result; "
                     "more come closer to Any Painting (Best) and take longer. 0 is the one pass alone (fastest)")
+    adain_max_gain: FloatProperty(
+        name="Gain Limit", default=1.25, min=0.5, max=100.0, soft_max=8.0,
+        description="Any Painting (Fast): how much the painting may amplify the frame's own contrast. Low keeps "
+                    "flat floors, skies and backdrops of renders clean; higher paints more texture everywhere "
+                    "(100: no limit)")
     auto_stylize: BoolProperty(name="Stylize After Render", default=False,
                                description="Stylize every still render into a new image automatically")
     frames_dir: StringProperty(name="Frames", subtype="DIR_PATH", description="Folder with the rendered frames")

@@ -48,14 +48,15 @@ def _chosen_style(op, settings) -> tuple[str, str, str]:
 def stylize_render_or_image(scene, source: str, image: str, model: str, strength: float, render_colors: str,
                             wait: bool, label_prefix: str = "Stylize", painting: str = "", steps: int = 40,
                             max_side: int = 1024, method: str = "PAINTING", refine_steps: int = 0,
-                            decoder: str = ""):
+                            decoder: str = "", max_gain: float | None = None):
     """Submit a stylize job; the result is always a new image (the original is never touched).
 
     With ``painting`` (a Blender image name) the style comes from that image:
     in one pass (``method`` "ADAIN") or by optimisation ("PAINTING", best
     quality); else from the fast style ``model``. AdaIN takes ``refine_steps``
-    optimisation steps from its one-pass result (0: none) and its ``decoder``
-    file (empty: the bundled one).
+    optimisation steps from its one-pass result (0: none), its gain limit
+    ``max_gain`` (None: the core's default) and its ``decoder`` file (empty:
+    the bundled one).
     """
     painting_file = None
     if painting:
@@ -93,6 +94,8 @@ def stylize_render_or_image(scene, source: str, image: str, model: str, strength
         # left out when unused: a decoder-only stylization also runs on a core without these parameters
         if refine_steps > 0:
             params["refine_steps"] = int(refine_steps)
+        if max_gain is not None:
+            params["max_gain"] = float(max_gain)
         if decoder:
             params["model"] = decoder
         return job_queue.submit("style.stylize_adain", file_output(params, "style.stylize_adain", as_file=not hdr),
@@ -153,6 +156,9 @@ class NEURAL_OT_stylize_image(_StylizeJob, bpy.types.Operator):
     refine_steps: IntProperty(name="Refine Steps", default=0, min=0, max=200,
                               description="Any Painting (Fast): optimisation steps (at up to 512 px) from the one-pass "
                                           "result, closer to Any Painting (Best) and slower; 0: the one pass alone")
+    max_gain: FloatProperty(name="Gain Limit", default=1.25, min=0.5, max=100.0, soft_max=8.0,
+                            description="Any Painting (Fast): how much the painting may amplify the frame's own "
+                                        "contrast; low keeps flat areas of renders clean (100: no limit)")
     decoder: DECODER_PROPERTY
     wait: WAIT_PROPERTY
 
@@ -169,6 +175,7 @@ class NEURAL_OT_stylize_image(_StylizeJob, bpy.types.Operator):
                                       painting=painting, steps=option(self, settings, "steps", "optimize_steps"),
                                       max_side=self.max_side, method=method,
                                       refine_steps=option(self, settings, "refine_steps", "adain_refine_steps"),
+                                      max_gain=option(self, settings, "max_gain", "adain_max_gain"),
                                       decoder=bpy.path.abspath(self.decoder) if self.decoder else "")
         return finish(self, job)
 
@@ -212,8 +219,10 @@ class NEURAL_OT_stylize_animation(_StylizeJob, bpy.types.Operator):
             style_params = {"method": "adain" if method == "ADAIN" else "optimize",
                             "style": str(image_bridge.export_image(get_image(painting, "style painting"),
                                                                    workdir_inputs(), keep_alpha=False))}
-            if method == "ADAIN" and self.decoder:
-                style_params["model"] = bpy.path.abspath(self.decoder)
+            if method == "ADAIN":
+                style_params["max_gain"] = settings.adain_max_gain  # the panel's Gain Limit
+                if self.decoder:
+                    style_params["model"] = bpy.path.abspath(self.decoder)
         frames_dir = option(self, settings, "frames_dir") or str(Path(bpy.path.abspath(context.scene.render.filepath)).parent)
         frames = image_bridge.image_files_in(frames_dir)
         output_dir = output_folder(option(self, settings, "output_dir"), frames[0].parent)

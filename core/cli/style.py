@@ -85,6 +85,9 @@ def register(families) -> None:
     fast.add_argument("--model", default=None, help="decoder (.safetensors; default: the bundled one)")
     fast.add_argument("--refine-steps", type=int, default=0,
                       help="quality knob: optimisation steps starting from the decoder's output (0: none)")
+    fast.add_argument("--max-gain", type=float, default=None,
+                      help="how much the painting may amplify the frame's own feature contrast (default 1.25: "
+                           "flat renders stay clean; higher: more painterly texture; 100: the paper's uncapped AdaIN)")
     fast.set_defaults(func=run_adain)
 
     fast_train = sub.add_parser("adain-train", help="train an AdaIN decoder (content frames + many paintings)")
@@ -235,7 +238,8 @@ def run_adain(args: argparse.Namespace) -> int:
     result = model.stylize(image, style, alpha=args.alpha,
                            preserve_color=False if args.preserve_color == "none" else args.preserve_color,
                            tile_size=args.tile, progress=ProgressBar("adain"), cancel=getattr(args, "cancel", None),
-                           refine_steps=args.refine_steps)
+                           refine_steps=args.refine_steps,
+                           **({} if args.max_gain is None else {"max_gain": args.max_gain}))
     save_image(Path(args.out), result, bit_depth=16 if result.bit_depth == 16 else 8)
     print(f"wrote {args.out}")
     return 0

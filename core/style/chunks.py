@@ -110,8 +110,8 @@ class StyleSpec:
 
     ``method``: "model" (a trained fast model, ``style`` is its .safetensors),
     "adain" (``style`` is any painting; ``model`` an AdaIN decoder or the
-    bundled one) or "optimize" (``style`` is any painting; ``options`` are
-    ``stylize_optimize``'s settings).
+    bundled one; ``options`` may hold ``max_gain``) or "optimize" (``style`` is
+    any painting; ``options`` are ``stylize_optimize``'s settings).
     """
 
     style: str
@@ -134,7 +134,7 @@ class StyleSpec:
         if self.method == "adain":
             from .adain import AdaINStylizer, bundled_decoder_path, load_adain_model
             decoder = load_adain_model(self.model or bundled_decoder_path(), device)
-            return AdaINStylizer(decoder, load_image(self.style), self.alpha)
+            return AdaINStylizer(decoder, load_image(self.style), self.alpha, **self.options)  # e.g. max_gain
         if self.method == "optimize":
             from .optimize import OptimizationStylizer
             return OptimizationStylizer(load_image(self.style), device=device, cancel=cancel, **self.options)

@@ -19,6 +19,13 @@ OPTIMISATION = {"steps": Param("int", 1, 100_000, default=40), "refine_steps": P
                 "style_scale": Param("float", 0.1, 4.0), "vgg19_weights": Param("path"), "seed": SEED}
 _OPTIMISATION_KEYS = ("refine_steps", "content_weight", "style_weight", "style_loss", "max_side", "start_side",
                       "style_scale", "vgg19_weights")
+# AdaIN's gain limit (adain.DEFAULT_MAX_GAIN when left out; 100: in effect the paper's uncapped AdaIN)
+MAX_GAIN = Param("float", 0.5, 100.0)
+
+
+def _adain_options(ctx: JobContext) -> dict:
+    gain = ctx.param("max_gain")
+    return {} if gain is None else {"max_gain": float(gain)}
 
 
 @job("style.stylize_optimize", content=INPUT, style=INPUT, strength=Param("float", 0.0, 1.0, default=1.0),
@@ -67,7 +74,7 @@ def job_style_stylize(ctx: JobContext) -> dict:
 
 @job("style.stylize_sequence", model=Param("path"), style=Param("path"), style_weights=Param("str"),
      method=Param("choice", choices=("model", "adain", "optimize"), default="model"),
-     alpha=Param("float", 0.0, 1.0, default=1.0), **OPTIMISATION, frames=Param("paths", 1, 100_000, required=True),
+     alpha=Param("float", 0.0, 1.0, default=1.0), max_gain=MAX_GAIN, **OPTIMISATION, frames=Param("paths", 1, 100_000, required=True),
      output_dir=Param("output_dir", required=True),
      format=Param("choice", choices=("png", "exr", "jpg", "jpeg", "npy", ".png", ".exr", ".jpg", ".jpeg", ".npy")),
      strength=Param("float", 0.0, 1.0, default=1.0), temporal_weight=Param("float", 0.0, 1.0, default=0.7),
@@ -87,7 +94,8 @@ def job_style_stylize_sequence(ctx: JobContext) -> dict:
     elif method == "adain":  # any painting in one pass; the bundled decoder unless a model is given
         from .adain import AdaINStylizer, bundled_decoder_path, load_adain_model
         decoder = ctx.model(load_adain_model, ctx.param("model") or bundled_decoder_path())
-        model = AdaINStylizer(decoder, load_input(ctx.param("style", required=True)), float(ctx.param("alpha", 1.0)))
+        model = AdaINStylizer(decoder, load_input(ctx.param("style", required=True)), float(ctx.param("alpha", 1.0)),
+                              **_adain_options(ctx))
     else:  # optimisation per frame, warm-started from the previous result warped by the motion
         from .optimize import OptimizationStylizer
         options = {k: ctx.params[k] for k in _OPTIMISATION_KEYS if ctx.params.get(k) is not None}
@@ -131,7 +139,7 @@ def _sequence_on_ray(ctx: JobContext, method: str) -> dict:
         spec = StyleSpec(str(ctx.param("model", required=True)), "model")
     elif method == "adain":
         spec = StyleSpec(str(ctx.param("style", required=True)), "adain", model=ctx.param("model"),
-                         alpha=float(ctx.param("alpha", 1.0)))
+                         alpha=float(ctx.param("alpha", 1.0)), options=_adain_options(ctx))
     else:
         options = {k: ctx.params[k] for k in _OPTIMISATION_KEYS if ctx.params.get(k) is not None}
         spec = StyleSpec(str(ctx.param("style", required=True)), "optimize",
@@ -184,7 +192,8 @@ def _sequence_targets(frames: list[str], output_dir: Path, suffix: str | None, o
 
 @job("style.stylize_adain", image=INPUT, style=INPUT, model=Param("path"), alpha=Param("float", 0.0, 1.0, default=1.0),
      preserve_color=Param("choice", choices=(False, True, "luminance", "histogram")),
-     tile_size=Param("int", 32, MAX_SIDE), refine_steps=Param("int", 0, 1000, default=0), **IMAGE_OUTPUT)
+     tile_size=Param("int", 32, MAX_SIDE), refine_steps=Param("int", 0, 1000, default=0), max_gain=MAX_GAIN,
+     **IMAGE_OUTPUT)
 def job_style_stylize_adain(ctx: JobContext) -> dict:
     """Any painting in one pass (AdaIN); ``model`` defaults to the bundled decoder."""
     source = load_input(ctx.param("image", required=True))  # bad input fails before any model loads
@@ -196,5 +205,5 @@ def job_style_stylize_adain(ctx: JobContext) -> dict:
     result = model.stylize(source, style, alpha=float(ctx.param("alpha", 1.0)),
                            preserve_color=ctx.param("preserve_color", False),
                            tile_size=None if tile is None else int(tile), progress=ctx.progress, cancel=ctx.cancel,
-                           refine_steps=int(ctx.param("refine_steps", 0)))
+                           refine_steps=int(ctx.param("refine_steps", 0)), **_adain_options(ctx))
     return {"image": write_image_result(ctx, with_colorspace_of(result, source))}

@@ -1,4 +1,4 @@
-"""Any Painting (Fast)'s quality knob: the panel's Refine Steps reach the AdaIN job, and refining changes the
+"""Any Painting (Fast)'s knobs: the panel's Refine Steps and Gain Limit reach the AdaIN job, and refining changes the
 picture toward the painting. A tiny random decoder stands in for the bundled one (this build may ship none)."""
 
 from __future__ import annotations
@@ -61,3 +61,20 @@ def test_refine_steps_from_the_panel_reach_the_job_and_bring_the_result_toward_t
     job, _ = _stylize_fast(helpers, content, painting, tiny_decoder, refine_steps=2)
     assert job.params["refine_steps"] == 2
     settings.adain_refine_steps = 0
+
+
+def test_gain_limit_from_the_panel_reaches_the_job(addon, helpers, tiny_decoder):
+    from core.style.adain import DEFAULT_MAX_GAIN
+    settings = bpy.context.scene.neural_style
+    content = helpers.image("gain content", "stones", 32)
+    painting = helpers.image("gain painting", "rust", 48, seed=2)
+    assert settings.adain_max_gain == pytest.approx(DEFAULT_MAX_GAIN)  # the panel starts at the core's default
+    job, capped = _stylize_fast(helpers, content, painting, tiny_decoder)
+    assert job.params["max_gain"] == pytest.approx(DEFAULT_MAX_GAIN)
+    settings.adain_max_gain = 100.0  # in effect no limit: another picture
+    job, free = _stylize_fast(helpers, content, painting, tiny_decoder)
+    assert job.params["max_gain"] == pytest.approx(100.0)
+    assert np.abs(free - capped).max() > 0.01
+    job, _ = _stylize_fast(helpers, content, painting, tiny_decoder, max_gain=2.0)  # the operator's value wins
+    assert job.params["max_gain"] == pytest.approx(2.0)
+    settings.adain_max_gain = DEFAULT_MAX_GAIN

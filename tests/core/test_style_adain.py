@@ -16,8 +16,8 @@ from core.common.images import ImageData, load_rgb, to_tensor
 from core.common.jobs import CancelToken, JobCancelled
 from core.common.perception import mean_std
 from core.common.quality import content_distance, style_distance
-from core.style.adain import (ENCODER_LAYER, MODEL_KIND, AdaINDecoder, AdaINModel, AdaINTrainConfig, DecoderConfig,
-                              default_decoder_path, load_adain_model, train_adain_decoder)
+from core.style.adain import (DEFAULT_MAX_GAIN, ENCODER_LAYER, MODEL_KIND, AdaINDecoder, AdaINModel, AdaINTrainConfig,
+                              DecoderConfig, adain, default_decoder_path, load_adain_model, train_adain_decoder)
 from core.style.optimize import fit_max_side
 
 TINY_DECODER = DecoderConfig((16, 16, 8), (0, 0, 0))
@@ -116,6 +116,45 @@ def test_preserve_color_luminance_keeps_the_frames_chroma(tiny_model, styles_dir
         return rgb - rgb.mean(-1, keepdims=True)
 
     assert np.abs(chroma(kept) - chroma(photo)).mean() < 0.5 * np.abs(chroma(plain) - chroma(photo)).mean()
+
+
+def test_gain_limit_caps_each_channels_contrast_and_still_moves_its_mean():
+    g = torch.Generator().manual_seed(0)
+    content = torch.randn(1, 8, 6, 6, generator=g) * torch.linspace(0.2, 3.0, 8).view(1, 8, 1, 1) + 1.0
+    style_mean, style_std = torch.randn(1, 8, 1, 1, generator=g), torch.ones(1, 8, 1, 1)
+    paper, capped = adain(content, style_mean, style_std), adain(content, style_mean, style_std, max_gain=1.25)
+    assert torch.equal(adain(content, style_mean, style_std, max_gain=None), paper)
+    c_mean, c_std = mean_std(content)
+    m, s = mean_std(capped)
+    assert torch.allclose(m, style_mean, atol=1e-5)  # the mean moves to the painting's whatever the limit
+    gain = (style_std / c_std).flatten()
+    under = gain <= 1.25  # channels the painting amplifies less than the limit: the paper's AdaIN
+    assert under.any() and (~under).any()
+    assert torch.allclose(capped[:, under], paper[:, under], atol=1e-6)
+    assert torch.allclose(s.flatten()[~under], 1.25 * c_std.flatten()[~under], rtol=1e-3)
+    assert (s.flatten()[~under] < mean_std(paper)[1].flatten()[~under]).all()
+
+
+def test_stylizing_applies_the_default_gain_limit_and_any_other(tiny_model, styles_dir):
+    """A low-contrast frame (a render's floor: a gradient and faint noise), whose relu4_1 channels the painting
+    would amplify past the limit: the one pass decodes the capped AdaIN target; ``None`` decodes the paper's."""
+    g = np.random.default_rng(0)
+    ramp = np.linspace(0.55, 0.65, 64, dtype=np.float32)
+    flat = np.clip(np.stack([np.tile(ramp, (48, 1))] * 3, -1) + g.normal(0, 0.01, (48, 64, 3)), 0, 1)
+    x = to_tensor(flat.astype(np.float32))
+    stats = tiny_model.style_statistics(_painting(styles_dir))
+    with torch.no_grad():
+        feats = tiny_model.encoder(x, (ENCODER_LAYER,))[ENCODER_LAYER]
+        assert (stats[1] / mean_std(feats)[1] > 4 * DEFAULT_MAX_GAIN).any()  # the limit matters here
+        for gain in (DEFAULT_MAX_GAIN, 3.0, None):
+            expected = tiny_model.decoder(adain(feats, *stats, max_gain=gain))
+            out = tiny_model.stylize_tensor(x, stats, **({} if gain == DEFAULT_MAX_GAIN else {"max_gain": gain}))
+            assert torch.allclose(out, expected, atol=1e-5), gain
+        paper = tiny_model.decoder(adain(feats, *stats))
+        assert (paper - tiny_model.stylize_tensor(x, stats)).abs().mean() > 1e-3
+    for bad in (0.1, float("nan"), 1e9):
+        with pytest.raises(ValueError, match="gain limit"):
+            tiny_model.stylize(flat, _painting(styles_dir), max_gain=bad)
 
 
 @pytest.mark.parametrize("bad_alpha", [-0.1, 1.5, float("nan")])
@@ -267,6 +306,10 @@ def test_worker_job_stylizes_with_progress_and_honours_cancel(tmp_path, tiny_mod
     assert image.shape == (40, 40, 4) and np.allclose(image[..., 3], 0.5, atol=1 / 255)
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [e["step"] for e in events if e["event"] == "progress"][-1] == 2
+    # the gain limit reaches the model: 100 (in effect the paper's AdaIN) paints another picture
+    ctx = JobContext("j1b", {**params, "max_gain": 100.0}, tmp_path, _Channel(io.StringIO()), CancelToken(), "cpu",
+                     _ModelCache())
+    assert np.abs(np.load(JOB_KINDS["style.stylize_adain"](ctx)["image"]["path"])[..., :3] - image[..., :3]).max() > 0.01
 
     token = CancelToken()
     token.cancel()
@@ -289,6 +332,8 @@ def test_cli_adain_writes_a_stylized_image_and_reports_bad_alpha(tmp_path, tiny_
     assert load_image(out).rgb.shape == (48, 48, 3)
     assert main(common + ["--alpha", "2"]) == 2
     assert "between 0 and 1" in capsys.readouterr().err
+    assert main(common + ["--max-gain", "0.1"]) == 2
+    assert "gain limit" in capsys.readouterr().err
 
 
 def test_the_bundled_decoder_or_a_clear_way_out():
