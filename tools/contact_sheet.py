@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+
+def plain(label: str) -> str:
+    """The label without accents: Pillow's built-in font has no glyph for "é" (it drew a box in "Léger")."""
+    return unicodedata.normalize("NFKD", label).encode("ascii", "ignore").decode("ascii")
 
 
 def contact_sheet(items: list[tuple[str, Path]], out: Path, cell: int = 256, columns: int = 4) -> Path:
@@ -22,7 +28,7 @@ def contact_sheet(items: list[tuple[str, Path]], out: Path, cell: int = 256, col
             x0 = (i % columns) * cell
             y0 = (i // columns) * (cell + label_h)
             sheet.paste(im, (x0 + (cell - im.width) // 2, y0 + (cell - im.height) // 2))
-        draw.text((x0 + 6, y0 + cell + 3), label[:36], fill=(235, 235, 235), font=font)
+        draw.text((x0 + 6, y0 + cell + 3), plain(label)[:36], fill=(235, 235, 235), font=font)
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return out
