@@ -146,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             painting = load_rgb(PAINTINGS / f"{name}.jpg")
             for alpha in args.alpha:
                 label = f"{name} (unseen)" + ("" if alpha == 1.0 else f" alpha {alpha:g}")
-                report("adain", label, {k: model.stylize(f, painting, alpha=alpha) for k, f in inputs.items()},
-                       painting)
+                outs = {k: model.stylize(f, painting, alpha=alpha) for k, f in inputs.items()}
+                thumbnails.setdefault("adain", outs["render"] if "render" in outs else next(iter(outs.values())))
+                report("adain", label, outs, painting)
     grid(columns, Path(args.out))
     print(f"grid: {args.out}; {time.monotonic() - t0:.0f} s")
     for model in dict.fromkeys(m for m, _ in passed_rows):
@@ -205,10 +206,13 @@ def ship(model: str, source: Path, quality: dict, thumbnails: dict[str, np.ndarr
         halve(target)
     config = read_checkpoint_config(target)
     history = config.get("history") or []
-    for name, image in thumbnails.items() if model == "styles" else ():
+    # the add-on's library shows each bundled model's NAME.png (the multi-style file: one per style)
+    for name, image in thumbnails.items():
+        if (name == "adain") != (model == "adain"):  # the decoder's one picture, or a style's
+            continue
         thumb = Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8))
         thumb.thumbnail((128, 128), Image.LANCZOS)
-        thumb.save(target.with_name(f"{target.stem}_{name}.png"))
+        thumb.save(target.with_name(f"{target.stem}_{name}.png") if model == "styles" else target.with_suffix(".png"))
     entry = {"name": "fast_styles" if model == "styles" else "adain_decoder",
              "label": "Bundled Styles" if model == "styles" else "Any Painting (Fast)",
              "kind": config.get("kind"), "file": target.relative_to(ROOT / "models").as_posix(),

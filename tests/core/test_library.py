@@ -79,7 +79,8 @@ def test_the_shipped_manifest_lists_every_bundled_model_with_label_and_thumbnail
                 assert model.bundled and model.kind == "style" and model.thumbnail.name.endswith(f"_{name}.png")
             continue
         model = listed[path]
-        assert model.bundled and model.name == entry["label"] and model.kind in ("texture_gan", "texture_vae", "style")
+        assert model.bundled and model.name == entry["label"]
+        assert model.kind in ("texture_gan", "texture_vae", "style", "style_adain")  # the decoder: never a style
         assert model.thumbnail is not None and model.thumbnail.is_file()
     # Every bundled file the add-on lists comes from the manifest (the retired per-style nets are not listed).
     assert {k.split("#")[0] for k in listed} == {str((models_dir / e["file"]).resolve()) for e in manifest}
