@@ -74,7 +74,8 @@ def job_style_stylize(ctx: JobContext) -> dict:
 
 @job("style.stylize_sequence", model=Param("path"), style=Param("path"), style_weights=Param("str"),
      method=Param("choice", choices=("model", "adain", "optimize"), default="model"),
-     alpha=Param("float", 0.0, 1.0, default=1.0), max_gain=MAX_GAIN, **OPTIMISATION, frames=Param("paths", 1, 100_000, required=True),
+     alpha=Param("float", 0.0, 1.0, default=1.0), max_gain=MAX_GAIN, **OPTIMISATION,
+     frames=Param("paths", 1, 100_000, required=True),
      output_dir=Param("output_dir", required=True),
      format=Param("choice", choices=("png", "exr", "jpg", "jpeg", "npy", ".png", ".exr", ".jpg", ".jpeg", ".npy")),
      strength=Param("float", 0.0, 1.0, default=1.0), temporal_weight=Param("float", 0.0, 1.0, default=0.7),
