@@ -204,12 +204,11 @@ def ship(model: str, source: Path, quality: dict, thumbnails: dict[str, np.ndarr
         shutil.copy2(source, target)
         shutil.copy2(source.with_suffix(".json"), target.with_suffix(".json"))
         halve(target)
+        thumbnails = {n: t for n, t in thumbnails.items() if n == "adain"}  # the decoder's one picture
     config = read_checkpoint_config(target)
     history = config.get("history") or []
     # the add-on's library shows each bundled model's NAME.png (the multi-style file: one per style)
     for name, image in thumbnails.items():
-        if (name == "adain") != (model == "adain"):  # the decoder's one picture, or a style's
-            continue
         thumb = Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8))
         thumb.thumbnail((128, 128), Image.LANCZOS)
         thumb.save(target.with_name(f"{target.stem}_{name}.png") if model == "styles" else target.with_suffix(".png"))

@@ -18,7 +18,7 @@ from core.style.chunks import (DEFAULT_WARMUP, StyleSpec, frame_number, output_p
                                stylize_chunk, stylize_chunked)
 
 ROOT = Path(__file__).resolve().parents[2]
-STYLES = [ROOT / "models" / "style" / "previous" / "wave.safetensors", ROOT / "models" / "style" / "previous" / "starry_night.safetensors"]
+STYLES = [ROOT / "models" / "style" / "previous" / f"{name}.safetensors" for name in ("wave", "starry_night")]
 
 
 @pytest.fixture(scope="session")
