@@ -59,10 +59,10 @@ def register(subparsers) -> None:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--out", required=True, metavar="OUT.png", help=".png, .jpg, .exr or .npy")
     synth.add_argument("--tileable", action="store_true", help="seamless on both axes")
-    synth.add_argument("--layout", choices=("auto", "blocks", "quilted", "sliced"), default="blocks",
-                       help="coarse layout: lattice-snapped exemplar blocks (default; keep courses straight and "
-                            "cells whole), quilted (blocks that fit their neighbours, joined along the cheapest "
-                            "seam), sliced-Wasserstein steps, or auto: blocks when the exemplar repeats on a "
+    synth.add_argument("--layout", choices=("auto", "blocks", "quilted", "sliced"), default="quilted",
+                       help="coarse layout: quilted (default; exemplar blocks that fit their neighbours, joined "
+                            "along the cheapest seam, courses kept straight), blocks (lattice-snapped exemplar "
+                            "blocks), sliced-Wasserstein steps, or auto: blocks when the exemplar repeats on a "
                             "lattice, else sliced")
     synth.add_argument("--steps", type=int, default=None,
                        help="sliced layout only: matching steps per scale (default 16; fewer is faster)")

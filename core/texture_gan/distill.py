@@ -52,9 +52,10 @@ _COSMETIC_FIELDS = ("preview_every", "preview_size")
 def synthesized_tiles(exemplar: np.ndarray, count: int, size: int, seed: int, cache_dir: Path | None,
                       steps: int | None = None) -> np.ndarray:
     """``count`` tileable ``size``-px tiles synthesized from ``exemplar`` (uint8 NxSxSx3), cached."""
-    from ..texture_synth import synthesize
+    from ..texture_synth import SYNTHESIS_VERSION, synthesize
 
-    settings = json.dumps([fingerprint_arrays([exemplar]), count, size, seed, steps])
+    # The synthesizer's version is part of the key: a better teacher replaces tiles cached from an older one.
+    settings = json.dumps([fingerprint_arrays([exemplar]), count, size, seed, steps, SYNTHESIS_VERSION])
     key = hashlib.sha256(settings.encode()).hexdigest()[:20]
     path = cache_dir / f"tiles_{key}.npy" if cache_dir is not None else None
     if path is not None and path.exists():

@@ -2,4 +2,8 @@
 
 from .synthesize import ScaleRecord, SynthesisResult, patch_distance, synthesize
 
-__all__ = ["ScaleRecord", "SynthesisResult", "patch_distance", "synthesize"]
+# Raised whenever the default output changes (2: the full-resolution quilt became the default layout), so
+# caches of synthesized tiles (the texture GAN's distillation targets) are rebuilt.
+SYNTHESIS_VERSION = 2
+
+__all__ = ["SYNTHESIS_VERSION", "ScaleRecord", "SynthesisResult", "patch_distance", "synthesize"]

@@ -66,20 +66,23 @@ COPY_SEARCH = 3
 COPY_SEARCH_FINAL = 1
 # The layout: "blocks" (lattice-snapped exemplar blocks, then copying), "sliced" (sliced-Wasserstein steps),
 # or "auto": blocks when an exemplar repeats on a lattice, sliced otherwise (``structure.layout_for``).
-# Blocks stay the default: over 2 seeds they measured as good as or better than sliced on irregular
-# photographs too (docs/synth_photos_before_after.md), so "auto" would only lose there.
-# "quilted": as "blocks", but the blocks are chosen to fit their neighbours and joined along the cheapest
-# seam (``quilting.py``, Efros & Freeman 2001). Measured over 2 seeds on 8 of the 15 photographs it lowered
-# the brick wall 4.76 -> 2.39, the stone wall 2.70 -> 1.68, bark 1.74 -> 1.56 but raised wood planks
-# 1.17 -> 1.42, and 7 are unmeasured: opt-in until a full run decides (docs/synth_photos_before_after.md).
+# Blocks measured as good as or better than sliced on irregular photographs too (docs/synth_photos_before_after.md),
+# so "auto" would only lose there.
+# "quilted": as "blocks", but the blocks are chosen to fit their neighbours, joined along the cheapest seam
+# and spread over the whole exemplar (``quilting.py``, Efros & Freeman 2001), at full resolution. The default:
+# over 2 seeds on the 15 bundled, measuring and validation photographs (docs/synth_photos_before_after.md) it
+# lowered the mixed brick wall 4.76 -> 1.25, bark 1.74 -> 1.17, stone wall 2.70 -> 1.48, rock 1.67 -> 1.15,
+# and kept 14 of the 15 within 1.3 of the photographs' own crops (blocks: 7).
 LAYOUTS = ("auto", "blocks", "quilted", "sliced")
 BLOCK_LAYOUTS = ("blocks", "quilted")
-DEFAULT_LAYOUT = "blocks"
+DEFAULT_LAYOUT = "quilted"
 # Side of the start's blocks as a share of the smallest exemplar's side (at the first copying octave).
 BLOCK_SHARE = 1 / 3
+# The quilt's blocks: smaller, since its seams follow joints and its usage term spreads them over the photo
+# (2 seeds, 15 photographs: a quarter beat a third on 14; docs/synth_photos_before_after.md).
+QUILT_BLOCK_SHARE = 1 / 4
 # Above this many output pixels an octave only carries the copy map up (no search): memory and time stay flat.
 COPY_MAX_PIXELS = 2048 * 2048
-
 
 @dataclass
 class ScaleRecord:
@@ -92,12 +95,10 @@ class ScaleRecord:
     distance_before: float | None = None
     distance_after: float | None = None
 
-
 @dataclass
 class SynthesisResult:
     image: np.ndarray  # float32 HxWx3 sRGB in [0, 1]
     scales: list[ScaleRecord] = field(default_factory=list)
-
 
 def _as_exemplar(item: ExemplarLike, index: int) -> np.ndarray:
     if isinstance(item, (str, Path)):
@@ -105,7 +106,6 @@ def _as_exemplar(item: ExemplarLike, index: int) -> np.ndarray:
     else:
         rgb = image_from_array(np.asarray(item), "srgb", f"exemplar {index + 1}").rgb
     return np.ascontiguousarray(np.clip(rgb, 0.0, 1.0), dtype=np.float32)
-
 
 def _check_inputs(exemplars: Sequence[np.ndarray], width: int, height: int, patch: int) -> None:
     for name, side in (("width", width), ("height", height)):
@@ -120,7 +120,6 @@ def _check_inputs(exemplars: Sequence[np.ndarray], width: int, height: int, patc
             raise ImageError(f"exemplar {i + 1} is {ex.shape[1]}x{ex.shape[0]} px; it needs at least "
                              f"{2 * patch} px per side")
 
-
 def _copy_octaves(exemplars: Sequence[np.ndarray], width: int, height: int, patch: int) -> int:
     """How many octaves below full size the copying starts (0: only at full size)."""
     smallest = min(min(ex.shape[:2]) for ex in exemplars)
@@ -130,6 +129,20 @@ def _copy_octaves(exemplars: Sequence[np.ndarray], width: int, height: int, patc
         octaves += 1
     return octaves
 
+def _quilt_octaves(exemplars: Sequence[np.ndarray], width: int, height: int, patch: int, fallback: int) -> int:
+    """The octave the quilted layout is quilted at: the finest whose block loop stays within
+    ``quilting.MAX_BLOCKS`` (full size up to ~3000 px canvases), since only at full resolution are the mortar
+    lines and fissures visible that the seams should follow; ``fallback`` (the usual first copying octave)
+    when the exemplars are too small to quilt."""
+    smallest = min(min(e.shape[:2]) for e in exemplars)
+    for k in range(COPY_OCTAVES + 1):
+        block = max(2 * patch, round(smallest * 0.5 ** k * QUILT_BLOCK_SHARE))
+        side = round(smallest * 0.5 ** k)
+        if not quilting.fits([(0, 0, side, side)], block, patch):
+            break
+        if quilting.block_count(round(height * 0.5 ** k), round(width * 0.5 ** k), block) <= quilting.MAX_BLOCKS:
+            return k
+    return fallback
 
 def _level_sizes(smallest: int, patch: int, levels: int | None) -> list[float]:
     """Scale factors of the sliced-steps pyramid, coarsest first (the last is 1.0)."""
@@ -141,7 +154,6 @@ def _level_sizes(smallest: int, patch: int, levels: int | None) -> list[float]:
     while levels > 1 and smallest * PYRAMID_FACTOR ** (levels - 1) < 2 * patch:
         levels -= 1
     return [PYRAMID_FACTOR ** (levels - 1 - i) for i in range(levels)]
-
 
 def _resize(x: torch.Tensor, height: int, width: int, periodic: bool) -> torch.Tensor:
     """Resize between pyramid levels; ``periodic`` keeps a torus a torus.
@@ -175,7 +187,6 @@ def _resize(x: torch.Tensor, height: int, width: int, periodic: bool) -> torch.T
 
     return axis(axis(x, height, 2), width, 3)
 
-
 def _directions(count: int, dim: int, gen: torch.Generator) -> torch.Tensor:
     """``count`` random unit directions in ``dim``-D patch space, drawn on the CPU (device-independent).
 
@@ -184,7 +195,6 @@ def _directions(count: int, dim: int, gen: torch.Generator) -> torch.Tensor:
     """
     d = torch.randn(count, dim, generator=gen, device="cpu")
     return d / d.norm(dim=1, keepdim=True)
-
 
 def _sample_exemplar_patches(pyramid: list[torch.Tensor], patch: int, gen: torch.Generator,
                              limit: int) -> torch.Tensor:
@@ -209,7 +219,6 @@ def _sample_exemplar_patches(pyramid: list[torch.Tensor], patch: int, gen: torch
         patches = ex[0][:, ys.to(ex.device), xs.to(ex.device)]  # C x N x p x p
         out.append(patches.permute(1, 0, 2, 3).reshape(keep, -1))  # channel-major, as conv kernels are
     return torch.cat(out)
-
 
 def _block_start(pyramid: list[torch.Tensor], height: int, width: int, patch: int,
                  gen: torch.Generator, periodic: bool) -> torch.Tensor:
@@ -236,7 +245,6 @@ def _block_start(pyramid: list[torch.Tensor], height: int, width: int, patch: in
         out = out.roll(shift, dims=(2, 3))
     return out
 
-
 def _match_colours(x: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
     """Match each principal colour axis's histogram to the exemplars' (1-D optimal transport).
 
@@ -255,14 +263,12 @@ def _match_colours(x: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
     coords = coords + _sorted_displacement(coords, reference)
     return (basis @ coords + mean).view_as(x)
 
-
 def _project(x: torch.Tensor, kernels: torch.Tensor, periodic: bool) -> torch.Tensor:
     """Every patch of ``x`` (1xCxHxW) projected on each kernel: K x (number of patches)."""
     pad = kernels.shape[-1] // 2
     if periodic:
         x = F.pad(x, (pad, pad, pad, pad), mode="circular")
     return F.conv2d(x, kernels)[0].flatten(1)
-
 
 def _sorted_displacement(values: torch.Tensor, reference_sorted: torch.Tensor) -> torch.Tensor:
     """Exact 1-D optimal transport per row (by sorting): the move of each value onto the reference quantiles."""
@@ -280,7 +286,6 @@ def _sorted_displacement(values: torch.Tensor, reference_sorted: torch.Tensor) -
     delta = torch.empty_like(values)
     delta.scatter_(1, order, quantiles - sorted_vals)
     return delta
-
 
 def _histogram_displacement(values: torch.Tensor, reference: torch.Tensor, bins: int = HISTOGRAM_BINS) -> torch.Tensor:
     """1-D optimal transport per row through histograms: T = F_ref^-1(F_values(v)), piecewise linear.
@@ -313,7 +318,6 @@ def _histogram_displacement(values: torch.Tensor, reference: torch.Tensor, bins:
     frac = pos.sub_(idx).clamp_(0, 1)
     mapped = torch.lerp(torch.gather(mapped_edges, 1, idx), torch.gather(mapped_edges, 1, idx + 1), frac)
     return mapped.sub_(values)
-
 
 def _match_step(x: torch.Tensor, exemplar_patches: torch.Tensor, directions: torch.Tensor, patch: int,
                 periodic: bool, chunk: int) -> tuple[torch.Tensor, float]:
@@ -349,7 +353,6 @@ def _match_step(x: torch.Tensor, exemplar_patches: torch.Tensor, directions: tor
         x = x + gain * update / coverage
     return x, sq_sum / max(1, count)
 
-
 def _fold_periodic(t: torch.Tensor, pad: int) -> torch.Tensor:
     """Add the ``pad``-wide margins of a circularly padded map back onto the opposite edges."""
     h = t.shape[-2] - 2 * pad
@@ -361,7 +364,6 @@ def _fold_periodic(t: torch.Tensor, pad: int) -> torch.Tensor:
     t[..., :, pad: 2 * pad] += t[..., :, w + pad:]
     t[..., :, w: w + pad] += t[..., :, :pad]
     return t[..., :, pad: w + pad]
-
 
 @torch.no_grad()
 def patch_distance(x: torch.Tensor, exemplar_patches: torch.Tensor, patch: int, periodic: bool,
@@ -382,7 +384,6 @@ def patch_distance(x: torch.Tensor, exemplar_patches: torch.Tensor, patch: int, 
         count += delta.numel()
     return total / max(1, count)
 
-
 def _steps_for(level: int, levels: int, steps: int | Sequence[int] | None, pixels: int) -> int:
     """Steps at one level: ``steps`` up to TAPER_PIXELS, then fewer as the side doubles (halved per doubling).
 
@@ -397,7 +398,6 @@ def _steps_for(level: int, levels: int, steps: int | Sequence[int] | None, pixel
     if base < 1:
         raise ValueError(f"steps must be at least 1, got {base}")
     return max(min(base, MIN_STEPS), round(base * min(1.0, (TAPER_PIXELS / pixels) ** 0.5)))
-
 
 @torch.no_grad()
 def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, height: int, seed: int = 0,
@@ -446,6 +446,8 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
     gen = torch.Generator().manual_seed(int(seed))
     # Layout by sliced steps up to the first copying octave, then octave by octave copied detail.
     octaves = _copy_octaves(exemplar_list, width, height, patch_size)
+    if layout == "quilted":
+        octaves = _quilt_octaves(exemplar_list, width, height, patch_size, octaves)
     layout_factor = 0.5 ** octaves
     smallest = min(min(e.shape[:2]) for e in exemplar_list)
     factors = [f * layout_factor for f in _level_sizes(round(smallest * layout_factor), patch_size, scales)]
@@ -459,7 +461,9 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
     copy_rounds = [0 if h * w > COPY_MAX_PIXELS else COPY_ROUNDS[len(COPY_ROUNDS) - 1 - k]
                    for k, (h, w) in zip(range(octaves, -1, -1), copy_sizes)]
     if octaves == 0 and copy_rounds[0]:  # full size is also the first copying octave: it must converge
-        copy_rounds[0] = COPY_ROUNDS[-2]
+        # ...except a quilt, which is already whole exemplar pieces joined along joints: one round heals the
+        # seams (three measured the same on 3 photographs, at three times the cost).
+        copy_rounds[0] = COPY_ROUNDS[-1] if layout == "quilted" else COPY_ROUNDS[-2]
     total_steps = sum(step_counts) + sum(max(1, n) for n in copy_rounds)
     exemplar_tensors = [to_tensor(e).to(dev) for e in exemplar_list]
     # Grey exemplars (a photo's luminance) are synthesized in one channel: a third of the work,
@@ -537,7 +541,8 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
             tick(image)
         else:
             image, field = nearest_patches.refine_level(start, atlas, field, rounds,
-                                                        COPY_SEARCH_FINAL if final and octaves else COPY_SEARCH,
+                                                        COPY_SEARCH_FINAL if final and (octaves or layout == "quilted")
+                                                        else COPY_SEARCH,
                                                         gen, tileable,
                                                         final, on_iteration=tick)
         if track_distance:
@@ -549,7 +554,6 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
         image = structure.relight(image, light)
     return SynthesisResult(np.ascontiguousarray(image, dtype=np.float32), records)
 
-
 def _block_field(atlas: nearest_patches.PatchAtlas, pyramid: list[torch.Tensor],
                  lattices: list[structure.Lattice | None], factor: float, height: int, width: int, patch: int,
                  gen: torch.Generator, periodic: bool, quilt: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -560,7 +564,7 @@ def _block_field(atlas: nearest_patches.PatchAtlas, pyramid: list[torch.Tensor],
         regions.append((0, left, e.shape[-2], e.shape[-1]))
         left += e.shape[-1]
     smallest = min(min(e.shape[-2:]) for e in pyramid)
-    block = max(2 * patch, round(smallest * BLOCK_SHARE))
+    block = max(2 * patch, round(smallest * (QUILT_BLOCK_SHARE if quilt else BLOCK_SHARE)))
     scaled = [None if lat is None else lat.scaled(factor) for lat in lattices]
     if quilt and quilting.fits(regions, block, patch) and \
             quilting.block_count(height, width, block) <= quilting.MAX_BLOCKS:
@@ -568,7 +572,6 @@ def _block_field(atlas: nearest_patches.PatchAtlas, pyramid: list[torch.Tensor],
     else:  # exemplars too small for overlapping blocks, or a canvas too large for the per-block loop
         fy, fx = structure.block_field(regions, scaled, height, width, block, patch, gen, periodic)
     return fy.to(atlas.image.device), fx.to(atlas.image.device)
-
 
 def _preview(x: torch.Tensor) -> np.ndarray:
     """HxWx3 sRGB array of the current image (grey synthesis gives three equal channels)."""
