@@ -23,6 +23,7 @@ which the copying stage (``nearest_patches.py``) then refines.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -162,7 +163,8 @@ class _Spectra:
 
 def quilt_field(atlas: torch.Tensor, regions: list[tuple[int, int, int, int]], lattices: list[Lattice | None],
                 height: int, width: int, block: int, patch: int, gen: torch.Generator, periodic: bool,
-                usage_weight: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                usage_weight: float | None = None, check_cancel: Callable[[], None] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """An NNF (fy, fx) of ``height`` x ``width`` (a torus when ``periodic``) quilted from blocks of the atlas
     (C x H x W, CPU).
 
@@ -186,6 +188,8 @@ def quilt_field(atlas: torch.Tensor, regions: list[tuple[int, int, int, int]], l
     usage = [torch.zeros(eh, ew, dtype=torch.float64, device=cpu) for _, _, eh, ew in regions]
     for i in range(len(tops) - 1):
         for j in range(len(lefts) - 1):
+            if check_cancel is not None:  # a large canvas quilts for seconds: cancel between blocks
+                check_cancel()
             top, left = tops[i], lefts[j]
             # On a torus the last block of a row overlaps the first; plain output stops at the edge.
             bh = min(tops[i + 1] - top + overlap, height if periodic else height - top)

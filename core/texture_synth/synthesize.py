@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
@@ -521,7 +521,7 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
         start = None if image is None else _resize(image[None], h, w, periodic=tileable)[0]
         if field is None and layout in BLOCK_LAYOUTS:
             field = _block_field(atlas, pyramid, lattices, 0.5 ** k, h, w, patch_size, gen, tileable,
-                                 quilt=layout == "quilted")
+                                 quilt=layout == "quilted", check=lambda: check_cancel(cancel))
             start = nearest_patches.vote_average(atlas, *field, torch.zeros(h, w, device=dev), tileable)
         elif field is not None:
             field = nearest_patches.upsample_field(*field, h, w, previous, atlas)
@@ -556,7 +556,8 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
 
 def _block_field(atlas: nearest_patches.PatchAtlas, pyramid: list[torch.Tensor],
                  lattices: list[structure.Lattice | None], factor: float, height: int, width: int, patch: int,
-                 gen: torch.Generator, periodic: bool, quilt: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                 gen: torch.Generator, periodic: bool, quilt: bool = False,
+                 check: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The first copying octave's start: exemplar blocks, offsets on each exemplar's lattice; ``quilt``: the
     blocks quilted to fit their neighbours (``quilting.py``) where the exemplars and the canvas allow it."""
     regions, left = [], 0
@@ -568,7 +569,8 @@ def _block_field(atlas: nearest_patches.PatchAtlas, pyramid: list[torch.Tensor],
     scaled = [None if lat is None else lat.scaled(factor) for lat in lattices]
     if quilt and quilting.fits(regions, block, patch) and \
             quilting.block_count(height, width, block) <= quilting.MAX_BLOCKS:
-        fy, fx = quilting.quilt_field(atlas.image.cpu(), regions, scaled, height, width, block, patch, gen, periodic)
+        fy, fx = quilting.quilt_field(atlas.image.cpu(), regions, scaled, height, width, block, patch, gen, periodic,
+                                      check_cancel=check)
     else:  # exemplars too small for overlapping blocks, or a canvas too large for the per-block loop
         fy, fx = structure.block_field(regions, scaled, height, width, block, patch, gen, periodic)
     return fy.to(atlas.image.device), fx.to(atlas.image.device)

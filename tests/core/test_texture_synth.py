@@ -140,8 +140,8 @@ def test_progress_reaches_the_end_and_cancel_stops(bricks):
         if p.step == 2:
             token.cancel()
 
-    with pytest.raises(JobCancelled):
-        synthesize(bricks, 32, 32, seed=0, steps=4, progress=cancel_after_two, cancel=token)
+    with pytest.raises(JobCancelled):  # blocks: several copying octaves, so there is a step after the second
+        synthesize(bricks, 32, 32, seed=0, steps=4, progress=cancel_after_two, cancel=token, layout="blocks")
 
 
 def test_bad_inputs_give_clear_errors(bricks, tmp_path):
