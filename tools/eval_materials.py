@@ -34,14 +34,10 @@ from tools.model_quality import VARY_STRENGTH, VGGJudge, crops, gradient_energy,
 
 def cached_instant_tile(exemplar: np.ndarray, size: int) -> np.ndarray | None:
     """The first distilled teacher tile of this exemplar, if the GAN's training cached one."""
-    from core.common.checkpoints import fingerprint_arrays
+    from core.texture_gan.distill import tiles_cache_path
     cache = ROOT / "build_cache" / "gan_distill"
-    import hashlib
-    import json
     for tiles, tile_size in ((4, 256), (24, 384)):
-        key = hashlib.sha256(json.dumps([fingerprint_arrays([exemplar]), tiles, min(tile_size, *exemplar.shape[:2]),
-                                         19, None]).encode()).hexdigest()[:20]
-        path = cache / f"tiles_{key}.npy"
+        path = tiles_cache_path(cache, exemplar, tiles, min(tile_size, *exemplar.shape[:2]), 19)
         if path.exists():
             return np.load(path, allow_pickle=False)[0, :size, :size].astype(np.float32) / 255.0
     return None

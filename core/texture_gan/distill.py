@@ -49,15 +49,22 @@ _COSMETIC_FIELDS = ("preview_every", "preview_size")
 
 # --------------------------------------------------------------------------- distilled targets
 
+def tiles_cache_path(cache_dir: Path, exemplar: np.ndarray, count: int, size: int, seed: int,
+                     steps: int | None = None) -> Path:
+    """Where ``synthesized_tiles`` caches these tiles. The synthesizer's version is part of the key: a better
+    teacher replaces tiles cached from an older one."""
+    from ..texture_synth import SYNTHESIS_VERSION
+
+    settings = json.dumps([fingerprint_arrays([exemplar]), count, size, seed, steps, SYNTHESIS_VERSION])
+    return Path(cache_dir) / f"tiles_{hashlib.sha256(settings.encode()).hexdigest()[:20]}.npy"
+
+
 def synthesized_tiles(exemplar: np.ndarray, count: int, size: int, seed: int, cache_dir: Path | None,
                       steps: int | None = None) -> np.ndarray:
     """``count`` tileable ``size``-px tiles synthesized from ``exemplar`` (uint8 NxSxSx3), cached."""
-    from ..texture_synth import SYNTHESIS_VERSION, synthesize
+    from ..texture_synth import synthesize
 
-    # The synthesizer's version is part of the key: a better teacher replaces tiles cached from an older one.
-    settings = json.dumps([fingerprint_arrays([exemplar]), count, size, seed, steps, SYNTHESIS_VERSION])
-    key = hashlib.sha256(settings.encode()).hexdigest()[:20]
-    path = cache_dir / f"tiles_{key}.npy" if cache_dir is not None else None
+    path = tiles_cache_path(cache_dir, exemplar, count, size, seed, steps) if cache_dir is not None else None
     if path is not None and path.exists():
         tiles = np.load(path, allow_pickle=False)
         if tiles.shape == (count, size, size, 3):

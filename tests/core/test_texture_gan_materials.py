@@ -168,3 +168,17 @@ def test_zoo_recipe_tiny_writes_model_state_and_manifest_entry(tmp_path, family)
     again = zoo.recipe(family).train(0.0, profile="tiny", out_dir=tmp_path)  # continues from the state
     assert again["steps"] == entry["steps"] and model.is_file()
     assert zoo.recipe(family).find_model(tmp_path) == (model, "")
+
+
+def test_teacher_tiles_are_cached_under_a_key_that_names_the_synthesizer_version(tmp_path, monkeypatch):
+    import core.texture_synth as texture_synth
+    from core.texture_gan.distill import synthesized_tiles, tiles_cache_path
+
+    exemplar = make_exemplar("bricks", 48, seed=0)
+    tiles = synthesized_tiles(exemplar, 1, 32, seed=2, cache_dir=tmp_path, steps=2)
+    path = tiles_cache_path(tmp_path, exemplar, 1, 32, seed=2, steps=2)
+    assert path.exists() and tiles.shape == (1, 32, 32, 3) and tiles.dtype == np.uint8
+    np.save(path, np.zeros_like(tiles))  # a second call reads the cache (eval_materials looks it up the same way)
+    assert not synthesized_tiles(exemplar, 1, 32, seed=2, cache_dir=tmp_path, steps=2).any()
+    monkeypatch.setattr(texture_synth, "SYNTHESIS_VERSION", texture_synth.SYNTHESIS_VERSION + 1)
+    assert tiles_cache_path(tmp_path, exemplar, 1, 32, seed=2, steps=2) != path  # a new teacher: new tiles
