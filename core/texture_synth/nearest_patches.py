@@ -52,11 +52,13 @@ class PatchAtlas:
         device = exemplars[0].device
         self.image = torch.zeros(c, height, width, device=device)
         self.valid = torch.zeros(height, width, dtype=torch.bool, device=device)
+        self.owner = torch.full((height, width), -1, dtype=torch.long, device=device)  # exemplar of each pixel
         left = 0
-        for e in exemplars:
+        for i, e in enumerate(exemplars):
             h, w = e.shape[-2:]
             self.image[:, :h, left: left + w] = e
             self.valid[r: h - r, left + r: left + w - r] = True
+            self.owner[:h, left: left + w] = i
             left += w
         self.valid_index = torch.nonzero(self.valid.flatten()).flatten()
 
@@ -238,9 +240,10 @@ def vote_average(atlas: PatchAtlas, fy: torch.Tensor, fx: torch.Tensor, distance
     return (total / weights.clamp_min(1e-12)).T.reshape(-1, *fy.shape)
 
 
-def vote_best(atlas: PatchAtlas, fy: torch.Tensor, fx: torch.Tensor, distance: torch.Tensor,
-              periodic: bool) -> torch.Tensor:
-    """Final assembly: each pixel from the best-matching patch that covers it (no averaging, no blur)."""
+def best_sources(atlas: PatchAtlas, fy: torch.Tensor, fx: torch.Tensor, distance: torch.Tensor,
+                 periodic: bool) -> torch.Tensor:
+    """For each output pixel (H x W), the atlas pixel (flat index) it takes from the best-matching patch that
+    covers it."""
     best = torch.full((fy.numel(),), math.inf, device=fy.device)
     chosen = torch.zeros(fy.numel(), dtype=torch.long, device=fy.device)
     for (dy, dx), source in _sources(atlas, fy, fx, periodic):
@@ -248,14 +251,93 @@ def vote_best(atlas: PatchAtlas, fy: torch.Tensor, fx: torch.Tensor, distance: t
         take = d < best
         chosen = torch.where(take, source, chosen)
         best = torch.where(take, d, best)
-    return _atlas_rows(atlas).index_select(0, chosen).T.reshape(-1, *fy.shape)
+    return chosen.view(fy.shape)
+
+
+def vote_best(atlas: PatchAtlas, fy: torch.Tensor, fx: torch.Tensor, distance: torch.Tensor,
+              periodic: bool) -> torch.Tensor:
+    """Final assembly: each pixel from the best-matching patch that covers it (no averaging, no blur)."""
+    return copy_sources(atlas, best_sources(atlas, fy, fx, distance, periodic))
+
+
+def copy_sources(atlas: PatchAtlas, sources: torch.Tensor) -> torch.Tensor:
+    """The image (C x H x W) whose pixels are the atlas pixels ``sources`` (flat indices, H x W)."""
+    return _atlas_rows(atlas).index_select(0, sources.flatten()).T.reshape(-1, *sources.shape)
+
+
+def blend_seams(atlas: PatchAtlas, sources: torch.Tensor, periodic: bool) -> torch.Tensor:
+    """The image copied from ``sources`` with the steps at its seams taken out in the gradient domain.
+
+    Two pieces copied from different places of a photograph rarely share their tone where they meet: even a
+    seam that follows a joint leaves a lighter and a darker region side by side (Perez et al. 2003; the seam
+    step of Kwatra et al. 2003). Here every pixel-to-pixel difference of the output is kept where both pixels
+    come from neighbouring atlas pixels (inside a piece, exactly the photograph's), and across a seam it is
+    replaced by the mean of what each side's own source has there; the image with those differences is solved
+    for in the least-squares sense by FFT on a torus (its mean kept). Inside the pieces only a smooth offset
+    changes, so edges and grain stay as they were. Plain (non-periodic) output keeps its actual wrap
+    differences, so the torus adds nothing there.
+    """
+    rows = _atlas_rows(atlas)  # atlas pixels x C
+    owner = atlas.owner.flatten()
+    height, width = atlas.shape
+    image = copy_sources(atlas, sources)
+    flat = sources
+    own = owner[flat.flatten()].view(flat.shape)
+    grads = []
+    for dim, step in ((2, 1), (1, width)):
+        # Forward difference of the output along ``dim`` (the torus' wrap included).
+        actual = image.roll(-1, dims=dim) - image
+        neighbour = flat.roll(-1, dims=dim - 1)
+        coherent = neighbour == flat + step
+        # A source pixel's neighbour in the atlas counts only inside the same exemplar.
+        ahead_ok = ((flat % width + 1 < width) if dim == 2 else (flat // width + 1 < height))
+        ahead_ok &= owner[(flat + step).clamp(max=owner.numel() - 1).flatten()].view(flat.shape) == own
+        behind_ok = ((neighbour % width > 0) if dim == 2 else (neighbour // width > 0))
+        behind_ok &= owner[(neighbour - step).clamp(min=0).flatten()].view(flat.shape) == own.roll(-1, dims=dim - 1)
+        # What each side's source has at this boundary: p's forward difference, q's backward difference
+        # (where a source has no neighbour in its exemplar, only the other side's).
+        ahead = rows.index_select(0, torch.where(ahead_ok, flat + step, flat).flatten()) - rows.index_select(
+            0, flat.flatten())
+        behind = rows.index_select(0, neighbour.flatten()) - rows.index_select(
+            0, torch.where(behind_ok, neighbour - step, neighbour).flatten())
+        ahead = ahead.T.reshape(image.shape) * ahead_ok
+        behind = behind.T.reshape(image.shape) * behind_ok
+        guess = (ahead + behind) / (ahead_ok.float() + behind_ok.float()).clamp_min(1.0)
+        # Pieces of two different exemplars keep their step: pooled exemplars are meant to stay themselves.
+        seam = ~coherent & (own == own.roll(-1, dims=dim - 1))
+        if not periodic:  # the wrap of plain output is no seam of the texture: keep it as it is
+            last = torch.zeros_like(seam)
+            if dim == 2:
+                last[:, -1] = True
+            else:
+                last[-1, :] = True
+            seam &= ~last
+        grads.append(torch.where(seam, guess, actual))
+    return _poisson_torus(image, grads[0], grads[1]).clamp(0.0, 1.0)
+
+
+def _poisson_torus(image: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
+    """The image (C x H x W, its mean kept) whose forward differences along x and y come closest to ``gx`` and
+    ``gy`` on a torus, by FFT (float64: the solve divides by small eigenvalues near the mean)."""
+    c, h, w = image.shape
+    ky = torch.fft.fftfreq(h, dtype=torch.float64, device=image.device).view(h, 1)
+    kx = torch.fft.rfftfreq(w, dtype=torch.float64, device=image.device).view(1, -1)
+    dx = torch.exp(2j * math.pi * kx) - 1  # forward difference along x, in the Fourier domain
+    dy = torch.exp(2j * math.pi * ky) - 1
+    numerator = dx.conj() * torch.fft.rfft2(gx.double()) + dy.conj() * torch.fft.rfft2(gy.double())
+    denominator = (dx.abs() ** 2 + dy.abs() ** 2)
+    denominator[0, 0] = 1.0
+    spectrum = numerator / denominator
+    spectrum[:, 0, 0] = torch.fft.rfft2(image.double())[:, 0, 0]
+    return torch.fft.irfft2(spectrum, s=(h, w)).to(image.dtype)
 
 
 def refine_level(x: torch.Tensor, atlas: PatchAtlas, field: tuple[torch.Tensor, torch.Tensor] | None,
                  iterations: int, search: int, gen: torch.Generator, periodic: bool, final: bool,
-                 on_iteration: Callable[[torch.Tensor], None] | None = None
+                 on_iteration: Callable[[torch.Tensor], None] | None = None, blend: bool = False
                  ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """``iterations`` EM rounds at one scale, starting from image ``x`` (C x H x W) and NNF ``field``."""
+    """``iterations`` EM rounds at one scale, starting from image ``x`` (C x H x W) and NNF ``field``;
+    ``blend``: the final assembly's seams are blended in the gradient domain (``blend_seams``)."""
     desc = Descriptors(atlas, gen)
     fy, fx = field if field is not None else random_field(atlas, x.shape[-2], x.shape[-1], gen)
     penalty = None
@@ -267,7 +349,10 @@ def refine_level(x: torch.Tensor, atlas: PatchAtlas, field: tuple[torch.Tensor, 
         distance = _distance(target, desc, fy, fx)  # the vote weighs by likeness alone
         penalty = occurrence_penalty(atlas, fy, fx, distance)
         last = final and i == iterations - 1
-        x = (vote_best if last else vote_average)(atlas, fy, fx, distance, periodic)
+        if last and blend:
+            x = blend_seams(atlas, best_sources(atlas, fy, fx, distance, periodic), periodic)
+        else:
+            x = (vote_best if last else vote_average)(atlas, fy, fx, distance, periodic)
         if on_iteration is not None:
             on_iteration(x)
     return x, (fy, fx)

@@ -81,6 +81,9 @@ BLOCK_SHARE = 1 / 3
 # The quilt's blocks: smaller, since its seams follow joints and its usage term spreads them over the photo
 # (2 seeds, 15 photographs: a quarter beat a third on 14; docs/synth_photos_before_after.md).
 QUILT_BLOCK_SHARE = 1 / 4
+# The quilt's pieces come from different places of the photograph and rarely share their tone where they
+# meet: its final image is blended across the seams in the gradient domain (``nearest_patches.blend_seams``).
+BLEND_SEAMS = True
 # Above this many output pixels an octave only carries the copy map up (no search): memory and time stay flat.
 COPY_MAX_PIXELS = 2048 * 2048
 
@@ -544,7 +547,8 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
                                                         COPY_SEARCH_FINAL if final and (octaves or layout == "quilted")
                                                         else COPY_SEARCH,
                                                         gen, tileable,
-                                                        final, on_iteration=tick)
+                                                        final, on_iteration=tick,
+                                                        blend=final and layout == "quilted" and BLEND_SEAMS)
         if track_distance:
             record.distance_after = patch_distance(image[None], ex_patches, patch_size, tileable, seed=seed + levels + i)
         records.append(record)
