@@ -22,7 +22,7 @@ from core.common.procedural import make_exemplar
 from core.common.quality import copy_check, pooled_seam_score, seam_score, vgg_texture_distance
 from core.texture_gan import TextureGANConfig, load_texture_gan, train_texture_gan
 
-from .report import BenchContext, time_call
+from .report import BenchContext, time_pair
 
 FAMILY = "texture_gan"
 
@@ -80,11 +80,15 @@ def run(ctx: BenchContext) -> None:
         # CUDA: against 512 px tiles. CPU: against the path before the fused upsampling (model.upsample_conv),
         # which also tiled in 512 px from 512^2 up.
         base_name = "same in 512px tiles" if cuda else "unfused, 512px tiles (the previous CPU path)"
-        t = time_call(lambda: model.generate(size, size, seed=1), ctx.device, repeats=1 if size >= 2048 else 3)
-        model.generator.fused_upsampling = cuda
-        t_base = time_call(lambda: model.generate(size, size, seed=1, tile_size=512 if size > 512 else None),
-                           ctx.device, repeats=1 if size >= 2048 else 3)
-        model.generator.fused_upsampling = True
+        def unfused(size=size):
+            model.generator.fused_upsampling = cuda
+            try:
+                return model.generate(size, size, seed=1, tile_size=512 if size > 512 else None)
+            finally:
+                model.generator.fused_upsampling = True
+
+        t, t_base = time_pair(lambda: model.generate(size, size, seed=1), unfused, ctx.device,
+                              repeats=1 if size >= 2048 else 3)
         target = "< 0.5 s on H100" if (cuda and size == 4096) else ""
         ctx.add(family=FAMILY, name=f"generate {size}x{size} tileable", value=t, unit="s",
                 baseline_name=base_name, baseline_value=t_base, target=target, note=model.last_message)

@@ -64,6 +64,26 @@ def time_call(fn: Callable[[], object], device: torch.device, repeats: int = 3, 
     return times[len(times) // 2]
 
 
+def time_pair(fn: Callable[[], object], baseline: Callable[[], object], device: torch.device,
+              repeats: int = 3, warmup: int = 1) -> tuple[float, float]:
+    """Median wall times of ``fn()`` and ``baseline()``, measured alternately so that a burst of load on a
+    shared machine falls on both (timed one after the other, a 1.1x slower baseline came out faster)."""
+    for _ in range(warmup):
+        fn()
+        baseline()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for f, out in ((fn, times[0]), (baseline, times[1])):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            f()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            out.append(time.perf_counter() - start)
+    return tuple(sorted(ts)[len(ts) // 2] for ts in times)
+
+
 def machine_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
@@ -87,3 +107,23 @@ def write_report(rows: list[BenchRow], machines: dict[str, str], out_dir: Path) 
         lines.append(f"| {r.family} | {r.name} | {r.device} | {r.value:.4g} | {r.unit} | {base} | {ratio} | {r.target} | {r.note} |")
     md_path.write_text("\n".join(lines) + "\n")
     return md_path, json_path
+
+
+def merge_report(new_json: Path, into_dir: Path) -> tuple[Path, Path]:
+    """Replace, in ``into_dir``'s report, the rows of every family that ``new_json`` measured (the other
+    families' rows stay, in their order), and rewrite both files. For a bench run with ``--only``."""
+    new = json.loads(Path(new_json).read_text())
+    old = json.loads((Path(into_dir) / "bench.json").read_text())
+    fresh = {r["family"] for r in new["rows"]}
+    merged, placed = [], set()
+    for row in old["rows"]:
+        if row["family"] in fresh:
+            if row["family"] not in placed:  # the new rows take the old ones' place
+                merged += [r for r in new["rows"] if r["family"] == row["family"]]
+                placed.add(row["family"])
+            continue
+        merged.append(row)
+    merged += [r for r in new["rows"] if r["family"] not in placed]
+    fields = set(BenchRow.__dataclass_fields__)
+    rows = [BenchRow(**{k: v for k, v in r.items() if k in fields}) for r in merged]
+    return write_report(rows, {**old["machines"], **new["machines"]}, Path(into_dir))
