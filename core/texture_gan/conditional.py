@@ -97,21 +97,33 @@ class ConditionalGenerator(Generator):
         """The embedding the canvas was built with (its broadcast channels are constant over space)."""
         return canvas[:, self.local_dim:self.local_dim + self.global_dim, 0, 0]
 
-    def stage_images(self, x: torch.Tensor, fine: Sequence[torch.Tensor], final_only: bool = False
-                     ) -> list[torch.Tensor]:
-        """Every stage's image (coarsest first), in [0, 1]; the last one is the output (``final_only``: just it)."""
+    def stage_images(self, x: torch.Tensor, fine: Sequence[torch.Tensor], final_only: bool = False,
+                     spatial: bool = False) -> list[torch.Tensor]:
+        """Every stage's image (coarsest first), in [0, 1]; the last one is the output (``final_only``: just it).
+
+        ``spatial``: the canvas's embedding channels may vary over space (a material painted through a mask, the
+        texture VAE's decoder): FiLM is then applied per pixel from the embedding map, upsampled with the
+        stages. On a constant map it gives the plain path's image (to float rounding)."""
         cond = self.condition_of(x)
+        cond_map = x[:, self.local_dim:self.local_dim + self.global_dim] if spatial else None
         images, rgb = [], None
         last = len(self.stages) - 1
         for i, stage in enumerate(self.stages):
             if i == last > 0 and final_only and self.fused_upsampling and x.shape[0] == 1 and \
-                    isinstance(stage[-1], PixelNorm):
+                    isinstance(stage[-1], PixelNorm) and not spatial:
                 delta = self._folded_last_stage(stage, x, fine[i - 1], cond)
             else:
                 x = run_stage(stage, x, self.fused_upsampling)
                 if i > 0:
                     x = x + self.noise_gains[i - 1] * fine[i - 1].to(x.dtype)
-                gamma, beta = self.film[i](cond).to(x.dtype)[:, :, None, None].chunk(2, dim=1)
+                if spatial:
+                    if i > 0:
+                        cond_map = self.upsample(cond_map)
+                    film = self.film[i]
+                    gamma, beta = F.conv2d(cond_map.to(x.dtype), film.weight[:, :, None, None].to(x.dtype),
+                                           film.bias.to(x.dtype)).chunk(2, dim=1)
+                else:
+                    gamma, beta = self.film[i](cond).to(x.dtype)[:, :, None, None].chunk(2, dim=1)
                 x = x * (1 + gamma) + beta
                 delta = self.to_rgbs[i](x)
             rgb = delta if rgb is None else self.upsample(rgb) + delta

@@ -117,6 +117,10 @@ class TextureVAE:
     def load(cls, path: str | os.PathLike, device=None) -> "TextureVAE":
         dev = pick_device(device)
         tensors, meta = load_checkpoint(path, expected_kind=KIND, device="cpu")
+        if isinstance(meta.get("config"), dict) and "decoder" in meta["config"] and cls is TextureVAE:
+            from .gan_prior_ops import GANPriorVAE  # a VAE onto the materials GAN's canvas
+
+            return GANPriorVAE.from_checkpoint(Path(path), tensors, meta, dev)
         check_architecture(Path(path).name, KIND, meta.get("config"))
         try:
             config = TextureVAEConfig.from_dict(meta.get("config", {}))
@@ -143,10 +147,18 @@ class TextureVAE:
             warnings.warn(f"texture VAE: the {self.device.type} device ran out of memory; "
                           "finishing this image on the CPU (slower)", RuntimeWarning, stacklevel=3)
             self.last_device = "cpu"
-            cpu_net = TextureVAENet(self.config)
+            cpu_net = self._fresh_net()
             cpu_net.load_state_dict({k: v.cpu() for k, v in self.net.state_dict().items()})
             with torch.no_grad():
                 return fn(cpu_net.eval(), *[t.cpu() for t in tensors]).float()
+
+    def _fresh_net(self) -> torch.nn.Module:
+        """An untrained network of this model's architecture, on the CPU (the out-of-memory fallback)."""
+        return TextureVAENet(self.config)
+
+    def mix_latents(self, latents: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | float]) -> torch.Tensor:
+        """``blend``'s combination of latent grids: the weighted sum (weights: numbers or per-cell maps)."""
+        return sum(w * z for w, z in zip(weights, latents))
 
     # ---- public operations
     def encode(self, rgb: np.ndarray) -> torch.Tensor:
@@ -245,7 +257,7 @@ class TextureVAE:
             rows, cols = latents[0].shape[-2:]
             m = F.interpolate(m, size=(rows, cols), mode="bilinear", antialias=True, align_corners=False)
             m = m.clamp(0.0, 1.0)
-            z = (1.0 - m) * latents[0] + m * latents[1]
+            z = self.mix_latents(latents, [1.0 - m, m])
         else:
             if weights is None:
                 if len(latents) != 2:
@@ -259,7 +271,8 @@ class TextureVAE:
                     raise ValueError("blend weights must be non-negative and not all zero")
                 total = sum(w)
                 w = [v / total for v in w]
-            z = sum(wi * zi for wi, zi in zip(w, latents) if wi != 0.0)
+            kept = [(wi, zi) for wi, zi in zip(w, latents) if wi != 0.0]
+            z = self.mix_latents([zi for _, zi in kept], [wi for wi, _ in kept])
             if len(w) == 2 and w[1] == 0.0:
                 z = latents[0]  # exact endpoint, no rounding from the weighted sum
             elif len(w) == 2 and w[0] == 0.0:

@@ -101,6 +101,14 @@ def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict
     sliced-Wasserstein distance to the exemplar over the exemplar's own random crops' and their gradient energy
     over the crop's (the bench's VAE-GAN rows; tools/model_quality.py). ``score``: ``material_score`` (the mean
     ratio plus any shortfall of sharpness below 0.85; lower is better). Materials and sizes: ``gan.eval_settings``."""
+    path = model_path(Path(model_dir))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no materials VAE in {model_dir}")
+    return evaluate_file(path, device, profile)
+
+
+def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu") -> dict:
+    """``evaluate`` of one texture VAE file (any kind ``load_texture_vae`` reads)."""
     import numpy as np
     import torch
 
@@ -110,9 +118,6 @@ def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict
 
     from .gan import eval_settings
 
-    path = model_path(Path(model_dir))
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no materials VAE in {model_dir}")
     settings = eval_settings(profile)
     torch.manual_seed(0)
     vae = load_texture_vae(path, device)

@@ -1,0 +1,198 @@
+"""Training the encoder of the GAN-prior texture VAE (``gan_prior.py``); the generator stays frozen.
+
+Loss per step, on random crops (with flips) of labelled material exemplars, ``z = mean + sigma * eps``:
+
+* L1 of the generator's coarse stage images (coarsest ``coarse_stages``) against the crop downscaled to
+  each: the layout, which the canvas holds; the finer stages draw their own detail from noise, so they are
+  judged by VGG19 instead:
+* relu3_1/relu4_1 features of the output against the crop's (per-layer normalised L1) and the VGG19
+  sliced-Wasserstein statistics of relu1_1..relu5_1 (``vaegan._feature_sw``);
+* ``beta`` x KL of the noise channels against N(0, 1), the canvas the generator was trained on;
+* cross-entropy of every cell's material logits against the crop's material.
+
+Resumable like every training here: the state holds the encoder, its optimiser, the step, the random
+streams and the generator it is trained against (so a GAN that trains on does not move under it). A resumed
+run equals an uninterrupted one bit for bit on one CPU thread (the trainings' setting); on several, VGG19's
+backward sums in a varying order and two runs drift apart by float rounding.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_checkpoint, load_training_state,
+                                  save_model_and_state, sync_model_with_state)
+from ..common.device import pick_device, seeded_generator
+from ..common.jobs import CancelToken, ProgressCallback, timed_training
+from ..common.perception import TextureFeatures
+from ..texture_gan.conditional import stage_downscale
+from .gan_prior import GANPriorVAEConfig, GANPriorVAENet
+from .model import kl_divergence
+from .ops import KIND
+from .train import CropSampler, load_exemplars, training_state_path
+from .vaegan import _feature_sw
+
+PERCEPTUAL_LAYERS = (2, 3)  # relu3_1, relu4_1 of TextureFeatures: structure, not the detail noise draws
+
+
+class LabelledCropSampler(CropSampler):
+    """``CropSampler`` whose crops come with the index of the exemplar they were cut from."""
+
+    def sample_labelled(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g, c = self.generator, self.crop
+        crops, labels = [], []
+        for _ in range(batch):
+            label = int(torch.randint(len(self.images), (1,), generator=g))
+            img = self.images[label]
+            top = int(torch.randint(img.shape[1] - c + 1, (1,), generator=g))
+            left = int(torch.randint(img.shape[2] - c + 1, (1,), generator=g))
+            flips = torch.rand(2, generator=g, device="cpu").tolist()
+            x = img[:, top: top + c, left: left + c]
+            if flips[0] < 0.5:
+                x = x.flip(2)
+            if flips[1] < 0.5:
+                x = x.flip(1)
+            crops.append(x)
+            labels.append(label)
+        return torch.stack(crops), torch.tensor(labels, device=crops[0].device)
+
+
+def generator_from_checkpoint(path: str | Path) -> tuple[dict, list[str], dict[str, torch.Tensor], int | None]:
+    """(architecture, materials, weights, training steps) of a conditional texture GAN file."""
+    tensors, meta = load_checkpoint(path, expected_kind="texture_gan", device="cpu")
+    config = meta.get("config", meta)
+    arch, materials = config.get("architecture"), config.get("materials")
+    if not isinstance(arch, dict) or "n_materials" not in arch or not isinstance(materials, list):
+        raise CheckpointError(f"{Path(path).name}: not a conditional (materials) texture GAN")
+    return arch, materials, tensors, meta.get("steps")
+
+
+class GANPriorTrainer:
+    def __init__(self, cfg: GANPriorVAEConfig, images: list[np.ndarray], generator_weights: dict[str, torch.Tensor],
+                 seed: int, device: torch.device):
+        self.cfg, self.device = cfg, device
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = GANPriorVAENet(cfg)
+        self.net.decoder.load_state_dict(generator_weights)
+        self.net.decoder.requires_grad_(False)
+        self.net.to(device)
+        self.optimizer = torch.optim.Adam(self.net.encoder.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+        self.data_gen = seeded_generator(seed, "cpu")
+        self.noise_gen = seeded_generator(seed + 1, "cpu")
+        self.proj_gen = seeded_generator(seed + 2, "cpu")
+        self.sampler = LabelledCropSampler(images, cfg.crop_size, self.data_gen, device)
+        self.net_f = TextureFeatures(device)
+
+    def step(self) -> dict[str, torch.Tensor]:
+        cfg, net = self.cfg, self.net
+        net.encoder.train()
+        batch, labels = self.sampler.sample_labelled(cfg.batch_size)
+        mean, logvar, logits = net.encoder(batch)
+        eps = torch.randn(mean.shape, generator=self.noise_gen, device="cpu").to(mean.device)
+        z = torch.cat([mean + torch.exp(0.5 * logvar) * eps, logits], 1)
+        seed = int(torch.randint(2 ** 31 - 1, (1,), generator=self.noise_gen))
+        images = net.stage_images(z, seed)
+        targets = stage_downscale(batch, len(images))
+        n_coarse = max(1, min(cfg.coarse_stages, len(images)))
+        coarse = sum((images[i] - targets[i]).abs().mean() for i in range(n_coarse)) / n_coarse
+        out = images[-1]
+        k = max(1, min(cfg.vgg_samples, batch.shape[0]))
+        with torch.no_grad():
+            target_feats = self.net_f(batch[:k])
+        out_feats = self.net_f(out[:k])
+        perceptual = sum((out_feats[i] - target_feats[i]).abs().mean() / (target_feats[i].abs().mean() + 1e-8)
+                         for i in PERCEPTUAL_LAYERS) / len(PERCEPTUAL_LAYERS)
+        stats = _feature_sw(out_feats, target_feats, self.proj_gen, self.net_f)
+        kl = kl_divergence(mean, logvar)
+        h, w = logits.shape[-2:]
+        label = F.cross_entropy(logits, labels[:, None, None].expand(-1, h, w))
+        loss = (cfg.coarse_weight * coarse + cfg.perceptual_weight * perceptual + cfg.stats_weight * stats
+                + cfg.beta * kl + cfg.label_weight * label)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(net.encoder.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        return {"loss": loss.detach(), "coarse": coarse.detach(), "perceptual": perceptual.detach(),
+                "stats": stats.detach(), "kl": kl.detach(), "label": label.detach()}
+
+    def state(self) -> dict:
+        return {"encoder": self.net.encoder.state_dict(), "decoder": self.net.decoder.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "data_gen": self.data_gen.get_state(),
+                "noise_gen": self.noise_gen.get_state(), "proj_gen": self.proj_gen.get_state()}
+
+    def load_state(self, state: dict) -> None:
+        self.net.encoder.load_state_dict(state["encoder"])
+        self.net.decoder.load_state_dict(state["decoder"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.data_gen.set_state(state["data_gen"])
+        self.noise_gen.set_state(state["noise_gen"])
+        self.proj_gen.set_state(state["proj_gen"])
+
+
+def train_gan_prior_vae(exemplars: Sequence[str | Path | np.ndarray], generator_path: str | Path,
+                        out_path: str | Path, steps: int | None = None, *, minutes: float | None = None,
+                        config: GANPriorVAEConfig | None = None, seed: int = 0, device=None,
+                        state_path: str | Path | None = None, progress: ProgressCallback | None = None,
+                        cancel: CancelToken | None = None, checkpoint_minutes: float = 4.0,
+                        name: str | None = None, extra_meta: dict | None = None) -> dict:
+    """Train (or continue) the encoder onto ``generator_path``'s canvas; ``exemplars`` are the generator's
+    materials, in its order. Stops at ``steps`` or after ``minutes``, always with a checkpoint. A resumed run
+    keeps the generator saved in its state. Returns {"steps", "seconds", "losses"}."""
+    if steps is None and minutes is None:
+        raise ValueError("give steps, minutes or both")
+    began = time.perf_counter()
+    out = Path(out_path)
+    dev = pick_device(device)
+    images = load_exemplars(exemplars)
+    state_path = Path(state_path) if state_path is not None else training_state_path(out)
+    state = load_training_state(state_path, "cpu") if state_path.exists() else None
+    if state is not None:
+        cfg = GANPriorVAEConfig.from_dict(state["config"])
+        generator_weights, generator_steps = state["decoder"], state.get("generator_steps")
+    else:
+        arch, materials, generator_weights, generator_steps = generator_from_checkpoint(generator_path)
+        base = config.to_dict() if config is not None else {}
+        cfg = GANPriorVAEConfig.from_dict({**base, "gan": arch, "materials": materials})
+    if len(images) != len(cfg.materials):
+        raise ValueError(f"the generator has {len(cfg.materials)} materials; got {len(images)} exemplars")
+    fingerprint = fingerprint_arrays(images)
+    trainer = GANPriorTrainer(cfg, images, generator_weights, seed, dev)
+    step, losses, trained_seconds = 0, {}, 0.0
+    if state is not None:
+        if state.get("fingerprint") != fingerprint or state.get("seed") != seed:
+            raise CheckpointError(f"{state_path.name} was trained on other exemplars or settings; delete it to "
+                                  "start over")
+        trainer.load_state(state)
+        step = int(state["step"])
+        losses = dict(state.get("losses", {}))
+        trained_seconds = float(state.get("trained_seconds", 0.0))
+
+    def save(at_step: int, seconds: float, losses: dict) -> None:
+        meta = {"config": cfg.to_dict(), "name": name or out.stem, "steps": at_step, "seed": seed,
+                "data_fingerprint": fingerprint, "exemplar_count": len(images), "device": str(dev),
+                "training_seconds": round(seconds, 1),
+                "recipe": "encoder onto the materials GAN's canvas (the generator frozen as the decoder)",
+                "generator_steps": generator_steps,
+                **(extra_meta or {})}
+        tensors = {f"encoder.{k}": v for k, v in trainer.net.encoder.state_dict().items()}
+        tensors.update({f"decoder.{k}": v for k, v in trainer.net.decoder.state_dict().items()})
+        save_model_and_state(out, tensors, meta, KIND, state_path,
+                             {"step": at_step, "seed": seed, "fingerprint": fingerprint, "config": cfg.to_dict(),
+                              "losses": losses, "trained_seconds": seconds, "generator_steps": generator_steps,
+                              **trainer.state()})
+
+    if state is not None:
+        sync_model_with_state(out, "steps", step, lambda s: save(s, trained_seconds, losses))
+    result = timed_training(trainer.step, save, step, steps, minutes, began, losses, trained_seconds,
+                            checkpoint_minutes=checkpoint_minutes, name=out.name, progress=progress, cancel=cancel,
+                            message="training the GAN-prior texture VAE", diverged=FloatingPointError)
+    trainer.net.eval()
+    return result

@@ -1,0 +1,182 @@
+"""The texture VAE whose decoder is the materials GAN: the spatial condition, resumable training, variations that
+stay on the prior, blends that keep each side, and files that load (or refuse) as texture VAEs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core.common.checkpoints import CheckpointError, read_checkpoint_config, save_checkpoint
+from core.common.procedural import make_exemplar
+from core.texture_gan.conditional import ConditionalGANConfig, build_conditional
+from core.texture_vae import load_texture_vae
+from core.texture_vae.gan_prior import GANPriorVAEConfig, prior_step, renormalised_mix
+from core.texture_vae.gan_prior_ops import GANPriorVAE
+from core.texture_vae.gan_prior_train import train_gan_prior_vae
+
+GAN = dict(n_materials=2, g_channels=(8, 4, 4), g_convs=(1, 1, 1), d_channels=(4, 8), local_dim=4, global_dim=4,
+           periodic_dim=2)
+TINY = dict(base_channels=4, encoder_mult=(1, 2), crop_size=16, batch_size=2, vgg_samples=1)
+
+
+def _exemplars():
+    return [make_exemplar("bricks", 48, seed=0), make_exemplar("wood", 48, seed=0)]
+
+
+@pytest.fixture(scope="module")
+def generator_file(tmp_path_factory):
+    cfg = ConditionalGANConfig(**GAN)
+    g, _ = build_conditional(cfg, 3)
+    with torch.no_grad():  # a generator whose materials differ visibly, as a trained one's do
+        g.embedding.copy_(torch.tensor([[2.0, 0, 0, 0], [-2.0, 0, 0, 0]]))
+    path = tmp_path_factory.mktemp("gan") / "gan.safetensors"
+    save_checkpoint(path, g.state_dict(), {"architecture": cfg.architecture(), "materials": ["bricks", "wood"],
+                                           "version": 2, "steps": 7}, "texture_gan")
+    return path
+
+
+def _train(generator_file, path, steps):
+    return train_gan_prior_vae(_exemplars(), generator_file, path, steps, config=GANPriorVAEConfig(**TINY), seed=5)
+
+
+@pytest.fixture(scope="module")
+def vae(generator_file, tmp_path_factory):
+    path = tmp_path_factory.mktemp("vae") / "m.safetensors"
+    _train(generator_file, path, 6)
+    return load_texture_vae(path, "cpu")
+
+
+def test_a_constant_embedding_map_gives_the_plain_generators_image():
+    cfg = ConditionalGANConfig(**GAN)
+    g, _ = build_conditional(cfg, 1)
+    g.eval()
+    gen = torch.Generator().manual_seed(0)
+    local = torch.randn(1, cfg.local_dim, 5, 6, generator=gen)
+    canvas = g.build_input(local, g.mix(torch.tensor([[0.3, 0.7]])), torch.zeros(1, cfg.periodic_dim),
+                           quantize_to=(5, 6))
+    fine = [torch.randn(1, *s, generator=gen) for s in g.fine_noise_shapes(5, 6)]
+    with torch.no_grad():
+        for fused in (False, True):
+            g.fused_upsampling = fused
+            plain = g.stage_images(canvas, fine, final_only=True)[-1]
+            spatial = g.stage_images(canvas, fine, final_only=True, spatial=True)[-1]
+            assert torch.allclose(plain, spatial, atol=1e-5), (fused, (plain - spatial).abs().max())
+
+
+def test_a_painted_embedding_changes_only_its_region():
+    cfg = ConditionalGANConfig(**GAN)
+    g, _ = build_conditional(cfg, 1)
+    g.eval()
+    with torch.no_grad():
+        g.embedding.copy_(torch.tensor([[2.0, 0, 0, 0], [-2.0, 0, 0, 0]]))
+        gen = torch.Generator().manual_seed(0)
+        local = torch.randn(1, cfg.local_dim, 8, 24, generator=gen)
+        a = g.build_input(local, g.mix(torch.tensor([[1.0, 0.0]])), torch.zeros(1, cfg.periodic_dim))
+        b = g.build_input(local, g.mix(torch.tensor([[0.0, 1.0]])), torch.zeros(1, cfg.periodic_dim))
+        painted = a.clone()
+        painted[..., 12:] = b[..., 12:]
+        fine = [torch.randn(1, *s, generator=gen) for s in g.fine_noise_shapes(8, 24)]
+        images = [g.stage_images(x, fine, final_only=True, spatial=True)[-1] for x in (a, b, painted)]
+    stride = cfg.stride
+    left, right = slice(3 * stride, 9 * stride), slice(15 * stride, 21 * stride)  # 3 cells clear of each edge
+    assert torch.allclose(images[2][..., left], images[0][..., left], atol=1e-5)
+    assert torch.allclose(images[2][..., right], images[1][..., right], atol=1e-5)
+    assert (images[0] - images[1]).abs().mean() > 1e-3  # the two materials do differ
+
+
+@pytest.fixture
+def one_thread():
+    # VGG19's backward on several CPU threads sums in a varying order (two straight runs differ at 2 threads);
+    # the trainings run on one thread each, where a resume is exact.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_resume_is_bit_identical_and_keeps_its_generator(generator_file, tmp_path, one_thread):
+    straight, resumed = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    _train(generator_file, straight, 4)
+    _train(generator_file, resumed, 2)
+    # The GAN trains on meanwhile: a resumed encoder must keep the generator it was trained against.
+    moved = load_file(str(generator_file))
+    moved = {k: v + 0.5 for k, v in moved.items()}
+    other = tmp_path / "moved_gan.safetensors"
+    save_checkpoint(other, moved, {"architecture": ConditionalGANConfig(**GAN).architecture(),
+                                   "materials": ["bricks", "wood"], "version": 2}, "texture_gan")
+    _train(other, resumed, 4)
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert a.keys() == b.keys() and [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert any(k.startswith("decoder.") for k in a) and any(k.startswith("encoder.") for k in a)
+    assert read_checkpoint_config(resumed)["generator_steps"] == 7  # the first generator's, kept
+
+
+def test_training_moves_only_the_encoder(generator_file, tmp_path):
+    path = tmp_path / "m.safetensors"
+    _train(generator_file, path, 3)
+    trained, original = load_file(str(path)), load_file(str(generator_file))
+    assert all(torch.equal(trained[f"decoder.{k}"], v) for k, v in original.items())
+
+
+def test_loads_as_a_texture_vae_and_sizes_work(vae):
+    assert isinstance(vae, GANPriorVAE) and vae.materials == ["bricks", "wood"]
+    image = make_exemplar("bricks", 48, seed=1)
+    assert vae.reconstruct(image).shape == (48, 48, 3)
+    out = vae.vary(image[:37, :45], 0.5, seed=1, width=70, height=33)
+    assert out.shape == (33, 70, 3) and np.isfinite(out).all() and 0 <= out.min() and out.max() <= 1
+
+
+def test_variation_is_seeded_and_moves_further_with_strength(vae):
+    image = make_exemplar("bricks", 48, seed=1)
+    assert np.array_equal(vae.vary(image, 0.7, seed=4), vae.vary(image, 0.7, seed=4))
+    z = vae.encode(image)
+    eps = torch.randn(z.shape, generator=torch.Generator().manual_seed(4))
+    local = vae.config.local_dim
+    steps = [prior_step(z, eps, s, local) for s in (0.0, 0.25, 0.5, 1.0, 3.0)]
+    assert torch.equal(steps[0], z)
+    moved = [float((s[:, :local] - z[:, :local]).abs().mean()) for s in steps]
+    assert all(b > a for a, b in zip(moved, moved[1:])), moved
+    assert all(torch.equal(s[:, local:], z[:, local:]) for s in steps)  # the materials stay
+
+
+def test_prior_step_and_mix_keep_unit_variance_noise():
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(1, 6, 64, 64, generator=gen), torch.randn(1, 6, 64, 64, generator=gen)
+    for s in (0.5, 1.0, 3.0):
+        assert abs(float(prior_step(a, b, s, 4)[:, :4].std()) - 1.0) < 0.05
+    half = renormalised_mix([a, b], [0.5, 0.5], 4)
+    assert abs(float(half[:, :4].std()) - 1.0) < 0.05  # a plain average would have std 0.71
+    assert torch.allclose(half[:, 4:], 0.5 * (a[:, 4:] + b[:, 4:]))  # logits mix linearly
+
+
+def test_masked_blend_takes_each_sides_latents(vae):
+    a, b = make_exemplar("bricks", 64, seed=0), make_exemplar("wood", 64, seed=0)
+    mask = np.zeros((64, 64), np.float32)
+    mask[:, 32:] = 1.0
+    f = vae.downsample
+    za, zb = vae.encode(a), vae.encode(b)
+    m = torch.zeros(1, 1, 64 // f, 64 // f)
+    m[..., 64 // f // 2:] = 1.0
+    mixed = vae.mix_latents([za, zb], [1 - m, m])
+    left, right = slice(0, 64 // f // 2 - 1), slice(64 // f // 2 + 1, None)
+    assert torch.allclose(mixed[..., left], za[..., left]) and torch.allclose(mixed[..., right], zb[..., right])
+    out = vae.blend([a, b], mask=mask)
+    assert out.shape == (64, 64, 3) and np.isfinite(out).all()
+
+
+def test_a_broken_config_is_refused(vae, generator_file, tmp_path):
+    path = tmp_path / "m.safetensors"
+    _train(generator_file, path, 1)
+    tensors = load_file(str(path))
+    config = read_checkpoint_config(path)["config"]
+    bad = tmp_path / "bad.safetensors"
+    save_checkpoint(bad, tensors, {"config": {**config, "materials": ["only_one"]}, "name": "bad"}, "texture_vae")
+    with pytest.raises(CheckpointError, match="config is invalid"):
+        load_texture_vae(bad, "cpu")
+    missing = tmp_path / "missing.safetensors"
+    save_checkpoint(missing, {k: v for k, v in tensors.items() if not k.startswith("encoder.head")},
+                    {"config": config, "name": "missing"}, "texture_vae")
+    with pytest.raises(CheckpointError):
+        load_texture_vae(missing, "cpu")

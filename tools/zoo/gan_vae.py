@@ -1,0 +1,132 @@
+"""The materials VAE whose decoder is the materials GAN (``python build.py models --only gan_vae --minutes N``).
+
+An encoder onto the conditional GAN's canvas (``core/texture_vae/gan_prior.py``): the generator is frozen and
+copied into the model, so variations are new arrangements at the GAN's sharpness. A fresh training starts from
+the GAN model beside it (``models/training/materials_gan.safetensors``; write it from the GAN's committed state
+with ``--only gan --minutes 0``); a resumed one keeps the generator saved in its own state
+(``models/training/gan_vae.train.safetensors``, committed). In training, so not a bundled default: the model goes
+to ``models/training/materials_gan_vae.safetensors`` (git-ignored) and its entry to the manifest's ``training``
+list. The ``tiny`` profile trains against a tiny random generator (tests, the GPU rehearsal).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import MODELS, ROOT, _common
+from .gan import MATERIALS, load_materials
+from .gan import model_path as gan_model_path
+
+PROFILES = ("cpu", "gpu", "tiny")
+NAME = "materials_gan_vae"
+KEY = "gan_vae"
+SEED = 29
+
+
+def model_path(out_dir: Path = MODELS) -> Path:
+    return Path(out_dir) / "training" / f"{NAME}.safetensors"
+
+
+def find_model(out_dir: Path = MODELS) -> tuple[Path | None, str]:
+    """(the model file, "") or (None, why not): for the benches."""
+    return _common.find_model(model_path(out_dir), _common.state_path(out_dir, KEY), KEY)
+
+
+def profile_settings(profile: str) -> dict:
+    if profile == "cpu":
+        return {"config": {"crop_size": 128, "batch_size": 6, "vgg_samples": 1}, "materials": MATERIALS,
+                "exemplar_side": None}
+    if profile == "gpu":
+        return {"config": {"crop_size": 192, "batch_size": 32, "vgg_samples": 8}, "materials": MATERIALS,
+                "exemplar_side": None}
+    if profile == "tiny":
+        return {"config": {"base_channels": 4, "encoder_mult": (1, 2), "crop_size": 16, "batch_size": 2,
+                           "vgg_samples": 1}, "materials": MATERIALS[:2], "exemplar_side": 48}
+    raise SystemExit(f"gan_vae: unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+
+
+def _tiny_generator(out_dir: Path, materials) -> Path:
+    """A tiny random conditional generator to train the tiny encoder against (seconds, no GAN training)."""
+    from core.common.checkpoints import save_checkpoint
+    from core.texture_gan.conditional import ConditionalGANConfig, build_conditional
+
+    cfg = ConditionalGANConfig(n_materials=len(materials), g_channels=(8, 4, 4), g_convs=(1, 1, 1),
+                               d_channels=(4, 8), local_dim=4, global_dim=4, periodic_dim=2)
+    g, _ = build_conditional(cfg, SEED)
+    path = Path(out_dir) / "training" / f"{NAME}_tiny_generator.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, g.state_dict(), {"architecture": cfg.architecture(), "materials": [m[0] for m in materials],
+                                           "version": 2, "name": "tiny generator"}, "texture_gan")
+    return path
+
+
+def generator_source(out_dir: Path, profile: str, materials) -> Path:
+    """The GAN a fresh training starts from: beside it, else the CPU-trained one under ``models``."""
+    if profile == "tiny":
+        return _tiny_generator(out_dir, materials)
+    for candidate in (gan_model_path(out_dir), gan_model_path(MODELS)):
+        if candidate.is_file():
+            return candidate
+    raise SystemExit(f"gan_vae: no materials GAN to start from ({gan_model_path(MODELS)} is missing); write it "
+                     "with `python build.py models --only gan --minutes 0`")
+
+
+def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Path = MODELS,
+          warm_start: Path | None = None, max_steps: int | None = None) -> dict:
+    # warm_start is not used: a resumed training continues its own state, which holds its generator.
+    sys.path.insert(0, str(ROOT))
+    from core.texture_vae.gan_prior import GANPriorVAEConfig
+    from core.texture_vae.gan_prior_train import train_gan_prior_vae
+
+    settings = profile_settings(profile)
+    materials = settings["materials"]
+    out_dir = Path(out_dir)
+    state_path = _common.writable_state_path(out_dir, KEY)
+    if not state_path.exists() and out_dir != MODELS and _common.state_path(MODELS, KEY).is_file() \
+            and profile != "tiny":  # a lent GPU continues the committed CPU state
+        import shutil
+        shutil.copyfile(_common.state_path(MODELS, KEY), state_path)
+    generator = None if state_path.exists() else generator_source(out_dir, profile, materials)
+    result = train_gan_prior_vae(load_materials(materials, settings["exemplar_side"]), generator, model_path(out_dir),
+                                 max_steps, minutes=minutes, config=GANPriorVAEConfig(**settings["config"]),
+                                 seed=SEED, device=device, state_path=state_path, name=NAME,
+                                 checkpoint_minutes=0.05 if profile == "tiny" else 4.0,
+                                 extra_meta={"materials": [m[0] for m in materials], "profile": profile})
+    return record(out_dir, device, minutes, result["losses"])
+
+
+def write_thumbnail(path: Path, materials, cell: int = 48) -> Path:
+    """``NAME.png`` beside the model: a variation of each material's exemplar in a square grid."""
+    from core.texture_vae import load_texture_vae
+
+    vae = load_texture_vae(path, "cpu")
+    tiles = [vae.vary(a[:2 * cell, :2 * cell], 0.5, seed=0, width=cell, height=cell)
+             for a in load_materials(materials, None)]
+    return _common.save_grid(path.with_suffix(".png"), tiles)
+
+
+def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = None, losses: dict | None = None) -> dict:
+    """The manifest entry of the model now in ``out_dir`` (see ``gan.record``)."""
+    from core.common.checkpoints import read_checkpoint_config
+
+    out_dir = Path(out_dir)
+    path = model_path(out_dir)
+    config = read_checkpoint_config(path)
+    materials = [m for m in MATERIALS if m[0] in config.get("materials", [])]
+    thumbnail = write_thumbnail(path, materials)
+    return _common.materials_entry(
+        out_dir, path, thumbnail, config, materials, key=KEY, name=NAME,
+        label="Materials VAE (decoder: the materials GAN)", kind="texture_vae",
+        recipe="encoder onto the materials GAN's canvas, generator frozen (core/texture_vae/gan_prior_train.py)",
+        seed=SEED, device=device, minutes=minutes, losses=losses)
+
+
+def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict:
+    """As ``vae.evaluate`` (variations at strength 0.5 against the exemplar's own crops, and their sharpness)."""
+    from .vae import evaluate_file
+
+    path = model_path(Path(model_dir))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no GAN-prior materials VAE in {model_dir}")
+    return evaluate_file(path, device, profile)
