@@ -64,7 +64,7 @@ class GANPriorVAE(TextureVAE):
         f = self.downsample
         z = fit_latents(self.encode(a), grid_size(out_h, f), grid_size(out_w, f))
         if strength > 0:
-            eps = torch.randn(z.shape, generator=seeded_generator(int(seed), "cpu"), dtype=torch.float32)
+            eps = torch.randn(z.shape, generator=seeded_generator(int(seed), "cpu"), dtype=torch.float32, device="cpu")
             z = prior_step(z, eps, strength, self.config.local_dim)
         return self.decode(z, out_w, out_h, seed=seed)
 
