@@ -142,10 +142,13 @@ def train_gan_prior_vae(exemplars: Sequence[str | Path | np.ndarray], generator_
                         config: GANPriorVAEConfig | None = None, seed: int = 0, device=None,
                         state_path: str | Path | None = None, progress: ProgressCallback | None = None,
                         cancel: CancelToken | None = None, checkpoint_minutes: float = 4.0,
-                        name: str | None = None, extra_meta: dict | None = None) -> dict:
+                        name: str | None = None, extra_meta: dict | None = None, rebase: bool = False) -> dict:
     """Train (or continue) the encoder onto ``generator_path``'s canvas; ``exemplars`` are the generator's
     materials, in its order. Stops at ``steps`` or after ``minutes``, always with a checkpoint. A resumed run
-    keeps the generator saved in its state. Returns {"steps", "seconds", "losses"}."""
+    keeps the generator saved in its state, unless ``rebase``: then a ``generator_path`` trained for more steps
+    than the state's generator (same architecture and materials) replaces it, and the encoder continues from
+    where it was (the GAN trains on in its own sessions; the VAE follows it). Returns {"steps", "seconds",
+    "losses"}."""
     if steps is None and minutes is None:
         raise ValueError("give steps, minutes or both")
     began = time.perf_counter()
@@ -157,6 +160,13 @@ def train_gan_prior_vae(exemplars: Sequence[str | Path | np.ndarray], generator_
     if state is not None:
         cfg = GANPriorVAEConfig.from_dict(state["config"])
         generator_weights, generator_steps = state["decoder"], state.get("generator_steps")
+        if rebase and generator_path is not None and Path(generator_path).is_file():
+            arch, materials, newer, newer_steps = generator_from_checkpoint(generator_path)
+            if arch != cfg.gan or materials != cfg.materials:
+                raise CheckpointError(f"{Path(generator_path).name}: not the architecture or materials the encoder "
+                                      "was trained against; start a new training to use it")
+            if newer_steps is not None and (generator_steps is None or int(newer_steps) > int(generator_steps)):
+                generator_weights, generator_steps = newer, newer_steps
     else:
         arch, materials, generator_weights, generator_steps = generator_from_checkpoint(generator_path)
         base = config.to_dict() if config is not None else {}
@@ -171,6 +181,7 @@ def train_gan_prior_vae(exemplars: Sequence[str | Path | np.ndarray], generator_
             raise CheckpointError(f"{state_path.name} was trained on other exemplars or settings; delete it to "
                                   "start over")
         trainer.load_state(state)
+        trainer.net.decoder.load_state_dict(generator_weights)  # the state's, or the one rebased onto
         step = int(state["step"])
         losses = dict(state.get("losses", {}))
         trained_seconds = float(state.get("trained_seconds", 0.0))

@@ -180,3 +180,32 @@ def test_a_broken_config_is_refused(vae, generator_file, tmp_path):
                     {"config": config, "name": "missing"}, "texture_vae")
     with pytest.raises(CheckpointError):
         load_texture_vae(missing, "cpu")
+
+
+def test_rebase_moves_onto_a_generator_trained_further(generator_file, tmp_path):
+    path = tmp_path / "m.safetensors"
+    _train(generator_file, path, 2)
+    original = load_file(str(generator_file))
+    arch = ConditionalGANConfig(**GAN).architecture()
+
+    def generator(steps, shift):
+        p = tmp_path / f"gan_{steps}.safetensors"
+        save_checkpoint(p, {k: v + shift for k, v in original.items()},
+                        {"architecture": arch, "materials": ["bricks", "wood"], "version": 2, "steps": steps},
+                        "texture_gan")
+        return p
+
+    def run(gan, steps):
+        train_gan_prior_vae(_exemplars(), gan, path, steps, config=GANPriorVAEConfig(**TINY), seed=5, rebase=True)
+        return load_file(str(path)), read_checkpoint_config(path)
+
+    tensors, config = run(generator(5, 0.25), 3)  # fewer steps than the state's generator (7): kept
+    assert torch.equal(tensors["decoder.embedding"], original["embedding"]) and config["generator_steps"] == 7
+    tensors, config = run(generator(9, 0.5), 4)  # trained further: the encoder moves onto it
+    assert torch.equal(tensors["decoder.embedding"], original["embedding"] + 0.5) and config["generator_steps"] == 9
+    assert config["steps"] == 4
+    other = tmp_path / "other.safetensors"
+    save_checkpoint(other, original, {"architecture": {**arch, "local_dim": 5}, "materials": ["bricks", "wood"],
+                                      "version": 2, "steps": 99}, "texture_gan")
+    with pytest.raises(CheckpointError, match="architecture or materials"):
+        run(other, 5)

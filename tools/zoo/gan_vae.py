@@ -3,8 +3,9 @@
 An encoder onto the conditional GAN's canvas (``core/texture_vae/gan_prior.py``): the generator is frozen and
 copied into the model, so variations are new arrangements at the GAN's sharpness. A fresh training starts from
 the GAN model beside it (``models/training/materials_gan.safetensors``; write it from the GAN's committed state
-with ``--only gan --minutes 0``); a resumed one keeps the generator saved in its own state
-(``models/training/gan_vae.train.safetensors``, committed). In training, so not a bundled default: the model goes
+with ``--only gan --minutes 0``); a resumed one continues its own state
+(``models/training/gan_vae.train.safetensors``, committed), moving onto that GAN file when it has trained for more
+steps than the generator in the state (the encoder then follows the GAN's progress). In training, so not a bundled default: the model goes
 to ``models/training/materials_gan_vae.safetensors`` (git-ignored) and its entry to the manifest's ``training``
 list. The ``tiny`` profile trains against a tiny random generator (tests, the GPU rehearsal).
 """
@@ -87,11 +88,14 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
             and profile != "tiny":  # a lent GPU continues the committed CPU state
         import shutil
         shutil.copyfile(_common.state_path(MODELS, KEY), state_path)
-    generator = None if state_path.exists() else generator_source(out_dir, profile, materials)
+    if state_path.exists():  # continue; onto a GAN trained further since, when there is one
+        generator = next((c for c in (gan_model_path(out_dir), gan_model_path(MODELS)) if c.is_file()), None)
+    else:
+        generator = generator_source(out_dir, profile, materials)
     result = train_gan_prior_vae(load_materials(materials, settings["exemplar_side"]), generator, model_path(out_dir),
                                  max_steps, minutes=minutes, config=GANPriorVAEConfig(**settings["config"]),
                                  seed=SEED, device=device, state_path=state_path, name=NAME,
-                                 checkpoint_minutes=0.05 if profile == "tiny" else 4.0,
+                                 checkpoint_minutes=0.05 if profile == "tiny" else 4.0, rebase=profile != "tiny",
                                  extra_meta={"materials": [m[0] for m in materials], "profile": profile})
     return record(out_dir, device, minutes, result["losses"])
 
