@@ -54,6 +54,10 @@ class GANPriorVAEConfig:
     perceptual_weight: float = 0.5  # VGG19 relu3_1/relu4_1 features of the output against the crop's
     stats_weight: float = 0.2  # VGG19 sliced-Wasserstein statistics (sharpness the latent can buy)
     label_weight: float = 0.1  # cross-entropy of the cells' material logits against the crop's material
+    # Training decodes each crop with its own material's embedding, not the encoder's soft guess: the generator
+    # only ever learnt pure materials (and their even mixes), and a 80/13/5 % mix of gravel, grass and stone
+    # bricks decodes to worms. The logits learn from the cross-entropy alone, so they become confident.
+    teacher_forced_materials: bool = True
     coarse_stages: int = 3  # how many of the GAN's stages, coarsest first, the L1 term compares
     # Optimisation / data
     crop_size: int = 128
@@ -164,12 +168,19 @@ class GANPriorVAENet(nn.Module):
         mean, logvar, logits = self.encoder(x)
         return torch.cat([mean, logits], 1), torch.cat([logvar, torch.full_like(logits, -12.0)], 1)
 
-    def canvas(self, z: torch.Tensor, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The generator's input canvas and per-stage noise for latents ``z`` (N x latent x h x w)."""
+    def canvas(self, z: torch.Tensor, seed: int, weights: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The generator's input canvas and per-stage noise for latents ``z`` (N x latent x h x w).
+        ``weights``: material weights (N x materials x h x w, or N x materials) to use instead of the
+        latents' logits (training decodes with each crop's own material)."""
         g, local_dim = self.decoder, self.cfg.local_dim
         n, _, h, w = z.shape
         local, logits = z[:, :local_dim], z[:, local_dim:]
-        weights = torch.softmax(logits.float(), dim=1).to(local.dtype)
+        if weights is None:
+            weights = torch.softmax(logits.float(), dim=1)
+        elif weights.dim() == 2:
+            weights = weights[:, :, None, None].expand(-1, -1, h, w)
+        weights = weights.to(local.dtype)
         emb = torch.einsum("nmhw,mg->nghw", weights, g.embedding.to(local.dtype))
         gen = seeded_generator(int(seed), "cpu")
         parts = [local, emb]
@@ -187,8 +198,8 @@ class GANPriorVAENet(nn.Module):
                 for shape in g.fine_noise_shapes(h, w)]
         return torch.cat(parts, 1), fine
 
-    def stage_images(self, z: torch.Tensor, seed: int) -> list[torch.Tensor]:
-        x, fine = self.canvas(z, seed)
+    def stage_images(self, z: torch.Tensor, seed: int, weights: torch.Tensor | None = None) -> list[torch.Tensor]:
+        x, fine = self.canvas(z, seed, weights)
         return self.decoder.stage_images(x, fine, spatial=True)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,8 @@ Loss per step, on random crops (with flips) of labelled material exemplars, ``z 
 * relu3_1/relu4_1 features of the output against the crop's (per-layer normalised L1) and the VGG19
   sliced-Wasserstein statistics of relu1_1..relu5_1 (``vaegan._feature_sw``);
 * ``beta`` x KL of the noise channels against N(0, 1), the canvas the generator was trained on;
-* cross-entropy of every cell's material logits against the crop's material.
+* cross-entropy of every cell's material logits against the crop's material (the decoder is given the crop's
+  own material, ``teacher_forced_materials``, so the logits learn from this term alone).
 
 Resumable like every training here: the state holds the encoder, its optimiser, the step, the random
 streams and the generator it is trained against (so a GAN that trains on does not move under it). A resumed
@@ -98,7 +99,8 @@ class GANPriorTrainer:
         eps = torch.randn(mean.shape, generator=self.noise_gen, device="cpu").to(mean.device)
         z = torch.cat([mean + torch.exp(0.5 * logvar) * eps, logits], 1)
         seed = int(torch.randint(2 ** 31 - 1, (1,), generator=self.noise_gen))
-        images = net.stage_images(z, seed)
+        forced = F.one_hot(labels, len(cfg.materials)).float() if cfg.teacher_forced_materials else None
+        images = net.stage_images(z, seed, forced)
         targets = stage_downscale(batch, len(images))
         n_coarse = max(1, min(cfg.coarse_stages, len(images)))
         coarse = sum((images[i] - targets[i]).abs().mean() for i in range(n_coarse)) / n_coarse
