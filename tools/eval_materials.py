@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="eval_materials.png")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="one seed, 16 seam seeds (about half the time)")
+    parser.add_argument("--cell", type=int, default=None,
+                        help="resize every panel to CELL x CELL pixels (a compact sheet for the README; .jpg works)")
     args = parser.parse_args(argv)
     from core.common.images import save_image
 
@@ -156,12 +158,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"GAN wrap: the image of a 2x2-tiled canvas is the image tiled 2x2 within {extra['gan_wrap_error']:.1e}")
     if "gan_2048_seconds" in extra:
         print(f"GAN 2048x2048: {extra['gan_2048_seconds']:.2f} s (target <= 3 s)")
+    if args.cell:
+        from core.common.images import resize_rgb
+
+        def cells(row: np.ndarray, n: int) -> np.ndarray:  # a row of n square panels, each to cell x cell
+            side = row.shape[0]
+            return np.concatenate([resize_rgb(row[:, i * side:(i + 1) * side], args.cell, args.cell)
+                                   for i in range(n)], axis=1)
+        strip = [cells(s, s.shape[1] // s.shape[0]) for s in strip]
+        interp = [cells(s, s.shape[1] // s.shape[0]) for s in interp]
     width = max(s.shape[1] for s in strip)
     sheet = np.concatenate([np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0))) for s in strip], axis=0)
     out = Path(args.out)
-    save_image(out, sheet)
-    save_image(out.with_name(out.stem + "_interpolation.png"), np.concatenate(interp, axis=0))
-    print(f"wrote {out} (exemplar | instant | GAN | VAE variation) and {out.stem}_interpolation.png "
+    save_image(out, np.clip(sheet, 0, 1))
+    interp_out = out.with_name(out.stem + "_interpolation" + out.suffix)
+    save_image(interp_out, np.clip(np.concatenate(interp, axis=0), 0, 1))
+    print(f"wrote {out} (exemplar | instant | GAN | VAE variation) and {interp_out.name} "
           f"in {time.perf_counter() - start:.0f} s")
     return 0
 

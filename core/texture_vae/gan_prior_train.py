@@ -39,6 +39,8 @@ from .ops import KIND
 from .train import CropSampler, load_exemplars, training_state_path
 from .vaegan import _feature_sw
 
+RECIPE_FIELDS = ("beta", "coarse_weight", "perceptual_weight", "stats_weight", "label_weight", "coarse_stages",
+                 "teacher_forced_materials", "crop_size", "batch_size", "vgg_samples", "lr", "grad_clip")
 PERCEPTUAL_LAYERS = (2, 3)  # relu3_1, relu4_1 of TextureFeatures: structure, not the detail noise draws
 
 
@@ -160,7 +162,10 @@ def train_gan_prior_vae(exemplars: Sequence[str | Path | np.ndarray], generator_
     state_path = Path(state_path) if state_path is not None else training_state_path(out)
     state = load_training_state(state_path, "cpu") if state_path.exists() else None
     if state is not None:
-        cfg = GANPriorVAEConfig.from_dict(state["config"])
+        # The state's architecture; the given config's loss weights and optimisation settings (a recipe may
+        # change between sessions; the weights it trained stay).
+        given = {k: v for k, v in config.to_dict().items() if k in RECIPE_FIELDS} if config is not None else {}
+        cfg = GANPriorVAEConfig.from_dict({**state["config"], **given})
         generator_weights, generator_steps = state["decoder"], state.get("generator_steps")
         if rebase and generator_path is not None and Path(generator_path).is_file():
             arch, materials, newer, newer_steps = generator_from_checkpoint(generator_path)

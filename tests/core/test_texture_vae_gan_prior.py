@@ -209,3 +209,14 @@ def test_rebase_moves_onto_a_generator_trained_further(generator_file, tmp_path)
                                       "version": 2, "steps": 99}, "texture_gan")
     with pytest.raises(CheckpointError, match="architecture or materials"):
         run(other, 5)
+
+
+def test_a_resumed_training_takes_the_new_recipe_but_keeps_its_architecture(generator_file, tmp_path):
+    path = tmp_path / "m.safetensors"
+    _train(generator_file, path, 2)
+    changed = GANPriorVAEConfig(**{**TINY, "base_channels": 8}, beta=0.5, stats_weight=0.0)
+    train_gan_prior_vae(_exemplars(), generator_file, path, 3, config=changed, seed=5)
+    config = read_checkpoint_config(path)["config"]
+    assert config["beta"] == 0.5 and config["stats_weight"] == 0.0  # the recipe moves on
+    assert config["base_channels"] == 4  # the weights it trained keep their shapes
+    assert isinstance(load_texture_vae(path, "cpu"), GANPriorVAE)
