@@ -1,8 +1,9 @@
-"""Quick evaluation of the material models (conditional GAN, VAE-GAN) on their checkpoints (~2-3 min on a CPU).
+"""Quick evaluation of the material models (conditional GAN, GAN-prior VAE) on their checkpoints (~2-3 min on a CPU).
 
     python tools/eval_materials.py [--gan models/training/materials_gan.safetensors]
-                                   [--vae models/training/materials_vaegan.safetensors]
-                                   [--old-vae models/texture_vae/materials.safetensors] [--out eval_materials.png]
+                                   [--vae models/training/materials_gan_vae.safetensors]
+                                   [--old-vae models/texture_vae/materials.safetensors]
+                                   [--out eval_materials.png] [--cell 128]
 
 Per material, each figure next to its baseline from the same run (the bench targets in brackets):
 
@@ -122,10 +123,11 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    # Both still in training: beside their states in models/training/ (see tools/zoo/gan.py, vae.py).
+    # Both still in training: beside their states in models/training/ (see tools/zoo/gan.py, gan_vae.py).
     parser.add_argument("--gan", default=str(ROOT / "models/training/materials_gan.safetensors"))
-    parser.add_argument("--vae", default=str(ROOT / "models/training/materials_vaegan.safetensors"))
-    parser.add_argument("--old-vae", default=str(ROOT / "models/texture_vae/materials.safetensors"))
+    parser.add_argument("--vae", default=str(ROOT / "models/training/materials_gan_vae.safetensors"))
+    parser.add_argument("--old-vae", default=str(ROOT / "models/texture_vae/materials.safetensors"),
+                        help="the baseline VAE (default: the bundled one)")
     parser.add_argument("--out", default="eval_materials.png")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="one seed, 16 seam seeds (about half the time)")

@@ -11,7 +11,9 @@ perturbed latents) this trainer adds, on the decoder:
   the crops; it starts after ``adversarial_from`` steps, once reconstructions are close.
 
 Same resumable state as the plain VAE (model, optimisers, step, random streams), plus the
-discriminator and its optimiser; time-budgeted (``minutes``) for ``tools/zoo/vae.py``.
+discriminator and its optimiser; time-budgeted (``minutes``). Its materials model was trained by ``tools/zoo/vae.py``
+until the GAN-prior VAE (``gan_prior.py``) replaced it (its state is in the git history, commit e26e047).
+The recipe stays for VAEs trained on other exemplars.
 """
 
 from __future__ import annotations

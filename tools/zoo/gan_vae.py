@@ -127,10 +127,45 @@ def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = 
 
 
 def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict:
-    """As ``vae.evaluate`` (variations at strength 0.5 against the exemplar's own crops, and their sharpness)."""
-    from .vae import evaluate_file
-
+    """The VAE under ``model_dir``, per material: variations (strength 0.5) of a fixed crop, their VGG19
+    sliced-Wasserstein distance to the exemplar over the exemplar's own random crops' and their gradient energy
+    over the crop's (the bench's VAE rows; tools/model_quality.py). ``score``: ``material_score`` (the mean
+    ratio plus any shortfall of sharpness below 0.85; lower is better). Materials and sizes: ``gan.eval_settings``."""
     path = model_path(Path(model_dir))
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no GAN-prior materials VAE in {model_dir}")
     return evaluate_file(path, device, profile)
+
+
+def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu") -> dict:
+    """``evaluate`` of one texture VAE file (any kind ``load_texture_vae`` reads)."""
+    import numpy as np
+    import torch
+
+    from core.common.checkpoints import read_checkpoint_config
+    from core.texture_vae import load_texture_vae
+    from tools import model_quality as quality
+
+    from .gan import eval_settings
+
+    settings = eval_settings(profile)
+    torch.manual_seed(0)
+    vae = load_texture_vae(path, device)
+    # The VAE is not conditional: a material it never trained on is missing, not merely badly varied.
+    config = read_checkpoint_config(path)
+    trained_on = config.get("materials")
+    rows = []
+    for (name, _, _), exemplar in zip(settings["materials"], load_materials(settings["materials"],
+                                                                           settings["exemplar_side"])):
+        if trained_on is not None and name not in trained_on:
+            rows.append({"material": name, "missing": True})
+            continue
+        size = min(exemplar.shape[:2]) // 2
+        judge, base = quality.texture_baseline(name, exemplar, size, settings["seeds"], device)
+        source = quality.crops(exemplar, size, 1, 7)[0]
+        varied = [vae.vary(source, quality.VARY_STRENGTH, seed=s) for s in range(settings["seeds"])]
+        rows.append({"material": name, "crop_px": size,
+                     "ratio": float(np.mean([judge(v) for v in varied])) / base,
+                     "grad_energy": float(np.mean([quality.gradient_energy(v) for v in varied]))
+                     / quality.gradient_energy(source)})
+    return {"score": quality.material_score(rows), "steps": config.get("steps"), "rows": rows}
