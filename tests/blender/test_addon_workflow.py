@@ -232,3 +232,34 @@ def test_generated_images_survive_save_and_reopen(tiny_models, helpers, tmp_path
         np.testing.assert_array_equal(helpers.pixels(image), data)
     # the scene settings came back too
     assert bpy.context.scene.neural_texture.model == "library:tiny_gan.safetensors"
+
+
+def test_the_gan_prior_vae_varies_and_blends_from_the_panel(tiny_models, helpers, user_dir, tmp_path):
+    """The materials VAE whose decoder is the GAN (core/texture_vae/gan_prior.py) is an ordinary texture VAE to the
+    add-on: listed from the library, then Variations and Blend through its worker jobs."""
+    import shutil
+
+    from blender_addon import models
+    from tools.zoo import gan_vae
+
+    entry = gan_vae.train(1.0, profile="tiny", out_dir=tmp_path, max_steps=2)
+    shutil.copyfile(tmp_path / entry["file"], user_dir / "models" / "tiny_gan_vae.safetensors")
+    listed = {Path(m.path).name: m for m in models.list_models("texture_vae")}
+    assert "tiny_gan_vae.safetensors" in listed
+    scene = bpy.context.scene
+    previous = scene.neural_vae.model
+    scene.neural_vae.model = "library:tiny_gan_vae.safetensors"
+    try:
+        a = helpers.image("prior a", "bricks", 48)
+        b = helpers.image("prior b", "wood", 48, seed=1)
+        mask = helpers.image("prior mask", "fabric", 48)
+        before = set(bpy.data.images.keys())
+        assert bpy.ops.neural.vae_variations(image=a.name, count=1, strength=1.0, seed=2) == {"FINISHED"}
+        made = sorted(set(bpy.data.images.keys()) - before)
+        assert made == ["prior a Variation 1"]
+        pixels = helpers.pixels(bpy.data.images[made[0]])
+        assert pixels.shape == (48, 48, 4) and np.isfinite(pixels).all()
+        assert bpy.ops.neural.vae_blend(image=a.name, image_b=b.name, mask=mask.name, t=0.5) == {"FINISHED"}
+        assert tuple(bpy.data.images["Blend prior a + prior b"].size) == (48, 48)
+    finally:
+        scene.neural_vae.model = previous
