@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..common.device import seeded_generator
-from ..texture_gan.conditional import ConditionalGANConfig, ConditionalGenerator
+from ..texture_gan.conditional import ConditionalGANConfig, ConditionalGenerator  # see docs/architecture.md
 from .model import ResBlock, _conv
 
 DECODER = "materials_gan"  # the config's "decoder" value that marks this kind of texture VAE
