@@ -95,7 +95,8 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
     result = train_gan_prior_vae(load_materials(materials, settings["exemplar_side"]), generator, model_path(out_dir),
                                  max_steps, minutes=minutes, config=GANPriorVAEConfig(**settings["config"]),
                                  seed=SEED, device=device, state_path=state_path, name=NAME,
-                                 checkpoint_minutes=0.05 if profile == "tiny" else 4.0, rebase=profile != "tiny",
+                                 checkpoint_minutes=0.05 if profile == "tiny" else 4.0,
+                                 rebase=profile != "tiny" and minutes > 0,  # --minutes 0 only writes the state's model
                                  extra_meta={"materials": [m[0] for m in materials], "profile": profile})
     return record(out_dir, device, minutes, result["losses"])
 
