@@ -47,20 +47,22 @@ class BenchContext:
         return row
 
 
+def _wall(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall time in seconds of one ``fn()``, synchronising CUDA around it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def time_call(fn: Callable[[], object], device: torch.device, repeats: int = 3, warmup: int = 1) -> float:
     """Median wall time in seconds of ``fn()``, synchronising CUDA around each call."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    times.sort()
+    times = sorted(_wall(fn, device) for _ in range(repeats))
     return times[len(times) // 2]
 
 
@@ -73,14 +75,8 @@ def time_pair(fn: Callable[[], object], baseline: Callable[[], object], device: 
         baseline()
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        for f, out in ((fn, times[0]), (baseline, times[1])):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            f()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            out.append(time.perf_counter() - start)
+        times[0].append(_wall(fn, device))
+        times[1].append(_wall(baseline, device))
     return tuple(sorted(ts)[len(ts) // 2] for ts in times)
 
 

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..common.device import seeded_generator
 from ..texture_gan.conditional import ConditionalGANConfig, ConditionalGenerator  # see docs/architecture.md
-from .model import ResBlock, _conv
+from .model import _conv, downsampling_body
 
 DECODER = "materials_gan"  # the config's "decoder" value that marks this kind of texture VAE
 
@@ -128,15 +128,7 @@ class CanvasEncoder(nn.Module):
 
     def __init__(self, cfg: GANPriorVAEConfig):
         super().__init__()
-        chans = [cfg.base_channels * m for m in cfg.encoder_mult]
-        layers: list[nn.Module] = [_conv(3, chans[0])]
-        prev = chans[0]
-        for c in chans:
-            layers += [ResBlock(prev) for _ in range(cfg.res_blocks)]
-            layers += [_conv(prev, c, 3, stride=2)]
-            prev = c
-        layers += [ResBlock(prev) for _ in range(cfg.res_blocks)]
-        self.body = nn.Sequential(*layers)
+        self.body, prev = downsampling_body([cfg.base_channels * m for m in cfg.encoder_mult], cfg.res_blocks)
         self.local_dim, self.n_materials = cfg.local_dim, len(cfg.materials)
         self.head = _conv(prev, 2 * cfg.local_dim + self.n_materials)
 

@@ -16,7 +16,7 @@ import torch
 from ..common.checkpoints import CheckpointError, build_checked, check_architecture
 from ..common.device import seeded_generator
 from .gan_prior import GANPriorVAEConfig, GANPriorVAENet, prior_step, renormalised_mix
-from .ops import KIND, TextureVAE, _check_size, _check_strength, check_rgb, fit_latents, grid_size
+from .ops import KIND, TextureVAE
 
 
 class GANPriorVAE(TextureVAE):
@@ -50,23 +50,16 @@ class GANPriorVAE(TextureVAE):
         self.net.decode_seed = int(seed)
         return super().decode(latents, width, height)
 
-    def vary(self, rgb: np.ndarray, strength: float, seed: int = 0,
-             width: int | None = None, height: int | None = None) -> np.ndarray:
-        """A variation of ``rgb``: every cell's noise moved toward a seeded prior draw,
-        ``(z + strength * eps) / sqrt(1 + strength^2)``; the material logits are kept. 0 reconstructs (new detail
-        noise aside), 0.5 keeps most of the layout, 1 is half way, 3 and more a new sample of the same
-        materials. The same seed with a larger strength moves the same way, further."""
-        strength = _check_strength(strength)
-        a = check_rgb(rgb)
-        out_h = int(height) if height is not None else a.shape[0]
-        out_w = int(width) if width is not None else a.shape[1]
-        _check_size(out_w, out_h)
-        f = self.downsample
-        z = fit_latents(self.encode(a), grid_size(out_h, f), grid_size(out_w, f))
-        if strength > 0:
-            eps = torch.randn(z.shape, generator=seeded_generator(int(seed), "cpu"), dtype=torch.float32, device="cpu")
-            z = prior_step(z, eps, strength, self.config.local_dim)
-        return self.decode(z, out_w, out_h, seed=seed)
+    def perturb(self, z: torch.Tensor, strength: float, seed: int) -> torch.Tensor:
+        """``vary``'s move: every cell's noise toward a seeded prior draw, ``(z + strength * eps) /
+        sqrt(1 + strength^2)``; the material logits are kept. 0 reconstructs (new detail noise aside), 0.5 keeps
+        most of the layout, 1 is half way, 3 and more a new sample of the same materials. The same seed with a
+        larger strength moves the same way, further."""
+        eps = torch.randn(z.shape, generator=seeded_generator(int(seed), "cpu"), dtype=torch.float32, device="cpu")
+        return prior_step(z, eps, strength, self.config.local_dim)
+
+    def decode_varied(self, z: torch.Tensor, width: int, height: int, seed: int) -> np.ndarray:
+        return self.decode(z, width, height, seed=seed)
 
     def mix_latents(self, latents: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | float]) -> torch.Tensor:
         return renormalised_mix(latents, weights, self.config.local_dim)

@@ -48,21 +48,7 @@ class LabelledCropSampler(CropSampler):
     """``CropSampler`` whose crops come with the index of the exemplar they were cut from."""
 
     def sample_labelled(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g, c = self.generator, self.crop
-        crops, labels = [], []
-        for _ in range(batch):
-            label = int(torch.randint(len(self.images), (1,), generator=g))
-            img = self.images[label]
-            top = int(torch.randint(img.shape[1] - c + 1, (1,), generator=g))
-            left = int(torch.randint(img.shape[2] - c + 1, (1,), generator=g))
-            flips = torch.rand(2, generator=g, device="cpu").tolist()
-            x = img[:, top: top + c, left: left + c]
-            if flips[0] < 0.5:
-                x = x.flip(2)
-            if flips[1] < 0.5:
-                x = x.flip(1)
-            crops.append(x)
-            labels.append(label)
+        labels, crops = zip(*(self.draw() for _ in range(batch)))
         return torch.stack(crops), torch.tensor(labels, device=crops[0].device)
 
 

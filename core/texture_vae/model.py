@@ -117,18 +117,23 @@ class PeriodicUpsample(nn.Module):
         return x[..., 2:-2, 2:-2]
 
 
+def downsampling_body(chans: list[int], res_blocks: int) -> tuple[nn.Sequential, int]:
+    """RGB -> features at 1/2**len(chans): residual blocks and a stride-2 convolution per entry of ``chans``
+    (the encoders' trunk); returns the body and its output channels."""
+    layers: list[nn.Module] = [_conv(3, chans[0])]
+    prev = chans[0]
+    for c in chans:
+        layers += [ResBlock(prev) for _ in range(res_blocks)]
+        layers += [_conv(prev, c, 3, stride=2)]
+        prev = c
+    layers += [ResBlock(prev) for _ in range(res_blocks)]
+    return nn.Sequential(*layers), prev
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: TextureVAEConfig):
         super().__init__()
-        chans = [cfg.base_channels * m for m in cfg.channel_mult]
-        layers: list[nn.Module] = [_conv(3, chans[0])]
-        prev = chans[0]
-        for c in chans:
-            layers += [ResBlock(prev) for _ in range(cfg.res_blocks)]
-            layers += [_conv(prev, c, 3, stride=2)]
-            prev = c
-        layers += [ResBlock(prev) for _ in range(cfg.res_blocks)]
-        self.body = nn.Sequential(*layers)
+        self.body, prev = downsampling_body([cfg.base_channels * m for m in cfg.channel_mult], cfg.res_blocks)
         self.head = _conv(prev, 2 * cfg.latent_channels)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -218,8 +218,16 @@ class TextureVAE:
         f = self.downsample
         z = fit_latents(self.encode(a), grid_size(out_h, f), grid_size(out_w, f))
         if strength > 0:
-            z = z + strength * variation_noise(z, seed)
-        return self.decode(z, out_w, out_h)
+            z = self.perturb(z, strength, seed)
+        return self.decode_varied(z, out_w, out_h, seed)
+
+    def perturb(self, z: torch.Tensor, strength: float, seed: int) -> torch.Tensor:
+        """``vary``'s move of the latents (``strength`` > 0)."""
+        return z + strength * variation_noise(z, seed)
+
+    def decode_varied(self, z: torch.Tensor, width: int, height: int, seed: int) -> np.ndarray:
+        """``vary``'s decoding (a decoder that draws noise takes ``seed``)."""
+        return self.decode(z, width, height)
 
     def blend(self, images: Sequence[np.ndarray], t: float = 0.5, mask: np.ndarray | None = None,
               width: int | None = None, height: int | None = None,

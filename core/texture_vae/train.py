@@ -77,21 +77,23 @@ class CropSampler:
                 a = np.tile(a, (-(-crop // h), -(-crop // w), 1))
             self.images.append(torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).to(device))
 
-    def sample(self, batch: int) -> torch.Tensor:
+    def draw(self) -> tuple[int, torch.Tensor]:
+        """One random crop (flipped at random) and the index of the exemplar it was cut from."""
         g, c = self.generator, self.crop
-        crops = []
-        for _ in range(batch):
-            img = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
-            top = int(torch.randint(img.shape[1] - c + 1, (1,), generator=g))
-            left = int(torch.randint(img.shape[2] - c + 1, (1,), generator=g))
-            flips = torch.rand(2, generator=g, device="cpu").tolist()
-            x = img[:, top: top + c, left: left + c]
-            if flips[0] < 0.5:
-                x = x.flip(2)
-            if flips[1] < 0.5:
-                x = x.flip(1)
-            crops.append(x)
-        return torch.stack(crops)
+        index = int(torch.randint(len(self.images), (1,), generator=g))
+        img = self.images[index]
+        top = int(torch.randint(img.shape[1] - c + 1, (1,), generator=g))
+        left = int(torch.randint(img.shape[2] - c + 1, (1,), generator=g))
+        flips = torch.rand(2, generator=g, device="cpu").tolist()
+        x = img[:, top: top + c, left: left + c]
+        if flips[0] < 0.5:
+            x = x.flip(2)
+        if flips[1] < 0.5:
+            x = x.flip(1)
+        return index, x
+
+    def sample(self, batch: int) -> torch.Tensor:
+        return torch.stack([self.draw()[1] for _ in range(batch)])
 
 
 def _stats_loss(net_f, output: torch.Tensor, target_feats: list[torch.Tensor], gen: torch.Generator) -> torch.Tensor:
