@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_checkpoint, load_training_state,
+from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state,
                                   save_model_and_state, sync_model_with_state)
 from ..common.device import pick_device, seeded_generator
 from ..common.jobs import CancelToken, ProgressCallback, timed_training
@@ -53,13 +53,15 @@ class LabelledCropSampler(CropSampler):
 
 
 def generator_from_checkpoint(path: str | Path) -> tuple[dict, list[str], dict[str, torch.Tensor], int | None]:
-    """(architecture, materials, weights, training steps) of a conditional texture GAN file."""
-    tensors, meta = load_checkpoint(path, expected_kind="texture_gan", device="cpu")
-    config = meta.get("config", meta)
-    arch, materials = config.get("architecture"), config.get("materials")
-    if not isinstance(arch, dict) or "n_materials" not in arch or not isinstance(materials, list):
+    """(architecture, materials, weights, training steps) of a conditional texture GAN file, validated as the
+    texture GAN family loads it (``TextureGenerator.load``: kind, architecture limits, every weight's shape)."""
+    from ..texture_gan import TextureGenerator
+
+    gan = TextureGenerator.load(path, "cpu")
+    if not hasattr(gan, "materials"):
         raise CheckpointError(f"{Path(path).name}: not a conditional (materials) texture GAN")
-    return arch, materials, tensors, meta.get("steps")
+    weights = {k: v.detach().clone() for k, v in gan.generator.state_dict().items()}
+    return gan.config["architecture"], list(gan.materials), weights, gan.config.get("steps")
 
 
 class GANPriorTrainer:

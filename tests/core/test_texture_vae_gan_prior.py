@@ -204,9 +204,12 @@ def test_rebase_moves_onto_a_generator_trained_further(generator_file, tmp_path)
     tensors, config = run(generator(9, 0.5), 4)  # trained further: the encoder moves onto it
     assert torch.equal(tensors["decoder.embedding"], original["embedding"] + 0.5) and config["generator_steps"] == 9
     assert config["steps"] == 4
+    other_cfg = ConditionalGANConfig(**{**GAN, "local_dim": 5})  # a valid GAN of another architecture
+    other_g, _ = build_conditional(other_cfg, 3)
     other = tmp_path / "other.safetensors"
-    save_checkpoint(other, original, {"architecture": {**arch, "local_dim": 5}, "materials": ["bricks", "wood"],
-                                      "version": 2, "steps": 99}, "texture_gan")
+    save_checkpoint(other, other_g.state_dict(), {"architecture": other_cfg.architecture(),
+                                                  "materials": ["bricks", "wood"], "version": 2, "steps": 99},
+                    "texture_gan")
     with pytest.raises(CheckpointError, match="architecture or materials"):
         run(other, 5)
 
