@@ -142,7 +142,7 @@ class GANPriorVAENet(nn.Module):
     """Encoder + the frozen conditional generator. Latents: noise channels, then material logits, per cell.
 
     ``encode``/``decode`` follow ``TextureVAENet``'s contract, so ``ops.TextureVAE`` runs it unchanged;
-    ``decode_seed`` picks the decoder's detail noise and the phase of its periodic channels.
+    ``decode``'s ``seed`` picks the decoder's detail noise and the phase of its periodic channels.
     """
 
     def __init__(self, cfg: GANPriorVAEConfig):
@@ -152,7 +152,6 @@ class GANPriorVAENet(nn.Module):
         self.encoder = CanvasEncoder(cfg)
         self.decoder = ConditionalGenerator(cfg.gan_config)
         self.decoder.requires_grad_(False)
-        self.decode_seed = 0
 
     @property
     def downsample(self) -> int:
@@ -197,8 +196,8 @@ class GANPriorVAENet(nn.Module):
         x, fine = self.canvas(z, seed, weights)
         return self.decoder.stage_images(x, fine, spatial=True)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        x, fine = self.canvas(z, self.decode_seed)
+    def decode(self, z: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        x, fine = self.canvas(z, seed)
         return self.decoder.stage_images(x, fine, final_only=True, spatial=True)[-1]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from ..common.checkpoints import CheckpointError, build_checked, check_architecture
@@ -40,15 +39,7 @@ class GANPriorVAE(TextureVAE):
         return list(self.config.materials)
 
     def _fresh_net(self) -> torch.nn.Module:
-        net = GANPriorVAENet(self.config)
-        net.decode_seed = self.net.decode_seed
-        return net
-
-    def decode(self, latents: torch.Tensor, width: int | None = None, height: int | None = None,
-               seed: int = 0) -> np.ndarray:
-        """``TextureVAE.decode``; ``seed`` draws the detail noise (same seed, same image)."""
-        self.net.decode_seed = int(seed)
-        return super().decode(latents, width, height)
+        return GANPriorVAENet(self.config)
 
     def perturb(self, z: torch.Tensor, strength: float, seed: int) -> torch.Tensor:
         """``vary``'s move: every cell's noise toward a seeded prior draw, ``(z + strength * eps) /
@@ -57,9 +48,6 @@ class GANPriorVAE(TextureVAE):
         larger strength moves the same way, further."""
         eps = torch.randn(z.shape, generator=seeded_generator(int(seed), "cpu"), dtype=torch.float32, device="cpu")
         return prior_step(z, eps, strength, self.config.local_dim)
-
-    def decode_varied(self, z: torch.Tensor, width: int, height: int, seed: int) -> np.ndarray:
-        return self.decode(z, width, height, seed=seed)
 
     def mix_latents(self, latents: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | float]) -> torch.Tensor:
         return renormalised_mix(latents, weights, self.config.local_dim)

@@ -176,7 +176,8 @@ class TextureVAENet(nn.Module):
         """x: Nx3xHxW in [0, 1], H and W multiples of ``downsample`` -> (mean, logvar)."""
         return self.encoder(x)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """Latents -> image. The decoder draws no noise, so ``seed`` changes nothing (a GAN-prior net's does)."""
         return self.decoder(z)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):

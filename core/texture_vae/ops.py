@@ -169,8 +169,10 @@ class TextureVAE:
         x = resample_periodic(x, grid_size(a.shape[0], f) * f, grid_size(a.shape[1], f) * f)
         return self._run(lambda net, t: net.encode(t)[0], x).cpu()
 
-    def decode(self, latents: torch.Tensor, width: int | None = None, height: int | None = None) -> np.ndarray:
-        """Decode a 1xCxhxw (or Cxhxw) latent grid. Without a size: h*f x w*f pixels.
+    def decode(self, latents: torch.Tensor, width: int | None = None, height: int | None = None,
+               seed: int = 0) -> np.ndarray:
+        """Decode a 1xCxhxw (or Cxhxw) latent grid. Without a size: h*f x w*f pixels. ``seed``: the detail
+        noise of a decoder that draws some (the GAN-prior VAE's; same seed, same image).
 
         With ``width``/``height`` the grid is fitted to the nearest cell count
         with ``fit_latents`` (repeated, then stretched periodically), decoded,
@@ -188,7 +190,7 @@ class TextureVAE:
         out_w = int(width) if width is not None else z.shape[3] * f
         _check_size(out_w, out_h)
         z = fit_latents(z, grid_size(out_h, f), grid_size(out_w, f))
-        x = self._run(lambda net, t: net.decode(t), z).cpu()
+        x = self._run(lambda net, t: net.decode(t, seed=int(seed)), z).cpu()
         x = resample_periodic(x, out_h, out_w).clamp(0.0, 1.0)
         return from_tensor(x)
 
@@ -219,15 +221,11 @@ class TextureVAE:
         z = fit_latents(self.encode(a), grid_size(out_h, f), grid_size(out_w, f))
         if strength > 0:
             z = self.perturb(z, strength, seed)
-        return self.decode_varied(z, out_w, out_h, seed)
+        return self.decode(z, out_w, out_h, seed=seed)
 
     def perturb(self, z: torch.Tensor, strength: float, seed: int) -> torch.Tensor:
         """``vary``'s move of the latents (``strength`` > 0)."""
         return z + strength * variation_noise(z, seed)
-
-    def decode_varied(self, z: torch.Tensor, width: int, height: int, seed: int) -> np.ndarray:
-        """``vary``'s decoding (a decoder that draws noise takes ``seed``)."""
-        return self.decode(z, width, height)
 
     def blend(self, images: Sequence[np.ndarray], t: float = 0.5, mask: np.ndarray | None = None,
               width: int | None = None, height: int | None = None,
