@@ -105,7 +105,7 @@ def _package_files() -> list[tuple[Path, str]]:
                 continue
             if prefix == "models/" and rel.parts[0] == "training":  # checkpoints of unfinished trainings
                 continue
-            if prefix == "models/" and rel.parts[:2] == ("style", "previous"):  # retired: bench baselines only
+            if prefix == "models/" and len(rel.parts) > 2 and rel.parts[1] == "previous":  # retired: bench baselines
                 continue
             files.append((path, f"{prefix}{rel.as_posix()}"))
 

@@ -24,6 +24,8 @@ from core.texture_gan import TextureGANConfig, load_texture_gan, train_texture_g
 
 from .report import BenchContext, time_pair
 
+ROOT = Path(__file__).resolve().parents[1]
+
 FAMILY = "texture_gan"
 
 
@@ -128,25 +130,32 @@ def run(ctx: BenchContext) -> None:
 
 
 def _bundled_materials(ctx: BenchContext) -> None:
-    """The conditional GAN over the materials (still in training: models/training/), per material, against the
-    exemplar's own random crops (same run) and the instant synthesizer it was distilled from. (The old
-    per-texture GANs learnt procedural exemplars, not these materials: their rows are the ones above.)"""
+    """The bundled materials GAN (models/texture_gan/materials.safetensors; the training's model when none is
+    bundled), per material, against the exemplar's own random crops (same run) and the instant synthesizer it
+    was distilled from. (The single-texture rows above train a GAN on a procedural exemplar inside the bench.)"""
     if ctx.quick:
         return
     from tools.eval_materials import evaluate
     from tools.zoo.gan import find_model
 
-    model_path, missing = find_model()
+    bundled = ROOT / "models" / "texture_gan" / "materials.safetensors"
+    model_path, missing = (bundled, "") if bundled.is_file() else find_model()
     if model_path is None:
         print(f"bench_texture_gan: no materials GAN rows: {missing}", flush=True)
         return
+    which = "bundled" if model_path == bundled else "in training"
     rows, extra, _ = evaluate(model_path, None, None, seeds=3, seam_seeds=32, time_2048=True)
     for r in rows:
         ctx.add(family=FAMILY, name=f"materials GAN VGG19 SW ratio {r['material']} ({r['crop_px']}px)",
                 value=r["gan_ratio"], unit="x crops", target="<= 1.6", baseline_name="instant synthesis (teacher)",
-                baseline_value=r.get("instant_ratio"), note="distance / the exemplar's own random crops' distance")
+                baseline_value=r.get("instant_ratio"),
+                note=f"distance / the exemplar's own random crops' distance; {which}, {extra['steps']} steps")
+        low, high = min(r["gan_seam_rolled"]), max(r["gan_seam_rolled"])
         ctx.add(family=FAMILY, name=f"materials GAN seam {r['material']}", value=r["gan_seam"], unit="ratio",
-                target="<= 1.02", note="phase-matched, 128px, pooled over 32 seeds")
+                target="<= 1.02", baseline_name="same outputs rolled (an inner boundary as the border), mean",
+                baseline_value=float(sum(r["gan_seam_rolled"]) / len(r["gan_seam_rolled"])),
+                note=f"phase-matched, 128px, pooled over 32 seeds; rolled by 1/4, 1/2, 3/4: {low:.3f}-{high:.3f} "
+                     "(the measure's spread where there is no seam)")
     ctx.add(family=FAMILY, name="materials GAN wrap error (image of a 2x2-tiled canvas vs the image tiled 2x2)",
             value=extra["gan_wrap_error"], unit="max |diff|", target="<= 1e-4",
             note="exact seam check, every material; the seam ratios above estimate it statistically")

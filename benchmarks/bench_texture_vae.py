@@ -1,8 +1,8 @@
 """Texture VAE benchmark: speed of encode/decode, reconstruction quality, variations.
 
-A model is trained inside the bench on procedural exemplars (the bundled
-default's recipe on the full CPU run, a tiny one with ctx.quick), so every row
-is measured in this run next to a baseline from the same run:
+A plain VAE on procedural exemplars (the previous bundled default, kept in
+models/texture_vae/previous/, on the full CPU run; trained inside the bench on
+CUDA, a tiny one with ctx.quick), every row next to a baseline from the same run:
 
 * encode / decode time at 1024 and 2048 px vs one forward pass of the fixed
   random-feature network (core.common.quality) over the same image: a plain
@@ -12,7 +12,10 @@ is measured in this run next to a baseline from the same run:
 * texture statistics distance of variations (strength 1, mean of 3 seeds) to
   the exemplar vs a different random crop of the exemplar itself;
 * seam score of variations vs the exemplar's own crop (which does not tile);
-* training steps/s vs the same step without the statistics terms.
+* training steps/s vs the same step without the statistics terms;
+
+then the bundled materials VAE (its decoder the materials GAN): per material, the VGG19
+ratio and sharpness of its variations beside the previous VAE's and the GAN's own samples.
 """
 
 from __future__ import annotations
@@ -33,9 +36,12 @@ from .report import BenchContext, time_call
 
 FAMILY = "texture_vae"
 EXEMPLARS = ("stones", "rust", "bricks", "wood", "fabric")
-# The recipe for the bundled default model (see the report): 5 procedural exemplars, CPU.
+# The recipe of the previous bundled default (a plain VAE on 4 of these procedural exemplars, CPU), kept beside
+# the bundle as the baseline of this family's plain-VAE rows and of the materials VAE's rows.
 RECIPE_STEPS = 500  # with the TextureVAEConfig defaults
-BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "models" / "texture_vae" / "materials.safetensors"
+MODELS = Path(__file__).resolve().parents[1] / "models"
+PREVIOUS_MODEL = MODELS / "texture_vae" / "previous" / "materials.safetensors"
+BUNDLED_MODEL = MODELS / "texture_vae" / "materials.safetensors"  # the materials VAE (decoder: the GAN)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -85,11 +91,11 @@ def run(ctx: BenchContext) -> None:
             baseline_name="same step, L1+KL only", baseline_value=without,
             note=f"batch {config.batch_size}x{config.crop_size}px")
 
-    bundled = BUNDLED_MODEL if (not ctx.quick and not cuda and BUNDLED_MODEL.is_file()) else None
-    if bundled is not None:
-        # On the CPU the recipe's training time is already in models/manifest.json: measure the shipped model
+    previous = PREVIOUS_MODEL if (not ctx.quick and not cuda and PREVIOUS_MODEL.is_file()) else None
+    if previous is not None:
+        # On the CPU the recipe's training time is already in git history's manifest: measure the model it made
         # (trained on all of these exemplars but fabric) instead of spending minutes retraining it here.
-        model_path = bundled
+        model_path = previous
     else:
         model_path = work / "bench_vae.safetensors"
         start = time.perf_counter()
@@ -142,21 +148,30 @@ def run(ctx: BenchContext) -> None:
 
 
 def _materials_gan_prior(ctx: BenchContext) -> None:
-    """The materials VAE whose decoder is the materials GAN (models/training/, in training): variations (strength
-    0.5) of a crop of each material against the exemplar's own random crops, beside the bundled materials VAE's
-    variations of the same crop (same seeds, same run). The VAE-GAN that preceded it is retired (its last
-    figures are in README.md)."""
+    """The bundled materials VAE (its decoder the materials GAN; the training's model when none is bundled):
+    variations (strength 0.5) of a crop of each material against the exemplar's own random crops, beside the
+    previous bundled VAE's variations of the same crop and the GAN's own samples of the material (same seeds,
+    same run: a variation decodes through that GAN, so its samples are what the encoder can reach)."""
     if ctx.quick:
         return
+    from core.common.checkpoints import read_checkpoint_config
+    from core.texture_gan import TextureGenerator
     from tools.eval_materials import VARY_STRENGTH, VGGJudge, crops, gradient_energy
     from tools.zoo.gan import MATERIALS, load_materials
     from tools.zoo.gan_vae import find_model
 
-    model_path, missing = find_model()
-    if model_path is None:
-        print(f"bench_texture_vae: no GAN-prior VAE rows: {missing}", flush=True)
-        return
-    new, old = load_texture_vae(model_path, "cpu"), load_texture_vae(BUNDLED_MODEL, "cpu")
+    if BUNDLED_MODEL.is_file() and "decoder" in (read_checkpoint_config(BUNDLED_MODEL).get("config") or {}):
+        model_path, which = BUNDLED_MODEL, "bundled"
+    else:
+        model_path, missing = find_model()
+        which = "in training"
+        if model_path is None:
+            print(f"bench_texture_vae: no GAN-prior VAE rows: {missing}", flush=True)
+            return
+    new = load_texture_vae(model_path, "cpu")
+    old = load_texture_vae(PREVIOUS_MODEL, "cpu") if PREVIOUS_MODEL.is_file() else None
+    gan = TextureGenerator.load(MODELS / "texture_gan" / "materials.safetensors", "cpu") \
+        if (MODELS / "texture_gan" / "materials.safetensors").is_file() else None
     steps = new.metadata.get("steps")
     for (name, _, _), ex in zip(MATERIALS, load_materials(MATERIALS, None)):
         size = min(ex.shape[:2]) // 2
@@ -165,13 +180,20 @@ def _materials_gan_prior(ctx: BenchContext) -> None:
         source = crops(ex, size, 1, 7)[0]
         figures = {}
         for label, model in (("new", new), ("old", old)):
-            varied = [model.vary(source, VARY_STRENGTH, seed=s) for s in range(3)]
-            figures[label] = (float(np.mean([judge(v) for v in varied])) / base,
-                              float(np.mean([gradient_energy(v) for v in varied])) / gradient_energy(source))
+            if model is not None:
+                varied = [model.vary(source, VARY_STRENGTH, seed=s) for s in range(3)]
+                figures[label] = (float(np.mean([judge(v) for v in varied])) / base,
+                                  float(np.mean([gradient_energy(v) for v in varied])) / gradient_energy(source))
+        if gan is not None and name in gan.materials:
+            samples = [gan.generate(size, size, seed=s, material=name) for s in range(3)]
+            figures["gan"] = (float(np.mean([judge(v) for v in samples])) / base,
+                              float(np.mean([gradient_energy(v) for v in samples])) / gradient_energy(source))
+        note = f"strength {VARY_STRENGTH}, 3 seeds, {size}px; {which}, {steps} encoder steps" + (
+            f"; the bundled GAN's own samples: {figures['gan'][0]:.3g}" if "gan" in figures else "")
         ctx.add(family=FAMILY, name=f"GAN-prior VAE variation VGG19 SW ratio {name}", value=figures["new"][0],
-                unit="x crops", target="<= 1.6", baseline_name="bundled materials VAE, same crop", baseline_value=figures["old"][0],
-                note=f"strength {VARY_STRENGTH}, 3 seeds, {size}px; {steps} encoder steps")
+                unit="x crops", target="<= 1.6", baseline_name="previous bundled VAE, same crop",
+                baseline_value=figures.get("old", (None,))[0], note=note)
         ctx.add(family=FAMILY, name=f"GAN-prior VAE variation gradient energy {name}", value=figures["new"][1],
-                unit="x crop", target=">= 0.85", baseline_name="bundled materials VAE, same crop", baseline_value=figures["old"][1],
-                note="1.0 = as sharp as the input crop")
-
+                unit="x crop", target=">= 0.85", baseline_name="previous bundled VAE, same crop",
+                baseline_value=figures.get("old", (None, None))[1], note="1.0 = as sharp as the input crop" + (
+                    f"; the bundled GAN's own samples: {figures['gan'][1]:.3g}" if "gan" in figures else ""))

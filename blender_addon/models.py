@@ -4,7 +4,7 @@ Enum items come from a callback; Blender does not keep the strings alive, so
 the lists live in module-level variables (a known Python-API pitfall).
 
 A choice is saved as a *reference* that travels with the .blend (the enum is
-a view of the ``model_ref`` string): ``bundled:texture_gan/bricks.safetensors``
+a view of the ``model_ref`` string): ``bundled:texture_gan/materials.safetensors``
 (the manifest's file entry, inside whichever add-on install opens the file),
 ``library:my_wood.safetensors`` (relative to this machine's model library),
 or an absolute path for a file outside both. A reference that matches no file

@@ -85,7 +85,7 @@ def _manifest_entries(folder: Path) -> dict[str, dict[str, Any]]:
         entries = [dict(v, file=k) for k, v in entries.items() if isinstance(v, dict)]
     for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict) and entry.get("file"):
-            # "file" is relative to the manifest's folder and may name a subfolder (texture_gan/bricks.safetensors)
+            # "file" is relative to the manifest's folder and may name a subfolder (texture_gan/materials.safetensors)
             out[str((folder / entry["file"]).resolve())] = entry
     return out
 

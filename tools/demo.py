@@ -2,8 +2,8 @@
 
 Run by ``python build.py demo`` inside the venv (``bpy`` module). It builds a
 small scene, makes tileable textures from real photographs (instant synthesis,
-with PBR maps) and with the bundled texture GANs, makes materials for several
-objects, renders with Cycles, stylizes the render with every bundled style,
+with PBR maps) and with the bundled materials GAN (a material by name and a
+mix of two), makes materials for several objects, renders with Cycles, stylizes the render with every bundled style,
 with AdaIN (any painting in one pass) and by optimisation, makes a VAE blend
 and variation, and writes every result plus a
 labelled contact sheet to ``demo_output/``. Everything goes through the
@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 import bpy  # noqa: E402
 
 import blender_addon  # noqa: E402
+from core.common.checkpoints import read_checkpoint_config  # noqa: E402
 from core.common.images import linear_to_srgb, save_image  # noqa: E402
 from tools.contact_sheet import contact_sheet  # noqa: E402
 
@@ -147,20 +148,29 @@ def main(out_dir: Path) -> int:
             textures[photo] = image.name  # names: Image references go stale as images are added
             sheet.append((f"From photo: {photo[6:]}", _save(image, out_dir / f"texture_{photo}.png")))
             print(f"demo: synthesized {photo} -> {obj_name} ({time.perf_counter() - start:.0f}s)", flush=True)
-        assignments = [("bricks", "cube"), ("wood", "floor"), ("stones", "pillar"), ("rust", "sphere")]
-        for model_name, obj_name in assignments:
-            if obj_name in ("cube", "floor") and len(textures) == 2:
-                continue  # textured from the photos above
-            path, label = _model(entries, "texture_gan", model_name)
-            bpy.ops.object.select_all(action="DESELECT")
-            objects[obj_name].select_set(True)
-            bpy.context.view_layer.objects.active = objects[obj_name]
-            image = _run(bpy.ops.neural.generate_texture, model=path, width=384, height=384, seed=7,
-                         tileable=True, make_material=True, name=f"{model_name} texture")
-            textures[model_name] = image.name
-            assert objects[obj_name].active_material is not None, f"no material on {obj_name}"
-            sheet.append((f"GAN: {label}", _save(image, out_dir / f"texture_{model_name}.png")))
-            print(f"demo: {label} -> {obj_name} ({time.perf_counter() - start:.0f}s)", flush=True)
+        # The bundled materials GAN: one model, a material picked by name (and a mix of two, as the panel's slider).
+        gan_path, _ = _model(entries, "texture_gan", "materials")
+        labels = read_checkpoint_config(gan_path).get("labels") or {}
+        assignments = [("photo_brick", "cube"), ("photo_gravel", "floor"), ("render_cobblestones", "pillar"),
+                       ("render_rusty_metal", "sphere"), ("oa_stone_bricks", None)]
+        for material, obj_name in assignments:
+            if material in textures:
+                continue  # textured from the photo above
+            if obj_name is not None:
+                bpy.ops.object.select_all(action="DESELECT")
+                objects[obj_name].select_set(True)
+                bpy.context.view_layer.objects.active = objects[obj_name]
+            image = _run(bpy.ops.neural.generate_texture, model=gan_path, material=material, width=384, height=384,
+                         seed=7, tileable=True, make_material=obj_name is not None, name=f"{material} texture")
+            textures[material] = image.name
+            if obj_name is not None:
+                assert objects[obj_name].active_material is not None, f"no material on {obj_name}"
+            label = labels.get(material, material)
+            sheet.append((f"GAN: {label}", _save(image, out_dir / f"texture_gan_{material}.png")))
+            print(f"demo: GAN {label} -> {obj_name or 'sheet'} ({time.perf_counter() - start:.0f}s)", flush=True)
+        image = _run(bpy.ops.neural.generate_texture, model=gan_path, mix="render_cobblestones:0.5,oa_stone_bricks:0.5",
+                     width=384, height=384, seed=7, tileable=True, make_material=False, name="GAN mix texture")
+        sheet.append(("GAN: Cobblestones + Stone Bricks, 50/50", _save(image, out_dir / "texture_gan_mix.png")))
 
         bpy.ops.render.render(write_still=False)
         render_path = out_dir / "render.png"
@@ -195,12 +205,12 @@ def main(out_dir: Path) -> int:
 
         ramp = np.tile(np.linspace(0, 1, 384, dtype=np.float32)[None, :, None], (384, 1, 1))
         mask = image_from_array(np.clip((ramp - 0.25) * 2, 0, 1), "demo blend mask", linear=False)
-        blend = _run(bpy.ops.neural.vae_blend, image=textures["stones"], image_b=textures["rust"],
-                     mask=mask.name, model=vae_path)
-        sheet.append(("VAE blend: stones -> rust", _save(blend, out_dir / "vae_blend_stones_rust.png")))
-        variation = _run(bpy.ops.neural.vae_variations, image=textures["stones"], model=vae_path,
-                         strength=0.6, count=1, seed=3)
-        sheet.append(("VAE variation: stones", _save(variation, out_dir / "vae_variation_stones.png")))
+        blend = _run(bpy.ops.neural.vae_blend, image=textures["render_cobblestones"],
+                     image_b=textures["render_rusty_metal"], mask=mask.name, model=vae_path)
+        sheet.append(("VAE blend: cobblestones -> rusty metal", _save(blend, out_dir / "vae_blend.png")))
+        variation = _run(bpy.ops.neural.vae_variations, image=textures["render_cobblestones"], model=vae_path,
+                         strength=0.5, count=1, seed=3)
+        sheet.append(("VAE variation: cobblestones", _save(variation, out_dir / "vae_variation_cobblestones.png")))
 
         bpy.ops.wm.save_as_mainfile(filepath=str(out_dir / "demo_scene.blend"))
         contact = contact_sheet(sheet, out_dir / "contact_sheet.png", cell=256, columns=5)

@@ -85,9 +85,13 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
         def ratio_of(images):
             return float(np.mean([judge(im) for im in images])) / base
         fakes = [gan.generate(size, size, seed=s, material=name) for s in range(seeds)]
+        tiles = [gan.generate(128, 128, seed=s, material=name) for s in range(seam_seeds)]
         row = {"material": name, "crop_px": size, "crop_swd": base, "gan_ratio": ratio_of(fakes),
-               "gan_seam": pooled_seam_score([gan.generate(128, 128, seed=s, material=name)
-                                              for s in range(seam_seeds)], gan.stride)}
+               "gan_seam": pooled_seam_score(tiles, gan.stride),
+               # The same outputs rolled by a quarter, half, three quarters (multiples of the stride): their border
+               # is then an inner boundary, so these are what the measure reads where there is no seam.
+               "gan_seam_rolled": [pooled_seam_score([np.roll(t, (r, r), axis=(0, 1)) for t in tiles], gan.stride)
+                                   for r in (32, 64, 96)]}
         instant = cached_instant_tile(ex, size)
         if instant is not None:
             row["instant_ratio"] = ratio_of([instant])
@@ -105,7 +109,7 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
         panel = [source, instant if instant is not None else np.zeros_like(source), fakes[0],
                  variation if variation is not None else np.zeros_like(source)]
         strip.append(np.concatenate([np.asarray(p[:size, :size], np.float32) for p in panel], axis=1))
-    extra = {"gan_wrap_error": wrap_error(gan)}
+    extra = {"gan_wrap_error": wrap_error(gan), "steps": gan.config.get("steps")}
     if time_2048:
         gan.generate(256, 256, seed=0, material=gan.materials[0])
         start = time.perf_counter()
@@ -123,11 +127,12 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    # Both still in training: beside their states in models/training/ (see tools/zoo/gan.py, gan_vae.py).
+    # The training's latest (beside their states in models/training/; tools/zoo/gan.py, gan_vae.py); the bundled
+    # copies are models/texture_gan/materials.safetensors and models/texture_vae/materials.safetensors.
     parser.add_argument("--gan", default=str(ROOT / "models/training/materials_gan.safetensors"))
     parser.add_argument("--vae", default=str(ROOT / "models/training/materials_gan_vae.safetensors"))
-    parser.add_argument("--old-vae", default=str(ROOT / "models/texture_vae/materials.safetensors"),
-                        help="the baseline VAE (default: the bundled one)")
+    parser.add_argument("--old-vae", default=str(ROOT / "models/texture_vae/previous/materials.safetensors"),
+                        help="the baseline VAE (default: the previous bundled one, trained on procedural exemplars)")
     parser.add_argument("--out", default="eval_materials.png")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="one seed, 16 seam seeds (about half the time)")

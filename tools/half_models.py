@@ -46,6 +46,7 @@ def halve(path: Path) -> bool:
         assert (fh.metadata() or {}) == metadata, "config lost"
         for key, original in full.items():
             assert torch.equal(fh.get_tensor(key), original.to(torch.float16)), key
+    os.chmod(tmp, path.stat().st_mode & 0o777)  # safetensors writes its file private; keep the original's mode
     os.replace(tmp, path)
     return True
 

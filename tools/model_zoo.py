@@ -1,10 +1,10 @@
-"""The bundled default models: how each is made, and the manifest that records it.
+"""The manifest of the bundled models (``models/manifest.json``), and the single-style recipes.
 
-``python build.py models`` runs every recipe below through the public CLI, so
-the command stored in ``models/manifest.json`` is exactly what reproduces the
-checkpoint. Training data is made by the project itself (procedural exemplars
-from ``core.common.procedural``) or is public domain (the paintings in
-``data/paintings``, licences in its SOURCES.md).
+``python build.py models`` (without ``--minutes``) runs every recipe below through the public CLI, so the
+command stored in the manifest is exactly what reproduces the checkpoint; the paintings are public domain
+(``data/paintings``, licences in its SOURCES.md). The bundled models themselves come from the time-budgeted
+recipes of ``tools/zoo/`` (``--minutes N``); ``_update_manifest`` records them and ``manifest_markdown`` writes
+the README's table.
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
-EXEMPLARS = MODELS / "exemplars"
 STYLES = ROOT / "data" / "paintings"
-EXEMPLAR_SIZE = 256
 
 
 @dataclass
@@ -40,30 +38,12 @@ class Recipe:
     source: str = ""
 
 
-def _gan(name: str, label: str, steps: int, seed: int, periodic: bool = True) -> Recipe:
-    out = f"models/texture_gan/{name}.safetensors"
-    ex = f"models/exemplars/{name}.png"
-    # Irregular surfaces train better without PSGAN's periodic channels, which
-    # otherwise imprint a lattice on short (CPU) trainings.
-    extra = [] if periodic else ["--config", '{"periodic_dim": 0}']
-    return Recipe(name, label, "texture_gan",
-                  ["texture", "train", "--exemplar", ex, "--out", out, "--steps", str(steps), "--seed", str(seed), *extra],
-                  out, steps, seed, [ex], f"procedural {name}(size={EXEMPLAR_SIZE}, seed=0), core/common/procedural.py")
-
-
-def recipes(style_steps: int = 1400, gan_steps: int = 1000, vae_steps: int = 500) -> list[Recipe]:
-    vae_data = [f"models/exemplars/{n}.png" for n in ("stones", "rust", "bricks", "wood")]
+def recipes(style_steps: int = 1400) -> list[Recipe]:
+    """The single-style networks trained in one run each (the bench's "previous per-style model"). The bundled
+    models are trained by time-budgeted, resumable recipes instead (tools/zoo/, ``--minutes N``): the fast
+    styles, the AdaIN decoder, and the materials GAN and VAE (bundled by tools/ship_materials.py)."""
     style_out = "models/style/{}.safetensors"
     return [
-        _gan("bricks", "Red Bricks", gan_steps, 1),
-        _gan("wood", "Wood Grain", gan_steps, 2),
-        _gan("stones", "Cobble Stones", gan_steps, 3, periodic=False),
-        _gan("rust", "Rusty Metal", gan_steps, 4, periodic=False),
-        Recipe("materials", "Materials VAE (stones, rust, bricks, wood)", "texture_vae",
-               ["vae", "train", "--exemplar", *vae_data, "--out", "models/texture_vae/materials.safetensors",
-                "--steps", str(vae_steps), "--seed", "5"],
-               "models/texture_vae/materials.safetensors", vae_steps, 5, vae_data,
-               "procedural stones, rust, bricks, wood (size=256, seed=0)"),
         *[Recipe(style, label, "style_transfer",
                  ["style", "train", "--style", f"data/paintings/{style}.jpg", "--frames", "models/content_frames",
                   "--out", style_out.format(style), "--steps", str(steps), "--seed", str(seed),
@@ -80,23 +60,6 @@ def recipes(style_steps: int = 1400, gan_steps: int = 1000, vae_steps: int = 500
                                             ("udnie", "Udnie (Picabia)", 8, style_steps),
                                             ("composition_vii", "Composition VII (Kandinsky)", 9, style_steps))],
     ]
-
-
-def write_exemplars() -> list[Path]:
-    """Procedural exemplars, deterministic: the GAN and VAE training data."""
-    sys.path.insert(0, str(ROOT))
-    from core.common import procedural
-    from core.common.images import save_image
-
-    EXEMPLARS.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name in procedural.EXEMPLARS:
-        paths.append(save_image(EXEMPLARS / f"{name}.png", procedural.make_exemplar(name, EXEMPLAR_SIZE, seed=0)))
-    (EXEMPLARS / "SOURCES.md").write_text(
-        "# Texture exemplars\n\nMade by this project: `core/common/procedural.py`, "
-        f"`make_exemplar(name, size={EXEMPLAR_SIZE}, seed=0)` (written by `python build.py models`). "
-        "No third-party content; CC0.\n")
-    return paths
 
 
 def _fingerprint(paths: list[str]) -> str:
@@ -120,51 +83,6 @@ def _quality(recipe: Recipe) -> dict:
 
     ckpt = ROOT / recipe.out
     thumb = ckpt.with_suffix(".png")
-    if recipe.kind == "texture_gan":
-        from core.texture_gan import load_texture_gan
-
-        exemplar = load_rgb(ROOT / recipe.data[0])
-        gen = load_texture_gan(ckpt, device="cpu")
-        samples = [gen.generate(256, 256, seed=s, tileable=True) for s in range(4)]
-        save_image(thumb, samples[0][::2, ::2])
-        rng = np.random.default_rng(0)
-        crops = []
-        for _ in range(4):
-            y, x = rng.integers(0, exemplar.shape[0] - 128, 2)
-            crops.append(exemplar[y:y + 128, x:x + 128])
-        return {
-            "stats_distance": float(np.mean([quality.texture_stats_distance(s, exemplar) for s in samples])),
-            "stats_distance_baseline_random_crop": float(np.mean([quality.texture_stats_distance(c, exemplar) for c in crops])),
-            "seam_score_mean": float(np.mean([quality.seam_score(s) for s in samples])),
-            "seam_score_baseline_exemplar": float(quality.seam_score(exemplar)),
-            "copied_fraction": float(np.mean([quality.copy_check(s, [exemplar]).copied_fraction for s in samples])),
-        }
-    if recipe.kind == "texture_vae":
-        from core.common.images import resize_rgb
-        from core.texture_vae import load_texture_vae
-
-        vae = load_texture_vae(ckpt, device="cpu")
-        exemplars = [load_rgb(ROOT / p) for p in recipe.data]
-        recs = [vae.reconstruct(e) for e in exemplars]
-        ramp = np.tile(np.linspace(0, 1, 256, dtype=np.float32)[None, :], (256, 1))
-        blend = vae.blend([exemplars[0], exemplars[1]], mask=ramp)
-        save_image(thumb, blend[::2, ::2])
-
-        def psnr(a, b):
-            return float(-10 * np.log10(np.mean((a - b) ** 2) + 1e-12))
-
-        # Baseline: what an 8x smaller image (the latent grid's size) keeps, bicubic down and up.
-        small = [resize_rgb(resize_rgb(e, e.shape[1] // 8, e.shape[0] // 8), e.shape[1], e.shape[0]) for e in exemplars]
-        rng = np.random.default_rng(0)
-        crops = []
-        for e in exemplars:
-            y, x = rng.integers(0, e.shape[0] - 128, 2)
-            crops.append(quality.texture_stats_distance(e[y:y + 128, x:x + 128], e))
-        return {"reconstruction_psnr_db": float(np.mean([psnr(r, e) for r, e in zip(recs, exemplars)])),
-                "reconstruction_psnr_db_baseline_bicubic_x8": float(np.mean([psnr(s, e) for s, e in zip(small, exemplars)])),
-                "variation_stats_distance": float(np.mean([quality.texture_stats_distance(vae.vary(e, 0.5, seed=1), e)
-                                                           for e in exemplars])),
-                "variation_stats_distance_baseline_random_crop": float(np.mean(crops))}
     if recipe.kind == "style_transfer":
         from benchmarks.bench_style import HELD_OUT_RENDER
         from core.style import load_style_model
@@ -205,7 +123,6 @@ def _update_manifest(manifest_path: Path, entry: dict, section: str = "models") 
 def train(only: list[str] | None, device: str, steps_scale: float = 1.0) -> Path:
     """Run the recipes (all, or those named in ``only``) and update models/manifest.json."""
     sys.path.insert(0, str(ROOT))
-    write_exemplars()
     manifest_path = MODELS / "manifest.json"
     entries: dict[str, dict] = {}
     for recipe in recipes():
@@ -265,7 +182,9 @@ def refresh_quality(only: list[str] | None = None) -> Path:
     for entry in json.loads(manifest_path.read_text())["models"]:
         if only and entry["name"] not in only:
             continue
-        recipe = next(r for r in recipes() if r.name == entry["name"])
+        recipe = next((r for r in recipes() if r.name == entry["name"]), None)
+        if recipe is None:  # measured by its own tool (tools/zoo/, tools/ship_materials.py)
+            continue
         entry["quality"] = _quality(recipe)
         _update_manifest(manifest_path, entry)
         print(f"model_zoo: {entry['name']} re-measured: {entry['quality']}", flush=True)
@@ -277,15 +196,14 @@ def manifest_markdown(manifest_path: Path = MODELS / "manifest.json") -> str:
     rows = ["| model | kind | steps | trained in | size | measured quality (same-run baseline) |",
             "|---|---|---:|---|---:|---|"]
     for m in json.loads(manifest_path.read_text())["models"]:
-        q = m["quality"]
-        if m["kind"] == "texture_gan":
-            figures = (f"stats distance {q['stats_distance']:.4f} (random exemplar crop {q['stats_distance_baseline_random_crop']:.4f}); "
-                       f"seam {q['seam_score_mean']:.3f} (exemplar itself {q['seam_score_baseline_exemplar']:.2f}); "
-                       f"copied patches {q['copied_fraction']:.0%}")
-        elif m["kind"] == "texture_vae":
-            figures = (f"reconstruction {q['reconstruction_psnr_db']:.1f} dB (bicubic x8 {q.get('reconstruction_psnr_db_baseline_bicubic_x8', float('nan')):.1f} dB); "
-                       f"variation stats distance {q['variation_stats_distance']:.4f} "
-                       f"(random crop {q.get('variation_stats_distance_baseline_random_crop', float('nan')):.4f})")
+        q = m.get("quality") or {}
+        if "rows" in q:  # a materials model: per material, its ratio to the exemplar's own crops
+            measured = sorted((r for r in q["rows"] if "ratio" in r), key=lambda r: r["ratio"])
+            figures = ("VGG19 SW ratio to the exemplar's own crops (1.0: as close as the photo itself"
+                       + ("; sharpness: gradient energy over the input's" if m["kind"] == "texture_vae" else "")
+                       + "): " + ", ".join(f"{r['material']} {r['ratio']:.2f}"
+                                           + (f" ({r['grad_energy']:.2f})" if "grad_energy" in r else "")
+                                           for r in measured))
         elif "style_distance" in q:
             figures = (f"VGG19 style distance {q['style_distance']:.3f} (unstylized frame "
                        f"{q['style_distance_baseline_unstyled']:.3f}); content distance {q['content_distance']:.2f} "

@@ -25,6 +25,8 @@ def test_package_installs_into_clean_blender_and_runs(tmp_path):
     assert "core/__init__.py" in names and "core/worker/__main__.py" in names
     assert not any("__pycache__" in n or n.endswith(".train.safetensors") or n.startswith("models/training/")
                    for n in names)  # resume states and unfinished trainings stay out
+    assert not any("/previous/" in n for n in names)  # retired models, kept as the bench's baselines
+    assert "models/texture_gan/materials.safetensors" in names and "models/texture_vae/materials.safetensors" in names
     if (ROOT / "models" / "manifest.json").exists():
         assert "models/manifest.json" in names
 

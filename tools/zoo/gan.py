@@ -3,10 +3,10 @@
 One generator for every material in ``MATERIALS`` (core/texture_gan/conditional.py), distilled from the
 instant synthesizer (core/texture_gan/distill.py). Its training state (model, optimisers, step, random streams;
 committed so any session continues it, never packaged) is ``models/training/gan.train.safetensors``; the model
-is not yet at quality, so it is not a bundled default: it goes beside its state, to
-``models/training/materials_gan.safetensors`` (git-ignored, rewritten from the state with
-``build.py models --only gan --minutes 0``), and its manifest entry to the manifest's ``training`` list, which
-the add-on does not read. Shipping it is moving the file to ``models/texture_gan/`` and the entry to ``models``.
+goes beside its state, to ``models/training/materials_gan.safetensors`` (git-ignored, rewritten from the state
+with ``build.py models --only gan --minutes 0``), and its entry to the manifest's ``training`` list, which the
+add-on does not read. ``tools/ship_materials.py`` bundles a float16 copy as ``models/texture_gan/materials.safetensors``
+with its entry in ``models``.
 The distilled tiles are cached in ``build_cache/``.
 """
 
@@ -138,6 +138,14 @@ def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict
     the exemplar over the exemplar's own random crops' (the bench's ratio; tools/model_quality.py), and the
     phase-matched seam (reported, not scored: tileability comes from the periodic architecture, not from
     training). ``score``: ``material_score`` (the mean ratio; lower is better)."""
+    path = model_path(Path(model_dir))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no materials GAN in {model_dir}")
+    return evaluate_file(path, device, profile)
+
+
+def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu") -> dict:
+    """``evaluate`` of one materials GAN file (the training's, or the bundled copy)."""
     import numpy as np
     import torch
 
@@ -145,9 +153,6 @@ def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict
     from core.texture_gan import TextureGenerator
     from tools import model_quality as quality
 
-    path = model_path(Path(model_dir))
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no materials GAN in {model_dir}")
     settings = eval_settings(profile)
     torch.manual_seed(0)
     gan = TextureGenerator.load(path, device)

@@ -5,9 +5,9 @@ copied into the model, so variations are new arrangements at the GAN's sharpness
 the GAN model beside it (``models/training/materials_gan.safetensors``; write it from the GAN's committed state
 with ``--only gan --minutes 0``); a resumed one continues its own state
 (``models/training/gan_vae.train.safetensors``, committed), moving onto that GAN file when it has trained for more
-steps than the generator in the state (the encoder then follows the GAN's progress). In training, so not a bundled default: the model goes
-to ``models/training/materials_gan_vae.safetensors`` (git-ignored) and its entry to the manifest's ``training``
-list. The ``tiny`` profile trains against a tiny random generator (tests, the GPU rehearsal).
+steps than the generator in the state (the encoder then follows the GAN's progress). The model goes to
+``models/training/materials_gan_vae.safetensors`` (git-ignored) and its entry to the manifest's ``training``
+list; ``tools/ship_materials.py`` bundles a float16 copy as ``models/texture_vae/materials.safetensors``. The ``tiny`` profile trains against a tiny random generator (tests, the GPU rehearsal).
 """
 
 from __future__ import annotations

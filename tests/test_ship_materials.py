@@ -1,0 +1,90 @@
+"""tools/ship_materials.py: the training's materials GAN and VAE become the bundled texture models.
+
+On tiny trainings (seconds, the zoo's ``tiny`` profile) in a scratch bundle folder that holds models to retire:
+the copies are float16 and decode what the training's float32 models decode (to float16 rounding), the retired
+entries leave the manifest (their files deleted, the previous VAE kept as the bench's baseline), the new entries
+carry steps, command and measured quality, and the add-on's library lists the two as bundled models.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tools import ship_materials, zoo
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bundle")
+    models = root / "models"
+    (models / "texture_gan").mkdir(parents=True)
+    (models / "texture_vae").mkdir()
+    retired = []
+    for name, rel in (("bricks", "texture_gan/bricks.safetensors"), ("materials", "texture_vae/materials.safetensors")):
+        for suffix in (".safetensors", ".json", ".png"):
+            (models / rel).with_suffix(suffix).write_bytes(b"old " + name.encode())
+        retired.append({"name": name, "kind": "texture_gan" if "gan" in rel else "texture_vae", "file": rel})
+    kept = {"name": "fast_styles", "kind": "style_multi", "file": "style/fast_styles.safetensors"}
+    (models / "manifest.json").write_text(json.dumps({"models": retired + [kept], "training": []}))
+    for key in ("gan", "gan_vae"):
+        zoo.recipe(key).train(5.0, profile="tiny", out_dir=models, max_steps=3)
+    assert ship_materials.main(["--models", str(models), "--profile", "tiny",
+                                "--gan", str(models / "training" / "materials_gan.safetensors"),
+                                "--vae", str(models / "training" / "materials_gan_vae.safetensors")]) == 0
+    return models
+
+
+def test_the_bundled_copies_are_float16_and_decode_like_the_trained_models(bundle):
+    from safetensors import safe_open
+
+    from core.texture_gan import TextureGenerator
+    from core.texture_vae import load_texture_vae
+
+    for rel in ("texture_gan/materials.safetensors", "texture_vae/materials.safetensors"):
+        with safe_open(str(bundle / rel), framework="pt") as fh:
+            dtypes = {str(fh.get_tensor(k).dtype) for k in fh.keys()}
+        assert "torch.float32" not in dtypes and "torch.float16" in dtypes, (rel, dtypes)
+    trained = TextureGenerator.load(bundle / "training" / "materials_gan.safetensors", "cpu")
+    shipped = TextureGenerator.load(bundle / "texture_gan" / "materials.safetensors", "cpu")
+    assert shipped.materials == trained.materials
+    for name in trained.materials:
+        a, b = (g.generate(48, 40, seed=3, material=name) for g in (trained, shipped))
+        assert a.shape == b.shape == (40, 48, 3)
+        assert np.abs(a - b).max() < 0.03, name  # float16 weights, float32 arithmetic
+    crop = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    vaes = [load_texture_vae(bundle / rel, "cpu") for rel in ("training/materials_gan_vae.safetensors",
+                                                              "texture_vae/materials.safetensors")]
+    a, b = (v.vary(crop, 0.5, seed=1) for v in vaes)
+    assert np.abs(a - b).max() < 0.05
+
+
+def test_the_manifest_swaps_the_retired_models_for_the_materials_models(bundle):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    names = [m["name"] for m in manifest["models"]]
+    assert sorted(names) == ["fast_styles", "materials", "materials_vae"], names
+    assert not (bundle / "texture_gan" / "bricks.safetensors").exists()
+    assert not (bundle / "texture_gan" / "bricks.png").exists()
+    previous = bundle / "texture_vae" / "previous" / "materials.safetensors"
+    assert previous.read_bytes() == b"old materials"  # moved, not lost: the bench's baseline
+    for entry in (m for m in manifest["models"] if m["name"].startswith("materials")):
+        assert (bundle / entry["file"]).is_file() and (bundle / entry["thumbnail"]).is_file()
+        assert entry["steps"] == 3 and "--only" in entry["command"] and entry["size_mb"] > 0
+        rows = [r for r in entry["quality"]["rows"] if "ratio" in r]
+        assert len(rows) == 2 and all(np.isfinite(r["ratio"]) and r["ratio"] > 0 for r in rows), entry["quality"]
+    training = {m["name"] for m in manifest["training"]}
+    assert training == {"materials_gan", "materials_gan_vae"}  # the trainings' own entries stay
+
+
+def test_the_library_lists_both_as_bundled_models(bundle):
+    from core import library
+
+    listed = library.list_models([], bundled_folders=[bundle])
+    by_kind = {m.kind: m for m in listed}
+    assert by_kind["texture_gan"].path.name == "materials.safetensors" and by_kind["texture_gan"].bundled
+    assert by_kind["texture_vae"].path.parent.name == "texture_vae" and by_kind["texture_vae"].bundled
+    assert by_kind["texture_gan"].name == "Materials (GAN)"
+    assert all(m.path.parent.name != "previous" for m in listed)  # the baseline is not offered

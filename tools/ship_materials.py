@@ -1,0 +1,132 @@
+"""Bundle the materials GAN and its GAN-prior VAE as the panel's texture models.
+
+    PYTHONPATH=. .venv/bin/python tools/ship_materials.py [--gan FILE] [--vae FILE] [--models DIR]
+
+A fresh clone has only the committed training states: write the model files first with
+``python build.py models --only gan gan_vae --minutes 0`` (no training, seconds).
+
+Copies the training's models (``models/training/materials_gan[_vae].safetensors``) to
+``models/texture_gan/materials.safetensors`` and ``models/texture_vae/materials.safetensors`` in float16
+(``tools/half_models.py``: the bundled files are only run, never trained further; their training states stay in
+``models/training``), measures each copy as ``tools/zoo/gan.py`` and ``gan_vae.py`` evaluate (per material: the
+VGG19 sliced-Wasserstein ratio to the exemplar's own crops, the seam or the variation's sharpness), writes the
+add-on's thumbnails and records both in ``models/manifest.json``'s ``models`` list (command, steps, training
+time, machine, quality), in place of the models they retire (``RETIRED``: GANs and a VAE trained on procedural
+exemplars; the VAE stays as the bench's baseline in ``models/texture_vae/previous/``). About five minutes on a
+2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# Bundled models the materials models replace: None, the file leaves the tree (it stays in the git history); a
+# path, the file moves there and stays a same-run baseline for the bench (as models/style/previous/ does).
+RETIRED = {"bricks": None, "wood": None, "stones": None, "rust": None,
+           "materials": "texture_vae/previous/materials.safetensors"}
+SHIPPED = {"gan": ("texture_gan/materials.safetensors", "materials", "Materials (GAN)"),
+           "gan_vae": ("texture_vae/materials.safetensors", "materials_vae", "Materials VAE")}
+
+
+def _retire(models_dir: Path, manifest: dict) -> list[str]:
+    """Drop the retired entries from the manifest's ``models`` and move or delete their files."""
+    gone = []
+    for entry in [m for m in manifest.get("models", []) if m["name"] in RETIRED]:
+        manifest["models"].remove(entry)
+        gone.append(entry["name"])
+        path, keep_at = models_dir / entry["file"], RETIRED[entry["name"]]
+        for suffix in (".safetensors", ".json", ".png"):
+            old = path.with_suffix(suffix)
+            if not old.is_file():
+                continue
+            if keep_at is None:
+                old.unlink()
+            else:
+                new = (models_dir / keep_at).with_suffix(suffix)
+                new.parent.mkdir(parents=True, exist_ok=True)
+                old.replace(new)
+    return gone
+
+
+def ship(key: str, source: Path, models_dir: Path, manifest: dict, profile: str = "cpu") -> dict:
+    """Copy one training model into the bundle (float16), measure it (``profile``: the zoo's evaluation
+    settings; "tiny" for tests), and return its manifest entry."""
+    from core.common.checkpoints import read_checkpoint_config
+    from tools.half_models import halve
+    from tools.zoo import gan, gan_vae
+
+    rel, name, label = SHIPPED[key]
+    target = models_dir / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source, target)
+    shutil.copy2(source.with_suffix(".json"), target.with_suffix(".json"))
+    halve(target)
+    config = read_checkpoint_config(target)
+    recipe = gan if key == "gan" else gan_vae
+    materials = [m for m in gan.MATERIALS if m[0] in config.get("materials", [])]
+    if key == "gan":
+        thumbnail = gan.write_thumbnail(target)
+        measured = gan.evaluate_file(target, profile=profile)
+    else:
+        thumbnail = gan_vae.write_thumbnail(target, materials)
+        measured = gan_vae.evaluate_file(target, profile=profile)
+    training = next((m for m in manifest.get("training", []) if m["name"] == recipe.NAME), {})
+    entry = {
+        "name": name, "label": label, "kind": config["kind"],
+        "file": rel, "thumbnail": thumbnail.relative_to(models_dir).as_posix(),
+        "command": f"python build.py models --only {key} --minutes N (continues models/training/{key}.train"
+                   f".safetensors over sessions; tools/zoo/{key}.py), then python tools/ship_materials.py",
+        "seed": recipe.SEED, "steps": config.get("steps"), "profile": config.get("profile", "cpu"),
+        "materials": [{"name": n, "label": m_label, "exemplars": [path]} for n, m_label, path in materials],
+        "data": [path for _, _, path in materials],
+        "recipe": training.get("recipe", ""),
+        "training_seconds": config.get("training_seconds") or training.get("training_seconds"),
+        "trained_on": training.get("trained_on", "cpu"),
+        "size_mb": round(target.stat().st_size / 1e6, 2),
+        "quality": {"score": round(measured["score"], 3),
+                    "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
+                             for row in measured["rows"]]},
+        "quality_measured_with": f"tools/zoo/{key}.py evaluate ({profile} profile), on the bundled float16 file",
+    }
+    if key == "gan_vae":
+        entry["decoder_steps"] = config.get("generator_steps")  # the materials GAN it decodes through
+    return entry
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gan", type=Path, default=ROOT / "models" / "training" / "materials_gan.safetensors")
+    parser.add_argument("--vae", type=Path, default=ROOT / "models" / "training" / "materials_gan_vae.safetensors")
+    parser.add_argument("--models", type=Path, default=ROOT / "models", help="the bundle folder (with manifest.json)")
+    parser.add_argument("--profile", default="cpu", help="the zoo's evaluation settings (tiny: tests)")
+    args = parser.parse_args(argv)
+    for path in (args.gan, args.vae):
+        if not path.is_file():
+            parser.error(f"{path} is missing: write it with "
+                         "'python build.py models --only gan gan_vae --minutes 0'")
+    from tools.model_zoo import _update_manifest
+
+    manifest_path = args.models / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    gone = _retire(args.models, manifest)  # first: the new VAE takes the old one's file name
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    entries = [ship(key, path, args.models, manifest, args.profile) for key, path in (("gan", args.gan),
+                                                                                      ("gan_vae", args.vae))]
+    for entry in entries:
+        _update_manifest(manifest_path, entry)
+        rows = ", ".join(f"{r['material']} {r['ratio']:.2f}" for r in entry["quality"]["rows"] if "ratio" in r)
+        print(f"{entry['file']}: {entry['steps']} steps, {entry['size_mb']} MB; ratio to the exemplars' crops "
+              f"{rows}")
+    print(f"retired: {', '.join(gone) or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
