@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         values = [r[k] for r in rows if k in r]
         if values:
             print(f"mean {k}: {np.mean(values):.3f}  worst: {max(values) if 'energy' not in k else min(values):.3f}")
+    print("GAN seam, the same outputs rolled (an inner boundary as the border; the measure where there is no seam): "
+          + ", ".join(f"{r['material']} {min(r['gan_seam_rolled']):.3f}-{max(r['gan_seam_rolled']):.3f}" for r in rows))
     print(f"GAN wrap: the image of a 2x2-tiled canvas is the image tiled 2x2 within {extra['gan_wrap_error']:.1e}")
     if "gan_2048_seconds" in extra:
         print(f"GAN 2048x2048: {extra['gan_2048_seconds']:.2f} s (target <= 3 s)")

@@ -209,7 +209,11 @@ def manifest_markdown(manifest_path: Path = MODELS / "manifest.json") -> str:
                        f"{q['style_distance_baseline_unstyled']:.3f}); content distance {q['content_distance']:.2f} "
                        f"(target <= 1.0); edge correlation with the input {q['edge_correlation_with_input']:.2f}")
         else:
-            figures = ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in q.items())
+            # per-style or per-painting dicts (fast styles, AdaIN): one "name: figure value, ..." group each
+            figures = "; ".join(f"{k.replace('_', ' ')}: " + ", ".join(f"{a.replace('_', ' ')} {b:.3g}" for a, b in v.items())
+                                if isinstance(v, dict) else f"{k.replace('_', ' ')} {v:.4g}" for k, v in q.items())
+        trained_on = m["trained_on"] if isinstance(m["trained_on"], str) else m["trained_on"][0]  # a list: sessions
+        machine = trained_on.split(" ")[0]
         rows.append(f"| {m['label']} (`{m['file']}`) | {m['kind']} | {m['steps']} | "
-                    f"{m['training_seconds'] / 60:.1f} min on {m['trained_on'].split(' ')[0]} | {m['size_mb']} MB | {figures} |")
+                    f"{m['training_seconds'] / 60:.1f} min on {machine} | {m['size_mb']} MB | {figures} |")
     return "\n".join(rows)

@@ -29,8 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 # Bundled models the materials models replace: None, the file leaves the tree (it stays in the git history); a
 # path, the file moves there and stays a same-run baseline for the bench (as models/style/previous/ does).
-RETIRED = {"bricks": None, "wood": None, "stones": None, "rust": None,
-           "materials": "texture_vae/previous/materials.safetensors"}
+# Keyed by (name, file): the new GAN is also named "materials", so a re-run must not retire it.
+RETIRED = {("bricks", "texture_gan/bricks.safetensors"): None, ("wood", "texture_gan/wood.safetensors"): None,
+           ("stones", "texture_gan/stones.safetensors"): None, ("rust", "texture_gan/rust.safetensors"): None,
+           ("materials", "texture_vae/materials.safetensors"): "texture_vae/previous/materials.safetensors"}
 SHIPPED = {"gan": ("texture_gan/materials.safetensors", "materials", "Materials (GAN)"),
            "gan_vae": ("texture_vae/materials.safetensors", "materials_vae", "Materials VAE")}
 
@@ -38,10 +40,10 @@ SHIPPED = {"gan": ("texture_gan/materials.safetensors", "materials", "Materials 
 def _retire(models_dir: Path, manifest: dict) -> list[str]:
     """Drop the retired entries from the manifest's ``models`` and move or delete their files."""
     gone = []
-    for entry in [m for m in manifest.get("models", []) if m["name"] in RETIRED]:
+    for entry in [m for m in manifest.get("models", []) if (m["name"], m["file"]) in RETIRED]:
         manifest["models"].remove(entry)
         gone.append(entry["name"])
-        path, keep_at = models_dir / entry["file"], RETIRED[entry["name"]]
+        path, keep_at = models_dir / entry["file"], RETIRED[(entry["name"], entry["file"])]
         for suffix in (".safetensors", ".json", ".png"):
             old = path.with_suffix(suffix)
             if not old.is_file():

@@ -244,6 +244,7 @@ def test_the_gan_prior_vae_varies_and_blends_from_the_panel(tiny_models, helpers
 
     entry = gan_vae.train(1.0, profile="tiny", out_dir=tmp_path, max_steps=2)
     shutil.copyfile(tmp_path / entry["file"], user_dir / "models" / "tiny_gan_vae.safetensors")
+    models.refresh()  # the panel's Refresh: the lists are cached, and another test may have listed them already
     listed = {Path(m.path).name: m for m in models.list_models("texture_vae")}
     assert "tiny_gan_vae.safetensors" in listed
     scene = bpy.context.scene
