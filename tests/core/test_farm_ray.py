@@ -167,7 +167,11 @@ def test_cancel_stops_every_worker(cluster, sequence, tmp_path):
 def test_texture_batch_on_ray_matches_here(cluster, tmp_path):
     """Two materials x two sizes (+ one synthesized exemplar) over the pool: the same bytes as one process."""
     from core.farm.texture_batch import run_texture_batch, texture_batch
-    models = [str(ROOT / "models" / "texture_gan" / f"{m}.safetensors") for m in ("bricks", "wood")]
+    import shutil
+    bundled = ROOT / "models" / "texture_gan" / "materials.safetensors"  # the bundled materials GAN (first material)
+    second = tmp_path / "second.safetensors"  # a second model file: its own name, its own outputs
+    shutil.copyfile(bundled, second)
+    models = [str(bundled), str(second)]
     exemplar = [str(ROOT / "models" / "exemplars" / "bricks.png")]
     here = texture_batch(tmp_path / "here", models, sizes=[64, 96], device="cpu") + \
         texture_batch(tmp_path / "here", exemplars=exemplar, sizes=[48], device="cpu")
@@ -179,7 +183,8 @@ def test_texture_batch_on_ray_matches_here(cluster, tmp_path):
     pools = []
     written_farm = run_texture_batch(farm, ray_address="auto", pool_ready=pools.append)
     assert [Path(p).name for p in written_farm] == [Path(p).name for p in written_here] == [
-        "bricks_64x64_s0.png", "bricks_96x96_s0.png", "wood_64x64_s0.png", "wood_96x96_s0.png", "bricks_48x48_s0.png"]
+        "materials_64x64_s0.png", "materials_96x96_s0.png", "second_64x64_s0.png", "second_96x96_s0.png",
+        "bricks_48x48_s0.png"]
     for a, b in zip(written_here, written_farm):
         assert Path(a).read_bytes() == Path(b).read_bytes(), Path(a).name
     assert pools[0].size == 2  # one worker per CPU slot of the 2-CPU cluster
