@@ -24,8 +24,6 @@ from core.texture_gan import TextureGANConfig, load_texture_gan, train_texture_g
 
 from .report import BenchContext, time_pair
 
-ROOT = Path(__file__).resolve().parents[1]
-
 FAMILY = "texture_gan"
 
 
@@ -136,14 +134,12 @@ def _bundled_materials(ctx: BenchContext) -> None:
     if ctx.quick:
         return
     from tools.eval_materials import evaluate
-    from tools.zoo.gan import find_model
+    from tools.zoo.gan import measured_model
 
-    bundled = ROOT / "models" / "texture_gan" / "materials.safetensors"
-    model_path, missing = (bundled, "") if bundled.is_file() else find_model()
+    model_path, which = measured_model()
     if model_path is None:
-        print(f"bench_texture_gan: no materials GAN rows: {missing}", flush=True)
+        print(f"bench_texture_gan: no materials GAN rows: {which}", flush=True)
         return
-    which = "bundled" if model_path == bundled else "in training"
     rows, extra, _ = evaluate(model_path, None, None, seeds=3, seam_seeds=32, time_2048=True)
     for r in rows:
         ctx.add(family=FAMILY, name=f"materials GAN VGG19 SW ratio {r['material']} ({r['crop_px']}px)",

@@ -41,7 +41,6 @@ EXEMPLARS = ("stones", "rust", "bricks", "wood", "fabric")
 RECIPE_STEPS = 500  # with the TextureVAEConfig defaults
 MODELS = Path(__file__).resolve().parents[1] / "models"
 PREVIOUS_MODEL = MODELS / "texture_vae" / "previous" / "materials.safetensors"
-BUNDLED_MODEL = MODELS / "texture_vae" / "materials.safetensors"  # the materials VAE (decoder: the GAN)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -154,24 +153,20 @@ def _materials_gan_prior(ctx: BenchContext) -> None:
     same run: a variation decodes through that GAN, so its samples are what the encoder can reach)."""
     if ctx.quick:
         return
-    from core.common.checkpoints import read_checkpoint_config
     from core.texture_gan import TextureGenerator
     from tools.eval_materials import VARY_STRENGTH, VGGJudge, crops, gradient_energy
+    from tools.zoo import gan as gan_zoo
     from tools.zoo.gan import MATERIALS, load_materials
-    from tools.zoo.gan_vae import find_model
+    from tools.zoo.gan_vae import measured_model
 
-    if BUNDLED_MODEL.is_file() and "decoder" in (read_checkpoint_config(BUNDLED_MODEL).get("config") or {}):
-        model_path, which = BUNDLED_MODEL, "bundled"
-    else:
-        model_path, missing = find_model()
-        which = "in training"
-        if model_path is None:
-            print(f"bench_texture_vae: no GAN-prior VAE rows: {missing}", flush=True)
-            return
+    model_path, which = measured_model()
+    if model_path is None:
+        print(f"bench_texture_vae: no GAN-prior VAE rows: {which}", flush=True)
+        return
     new = load_texture_vae(model_path, "cpu")
     old = load_texture_vae(PREVIOUS_MODEL, "cpu") if PREVIOUS_MODEL.is_file() else None
-    gan = TextureGenerator.load(MODELS / "texture_gan" / "materials.safetensors", "cpu") \
-        if (MODELS / "texture_gan" / "materials.safetensors").is_file() else None
+    gan_path, _ = gan_zoo.measured_model()
+    gan = TextureGenerator.load(gan_path, "cpu") if gan_path is not None else None
     steps = new.metadata.get("steps")
     for (name, _, _), ex in zip(MATERIALS, load_materials(MATERIALS, None)):
         size = min(ex.shape[:2]) // 2
@@ -189,11 +184,11 @@ def _materials_gan_prior(ctx: BenchContext) -> None:
             figures["gan"] = (float(np.mean([judge(v) for v in samples])) / base,
                               float(np.mean([gradient_energy(v) for v in samples])) / gradient_energy(source))
         note = f"strength {VARY_STRENGTH}, 3 seeds, {size}px; {which}, {steps} encoder steps" + (
-            f"; the bundled GAN's own samples: {figures['gan'][0]:.3g}" if "gan" in figures else "")
+            f"; the GAN's own samples: {figures['gan'][0]:.3g}" if "gan" in figures else "")
         ctx.add(family=FAMILY, name=f"GAN-prior VAE variation VGG19 SW ratio {name}", value=figures["new"][0],
                 unit="x crops", target="<= 1.6", baseline_name="previous bundled VAE, same crop",
                 baseline_value=figures.get("old", (None,))[0], note=note)
         ctx.add(family=FAMILY, name=f"GAN-prior VAE variation gradient energy {name}", value=figures["new"][1],
                 unit="x crop", target=">= 0.85", baseline_name="previous bundled VAE, same crop",
                 baseline_value=figures.get("old", (None, None))[1], note="1.0 = as sharp as the input crop" + (
-                    f"; the bundled GAN's own samples: {figures['gan'][1]:.3g}" if "gan" in figures else ""))
+                    f"; the GAN's own samples: {figures['gan'][1]:.3g}" if "gan" in figures else ""))

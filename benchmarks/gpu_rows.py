@@ -107,7 +107,9 @@ def gan_generate_4096(device: torch.device, tiny: bool) -> dict:
     from core.texture_gan import load_texture_gan
 
     size = 128 if tiny else 4096
-    bundled = ROOT / "models" / "texture_gan" / "materials.safetensors"  # the bundled materials GAN
+    from tools.zoo.gan import BUNDLED
+
+    bundled = ROOT / "models" / BUNDLED  # the bundled materials GAN
     model = load_texture_gan(bundled, device=device)
     value = _median_seconds(lambda: model.generate(size, size, seed=1), device, repeats=1 if tiny else 3)
     note = model.last_message

@@ -2,7 +2,7 @@
 
     python tools/eval_materials.py [--gan models/training/materials_gan.safetensors]
                                    [--vae models/training/materials_gan_vae.safetensors]
-                                   [--old-vae models/texture_vae/materials.safetensors]
+                                   [--old-vae models/texture_vae/previous/materials.safetensors]
                                    [--out eval_materials.png] [--cell 128]
 
 Per material, each figure next to its baseline from the same run (the bench targets in brackets):
@@ -128,7 +128,7 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # The training's latest (beside their states in models/training/; tools/zoo/gan.py, gan_vae.py); the bundled
-    # copies are models/texture_gan/materials.safetensors and models/texture_vae/materials.safetensors.
+    # copies are under models/ at tools/zoo/gan.py's and gan_vae.py's BUNDLED.
     parser.add_argument("--gan", default=str(ROOT / "models/training/materials_gan.safetensors"))
     parser.add_argument("--vae", default=str(ROOT / "models/training/materials_gan_vae.safetensors"))
     parser.add_argument("--old-vae", default=str(ROOT / "models/texture_vae/previous/materials.safetensors"),

@@ -27,14 +27,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tools.zoo import gan, gan_vae  # noqa: E402
+
 # Bundled models the materials models replace: None, the file leaves the tree (it stays in the git history); a
 # path, the file moves there and stays a same-run baseline for the bench (as models/style/previous/ does).
 # Keyed by (name, file): the new GAN is also named "materials", so a re-run must not retire it.
 RETIRED = {("bricks", "texture_gan/bricks.safetensors"): None, ("wood", "texture_gan/wood.safetensors"): None,
            ("stones", "texture_gan/stones.safetensors"): None, ("rust", "texture_gan/rust.safetensors"): None,
            ("materials", "texture_vae/materials.safetensors"): "texture_vae/previous/materials.safetensors"}
-SHIPPED = {"gan": ("texture_gan/materials.safetensors", "materials", "Materials (GAN)"),
-           "gan_vae": ("texture_vae/materials.safetensors", "materials_vae", "Materials VAE")}
+SHIPPED = {"gan": (gan.BUNDLED, "materials", "Materials (GAN)"),
+           "gan_vae": (gan_vae.BUNDLED, "materials_vae", "Materials VAE")}
 
 
 def _retire(models_dir: Path, manifest: dict) -> list[str]:
@@ -62,7 +64,6 @@ def ship(key: str, source: Path, models_dir: Path, manifest: dict, profile: str 
     settings; "tiny" for tests), and return its manifest entry."""
     from core.common.checkpoints import read_checkpoint_config
     from tools.half_models import halve
-    from tools.zoo import gan, gan_vae
 
     rel, name, label = SHIPPED[key]
     target = models_dir / rel

@@ -32,6 +32,16 @@ def find_model(path: Path, state: Path, key: str) -> tuple[Path | None, str]:
     return None, f"{path} is missing; {how}"
 
 
+def bundled_or_training(out_dir: Path, bundled: str, find) -> tuple[Path | None, str]:
+    """(the bundled copy ``out_dir/bundled``, "bundled") when there is one, else (``find(out_dir)``'s model or None,
+    "in training" or why it is missing): what the benches measure."""
+    path = Path(out_dir) / bundled
+    if path.is_file():
+        return path, "bundled"
+    found, missing = find(out_dir)
+    return found, ("in training" if found is not None else missing)
+
+
 def save_grid(path: Path, tiles: list):
     """The tiles (equal-sized arrays) in a square grid, padded with black, saved as ``path``."""
     import math

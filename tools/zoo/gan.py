@@ -53,9 +53,17 @@ def profile_settings(profile: str) -> dict:
     raise SystemExit(f"gan: unknown profile {profile!r}; known: {', '.join(PROFILES)}")
 
 
+BUNDLED = "texture_gan/materials.safetensors"  # the bundled float16 copy, under models/ (tools/ship_materials.py)
+
+
 def model_path(out_dir: Path = MODELS) -> Path:
-    """Where the training writes the model (beside its state: not a bundled default yet)."""
+    """Where the training writes the model (beside its state; ``BUNDLED`` is its shipped copy)."""
     return Path(out_dir) / "training" / "materials_gan.safetensors"
+
+
+def measured_model(out_dir: Path = MODELS) -> tuple[Path | None, str]:
+    """The bundled copy, else the training's model: (path, "bundled" | "in training") or (None, why not)."""
+    return _common.bundled_or_training(out_dir, BUNDLED, find_model)
 
 
 def find_model(out_dir: Path = MODELS) -> tuple[Path | None, str]:

@@ -25,8 +25,16 @@ KEY = "gan_vae"
 SEED = 29
 
 
+BUNDLED = "texture_vae/materials.safetensors"  # the bundled float16 copy, under models/ (tools/ship_materials.py)
+
+
 def model_path(out_dir: Path = MODELS) -> Path:
     return Path(out_dir) / "training" / f"{NAME}.safetensors"
+
+
+def measured_model(out_dir: Path = MODELS) -> tuple[Path | None, str]:
+    """The bundled copy, else the training's model: (path, "bundled" | "in training") or (None, why not)."""
+    return _common.bundled_or_training(out_dir, BUNDLED, find_model)
 
 
 def find_model(out_dir: Path = MODELS) -> tuple[Path | None, str]:
