@@ -22,6 +22,7 @@ About two minutes on a 2-core CPU (frames at 512 px, as in the bench).
 from __future__ import annotations
 
 import argparse
+import itertools
 import shutil
 import sys
 import time
@@ -86,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
                              "painting the decoder's config names as held out of its training")
     parser.add_argument("--alpha", type=float, nargs="+", default=[1.0],
                         help="AdaIN style strengths to judge (one row per painting and strength; default 1.0)")
+    parser.add_argument("--max-gain", type=float, nargs="+", default=None,
+                        help="AdaIN gain limits to judge (one row per painting, strength and limit; default: the "
+                             "core's DEFAULT_MAX_GAIN); choose one on --frames, never on the bench's inputs")
     args = parser.parse_args(argv)
     if args.ship and args.frames:
         parser.error("--ship judges on the bench's held-out inputs only; drop --frames")
@@ -95,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--ship judges AdaIN on every painting its config holds out; drop --paintings")
     if args.ship and args.alpha != [1.0]:
         parser.error("--ship judges AdaIN at full strength (the bench's); drop --alpha")
+    if args.ship and args.max_gain is not None:
+        parser.error("--ship judges AdaIN at the core's gain limit (the panel's default); drop --max-gain")
     t0 = time.monotonic()
     if args.frames:
         from core.style.optimize import fit_max_side
@@ -144,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
             if f"{name}.jpg" in trained_on:
                 print(f"  (warning: {name} was in the decoder's training set)")
             painting = load_rgb(PAINTINGS / f"{name}.jpg")
-            for alpha in args.alpha:
-                label = f"{name} (unseen)" + ("" if alpha == 1.0 else f" alpha {alpha:g}")
-                outs = {k: model.stylize(f, painting, alpha=alpha) for k, f in inputs.items()}
+            for alpha, gain in itertools.product(args.alpha, args.max_gain or [None]):
+                label = (f"{name} (unseen)" + ("" if alpha == 1.0 else f" alpha {alpha:g}")
+                         + ("" if gain is None else f" gain {gain:g}"))
+                outs = {k: model.stylize(f, painting, alpha=alpha, **({} if gain is None else {"max_gain": gain}))
+                        for k, f in inputs.items()}
                 thumbnails.setdefault("adain", outs["render"] if "render" in outs else next(iter(outs.values())))
                 report("adain", label, outs, painting)
     grid(columns, Path(args.out))
