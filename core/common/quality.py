@@ -141,6 +141,23 @@ def feature_net(device: torch.device | str = "cpu", width: int = 32, scales: int
     return _FEATURE_NETS[key]
 
 
+def sort_rows(x: torch.Tensor) -> torch.Tensor:
+    """``torch.sort(x, dim=1).values`` of a 2-D tensor, differentiable like it.
+
+    On the CPU the sort goes through numpy, whose SIMD sort (x86-simd-sort) is far faster than torch's on
+    AVX-512 CPUs and no slower elsewhere (32 x 9216 float32, one thread: torch 23 ms; numpy 2 ms, its
+    argsort 5 ms; without AVX-512 both ~20 ms). Sorting was a third of a texture GAN training step.
+    The values are those of ``torch.sort`` exactly; only the order among equal values may differ, which moves
+    a gradient between tied elements (in practice ReLU zeros, whose gradient is blocked anyway).
+    """
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.dim() != 2:
+        return torch.sort(x, dim=1).values
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return torch.from_numpy(np.sort(x.detach().numpy(), axis=1))
+    order = torch.from_numpy(np.argsort(x.detach().numpy(), axis=1))
+    return x.gather(1, order)
+
+
 def sliced_wasserstein(feats_a: torch.Tensor, feats_b: torch.Tensor, n_projections: int = 64,
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """Sliced Wasserstein-2 distance between two feature maps' distributions.
@@ -153,8 +170,8 @@ def sliced_wasserstein(feats_a: torch.Tensor, feats_b: torch.Tensor, n_projectio
     b = feats_b.permute(1, 0, 2, 3).reshape(c, -1)
     directions = torch.randn(n_projections, c, generator=generator, device="cpu").to(a.device, a.dtype)
     directions = directions / directions.norm(dim=1, keepdim=True)
-    pa = torch.sort(directions @ a, dim=1).values
-    pb = torch.sort(directions @ b, dim=1).values
+    pa = sort_rows(directions @ a)
+    pb = sort_rows(directions @ b)
     if pa.shape[1] != pb.shape[1]:
         # Compare quantiles when the sample counts differ.
         n = min(pa.shape[1], pb.shape[1])

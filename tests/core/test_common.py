@@ -213,6 +213,34 @@ def test_stats_distance_is_differentiable():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sort_rows_matches_torch_sort_values_and_gradients(dtype):
+    gen = torch.Generator().manual_seed(3)
+    # distinct values (a shuffled range): the gradient then has one answer
+    x = (torch.stack([torch.randperm(5000, generator=gen) for _ in range(6)]).to(dtype) / 7 - 300).requires_grad_()
+    w = torch.randn(6, 5000, generator=gen, dtype=dtype)
+    mine, = torch.autograd.grad((quality.sort_rows(x) * w).sum(), x)
+    ref, = torch.autograd.grad((torch.sort(x, dim=1).values * w).sum(), x)
+    assert torch.equal(quality.sort_rows(x), torch.sort(x, dim=1).values)
+    assert torch.equal(mine, ref)
+    # ties (quantised values): the values are still torch's; each tied group gets the same gradient in total
+    q = (x.detach() / 40).round().requires_grad_()
+    assert torch.equal(quality.sort_rows(q.detach()), torch.sort(q.detach(), dim=1).values)
+    mine, = torch.autograd.grad((quality.sort_rows(q) * w).sum(), q)
+    ref, = torch.autograd.grad((torch.sort(q, dim=1).values * w).sum(), q)
+    for row in range(6):
+        groups = q[row].detach()
+        for value in groups.unique()[:20]:
+            tied = groups == value
+            assert torch.allclose(mine[row][tied].sum(), ref[row][tied].sum(), atol=1e-9)
+    # NaN sorts last in both; other dtypes and devices take torch's sort
+    nan = torch.tensor([[3.0, float("nan"), 1.0]])
+    assert torch.equal(quality.sort_rows(nan)[:, :2], torch.tensor([[1.0, 3.0]]))
+    assert torch.isnan(quality.sort_rows(nan)[0, 2])
+    half = torch.tensor([[2.0, 1.0]], dtype=torch.bfloat16)
+    assert torch.equal(quality.sort_rows(half), torch.tensor([[1.0, 2.0]], dtype=torch.bfloat16))
+
 def test_copy_check_flags_crops_not_new_textures():
     ex = procedural.rust(160, seed=3)
     assert quality.copy_check(ex[20:120, 30:130], [ex]).is_copy
