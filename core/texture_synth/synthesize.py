@@ -418,7 +418,7 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
     ``track_distance`` records each scale's patch distance before and after its
     steps (costs two extra projections per scale). Same seed, same result.
     ``layout``: how the coarse layout is made before the copying octaves. "blocks" (default): the
-    exemplars' smooth lighting is divided out, then the output is tiled by exemplar blocks whose offsets
+    exemplars' smooth lighting is divided out and slanted courses straightened, then the output is tiled by exemplar blocks whose offsets
     snap to the exemplar's lattice when it repeats (``structure.py``), so courses stay straight and cells
     whole; the lighting is put back on plain (non-tileable) output. "quilted": the same, with blocks that
     fit their neighbours, joined along the cheapest seam (``quilting.py``). "sliced": sliced-Wasserstein steps
@@ -439,11 +439,12 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
     lattices: list[structure.Lattice | None] = []
     if layout in ("auto", *BLOCK_LAYOUTS):
         flattened = [structure.flatten_lighting(e) for e in exemplar_list]
-        lattices = [structure.find_lattice(f) for f, _ in flattened]
+        straightened = [structure.straighten(f) for f, _ in flattened]  # slanted courses made parallel
+        lattices = [structure.find_lattice(f) for f in straightened]
         if layout == "auto":
             layout = structure.layout_for(lattices)
         if layout in BLOCK_LAYOUTS:
-            exemplar_list = [f for f, _ in flattened]
+            exemplar_list = straightened
             light = flattened[0][1]
     dev = pick_device(device)
     gen = torch.Generator().manual_seed(int(seed))
