@@ -124,7 +124,44 @@ def run(ctx: BenchContext) -> None:
     ctx.add(family=FAMILY, name="copied-patch fraction", value=copied, unit="fraction",
             baseline_name="random crop of exemplar", baseline_value=copied_crop, note="near 0 = new texture, not a copy")
 
+    _materials_training_step(ctx)
     _bundled_materials(ctx)
+
+
+def _materials_training_step(ctx: BenchContext) -> None:
+    """One step of the bundled materials GAN's recipe (core/texture_gan/distill.py: nine materials, the CPU
+    profile's sizes, adversarial term on), against the same step with the sliced Wasserstein losses sorting
+    through ``torch.sort`` instead of ``quality.sort_rows`` (numpy's SIMD sort), timed alternately."""
+    if ctx.quick or ctx.device.type != "cpu":
+        return
+    from core.common import quality
+    from core.texture_gan.conditional import ConditionalGANConfig
+    from core.texture_gan.distill import MaterialTrainer, TargetSampler
+    from core.texture_gan.train import load_exemplars
+    from tools.zoo.gan import MATERIALS, SEED, load_materials
+
+    arrays, _ = load_exemplars(load_materials(MATERIALS, None), ConditionalGANConfig.max_exemplar_side)
+    cfg = ConditionalGANConfig(n_materials=len(MATERIALS))
+    no_tiles = [np.zeros((0, 1, 1, 3), np.uint8)] * len(arrays)  # exemplar crops: the step's cost is the same
+    sampler = TargetSampler(arrays, no_tiles, cfg.crop_size, 1.0, torch.Generator(), ctx.device)
+    trainer = MaterialTrainer(cfg, sampler, SEED, ctx.device)
+    sampler.gen = trainer.data_gen
+    trainer.steps_done = cfg.adversarial_from  # with the adversarial term, as the bundled model trains now
+    fast_sort = quality.sort_rows
+
+    def steps(sort) -> None:
+        quality.sort_rows = sort
+        try:
+            for _ in range(4):
+                trainer.step()
+        finally:
+            quality.sort_rows = fast_sort
+
+    fast, slow = time_pair(lambda: steps(fast_sort), lambda: steps(lambda x: torch.sort(x, dim=1).values),
+                           ctx.device, repeats=3)
+    ctx.add(family=FAMILY, name=f"materials GAN training step (crop {cfg.crop_size}, batch {cfg.batch_size})",
+            value=4 / fast, unit="steps/s", baseline_name="the same step sorting with torch.sort",
+            baseline_value=4 / slow, note=f"{torch.get_num_threads()} torch threads; sorting was a third of a step")
 
 
 def _bundled_materials(ctx: BenchContext) -> None:
