@@ -115,7 +115,7 @@ def line_directions(rgb: np.ndarray, grid: int = STRAIGHTEN_GRID) -> tuple[np.nd
     """Per part of a ``grid`` x ``grid`` split: (centres as (x, y) pixels, the dominant line direction in
     radians (x right, y down; the lines run perpendicular to the mean gradient), coherence in [0, 1])."""
     lum = torch.from_numpy(np.ascontiguousarray(_luminance(rgb), dtype=np.float64))[None, None]
-    blur = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=torch.float64) / 16
+    blur = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=torch.float64, device="cpu") / 16
     lum = F.conv2d(F.pad(lum, (2, 2, 2, 2), mode="replicate"), (blur[:, None] * blur[None, :])[None, None])
     gx = (lum[..., 1:-1, 2:] - lum[..., 1:-1, :-2])[0, 0]
     gy = (lum[..., 2:, 1:-1] - lum[..., :-2, 1:-1])[0, 0]
