@@ -89,3 +89,36 @@ def test_the_library_lists_both_as_bundled_models(bundle):
     assert by_kind["texture_vae"].path.parent.name == "texture_vae" and by_kind["texture_vae"].bundled
     assert by_kind["texture_gan"].name == "Materials (GAN)"
     assert all(m.path.parent.name != "previous" for m in listed)  # the baseline is not offered
+
+
+def test_a_worse_training_model_leaves_the_bundled_copy(bundle, tmp_path, capsys):
+    """The training's model is replaced by a garbled copy (noise on every weight): the bundled GAN and its entry
+    stay; --force replaces them."""
+    import shutil
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    source = bundle / "training" / "materials_gan.safetensors"
+    worse = tmp_path / "worse_gan.safetensors"
+    with safe_open(str(source), "pt") as f:
+        metadata = f.metadata()
+    gen = torch.Generator().manual_seed(0)
+    tensors = {k: v + 3 * torch.randn(v.shape, generator=gen).to(v.dtype) if v.is_floating_point() else v
+               for k, v in load_file(str(source)).items()}
+    save_file(tensors, str(worse), metadata=metadata)
+    shutil.copy2(source.with_suffix(".json"), worse.with_suffix(".json"))
+    bundled = bundle / "texture_gan" / "materials.safetensors"
+    before, manifest_before = bundled.read_bytes(), (bundle / "manifest.json").read_text()
+    args = ["--models", str(bundle), "--profile", "tiny", "--gan", str(worse),
+            "--vae", str(bundle / "training" / "materials_gan_vae.safetensors")]
+    assert ship_materials.main(args) == 0
+    assert "texture_gan/materials.safetensors: kept the bundled copy" in capsys.readouterr().out
+    assert bundled.read_bytes() == before
+    assert not list(bundled.parent.glob("*.candidate.*"))
+    assert ship_materials.main(args + ["--force"]) == 0
+    assert bundled.read_bytes() != before
+    assert (bundle / "manifest.json").read_text() != manifest_before
+    # put the fixture's bundle back for any test after this one
+    assert ship_materials.main(args[:5] + [str(source)] + args[6:] + ["--force"]) == 0

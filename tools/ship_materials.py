@@ -1,6 +1,6 @@
 """Bundle the materials GAN and its GAN-prior VAE as the panel's texture models.
 
-    PYTHONPATH=. .venv/bin/python tools/ship_materials.py [--gan FILE] [--vae FILE] [--models DIR]
+    PYTHONPATH=. .venv/bin/python tools/ship_materials.py [--gan FILE] [--vae FILE] [--models DIR] [--force]
 
 A fresh clone has only the committed training states: write the model files first with
 ``python build.py models --only gan gan_vae --minutes 0`` (no training, seconds).
@@ -12,13 +12,15 @@ Copies the training's models (``models/training/materials_gan[_vae].safetensors`
 VGG19 sliced-Wasserstein ratio to the exemplar's own crops, the seam or the variation's sharpness), writes the
 add-on's thumbnails and records both in ``models/manifest.json``'s ``models`` list (command, steps, training
 time, machine, quality), in place of the models they retire (``RETIRED``: GANs and a VAE trained on procedural
-exemplars; the VAE stays as the bench's baseline in ``models/texture_vae/previous/``). About five minutes on a
-2-core CPU.
+exemplars; the VAE stays as the bench's baseline in ``models/texture_vae/previous/``). A bundled copy that
+measures at least as well as the training's model (same evaluation, same seeds) stays (``--force``: replace
+it anyway). About five minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import shutil
 import sys
@@ -59,27 +61,45 @@ def _retire(models_dir: Path, manifest: dict) -> list[str]:
     return gone
 
 
-def ship(key: str, source: Path, models_dir: Path, manifest: dict, profile: str = "cpu") -> dict:
+def ship(key: str, source: Path, models_dir: Path, manifest: dict, profile: str = "cpu",
+         force: bool = False) -> dict | None:
     """Copy one training model into the bundle (float16), measure it (``profile``: the zoo's evaluation
-    settings; "tiny" for tests), and return its manifest entry."""
-    from core.common.checkpoints import read_checkpoint_config
+    settings; "tiny" for tests), and return its manifest entry; None when the bundled copy already there
+    measures at least as well, same evaluation, same seeds (a GAN's quality swings between checkpoints: the
+    next session's training may be worse than the last one shipped). ``force``: replace it anyway."""
+    from core.common.checkpoints import CheckpointError, read_checkpoint_config
     from tools.half_models import halve
 
     rel, name, label = SHIPPED[key]
     target = models_dir / rel
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(source, target)
-    shutil.copy2(source.with_suffix(".json"), target.with_suffix(".json"))
-    halve(target)
-    config = read_checkpoint_config(target)
+    candidate = target.with_name(target.stem + ".candidate.safetensors")
+    shutil.copy2(source, candidate)
+    shutil.copy2(source.with_suffix(".json"), candidate.with_suffix(".json"))
+    halve(candidate)
     recipe = gan if key == "gan" else gan_vae
+    measured = recipe.evaluate_file(candidate, profile=profile)
+    if not math.isfinite(measured["score"]):
+        candidate.unlink()
+        candidate.with_suffix(".json").unlink()
+        raise SystemExit(f"ship_materials: {source.name} measures {measured['score']}; not bundled")
+    if target.is_file() and not force:
+        try:
+            current = recipe.evaluate_file(target, profile=profile)
+        except (CheckpointError, OSError, ValueError, KeyError) as exc:  # unreadable: the new copy replaces it
+            print(f"{rel}: the bundled copy cannot be measured ({exc}); replacing it")
+            current = {"score": math.inf}
+        if current["score"] <= measured["score"]:
+            candidate.unlink()
+            candidate.with_suffix(".json").unlink()
+            print(f"{rel}: kept the bundled copy ({current['steps']} steps, score {current['score']:.3f}); the "
+                  f"training's ({measured['steps']} steps) measures {measured['score']:.3f} (lower is better)")
+            return None
+    candidate.replace(target)
+    candidate.with_suffix(".json").replace(target.with_suffix(".json"))
+    config = read_checkpoint_config(target)
     materials = [m for m in gan.MATERIALS if m[0] in config.get("materials", [])]
-    if key == "gan":
-        thumbnail = gan.write_thumbnail(target)
-        measured = gan.evaluate_file(target, profile=profile)
-    else:
-        thumbnail = gan_vae.write_thumbnail(target, materials)
-        measured = gan_vae.evaluate_file(target, profile=profile)
+    thumbnail = gan.write_thumbnail(target) if key == "gan" else gan_vae.write_thumbnail(target, materials)
     training = next((m for m in manifest.get("training", []) if m["name"] == recipe.NAME), {})
     entry = {
         "name": name, "label": label, "kind": config["kind"],
@@ -109,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae", type=Path, default=ROOT / "models" / "training" / "materials_gan_vae.safetensors")
     parser.add_argument("--models", type=Path, default=ROOT / "models", help="the bundle folder (with manifest.json)")
     parser.add_argument("--profile", default="cpu", help="the zoo's evaluation settings (tiny: tests)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the bundled copies even where they measure better than the training's models")
     args = parser.parse_args(argv)
     for path in (args.gan, args.vae):
         if not path.is_file():
@@ -120,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads(manifest_path.read_text())
     gone = _retire(args.models, manifest)  # first: the new VAE takes the old one's file name
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    entries = [ship(key, path, args.models, manifest, args.profile) for key, path in (("gan", args.gan),
-                                                                                      ("gan_vae", args.vae))]
-    for entry in entries:
+    entries = [ship(key, path, args.models, manifest, args.profile, args.force)
+               for key, path in (("gan", args.gan), ("gan_vae", args.vae))]
+    for entry in filter(None, entries):
         _update_manifest(manifest_path, entry)
         rows = ", ".join(f"{r['material']} {r['ratio']:.2f}" for r in entry["quality"]["rows"] if "ratio" in r)
         print(f"{entry['file']}: {entry['steps']} steps, {entry['size_mb']} MB; ratio to the exemplars' crops "
