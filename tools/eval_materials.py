@@ -11,7 +11,7 @@ Per material, each figure next to its baseline from the same run (the bench targ
 * GAN seam: phase-matched seam score of tileable output, pooled over seeds (<= 1.02; quality.pooled_seam_score);
 * VAE variation (strength 0.5): the same ratio (<= 1.6) and gradient energy / the crop's (>= 0.85),
   and the old VAE's variation of the same crop;
-* the distilled instant-synthesis tiles (the GAN's teacher), when cached, scored the same way;
+* the distilled instant-synthesis tiles (the GAN's teacher; synthesized into the cache when missing), scored the same way;
 * GAN 2048x2048 generation time (<= 3 s).
 
 Writes a PNG strip: exemplar | instant | GAN | VAE variation per material, and a material interpolation strip.
@@ -33,15 +33,17 @@ sys.path.insert(0, str(ROOT))
 from tools.model_quality import VARY_STRENGTH, VGGJudge, crops, gradient_energy, texture_baseline  # noqa: E402,F401
 
 
-def cached_instant_tile(exemplar: np.ndarray, size: int) -> np.ndarray | None:
-    """The first distilled teacher tile of this exemplar, if the GAN's training cached one."""
-    from core.texture_gan.distill import tiles_cache_path
+def cached_instant_tile(exemplar: np.ndarray, size: int) -> np.ndarray:
+    """The first distilled teacher tile of this exemplar: from the GAN training's cache, else synthesized into it
+    (the CPU recipe's tiles: a new synthesizer version misses the cache, and a black panel would hide that)."""
+    from core.texture_gan.distill import synthesized_tiles, tiles_cache_path
     cache = ROOT / "build_cache" / "gan_distill"
     for tiles, tile_size in ((4, 256), (24, 384)):
         path = tiles_cache_path(cache, exemplar, tiles, min(tile_size, *exemplar.shape[:2]), 19)
         if path.exists():
             return np.load(path, allow_pickle=False)[0, :size, :size].astype(np.float32) / 255.0
-    return None
+    tiles = synthesized_tiles(exemplar, 4, min(256, *exemplar.shape[:2]), 19, cache)
+    return tiles[0, :size, :size].astype(np.float32) / 255.0
 
 
 def wrap_error(gan) -> float:
@@ -93,8 +95,7 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
                "gan_seam_rolled": [pooled_seam_score([np.roll(t, (r, r), axis=(0, 1)) for t in tiles], gan.stride)
                                    for r in (32, 64, 96)]}
         instant = cached_instant_tile(ex, size)
-        if instant is not None:
-            row["instant_ratio"] = ratio_of([instant])
+        row["instant_ratio"] = ratio_of([instant])
         source = crops(ex, size, 1, 7)[0]
         variation = None
         for label, model in (("vae", vae), ("old_vae", old_vae)):
@@ -106,7 +107,7 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
             if label == "vae":
                 variation = varied[0]
         rows.append(row)
-        panel = [source, instant if instant is not None else np.zeros_like(source), fakes[0],
+        panel = [source, instant, fakes[0],
                  variation if variation is not None else np.zeros_like(source)]
         strip.append(np.concatenate([np.asarray(p[:size, :size], np.float32) for p in panel], axis=1))
     extra = {"gan_wrap_error": wrap_error(gan), "steps": gan.config.get("steps")}
