@@ -20,8 +20,8 @@ it anyway). About five minutes on a 2-core CPU.
 from __future__ import annotations
 
 import argparse
-import math
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -78,10 +78,14 @@ def ship(key: str, source: Path, models_dir: Path, manifest: dict, profile: str 
     shutil.copy2(source.with_suffix(".json"), candidate.with_suffix(".json"))
     halve(candidate)
     recipe = gan if key == "gan" else gan_vae
-    measured = recipe.evaluate_file(candidate, profile=profile)
-    if not math.isfinite(measured["score"]):
+
+    def discard() -> None:
         candidate.unlink()
         candidate.with_suffix(".json").unlink()
+
+    measured = recipe.evaluate_file(candidate, profile=profile)
+    if not math.isfinite(measured["score"]):
+        discard()
         raise SystemExit(f"ship_materials: {source.name} measures {measured['score']}; not bundled")
     if target.is_file() and not force:
         try:
@@ -90,8 +94,7 @@ def ship(key: str, source: Path, models_dir: Path, manifest: dict, profile: str 
             print(f"{rel}: the bundled copy cannot be measured ({exc}); replacing it")
             current = {"score": math.inf}
         if current["score"] <= measured["score"]:
-            candidate.unlink()
-            candidate.with_suffix(".json").unlink()
+            discard()
             print(f"{rel}: kept the bundled copy ({current['steps']} steps, score {current['score']:.3f}); the "
                   f"training's ({measured['steps']} steps) measures {measured['score']:.3f} (lower is better)")
             return None

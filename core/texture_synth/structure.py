@@ -141,37 +141,44 @@ def straightening(rgb: np.ndarray) -> np.ndarray | None:
     further from the mean, so one fit over-corrects (a synthetic wall's 8.6-degree fan came out reversed at
     2.9 degrees); each round fits the fan left in the exemplar as warped so far, and the straightest round
     is kept."""
-    _, angles, coherence = line_directions(rgb)
+    found = _straightest(rgb)
+    return None if found is None else found[0]
+
+
+def _straightest(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``straightening``'s homography and the exemplar warped by it, or None."""
+    directions = line_directions(rgb)
+    _, angles, coherence = directions
     if coherence.mean() < STRAIGHTEN_MIN_COHERENCE:
         return None
-    before = _fan(angles, coherence)
+    before = fan(angles, coherence)
     if math.degrees(before) < STRAIGHTEN_MIN_DEGREES:
         return None
     best, best_fan = None, before
-    forward, view = None, rgb
+    forward, shape = None, rgb.shape[:2]
     for _ in range(STRAIGHTEN_ROUNDS):
-        step = _fan_correction(view)
+        step = _fan_correction(shape, *directions)  # fitted on the exemplar as warped so far
         if step is None:
             break
         forward = step if forward is None else step @ forward
         view = _warped(rgb, forward)
         if view is None:
             break
-        _, angles, coherence = line_directions(view)
-        fan = _fan(angles, coherence)
-        if fan < best_fan:
-            best, best_fan = forward, fan
-        if math.degrees(fan) < STRAIGHTEN_MIN_DEGREES / 2:  # parallel within what the parts can tell apart
+        directions, shape = line_directions(view), view.shape[:2]
+        round_fan = fan(directions[1], directions[2])
+        if round_fan < best_fan:
+            best, best_fan = (forward, view), round_fan
+        if math.degrees(round_fan) < STRAIGHTEN_MIN_DEGREES / 2:  # parallel within what the parts can tell apart
             break
     return best if best is not None and best_fan <= STRAIGHTEN_MAX_RESIDUAL * before else None
 
 
-def _fan_correction(rgb: np.ndarray) -> np.ndarray | None:
-    """One fit: the homography sending the vanishing point of the parts' lines to infinity, turned so the
-    lines keep their mean direction (a uniform tilt quilts well: every block shares it); None when the lines
-    are parallel already (their vanishing point beyond 100 half-sides)."""
-    h, w = rgb.shape[:2]
-    centres, angles, coherence = line_directions(rgb)
+def _fan_correction(shape: tuple[int, int], centres: np.ndarray, angles: np.ndarray, coherence: np.ndarray
+                    ) -> np.ndarray | None:
+    """One fit, from an image's ``line_directions``: the homography sending the vanishing point of the parts'
+    lines to infinity, turned so the lines keep their mean direction (a uniform tilt quilts well: every block
+    shares it); None when the lines are parallel already (their vanishing point beyond 100 half-sides)."""
+    h, w = shape
     p = (centres - np.array([w / 2, h / 2])) / (max(h, w) / 2)  # centred, about [-1, 1]
     normals = np.stack([-np.sin(angles), np.cos(angles)], axis=1)
     offsets = (normals * p).sum(axis=1)
@@ -192,7 +199,7 @@ def _mean_direction(angles: np.ndarray, weights: np.ndarray) -> float:
     return 0.5 * math.atan2(float((weights * np.sin(2 * angles)).sum()), float((weights * np.cos(2 * angles)).sum()))
 
 
-def _fan(angles: np.ndarray, weights: np.ndarray) -> float:
+def fan(angles: np.ndarray, weights: np.ndarray) -> float:
     """Weighted RMS angle (radians) between line directions and their mean: how far the lines fan out."""
     off = (angles - _mean_direction(angles, weights) + math.pi / 2) % math.pi - math.pi / 2
     return float(np.sqrt((weights * off ** 2).sum() / max(float(weights.sum()), 1e-12)))
@@ -238,11 +245,8 @@ def _warped(rgb: np.ndarray, forward: np.ndarray) -> np.ndarray | None:
 def straighten(rgb: np.ndarray) -> np.ndarray:
     """The exemplar with its fanning lines made parallel (``straightening``), cropped to the largest centred
     rectangle of its aspect inside the warp; the exemplar itself (the same array) when nothing fans."""
-    forward = straightening(rgb)
-    if forward is None:
-        return rgb
-    out = _warped(rgb, forward)
-    return rgb if out is None else out
+    found = _straightest(rgb)
+    return rgb if found is None else found[1]
 
 
 # --------------------------------------------------------------------------- lattice

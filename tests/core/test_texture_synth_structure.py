@@ -10,7 +10,7 @@ import torch
 from core.common.procedural import make_exemplar
 from core.texture_synth import synthesize
 from core.texture_synth.structure import (STRAIGHTEN_MIN_DEGREES, STRAIGHTEN_MIN_KEEP, Lattice, autocorrelation,
-                                          block_field, find_lattice, flatten_lighting, layout_for, line_directions,
+                                          block_field, fan, find_lattice, flatten_lighting, layout_for, line_directions,
                                           snap_offset, straighten, straightening)
 
 
@@ -176,10 +176,8 @@ def fanned_wall(size: int = 192, width: int = 16, length: int = 64, distance: fl
 
 
 def _fan_degrees(rgb: np.ndarray) -> float:
-    centres, angles, coherence = line_directions(rgb)
-    mean = 0.5 * np.arctan2((coherence * np.sin(2 * angles)).sum(), (coherence * np.cos(2 * angles)).sum())
-    off = (angles - mean + np.pi / 2) % np.pi - np.pi / 2
-    return float(np.degrees(np.sqrt((coherence * off ** 2).sum() / coherence.sum())))
+    _, angles, coherence = line_directions(rgb)
+    return float(np.degrees(fan(angles, coherence)))
 
 
 @pytest.mark.parametrize("distance,seed", [(2.0, 0), (1.5, 1)])
