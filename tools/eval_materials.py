@@ -33,17 +33,24 @@ sys.path.insert(0, str(ROOT))
 from tools.model_quality import VARY_STRENGTH, VGGJudge, crops, gradient_energy, texture_baseline  # noqa: E402,F401
 
 
-def cached_instant_tile(exemplar: np.ndarray, size: int) -> np.ndarray:
-    """The first distilled teacher tile of this exemplar: from the GAN training's cache, else synthesized into it
-    (the CPU recipe's tiles: a new synthesizer version misses the cache, and a black panel would hide that)."""
+def teacher_tile(exemplar: np.ndarray, size: int) -> np.ndarray:
+    """The first distilled teacher tile of this exemplar: from the GAN training's cache (its CPU or GPU recipe),
+    else synthesized into it with the CPU recipe's settings (a new synthesizer version misses the cache, and a
+    black panel would hide that)."""
     from core.texture_gan.distill import synthesized_tiles, tiles_cache_path
+    from tools.zoo.gan import SEED, profile_settings
+
     cache = ROOT / "build_cache" / "gan_distill"
-    for tiles, tile_size in ((4, 256), (24, 384)):
-        path = tiles_cache_path(cache, exemplar, tiles, min(tile_size, *exemplar.shape[:2]), 19)
+    for profile in ("cpu", "gpu"):
+        settings = profile_settings(profile)
+        tiles, side = settings["tiles"], min(settings["tile_size"], *exemplar.shape[:2])
+        path = tiles_cache_path(cache, exemplar, tiles, side, SEED, settings["synth_steps"])
         if path.exists():
             return np.load(path, allow_pickle=False)[0, :size, :size].astype(np.float32) / 255.0
-    tiles = synthesized_tiles(exemplar, 4, min(256, *exemplar.shape[:2]), 19, cache)
-    return tiles[0, :size, :size].astype(np.float32) / 255.0
+    settings = profile_settings("cpu")
+    found = synthesized_tiles(exemplar, settings["tiles"], min(settings["tile_size"], *exemplar.shape[:2]), SEED,
+                              cache, settings["synth_steps"])
+    return found[0, :size, :size].astype(np.float32) / 255.0
 
 
 def wrap_error(gan) -> float:
@@ -94,7 +101,7 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
                # is then an inner boundary, so these are what the measure reads where there is no seam.
                "gan_seam_rolled": [pooled_seam_score([np.roll(t, (r, r), axis=(0, 1)) for t in tiles], gan.stride)
                                    for r in (32, 64, 96)]}
-        instant = cached_instant_tile(ex, size)
+        instant = teacher_tile(ex, size)
         row["instant_ratio"] = ratio_of([instant])
         source = crops(ex, size, 1, 7)[0]
         variation = None
