@@ -171,6 +171,10 @@ class MaterialTrainer(EMAGANTrainer):
         cfg, g, d = self.cfg, self.g, self.d
         g.train()
         n = cfg.batch_size
+        scale = cfg.finish_lr_scale if cfg.finishing(self.steps_done) else 1.0
+        for opt, rate in ((self.opt_g, cfg.lr_g), (self.opt_d, cfg.lr_d)):  # set every step: resumes agree
+            for group in opt.param_groups:
+                group["lr"] = rate * scale
         # Labels cycle through the materials from a seeded offset, so every material is seen equally.
         start = int(torch.randint(g.n_materials, (1,), generator=self.data_gen, device="cpu"))
         labels = (torch.arange(n, device="cpu") + start) % g.n_materials
@@ -259,8 +263,11 @@ def train_material_gan(exemplars: Sequence[str | Path | np.ndarray], materials: 
         trained_seconds = float(warm.get("trained_seconds", 0.0))
     if state_path.exists():
         state = load_training_state(state_path, "cpu")
-        saved = {k: v for k, v in state.get("config", {}).items() if k not in _COSMETIC_FIELDS}
-        now = {k: v for k, v in cfg.to_dict().items() if k not in _COSMETIC_FIELDS}
+        # The schedule may change between sessions (a finishing phase added to a running training), and a state
+        # saved before it existed has none of its fields.
+        free = _COSMETIC_FIELDS + cfg.SCHEDULE_FIELDS
+        saved = {k: v for k, v in state.get("config", {}).items() if k not in free}
+        now = {k: v for k, v in cfg.to_dict().items() if k not in free}
         if state.get("data_fingerprint") != fingerprint or saved != now or state.get("seed") != seed:
             raise CheckpointError(f"{state_path.name} was trained on other exemplars or settings; "
                                   "delete it to start over")

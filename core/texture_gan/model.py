@@ -82,6 +82,10 @@ class TextureGANConfig:
     def stride(self) -> int:
         return 2 ** (len(self.g_channels) - 1)
 
+    def ema_decay_at(self, step: int) -> float:
+        """The generator's moving-average decay at ``step`` (a schedule may lengthen it)."""
+        return self.ema_decay
+
     @property
     def noise_channels(self) -> int:
         return self.local_dim + self.global_dim + self.periodic_dim

@@ -155,7 +155,7 @@ class EMAGANTrainer:
         loss_g.backward()
         self.opt_g.step()
         self.steps_done += 1
-        decay = min(self.cfg.ema_decay, (1 + self.steps_done) / (10 + self.steps_done))
+        decay = min(self.cfg.ema_decay_at(self.steps_done), (1 + self.steps_done) / (10 + self.steps_done))
         with torch.no_grad():
             torch._foreach_lerp_(list(self.g_ema.parameters()), list(self.g.parameters()), 1 - decay)
 

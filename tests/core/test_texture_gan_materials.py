@@ -112,6 +112,44 @@ def test_resume_is_bit_identical(tmp_path):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_finishing_phase_joins_a_running_training_and_slows_its_steps(tmp_path, monkeypatch):
+    """A training started without a finishing phase continues with one (its state is accepted); from
+    ``finish_from`` the optimisers run at the scaled rates and the moving average at its longer decay, the same
+    whether the run passes the switch in one go or resumes across it; any other change is still refused."""
+    import core.texture_gan.distill as distill
+    from core.common.checkpoints import CheckpointError
+
+    finish = dict(finish_from=4, finish_lr_scale=0.5, finish_ema_decay=0.9)
+    seen = []
+    step = distill.MaterialTrainer.step
+
+    def recording(self):
+        out = step(self)
+        seen.append((self.steps_done, self.opt_g.param_groups[0]["lr"], self.opt_d.param_groups[0]["lr"]))
+        return out
+    monkeypatch.setattr(distill.MaterialTrainer, "step", recording)
+
+    def train(path, steps, **fields):
+        cfg = ConditionalGANConfig(n_materials=2, **{**TINY, **fields})
+        return train_material_gan(_exemplars(), NAMES, path, steps=steps, config=cfg, seed=3, tiles=0)
+
+    straight, resumed = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    train(straight, 6, **finish)
+    lr_g, lr_d = ConditionalGANConfig.lr_g, ConditionalGANConfig.lr_d
+    assert seen == [(s, lr_g * (0.5 if s > 4 else 1), lr_d * (0.5 if s > 4 else 1)) for s in range(1, 7)]
+    train(resumed, 3)  # no finishing phase yet
+    train(resumed, 6, **finish)  # added to the running training
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    fast = tmp_path / "c.safetensors"
+    train(fast, 6)
+    assert not all(torch.equal(a[k], load_file(str(fast))[k]) for k in a)  # the phase changed the steps
+    with pytest.raises(CheckpointError, match="other exemplars or settings"):
+        train(resumed, 7, **finish, lr_g=1e-3)
+    with pytest.raises(ValueError, match="finish_lr_scale"):
+        ConditionalGANConfig(n_materials=2, finish_lr_scale=0.0)
+
+
 def test_minutes_budget_stops_with_a_checkpoint(tmp_path):
     path = tmp_path / "m.safetensors"
     result = _train(path, None, minutes=0.0)
