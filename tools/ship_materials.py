@@ -14,7 +14,7 @@ add-on's thumbnails and records both in ``models/manifest.json``'s ``models`` li
 time, machine, quality), in place of the models they retire (``RETIRED``: GANs and a VAE trained on procedural
 exemplars; the VAE stays as the bench's baseline in ``models/texture_vae/previous/``). A bundled copy that
 measures at least as well as the training's model (same evaluation, same seeds) stays (``--force``: replace
-it anyway). About five minutes on a 2-core CPU.
+it anyway; ``--seeds``: outputs per material, 6 by default). About fifteen minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -62,11 +62,12 @@ def _retire(models_dir: Path, manifest: dict) -> list[str]:
 
 
 def ship(key: str, source: Path, models_dir: Path, manifest: dict, profile: str = "cpu",
-         force: bool = False) -> dict | None:
+         force: bool = False, seeds: int | None = None) -> dict | None:
     """Copy one training model into the bundle (float16), measure it (``profile``: the zoo's evaluation
     settings; "tiny" for tests), and return its manifest entry; None when the bundled copy already there
     measures at least as well, same evaluation, same seeds (a GAN's quality swings between checkpoints: the
-    next session's training may be worse than the last one shipped). ``force``: replace it anyway."""
+    next session's training may be worse than the last one shipped). ``force``: replace it anyway. ``seeds``:
+    per material (None: the profile's), the same for both."""
     from core.common.checkpoints import CheckpointError, read_checkpoint_config
     from tools.half_models import halve
 
@@ -83,13 +84,13 @@ def ship(key: str, source: Path, models_dir: Path, manifest: dict, profile: str 
         candidate.unlink()
         candidate.with_suffix(".json").unlink()
 
-    measured = recipe.evaluate_file(candidate, profile=profile)
+    measured = recipe.evaluate_file(candidate, profile=profile, seeds=seeds)
     if not math.isfinite(measured["score"]):
         discard()
         raise SystemExit(f"ship_materials: {source.name} measures {measured['score']}; not bundled")
     if target.is_file() and not force:
         try:
-            current = recipe.evaluate_file(target, profile=profile)
+            current = recipe.evaluate_file(target, profile=profile, seeds=seeds)
         except (CheckpointError, OSError, ValueError, KeyError) as exc:  # unreadable: the new copy replaces it
             print(f"{rel}: the bundled copy cannot be measured ({exc}); replacing it")
             current = {"score": math.inf}
@@ -119,7 +120,8 @@ def ship(key: str, source: Path, models_dir: Path, manifest: dict, profile: str 
         "quality": {"score": round(measured["score"], 3),
                     "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
                              for row in measured["rows"]]},
-        "quality_measured_with": f"tools/zoo/{key}.py evaluate ({profile} profile), on the bundled float16 file",
+        "quality_measured_with": f"tools/zoo/{key}.py evaluate ({profile} profile, "
+                                 f"{seeds or 'its'} seed(s) per material), on the bundled float16 file",
     }
     if key == "gan_vae":
         entry["decoder_steps"] = config.get("generator_steps")  # the materials GAN it decodes through
@@ -132,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae", type=Path, default=ROOT / "models" / "training" / "materials_gan_vae.safetensors")
     parser.add_argument("--models", type=Path, default=ROOT / "models", help="the bundle folder (with manifest.json)")
     parser.add_argument("--profile", default="cpu", help="the zoo's evaluation settings (tiny: tests)")
+    # Two seeds per material (the zoo's evaluation) read the bundled GAN at 43,590 steps 2.53 (geometric mean),
+    # six seeds 2.39: as far apart as 7,000 steps of training moved it. The comparison that decides needs more.
+    parser.add_argument("--seeds", type=int, default=6,
+                        help="outputs per material for both measures (default %(default)s; the tiny profile: 1)")
     parser.add_argument("--force", action="store_true",
                         help="replace the bundled copies even where they measure better than the training's models")
     args = parser.parse_args(argv)
@@ -145,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads(manifest_path.read_text())
     gone = _retire(args.models, manifest)  # first: the new VAE takes the old one's file name
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    entries = [ship(key, path, args.models, manifest, args.profile, args.force)
+    seeds = 1 if args.profile == "tiny" else args.seeds
+    entries = [ship(key, path, args.models, manifest, args.profile, args.force, seeds)
                for key, path in (("gan", args.gan), ("gan_vae", args.vae))]
     for entry in filter(None, entries):
         _update_manifest(manifest_path, entry)

@@ -155,7 +155,7 @@ def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict
     return evaluate_file(path, device, profile)
 
 
-def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu") -> dict:
+def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu", seeds: int | None = None) -> dict:
     """``evaluate`` of one materials GAN file (the training's, or the bundled copy)."""
     import numpy as np
     import torch
@@ -165,6 +165,8 @@ def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu") -> dict
     from tools import model_quality as quality
 
     settings = eval_settings(profile)
+    if seeds is not None:  # more seeds: a steadier figure (a comparison of two checkpoints)
+        settings = {**settings, "seeds": int(seeds)}
     torch.manual_seed(0)
     gan = TextureGenerator.load(path, device)
     rows = []

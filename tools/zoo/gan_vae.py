@@ -146,7 +146,7 @@ def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict
     return evaluate_file(path, device, profile)
 
 
-def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu") -> dict:
+def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu", seeds: int | None = None) -> dict:
     """``evaluate`` of one texture VAE file (any kind ``load_texture_vae`` reads)."""
     import numpy as np
     import torch
@@ -158,6 +158,8 @@ def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu") -> dict
     from .gan import eval_settings
 
     settings = eval_settings(profile)
+    if seeds is not None:  # more seeds: a steadier figure (a comparison of two checkpoints)
+        settings = {**settings, "seeds": int(seeds)}
     torch.manual_seed(0)
     vae = load_texture_vae(path, device)
     # The VAE is not conditional: a material it never trained on is missing, not merely badly varied.
