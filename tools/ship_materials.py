@@ -99,6 +99,8 @@ def ship(key: str, source: Path, models_dir: Path, manifest: dict, profile: str 
             print(f"{rel}: kept the bundled copy ({current['steps']} steps, score {current['score']:.3f}); the "
                   f"training's ({measured['steps']} steps) measures {measured['score']:.3f} (lower is better)")
             return None
+        print(f"{rel}: the training's model ({measured['steps']} steps) measures {measured['score']:.3f}, the bundled "
+              f"copy ({current.get('steps')} steps) {current['score']:.3f} (lower is better): replacing it")
     candidate.replace(target)
     candidate.with_suffix(".json").replace(target.with_suffix(".json"))
     config = read_checkpoint_config(target)
