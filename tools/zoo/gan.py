@@ -136,12 +136,15 @@ def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = 
         seed=SEED, device=device, minutes=minutes, losses=losses)
 
 
-def eval_settings(profile: str) -> dict:
+def eval_settings(profile: str, seeds: int | None = None) -> dict:
     """What ``evaluate`` (here and in vae.py) measures per profile: the materials, their exemplars' side (None:
-    as stored) and the seeds per material. Crops are half the exemplar's shorter side, as in the bench."""
+    as stored) and the seeds per material (``seeds`` overrides the profile's: more give a steadier figure, for
+    a comparison of two checkpoints). Crops are half the exemplar's shorter side, as in the bench."""
     if profile == "tiny":  # the tiny training's two materials at 64 px: seconds
-        return {"materials": MATERIALS[:2], "exemplar_side": 64, "seeds": 1}
-    return {"materials": MATERIALS, "exemplar_side": None, "seeds": 2}
+        settings = {"materials": MATERIALS[:2], "exemplar_side": 64, "seeds": 1}
+    else:
+        settings = {"materials": MATERIALS, "exemplar_side": None, "seeds": 2}
+    return settings if seeds is None else {**settings, "seeds": int(seeds)}
 
 
 def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict:
@@ -164,9 +167,7 @@ def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu", seeds: 
     from core.texture_gan import TextureGenerator
     from tools import model_quality as quality
 
-    settings = eval_settings(profile)
-    if seeds is not None:  # more seeds: a steadier figure (a comparison of two checkpoints)
-        settings = {**settings, "seeds": int(seeds)}
+    settings = eval_settings(profile, seeds)
     torch.manual_seed(0)
     gan = TextureGenerator.load(path, device)
     rows = []

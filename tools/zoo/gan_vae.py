@@ -157,9 +157,7 @@ def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu", seeds: 
 
     from .gan import eval_settings
 
-    settings = eval_settings(profile)
-    if seeds is not None:  # more seeds: a steadier figure (a comparison of two checkpoints)
-        settings = {**settings, "seeds": int(seeds)}
+    settings = eval_settings(profile, seeds)
     torch.manual_seed(0)
     vae = load_texture_vae(path, device)
     # The VAE is not conditional: a material it never trained on is missing, not merely badly varied.
