@@ -233,6 +233,10 @@ def ship(model: str, source: Path, quality: dict, thumbnails: dict[str, np.ndarr
              "data": ["data/content", "models/content_frames", "data/paintings"],
              "size_mb": round(target.stat().st_size / 1e6, 2),
              "quality": quality, "quality_measured_on": "held-out photo and render (benchmarks/data), 512 px"}
+    if config.get("averaged_from"):  # a mean of checkpoints of this training (tools/average_checkpoints.py)
+        entry["averaged_from"] = config["averaged_from"]
+        entry["command"] += ("; then python tools/average_checkpoints.py with the checkpoints at "
+                             + ", ".join(str(s["steps_done"]) for s in config["averaged_from"]) + " steps")
     if model == "styles":
         entry["styles"] = [s["name"] for s in config.get("styles") or []]
         left = (config.get("subset_of") or {}).get("styles") or []
