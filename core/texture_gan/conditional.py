@@ -65,9 +65,17 @@ class ConditionalGANConfig(TextureGANConfig):
     finish_from: int | None = None
     finish_lr_scale: float = 0.25
     finish_ema_decay: float = 0.999
+    # Cell patterns: each finer stage may add, after its first convolution, a learnt pattern that repeats every
+    # canvas cell (16 px at full resolution), a per-material mix of ``cell_rank`` patterns (0: none). Bilinear
+    # upsampling from the canvas gives a stage no way to know where in its cell a pixel lies, so a weave locked
+    # to the cell (render_fabric: threads every 8/3 px, a checker of 8 px blocks) could not be drawn: the
+    # generator's spectrum had no power at the weave's 8 px period (the exemplar: 30x its neighbourhood).
+    # Periodic with the canvas, so tiling and any size are unchanged. A trained model without them grows them
+    # (``grow_cell_patterns``): zero patterns add nothing, so the grown model starts as the old one.
+    cell_rank: int = 0
 
     ARCHITECTURE_FIELDS = ("local_dim", "global_dim", "periodic_dim", "g_channels", "d_channels", "n_materials",
-                           "g_convs")
+                           "g_convs", "cell_rank")
     SCHEDULE_FIELDS = ("finish_from", "finish_lr_scale", "finish_ema_decay")
 
     def __post_init__(self) -> None:
@@ -79,6 +87,8 @@ class ConditionalGANConfig(TextureGANConfig):
             raise ValueError("a conditional texture GAN needs at least one material and global_dim >= 1")
         if not 0 < self.finish_lr_scale <= 1 or not 0 <= self.finish_ema_decay < 1:
             raise ValueError("finish_lr_scale must be in (0, 1] and finish_ema_decay in [0, 1)")
+        if not 0 <= self.cell_rank <= 64:
+            raise ValueError("cell_rank must be in [0, 64]")
 
     def finishing(self, step: int) -> bool:
         """Whether ``step`` is in the finishing phase."""
@@ -106,6 +116,50 @@ class ConditionalGenerator(Generator):
         self.to_rgbs = nn.ModuleList([nn.Conv2d(c, 3, 1) for c in cfg.g_channels])
         del self.to_rgb  # one head per stage instead
         self.upsample = CircularUpsample()
+        self.cell_rank = cfg.cell_rank
+        if cfg.cell_rank:  # registered last: a model without them keeps its parameter order (optimiser states)
+            # Stage i (i >= 1) has 2^i x 2^i pixels per canvas cell; the patterns start at zero (they add nothing).
+            self.cell_patterns = nn.ParameterList([
+                nn.Parameter(torch.zeros(cfg.cell_rank, c, 2 ** i, 2 ** i, device="cpu"))
+                for i, c in enumerate(cfg.g_channels) if i > 0])
+            self.cell_gates = nn.ModuleList([nn.Linear(cfg.global_dim, cfg.cell_rank)
+                                             for i in range(1, len(cfg.g_channels))])
+
+    def add_cell_pattern(self, i: int, x: torch.Tensor, cond: torch.Tensor, cond_map: torch.Tensor | None
+                         ) -> torch.Tensor:
+        """``x`` (stage ``i``'s first convolution's output) plus the material's cell pattern, repeated over every
+        canvas cell (in place without gradients: no full-size copy at 2048^2). ``cond_map``: per-pixel
+        embeddings at the stage's resolution (the spatial path), else ``cond`` (BxG) for the whole image."""
+        if not self.cell_rank or i == 0:
+            return x
+        patterns = self.cell_patterns[i - 1].to(x.dtype)  # R x C x s x s
+        gate = self.cell_gates[i - 1]
+        b, c, h, w = x.shape
+        side = patterns.shape[-1]
+        if h % side or w % side:
+            raise ValueError(f"stage {i} is {h}x{w}, not whole canvas cells of {side} px")
+        if cond_map is None:
+            mixed = torch.einsum("br,rcyx->bcyx", gate(cond).to(x.dtype), patterns)  # B x C x s x s
+            term = mixed[:, :, None, :, None, :]
+        else:
+            gates = F.conv2d(cond_map.to(x.dtype), gate.weight[:, :, None, None].to(x.dtype), gate.bias.to(x.dtype))
+            cells = gates.unflatten(3, (w // side, side)).unflatten(2, (h // side, side))  # B x R x h/s x s x w/s x s
+            term = torch.einsum("brhywx,rcyx->bchywx", cells, patterns)
+        if torch.is_grad_enabled() and x.requires_grad or not x.is_contiguous():
+            return (x.unflatten(3, (w // side, side)).unflatten(2, (h // side, side)) + term).flatten(2, 3).flatten(3, 4)
+        x.unflatten(3, (w // side, side)).unflatten(2, (h // side, side)).add_(term)
+        return x
+
+    def run_stage_at(self, i: int, x: torch.Tensor, cond: torch.Tensor, cond_map: torch.Tensor | None,
+                     upto: int | None = None) -> torch.Tensor:
+        """Stage ``i``'s layers (``upto``: the first ``upto`` of them), its cell pattern after the first
+        convolution."""
+        stage = self.stages[i]
+        layers = stage if upto is None else stage[:upto]
+        if not self.cell_rank or i == 0:
+            return run_stage(layers, x, self.fused_upsampling)
+        x = self.add_cell_pattern(i, run_stage(stage[:2], x, self.fused_upsampling), cond, cond_map)
+        return layers[2:](x) if len(layers) > 2 else x
 
     def mix(self, weights: torch.Tensor) -> torch.Tensor:
         """Bx(n_materials) non-negative weights (rows summing to 1) -> BxG embeddings."""
@@ -127,16 +181,16 @@ class ConditionalGenerator(Generator):
         images, rgb = [], None
         last = len(self.stages) - 1
         for i, stage in enumerate(self.stages):
+            if spatial and i > 0:
+                cond_map = self.upsample(cond_map)
             if i == last > 0 and final_only and self.fused_upsampling and x.shape[0] == 1 and \
                     isinstance(stage[-1], PixelNorm) and not spatial:
                 delta = self._folded_last_stage(stage, x, fine[i - 1], cond)
             else:
-                x = run_stage(stage, x, self.fused_upsampling)
+                x = self.run_stage_at(i, x, cond, cond_map)
                 if i > 0:
                     x = x + self.noise_gains[i - 1] * fine[i - 1].to(x.dtype)
                 if spatial:
-                    if i > 0:
-                        cond_map = self.upsample(cond_map)
                     film = self.film[i]
                     gamma, beta = F.conv2d(cond_map.to(x.dtype), film.weight[:, :, None, None].to(x.dtype),
                                            film.bias.to(x.dtype)).chunk(2, dim=1)
@@ -160,7 +214,7 @@ class ConditionalGenerator(Generator):
         ``b' = b + W beta`` and ``r`` PixelNorm's scale. Only 3 channels, not the stage's, meet the
         per-pixel arithmetic at 2048^2 (inference; the same numbers as the plain path to float rounding)."""
         i = len(self.stages) - 1
-        s = run_stage(stage[:-1], x, True)
+        s = self.run_stage_at(i, x, cond, None, upto=len(stage) - 1)
         gamma, beta = self.film[i](cond)[0].chunk(2)
         head = self.to_rgbs[i]
         w = head.weight[:, :, 0, 0]
@@ -190,6 +244,9 @@ def build_conditional(cfg: ConditionalGANConfig, seed: int):
             lin.weight.mul_(0.1)
         for head in g.to_rgbs:  # the RGB heads add up over the stages: small, so tanh starts unsaturated
             head.weight.mul_(0.1)
+        if cfg.cell_rank:
+            for pattern in g.cell_patterns:  # zero: they add nothing until trained (a grown model starts as before)
+                pattern.zero_()
         if cfg.periodic_dim:
             last = g.wave_mlp[-1]
             last.weight.mul_(0.1)
@@ -199,6 +256,24 @@ def build_conditional(cfg: ConditionalGANConfig, seed: int):
         for _ in range(10):  # settle the spectral-norm power iteration
             d(torch.zeros(1, 3, side, side, device="cpu"), torch.zeros(1, dtype=torch.long, device="cpu"))
     return g, d
+
+
+def grows_cell_patterns(saved: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether config ``now`` is config ``saved`` (a trained model's) with cell patterns added and nothing else
+    changed: the one architecture change a training may take up on resume (``grow_cell_patterns``)."""
+    return (not saved.get("cell_rank", 0) and now.get("cell_rank", 0) > 0
+            and {k: v for k, v in saved.items() if k != "cell_rank"} == {k: v for k, v in now.items()
+                                                                        if k != "cell_rank"})
+
+
+def grow_cell_patterns(weights: dict[str, torch.Tensor], grown: ConditionalGenerator) -> dict[str, torch.Tensor]:
+    """A generator's weights without cell patterns, completed with ``grown``'s fresh ones (zero patterns, seeded
+    gates): the grown generator draws exactly what the old one drew until training moves the patterns."""
+    fresh = grown.state_dict()
+    extra = set(fresh) - set(weights)
+    if not extra or not all(k.startswith(("cell_patterns.", "cell_gates.")) for k in extra) or set(weights) - set(fresh):
+        raise ValueError("these weights are not the grown generator's without its cell patterns")
+    return {**{k: fresh[k] for k in extra}, **weights}
 
 
 class MaterialDiscriminator(PatchDiscriminator):

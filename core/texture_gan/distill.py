@@ -38,7 +38,7 @@ from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from ..common.perception import TextureFeatures
 from ..common.quality import sliced_wasserstein
 from .conditional import CONDITIONAL_VERSION, ConditionalGANConfig, ConditionalGenerator, build_conditional, \
-    stage_downscale
+    grow_cell_patterns, grows_cell_patterns, stage_downscale
 from .generate import KIND
 from .train import EMAGANTrainer, load_exemplars, training_state_path
 
@@ -159,6 +159,20 @@ class MaterialTrainer(EMAGANTrainer):
         self.seed_streams(seed)
         self.steps_done = 0
 
+    def grow_cell_patterns(self, state: dict) -> None:
+        """Turn a saved state of this trainer's generator without cell patterns into one with them (in place):
+        the weights gain the fresh zero patterns and seeded gates, and the generator's optimiser gets their
+        parameters (appended last, as the generator registers them) with no moments yet. The discriminator and
+        the random streams are unchanged, so the grown training goes on where the old one stopped."""
+        for name in ("g", "g_ema"):
+            state[name] = grow_cell_patterns(state[name], getattr(self, name))
+        groups = state["opt_g"]["param_groups"]
+        count = len(list(self.g.parameters()))
+        if len(groups) != 1 or groups[0]["params"] != list(range(len(groups[0]["params"]))):
+            raise CheckpointError("the generator's optimiser state is not one group of its parameters")
+        groups[0]["params"] = list(range(count))
+        state["config"] = {**state.get("config", {}), "cell_rank": self.cfg.cell_rank}
+
     def _noise(self, labels: torch.Tensor):
         g, n, grid = self.g, labels.shape[0], self.cfg.crop_size // self.cfg.stride
         local = torch.randn(n, g.local_dim, grid, grid, generator=self.noise_gen, device="cpu")
@@ -254,8 +268,7 @@ def train_material_gan(exemplars: Sequence[str | Path | np.ndarray], materials: 
     step, losses, trained_seconds = 0, {}, 0.0
     if warm_start is not None and not state_path.exists():
         warm = load_training_state(warm_start, "cpu")
-        if {k: warm["config"].get(k) for k in cfg.ARCHITECTURE_FIELDS} != {k: cfg.to_dict()[k] for k in
-                                                                            cfg.ARCHITECTURE_FIELDS}:
+        if ConditionalGANConfig.from_dict(warm["config"]).architecture() != cfg.architecture():
             raise CheckpointError(f"{Path(warm_start).name} has another architecture; it cannot warm-start this run")
         for name in ("g", "d", "g_ema"):
             getattr(trainer, name).load_state_dict(warm[name])
@@ -266,8 +279,13 @@ def train_material_gan(exemplars: Sequence[str | Path | np.ndarray], materials: 
         # The schedule may change between sessions (a finishing phase added to a running training), and a state
         # saved before it existed has none of its fields.
         free = _COSMETIC_FIELDS + cfg.SCHEDULE_FIELDS
-        saved = {k: v for k, v in state.get("config", {}).items() if k not in free}
+        # Fields added since the state was saved take their defaults (as when the model file is loaded).
+        saved = {k: v for k, v in ConditionalGANConfig.from_dict(state.get("config", {})).to_dict().items()
+                 if k not in free} if "n_materials" in state.get("config", {}) else {}
         now = {k: v for k, v in cfg.to_dict().items() if k not in free}
+        if saved != now and grows_cell_patterns(saved, now):
+            trainer.grow_cell_patterns(state)
+            saved = now
         if state.get("data_fingerprint") != fingerprint or saved != now or state.get("seed") != seed:
             raise CheckpointError(f"{state_path.name} was trained on other exemplars or settings; "
                                   "delete it to start over")

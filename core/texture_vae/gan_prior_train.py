@@ -32,7 +32,7 @@ from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_trai
 from ..common.device import pick_device, seeded_generator
 from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from ..common.perception import TextureFeatures
-from ..texture_gan.conditional import stage_downscale
+from ..texture_gan.conditional import ConditionalGANConfig, grows_cell_patterns, stage_downscale
 from .gan_prior import GANPriorVAEConfig, GANPriorVAENet
 from .model import kl_divergence
 from .ops import KIND
@@ -50,6 +50,11 @@ class LabelledCropSampler(CropSampler):
     def sample_labelled(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         labels, crops = zip(*(self.draw() for _ in range(batch)))
         return torch.stack(crops), torch.tensor(labels, device=crops[0].device)
+
+
+def same_fields(arch: dict) -> dict:
+    """A GAN architecture with every field, those added since it was saved at their defaults."""
+    return ConditionalGANConfig.from_dict(arch).architecture()
 
 
 def generator_from_checkpoint(path: str | Path) -> tuple[dict, list[str], dict[str, torch.Tensor], int | None]:
@@ -157,10 +162,15 @@ def train_gan_prior_vae(exemplars: Sequence[str | Path | np.ndarray], generator_
         generator_weights, generator_steps = state["decoder"], state.get("generator_steps")
         if rebase and generator_path is not None and Path(generator_path).is_file():
             arch, materials, newer, newer_steps = generator_from_checkpoint(generator_path)
-            if arch != cfg.gan or materials != cfg.materials:
+            arch, trained_against = same_fields(arch), same_fields(cfg.gan)
+            if grows_cell_patterns(trained_against, arch) and materials == cfg.materials:
+                trained_against = arch  # the GAN grew its cell patterns: they start at zero, the encoder still fits
+                cfg = GANPriorVAEConfig.from_dict({**cfg.to_dict(), "gan": arch})
+            if arch != trained_against or materials != cfg.materials:
                 raise CheckpointError(f"{Path(generator_path).name}: not the architecture or materials the encoder "
                                       "was trained against; start a new training to use it")
-            if newer_steps is not None and (generator_steps is None or int(newer_steps) > int(generator_steps)):
+            if (newer_steps is not None and (generator_steps is None or int(newer_steps) > int(generator_steps))) \
+                    or set(newer) != set(generator_weights):  # grown: the state's generator lacks the patterns
                 generator_weights, generator_steps = newer, newer_steps
     else:
         arch, materials, generator_weights, generator_steps = generator_from_checkpoint(generator_path)
@@ -175,8 +185,7 @@ def train_gan_prior_vae(exemplars: Sequence[str | Path | np.ndarray], generator_
         if state.get("fingerprint") != fingerprint or state.get("seed") != seed:
             raise CheckpointError(f"{state_path.name} was trained on other exemplars or settings; delete it to "
                                   "start over")
-        trainer.load_state(state)
-        trainer.net.decoder.load_state_dict(generator_weights)  # the state's, or the one rebased onto
+        trainer.load_state({**state, "decoder": generator_weights})  # the state's generator, or the one rebased onto
         step = int(state["step"])
         losses = dict(state.get("losses", {}))
         trained_seconds = float(state.get("trained_seconds", 0.0))

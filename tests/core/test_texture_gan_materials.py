@@ -92,6 +92,79 @@ def test_fused_inference_equals_the_training_path():
         assert torch.allclose(g.body(canvas, fine).detach(), plain, atol=1e-6)
 
 
+def test_cell_patterns_tile_fuse_follow_the_material_and_paint_through_a_mask():
+    """Cell patterns repeat every canvas cell: the image still wraps exactly, the fused inference path and the
+    per-pixel (mask) path give the plain path's image, and each material gets its own mix of the patterns."""
+    from core.texture_gan.conditional import build_conditional
+
+    cfg = ConditionalGANConfig(n_materials=3, cell_rank=2, **{**TINY, "g_channels": (16, 12, 8, 6),
+                                                               "g_convs": (1, 2, 1, 2)})
+    g, _ = build_conditional(cfg, seed=5)
+    assert [tuple(p.shape) for p in g.cell_patterns] == [(2, 12, 2, 2), (2, 8, 4, 4), (2, 6, 8, 8)]
+    assert all(float(p.detach().abs().max()) == 0 for p in g.cell_patterns)  # zero: they add nothing until trained
+    gen = torch.Generator().manual_seed(1)
+    weights = mix_weights(["a", "b", "c"], {"a": 0.4, "c": 0.6})
+    canvas, fine = material_canvas(g, 6, 5, seed=2, weights=weights)
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen, device="cpu"))
+        plain = g.body(canvas, fine)
+        four = g.body(canvas.repeat(1, 1, 2, 2), [f.repeat(1, 1, 2, 2) for f in fine])
+        g.fused_upsampling = True
+        fused = g.body(canvas, fine)
+        g.fused_upsampling = False
+        painted = g.stage_images(canvas, fine, spatial=True)[-1]
+        saved = [p.clone() for p in g.cell_patterns]
+        for p in g.cell_patterns:
+            p.zero_()
+        without = g.body(canvas, fine)
+        for p, old in zip(g.cell_patterns, saved):
+            p.copy_(old)
+        other, other_fine = material_canvas(g, 6, 5, seed=2, weights=mix_weights(["a", "b", "c"], "b"))
+        gates = [gate(g.condition_of(c)) for gate in g.cell_gates for c in (canvas, other)]
+    assert torch.allclose(four, plain.repeat(1, 1, 2, 2), atol=1e-5)
+    assert torch.allclose(fused, plain, atol=1e-5), float((fused - plain).abs().max())
+    assert torch.allclose(painted, plain, atol=1e-5), float((painted - plain).abs().max())
+    assert float((without - plain).abs().mean()) > 1e-3  # the patterns draw something
+    assert all(not torch.allclose(a, b) for a, b in zip(gates[::2], gates[1::2]))  # per material
+
+
+def test_a_running_training_grows_cell_patterns_and_draws_the_same_until_it_trains_them(tmp_path):
+    """A state saved without cell patterns resumes with them: the grown generator draws exactly the old images,
+    the next steps train the patterns, a grown training resumes bit-identically, and no other change is
+    accepted with them."""
+    from core.common.checkpoints import CheckpointError, load_training_state
+
+    def train(path, steps, **fields):
+        cfg = ConditionalGANConfig(n_materials=2, **{**TINY, **fields})
+        return train_material_gan(_exemplars(), NAMES, path, steps=steps, config=cfg, seed=3, tiles=0)
+
+    old, straight, resumed = tmp_path / "old.safetensors", tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    for path in (old, straight, resumed):
+        train(path, 3)
+    before = TextureGenerator.load(old, "cpu").generate(64, 48, seed=1, material="wood")
+    train(old, 3, cell_rank=2)  # grown, no step taken
+    grown = TextureGenerator.load(old, "cpu")
+    assert grown.generator.cell_rank == 2
+    assert np.array_equal(grown.generate(64, 48, seed=1, material="wood"), before)
+    train(straight, 6, cell_rank=2)
+    train(resumed, 4, cell_rank=2)
+    train(resumed, 6, cell_rank=2)
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert float(a["cell_patterns.1"].abs().max()) > 0  # trained
+    trained = TextureGenerator.load(straight, "cpu")  # tiles of the canvas start on cells: the same image
+    assert np.allclose(trained.generate(160, 96, seed=5, material="wood", tile_size=64),
+                       trained.generate(160, 96, seed=5, material="wood"), atol=1e-5)
+    state = load_training_state(straight.with_name("a.train.safetensors"))
+    assert state["config"]["cell_rank"] == 2 and len(state["opt_g"]["param_groups"][0]["params"]) == len(
+        list(grown.generator.parameters()))
+    fresh = tmp_path / "c.safetensors"
+    train(fresh, 3)
+    with pytest.raises(CheckpointError, match="other exemplars or settings"):
+        train(fresh, 4, cell_rank=2, lr_g=1e-3)
+
+
 def test_tiled_generation_equals_one_pass(model_path):
     model = TextureGenerator.load(model_path, "cpu")
     whole = model.generate(160, 96, seed=5, material="wood")

@@ -212,6 +212,20 @@ def test_rebase_moves_onto_a_generator_trained_further(generator_file, tmp_path)
                     "texture_gan")
     with pytest.raises(CheckpointError, match="architecture or materials"):
         run(other, 5)
+    # The GAN grew cell patterns (conditional.grow_cell_patterns): the encoder follows it onto the grown generator.
+    grown_cfg = ConditionalGANConfig(**{**GAN, "cell_rank": 2})
+    grown_g, _ = build_conditional(grown_cfg, 3)
+    with torch.no_grad():
+        grown_g.cell_patterns[-1].add_(0.1)
+    grown_weights = {**grown_g.state_dict(), **{k: v + 0.5 for k, v in original.items()}}
+    grown = tmp_path / "grown.safetensors"
+    save_checkpoint(grown, grown_weights, {"architecture": grown_cfg.architecture(), "materials": ["bricks", "wood"],
+                                           "version": 2, "steps": 11}, "texture_gan")
+    tensors, config = run(grown, 6)
+    assert config["generator_steps"] == 11 and config["config"]["gan"]["cell_rank"] == 2
+    assert torch.equal(tensors["decoder.cell_patterns.1"], grown_weights["cell_patterns.1"])
+    vae = load_texture_vae(path, "cpu")
+    assert vae.config.gan["cell_rank"] == 2  # loads as the grown architecture
 
 
 def test_a_resumed_training_takes_the_new_recipe_but_keeps_its_architecture(generator_file, tmp_path):

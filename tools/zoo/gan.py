@@ -36,21 +36,27 @@ MATERIALS = (
 )
 
 
+# Added to the running training at step 56,119 (``conditional.grow_cell_patterns``, taken up on resume): the
+# generator's stages can then draw patterns locked to the canvas cell (the fabric's weave). The GPU profile
+# warm-starts from the CPU state, so it has them too.
+GROWN = {"cell_rank": 4}
+
+
 def profile_settings(profile: str) -> dict:
     """Recipe sizes per profile: config fields and the distillation's tiles."""
     if profile == "cpu":
         # The finishing phase (a quarter of the rates, a ~1,000-step average) from step 46,214: over the next
         # ~4,300 steps, same evaluation (6 seeds), the full rates went 2.19 -> 2.31 (geometric mean of the
         # ratios, at 47.9k / 50.4k steps) and the finishing phase 2.31 -> 2.23 (47.8k / 50.5k).
-        return {"config": {"finish_from": 46214}, "tiles": 4, "tile_size": 256, "synth_steps": None,
+        return {"config": {"finish_from": 46214, **GROWN}, "tiles": 4, "tile_size": 256, "synth_steps": None,
                 "materials": MATERIALS, "exemplar_side": None}
     if profile == "gpu":
-        return {"config": {"crop_size": 192, "batch_size": 18}, "tiles": 24, "tile_size": 384, "synth_steps": None,
+        return {"config": {"crop_size": 192, "batch_size": 18, **GROWN}, "tiles": 24, "tile_size": 384, "synth_steps": None,
                 "materials": MATERIALS, "exemplar_side": None}
     if profile == "tiny":  # seconds: two materials, small exemplars, no VGG
         return {"config": {"g_channels": (16, 8, 4), "g_convs": (1, 1, 1), "d_channels": (8, 16), "local_dim": 4,
                            "global_dim": 4, "periodic_dim": 2, "crop_size": 32, "batch_size": 2,
-                           "stats_loss_weight": 0.0, "adversarial_from": 3},
+                           "stats_loss_weight": 0.0, "adversarial_from": 3, "cell_rank": 2},
                 "tiles": 1, "tile_size": 48, "synth_steps": 2, "materials": MATERIALS[:2],
                 "exemplar_side": 64}
     raise SystemExit(f"gan: unknown profile {profile!r}; known: {', '.join(PROFILES)}")
