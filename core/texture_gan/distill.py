@@ -38,7 +38,7 @@ from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from ..common.perception import TextureFeatures
 from ..common.quality import sliced_wasserstein
 from .conditional import CONDITIONAL_VERSION, ConditionalGANConfig, ConditionalGenerator, build_conditional, \
-    grow_cell_patterns, grows_cell_patterns, stage_downscale
+    grow_cell_patterns, grows_cell_patterns, is_cell_parameter, stage_downscale
 from .generate import KIND
 from .train import EMAGANTrainer, load_exemplars, training_state_path
 
@@ -152,7 +152,11 @@ class MaterialTrainer(EMAGANTrainer):
         self.g, self.d, self.g_ema = g.to(device), d.to(device), g_ema.to(device).eval()
         for p in self.g_ema.parameters():
             p.requires_grad_(False)
-        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr_g, betas=(0.5, 0.99))
+        # Two groups when the generator has cell patterns (their own rate, ``cell_lr_scale``); registered last,
+        # so the first group is the generator's parameters in the order a model without them has.
+        named = list(self.g.named_parameters())
+        groups = [[p for n, p in named if not is_cell_parameter(n)], [p for n, p in named if is_cell_parameter(n)]]
+        self.opt_g = torch.optim.Adam([{"params": ps} for ps in groups if ps], lr=cfg.lr_g, betas=(0.5, 0.99))
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr_d, betas=(0.5, 0.99))
         self.features = features if features is not None else (TextureFeatures(device) if cfg.stats_loss_weight
                                                                else None)
@@ -162,16 +166,25 @@ class MaterialTrainer(EMAGANTrainer):
     def grow_cell_patterns(self, state: dict) -> None:
         """Turn a saved state of this trainer's generator without cell patterns into one with them (in place):
         the weights gain the fresh zero patterns and seeded gates, and the generator's optimiser gets their
-        parameters (appended last, as the generator registers them) with no moments yet. The discriminator and
+        parameters as a second group (with their own rate, ``cell_lr_scale``) with no moments yet. The discriminator and
         the random streams are unchanged, so the grown training goes on where the old one stopped."""
         for name in ("g", "g_ema"):
             state[name] = grow_cell_patterns(state[name], getattr(self, name))
         groups = state["opt_g"]["param_groups"]
-        count = len(list(self.g.parameters()))
-        if len(groups) != 1 or groups[0]["params"] != list(range(len(groups[0]["params"]))):
+        old = len(groups[0]["params"])
+        if len(groups) != 1 or groups[0]["params"] != list(range(old)):
             raise CheckpointError("the generator's optimiser state is not one group of its parameters")
-        groups[0]["params"] = list(range(count))
+        groups.append({**groups[0], "params": list(range(old, len(list(self.g.parameters()))))})
         state["config"] = {**state.get("config", {}), "cell_rank": self.cfg.cell_rank}
+
+    def regroup_cell_parameters(self, state: dict) -> None:
+        """A state grown before the cell patterns had their own group (one group of every parameter, the cell
+        ones last): split it as ``__init__`` groups them (in place; the moments stay with their parameters)."""
+        groups = state["opt_g"]["param_groups"]
+        if len(groups) == 1 and len(self.opt_g.param_groups) == 2:
+            main = len(self.opt_g.param_groups[0]["params"])
+            ids = groups[0]["params"]
+            state["opt_g"]["param_groups"] = [{**groups[0], "params": ids[:main]}, {**groups[0], "params": ids[main:]}]
 
     def _noise(self, labels: torch.Tensor):
         g, n, grid = self.g, labels.shape[0], self.cfg.crop_size // self.cfg.stride
@@ -189,6 +202,8 @@ class MaterialTrainer(EMAGANTrainer):
         for opt, rate in ((self.opt_g, cfg.lr_g), (self.opt_d, cfg.lr_d)):  # set every step: resumes agree
             for group in opt.param_groups:
                 group["lr"] = rate * scale
+        if len(self.opt_g.param_groups) == 2:  # the cell patterns' own rate
+            self.opt_g.param_groups[1]["lr"] = cfg.lr_g * scale * cfg.cell_lr_scale
         # Labels cycle through the materials from a seeded offset, so every material is seen equally.
         start = int(torch.randint(g.n_materials, (1,), generator=self.data_gen, device="cpu"))
         labels = (torch.arange(n, device="cpu") + start) % g.n_materials
@@ -290,6 +305,7 @@ def train_material_gan(exemplars: Sequence[str | Path | np.ndarray], materials: 
             raise CheckpointError(f"{state_path.name} was trained on other exemplars or settings; "
                                   "delete it to start over")
         step = int(state["step"])
+        trainer.regroup_cell_parameters(state)
         trainer.load_state(state, step)
         losses = dict(state.get("losses", {}))
         trained_seconds = float(state.get("trained_seconds", 0.0))
