@@ -165,7 +165,7 @@ class MaterialTrainer(EMAGANTrainer):
 
     def grow_cell_patterns(self, state: dict) -> None:
         """Turn a saved state of this trainer's generator without cell patterns into one with them (in place):
-        the weights gain the fresh zero patterns and seeded gates, and the generator's optimiser gets their
+        the weights gain the fresh seeded patterns and zero gates, and the generator's optimiser gets their
         parameters as a second group (with their own rate, ``cell_lr_scale``) with no moments yet. The discriminator and
         the random streams are unchanged, so the grown training goes on where the old one stopped."""
         for name in ("g", "g_ema"):
