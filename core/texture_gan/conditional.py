@@ -266,6 +266,11 @@ def build_conditional(cfg: ConditionalGANConfig, seed: int):
     return g, d
 
 
+def architecture_of(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved GAN config's architecture with every field, those added since it was saved at their defaults."""
+    return ConditionalGANConfig.from_dict(config).architecture()
+
+
 def is_cell_parameter(name: str) -> bool:
     return name.startswith(("cell_patterns.", "cell_gates."))
 

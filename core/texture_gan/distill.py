@@ -37,8 +37,8 @@ from ..common.device import pick_device
 from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from ..common.perception import TextureFeatures
 from ..common.quality import sliced_wasserstein
-from .conditional import CONDITIONAL_VERSION, ConditionalGANConfig, ConditionalGenerator, build_conditional, \
-    grow_cell_patterns, grows_cell_patterns, is_cell_parameter, stage_downscale
+from .conditional import CONDITIONAL_VERSION, ConditionalGANConfig, ConditionalGenerator, architecture_of, \
+    build_conditional, grow_cell_patterns, grows_cell_patterns, is_cell_parameter, stage_downscale
 from .generate import KIND
 from .train import EMAGANTrainer, load_exemplars, training_state_path
 
@@ -177,15 +177,6 @@ class MaterialTrainer(EMAGANTrainer):
         groups.append({**groups[0], "params": list(range(old, len(list(self.g.parameters()))))})
         state["config"] = {**state.get("config", {}), "cell_rank": self.cfg.cell_rank}
 
-    def regroup_cell_parameters(self, state: dict) -> None:
-        """A state grown before the cell patterns had their own group (one group of every parameter, the cell
-        ones last): split it as ``__init__`` groups them (in place; the moments stay with their parameters)."""
-        groups = state["opt_g"]["param_groups"]
-        if len(groups) == 1 and len(self.opt_g.param_groups) == 2:
-            main = len(self.opt_g.param_groups[0]["params"])
-            ids = groups[0]["params"]
-            state["opt_g"]["param_groups"] = [{**groups[0], "params": ids[:main]}, {**groups[0], "params": ids[main:]}]
-
     def _noise(self, labels: torch.Tensor):
         g, n, grid = self.g, labels.shape[0], self.cfg.crop_size // self.cfg.stride
         local = torch.randn(n, g.local_dim, grid, grid, generator=self.noise_gen, device="cpu")
@@ -283,7 +274,7 @@ def train_material_gan(exemplars: Sequence[str | Path | np.ndarray], materials: 
     step, losses, trained_seconds = 0, {}, 0.0
     if warm_start is not None and not state_path.exists():
         warm = load_training_state(warm_start, "cpu")
-        if ConditionalGANConfig.from_dict(warm["config"]).architecture() != cfg.architecture():
+        if architecture_of(warm["config"]) != cfg.architecture():
             raise CheckpointError(f"{Path(warm_start).name} has another architecture; it cannot warm-start this run")
         for name in ("g", "d", "g_ema"):
             getattr(trainer, name).load_state_dict(warm[name])
@@ -305,7 +296,6 @@ def train_material_gan(exemplars: Sequence[str | Path | np.ndarray], materials: 
             raise CheckpointError(f"{state_path.name} was trained on other exemplars or settings; "
                                   "delete it to start over")
         step = int(state["step"])
-        trainer.regroup_cell_parameters(state)
         trainer.load_state(state, step)
         losses = dict(state.get("losses", {}))
         trained_seconds = float(state.get("trained_seconds", 0.0))

@@ -32,7 +32,7 @@ from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_trai
 from ..common.device import pick_device, seeded_generator
 from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from ..common.perception import TextureFeatures
-from ..texture_gan.conditional import ConditionalGANConfig, grows_cell_patterns, stage_downscale
+from ..texture_gan.conditional import architecture_of, grows_cell_patterns, stage_downscale
 from .gan_prior import GANPriorVAEConfig, GANPriorVAENet
 from .model import kl_divergence
 from .ops import KIND
@@ -50,11 +50,6 @@ class LabelledCropSampler(CropSampler):
     def sample_labelled(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         labels, crops = zip(*(self.draw() for _ in range(batch)))
         return torch.stack(crops), torch.tensor(labels, device=crops[0].device)
-
-
-def same_fields(arch: dict) -> dict:
-    """A GAN architecture with every field, those added since it was saved at their defaults."""
-    return ConditionalGANConfig.from_dict(arch).architecture()
 
 
 def generator_from_checkpoint(path: str | Path) -> tuple[dict, list[str], dict[str, torch.Tensor], int | None]:
@@ -162,7 +157,7 @@ def train_gan_prior_vae(exemplars: Sequence[str | Path | np.ndarray], generator_
         generator_weights, generator_steps = state["decoder"], state.get("generator_steps")
         if rebase and generator_path is not None and Path(generator_path).is_file():
             arch, materials, newer, newer_steps = generator_from_checkpoint(generator_path)
-            arch, trained_against = same_fields(arch), same_fields(cfg.gan)
+            arch, trained_against = architecture_of(arch), architecture_of(cfg.gan)
             if grows_cell_patterns(trained_against, arch) and materials == cfg.materials:
                 trained_against = arch  # the GAN grew its cell patterns: they start at zero, the encoder still fits
                 cfg = GANPriorVAEConfig.from_dict({**cfg.to_dict(), "gan": arch})
