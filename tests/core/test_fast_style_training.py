@@ -138,7 +138,7 @@ def test_cached_multistyle_step_equals_per_style_losses():
     uncached = _grads(net)
     net.zero_grad()
     cached_feats = crop_pool.encode(encoder, crops, (CONTENT_LAYER,), chunk=1)[CONTENT_LAYER]
-    c_content, c_style, _, _ = multistyle_losses(encoder, net, crops, styles, cached_feats,
+    c_content, c_style, *_ = multistyle_losses(encoder, net, crops, styles, cached_feats,
                                               style_targets(encoder, [p[None] for p in paintings]))
     (c_content + 5 * c_style).backward()
     assert float(c_content.detach()) == pytest.approx(float(l_content.detach()), rel=1e-5)
@@ -189,7 +189,7 @@ def test_cached_mean_std_style_loss_equals_per_crop_statistics():
     uncached = _grads(net)
     net.zero_grad()
     cached_feats = crop_pool.encode(encoder, crops, (CONTENT_LAYER,), chunk=1)[CONTENT_LAYER]
-    _, c_style, _, _ = multistyle_losses(encoder, net, crops, styles, cached_feats,
+    _, c_style, *_ = multistyle_losses(encoder, net, crops, styles, cached_feats,
                                       style_targets(encoder, [p[None] for p in paintings]), "mean_std")
     c_style.backward()
     assert float(c_style.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
@@ -261,6 +261,27 @@ def test_flat_region_variation_costs_added_structure_not_the_inputs_edges():
     assert float(total_variation(striped, frame)) == pytest.approx(
         float(total_variation(striped)) - float(total_variation(frame)), rel=0.1)
     assert MultiStyleRecipe().tv_flat_sigma is not None  # the committed network trains with it since 5,174
+
+
+def test_coarse_variation_costs_a_soft_disc_on_a_flat_face_not_fine_strokes_or_the_inputs_own_shading():
+    from core.style.losses import coarse_total_variation, total_variation
+
+    ys, xs = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    disc = 0.15 * torch.exp(-((ys - 64) ** 2 + (xs - 64) ** 2) / (2 * 24.0 ** 2))  # a soft blob, 0.15 high
+    face = torch.full((1, 3, 128, 128), 0.5)
+    painted = face.clone()
+    painted[:, 0] += disc  # a reddish disc the input lacks
+    strokes = face + 0.2 * ((xs.long() // 2) % 2).float()  # fine strokes, 4 px period
+    # pixel-scale flat-region TV hardly sees the disc (its neighbouring pixels differ by < 0.005) ...
+    assert float(total_variation(painted, face)) < 0.15 * float(total_variation(strokes, face))
+    # ... the cell-scale one does, and lets the strokes pass (they average out within a 16 px cell)
+    assert float(coarse_total_variation(painted, face)) > 20 * float(coarse_total_variation(strokes, face))
+    # the same disc in the input's own shading is free; its contrast lowered by a fifth costs a fraction
+    shaded = face + disc
+    assert float(coarse_total_variation(shaded, shaded)) < 1e-7
+    assert float(coarse_total_variation(0.8 * shaded, shaded)) < 0.25 * float(coarse_total_variation(painted, face))
+    assert float(coarse_total_variation(face, face)) == 0.0
+    assert MultiStyleRecipe().coarse_tv_weight > 0  # the committed network trains with it since 6,005
 
 
 def test_bilinear_upsampling_is_an_option_that_keeps_older_identities():
