@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 from pathlib import Path
 
@@ -96,8 +97,13 @@ def _assert_same_gradients(cached: list[torch.Tensor], plain: list[torch.Tensor]
         assert float((g_cached - g_plain).norm()) <= 1e-4 * float(g_plain.norm()) + 1e-6 * scale
 
 
+def _float64_encoder():
+    """A float64 copy: load_perception's module is shared by every caller in the process."""
+    return copy.deepcopy(load_perception("cpu")).double()
+
+
 def test_cached_adain_step_equals_the_uncached_one():
-    encoder = load_perception("cpu").double()
+    encoder = _float64_encoder()
     crops, paintings = _crops_and_paintings(torch.float64)
     torch.manual_seed(0)
     decoder = AdaINDecoder(DecoderConfig.from_dict(TINY_DECODER)).double()
@@ -120,7 +126,7 @@ def test_cached_adain_step_equals_the_uncached_one():
 
 
 def test_cached_multistyle_step_equals_per_style_losses():
-    encoder = load_perception("cpu").double()
+    encoder = _float64_encoder()
     crops, paintings = _crops_and_paintings(torch.float64)
     torch.manual_seed(0)
     net = MultiStyleNet(MultiStyleConfig(4, 1, 2)).double()
