@@ -93,12 +93,9 @@ def coarse_total_variation(x: torch.Tensor, guide: torch.Tensor, pool: int = 16,
     def cells(t: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(t.float(), pool, stride=max(1, pool // 2))
 
-    out, grey = cells(x), cells(guide).mean(dim=1, keepdim=True)
-    total = out.new_zeros(())
-    for dim in (2, 3):
-        d_grey = grey.diff(dim=dim)
-        total = total + ((out.diff(dim=dim) - d_grey).abs() * torch.exp(-d_grey.abs() / sigma)).mean()
-    return total
+    # The output's difference minus the input's is the difference of (output - input grey).
+    ref = cells(guide)
+    return total_variation(cells(x) - ref.mean(dim=1, keepdim=True), ref, sigma)
 
 
 # --------------------------------------------------------------------------- colour
