@@ -36,6 +36,7 @@ from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, check_can
 from ..common.perception import Perception, load_perception, mean_std, perception_from_spec
 from .data import list_image_files, load_training_frames, sample_batch
 from .inputs import ImageLike, finish, prepare, unchanged
+from .fused_convs import run_decoder_layers
 from .losses import apply_color_preservation, match_color_histogram, normalize_preserve_color
 from .optimize import fit_max_side
 from .tiling import stylize_tiled
@@ -124,6 +125,11 @@ class AdaINDecoder(nn.Sequential):
         layers += _conv(cfg.widths[2], cfg.widths[2]) + _conv(cfg.widths[2], 3, relu=False)
         super().__init__(*layers)
         self.config = cfg
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or x.device.type != "cpu":
+            return super().forward(x)
+        return run_decoder_layers(self, x)  # inference on the CPU: the same sums, ~1.5x faster (fused_convs)
 
 
 def adain(content: torch.Tensor, style_mean: torch.Tensor, style_std: torch.Tensor,

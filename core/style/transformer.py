@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .fused_convs import runs_space_to_depth, space_to_depth_conv, upsampled_conv
 
 OUTPUTS = ("logit", "linear")
 UPSAMPLES = ("nearest", "bilinear")
@@ -62,7 +63,8 @@ class StatsNorm(nn.Module):
         """(scale, shift) applied after normalising, broadcastable to NxCx1x1."""
         return self.weight.view(1, -1, 1, 1), self.bias.view(1, -1, 1, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """``inplace``: normalise ``x`` itself (inference, where ``x`` is a convolution's fresh output)."""
         if self.mode == "reuse":
             if self.stored is None:
                 raise RuntimeError("StatsNorm has no recorded statistics to reuse")
@@ -72,12 +74,15 @@ class StatsNorm(nn.Module):
             # frames var_mean's one-pass reduction was a quarter of a 1024x768 stylization on the CPU.
             xf = x.float()
             mean = xf.mean(dim=(2, 3), keepdim=True)
-            var = (xf - mean).square().mean(dim=(2, 3), keepdim=True)
+            centred = xf - mean
+            var = (centred.square_() if inplace else centred.square()).mean(dim=(2, 3), keepdim=True)
             if self.mode == "record":
                 self.stored = (mean.detach(), var.detach())
         weight, bias = self.affine()
         scale = weight * torch.rsqrt(var + self.eps)
         shift = bias - mean * scale
+        if inplace:
+            return x.mul_(scale.to(x.dtype)).add_(shift.to(x.dtype))
         return x * scale.to(x.dtype) + shift.to(x.dtype)
 
 
@@ -90,6 +95,22 @@ class ConvLayer(nn.Sequential):
         if relu:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or x.device.type != "cpu":
+            return super().forward(x)
+        conv = self[1]
+        padded = self[0](x)
+        # An RGB head with a wide kernel: a sixth of a 1024x768 frame as a plain convolution (fused_convs).
+        y = space_to_depth_conv(padded, conv) if conv.kernel_size[0] >= 5 and runs_space_to_depth(padded, conv) \
+            else conv(padded)
+        return self.after_conv(y)
+
+    def after_conv(self, y: torch.Tensor) -> torch.Tensor:
+        """The layers after the convolution; without gradients the norm works in place on ``y``."""
+        for layer in list(self)[2:]:
+            y = layer(y, inplace=not torch.is_grad_enabled()) if isinstance(layer, StatsNorm) else layer(y)
+        return y
 
 
 class ResidualBlock(nn.Module):
@@ -109,6 +130,10 @@ class UpsampleConv(nn.Module):
         self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "nearest" and not torch.is_grad_enabled() and x.device.type == "cpu":
+            # Inference on the CPU: upsampling, padding and the convolution as one convolution of the small image
+            # (fused_convs), without the 4x image and its padded copy.
+            return self.conv.after_conv(upsampled_conv(x, self.conv[1]))
         if self.mode == "nearest":
             return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
         return self.conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))

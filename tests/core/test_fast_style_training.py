@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from core.common.checkpoints import load_checkpoint, load_training_state, save_checkpoint
 from core.common.perception import load_perception
@@ -170,8 +171,9 @@ def test_reconstruction_losses_decode_crops_back_to_their_pixels_and_low_feature
         a, b = encoder(out, (n,))[n], encoder(crops, (n,))[n]
         expected += float(((a - b) ** 2).mean() / (b ** 2).mean()) / len(RECONSTRUCTION_LAYERS)
     assert float(features) == pytest.approx(expected, rel=1e-4)
-    # A perfect reconstruction costs nothing; the losses only see the decoder (no gradient into the crops).
-    assert float(reconstruction_losses(encoder, lambda f: crops, feats, crops)[1]) == 0.0
+    # A perfect reconstruction costs nothing (to float rounding: the target's features come from the encoder's
+    # inference path); the losses only see the decoder (no gradient into the crops).
+    assert float(reconstruction_losses(encoder, lambda f: crops, feats, crops)[1]) < 1e-9
     assert AdaINRecipe().reconstruction_from is not None and AdaINRecipe().reconstruction_from > 0
 
 
@@ -310,6 +312,43 @@ def test_bilinear_upsampling_is_an_option_that_keeps_older_identities():
     assert ya.shape == yb.shape == x.shape and float((ya - yb).abs().mean()) > 1e-3
     with pytest.raises(ValueError):
         MultiStyleNet(MultiStyleConfig(4, 1, 2, "linear", "bicubic"))
+
+
+@pytest.mark.parametrize("size", [(32, 24), (37, 29)])
+def test_cpu_inference_path_equals_the_training_forward(size):
+    # Without gradients on the CPU the decoder's upsampling convolutions run on the small image (phase kernels),
+    # the RGB head on its space-to-depth rearrangement, and the norms in place: the same sums as the layers the
+    # network trains with, in every norm mode that tiling uses.
+    from core.style.fused_convs import space_to_depth_kernel, upsampled_conv_kernel
+
+    torch.manual_seed(0)
+    net = MultiStyleNet(MultiStyleConfig(4, 1, 2, "linear"))
+    with torch.no_grad():  # trained nets are far from the untrained near-identity; random norm rows too
+        net.decoder[-1][1].weight.mul_(30)
+        for norm in net.norms():
+            norm.weight.normal_(1, 0.3)
+            norm.bias.normal_(0, 0.3)
+    x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(1))
+    mix = torch.tensor([[0.3, 0.7]])
+    tile = x[..., 4:20, 2:14]
+    for mode, frame in (("instance", x), ("record", x), ("reuse", tile)):
+        net.set_norm_mode(mode)
+        with torch.enable_grad():
+            reference = net(frame, mix).detach()
+        with torch.no_grad():
+            fast = net(frame, mix)  # "record" records the same statistics again; "reuse" reads them
+        assert float((fast - reference).abs().max()) < 1e-5, mode
+        assert float((reference - frame).abs().mean()) > 1e-2  # a net that paints, not the identity
+    # The fused kernels alone, against the layers they stand for.
+    w = torch.randn(5, 6, 3, 3, dtype=torch.float64)
+    small = torch.randn(1, 6, 7, 9, dtype=torch.float64)
+    upsampled = F.conv2d(F.pad(F.interpolate(small, scale_factor=2, mode="nearest"), (1,) * 4, mode="reflect"), w)
+    fused = F.pixel_shuffle(F.conv2d(F.pad(small, (1,) * 4, mode="replicate"), upsampled_conv_kernel(w)), 2)
+    assert torch.allclose(fused, upsampled, atol=1e-12)
+    head = torch.randn(3, 6, 9, 9, dtype=torch.float64)
+    padded = torch.randn(1, 6, 22, 18, dtype=torch.float64)
+    s2d = F.pixel_shuffle(F.conv2d(F.pixel_unshuffle(padded, 2), space_to_depth_kernel(head)), 2)
+    assert torch.allclose(s2d, F.conv2d(padded, head), atol=1e-12)
 
 
 def test_per_layer_scaling_weighs_every_channel_of_a_layer_alike():

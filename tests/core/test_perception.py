@@ -149,6 +149,23 @@ def test_perceptual_measures_rank_real_images(tmp_path):
     assert quality.vgg_texture_distance(brick[:128, :128], brick) == same
 
 
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+def test_inference_features_equal_the_training_forwards(pooling):
+    # Without gradients on the CPU the network runs channels-last with in-place ReLUs; the features are the
+    # same (to float rounding) and come back in the usual layout.
+    net = perception.load_perception("cpu", pooling=pooling)
+    x = torch.rand(2, 3, 45, 61, generator=torch.Generator().manual_seed(2))
+    layers = perception.STYLE_LAYERS + (perception.CONTENT_LAYER,)
+    with torch.enable_grad():
+        reference = {k: v.detach() for k, v in net(x, layers).items()}
+    with torch.no_grad():
+        fast = net(x, layers)
+    for name in layers:
+        assert fast[name].is_contiguous() and fast[name].shape == reference[name].shape
+        scale = float(reference[name].abs().max())
+        assert scale > 0 and float((fast[name] - reference[name]).abs().max()) <= 1e-5 * scale, name
+
+
 def test_unknown_layer_and_pooling_are_refused():
     with pytest.raises(ValueError, match="relu9_9"):
         perception.layer_set(["relu9_9"])

@@ -226,6 +226,22 @@ def test_decoder_weights_that_do_not_fit_their_config_are_refused_before_the_dec
     assert built_on == ["meta"]
 
 
+@pytest.mark.parametrize("config", [DecoderConfig((16, 16, 8), (1, 1, 1)), DecoderConfig((16, 8, 8), (0, 2, 0), 1)])
+def test_cpu_inference_decoder_equals_its_training_forward(config):
+    # Without gradients on the CPU the decoder runs channels-last, each upsampling fused into the convolution
+    # after it, the RGB head by space to depth (fused_convs): the same sums as the layers it trains with.
+    torch.manual_seed(5)
+    decoder = AdaINDecoder(config)
+    feats = torch.rand(1, 512, 5, 7) * 3
+    with torch.enable_grad():
+        reference = decoder(feats).detach()
+    with torch.no_grad():
+        fast = decoder(feats)
+    assert fast.shape == reference.shape == (1, 3, 40, 56) and fast.is_contiguous()
+    assert float((fast - reference).abs().max()) < 1e-5 * float(reference.abs().max())
+    assert float(reference.std()) > 1e-3
+
+
 def test_cancel_stops_stylizing(tiny_model, styles_dir):
     token = CancelToken()
     token.cancel()
