@@ -125,6 +125,34 @@ def patch_sw(fake: torch.Tensor, real: torch.Tensor, gen: torch.Generator) -> to
     return sliced_wasserstein(pf, pr, PROJECTIONS, gen)
 
 
+EXEMPLAR_FEATURE_SAMPLES = 1 << 14  # per layer: plenty for the quantiles of 1-D projections
+
+
+@torch.no_grad()
+def exemplar_feature_sample(features: TextureFeatures, exemplar: torch.Tensor, gen: torch.Generator
+                            ) -> list[torch.Tensor]:
+    """Per layer, a fixed random sample of the VGG19 feature vectors of a whole exemplar (3xHxW in [0, 1], or
+    uint8), as 1xCxKx1 (what ``sliced_wasserstein`` takes; its quantile matching handles the sizes)."""
+    out = []
+    image = exemplar[None].float() / 255.0 if exemplar.dtype == torch.uint8 else exemplar[None].float()
+    for f in features(image):
+        flat = f[0].flatten(1)
+        if flat.shape[1] > EXEMPLAR_FEATURE_SAMPLES:
+            keep = torch.randperm(flat.shape[1], generator=gen, device="cpu")[:EXEMPLAR_FEATURE_SAMPLES]
+            flat = flat[:, keep.to(flat.device)]
+        out.append(flat[None, :, :, None].contiguous())
+    return out
+
+
+def exemplar_sw(features: TextureFeatures, fake: torch.Tensor, reference: list[torch.Tensor],
+                gen: torch.Generator) -> torch.Tensor:
+    """Per-layer normalised sliced Wasserstein of one image's VGG19 features to an exemplar's feature sample."""
+    total = fake.new_zeros(())
+    for ff, fr in zip(features(fake), reference):
+        total = total + sliced_wasserstein(ff, fr, PROJECTIONS, gen) / (fr.pow(2).mean() + 1e-8)
+    return total / len(reference)
+
+
 def vgg_sw(features: TextureFeatures, fake: torch.Tensor, real: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Per-sample, per-layer normalised sliced Wasserstein of VGG19 features (the batch mixes materials)."""
     with torch.no_grad():
@@ -159,9 +187,19 @@ class MaterialTrainer(EMAGANTrainer):
         self.opt_g = torch.optim.Adam([{"params": ps} for ps in groups if ps], lr=cfg.lr_g, betas=(0.5, 0.99))
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr_d, betas=(0.5, 0.99))
         self.features = features if features is not None else (TextureFeatures(device) if cfg.stats_loss_weight
+                                                               or cfg.exemplar_stats_weight
                                                                else None)
         self.seed_streams(seed)
         self.steps_done = 0
+        self._exemplar_features: list[list[torch.Tensor]] | None = None
+
+    def exemplar_features(self) -> list[list[torch.Tensor]]:
+        """Every material's exemplar feature sample (``exemplar_feature_sample``), made on first use from a
+        generator seeded by the exemplars' order alone, so a resumed training has the same ones."""
+        if self._exemplar_features is None:
+            gen = torch.Generator().manual_seed(len(self.sampler.exemplars))
+            self._exemplar_features = [exemplar_feature_sample(self.features, e, gen) for e in self.sampler.exemplars]
+        return self._exemplar_features
 
     def grow_cell_patterns(self, state: dict) -> None:
         """Turn a saved state of this trainer's generator without cell patterns into one with them (in place):
@@ -177,8 +215,8 @@ class MaterialTrainer(EMAGANTrainer):
         groups.append({**groups[0], "params": list(range(old, len(list(self.g.parameters()))))})
         state["config"] = {**state.get("config", {}), "cell_rank": self.cfg.cell_rank}
 
-    def _noise(self, labels: torch.Tensor):
-        g, n, grid = self.g, labels.shape[0], self.cfg.crop_size // self.cfg.stride
+    def _noise(self, labels: torch.Tensor, crop: int | None = None):
+        g, n, grid = self.g, labels.shape[0], (crop or self.cfg.crop_size) // self.cfg.stride
         local = torch.randn(n, g.local_dim, grid, grid, generator=self.noise_gen, device="cpu")
         phase = torch.rand(n, g.periodic_dim, generator=self.noise_gen, device="cpu") * (2 * math.pi)
         fine = [torch.randn(n, *shape, generator=self.noise_gen, device="cpu")
@@ -218,6 +256,14 @@ class MaterialTrainer(EMAGANTrainer):
             stats = vgg_sw(self.features, fake[:k], real[:k], self.proj_gen)
             loss_g = loss_g + cfg.stats_loss_weight * stats
             losses["stats"] = stats.detach()
+        if cfg.exemplar_stats_weight:
+            # One larger output of the step's first material against its whole exemplar (the bench's scale).
+            label = labels[:1]
+            local, phase, fine = self._noise(label, cfg.exemplar_stats_crop)
+            big = g.stage_images(g.build_input(local, g.embedding[label], phase), fine, final_only=True)[-1]
+            whole = exemplar_sw(self.features, big, self.exemplar_features()[int(label[0])], self.proj_gen)
+            loss_g = loss_g + cfg.exemplar_stats_weight * whole
+            losses["exemplar"] = whole.detach()
         adversarial = self.steps_done >= cfg.adversarial_from and cfg.adversarial_weight > 0
         if adversarial:
             d.train()

@@ -244,6 +244,44 @@ def test_finishing_phase_joins_a_running_training_and_slows_its_steps(tmp_path, 
         ConditionalGANConfig(n_materials=2, finish_lr_scale=0.0)
 
 
+def test_exemplar_statistics_term_joins_a_running_training_and_resumes_bit_identically(tmp_path):
+    """The whole-exemplar statistics term (a larger output against a fixed sample of the exemplar's VGG19
+    features): a running training takes it up, it changes the steps, and a resumed run equals a straight one."""
+    from core.common.perception import TextureFeatures
+    from core.texture_gan.distill import EXEMPLAR_FEATURE_SAMPLES, exemplar_feature_sample, exemplar_sw
+
+    whole = dict(exemplar_stats_weight=1.0, exemplar_stats_crop=48)
+
+    def train(path, steps, **fields):
+        cfg = ConditionalGANConfig(n_materials=2, **{**TINY, **fields})
+        return train_material_gan(_exemplars(), NAMES, path, steps=steps, config=cfg, seed=3, tiles=0)
+
+    straight, resumed, joined, plain = (tmp_path / f"{n}.safetensors" for n in "abcd")
+    losses = train(straight, 5, **whole)["losses"]
+    assert float(losses["exemplar"]) > 0
+    train(resumed, 3, **whole)
+    train(resumed, 5, **whole)
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    train(joined, 3)
+    train(joined, 5, **whole)  # accepted: a schedule field
+    train(plain, 5)
+    assert not all(torch.equal(load_file(str(joined))[k], load_file(str(plain))[k]) for k in a)
+
+    # The sample stands for the exemplar: the exemplar scores far closer to it than another material does.
+    features = TextureFeatures("cpu")
+    bricks, wood = (torch.from_numpy(e.transpose(2, 0, 1).copy()) for e in _exemplars())
+    sample = exemplar_feature_sample(features, bricks, torch.Generator().manual_seed(0))
+    again = exemplar_feature_sample(features, bricks, torch.Generator().manual_seed(0))
+    assert all(torch.equal(x, y) for x, y in zip(sample, again))
+    assert all(f.shape[0] == 1 and f.shape[3] == 1 and f.shape[2] <= EXEMPLAR_FEATURE_SAMPLES for f in sample)
+    own = float(exemplar_sw(features, bricks[None], sample, torch.Generator().manual_seed(1)))
+    other = float(exemplar_sw(features, wood[None], sample, torch.Generator().manual_seed(1)))
+    assert own < 0.2 * other
+    with pytest.raises(ValueError, match="exemplar_stats"):
+        ConditionalGANConfig(n_materials=2, **{**TINY, "exemplar_stats_crop": 30})
+
+
 def test_minutes_budget_stops_with_a_checkpoint(tmp_path):
     path = tmp_path / "m.safetensors"
     result = _train(path, None, minutes=0.0)
