@@ -36,7 +36,7 @@ from core.style import StyleModel, StyleTransferConfig, flicker, stylize_optimiz
 from core.style.optimize import DEFAULT_STEPS, default_refine_steps, fit_max_side
 from core.style.data import render_like_scene
 
-from .report import BenchContext, time_call
+from .report import BenchContext, time_call, time_pair
 
 FAMILY = "style"
 ROOT = Path(__file__).resolve().parents[1]
@@ -232,6 +232,24 @@ def _multistyle_quality(ctx: BenchContext, inputs: dict, works: dict) -> None:
             unit="s", baseline_name="bicubic 2x down/up", baseline_value=base,
             target="<= 1 s on a 2-core CPU" if ctx.device.type == "cpu" else "",
             note=f"{len(model.styles)} styles, {sum(p.numel() for p in model.net.parameters()) / 1e6:.2f} M params")
+    _rewrite_row(ctx, f"multi-style stylize {frame.shape[1]}x{frame.shape[0]}{tag}",
+                 lambda: model.stylize_tensor(x, mix), 2 if ctx.quick else 3)
+
+
+def _rewrite_row(ctx: BenchContext, name: str, fn, repeats: int) -> None:
+    """On the CPU: ``fn`` with its inference rewrites (core/style/fused_convs.py, the perception module's
+    channels-last path) against the same weights run as in training, timed alternately."""
+    if ctx.device.type != "cpu":
+        return
+    from core.common.inference import layers_as_trained
+
+    def plain():
+        with layers_as_trained():
+            fn()
+    fast, slow = time_pair(fn, plain, ctx.device, repeats=repeats)
+    ctx.add(family=FAMILY, name=f"{name}: CPU inference rewrites", value=fast, unit="s",
+            baseline_name="the same weights run as in training", baseline_value=slow,
+            note="same sums to float rounding (tests)")
 
 
 def _adain_quality(ctx: BenchContext, inputs: dict, works: dict) -> None:
@@ -257,3 +275,5 @@ def _adain_quality(ctx: BenchContext, inputs: dict, works: dict) -> None:
     ctx.add(family=FAMILY, name=f"AdaIN stylize {frame.shape[1]}x{frame.shape[0]}{tag}", value=seconds, unit="s",
             baseline_name="bicubic 2x down/up", baseline_value=base,
             target="<= 5 s on a 2-core CPU" if ctx.device.type == "cpu" else "1080p <= 15 ms on H100")
+    _rewrite_row(ctx, f"AdaIN stylize {frame.shape[1]}x{frame.shape[0]}{tag}", lambda: model.stylize_tensor(x, stats),
+                 1 if ctx.quick else 2)

@@ -33,6 +33,7 @@ from ..common.checkpoints import (CheckpointError, fingerprint_files, load_check
 from ..common.device import pick_device
 from ..common.images import from_tensor, load_image, to_srgb, to_tensor
 from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, check_cancel, report
+from ..common.inference import cpu_inference
 from ..common.perception import Perception, load_perception, mean_std, perception_from_spec
 from .data import list_image_files, load_training_frames, sample_batch
 from .inputs import ImageLike, finish, prepare, unchanged
@@ -127,7 +128,7 @@ class AdaINDecoder(nn.Sequential):
         self.config = cfg
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or x.device.type != "cpu":
+        if not cpu_inference(x):
             return super().forward(x)
         return run_decoder_layers(self, x)  # inference on the CPU: the same sums, ~1.5x faster (fused_convs)
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..common.inference import cpu_inference
 from .fused_convs import runs_space_to_depth, space_to_depth_conv, upsampled_conv
 
 OUTPUTS = ("logit", "linear")
@@ -97,7 +98,7 @@ class ConvLayer(nn.Sequential):
         super().__init__(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or x.device.type != "cpu":
+        if not cpu_inference(x):
             return super().forward(x)
         conv = self[1]
         padded = self[0](x)
@@ -109,7 +110,7 @@ class ConvLayer(nn.Sequential):
     def after_conv(self, y: torch.Tensor) -> torch.Tensor:
         """The layers after the convolution; without gradients the norm works in place on ``y``."""
         for layer in list(self)[2:]:
-            y = layer(y, inplace=not torch.is_grad_enabled()) if isinstance(layer, StatsNorm) else layer(y)
+            y = layer(y, inplace=cpu_inference(y)) if isinstance(layer, StatsNorm) else layer(y)
         return y
 
 
@@ -130,7 +131,7 @@ class UpsampleConv(nn.Module):
         self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "nearest" and not torch.is_grad_enabled() and x.device.type == "cpu":
+        if self.mode == "nearest" and cpu_inference(x):
             # Inference on the CPU: upsampling, padding and the convolution as one convolution of the small image
             # (fused_convs), without the 4x image and its padded copy.
             return self.conv.after_conv(upsampled_conv(x, self.conv[1]))

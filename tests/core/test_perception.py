@@ -160,10 +160,15 @@ def test_inference_features_equal_the_training_forwards(pooling):
         reference = {k: v.detach() for k, v in net(x, layers).items()}
     with torch.no_grad():
         fast = net(x, layers)
+    from core.common.inference import layers_as_trained
+
+    with torch.no_grad(), layers_as_trained():  # the bench's reference: the plain path, bit for bit
+        plain = net(x, layers)
     for name in layers:
         assert fast[name].is_contiguous() and fast[name].shape == reference[name].shape
         scale = float(reference[name].abs().max())
         assert scale > 0 and float((fast[name] - reference[name]).abs().max()) <= 1e-5 * scale, name
+        assert torch.equal(plain[name], reference[name])
 
 
 def test_unknown_layer_and_pooling_are_refused():
