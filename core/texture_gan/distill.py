@@ -126,6 +126,9 @@ def patch_sw(fake: torch.Tensor, real: torch.Tensor, gen: torch.Generator) -> to
 
 
 EXEMPLAR_FEATURE_SAMPLES = 1 << 14  # per layer: plenty for the quantiles of 1-D projections
+# The recipe's whole-exemplar statistics term (``ConditionalGANConfig.exemplar_stats_weight``): the bundled
+# training's since step 69,160 (tools/zoo/gan.py) and *Train From Image*'s.
+WHOLE_EXEMPLAR_STATS = {"exemplar_stats_weight": 2.0, "exemplar_stats_crop": 192}
 
 
 @torch.no_grad()
@@ -397,7 +400,9 @@ def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: s
         base = ConditionalGANConfig(n_materials=len(items))
         smallest = min(min(a.shape[:2]) for a in arrays)
         crop = max(2 * base.stride, min(base.crop_size, smallest // base.stride * base.stride))
-        config = ConditionalGANConfig(n_materials=len(items), crop_size=crop)
+        whole = max(crop, min(WHOLE_EXEMPLAR_STATS["exemplar_stats_crop"], smallest // base.stride * base.stride))
+        config = ConditionalGANConfig(n_materials=len(items), crop_size=crop, exemplar_stats_crop=whole,
+                                      exemplar_stats_weight=WHOLE_EXEMPLAR_STATS["exemplar_stats_weight"])
     out = Path(out_path)
     state = training_state_path(out)
     if not resume and state.exists():

@@ -282,6 +282,21 @@ def test_exemplar_statistics_term_joins_a_running_training_and_resumes_bit_ident
         ConditionalGANConfig(n_materials=2, **{**TINY, "exemplar_stats_crop": 30})
 
 
+def test_train_from_image_default_recipe_has_the_whole_exemplar_term_fitted_to_the_exemplar(tmp_path):
+    import json
+
+    from core.common.checkpoints import read_checkpoint_config
+    from core.texture_gan.distill import WHOLE_EXEMPLAR_STATS, train_one_material
+
+    out = train_one_material([make_exemplar("stones", 112, seed=1)], tmp_path / "mine.safetensors", 1, tiles=1)
+    config = read_checkpoint_config(out)
+    training = config["training_config"] if isinstance(config["training_config"], dict) else \
+        json.loads(config["training_config"])
+    assert training["exemplar_stats_weight"] == WHOLE_EXEMPLAR_STATS["exemplar_stats_weight"] > 0
+    # Training crops as before (96 px); the whole-exemplar output as large as the exemplar allows, up to 192 px.
+    assert training["crop_size"] == 96 and training["exemplar_stats_crop"] == 112
+
+
 def test_minutes_budget_stops_with_a_checkpoint(tmp_path):
     path = tmp_path / "m.safetensors"
     result = _train(path, None, minutes=0.0)

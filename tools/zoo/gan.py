@@ -44,14 +44,18 @@ MATERIALS = (
 
 def profile_settings(profile: str) -> dict:
     """Recipe sizes per profile: config fields and the distillation's tiles."""
+    from core.texture_gan.distill import WHOLE_EXEMPLAR_STATS
     if profile == "cpu":
         # The finishing phase (a quarter of the rates, a ~1,000-step average) from step 46,214: over the next
         # ~4,300 steps, same evaluation (6 seeds), the full rates went 2.19 -> 2.31 (geometric mean of the
         # ratios, at 47.9k / 50.4k steps) and the finishing phase 2.31 -> 2.23 (47.8k / 50.5k).
-        return {"config": {"finish_from": 46214}, "tiles": 4, "tile_size": 256, "synth_steps": None,
-                "materials": MATERIALS, "exemplar_side": None}
+        # The whole-exemplar statistics term (one 192 px output a step against its exemplar's VGG19 features) from
+        # step 69,160, where 13,000 steps of the finishing phase had left the six-seed score flat (2.11-2.12).
+        return {"config": {"finish_from": 46214, **WHOLE_EXEMPLAR_STATS},
+                "tiles": 4, "tile_size": 256, "synth_steps": None, "materials": MATERIALS, "exemplar_side": None}
     if profile == "gpu":
-        return {"config": {"crop_size": 192, "batch_size": 18}, "tiles": 24, "tile_size": 384, "synth_steps": None,
+        return {"config": {"crop_size": 192, "batch_size": 18, **WHOLE_EXEMPLAR_STATS, "exemplar_stats_crop": 256},
+                "tiles": 24, "tile_size": 384, "synth_steps": None,
                 "materials": MATERIALS, "exemplar_side": None}
     if profile == "tiny":  # seconds: two materials, small exemplars, no VGG
         return {"config": {"g_channels": (16, 8, 4), "g_convs": (1, 1, 1), "d_channels": (8, 16), "local_dim": 4,
