@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..common.subpixel import subpixel_kernel
+
 
 def _taps(kernel: int, factor: int, pad: int, device) -> torch.Tensor:
     """0/1 map [phase, tap, sub-pixel, offset] of a stride-1 ``kernel`` tap at a fine pixel of ``phase`` onto the
@@ -33,10 +35,10 @@ def _taps(kernel: int, factor: int, pad: int, device) -> torch.Tensor:
 def upsampled_conv_kernel(weight: torch.Tensor) -> torch.Tensor:
     """A 3x3 convolution of the 2x nearest-upsampled image as one 3x3 convolution of the image itself with
     four outputs per channel (one per sub-pixel phase, ``pixel_shuffle``'s order)."""
-    cout, cin, k, _ = weight.shape
-    taps = _taps(k, 2, k // 2, weight.device).sum(2).to(weight.dtype)
-    fused = torch.einsum("ocyx,pyY,qxX->opqcYX", weight, taps, taps)
-    return fused.reshape(cout * 4, cin, taps.shape[-1], taps.shape[-1])
+    if weight.shape[-2:] != (3, 3):
+        raise ValueError("upsampled_conv_kernel fuses 3x3 kernels only")
+    # Nearest upsampling: every tap reads one small-image pixel whichever sub-pixel it falls on.
+    return subpixel_kernel(weight, _taps(3, 2, 1, weight.device).sum(2).transpose(1, 2))
 
 
 def space_to_depth_kernel(weight: torch.Tensor) -> torch.Tensor:

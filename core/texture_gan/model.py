@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..common.patchgan import PatchDiscriminator
+from ..common.subpixel import subpixel_kernel
 
 # Output pixels per noise pixel (the stride) is 2 ** (len(g_channels) - 1).
 MODEL_VERSION = 2  # 2: conditional (material) generators, conditional.py
@@ -158,12 +159,8 @@ _PHASE_TAPS = torch.tensor([[[0.75, 0.25, 0.0], [0.25, 0.75, 0.75], [0.0, 0.0, 0
 
 def upsample_conv_weight(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The (4*Cout, Cin, 3, 3) low-resolution kernel and bias equal to ``conv`` after ``CircularUpsample``."""
-    w = conv.weight
-    taps = _PHASE_TAPS.to(device=w.device, dtype=w.dtype)
-    # K[o, py, px, c] = taps[py] @ w[o, c] @ taps[px]^T, ordered as pixel_shuffle reads channels (o, py, px).
-    k = torch.einsum("ytk,ockl,xsl->oyxcts", taps, w, taps).reshape(-1, w.shape[1], 3, 3)
     bias = None if conv.bias is None else conv.bias.repeat_interleave(4)
-    return k.contiguous(), bias
+    return subpixel_kernel(conv.weight, _PHASE_TAPS), bias
 
 
 def upsample_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
