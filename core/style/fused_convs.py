@@ -51,9 +51,15 @@ def space_to_depth_kernel(weight: torch.Tensor) -> torch.Tensor:
     return fused.reshape(cout * 4, cin * 4, taps.shape[-1], taps.shape[-1])
 
 
+def fuses_upsampling(conv: torch.nn.Module) -> bool:
+    """Whether ``upsampled_conv`` can stand for ``conv`` after a 2x upsampling: a plain 3x3 convolution."""
+    return (isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+            and conv.groups == 1 and conv.dilation == (1, 1))
+
+
 def upsampled_conv(x: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
     """``conv(reflection_pad(nearest_upsample_2x(x), 1))`` for a 3x3 ``conv``, by ``upsampled_conv_kernel``."""
-    if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.groups != 1 or conv.dilation != (1, 1):
+    if not fuses_upsampling(conv):
         raise ValueError("upsampled_conv fuses a plain 3x3 convolution (a 1-pixel reflected border) only")
     bias = None if conv.bias is None else conv.bias.repeat_interleave(4)
     y = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), upsampled_conv_kernel(conv.weight), bias)
@@ -85,9 +91,7 @@ def run_decoder_layers(layers, x: torch.Tensor) -> torch.Tensor:
         following = layers[i + 1:i + 3]
         if isinstance(layer, torch.nn.Upsample) and layer.mode == "nearest" and layer.scale_factor in (2, 2.0) \
                 and len(following) == 2 and isinstance(following[0], torch.nn.ReflectionPad2d) \
-                and tuple(following[0].padding) == (1, 1, 1, 1) and isinstance(following[1], torch.nn.Conv2d) \
-                and following[1].kernel_size == (3, 3) and following[1].stride == (1, 1) \
-                and following[1].groups == 1 and following[1].dilation == (1, 1):
+                and tuple(following[0].padding) == (1, 1, 1, 1) and fuses_upsampling(following[1]):
             x, i = upsampled_conv(x, following[1]), i + 3
         elif isinstance(layer, torch.nn.ReflectionPad2d) and following and isinstance(following[0], torch.nn.Conv2d):
             padded, conv = layer(x), following[0]
