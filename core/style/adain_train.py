@@ -31,7 +31,7 @@ from ..common.perception import Perception, load_perception, mean_std
 from .adain import (ENCODER_LAYER, MODEL_KIND, STYLE_LOSS_LAYERS, AdaINDecoder, DecoderConfig, adain)
 from .crop_pool import (Budget, CropPool, PhasedRecipe, content_files, describe_files, load_content,
                         painting_statistics, painting_variants, refresh_pool)
-from .losses import per_crop_content_distance
+from .losses import per_crop_content_distance, stability_noise
 from .resumable import ResumableRun
 
 StyleStats = dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (N x C x 1 x 1 means, stds)
@@ -79,6 +79,15 @@ class AdaINRecipe(PhasedRecipe):
     # normalised VGG) lifts near-dead edge filters up to 100x (1e4 in the squared loss): after 1157 steps its
     # decoder drew grey embossed edges (content distance 1.2-1.9).
     loss_scaling: str = "per_layer"
+    # Stability (as the multi-style network's, multistyle_train.MultiStyleRecipe): each crop's relu4_1 features
+    # again with faint grain added to its pixels (losses.stability_noise; one encoder pass without gradient), both
+    # painted in the step's style; the mean squared difference of the two decoded images costs this much. Why:
+    # at 14,735 steps a 1 % grain on the frame changed the output by 7-9x as much in its worst 16 px cell
+    # (quality.grain_gain; the bench's photo and render, Starry Night and Great Wave), drawn as a fine
+    # cross-hatching over a render's flat floor and a photo's concrete. 0 until step ``stability_from``.
+    stability_weight: float = 300.0
+    stability_from: int = 14735
+    stability_noise: float = 0.015
 
     def reconstructing(self, step: int) -> bool:
         """Whether ``step`` (past the warm-up) trains reconstruction only."""
@@ -88,15 +97,19 @@ class AdaINRecipe(PhasedRecipe):
 
 def cached_adain_losses(encoder: Perception, decoder: AdaINDecoder, content_feats: torch.Tensor,
                         style_stats: StyleStats, scales: dict[str, torch.Tensor] | None = None,
-                        keep: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        keep: list | None = None, decoded: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The paper's (content, style) losses from cached relu4_1 content features and painting statistics.
 
     Equal to ``adain.adain_losses`` on the crops and paintings those came from when ``scales`` is None
     (tests/core/test_fast_style_training.py); ``scales`` (per layer, C) divides every feature channel first.
-    ``keep``, when given, receives ``per_crop_content_distance`` of the same output (no second VGG pass).
+    ``keep``, when given, receives ``per_crop_content_distance`` of the same output (no second VGG pass);
+    ``decoded`` receives the decoded images.
     """
     target = adain(content_feats, *style_stats[ENCODER_LAYER])
-    out_feats = encoder(decoder(target), STYLE_LOSS_LAYERS)
+    out = decoder(target)
+    if decoded is not None:
+        decoded.append(out)
+    out_feats = encoder(out, STYLE_LOSS_LAYERS)
 
     def scaled(name: str, t: torch.Tensor) -> torch.Tensor:
         return t if scales is None else t / scales[name].view(1, -1, 1, 1).to(t.dtype)
@@ -241,6 +254,7 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
             optimizer.zero_grad(set_to_none=True)
             l_pixel = torch.zeros((), device=dev)
             l_keep = torch.zeros((), device=dev)
+            l_stable = torch.zeros((), device=dev)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 if step < recipe.warmup_steps:
                     l_content = F.mse_loss(decoder(feats).float(), pool.crops[idx].to(dev))
@@ -253,19 +267,27 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
                     style = {n: (m[sidx].to(dev)[..., None, None], s[sidx].to(dev)[..., None, None])
                              for n, (m, s) in stats.items()}
                     kept: list = []
-                    l_content, l_style = cached_adain_losses(encoder, decoder, feats, style, scales, kept)
+                    decoded: list = []
+                    l_content, l_style = cached_adain_losses(encoder, decoder, feats, style, scales, kept, decoded)
                     l_keep = kept[0]
+                    if recipe.stability_weight > 0 and step >= recipe.stability_from:
+                        crops = pool.crops[idx].to(dev)
+                        grain = stability_noise(crops.shape, recipe.stability_noise, generator).to(dev)
+                        with torch.no_grad():
+                            grainy = encoder(crops + grain, (ENCODER_LAYER,))[ENCODER_LAYER]
+                        l_stable = (decoder(adain(grainy, *style[ENCODER_LAYER])).float()
+                                    - decoded[0].float()).pow(2).mean()
                     if recipe.pixel_weight > 0:  # unstylized crops decoded back to themselves: no VGG pass
                         rid = torch.randint(pool_count, (batch,), generator=generator, device="cpu")
                         l_pixel = F.mse_loss(decoder(pool.features[ENCODER_LAYER][rid].to(dev)).float(),
                                              pool.crops[rid].to(dev))
             loss = (l_content.float() + recipe.style_weight * l_style.float() + recipe.pixel_weight * l_pixel.float()
-                    + recipe.content_keep_weight * l_keep.float())
+                    + recipe.content_keep_weight * l_keep.float() + recipe.stability_weight * l_stable.float())
             run.optimize(step, loss, f"AdaIN training diverged at step {step}; the checkpoint before it is kept")
             step += 1
             run.end_step(step, t0, budget, (lambda s_per_step: (
                 f"step {step}: content {float(l_content.detach()):.4f} style {float(l_style.detach()):.4f} "
-                f"pixel {float(l_pixel.detach()):.4f} keep {float(l_keep.detach()):.3f} "
+                f"pixel {float(l_pixel.detach()):.4f} keep {float(l_keep.detach()):.3f} stable {float(l_stable.detach()):.5f} "
                 f"{s_per_step:.2f} s/step, crop {crop}, batch {batch}"))
                 if step % 25 == 0 or step == recipe.warmup_steps else None)
     return run.finish(step, budget)

@@ -98,6 +98,17 @@ def coarse_total_variation(x: torch.Tensor, guide: torch.Tensor, pool: int = 16,
     return total_variation(cells(x) - ref.mean(dim=1, keepdim=True), ref, sigma)
 
 
+def stability_noise(shape: torch.Size, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Grain to perturb a batch with (``shape``: N x 3 x H x W, drawn on the CPU from the training's generator, so
+    a resumed run draws the same): per-pixel noise plus noise over 4 px blobs, each of std ``sigma``."""
+    n, c, h, w = shape
+    fine = torch.randn(n, c, h, w, generator=generator)
+    coarse = torch.randn(n, c, -(-h // 4), -(-w // 4), generator=generator)
+    coarse = F.interpolate(coarse, scale_factor=4, mode="bilinear", align_corners=False)
+    # bilinear upsampling lowers the std (about 0.6 of it): scale it back so both scales are ``sigma``.
+    return sigma * (fine + coarse[..., :h, :w] / coarse.std().clamp(min=1e-6))
+
+
 # --------------------------------------------------------------------------- colour
 
 _TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)

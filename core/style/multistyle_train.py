@@ -22,7 +22,7 @@ import torch
 from ..common.images import from_tensor, load_image, to_srgb, to_tensor
 from ..common.perception import Perception, load_perception, mean_std
 from .crop_pool import Budget, CropPool, PhasedRecipe, content_files, describe_files, load_content, refresh_pool
-from .losses import coarse_total_variation, gram, per_crop_content_distance, total_variation
+from .losses import coarse_total_variation, gram, per_crop_content_distance, stability_noise, total_variation
 from .multistyle import MODEL_KIND, MultiStyleConfig, MultiStyleNet, one_hot
 from .optimize import fit_max_side
 from .palette import Palette
@@ -88,6 +88,16 @@ class MultiStyleRecipe(PhasedRecipe):
     # sees (astronaut + Cycles renders of seeds 9001-9003), at 3,974 steps: 0.5 lowered the renders' content
     # distance by a third (Starry Night 1.73 -> 1.14) for 0-11 points of cut (still 50-58 %).
     palette_strength: float = 0.5
+    # Stability (Gupta et al. 2017, "Characterizing and improving stability in neural style transfer"): the
+    # crops again with faint noise added must give the same output; its mean squared difference costs this
+    # much. Why: at 8,441 steps the network turned a photo's faint floor grain and a render's gravel into a
+    # regular blue-and-yellow weave (Starry Night, La Grande Jatte, Contrast of Forms at the same places): on a
+    # flat grey frame with 1 % noise it painted full-contrast dashes everywhere, on the same frame without
+    # noise nothing. Noise a camera or a render sampler adds is not content: strokes must come from the
+    # picture. 0 until step ``stability_from``.
+    stability_weight: float = 300.0
+    stability_from: int = 8441
+    stability_noise: float = 0.015  # grey levels per pixel, twice: i.i.d. and as 4 px blobs (grain at two scales)
 
 
 STYLE_LOSSES = ("gram", "mean_std")
@@ -101,6 +111,7 @@ class StepLosses(NamedTuple):
     tv: torch.Tensor
     out_of_range: torch.Tensor
     coarse_tv: torch.Tensor
+    stability: torch.Tensor
 
 
 @dataclass
@@ -141,11 +152,13 @@ def style_targets(encoder: Perception, paintings: Sequence[torch.Tensor], device
 def multistyle_losses(encoder: Perception, net: MultiStyleNet, crops: torch.Tensor, styles: torch.Tensor,
                       content_feats: torch.Tensor, targets: StyleTargets, style_loss: str = "gram",
                       content_per_crop: bool = False, tv_flat_sigma: float | None = None,
-                      coarse_tv_pool: int = 16) -> StepLosses:
+                      coarse_tv_pool: int = 16, perturbation: torch.Tensor | None = None) -> StepLosses:
     """The loss terms of one batch: crop i painted in style ``styles[i]``, against cached targets.
 
     ``style_loss``: "gram" (Johnson et al.; Gram MSE over the painting's Gram energy per layer) or
     "mean_std" (Huang & Belongie; channel means and stds, over the painting's statistics energy per layer).
+    ``perturbation``: noise added to the crops for a second pass; its mean squared change of the output is the
+    stability term (zero without it).
     """
     if style_loss not in STYLE_LOSSES:
         raise ValueError(f"style_loss must be one of {', '.join(STYLE_LOSSES)}, not {style_loss!r}")
@@ -167,7 +180,12 @@ def multistyle_losses(encoder: Perception, net: MultiStyleNet, crops: torch.Tens
     # Unclamped output ("linear" nets): out-of-range values cost their square, inside [0, 1] nothing.
     l_range = (y.clamp(max=0.0).pow(2) + (y - 1.0).clamp(min=0.0).pow(2)).mean()
     tv = total_variation(y) if tv_flat_sigma is None else total_variation(y, crops, tv_flat_sigma)
-    return StepLosses(l_content, l_style / len(STYLE_LAYERS), tv, l_range, coarse_total_variation(y, crops, coarse_tv_pool))
+    stability = crops.new_zeros(())
+    if perturbation is not None:
+        y_noisy = net(crops + perturbation.to(crops), one_hot(styles, net.multi.styles).to(crops.device), clamp=False)
+        stability = (y_noisy - y).pow(2).mean()
+    return StepLosses(l_content, l_style / len(STYLE_LAYERS), tv, l_range,
+                      coarse_total_variation(y, crops, coarse_tv_pool), stability)
 
 
 def load_painting(path: Path, size: int) -> torch.Tensor:
@@ -232,19 +250,23 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
             base_lr = recipe.learning_rate / (1.0 + recipe.lr_decay * step)
             optimizer.param_groups[0]["lr"] = base_lr
             optimizer.param_groups[1]["lr"] = base_lr * recipe.style_lr_scale
+            stable = recipe.stability_weight > 0 and step >= recipe.stability_from
+            perturbation = (stability_noise(pool.crops[idx].shape, recipe.stability_noise, generator)
+                            if stable else None)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                l_content, l_style, l_tv, l_range, l_coarse_tv = multistyle_losses(
+                l_content, l_style, l_tv, l_range, l_coarse_tv, l_stable = multistyle_losses(
                     encoder, net, pool.crops[idx].to(dev), style_idx.to(dev),
                     pool.features[CONTENT_LAYER][idx].to(dev), targets, recipe.style_loss, recipe.content_per_crop,
-                    recipe.tv_flat_sigma, recipe.coarse_tv_pool)
+                    recipe.tv_flat_sigma, recipe.coarse_tv_pool, perturbation)
             loss = (recipe.content_weight * l_content.float() + recipe.style_weight * l_style.float()
                     + recipe.tv_weight * l_tv.float() + recipe.range_weight * l_range.float()
-                    + recipe.coarse_tv_weight * l_coarse_tv.float())
+                    + recipe.coarse_tv_weight * l_coarse_tv.float()
+                    + (recipe.stability_weight * l_stable.float() if stable else 0.0))
             run.optimize(step, loss, f"multi-style training diverged at step {step}; the checkpoint is kept")
             step += 1
             run.end_step(step, t0, budget, (lambda s_per_step: (
                 f"step {step}: content {float(l_content.detach()):.4f} style {float(l_style.detach()):.4f} "
-                f"tv {float(l_tv.detach()):.4f} coarse tv {float(l_coarse_tv.detach()):.4f} range {float(l_range.detach()):.5f} {s_per_step:.2f} s/step, crop {crop}, batch {batch}"))
+                f"tv {float(l_tv.detach()):.4f} coarse tv {float(l_coarse_tv.detach()):.4f} range {float(l_range.detach()):.5f} stable {float(l_stable.detach()):.5f} {s_per_step:.2f} s/step, crop {crop}, batch {batch}"))
                 if step % 25 == 0 else None)
     return run.finish(step, budget)

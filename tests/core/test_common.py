@@ -248,6 +248,23 @@ def test_copy_check_flags_crops_not_new_textures():
     assert not report.is_copy and report.copied_fraction < 0.1
 
 
+def test_grain_gain_tells_a_weave_painted_over_grain_from_grain_passed_through():
+    frame = procedural.rust(96, seed=3)
+    identity = quality.grain_gain(lambda f: f, frame)
+    assert identity == pytest.approx(1.0, abs=0.15)  # the worst cell's rms of the noise itself
+
+    def weave_on_the_left(f):  # amplifies the deviation from the local mean tenfold, in one region only
+        blurred = torch.nn.functional.avg_pool2d(torch.from_numpy(f).permute(2, 0, 1)[None], 5, 1, 2,
+                                                 count_include_pad=False)[0].permute(1, 2, 0).numpy()
+        out = f.copy()
+        out[:, :32] = blurred[:, :32] + 10 * (f[:, :32] - blurred[:, :32])
+        return out
+
+    assert quality.grain_gain(weave_on_the_left, frame) > 6  # the worst cell finds it
+    assert quality.grain_gain(lambda f: f * 0.5 + 0.25, frame) == pytest.approx(0.5 * identity, rel=1e-4)
+    assert quality.grain_gain(weave_on_the_left, frame, seed=1) == quality.grain_gain(weave_on_the_left, frame, seed=1)
+
+
 # --------------------------------------------------------------------------- devices and jobs
 
 def test_device_helper_respects_preference(monkeypatch):

@@ -30,13 +30,15 @@ TINY_DECODER = {"widths": [16, 8, 8], "extra_convs": [1, 0, 0], "entry_kernel": 
 
 def _tiny_adain_recipe() -> AdaINRecipe:
     # Two phases and pools of 3 steps, so 8 steps cross a pool rebuild and a phase change.
+    # The stability term from step 3: the resume at step 4 restores the grain it draws.
     return AdaINRecipe(decoder=TINY_DECODER, phases=((0, 32, 2, 6), (5, 40, 2, 4)), pool_steps=3, warmup_steps=2,
-                       style_sizes=(48,), recoloured=1, checkpoint_seconds=1e9)
+                       style_sizes=(48,), recoloured=1, checkpoint_seconds=1e9, stability_from=3)
 
 
 def _tiny_styles_recipe() -> MultiStyleRecipe:
+    # The stability term from step 2: a resume at step 4 must also restore the grain it draws.
     return MultiStyleRecipe(base_channels=4, residual_blocks=1, phases=((0, 32, 2, 6), (5, 40, 2, 4)), pool_steps=3,
-                            style_size=48, checkpoint_seconds=1e9)
+                            style_size=48, checkpoint_seconds=1e9, stability_from=2)
 
 
 def _styles() -> list[dict]:
@@ -292,6 +294,37 @@ def test_coarse_variation_costs_a_soft_disc_on_a_flat_face_not_fine_strokes_or_t
     assert float(coarse_total_variation(0.8 * shaded, shaded)) < 0.25 * float(coarse_total_variation(painted, face))
     assert float(coarse_total_variation(face, face)) == 0.0
     assert MultiStyleRecipe().coarse_tv_weight > 0  # the committed network trains with it since 6,005
+
+
+def test_stability_term_is_the_output_change_under_grain():
+    from core.style.losses import stability_noise
+
+    encoder = load_perception("cpu")
+    crops, paintings = _crops_and_paintings()
+    torch.manual_seed(2)
+    net = MultiStyleNet(MultiStyleConfig(4, 1, 2, "linear"))
+    styles = torch.tensor([0, 1, 1])
+    feats = crop_pool.encode(encoder, crops, (CONTENT_LAYER,), chunk=1)[CONTENT_LAYER]
+    targets = style_targets(encoder, [p[None] for p in paintings])
+    assert float(multistyle_losses(encoder, net, crops, styles, feats, targets, "mean_std").stability) == 0.0
+    grain = stability_noise(crops.shape, 0.015, torch.Generator().manual_seed(5))
+    assert torch.equal(grain, stability_noise(crops.shape, 0.015, torch.Generator().manual_seed(5)))
+    # two scales of 0.015 each: about 0.021 in all, and not the same at every pixel of a 4 px blob
+    assert 0.017 < float(grain.std()) < 0.025
+    assert float((grain[..., 1:, :] - grain[..., :-1, :]).abs().mean()) > 0.01
+    losses = multistyle_losses(encoder, net, crops, styles, feats, targets, "mean_std", perturbation=grain)
+    with torch.no_grad():
+        v = one_hot(styles, 2)
+        expected = (net(crops + grain, v, clamp=False) - net(crops, v, clamp=False)).pow(2).mean()
+    assert float(losses.stability.detach()) == pytest.approx(float(expected), rel=1e-5)
+    assert float(losses.stability.detach()) > 0
+    losses.stability.backward()  # it trains the shared convolutions
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in net.parameters())
+    zero = multistyle_losses(encoder, net, crops, styles, feats, targets, "mean_std",
+                             perturbation=torch.zeros_like(crops))
+    assert float(zero.stability) == 0.0
+    recipe = MultiStyleRecipe()
+    assert recipe.stability_weight > 0 and recipe.stability_from <= 8441  # on in the committed training
 
 
 def test_bilinear_upsampling_is_an_option_that_keeps_older_identities():
