@@ -179,13 +179,18 @@ def test_reconstruction_losses_decode_crops_back_to_their_pixels_and_low_feature
     assert AdaINRecipe().reconstruction_from is not None and AdaINRecipe().reconstruction_from > 0
 
 
+def _linear_multistyle_case(seed: int):
+    """(encoder, crops, paintings, a fresh two-style "linear" network seeded with ``seed``)."""
+    encoder = load_perception("cpu")
+    crops, paintings = _crops_and_paintings()
+    torch.manual_seed(seed)
+    return encoder, crops, paintings, MultiStyleNet(MultiStyleConfig(4, 1, 2, "linear"))
+
+
 def test_cached_mean_std_style_loss_equals_per_crop_statistics():
     from core.common.perception import mean_std
 
-    encoder = load_perception("cpu")
-    crops, paintings = _crops_and_paintings()
-    torch.manual_seed(1)
-    net = MultiStyleNet(MultiStyleConfig(4, 1, 2, "linear"))
+    encoder, crops, paintings, net = _linear_multistyle_case(1)
     styles = torch.tensor([1, 0, 1])
     # Uncached: each crop's channel statistics against its painting's, fresh VGG passes on both.
     feats = encoder(net(crops, one_hot(styles, 2), clamp=False), STYLE_LAYERS)  # training sees it unclamped
@@ -299,10 +304,7 @@ def test_coarse_variation_costs_a_soft_disc_on_a_flat_face_not_fine_strokes_or_t
 def test_stability_term_is_the_output_change_under_grain():
     from core.style.losses import stability_noise
 
-    encoder = load_perception("cpu")
-    crops, paintings = _crops_and_paintings()
-    torch.manual_seed(2)
-    net = MultiStyleNet(MultiStyleConfig(4, 1, 2, "linear"))
+    encoder, crops, paintings, net = _linear_multistyle_case(2)
     styles = torch.tensor([0, 1, 1])
     feats = crop_pool.encode(encoder, crops, (CONTENT_LAYER,), chunk=1)[CONTENT_LAYER]
     targets = style_targets(encoder, [p[None] for p in paintings])
