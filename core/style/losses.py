@@ -102,8 +102,8 @@ def stability_noise(shape: torch.Size, sigma: float, generator: torch.Generator)
     """Grain to perturb a batch with (``shape``: N x 3 x H x W, drawn on the CPU from the training's generator, so
     a resumed run draws the same): per-pixel noise plus noise over 4 px blobs, each of std ``sigma``."""
     n, c, h, w = shape
-    fine = torch.randn(n, c, h, w, generator=generator)
-    coarse = torch.randn(n, c, -(-h // 4), -(-w // 4), generator=generator)
+    fine = torch.randn(n, c, h, w, generator=generator, device="cpu")
+    coarse = torch.randn(n, c, -(-h // 4), -(-w // 4), generator=generator, device="cpu")
     coarse = F.interpolate(coarse, scale_factor=4, mode="bilinear", align_corners=False)
     # bilinear upsampling lowers the std (about 0.6 of it): scale it back so both scales are ``sigma``.
     return sigma * (fine + coarse[..., :h, :w] / coarse.std().clamp(min=1e-6))
