@@ -212,6 +212,8 @@ def _multistyle_quality(ctx: BenchContext, inputs: dict, works: dict) -> None:
     if path is None:
         return
     model = load_multistyle_model(path, ctx.device)
+    # The baseline of every grain-gain row of a frame: the grain itself, passed through unchanged.
+    passed_through = {kind: grain_gain(lambda f: np.clip(f, 0, 1), frame) for kind, frame in inputs.items()}
     for style in model.styles:
         painting = works.get(Path(style["painting"]).stem)
         if painting is None:
@@ -219,15 +221,17 @@ def _multistyle_quality(ctx: BenchContext, inputs: dict, works: dict) -> None:
         old_path = PREVIOUS / f"{style['name']}.safetensors"
         old = StyleModel.load(old_path, ctx.device) if old_path.exists() else None
         for kind, frame in inputs.items():
-            _quality_row(ctx, "multi-style" + tag, f"{style['name']} on the {kind}", painting, frame,
-                         model.stylize(frame, style["name"]), None if old is None else old.stylize(frame),
+            out = model.stylize(frame, style["name"])
+            old_out = None if old is None else old.stylize(frame)
+            _quality_row(ctx, "multi-style" + tag, f"{style['name']} on the {kind}", painting, frame, out, old_out,
                          "previous per-style model")
-            gain = grain_gain(lambda f: model.stylize(np.clip(f, 0, 1), style["name"]), frame)
+            gain = grain_gain(lambda f: model.stylize(np.clip(f, 0, 1), style["name"]), frame, clean=out)
             previous = "" if old is None else (
-                f"; previous per-style model {grain_gain(lambda f: old.stylize(np.clip(f, 0, 1)), frame):.2f}")
+                f"; previous per-style model "
+                f"{grain_gain(lambda f: old.stylize(np.clip(f, 0, 1)), frame, clean=old_out):.2f}")
             ctx.add(family=FAMILY, name=f"multi-style{tag} grain gain, {style['name']} on the {kind}", value=gain,
                     unit="x", baseline_name="the frame itself (grain passed through)",
-                    baseline_value=grain_gain(lambda f: np.clip(f, 0, 1), frame),
+                    baseline_value=passed_through[kind],
                     target="<= 3 (a weave of strokes over grain shows from about 3)",
                     note="1 % grain added to the frame: rms output change over rms grain, worst 16 px cell" + previous)
     frame = _frame(256, 192) if ctx.quick else _frame(1024, 768)

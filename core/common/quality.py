@@ -332,10 +332,11 @@ def content_distance(image: np.ndarray, content: np.ndarray, max_side: int = 512
     return float((fa - fc).pow(2).mean() / (fc.pow(2).mean() + 1e-8))
 
 
-def grain_gain(stylize, frame: np.ndarray, sigma: float = 0.01, cell: int = 16, seed: int = 0) -> float:
+def grain_gain(stylize, frame: np.ndarray, sigma: float = 0.01, cell: int = 16, seed: int = 0,
+               clean: np.ndarray | None = None) -> float:
     """How much a stylizer amplifies faint grain: the frame with i.i.d. noise of std ``sigma`` added, the rms
     change of the output over the rms of the noise, in the worst ``cell`` px cell (``stylize``: HxWx3 array in,
-    array out, the same size).
+    array out, the same size; ``clean``: its output for the frame itself, when the caller has it already).
 
     1 passes grain through; a stylizer that turns a floor's grain or a render's sampling noise into a weave of
     strokes of its own scores several times that there (the multi-style network at 8,441 steps: 2.6 under a
@@ -344,7 +345,8 @@ def grain_gain(stylize, frame: np.ndarray, sigma: float = 0.01, cell: int = 16, 
     rng = np.random.default_rng(seed)
     frame = np.asarray(frame, dtype=np.float32)[..., :3]
     noise = (sigma * rng.standard_normal(frame.shape)).astype(np.float32)
-    change = np.asarray(stylize(frame + noise), np.float32)[..., :3] - np.asarray(stylize(frame), np.float32)[..., :3]
+    clean = stylize(frame) if clean is None else clean
+    change = np.asarray(stylize(frame + noise), np.float32)[..., :3] - np.asarray(clean, np.float32)[..., :3]
     per_pixel = torch.from_numpy(np.ascontiguousarray((change ** 2).mean(axis=-1)))[None, None]
     cells = F.avg_pool2d(per_pixel, cell, stride=cell // 2)
     return float(cells.max().sqrt()) / sigma

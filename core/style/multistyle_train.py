@@ -162,7 +162,8 @@ def multistyle_losses(encoder: Perception, net: MultiStyleNet, crops: torch.Tens
     """
     if style_loss not in STYLE_LOSSES:
         raise ValueError(f"style_loss must be one of {', '.join(STYLE_LOSSES)}, not {style_loss!r}")
-    y = net(crops, one_hot(styles, net.multi.styles).to(crops.device), clamp=False)
+    mix = one_hot(styles, net.multi.styles).to(crops.device)
+    y = net(crops, mix, clamp=False)
     feats = encoder(y, STYLE_LAYERS)
     if content_per_crop:
         l_content = per_crop_content_distance(feats[CONTENT_LAYER], content_feats)
@@ -182,7 +183,7 @@ def multistyle_losses(encoder: Perception, net: MultiStyleNet, crops: torch.Tens
     tv = total_variation(y) if tv_flat_sigma is None else total_variation(y, crops, tv_flat_sigma)
     stability = crops.new_zeros(())
     if perturbation is not None:
-        y_noisy = net(crops + perturbation.to(crops), one_hot(styles, net.multi.styles).to(crops.device), clamp=False)
+        y_noisy = net(crops + perturbation.to(crops), mix, clamp=False)
         stability = (y_noisy - y).pow(2).mean()
     return StepLosses(l_content, l_style / len(STYLE_LAYERS), tv, l_range,
                       coarse_total_variation(y, crops, coarse_tv_pool), stability)
@@ -261,8 +262,7 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
                     recipe.tv_flat_sigma, recipe.coarse_tv_pool, perturbation)
             loss = (recipe.content_weight * l_content.float() + recipe.style_weight * l_style.float()
                     + recipe.tv_weight * l_tv.float() + recipe.range_weight * l_range.float()
-                    + recipe.coarse_tv_weight * l_coarse_tv.float()
-                    + (recipe.stability_weight * l_stable.float() if stable else 0.0))
+                    + recipe.coarse_tv_weight * l_coarse_tv.float() + recipe.stability_weight * l_stable.float())
             run.optimize(step, loss, f"multi-style training diverged at step {step}; the checkpoint is kept")
             step += 1
             run.end_step(step, t0, budget, (lambda s_per_step: (
