@@ -75,8 +75,10 @@ class MultiStyleRecipe(PhasedRecipe):
     # rendered cube, by itself (palette strength 0 shows it too), and pixel-scale TV does not see it.
     # 0 until step 6,005; 50 (x ~0.008: beside pixel TV's 10 x ~0.03) until 7,053, which cleared the discs of
     # three styles and lowered the render's content distance (Starry Night 0.88 -> 0.73) at the same cuts, but left
-    # Water Lilies' and Composition VII's; 120 since.
-    coarse_tv_weight: float = 120.0
+    # Water Lilies' and Composition VII's; 120 from 7,053. 250 from 9,547: between 9,138 and 9,547 steps the
+    # stability term (below) pulled against it and Composition VII's pink disc on the render's cube came back
+    # (content 0.83 -> 0.99).
+    coarse_tv_weight: float = 250.0
     coarse_tv_pool: int = 16
     range_weight: float = 10.0  # mean squared overshoot outside [0, 1] of the unclamped training output
     style_size: int = 512  # the painting's longer side when measuring its Grams (the judge measures at 512)
