@@ -43,15 +43,6 @@ LATTICE_TOLERANCE = 0.75
 # so every output over-represents a few pieces: its VGG statistics then drift from the photograph's, by a
 # different amount each seed (measured: ratio 1.1-3.1 over 4 seeds, 1.03-1.17 with the term at 0.05).
 USAGE_WEIGHT = 0.05
-# Exemplars that repeat on a lattice (bricks, tiles, planks) are matched and cut on their luminance gradient
-# magnitude too, times this (RGB squared errors summed beside it). Why: where a seam crosses a brick face both
-# blocks agree, so the cheapest path is as likely to erase a head joint (two bricks become one too long) as to
-# keep it; with the edges in the error, candidates whose joints line up with the canvas's win and the seam
-# keeps to the joints. On the 10 photographs with a lattice (seeds 1-3, VGG19 SW ratio) it lowered 8 (mean
-# 1.108 -> 1.074; the worst two, a mixed brick wall 1.40 -> 1.28 and a pale one 1.46 -> 1.20, came under 1.3)
-# and raised one (brick courses 0.77 -> 1.08). Irregular exemplars are left on RGB: on a rock face the same
-# channel made every seed worse (1.28 -> 1.59 over 6 seeds). docs/synth_photos_before_after.md.
-EDGE_WEIGHT = 1.0
 # Above this many blocks the per-block loop (~2 ms a block) would dominate the run time (canvases over
 # ~3000 px): callers fall back to random blocks. A 512 px texture from a 256-384 px photograph takes ~80.
 MAX_BLOCKS = 2500
@@ -141,24 +132,6 @@ def _on_lattice(oy: torch.Tensor, ox: torch.Tensor, anchor: tuple[float, float],
     return residual.norm(dim=0) <= LATTICE_TOLERANCE
 
 
-def with_edges(atlas: torch.Tensor, regions: list[tuple[int, int, int, int]], lattices: list[Lattice | None],
-               weight: float) -> torch.Tensor:
-    """The atlas (C x H x W) with one more channel: ``weight`` times the luminance gradient magnitude
-    (central differences within each region, 3 x 3 mean) in the regions whose exemplar has a lattice, 0
-    elsewhere. The quilt matches and cuts on it; the copied field does not depend on the channel's values."""
-    edges = torch.zeros(1, *atlas.shape[-2:], dtype=atlas.dtype, device=atlas.device)
-    for (ey, ex, eh, ew), lattice in zip(regions, lattices):
-        if lattice is None or weight <= 0:
-            continue
-        lum = atlas[:, ey: ey + eh, ex: ex + ew].mean(0, keepdim=True)[None]
-        padded = F.pad(lum, (1, 1, 1, 1), mode="replicate")
-        gy = (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1]) / 2
-        gx = (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]) / 2
-        magnitude = F.avg_pool2d(F.pad((gy ** 2 + gx ** 2).sqrt(), (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-        edges[:, ey: ey + eh, ex: ex + ew] = weight * magnitude[0]
-    return torch.cat([atlas, edges])
-
-
 def _window_sums(t: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
     """Sum of ``t`` over the bh x bw window at every top-left corner (an integral image)."""
     c = F.pad(t.cumsum(0).cumsum(1), (1, 0, 1, 0))
@@ -190,21 +163,17 @@ class _Spectra:
 
 def quilt_field(atlas: torch.Tensor, regions: list[tuple[int, int, int, int]], lattices: list[Lattice | None],
                 height: int, width: int, block: int, patch: int, gen: torch.Generator, periodic: bool,
-                usage_weight: float | None = None, check_cancel: Callable[[], None] | None = None,
-                edge_weight: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                usage_weight: float | None = None, check_cancel: Callable[[], None] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """An NNF (fy, fx) of ``height`` x ``width`` (a torus when ``periodic``) quilted from blocks of the atlas
     (C x H x W, CPU).
 
     ``regions``: each exemplar's (top, left, height, width) in the atlas; ``lattices``: each exemplar's
     lattice at this scale (or None). Blocks take turns over the exemplars in a random order.
-    ``edge_weight`` (default ``EDGE_WEIGHT``) weighs the edge channel of exemplars with a lattice.
     """
     r = patch // 2
-    usage_weight = USAGE_WEIGHT if usage_weight is None else float(usage_weight)
-    edge_weight = EDGE_WEIGHT if edge_weight is None else float(edge_weight)
-    if edge_weight > 0 and any(lattice is not None for lattice in lattices):
-        atlas = with_edges(atlas, regions, lattices, edge_weight)
     c = atlas.shape[0]
+    usage_weight = USAGE_WEIGHT if usage_weight is None else float(usage_weight)
     overlap = overlap_for(block)
     tops, lefts = _grid(height, block), _grid(width, block)
     cpu = atlas.device  # quilting runs where the atlas is (the CPU)
