@@ -86,11 +86,16 @@ class ConditionalGANConfig(TextureGANConfig):
     # 1.82), but at 256 px 1.5-4.9 (the bench's scale). A schedule field: a running training may take it up.
     exemplar_stats_weight: float = 0.0
     exemplar_stats_crop: int = 192
+    # Which material the whole-exemplar term takes each step: () the step's first label (every material
+    # alike), else one weight per material, drawn from that distribution. The term is the costly half of a
+    # step; weighting it toward the materials furthest from their exemplars gives them more of it (a schedule
+    # field: the bundled training took it up at 79,907 steps, where its six-seed score had been flat since 77,163).
+    exemplar_focus: tuple[float, ...] = ()
 
     ARCHITECTURE_FIELDS = ("local_dim", "global_dim", "periodic_dim", "g_channels", "d_channels", "n_materials",
                            "g_convs", "cell_rank")
     SCHEDULE_FIELDS = ("finish_from", "finish_lr_scale", "finish_ema_decay", "cell_lr_scale", "exemplar_stats_weight",
-                       "exemplar_stats_crop")
+                       "exemplar_stats_crop", "exemplar_focus")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -103,6 +108,11 @@ class ConditionalGANConfig(TextureGANConfig):
             raise ValueError("finish_lr_scale must be in (0, 1] and finish_ema_decay in [0, 1)")
         if not 0 <= self.cell_rank <= 64 or not 0 < self.cell_lr_scale <= 100:
             raise ValueError("cell_rank must be in [0, 64] and cell_lr_scale in (0, 100]")
+        self.exemplar_focus = tuple(float(w) for w in self.exemplar_focus)
+        if self.exemplar_focus and (len(self.exemplar_focus) != self.n_materials or min(self.exemplar_focus) < 0
+                                    or sum(self.exemplar_focus) <= 0):
+            raise ValueError(f"exemplar_focus needs {self.n_materials} non-negative weights (not all zero), "
+                             f"or none")
         if not 0 <= self.exemplar_stats_weight <= 100 or self.exemplar_stats_crop % self.stride or \
                 not self.stride <= self.exemplar_stats_crop <= 1024:
             raise ValueError("exemplar_stats_weight must be in [0, 100] and exemplar_stats_crop a multiple of the "

@@ -260,8 +260,13 @@ class MaterialTrainer(EMAGANTrainer):
             loss_g = loss_g + cfg.stats_loss_weight * stats
             losses["stats"] = stats.detach()
         if cfg.exemplar_stats_weight:
-            # One larger output of the step's first material against its whole exemplar (the bench's scale).
-            label = labels[:1]
+            # One larger output of the step's first material (or a focus-weighted draw) against its whole
+            # exemplar (the bench's scale).
+            if cfg.exemplar_focus:
+                focus = torch.tensor(cfg.exemplar_focus, dtype=torch.float64)
+                label = torch.multinomial(focus, 1, generator=self.data_gen).to(self.device)
+            else:
+                label = labels[:1]
             local, phase, fine = self._noise(label, cfg.exemplar_stats_crop)
             big = g.stage_images(g.build_input(local, g.embedding[label], phase), fine, final_only=True)[-1]
             whole = exemplar_sw(self.features, big, self.exemplar_features()[int(label[0])], self.proj_gen)

@@ -282,6 +282,45 @@ def test_exemplar_statistics_term_joins_a_running_training_and_resumes_bit_ident
         ConditionalGANConfig(n_materials=2, **{**TINY, "exemplar_stats_crop": 30})
 
 
+def test_exemplar_focus_picks_the_terms_material_by_weight_and_resumes_bit_identically(tmp_path, monkeypatch):
+    """``exemplar_focus``: the whole-exemplar term's material is drawn by the weights (a zero weight is never
+    drawn), a running training may take it up, and a resumed run equals a straight one."""
+    from core.texture_gan.distill import MaterialTrainer
+
+    drawn: list[int] = []
+
+    class Recording(list):  # the real feature samples; records which material's the step takes
+        def __getitem__(self, i):
+            drawn.append(int(i))
+            return super().__getitem__(i)
+
+    real = MaterialTrainer.exemplar_features
+    monkeypatch.setattr(MaterialTrainer, "exemplar_features", lambda self: Recording(real(self)))
+
+    def train(path, steps, **fields):
+        cfg = ConditionalGANConfig(n_materials=2, **{**TINY, "exemplar_stats_weight": 1.0,
+                                                     "exemplar_stats_crop": 48, **fields})
+        return train_material_gan(_exemplars(), NAMES, path, steps=steps, config=cfg, seed=3, tiles=0)
+
+    train(tmp_path / "only_wood.safetensors", 6, exemplar_focus=(0.0, 1.0))
+    assert drawn == [1] * 6
+    drawn.clear()
+    train(tmp_path / "alike.safetensors", 6)  # no focus: the step's first label, which cycles
+    assert set(drawn) == {0, 1}
+    straight, resumed = tmp_path / "straight.safetensors", tmp_path / "resumed.safetensors"
+    train(straight, 5, exemplar_focus=(1.0, 3.0))
+    train(resumed, 2)
+    train(resumed, 5, exemplar_focus=(1.0, 3.0))  # a schedule field: taken up on resume
+    train(tmp_path / "resumed_same.safetensors", 2, exemplar_focus=(1.0, 3.0))
+    train(tmp_path / "resumed_same.safetensors", 5, exemplar_focus=(1.0, 3.0))
+    a, b = load_file(str(straight)), load_file(str(tmp_path / "resumed_same.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], load_file(str(resumed))[k]) for k in a)  # the focus changed the steps
+    for bad in [(1.0,), (1.0, -1.0), (0.0, 0.0)]:
+        with pytest.raises(ValueError, match="exemplar_focus"):
+            ConditionalGANConfig(n_materials=2, **{**TINY, "exemplar_focus": bad})
+
+
 def test_train_from_image_default_recipe_has_the_whole_exemplar_term_fitted_to_the_exemplar(tmp_path):
     import json
 
