@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from core.common.checkpoints import load_checkpoint, load_training_state, save_checkpoint
-from core.common.perception import load_perception
+from core.common.perception import load_perception, mean_std
 from core.style import crop_pool
 from core.style.adain import STYLE_LOSS_LAYERS, AdaINDecoder, DecoderConfig, adain_losses
 from core.style.adain_train import AdaINRecipe, cached_adain_losses, train_adain_budgeted
@@ -32,7 +32,8 @@ def _tiny_adain_recipe() -> AdaINRecipe:
     # Two phases and pools of 3 steps, so 8 steps cross a pool rebuild and a phase change.
     # The stability term from step 3: the resume at step 4 restores the grain it draws.
     return AdaINRecipe(decoder=TINY_DECODER, phases=((0, 32, 2, 6), (5, 40, 2, 4)), pool_steps=3, warmup_steps=2,
-                       style_sizes=(48,), recoloured=1, checkpoint_seconds=1e9, stability_from=3)
+                       style_sizes=(48,), recoloured=1, checkpoint_seconds=1e9, stability_from=3,
+                       capped_targets_from=4)  # gain-limited targets from the resume's step on
 
 
 def _tiny_styles_recipe() -> MultiStyleRecipe:
@@ -126,6 +127,30 @@ def test_cached_adain_step_equals_the_uncached_one():
     assert float(c_c.detach()) == pytest.approx(float(l_c.detach()), rel=1e-5)
     assert float(c_s.detach()) == pytest.approx(float(l_s.detach()), rel=1e-5)
     _assert_same_gradients(_grads(decoder), uncached)
+
+
+def test_capped_adain_targets_limit_only_the_gain_the_style_asks_beyond_the_cap():
+    """``max_gain`` in the training losses is inference's gain limit: a style asking 3x the content's contrast gets
+    1.25x (another content loss), one asking less than the cap gets exactly the paper's target."""
+    torch.manual_seed(0)
+    encoder = _float64_encoder()
+    decoder = AdaINDecoder(DecoderConfig.from_dict(TINY_DECODER)).double()
+    feats = torch.rand(2, 512, 4, 4, dtype=torch.float64)
+    c_mean, c_std = mean_std(feats)  # adain's own measure, so the gains below are exact
+
+    def stats(gain: float):
+        return {n: (torch.full((2, c, 1, 1), 0.5, dtype=torch.float64), torch.full((2, c, 1, 1), 0.2,
+                                                                                   dtype=torch.float64))
+                for n, c in (("relu1_1", 64), ("relu2_1", 128), ("relu3_1", 256))} | {
+            "relu4_1": (c_mean + 0.1, c_std * gain)}
+
+    for gain, binds in ((3.0, True), (1.1, False)):
+        with torch.no_grad():
+            paper = cached_adain_losses(encoder, decoder, feats, stats(gain))
+            capped = cached_adain_losses(encoder, decoder, feats, stats(gain), max_gain=1.25)
+            at_cap = cached_adain_losses(encoder, decoder, feats, stats(min(gain, 1.25)))
+        assert float(capped[0]) == pytest.approx(float(at_cap[0]), rel=1e-9)
+        assert (abs(float(capped[0]) - float(paper[0])) > 1e-3 * float(paper[0])) == binds
 
 
 def test_cached_multistyle_step_equals_per_style_losses():

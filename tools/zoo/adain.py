@@ -38,7 +38,8 @@ def recipe_for(profile: str):
     if profile == "tiny":
         return AdaINRecipe(decoder={"widths": [16, 8, 8], "extra_convs": [1, 0, 0], "entry_kernel": 1},
                            phases=((0, 32, 2, 8), (6, 48, 2, 4)), pool_steps=4, warmup_steps=2, style_sizes=(64,),
-                           recoloured=1, checkpoint_seconds=1.0, reconstruction_from=8, stability_from=3)
+                           recoloured=1, checkpoint_seconds=1.0, reconstruction_from=8, stability_from=3,
+                           capped_targets_from=4)
     raise ValueError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
 
 
