@@ -40,6 +40,23 @@ def test_the_mean_of_two_checkpoints_of_one_training_is_weighted_and_records_its
     assert all(torch.equal(same[k], b[k]) for k in b)
 
 
+def test_a_recipe_changed_between_sessions_still_averages_and_a_mean_of_a_mean_records_its_checkpoints(tmp_path):
+    """A running training may change its loss weights between sessions (``training``); the history proves it is
+    one training. Averaging a mean again lists the checkpoints it is made of with their shares."""
+    a = _save(tmp_path / "a.safetensors", 1, [{**SESSION_1, "end_step": 60}], 60, training={"stability_weight": 0})
+    b = _save(tmp_path / "b.safetensors", 2, [SESSION_1, {**SESSION_2, "end_step": 150}], 150,
+              training={"stability_weight": 0})
+    c = _save(tmp_path / "c.safetensors", 3, [SESSION_1, SESSION_2], 250, training={"stability_weight": 300})
+    average_model_files([tmp_path / "a.safetensors", tmp_path / "b.safetensors"], tmp_path / "ab.safetensors")
+    config = average_model_files([tmp_path / "ab.safetensors", tmp_path / "c.safetensors"],
+                                 tmp_path / "abc.safetensors", [0.5, 0.5])
+    assert [(s["steps_done"], s["weight"]) for s in config["averaged_from"]] == [(60, 0.25), (150, 0.25), (250, 0.5)]
+    assert config["training"] == {"stability_weight": 300}
+    tensors, _ = load_checkpoint(tmp_path / "abc.safetensors", "style_adain")
+    torch.testing.assert_close(tensors["conv.weight"], 0.25 * a["conv.weight"] + 0.25 * b["conv.weight"]
+                               + 0.5 * c["conv.weight"])
+
+
 def test_checkpoints_of_different_trainings_or_architectures_are_refused(tmp_path, capsys):
     _save(tmp_path / "b.safetensors", 2, [SESSION_1, SESSION_2], 250)
     _save(tmp_path / "other_run.safetensors", 3, [{**SESSION_1, "date": "2026-11-29 22:00 UTC"}], 100)

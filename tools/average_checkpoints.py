@@ -29,8 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.common.checkpoints import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
 
-# Keys that differ between two checkpoints of one training (the rest must match).
-RUN_KEYS = ("steps_done", "history", "averaged_from", "core_version", "format", "format_version", "kind")
+# Keys that differ between two checkpoints of one training (the rest must match). ``training`` holds the recipe's
+# loss weights and schedule, which a running training may take up between sessions (the AdaIN decoder's stability
+# term from step 14,735); the architecture is stored apart from it, and the history proves the lineage.
+RUN_KEYS = ("steps_done", "history", "averaged_from", "core_version", "format", "format_version", "kind", "training")
 
 
 def _history_entries(config: dict) -> list[dict]:
@@ -48,6 +50,23 @@ def _same_training(earlier: dict, later: dict) -> bool:
     # The earlier file may have been written mid-session: that session's start matches, its end is not later.
     return (all(last.get(k) == same.get(k) for k in ("start_step", "date", "machine", "profile", "content"))
             and int(last.get("end_step", 0)) <= int(same.get("end_step", 0)))
+
+
+def _sources(paths: Sequence[Path], configs: Sequence[dict], weights: Sequence[float]) -> list[dict]:
+    """Every checkpoint the mean is made of, with its share: a source that is itself a mean contributes its own
+    sources, their weights scaled by its own (a mean of a mean records the checkpoints it is made of)."""
+    out: list[dict] = []
+    for p, config, w in zip(paths, configs, weights):
+        inner = config.get("averaged_from")
+        parts = ([{**s, "weight": s["weight"] * w} for s in inner] if inner
+                 else [{"file": p.name, "steps_done": config.get("steps_done"), "weight": w}])
+        for part in parts:
+            same = next((o for o in out if o["steps_done"] == part["steps_done"]), None)
+            if same is not None:
+                same["weight"] += part["weight"]
+            else:
+                out.append(part)
+    return out
 
 
 def average_model_files(paths: Sequence[str | Path], out: str | Path,
@@ -85,8 +104,7 @@ def average_model_files(paths: Sequence[str | Path], out: str | Path,
                 raise CheckpointError(f"{key} is not a float tensor and differs between the checkpoints")
             averaged[key] = reference.clone()
     config = {k: v for k, v in last_config.items() if k not in ("format", "format_version", "kind", "core_version")}
-    config["averaged_from"] = [{"file": p.name, "steps_done": c.get("steps_done"), "weight": w}
-                               for p, (_, c), w in zip(paths, loaded, weights)]
+    config["averaged_from"] = _sources(paths, [c for _, c in loaded], weights)
     save_checkpoint(out, averaged, config, kind)
     return config
 
