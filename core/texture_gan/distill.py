@@ -263,7 +263,7 @@ class MaterialTrainer(EMAGANTrainer):
             # One larger output of the step's first material (or a focus-weighted draw) against its whole
             # exemplar (the bench's scale).
             if cfg.exemplar_focus:
-                focus = torch.tensor(cfg.exemplar_focus, dtype=torch.float64)
+                focus = torch.tensor(cfg.exemplar_focus, dtype=torch.float64, device="cpu")
                 label = torch.multinomial(focus, 1, generator=self.data_gen).to(self.device)
             else:
                 label = labels[:1]
