@@ -135,6 +135,7 @@ def draw_vae(layout, context) -> None:
     col.prop(settings, "strength")
     col.prop(settings, "count")
     col.prop(settings, "seed")
+    col.prop(settings, "refine_steps")
     layout.operator("neural.vae_variations", text="Make Variations", icon="SHADERFX")
     if settings.image is not None:  # the family made from this texture: pick one to explore around it
         prefix = f"{settings.image.name} Variation "

@@ -43,6 +43,9 @@ class NEURAL_OT_vae_variations(_VAEJob, bpy.types.Operator):
                             description="How far variations may wander from the texture")
     count: IntProperty(name="Count", default=4, min=1, max=16, description="How many variations to make")
     seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same variations")
+    refine_steps: IntProperty(name="Refine Steps", default=0, min=0, max=200,
+                              description="Fit the model's reading of the texture to it before varying: more "
+                                          "faithful variations, slower (0: off). Unset: the panel's value")
     wait: WAIT_PROPERTY
 
     poll = classmethod(lambda cls, context: scene_has(context, "neural_vae"))
@@ -51,7 +54,7 @@ class NEURAL_OT_vae_variations(_VAEJob, bpy.types.Operator):
         source = get_image(image_name(self, settings, "image"), "texture to vary")
         source_file = str(image_bridge.export_image(source, workdir_inputs()))
         count, seed = option(self, settings, "count"), option(self, settings, "seed")
-        strength = option(self, settings, "strength")
+        strength, refine_steps = option(self, settings, "strength"), option(self, settings, "refine_steps")
         source_name, source_is_float = source.name, source.is_float
         jobs = []
         for index in range(count):
@@ -62,7 +65,9 @@ class NEURAL_OT_vae_variations(_VAEJob, bpy.types.Operator):
                     job.outputs.update(image=image.name, summary=f"created '{image.name}'")
             jobs.append(job_queue.submit("texture_vae.vary",
                                          file_output({"model": model, "image": source_file, "strength": strength,
-                                                      "seed": seed + index}, "texture_vae.vary",
+                                                      "seed": seed + index,
+                                                      **({"refine_steps": refine_steps} if refine_steps else {})},
+                                                     "texture_vae.vary",
                                                      as_file=not source_is_float),
                                          label=f"Variation {index + 1}/{count} of '{source_name}'",
                                          on_done=on_done, wait=False))

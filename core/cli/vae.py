@@ -38,6 +38,9 @@ def register(subparsers) -> None:
     vary.add_argument("--out", required=True, metavar="OUT.png")
     vary.add_argument("--width", type=int, default=None)
     vary.add_argument("--height", type=int, default=None)
+    vary.add_argument("--refine-steps", type=int, default=0,
+                      help="optimise the encoded latents toward the input first (layout and look): more faithful "
+                           "variations; each step runs the decoder and VGG19 forward and backward (0: off)")
     vary.set_defaults(func=_vary)
 
     blend = commands.add_parser("blend", help="blend two textures, globally (--t) or through a mask")
@@ -76,7 +79,9 @@ def _vary(args: argparse.Namespace) -> int:
     from ..texture_vae import load_texture_vae
 
     model = load_texture_vae(args.model, getattr(args, "device", None))
-    out = model.vary(load_rgb(args.input), args.strength, args.seed, args.width, args.height)
+    out = model.vary(load_rgb(args.input), args.strength, args.seed, args.width, args.height,
+                     refine_steps=args.refine_steps, cancel=getattr(args, "cancel", None),
+                     progress=ProgressBar("vae vary") if args.refine_steps else None)
     print(save_image(args.out, out))
     return 0
 

@@ -38,6 +38,11 @@ class GANPriorVAE(TextureVAE):
     def materials(self) -> list[str]:
         return list(self.config.materials)
 
+    @property
+    def prior_channels(self) -> int:
+        """The noise channels (the material logits after them have no Gaussian prior)."""
+        return self.config.local_dim
+
     def _fresh_net(self) -> torch.nn.Module:
         return GANPriorVAENet(self.config)
 

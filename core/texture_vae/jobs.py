@@ -20,14 +20,15 @@ def job_texture_vae_train(ctx: JobContext) -> dict:
 
 
 @job("texture_vae.vary", image=INPUT, model=INPUT, strength=Param("float", 0.0, 10.0, default=0.5), seed=SEED,
-     width=SIDE, height=SIDE, **IMAGE_OUTPUT)
+     width=SIDE, height=SIDE, refine_steps=Param("int", 0, 1000, default=0), **IMAGE_OUTPUT)
 def job_texture_vae_vary(ctx: JobContext) -> dict:
     source = load_input(ctx.param("image", required=True))  # bad input fails before any model loads
     from . import load_texture_vae
     model = ctx.model(load_texture_vae, ctx.param("model", required=True))
     ctx.cancel.raise_if_cancelled()
     rgb = model.vary(srgb_rgb(source), float(ctx.param("strength", 0.5)), seed=int(ctx.param("seed", 0)),
-                     width=ctx.param("width"), height=ctx.param("height"))
+                     width=ctx.param("width"), height=ctx.param("height"),
+                     refine_steps=int(ctx.param("refine_steps", 0)), cancel=ctx.cancel, progress=ctx.progress)
     ctx.progress(Progress(1, 1, "variation ready"))
     same_size = np.asarray(rgb).shape[:2] == source.rgb.shape[:2]
     return {"image": write_image_result(ctx, with_colorspace_of(rgb, source if same_size else None))}

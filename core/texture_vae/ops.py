@@ -31,9 +31,22 @@ import torch.nn.functional as F
 from ..common.checkpoints import build_checked, check_architecture, load_checkpoint
 from ..common.device import autocast, free_device_memory, is_out_of_memory, pick_device, seeded_generator
 from ..common.images import MIN_SIDE, ImageError, from_tensor, to_tensor, validate_array
+from ..common.jobs import CancelToken, ProgressCallback, check_cancel, report
 from .model import TextureVAEConfig, TextureVAENet
 
 KIND = "texture_vae"
+# Latent refinement (``TextureVAE.refine``): Adam on the encoder's latents so that the decoded image matches the
+# input where it matters to a texture: its layout (the L1 of 8x8-pixel means: where the bricks and stones are,
+# not their detail, which the decoder draws from its own noise) and its look (VGG19 Gram matrices at
+# relu1_1-relu3_1), with a pull toward the prior the decoder knows. A pixel L1 at full resolution made the
+# stochastic materials worse (grass's variation ratio 1.09 -> 2.64, its sharpness 0.84 -> 0.74): it asks the
+# latents for detail they do not hold, and they leave the prior to fake it.
+REFINE_LR = 0.05
+REFINE_CELL = 8
+REFINE_LAYOUT_WEIGHT = 2.0
+REFINE_PRIOR_WEIGHT = 0.02
+REFINE_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
+MAX_REFINE_STEPS = 1000
 
 
 # --------------------------------------------------------------------------- size helpers
@@ -160,14 +173,60 @@ class TextureVAE:
         """``blend``'s combination of latent grids: the weighted sum (weights: numbers or per-cell maps)."""
         return sum(w * z for w, z in zip(weights, latents))
 
+    @property
+    def prior_channels(self) -> int:
+        """How many leading latent channels have the N(0, 1) prior (all of them here)."""
+        return self.config.latent_channels
+
+    def refine(self, z: torch.Tensor, x: torch.Tensor, steps: int, seed: int = 0,
+               cancel: CancelToken | None = None, progress: ProgressCallback | None = None) -> torch.Tensor:
+        """The latents ``z`` of image ``x`` (1x3xHxW, the size ``z`` decodes to) after ``steps`` Adam steps toward
+        a decoding (with ``seed``'s detail noise) whose layout and look match ``x`` (see ``REFINE_*``): an
+        encoder's one guess (amortised inversion) refined by optimisation, as GAN inversion is done when
+        faithfulness matters (Zhu et al. 2016; In-Domain GAN Inversion, 2020). Returns them on the CPU."""
+        from ..common.perception import gram_matrix, load_perception
+
+        steps = _check_refine_steps(steps)
+        if steps == 0:
+            return z
+        device = self.device
+        if not hasattr(self, "_perception"):
+            self._perception = load_perception(device)
+        vgg, net = self._perception, self.net
+        target = x.to(device, torch.float32)
+        with torch.no_grad():
+            layout = F.avg_pool2d(target, REFINE_CELL, ceil_mode=True)
+            grams = {k: gram_matrix(v) for k, v in vgg(target, REFINE_LAYERS).items()}
+        latents = z.detach().to(device, torch.float32).clone().requires_grad_(True)
+        optimiser = torch.optim.Adam([latents], lr=REFINE_LR)
+        prior = self.prior_channels
+        for step in range(steps):
+            check_cancel(cancel)
+            out = net.decode(latents, seed=int(seed))
+            loss = REFINE_LAYOUT_WEIGHT * (F.avg_pool2d(out, REFINE_CELL, ceil_mode=True) - layout).abs().mean()
+            loss = loss + REFINE_PRIOR_WEIGHT * latents[:, :prior].pow(2).mean()
+            feats = vgg(out, REFINE_LAYERS)
+            loss = loss + sum((gram_matrix(feats[k]) - g).pow(2).sum() / g.pow(2).sum().clamp_min(1e-12)
+                              for k, g in grams.items())
+            # Gradients for the latents only: the networks stay as they are and keep no .grad.
+            (grad,) = torch.autograd.grad(loss, [latents])
+            latents.grad = grad
+            optimiser.step()
+            report(progress, step + 1, steps, "refining the latents")
+        return latents.detach().cpu()
+
     # ---- public operations
-    def encode(self, rgb: np.ndarray) -> torch.Tensor:
-        """Posterior mean latents, 1 x C x h x w (h, w = image size / f, rounded), on the CPU."""
+    def encode(self, rgb: np.ndarray, refine_steps: int = 0, seed: int = 0, cancel: CancelToken | None = None,
+               progress: ProgressCallback | None = None) -> torch.Tensor:
+        """Posterior mean latents, 1 x C x h x w (h, w = image size / f, rounded), on the CPU; with
+        ``refine_steps``, refined (``refine``) toward the image as decoded with ``seed``'s detail noise."""
         a = check_rgb(rgb)
+        steps = _check_refine_steps(refine_steps)
         x = to_tensor(a)
         f = self.downsample
         x = resample_periodic(x, grid_size(a.shape[0], f) * f, grid_size(a.shape[1], f) * f)
-        return self._run(lambda net, t: net.encode(t)[0], x).cpu()
+        z = self._run(lambda net, t: net.encode(t)[0], x).cpu()
+        return self.refine(z, x, steps, seed, cancel, progress) if steps else z
 
     def decode(self, latents: torch.Tensor, width: int | None = None, height: int | None = None,
                seed: int = 0) -> np.ndarray:
@@ -194,13 +253,14 @@ class TextureVAE:
         x = resample_periodic(x, out_h, out_w).clamp(0.0, 1.0)
         return from_tensor(x)
 
-    def reconstruct(self, rgb: np.ndarray) -> np.ndarray:
-        """Encode then decode at the input's own size."""
+    def reconstruct(self, rgb: np.ndarray, refine_steps: int = 0) -> np.ndarray:
+        """Encode (``refine_steps``: see ``refine``) then decode at the input's own size."""
         a = check_rgb(rgb)
-        return self.decode(self.encode(a), a.shape[1], a.shape[0])
+        return self.decode(self.encode(a, refine_steps), a.shape[1], a.shape[0])
 
     def vary(self, rgb: np.ndarray, strength: float, seed: int = 0,
-             width: int | None = None, height: int | None = None) -> np.ndarray:
+             width: int | None = None, height: int | None = None, refine_steps: int = 0,
+             cancel: CancelToken | None = None, progress: ProgressCallback | None = None) -> np.ndarray:
         """A variation of ``rgb``: its latents plus seeded noise scaled by ``strength``.
 
         The input is encoded at its own size and its latents fitted to the output
@@ -211,6 +271,10 @@ class TextureVAE:
         size); the same seed with a larger strength moves the same direction,
         further. 0.25-1 gives "same wall, different bricks"; 2 and more drifts
         toward the other textures the model was trained on.
+
+        ``refine_steps`` > 0: the input's latents are first refined toward it (``refine``: its layout and look),
+        so the variation starts from a faithful reconstruction rather than the encoder's one guess; each step
+        runs the decoder and VGG19 forward and backward at the input's size.
         """
         strength = _check_strength(strength)
         a = check_rgb(rgb)
@@ -218,7 +282,7 @@ class TextureVAE:
         out_w = int(width) if width is not None else a.shape[1]
         _check_size(out_w, out_h)
         f = self.downsample
-        z = fit_latents(self.encode(a), grid_size(out_h, f), grid_size(out_w, f))
+        z = fit_latents(self.encode(a, refine_steps, seed, cancel, progress), grid_size(out_h, f), grid_size(out_w, f))
         if strength > 0:
             z = self.perturb(z, strength, seed)
         return self.decode(z, out_w, out_h, seed=seed)
@@ -294,6 +358,12 @@ def variation_scale(z: torch.Tensor) -> torch.Tensor:
     """
     scale = z.float().std(dim=(2, 3), keepdim=True, unbiased=False)
     return torch.maximum(scale, 0.05 * scale.mean() + 1e-3)  # a device tensor: no host round trip
+
+
+def _check_refine_steps(steps) -> int:
+    if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool) and 0 <= steps <= MAX_REFINE_STEPS:
+        return int(steps)
+    raise ValueError(f"refine steps must be a whole number from 0 to {MAX_REFINE_STEPS}, not {steps!r}")
 
 
 def variation_noise(z: torch.Tensor, seed: int) -> torch.Tensor:

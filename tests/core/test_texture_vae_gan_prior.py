@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from core.common.checkpoints import CheckpointError, read_checkpoint_config, save_checkpoint
+from core.common.jobs import CancelToken, JobCancelled
 from core.common.procedural import make_exemplar
 from core.texture_gan.conditional import ConditionalGANConfig, build_conditional
 from core.texture_vae import load_texture_vae
@@ -139,6 +140,40 @@ def test_variation_is_seeded_and_moves_further_with_strength(vae):
     moved = [float((s[:, :local] - z[:, :local]).abs().mean()) for s in steps]
     assert all(b > a for a, b in zip(moved, moved[1:])), moved
     assert all(torch.equal(s[:, local:], z[:, local:]) for s in steps)  # the materials stay
+
+
+def _layout_error(a: np.ndarray, b: np.ndarray) -> float:
+    pool = lambda x: torch.nn.functional.avg_pool2d(torch.from_numpy(x).permute(2, 0, 1)[None], 8)  # noqa: E731
+    return float((pool(a) - pool(b)).abs().mean())
+
+
+def test_refinement_fits_the_latents_to_the_image_and_zero_steps_change_nothing(vae, one_thread):
+    image = make_exemplar("bricks", 48, seed=1)
+    assert torch.equal(vae.encode(image, refine_steps=0), vae.encode(image))
+    plain = vae.reconstruct(image)
+    refined = vae.reconstruct(image, refine_steps=25)
+    # The encoder has had 6 steps: its one guess is poor, and the refinement brings the layout toward the image.
+    assert _layout_error(refined, image) < 0.8 * _layout_error(plain, image), (
+        _layout_error(refined, image), _layout_error(plain, image))
+    assert np.array_equal(refined, vae.reconstruct(image, refine_steps=25))  # deterministic
+    assert not any(p.grad is not None for p in vae.net.parameters())  # the networks are left as they were
+    varied = vae.vary(image, 0.5, seed=2, refine_steps=5)
+    assert np.array_equal(varied, vae.vary(image, 0.5, seed=2, refine_steps=5))
+    assert not np.array_equal(varied, vae.vary(image, 0.5, seed=2))
+
+
+def test_refinement_reports_progress_honours_cancel_and_refuses_bad_steps(vae):
+    image = make_exemplar("wood", 32, seed=0)
+    seen = []
+    vae.vary(image, 0.5, refine_steps=3, progress=seen.append)
+    assert [(p.step, p.total) for p in seen] == [(1, 3), (2, 3), (3, 3)]
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(JobCancelled):
+        vae.vary(image, 0.5, refine_steps=3, cancel=token)
+    for bad in (-1, 2.5, True, 5000, "3"):
+        with pytest.raises(ValueError, match="refine steps"):
+            vae.vary(image, 0.5, refine_steps=bad)
 
 
 def test_prior_step_and_mix_keep_unit_variance_noise():
