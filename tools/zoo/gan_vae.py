@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from . import MODELS, ROOT, _common
 from .gan import MATERIALS, load_materials
@@ -146,8 +147,11 @@ def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict
     return evaluate_file(path, device, profile)
 
 
-def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu", seeds: int | None = None) -> dict:
-    """``evaluate`` of one texture VAE file (any kind ``load_texture_vae`` reads)."""
+def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu", seeds: int | None = None,
+                  refine_steps: int = 0, only: Sequence[str] | None = None) -> dict:
+    """``evaluate`` of one texture VAE file (any kind ``load_texture_vae`` reads); ``refine_steps``: the
+    variations' latent refinement (``TextureVAE.refine``; 0, the default, as the panel); ``only``: these
+    materials."""
     import numpy as np
     import torch
 
@@ -166,13 +170,16 @@ def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu", seeds: 
     rows = []
     for (name, _, _), exemplar in zip(settings["materials"], load_materials(settings["materials"],
                                                                            settings["exemplar_side"])):
+        if only is not None and name not in only:
+            continue
         if trained_on is not None and name not in trained_on:
             rows.append({"material": name, "missing": True})
             continue
         size = min(exemplar.shape[:2]) // 2
         judge, base = quality.texture_baseline(name, exemplar, size, settings["seeds"], device)
         source = quality.crops(exemplar, size, 1, 7)[0]
-        varied = [vae.vary(source, quality.VARY_STRENGTH, seed=s) for s in range(settings["seeds"])]
+        varied = [vae.vary(source, quality.VARY_STRENGTH, seed=s, refine_steps=refine_steps)
+                  for s in range(settings["seeds"])]
         rows.append({"material": name, "crop_px": size,
                      "ratio": float(np.mean([judge(v) for v in varied])) / base,
                      "grad_energy": float(np.mean([quality.gradient_energy(v) for v in varied]))
