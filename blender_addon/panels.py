@@ -152,6 +152,7 @@ def draw_vae_blend(layout, context) -> None:
     _split(layout)
     layout.prop(settings, "mask")
     layout.prop(settings, "t", slider=True)
+    layout.prop(settings, "refine_steps")  # shared with the variations above
     layout.operator("neural.vae_blend", text="Blend Textures", icon="MOD_MASK")
 
 

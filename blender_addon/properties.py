@@ -127,8 +127,8 @@ class NeuralVAESettings(bpy.types.PropertyGroup):
     count: IntProperty(name="Count", default=4, min=1, max=16, description="How many variations to make")
     seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same variations")
     refine_steps: IntProperty(name="Refine Steps", default=0, min=0, max=200,
-                              description="Fit the model's reading of the texture to it before varying: more "
-                                          "faithful variations (layout and look). Each step runs the model and "
+                              description="Fit the model's reading of each texture to it before varying or "
+                                          "blending: more faithful results (layout and look). Each step runs the model and "
                                           "VGG19 forward and backward: on a CPU about 1 s per step at 256 px, "
                                           "on a GPU a fraction. 0: the model's one-pass reading")
     t: FloatProperty(name="Blend", default=0.5, min=0.0, max=1.0, subtype="FACTOR",

@@ -90,6 +90,9 @@ class NEURAL_OT_vae_blend(_VAEJob, bpy.types.Operator):
     mask: StringProperty(name="Mask Image", description="Optional; white takes the second texture")
     model: MODEL_PROPERTY
     t: FloatProperty(name="Blend", default=0.5, min=0.0, max=1.0, description="0 is the first texture, 1 the second")
+    refine_steps: IntProperty(name="Refine Steps", default=0, min=0, max=200,
+                              description="Fit the model's reading of each texture to it before blending: each "
+                                          "side keeps its layout and look, slower (0: off). Unset: the panel's value")
     wait: WAIT_PROPERTY
 
     poll = classmethod(lambda cls, context: scene_has(context, "neural_vae"))
@@ -102,6 +105,7 @@ class NEURAL_OT_vae_blend(_VAEJob, bpy.types.Operator):
         mask = str(image_bridge.export_image(get_image(mask_name), workdir_inputs(), keep_alpha=False)) \
             if mask_name else None
         title, first_name = f"Blend {first.name} + {second.name}", first.name
+        refine_steps = option(self, settings, "refine_steps")
         width, height = first.size[:]
 
         def on_done(job):
@@ -111,7 +115,8 @@ class NEURAL_OT_vae_blend(_VAEJob, bpy.types.Operator):
 
         job = job_queue.submit("texture_vae.blend",
                                file_output({"model": model, "images": inputs, "mask": mask,
-                                            "t": option(self, settings, "t"), "width": width, "height": height},
+                                            "t": option(self, settings, "t"), "width": width, "height": height,
+                                            **({"refine_steps": refine_steps} if refine_steps else {})},
                                            "texture_vae.blend", as_file=not first.is_float),
                                label=title, on_done=on_done, wait=self.wait or None)
         return finish(self, job)

@@ -53,6 +53,8 @@ def register(subparsers) -> None:
     blend.add_argument("--out", required=True, metavar="OUT.png")
     blend.add_argument("--width", type=int, default=None)
     blend.add_argument("--height", type=int, default=None)
+    blend.add_argument("--refine-steps", type=int, default=0,
+                       help="optimise each input's encoded latents toward it first (see vary; 0: off)")
     blend.set_defaults(func=_blend)
 
 
@@ -95,6 +97,8 @@ def _blend(args: argparse.Namespace) -> int:
         # Painted grey levels are used as they look (PNG values), EXR masks as stored.
         mask = np.clip(load_image(args.mask).rgb.mean(axis=2), 0.0, 1.0)
     out = model.blend([load_rgb(args.a), load_rgb(args.b)], t=args.t, mask=mask,
-                      width=args.width, height=args.height)
+                      width=args.width, height=args.height, refine_steps=args.refine_steps,
+                      cancel=getattr(args, "cancel", None),
+                      progress=ProgressBar("vae blend") if args.refine_steps else None)
     print(save_image(Path(args.out), out))
     return 0

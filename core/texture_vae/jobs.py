@@ -36,7 +36,7 @@ def job_texture_vae_vary(ctx: JobContext) -> dict:
 
 @job("texture_vae.blend", model=INPUT, images=Param("paths", 2, 16, required=True), mask=Param("path"),
      t=Param("float", 0.0, 1.0, default=0.5), width=SIDE, height=SIDE, weights=Param("floats", 0.0, 1e6),
-     **IMAGE_OUTPUT)
+     refine_steps=Param("int", 0, 1000, default=0), **IMAGE_OUTPUT)
 def job_texture_vae_blend(ctx: JobContext) -> dict:
     from . import load_texture_vae
     model = ctx.model(load_texture_vae, ctx.param("model", required=True))
@@ -51,6 +51,7 @@ def job_texture_vae_blend(ctx: JobContext) -> dict:
         mask = np.clip(mask_image.rgb.mean(axis=2), 0.0, 1.0).astype(np.float32)
     ctx.cancel.raise_if_cancelled()
     rgb = model.blend(images, t=float(ctx.param("t", 0.5)), mask=mask, width=ctx.param("width"),
-                      height=ctx.param("height"), weights=ctx.param("weights"))
+                      height=ctx.param("height"), weights=ctx.param("weights"),
+                      refine_steps=int(ctx.param("refine_steps", 0)), cancel=ctx.cancel, progress=ctx.progress)
     ctx.progress(Progress(1, 1, "blend ready"))
     return {"image": write_image_result(ctx, rgb)}

@@ -293,7 +293,8 @@ class TextureVAE:
 
     def blend(self, images: Sequence[np.ndarray], t: float = 0.5, mask: np.ndarray | None = None,
               width: int | None = None, height: int | None = None,
-              weights: Sequence[float] | None = None) -> np.ndarray:
+              weights: Sequence[float] | None = None, refine_steps: int = 0,
+              cancel: CancelToken | None = None, progress: ProgressCallback | None = None) -> np.ndarray:
         """Blend textures in latent space and decode.
 
         * Two images, no mask, no weights: z = (1 - t) z_A + t z_B; t=0 gives
@@ -307,7 +308,8 @@ class TextureVAE:
 
         Output size: ``width`` x ``height`` if given, else images[0]'s size; each
         input is encoded at its own size and its latents fitted to the output
-        grid with ``fit_latents`` (the mask applies to that grid).
+        grid with ``fit_latents`` (the mask applies to that grid). ``refine_steps`` > 0: each input's latents
+        are refined toward it first (``refine``), so each side of the blend keeps its own layout and look.
         """
         t = float(t)
         if not np.isfinite(t) or not 0.0 <= t <= 1.0:
@@ -319,7 +321,14 @@ class TextureVAE:
         out_w = int(width) if width is not None else checked[0].shape[1]
         _check_size(out_w, out_h)
         f = self.downsample
-        latents = [fit_latents(self.encode(a), grid_size(out_h, f), grid_size(out_w, f)) for a in checked]
+        steps = _check_refine_steps(refine_steps)
+
+        def encoded(i: int, a: np.ndarray) -> torch.Tensor:
+            def step(p):  # one progress bar over every input's refinement
+                report(progress, i * steps + p.step, len(checked) * steps, p.message)
+            return self.encode(a, steps, 0, cancel, step if progress is not None else None)  # decoded with seed 0
+
+        latents = [fit_latents(encoded(i, a), grid_size(out_h, f), grid_size(out_w, f)) for i, a in enumerate(checked)]
         if mask is not None:
             if len(latents) != 2:
                 raise ValueError(f"a mask blends exactly two images (mask 0 = first, 1 = second), got {len(latents)}")

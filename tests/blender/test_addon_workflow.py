@@ -185,6 +185,9 @@ def test_vae_variations_and_masked_blend(tiny_models, helpers):
     assert bpy.ops.neural.vae_blend(image=a.name, image_b=b.name, mask=mask.name, t=0.5) == {"FINISHED"}
     blend = bpy.data.images["Blend vae a + vae b"]
     assert tuple(blend.size) == (64, 64)
+    assert bpy.ops.neural.vae_blend(image=a.name, image_b=b.name, mask=mask.name, refine_steps=2) == {"FINISHED"}
+    job = list(job_queue.manager().jobs.values())[-1]
+    assert job.kind == "texture_vae.blend" and job.state == "done" and job.params["refine_steps"] == 2
 
 
 def test_stylize_animation_frames_to_folder(tiny_models, helpers, tmp_path):

@@ -272,3 +272,5 @@ def test_cli_train_vary_blend(exemplars, tmp_path):
     assert run("vae", "blend", "--model", str(model_path), "--a", str(paths[0]), "--b", str(paths[1]),
                "--mask", str(mask), "--out", str(blended)) == 0
     assert load_rgb(blended).shape == exemplars[0].shape
+    assert run("vae", "blend", "--model", str(model_path), "--a", str(paths[0]), "--b", str(paths[1]),
+               "--mask", str(mask), "--out", str(blended), "--refine-steps", "1") == 0

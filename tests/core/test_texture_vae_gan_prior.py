@@ -174,6 +174,12 @@ def test_refinement_reports_progress_honours_cancel_and_refuses_bad_steps(vae):
     for bad in (-1, 2.5, True, 5000, "3"):
         with pytest.raises(ValueError, match="refine steps"):
             vae.vary(image, 0.5, refine_steps=bad)
+    # A blend refines each input: one progress bar over both, and the result moves
+    seen.clear()
+    other = make_exemplar("bricks", 32, seed=4)
+    refined = vae.blend([image, other], 0.5, refine_steps=2, progress=seen.append)
+    assert [(p.step, p.total) for p in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert not np.array_equal(refined, vae.blend([image, other], 0.5))
 
 
 def test_prior_step_and_mix_keep_unit_variance_noise():
