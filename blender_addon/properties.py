@@ -128,9 +128,9 @@ class NeuralVAESettings(bpy.types.PropertyGroup):
     seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same variations")
     refine_steps: IntProperty(name="Refine Steps", default=0, min=0, max=200,
                               description="Fit the model's reading of each texture to it before varying or "
-                                          "blending: more faithful results (layout and look). Each step runs the model and "
-                                          "VGG19 forward and backward: on a CPU about 1 s per step at 256 px, "
-                                          "on a GPU a fraction. 0: the model's one-pass reading")
+                                          "blending: more faithful results (layout and look). Each step runs the "
+                                          "model and VGG19 forward and backward: on a CPU about 1 s per step at "
+                                          "256 px, on a GPU a fraction. 0: the model's one-pass reading")
     t: FloatProperty(name="Blend", default=0.5, min=0.0, max=1.0, subtype="FACTOR",
                      description="0 is the first texture, 1 the second")
 
