@@ -183,16 +183,31 @@ class TextureVAE:
         """The latents ``z`` of image ``x`` (1x3xHxW, the size ``z`` decodes to) after ``steps`` Adam steps toward
         a decoding (with ``seed``'s detail noise) whose layout and look match ``x`` (see ``REFINE_*``): an
         encoder's one guess (amortised inversion) refined by optimisation, as GAN inversion is done when
-        faithfulness matters (Zhu et al. 2016; In-Domain GAN Inversion, 2020). Returns them on the CPU."""
-        from ..common.perception import gram_matrix, load_perception
-
+        faithfulness matters (Zhu et al. 2016; In-Domain GAN Inversion, 2020). Returns them on the CPU; a device
+        that runs out of memory hands the refinement to the CPU, as ``_run`` does."""
         steps = _check_refine_steps(steps)
         if steps == 0:
             return z
-        device = self.device
-        if not hasattr(self, "_perception"):
-            self._perception = load_perception(device)
-        vgg, net = self._perception, self.net
+        try:
+            return self._refine_on(self.device, self.net, z, x, steps, seed, cancel, progress)
+        except RuntimeError as exc:
+            if self.device.type == "cpu" or not is_out_of_memory(exc):
+                raise
+            free_device_memory(self.device)
+            warnings.warn(f"texture VAE: the {self.device.type} device ran out of memory while refining; "
+                          "refining this image on the CPU (slower)", RuntimeWarning, stacklevel=3)
+            cpu_net = self._fresh_net()
+            cpu_net.load_state_dict({k: v.cpu() for k, v in self.net.state_dict().items()})
+            return self._refine_on(torch.device("cpu"), cpu_net.eval(), z, x, steps, seed, cancel, progress)
+
+    def _refine_on(self, device: torch.device, net: torch.nn.Module, z: torch.Tensor, x: torch.Tensor, steps: int,
+                   seed: int, cancel: CancelToken | None, progress: ProgressCallback | None) -> torch.Tensor:
+        from ..common.perception import gram_matrix, load_perception
+
+        perceptions = self.__dict__.setdefault("_perceptions", {})
+        if str(device) not in perceptions:
+            perceptions[str(device)] = load_perception(device)
+        vgg = perceptions[str(device)]
         target = x.to(device, torch.float32)
         with torch.no_grad():
             layout = F.avg_pool2d(target, REFINE_CELL, ceil_mode=True)

@@ -182,6 +182,26 @@ def test_refinement_reports_progress_honours_cancel_and_refuses_bad_steps(vae):
     assert not np.array_equal(refined, vae.blend([image, other], 0.5))
 
 
+def test_refinement_that_runs_out_of_device_memory_finishes_on_the_cpu(vae, monkeypatch, one_thread):
+    """A GPU's allocator error cannot be raised here: the device's own refinement stands in for it (it raises the
+    error a full GPU raises), the CPU's is the real one."""
+    from core.common.images import to_tensor
+    image = make_exemplar("bricks", 32, seed=1)
+    z, x = vae.encode(image), to_tensor(image)
+    on_cpu = vae.refine(z, x, 2)
+    real = type(vae)._refine_on
+
+    def full_device(self, device, *args):
+        if device.type != "cpu":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, device, *args)
+
+    monkeypatch.setattr(type(vae), "_refine_on", full_device)
+    monkeypatch.setattr(vae, "device", torch.device("cuda"))
+    with pytest.warns(RuntimeWarning, match="ran out of memory while refining"):
+        assert torch.equal(vae.refine(z, x, 2), on_cpu)
+
+
 def test_prior_step_and_mix_keep_unit_variance_noise():
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(1, 6, 64, 64, generator=gen), torch.randn(1, 6, 64, 64, generator=gen)
