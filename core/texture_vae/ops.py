@@ -154,16 +154,22 @@ class TextureVAE:
             with torch.no_grad(), autocast(self.device, self.config.amp):
                 return fn(self.net, *[t.to(self.device) for t in tensors]).float()
         except RuntimeError as exc:
-            if self.device.type == "cpu" or not is_out_of_memory(exc):
-                raise
-            free_device_memory(self.device)
-            warnings.warn(f"texture VAE: the {self.device.type} device ran out of memory; "
-                          "finishing this image on the CPU (slower)", RuntimeWarning, stacklevel=3)
+            cpu_net = self._cpu_net_after(exc, "finishing this image on the CPU (slower)")
             self.last_device = "cpu"
-            cpu_net = self._fresh_net()
-            cpu_net.load_state_dict({k: v.cpu() for k, v in self.net.state_dict().items()})
             with torch.no_grad():
-                return fn(cpu_net.eval(), *[t.cpu() for t in tensors]).float()
+                return fn(cpu_net, *[t.cpu() for t in tensors]).float()
+
+    def _cpu_net_after(self, exc: RuntimeError, what: str) -> torch.nn.Module:
+        """A CPU copy of the network to finish on after the device ran out of memory (``exc``); any other error,
+        or one on the CPU already, is raised again."""
+        if self.device.type == "cpu" or not is_out_of_memory(exc):
+            raise exc
+        free_device_memory(self.device)
+        warnings.warn(f"texture VAE: the {self.device.type} device ran out of memory; {what}", RuntimeWarning,
+                      stacklevel=4)
+        cpu_net = self._fresh_net()
+        cpu_net.load_state_dict({k: v.cpu() for k, v in self.net.state_dict().items()})
+        return cpu_net.eval()
 
     def _fresh_net(self) -> torch.nn.Module:
         """An untrained network of this model's architecture, on the CPU (the out-of-memory fallback)."""
@@ -191,14 +197,8 @@ class TextureVAE:
         try:
             return self._refine_on(self.device, self.net, z, x, steps, seed, cancel, progress)
         except RuntimeError as exc:
-            if self.device.type == "cpu" or not is_out_of_memory(exc):
-                raise
-            free_device_memory(self.device)
-            warnings.warn(f"texture VAE: the {self.device.type} device ran out of memory while refining; "
-                          "refining this image on the CPU (slower)", RuntimeWarning, stacklevel=3)
-            cpu_net = self._fresh_net()
-            cpu_net.load_state_dict({k: v.cpu() for k, v in self.net.state_dict().items()})
-            return self._refine_on(torch.device("cpu"), cpu_net.eval(), z, x, steps, seed, cancel, progress)
+            cpu_net = self._cpu_net_after(exc, "refining this image on the CPU (slower)")
+            return self._refine_on(torch.device("cpu"), cpu_net, z, x, steps, seed, cancel, progress)
 
     def _refine_on(self, device: torch.device, net: torch.nn.Module, z: torch.Tensor, x: torch.Tensor, steps: int,
                    seed: int, cancel: CancelToken | None, progress: ProgressCallback | None) -> torch.Tensor:

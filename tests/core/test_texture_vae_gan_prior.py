@@ -198,7 +198,7 @@ def test_refinement_that_runs_out_of_device_memory_finishes_on_the_cpu(vae, monk
 
     monkeypatch.setattr(type(vae), "_refine_on", full_device)
     monkeypatch.setattr(vae, "device", torch.device("cuda"))
-    with pytest.warns(RuntimeWarning, match="ran out of memory while refining"):
+    with pytest.warns(RuntimeWarning, match="ran out of memory; refining this image on the CPU"):
         assert torch.equal(vae.refine(z, x, 2), on_cpu)
 
 
