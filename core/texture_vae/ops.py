@@ -125,6 +125,7 @@ class TextureVAE:
         self.name = name
         self.metadata = metadata or {}
         self.last_device = str(self.device)  # where the last encode/decode ran (the CPU after a fallback)
+        self._perceptions: dict[str, torch.nn.Module] = {}  # refine's VGG19 per device, loaded on first use
 
     @classmethod
     def load(cls, path: str | os.PathLike, device=None) -> "TextureVAE":
@@ -204,10 +205,9 @@ class TextureVAE:
                    seed: int, cancel: CancelToken | None, progress: ProgressCallback | None) -> torch.Tensor:
         from ..common.perception import gram_matrix, load_perception
 
-        perceptions = self.__dict__.setdefault("_perceptions", {})
-        if str(device) not in perceptions:
-            perceptions[str(device)] = load_perception(device)
-        vgg = perceptions[str(device)]
+        if str(device) not in self._perceptions:
+            self._perceptions[str(device)] = load_perception(device)
+        vgg = self._perceptions[str(device)]
         target = x.to(device, torch.float32)
         with torch.no_grad():
             layout = F.avg_pool2d(target, REFINE_CELL, ceil_mode=True)
@@ -241,7 +241,7 @@ class TextureVAE:
         f = self.downsample
         x = resample_periodic(x, grid_size(a.shape[0], f) * f, grid_size(a.shape[1], f) * f)
         z = self._run(lambda net, t: net.encode(t)[0], x).cpu()
-        return self.refine(z, x, steps, seed, cancel, progress) if steps else z
+        return self.refine(z, x, steps, seed, cancel, progress)  # 0 steps: z as it is
 
     def decode(self, latents: torch.Tensor, width: int | None = None, height: int | None = None,
                seed: int = 0) -> np.ndarray:

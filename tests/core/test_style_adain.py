@@ -59,7 +59,8 @@ def test_alpha_zero_is_the_decoders_reconstruction_and_the_user_call_returns_the
     x = to_tensor(_photo(64))[..., :64, :64]
     stats = tiny_model.style_statistics(_painting(styles_dir))
     with torch.no_grad():  # the frame is decoded with a mirrored margin around it (BORDER_MARGIN), cropped off
-        identity = _crop_margin(tiny_model.decoder(tiny_model.encoder(_add_margin(x), (ENCODER_LAYER,))[ENCODER_LAYER]), x)
+        feats = tiny_model.encoder(_add_margin(x), (ENCODER_LAYER,))[ENCODER_LAYER]
+        identity = _crop_margin(tiny_model.decoder(feats), x)
     out0 = tiny_model.stylize_tensor(x, stats, alpha=0.0)
     out1 = tiny_model.stylize_tensor(x, stats, alpha=1.0)
     assert torch.allclose(out0, identity, atol=1e-5)
