@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.common.images import load_rgb  # noqa: E402
+from core.common.quality import lattice_line_share  # noqa: E402
 from tools.model_quality import (CONTENT_TARGET, CUT_TARGET, Judge, held_out_inputs, measure,  # noqa: E402,F401
                                  meets_targets as _verdict)
 
@@ -113,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, dict] = {"styles": {}, "adain": {}}
     thumbnails: dict[str, np.ndarray] = {}
     judge = Judge()
-    print(f"{'model':8} {'style / painting':32} {'on':7} {'cut':>6} {'content':>8}  verdict")
+    print(f"{'model':8} {'style / painting':32} {'on':7} {'cut':>6} {'content':>8} {'grid %':>7}  verdict "
+          f"(grid %: the spectrum's share on the 8-px lattice lines, quality.lattice_line_share)")
+    for kind, frame in inputs.items():
+        print(f"{'input':8} {'(the frame itself)':32} {kind:7} {'':6} {'':8} {lattice_line_share(frame):7.2f}")
 
     def report(model: str, name: str, outs: dict[str, np.ndarray], painting: np.ndarray) -> None:
         for kind, frame in inputs.items():
@@ -122,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             passed_rows[(model, name)] = passed_rows.get((model, name), True) and ok
             figures[model].setdefault(name, {}).update({f"style_cut_{kind}": round(row["cut"], 3),
                                                         f"content_distance_{kind}": round(row["content"], 3)})
-            print(f"{model:8} {name:32} {kind:7} {100 * row['cut']:5.0f}% {row['content']:8.3f}  "
-                  f"{'ok' if ok else 'MISSES'}", flush=True)
+            print(f"{model:8} {name:32} {kind:7} {100 * row['cut']:5.0f}% {row['content']:8.3f} "
+                  f"{lattice_line_share(outs[kind]):7.2f}  {'ok' if ok else 'MISSES'}", flush=True)
         columns.append((f"{model}: {name}", outs))
 
     if Path(args.styles).is_file():

@@ -350,3 +350,24 @@ def grain_gain(stylize, frame: np.ndarray, sigma: float = 0.01, cell: int = 16, 
     per_pixel = torch.from_numpy(np.ascontiguousarray((change ** 2).mean(axis=-1)))[None, None]
     cells = F.avg_pool2d(per_pixel, cell, stride=cell // 2)
     return float(cells.max().sqrt()) / sigma
+
+
+def lattice_line_share(rgb: np.ndarray, period: int = 8) -> float:
+    """Percent of an image's luminance spectrum (mean removed) on the lines at multiples of 1/``period`` cycle
+    per pixel, across and down: where a grid locked to a decoder's ``period``-px upsampling lattice lands.
+
+    A photograph or a render holds 0.1-0.26 % there (its share of those lines, by their count); the AdaIN
+    decoder at 15,921 steps painted 0.8-3.3 %. The image is cropped to a multiple of ``period`` first.
+    """
+    a = np.asarray(rgb, np.float32)[..., :3].mean(axis=-1)
+    h, w = a.shape[0] // period * period, a.shape[1] // period * period
+    a = a[:h, :w]
+    power = np.abs(np.fft.fft2(a - a.mean())) ** 2
+    total = float(power.sum())
+    if total <= 0:
+        return 0.0
+    on_lines = np.zeros_like(power, dtype=bool)
+    for k in range(1, period):
+        on_lines[:, w * k // period] = True
+        on_lines[h * k // period, :] = True
+    return 100.0 * float(power[on_lines].sum()) / total

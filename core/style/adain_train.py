@@ -32,7 +32,7 @@ from .adain import (DEFAULT_MAX_GAIN, ENCODER_LAYER, MODEL_KIND, STYLE_LOSS_LAYE
                     adain)
 from .crop_pool import (Budget, CropPool, PhasedRecipe, content_files, describe_files, load_content,
                         painting_statistics, painting_variants, refresh_pool)
-from .losses import per_crop_content_distance, stability_noise
+from .losses import lattice_energy, per_crop_content_distance, stability_noise
 from .resumable import ResumableRun
 
 StyleStats = dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (N x C x 1 x 1 means, stds)
@@ -96,6 +96,14 @@ class AdaINRecipe(PhasedRecipe):
     # (target 40 %) and Composition VII's and Four Girls' validation renders by 36-38 %, the style loss having
     # been met in training by the uncapped (2-12x) targets alone.
     capped_targets_from: int | None = 15440
+    # The decoder's faint grid locked to its 8-px upsampling lattice (losses.phase_locked over 9 x 9 cells, 72 px:
+    # a photo's own detail averages out there): its energy in the stylized output costs this much from step
+    # ``lattice_from``. Why: at 15,921 steps the spectrum's lines at multiples of 1/8 cycle per pixel held
+    # 0.8-3.3 % of a stylized frame's energy against 0.1-0.26 % in the frame (1.5e-4..5e-4 of this energy
+    # against 5e-6..5e-5 in 256 px crops); a filter after the decoder also took 10-14 % of the detail.
+    lattice_weight: float = 3000.0
+    lattice_from: int | None = 15921
+    lattice_cells: int = 9
 
     def reconstructing(self, step: int) -> bool:
         """Whether ``step`` (past the warm-up) trains reconstruction only."""
@@ -264,6 +272,7 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
             l_pixel = torch.zeros((), device=dev)
             l_keep = torch.zeros((), device=dev)
             l_stable = torch.zeros((), device=dev)
+            l_lattice = torch.zeros((), device=dev)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 if step < recipe.warmup_steps:
                     l_content = F.mse_loss(decoder(feats).float(), pool.crops[idx].to(dev))
@@ -289,17 +298,21 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
                             grainy = encoder(crops + grain, (ENCODER_LAYER,))[ENCODER_LAYER]
                         l_stable = (decoder(adain(grainy, *style[ENCODER_LAYER], max_gain=cap)).float()
                                     - decoded[0].float()).pow(2).mean()
+                    if recipe.lattice_weight > 0 and recipe.lattice_from is not None and step >= recipe.lattice_from:
+                        l_lattice = lattice_energy(decoded[0].float(), cells=recipe.lattice_cells).mean()
                     if recipe.pixel_weight > 0:  # unstylized crops decoded back to themselves: no VGG pass
                         rid = torch.randint(pool_count, (batch,), generator=generator, device="cpu")
                         l_pixel = F.mse_loss(decoder(pool.features[ENCODER_LAYER][rid].to(dev)).float(),
                                              pool.crops[rid].to(dev))
             loss = (l_content.float() + recipe.style_weight * l_style.float() + recipe.pixel_weight * l_pixel.float()
-                    + recipe.content_keep_weight * l_keep.float() + recipe.stability_weight * l_stable.float())
+                    + recipe.content_keep_weight * l_keep.float() + recipe.stability_weight * l_stable.float()
+                    + recipe.lattice_weight * l_lattice.float())
             run.optimize(step, loss, f"AdaIN training diverged at step {step}; the checkpoint before it is kept")
             step += 1
             run.end_step(step, t0, budget, (lambda s_per_step: (
                 f"step {step}: content {float(l_content.detach()):.4f} style {float(l_style.detach()):.4f} "
                 f"pixel {float(l_pixel.detach()):.4f} keep {float(l_keep.detach()):.3f} stable {float(l_stable.detach()):.5f} "
+                f"lattice {float(l_lattice.detach()):.2e} "
                 f"{s_per_step:.2f} s/step, crop {crop}, batch {batch}"))
                 if step % 25 == 0 or step == recipe.warmup_steps else None)
     return run.finish(step, budget)

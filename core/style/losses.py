@@ -109,6 +109,30 @@ def stability_noise(shape: torch.Size, sigma: float, generator: torch.Generator)
     return sigma * (fine + coarse[..., :h, :w] / coarse.std().clamp(min=1e-6))
 
 
+def phase_locked(x: torch.Tensor, period: int = 8, cells: int = 9) -> torch.Tensor:
+    """The part of ``x`` (N x C x H x W, H and W multiples of ``period``) that repeats with the pixel grid's
+    ``period``: its high-pass's local mean (over ``cells`` x ``cells`` lattice cells) at each of the period²
+    phases, less the mean over phases; N x C x period² x H/period x W/period.
+
+    A decoder that upsamples by ``period`` draws a faint grid there; a photograph's detail averages out over the
+    cells, so this is near zero for it whatever its texture (its energy over ``x``'s own high-pass energy is a
+    few percent for random detail: 1 / cells² after the high-pass).
+    """
+    p = period
+    low = F.avg_pool2d(F.pad(x, (p // 2, p // 2 - 1, p // 2, p // 2 - 1), mode="reflect"), p, stride=1)
+    phases = F.pixel_unshuffle(x - low, p)
+    half = min(cells // 2, min(phases.shape[-2:]) - 1)  # a reflected pad must be shorter than the lattice
+    local = F.avg_pool2d(F.pad(phases, (half,) * 4, mode="reflect"), 2 * half + 1, stride=1)
+    n, cp, h, w = local.shape
+    local = local.view(n, cp // (p * p), p * p, h, w)
+    return local - local.mean(dim=2, keepdim=True)
+
+
+def lattice_energy(x: torch.Tensor, period: int = 8, cells: int = 9) -> torch.Tensor:
+    """Per image (N), the mean squared ``phase_locked`` part: the energy of a grid locked to the pixel lattice."""
+    return phase_locked(x, period, cells).pow(2).flatten(1).mean(dim=1)
+
+
 # --------------------------------------------------------------------------- colour
 
 _TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from core.common import images as im
 from core.common import procedural, quality
 from core.common.device import pick_device, seeded_generator
 from core.common.jobs import CancelToken, JobCancelled, Progress
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- images
@@ -488,3 +491,19 @@ def test_sigterm_stops_a_timed_training_after_its_step_with_a_checkpoint():
                             {}, 0.0, checkpoint_minutes=60.0, name="test")
     assert result["steps"] == 3 and saved == [3] and len(done) == 3
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+
+
+def test_lattice_line_share_sees_a_grid_on_the_8_px_lattice_not_a_photos_own_detail():
+    photo = np.asarray(Image.open(ROOT / "models" / "content_frames" / "photo_astronaut.jpg").convert("RGB"),
+                       np.float32) / 255
+    render = np.asarray(Image.open(ROOT / "models" / "content_frames" / "render_003.jpg").convert("RGB"),
+                        np.float32) / 255
+    clean = [quality.lattice_line_share(photo), quality.lattice_line_share(render)]
+    assert all(c < 0.5 for c in clean)  # measured 0.11 and 0.26: those lines' share of the spectrum, about
+    for frame, c in zip((photo, render), clean):
+        xs = np.arange(frame.shape[1])[None, :]
+        grid = 0.03 * (((xs % 8) == 3).astype(np.float32) - ((xs % 8) == 5))  # a 3 % pair of columns per cell
+        assert quality.lattice_line_share(frame + grid[..., None]) > 2.5 * c  # measured 3.5x and 12x
+        # a crop that does not start on the lattice, any size: the same figure within a fifth
+        assert quality.lattice_line_share(frame[3:, 5:]) == pytest.approx(c, rel=0.2)
+    assert quality.lattice_line_share(np.full((64, 64, 3), 0.5, np.float32)) == 0.0

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from core.common.checkpoints import load_checkpoint, load_training_state, save_checkpoint
 from core.common.perception import load_perception, mean_std
@@ -33,7 +34,8 @@ def _tiny_adain_recipe() -> AdaINRecipe:
     # The stability term from step 3: the resume at step 4 restores the grain it draws.
     return AdaINRecipe(decoder=TINY_DECODER, phases=((0, 32, 2, 6), (5, 40, 2, 4)), pool_steps=3, warmup_steps=2,
                        style_sizes=(48,), recoloured=1, checkpoint_seconds=1e9, stability_from=3,
-                       capped_targets_from=4)  # gain-limited targets from the resume's step on
+                       capped_targets_from=4,  # gain-limited targets from the resume's step on
+                       lattice_from=3)
 
 
 def _tiny_styles_recipe() -> MultiStyleRecipe:
@@ -352,6 +354,36 @@ def test_stability_term_is_the_output_change_under_grain():
     assert float(zero.stability) == 0.0
     recipe = MultiStyleRecipe()
     assert recipe.stability_weight > 0 and recipe.stability_from <= 8441  # on in the committed training
+
+
+def test_lattice_energy_sees_a_grid_locked_to_the_pixel_lattice_not_a_photos_detail():
+    from core.style.losses import lattice_energy, phase_locked
+
+    full = torch.from_numpy(np.asarray(Image.open(CONTENT[0] / "photo_astronaut.jpg").convert("RGB"),
+                                       np.float32) / 255).permute(2, 0, 1)[None].contiguous()
+    photo = full[..., :256, :256]
+    ys, xs = torch.meshgrid(torch.arange(256), torch.arange(256), indexing="ij")
+    grid = 0.02 * (((xs % 8) == 3).float() - ((xs % 8) == 5).float() + 0.5 * ((ys % 8) == 0).float())
+    grid = grid - grid.mean()  # a dark-bright pair of columns and a faint row in every 8 px cell
+    clean = float(lattice_energy(photo))
+    # Measured on four photos at four offsets: the photo's own detail 3.4e-5..7.5e-5, and the grid laid over it
+    # adds 0.89-1.08x the grid's own power (1.1e-4): it is found whole, whatever the photo under it.
+    added = float(lattice_energy(photo + grid)) - clean
+    assert 0.75 * float(grid.pow(2).mean()) < added < 1.25 * float(grid.pow(2).mean())
+    assert added > 1.5 * clean
+    # The photo cropped a few pixels further on: its detail lands on other phases, its figure stays alike
+    # (measured 1.01-1.11x).
+    for oy, ox in ((3, 3), (5, 1)):
+        assert 0.67 * clean < float(lattice_energy(full[..., oy:oy + 256, ox:ox + 256])) < 1.5 * clean
+    # A flat frame has none; a steep ramp (0 to 1 over 64 px) only where its reflected border bends (2e-6).
+    assert float(lattice_energy(torch.full((1, 3, 64, 64), 0.3))) < 1e-12
+    assert float(lattice_energy((xs[:64, :64] / 64.0).expand(1, 3, 64, 64))) < 0.05 * float(grid.pow(2).mean())
+    # Small crops (the training's 32-px ones: 4 lattice cells) still work, and the loss trains what made it.
+    img = (photo + grid)[..., :32, :32].clone().requires_grad_(True)
+    lattice_energy(img).sum().backward()
+    assert float(img.grad.abs().sum()) > 0
+    assert phase_locked(img.detach()).shape == (1, 3, 64, 4, 4)
+    assert AdaINRecipe().lattice_weight > 0 and AdaINRecipe().lattice_from == 15921  # on in the committed training
 
 
 def test_bilinear_upsampling_is_an_option_that_keeps_older_identities():
