@@ -3,14 +3,14 @@
     python tools/eval_materials.py [--gan models/training/materials_gan.safetensors]
                                    [--vae models/training/materials_gan_vae.safetensors]
                                    [--old-vae models/texture_vae/previous/materials.safetensors]
-                                   [--out eval_materials.png] [--cell 128]
+                                   [--out eval_materials.png] [--cell 128] [--refine-steps N]
 
 Per material, each figure next to its baseline from the same run (the bench targets in brackets):
 
 * GAN: VGG19 sliced-Wasserstein distance to the exemplar / the exemplar's own random crops' (<= 1.6);
 * GAN seam: phase-matched seam score of tileable output, pooled over seeds (<= 1.02; quality.pooled_seam_score);
-* VAE variation (strength 0.5): the same ratio (<= 1.6) and gradient energy / the crop's (>= 0.85),
-  and the old VAE's variation of the same crop;
+* VAE variation (strength 0.5, the panel's default Refine Steps): the same ratio (<= 1.6) and gradient energy /
+  the crop's (>= 0.85), and the old VAE's variation of the same crop;
 * the distilled instant-synthesis tiles (the GAN's teacher; synthesized into the cache when missing), scored the same way;
 * GAN 2048x2048 generation time (<= 3 s).
 
@@ -72,15 +72,18 @@ def wrap_error(gan) -> float:
 
 
 def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, seeds: int = 2,
-             seam_seeds: int = 128, time_2048: bool = True, seam_side: int = 256
+             seam_seeds: int = 128, time_2048: bool = True, seam_side: int = 256, refine_steps: int | None = None
              ) -> tuple[list[dict], dict, list[np.ndarray]]:
     """Per material, the figures of the module's docstring. The seam ratio pools ``seam_seeds`` tileable outputs
     of ``seam_side`` px: the materials GAN is exactly periodic, so the ratio's departure from 1 is the measure's
     own scatter, which sparse strong edges (mortar joints) make large. Measured on the bundled GAN at 43,590
     steps: Brick Wall 1.211 over 32 outputs of 128 px (rolled copies, which have no seam: 1.06-1.27), 1.030 over
     128 of 256 px (1.01-1.07), 1.008 over 512 of 256 px (1.00-1.03); non-tileable outputs of the same generator
-    (64 of 256 px) read 1.46-12.7 over the nine materials."""
+    (64 of 256 px) read 1.46-12.7 over the nine materials. The VAEs' variations refine ``refine_steps`` (None:
+    the panel's default, ``DEFAULT_REFINE_STEPS``)."""
     import torch
+
+    from core.texture_vae.jobs import DEFAULT_REFINE_STEPS
 
     from core.common.quality import pooled_seam_score
     from core.texture_gan import TextureGenerator
@@ -118,7 +121,9 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
         for label, model in (("vae", vae), ("old_vae", old_vae)):
             if model is None:
                 continue
-            varied = [model.vary(source, VARY_STRENGTH, seed=s) for s in range(seeds)]
+            varied = [model.vary(source, VARY_STRENGTH, seed=s,
+                                 refine_steps=DEFAULT_REFINE_STEPS if refine_steps is None else refine_steps)
+                      for s in range(seeds)]
             row[f"{label}_ratio"] = ratio_of(varied)
             row[f"{label}_grad_energy"] = float(np.mean([gradient_energy(v) for v in varied])) / gradient_energy(source)
             if label == "vae":
@@ -155,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="one seed, 16 seam outputs of 128 px (less than "
                         "half the time; the seam ratio is then scattered by +-0.2)")
+    parser.add_argument("--refine-steps", type=int, default=None,
+                        help="the VAEs' Refine Steps (default: the panel's; 0: the encoder's one-pass reading)")
     parser.add_argument("--cell", type=int, default=None,
                         help="resize every panel to CELL x CELL pixels (a compact sheet for the README; .jpg works)")
     args = parser.parse_args(argv)
@@ -170,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     rows, extra, (strip, interp) = evaluate(Path(args.gan), Path(args.vae), Path(args.old_vae),
                                             1 if args.quick else args.seeds, 16 if args.quick else 128,
-                                            seam_side=128 if args.quick else 256)
+                                            seam_side=128 if args.quick else 256, refine_steps=args.refine_steps)
     keys = ["gan_ratio", "gan_seam", "instant_ratio", "vae_ratio", "vae_grad_energy", "old_vae_ratio",
             "old_vae_grad_energy"]
     print("material              " + " ".join(f"{k:>13}" for k in keys))

@@ -43,9 +43,10 @@ class NEURAL_OT_vae_variations(_VAEJob, bpy.types.Operator):
                             description="How far variations may wander from the texture")
     count: IntProperty(name="Count", default=4, min=1, max=16, description="How many variations to make")
     seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same variations")
-    refine_steps: IntProperty(name="Refine Steps", default=0, min=0, max=200,
+    refine_steps: IntProperty(name="Refine Steps", default=30, min=0, max=200,
                               description="Fit the model's reading of the texture to it before varying: more "
-                                          "faithful variations, slower (0: off). Unset: the panel's value")
+                                          "faithful variations, slower (0: the one-pass reading, instant). Unset: "
+                                          "the panel's value")
     wait: WAIT_PROPERTY
 
     poll = classmethod(lambda cls, context: scene_has(context, "neural_vae"))
@@ -66,7 +67,7 @@ class NEURAL_OT_vae_variations(_VAEJob, bpy.types.Operator):
             jobs.append(job_queue.submit("texture_vae.vary",
                                          file_output({"model": model, "image": source_file, "strength": strength,
                                                       "seed": seed + index,
-                                                      **({"refine_steps": refine_steps} if refine_steps else {})},
+                                                      "refine_steps": refine_steps},
                                                      "texture_vae.vary",
                                                      as_file=not source_is_float),
                                          label=f"Variation {index + 1}/{count} of '{source_name}'",
@@ -90,9 +91,10 @@ class NEURAL_OT_vae_blend(_VAEJob, bpy.types.Operator):
     mask: StringProperty(name="Mask Image", description="Optional; white takes the second texture")
     model: MODEL_PROPERTY
     t: FloatProperty(name="Blend", default=0.5, min=0.0, max=1.0, description="0 is the first texture, 1 the second")
-    refine_steps: IntProperty(name="Refine Steps", default=0, min=0, max=200,
+    refine_steps: IntProperty(name="Refine Steps", default=30, min=0, max=200,
                               description="Fit the model's reading of each texture to it before blending: each "
-                                          "side keeps its layout and look, slower (0: off). Unset: the panel's value")
+                                          "side keeps its layout and look, slower (0: the one-pass reading, "
+                                          "instant). Unset: the panel's value")
     wait: WAIT_PROPERTY
 
     poll = classmethod(lambda cls, context: scene_has(context, "neural_vae"))
@@ -116,7 +118,7 @@ class NEURAL_OT_vae_blend(_VAEJob, bpy.types.Operator):
         job = job_queue.submit("texture_vae.blend",
                                file_output({"model": model, "images": inputs, "mask": mask,
                                             "t": option(self, settings, "t"), "width": width, "height": height,
-                                            **({"refine_steps": refine_steps} if refine_steps else {})},
+                                            "refine_steps": refine_steps},
                                            "texture_vae.blend", as_file=not first.is_float),
                                label=title, on_done=on_done, wait=self.wait or None)
         return finish(self, job)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..common.images import load_image, load_rgb, save_image
+from ..texture_vae.jobs import DEFAULT_REFINE_STEPS
 from .progress_bar import ProgressBar
 
 
@@ -38,9 +39,10 @@ def register(subparsers) -> None:
     vary.add_argument("--out", required=True, metavar="OUT.png")
     vary.add_argument("--width", type=int, default=None)
     vary.add_argument("--height", type=int, default=None)
-    vary.add_argument("--refine-steps", type=int, default=0,
+    vary.add_argument("--refine-steps", type=int, default=DEFAULT_REFINE_STEPS,
                       help="optimise the encoded latents toward the input first (layout and look): more faithful "
-                           "variations; each step runs the decoder and VGG19 forward and backward (0: off)")
+                           "variations; each step runs the decoder and VGG19 forward and backward (default "
+                           "%(default)s; 0: the encoder's one-pass reading, instant)")
     vary.set_defaults(func=_vary)
 
     blend = commands.add_parser("blend", help="blend two textures, globally (--t) or through a mask")
@@ -53,8 +55,9 @@ def register(subparsers) -> None:
     blend.add_argument("--out", required=True, metavar="OUT.png")
     blend.add_argument("--width", type=int, default=None)
     blend.add_argument("--height", type=int, default=None)
-    blend.add_argument("--refine-steps", type=int, default=0,
-                       help="optimise each input's encoded latents toward it first (see vary; 0: off)")
+    blend.add_argument("--refine-steps", type=int, default=DEFAULT_REFINE_STEPS,
+                       help="optimise each input's encoded latents toward it first (see vary; default "
+                            "%(default)s; 0: off)")
     blend.set_defaults(func=_blend)
 
 

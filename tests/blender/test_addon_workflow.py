@@ -168,20 +168,22 @@ def test_vae_variations_and_masked_blend(tiny_models, helpers):
     # (how much seeds differ is the core's business; a 2-step model barely varies)
     assert bpy.ops.neural.vae_variations(image=a.name, count=1, strength=0.8, seed=3) == {"FINISHED"}
     np.testing.assert_array_equal(helpers.pixels(bpy.data.images["vae a Variation 1.001"]), v1)
-    # Refine Steps reach the worker and run there: the panel's value, or the operator's when a script sets it;
-    # without them the job gets none (a core that predates them would refuse the parameter)
+    # Refine Steps reach the worker and run there: the panel's value (by default the core's), or the operator's
+    # when a script sets it; 0 (the one-pass reading) is sent too, since the job's own default refines
     from blender_addon import job_queue
-    assert "refine_steps" not in list(job_queue.manager().jobs.values())[-1].params
+    from core.texture_vae.jobs import DEFAULT_REFINE_STEPS
     settings = bpy.context.scene.neural_vae
+    assert settings.refine_steps == DEFAULT_REFINE_STEPS == 30
+    assert list(job_queue.manager().jobs.values())[-1].params["refine_steps"] == DEFAULT_REFINE_STEPS
     settings.refine_steps = 2
     try:
-        for overrides in ({}, {"refine_steps": 3}):
+        for overrides in ({}, {"refine_steps": 3}, {"refine_steps": 0}):
             assert bpy.ops.neural.vae_variations(image=a.name, count=1, strength=0.8, seed=3, **overrides) \
                 == {"FINISHED"}
             job = list(job_queue.manager().jobs.values())[-1]
             assert job.state == "done" and job.params["refine_steps"] == overrides.get("refine_steps", 2)
     finally:
-        settings.refine_steps = 0
+        settings.refine_steps = DEFAULT_REFINE_STEPS
     assert bpy.ops.neural.vae_blend(image=a.name, image_b=b.name, mask=mask.name, t=0.5) == {"FINISHED"}
     blend = bpy.data.images["Blend vae a + vae b"]
     assert tuple(blend.size) == (64, 64)

@@ -262,10 +262,13 @@ def test_cli_train_vary_blend(exemplars, tmp_path):
     assert run("vae", "vary", "--model", str(model_path), "--input", str(paths[0]), "--strength", "1.5",
                "--seed", "4", "--out", str(out), "--width", "33", "--height", "20") == 0
     assert load_rgb(out).shape == (20, 33, 3)
-    refined = tmp_path / "refined.png"
+    one_pass = tmp_path / "one_pass.png"
     assert run("vae", "vary", "--model", str(model_path), "--input", str(paths[0]), "--strength", "1.5",
-               "--seed", "4", "--out", str(refined), "--width", "33", "--height", "20", "--refine-steps", "2") == 0
-    assert np.abs(load_rgb(refined) - load_rgb(out)).max() > 1 / 255  # the flag reaches the model
+               "--seed", "4", "--out", str(one_pass), "--width", "33", "--height", "20", "--refine-steps", "0") == 0
+    assert np.abs(load_rgb(one_pass) - load_rgb(out)).max() > 1 / 255  # the flag reaches the model...
+    from core.texture_vae.jobs import DEFAULT_REFINE_STEPS
+    assert parser.parse_args(["vae", "vary", "--model", "m", "--input", "i", "--out", "o"]).refine_steps \
+        == DEFAULT_REFINE_STEPS > 0  # ... and by default the CLI refines as the panel does
     mask = tmp_path / "mask.png"
     save_image(mask, np.tile(np.linspace(0, 1, 40, dtype=np.float32)[None, :, None], (30, 1, 3)))
     blended = tmp_path / "blend.png"

@@ -182,6 +182,18 @@ def test_refinement_reports_progress_honours_cancel_and_refuses_bad_steps(vae):
     assert not np.array_equal(refined, vae.blend([image, other], 0.5))
 
 
+def test_variation_and_blend_jobs_refine_by_default_and_take_zero_for_the_one_pass_reading():
+    from core.texture_vae.jobs import DEFAULT_REFINE_STEPS
+    from core.worker.registry import load_family_jobs, validate_params
+
+    load_family_jobs()
+    vary = {"image": "a.png", "model": "m.safetensors"}
+    assert validate_params("texture_vae.vary", vary)["refine_steps"] == DEFAULT_REFINE_STEPS > 0
+    assert validate_params("texture_vae.vary", {**vary, "refine_steps": 0})["refine_steps"] == 0
+    blend = {"images": ["a.png", "b.png"], "model": "m.safetensors"}
+    assert validate_params("texture_vae.blend", blend)["refine_steps"] == DEFAULT_REFINE_STEPS
+
+
 def test_refinement_that_runs_out_of_device_memory_finishes_on_the_cpu(vae, monkeypatch, one_thread):
     """A GPU's allocator error cannot be raised here: the device's own refinement stands in for it (it raises the
     error a full GPU raises), the CPU's is the real one."""
