@@ -16,6 +16,8 @@ All take float HxWx3 numpy arrays in [0, 1] (sRGB-encoded).
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -302,15 +304,35 @@ def style_distance(image: np.ndarray, painting: np.ndarray, max_side: int = 512,
     is the baseline a stylization must beat.
     """
     from .perception import STYLE_LAYERS, gram_matrix, load_perception
-    layers = layers or STYLE_LAYERS
+    layers = tuple(layers or STYLE_LAYERS)
     net = load_perception("cpu")
     fa = net(to_tensor(_fit(image, max_side)), layers)
-    fp = net(to_tensor(_fit(painting, max_side)), layers)
+    grams = _painting_grams(painting, max_side, layers)
     total = 0.0
     for name in layers:
-        ga, gp = gram_matrix(fa[name]), gram_matrix(fp[name])
+        ga, gp = gram_matrix(fa[name]), grams[name]
         total += float((ga - gp).pow(2).mean() / (gp.pow(2).mean() + 1e-8))
     return total / len(layers)
+
+
+_PAINTING_GRAMS: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
+PAINTING_GRAMS_KEPT = 16  # a bench judges a few paintings many times: most of its VGG19 passes were theirs
+
+
+def _painting_grams(painting: np.ndarray, max_side: int, layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The painting's Gram matrices for ``style_distance``, kept for the last few paintings (keyed by content)."""
+    from .perception import gram_matrix, load_perception
+    rgb = np.ascontiguousarray(np.asarray(painting, dtype=np.float32)[..., :3])
+    key = (hashlib.blake2b(rgb.tobytes(), digest_size=16).hexdigest(), rgb.shape, max_side, layers)
+    if key in _PAINTING_GRAMS:
+        _PAINTING_GRAMS.move_to_end(key)
+        return _PAINTING_GRAMS[key]
+    feats = load_perception("cpu")(to_tensor(_fit(rgb, max_side)), layers)
+    grams = {name: gram_matrix(feats[name]) for name in layers}
+    _PAINTING_GRAMS[key] = grams
+    while len(_PAINTING_GRAMS) > PAINTING_GRAMS_KEPT:
+        _PAINTING_GRAMS.popitem(last=False)
+    return grams
 
 
 @torch.no_grad()

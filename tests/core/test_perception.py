@@ -137,6 +137,16 @@ def test_perceptual_measures_rank_real_images(tmp_path):
     # style: an image is closest to itself, and a shifted crop of the same photo beats another photo
     assert quality.style_distance(astronaut, astronaut) < 1e-6
     assert quality.style_distance(brick[:, 40:], brick) < quality.style_distance(coffee, brick)
+    # the painting's Grams are kept between calls: the same figure as measured afresh, and a painting that differs
+    # in one pixel, or is measured at another size, is its own entry
+    kept = quality.style_distance(coffee, brick)
+    quality._PAINTING_GRAMS.clear()
+    assert quality.style_distance(coffee, brick) == kept
+    touched = brick.copy()
+    touched[5, 5] = 1.0 - touched[5, 5]
+    assert quality.style_distance(coffee, touched) != kept
+    assert quality.style_distance(coffee, brick, max_side=64) != kept
+    assert quality.style_distance(coffee, brick) == kept
     # content: 0 for itself, a mild blur stays far below an unrelated photo
     blurred = (astronaut + np.roll(astronaut, 1, 0) + np.roll(astronaut, 1, 1)) / 3
     assert quality.content_distance(astronaut, astronaut) < 1e-6
