@@ -115,8 +115,8 @@ def phase_locked(x: torch.Tensor, period: int = 8, cells: int = 9) -> torch.Tens
     phases, less the mean over phases; N x C x period² x H/period x W/period.
 
     A decoder that upsamples by ``period`` draws a faint grid there; a photograph's detail averages out over the
-    cells, so this is near zero for it whatever its texture (its energy over ``x``'s own high-pass energy is a
-    few percent for random detail: 1 / cells² after the high-pass).
+    cells, so this is near zero for it whatever its texture (for random detail, about 1 / cells² of the
+    high-pass's energy).
     """
     p = period
     low = F.avg_pool2d(F.pad(x, (p // 2, p // 2 - 1, p // 2, p // 2 - 1), mode="reflect"), p, stride=1)
