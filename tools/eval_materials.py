@@ -83,13 +83,13 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
     the panel's default, ``DEFAULT_REFINE_STEPS``)."""
     import torch
 
-    from core.texture_vae.jobs import DEFAULT_REFINE_STEPS
-
     from core.common.quality import pooled_seam_score
     from core.texture_gan import TextureGenerator
     from core.texture_vae import load_texture_vae
+    from core.texture_vae.jobs import DEFAULT_REFINE_STEPS
     from tools.zoo.gan import MATERIALS, load_materials
 
+    refine_steps = DEFAULT_REFINE_STEPS if refine_steps is None else refine_steps
     torch.manual_seed(0)
     gan = TextureGenerator.load(gan_path, "cpu")
     vae = load_texture_vae(vae_path, "cpu") if vae_path and vae_path.exists() else None
@@ -121,9 +121,7 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
         for label, model in (("vae", vae), ("old_vae", old_vae)):
             if model is None:
                 continue
-            varied = [model.vary(source, VARY_STRENGTH, seed=s,
-                                 refine_steps=DEFAULT_REFINE_STEPS if refine_steps is None else refine_steps)
-                      for s in range(seeds)]
+            varied = [model.vary(source, VARY_STRENGTH, seed=s, refine_steps=refine_steps) for s in range(seeds)]
             row[f"{label}_ratio"] = ratio_of(varied)
             row[f"{label}_grad_energy"] = float(np.mean([gradient_energy(v) for v in varied])) / gradient_energy(source)
             if label == "vae":

@@ -65,6 +65,6 @@ def job_texture_vae_blend(ctx: JobContext) -> dict:
     rgb = model.blend(images, t=float(ctx.param("t", 0.5)), mask=mask, width=ctx.param("width"),
                       height=ctx.param("height"), weights=ctx.param("weights"),
                       refine_steps=int(ctx.param("refine_steps", DEFAULT_REFINE_STEPS)), cancel=ctx.cancel,
-                     progress=ctx.progress)
+                      progress=ctx.progress)
     ctx.progress(Progress(1, 1, "blend ready"))
     return {"image": write_image_result(ctx, rgb)}
