@@ -41,7 +41,7 @@ def _tiny_adain_recipe() -> AdaINRecipe:
 def _tiny_styles_recipe() -> MultiStyleRecipe:
     # The stability term from step 2: a resume at step 4 must also restore the grain it draws.
     return MultiStyleRecipe(base_channels=4, residual_blocks=1, phases=((0, 32, 2, 6), (5, 40, 2, 4)), pool_steps=3,
-                            style_size=48, checkpoint_seconds=1e9, stability_from=2)
+                            style_size=48, checkpoint_seconds=1e9, stability_from=2, extend_from=None)
 
 
 def _styles() -> list[dict]:
@@ -471,6 +471,41 @@ def test_resume_continues_bit_identically(tmp_path, train):
     tensors_halves, config = load_checkpoint(halves / f"{name}.safetensors")
     assert config["steps_done"] == 8
     assert all(torch.equal(tensors_whole[k], tensors_halves[k]) for k in tensors_whole)
+
+
+def test_extension_trains_only_the_added_styles_rows_and_resumes_bit_identically(tmp_path):
+    def train(folder: Path, max_steps: int, **extension) -> dict:
+        recipe = _tiny_styles_recipe()
+        for key, value in extension.items():
+            setattr(recipe, key, value)
+        return train_multistyle_budgeted(folder / "s.safetensors", folder / "s.train.safetensors", CONTENT,
+                                         _styles(), 10.0, recipe=recipe, device="cpu", max_steps=max_steps,
+                                         content_limit=3, log=lambda line: None)
+
+    extend = dict(extend_from=4, extend_styles=("udnie",), extend_style_weight=30.0)
+    whole, halves = tmp_path / "whole", tmp_path / "halves"
+    train(whole, 4)  # the trained network the new style is added to
+    before = load_training_state(whole / "s.train.safetensors")["model"]
+    train(whole, 9, **extend)
+    after = load_training_state(whole / "s.train.safetensors")["model"]
+    udnie = [s["name"] for s in _styles()].index("udnie")
+    rows = [k for k in after if k.endswith((".weight", ".bias")) and after[k].dim() == 2]
+    assert rows and set(after) == set(before)
+    for key in after:
+        if key in rows:  # the other style's row bit for bit, the added one moved
+            kept = torch.ones(after[key].shape[0], dtype=torch.bool)
+            kept[udnie] = False
+            assert torch.equal(after[key][kept], before[key][kept]), key
+        else:  # shared convolutions untouched
+            assert torch.equal(after[key], before[key]), key
+    assert any(not torch.equal(after[k][udnie], before[k][udnie]) for k in rows)
+
+    train(halves, 4)
+    train(halves, 6, **extend)  # a session that stops inside the extension ...
+    train(halves, 9, **extend)  # ... and the next one continues it
+    _assert_same_training(whole / "s.train.safetensors", halves / "s.train.safetensors")
+    with pytest.raises(ValueError, match="mona_lisa"):
+        train(tmp_path / "bad", 2, extend_from=0, extend_styles=("mona_lisa",))
 
 
 def test_time_budget_stop_writes_a_resumable_checkpoint(tmp_path, monkeypatch):
