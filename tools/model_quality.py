@@ -52,21 +52,19 @@ def painting(name: str) -> np.ndarray:
 
 
 class Judge:
-    """``quality.style_distance`` and ``quality.content_distance`` (same formulas, same network, images fitted to
-    ``max_side``) with each painting's Grams, each frame's content features and each unstylized distance
-    computed once."""
+    """``quality.style_distance`` (which keeps the paintings' Grams) and ``quality.content_distance`` (same
+    formula, same network, images fitted to ``max_side``) on ``device``, with each frame's content features and
+    each unstylized distance computed once."""
 
     def __init__(self, device: str = "cpu", max_side: int = 512):
         import torch
 
-        from core.common.perception import CONTENT_LAYER, STYLE_LAYERS, gram_matrix, load_perception
+        from core.common.perception import CONTENT_LAYER, load_perception
         from core.common.quality import _fit
 
-        self.torch, self.layers, self.content_layer, self.gram, self.fit = torch, STYLE_LAYERS, CONTENT_LAYER, \
-            gram_matrix, _fit
+        self.torch, self.content_layer, self.fit = torch, CONTENT_LAYER, _fit
         self.device, self.max_side = device, max_side
         self.net = load_perception(device)
-        self.cache: dict[str, list] = {}
         self.before: dict[tuple, float] = {}
         self.content: dict[int, tuple] = {}
 
@@ -76,17 +74,10 @@ class Judge:
         with self.torch.no_grad():
             return self.net(to_tensor(self.fit(image, self.max_side)).to(self.device), layers)
 
-    def _grams(self, image: np.ndarray) -> list:
-        feats = self._features(image, self.layers)
-        return [self.gram(feats[n]) for n in self.layers]
+    def style_distance(self, image: np.ndarray, painting: np.ndarray) -> float:
+        from core.common.quality import style_distance
 
-    def style_distance(self, image: np.ndarray, painting: np.ndarray, key: str) -> float:
-        if key not in self.cache:  # keyed by the painting's name
-            self.cache[key] = self._grams(painting)
-        total = 0.0
-        for ga, gp in zip(self._grams(image), self.cache[key]):
-            total += float((ga - gp).pow(2).mean() / (gp.pow(2).mean() + 1e-8))
-        return total / len(self.layers)
+        return style_distance(image, painting, self.max_side, device=self.device)
 
     def content_distance(self, image: np.ndarray, frame: np.ndarray) -> float:
         if id(frame) not in self.content:  # the frame itself is kept so its id stays its own
@@ -105,7 +96,7 @@ class Judge:
 @functools.lru_cache(maxsize=8)
 def judge(device: str = "cpu", max_side: int = 512) -> Judge:
     """One ``Judge`` per device and size, so a second model measured in the same process reuses the first's
-    painting Grams and unstylized distances."""
+    frame features and unstylized distances."""
     return Judge(device, max_side)
 
 
@@ -114,8 +105,8 @@ def measure(judge: Judge, out: np.ndarray, frame: np.ndarray, painting: np.ndarr
     content distance to it."""
     before_key = (key, id(frame))  # the unstylized frame's distance: once per painting and frame
     if before_key not in judge.before:
-        judge.before[before_key] = judge.style_distance(frame, painting, key)
-    before, after = judge.before[before_key], judge.style_distance(out, painting, key)
+        judge.before[before_key] = judge.style_distance(frame, painting)
+    before, after = judge.before[before_key], judge.style_distance(out, painting)
     return {"cut": 1.0 - after / before, "content": judge.content_distance(out, frame), "style": after,
             "before": before}
 
