@@ -125,12 +125,13 @@ class StyleExtension:
         if not extend or unknown:
             raise ValueError(f"extend_styles must name styles of the network ({', '.join(style_names)}), "
                              f"not {', '.join(unknown) or 'none'}")
-        self.indices = torch.tensor([style_names.index(name) for name in extend])
+        # Bookkeeping on the CPU, like the generator that draws from it; restore() moves the mask to each row.
+        self.indices = torch.tensor([style_names.index(name) for name in extend], device="cpu")
         self.rows = [p for m in net.norms() for p in (m.weight, m.bias)]
         for p in net.parameters():
             if all(p is not q for q in self.rows):
                 p.requires_grad_(False)
-        self.keep = torch.ones(len(style_names), dtype=torch.bool)
+        self.keep = torch.ones(len(style_names), dtype=torch.bool, device="cpu")
         self.keep[self.indices] = False
         self.kept = [p.detach()[self.keep].clone() for p in self.rows]
 
