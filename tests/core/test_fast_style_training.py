@@ -482,7 +482,8 @@ def test_extension_trains_only_the_added_styles_rows_and_resumes_bit_identically
                                          _styles(), 10.0, recipe=recipe, device="cpu", max_steps=max_steps,
                                          content_limit=3, log=lambda line: None)
 
-    extend = dict(extend_from=4, extend_styles=("udnie",), extend_style_weight=30.0)
+    extend = dict(extend_from=4, extend_styles=("udnie",), extend_style_weight=30.0, extend_later_from=7,
+                  extend_later_style_weight=90.0)
     whole, halves = tmp_path / "whole", tmp_path / "halves"
     train(whole, 4)  # the trained network the new style is added to
     before = load_training_state(whole / "s.train.safetensors")["model"]
@@ -504,6 +505,10 @@ def test_extension_trains_only_the_added_styles_rows_and_resumes_bit_identically
     train(halves, 6, **extend)  # a session that stops inside the extension ...
     train(halves, 9, **extend)  # ... and the next one continues it
     _assert_same_training(whole / "s.train.safetensors", halves / "s.train.safetensors")
+    train(tmp_path / "one_weight", 4)
+    train(tmp_path / "one_weight", 9, **{**extend, "extend_later_from": None})  # the later weight does act
+    one_weight = load_training_state(tmp_path / "one_weight" / "s.train.safetensors")["model"]
+    assert not torch.equal(one_weight[rows[0]][udnie], after[rows[0]][udnie])
     with pytest.raises(ValueError, match="mona_lisa"):
         train(tmp_path / "bad", 2, extend_from=0, extend_styles=("mona_lisa",))
 
