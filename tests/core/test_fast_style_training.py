@@ -483,7 +483,7 @@ def test_extension_trains_only_the_added_styles_rows_and_resumes_bit_identically
                                          content_limit=3, log=lambda line: None)
 
     extend = dict(extend_from=4, extend_styles=("udnie",), extend_style_weight=30.0, extend_later_from=7,
-                  extend_later_style_weight=90.0)
+                  extend_later_style_weight=90.0, extend_deep_from=8)
     whole, halves = tmp_path / "whole", tmp_path / "halves"
     train(whole, 4)  # the trained network the new style is added to
     before = load_training_state(whole / "s.train.safetensors")["model"]
@@ -509,6 +509,10 @@ def test_extension_trains_only_the_added_styles_rows_and_resumes_bit_identically
     train(tmp_path / "one_weight", 9, **{**extend, "extend_later_from": None})  # the later weight does act
     one_weight = load_training_state(tmp_path / "one_weight" / "s.train.safetensors")["model"]
     assert not torch.equal(one_weight[rows[0]][udnie], after[rows[0]][udnie])
+    train(tmp_path / "shallow", 4)
+    train(tmp_path / "shallow", 9, **{**extend, "extend_deep_from": None})  # relu5_1 does count from its step
+    shallow = load_training_state(tmp_path / "shallow" / "s.train.safetensors")["model"]
+    assert not torch.equal(shallow[rows[0]][udnie], after[rows[0]][udnie])
     with pytest.raises(ValueError, match="mona_lisa"):
         train(tmp_path / "bad", 2, extend_from=0, extend_styles=("mona_lisa",))
 
