@@ -125,6 +125,13 @@ class MultiStyleRecipe(PhasedRecipe):
     # 3.19 -> 3.33, Great Wave 1.62 -> 0.88), a layer the training never looked at.
     extend_deep_from: int | None = 10801
 
+    def extension_terms(self, step: int) -> tuple[float, tuple[str, ...]]:
+        """The added styles' style weight and style layers at ``step`` (while extending)."""
+        later = self.extend_later_from is not None and step >= self.extend_later_from
+        deep = self.extend_deep_from is not None and step >= self.extend_deep_from
+        return (self.extend_later_style_weight if later else self.extend_style_weight,
+                STYLE_LAYERS_DEEP if deep else STYLE_LAYERS)
+
 
 class StyleExtension:
     """Freezes a trained network but the rows of the styles being added: the shared parameters stop taking
@@ -319,14 +326,8 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
             else:
                 style_idx = extension.draw(batch, generator)
                 optimizer.param_groups[1]["lr"] = recipe.extend_learning_rate
-            deep_now = extension is not None and recipe.extend_deep_from is not None and step >= recipe.extend_deep_from
-            style_layers = STYLE_LAYERS_DEEP if deep_now else STYLE_LAYERS
-            if extension is None:
-                style_weight = recipe.style_weight
-            elif recipe.extend_later_from is not None and step >= recipe.extend_later_from:
-                style_weight = recipe.extend_later_style_weight
-            else:
-                style_weight = recipe.extend_style_weight
+            style_weight, style_layers = ((recipe.style_weight, STYLE_LAYERS) if extension is None
+                                          else recipe.extension_terms(step))
             stable = recipe.stability_weight > 0 and step >= recipe.stability_from
             perturbation = (stability_noise(pool.crops[idx].shape, recipe.stability_noise, generator)
                             if stable else None)
