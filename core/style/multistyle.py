@@ -127,6 +127,8 @@ class MultiStyleModel:
         # The paintings' palettes, matched after the network (palette.py); older files have none.
         self.palettes: list[Palette] | None = palettes_of(config, len(self.styles))
         self.palette_strength = float(config.get("palette_strength", 1.0)) if self.palettes else 0.0
+        # A style may set its own (``styles[i]["palette_strength"]``); a mix blends them by its weights.
+        self.palette_strengths = style_palette_strengths(self.styles, self.palette_strength, self.palettes)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device=None) -> "MultiStyleModel":
@@ -176,7 +178,7 @@ class MultiStyleModel:
     def stylize_tensor(self, x: torch.Tensor, mix: torch.Tensor, tile_size: int | None = None,
                        cancel=None, palette_strength: float | None = None) -> torch.Tensor:
         """Nx3xHxW sRGB -> stylized, then matched to the mix's palette by ``palette_strength`` (default: the
-        model's; 0: the network's own colours). ``mix``: 1 x styles, or one row per image."""
+        mix's, from each style's own; 0: the network's own colours). ``mix``: 1 x styles, or one row per image."""
         mix = mix.to(self.device)
         net = _MixedPass(self.net, mix)
         x = x.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
@@ -184,13 +186,17 @@ class MultiStyleModel:
             out = stylize_tiled(net, x, int(tile_size), cancel=cancel).float()
         else:
             out = net(x).float()
-        strength = self.palette_strength if palette_strength is None else check_strength(palette_strength)
-        if not self.palettes or strength == 0:
+        if not self.palettes:
             return out
-        rows = mix.float().cpu().numpy()
+        fixed = None if palette_strength is None else check_strength(palette_strength)
+        rows = mix.float().cpu().numpy().astype(np.float64)
+
+        def strength(row: np.ndarray) -> float:
+            return fixed if fixed is not None else float(np.dot(row, self.palette_strengths))
+
         if len(rows) == 1:
-            return match_palette(out, blend(self.palettes, rows[0]), strength)
-        return torch.cat([match_palette(out[i:i + 1], blend(self.palettes, rows[i]), strength)
+            return match_palette(out, blend(self.palettes, rows[0]), strength(rows[0]))
+        return torch.cat([match_palette(out[i:i + 1], blend(self.palettes, rows[i]), strength(rows[i]))
                           for i in range(len(out))])
 
     def stylize(self, image: ImageLike, style: str | Mapping[str, float] | Sequence[float], strength: float = 1.0,
@@ -219,6 +225,22 @@ def palettes_of(config: Mapping, styles: int) -> list[Palette] | None:
         return [Palette.from_dict(p) for p in raw]
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"invalid palettes in the model's config ({exc})") from exc
+
+
+def style_palette_strengths(styles: Sequence[Mapping], default: float,
+                            palettes: Sequence[Palette] | None) -> np.ndarray:
+    """Each style's palette strength (its own ``palette_strength``, else ``default``); zeros without palettes."""
+    if not palettes:
+        return np.zeros(len(styles), np.float64)
+    values = []
+    for style in styles:
+        value = style.get("palette_strength", default)
+        try:
+            values.append(check_strength(value))
+        except (TypeError, ValueError):
+            raise CheckpointError(f"style {style.get('name')!r}: its palette_strength must be a number between "
+                                  f"0 and 1, not {value!r}") from None
+    return np.asarray(values, np.float64)
 
 
 def save_style_subset(source: str | os.PathLike, target: str | os.PathLike, names: Sequence[str],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from core.common.checkpoints import load_checkpoint, load_training_state, save_checkpoint
+from core.common.checkpoints import CheckpointError, load_checkpoint, load_training_state, save_checkpoint
 from core.common.perception import load_perception, mean_std
 from core.style import crop_pool
 from core.style.adain import STYLE_LOSS_LAYERS, AdaINDecoder, DecoderConfig, adain_losses
@@ -42,7 +43,8 @@ def _tiny_adain_recipe() -> AdaINRecipe:
 def _tiny_styles_recipe() -> MultiStyleRecipe:
     # The stability term from step 2: a resume at step 4 must also restore the grain it draws.
     return MultiStyleRecipe(base_channels=4, residual_blocks=1, phases=((0, 32, 2, 6), (5, 40, 2, 4)), pool_steps=3,
-                            style_size=48, checkpoint_seconds=1e9, stability_from=2, extend_from=None)
+                            style_size=48, checkpoint_seconds=1e9, stability_from=2, extend_from=None,
+                            style_palette_strengths=(("udnie", 0.2),))
 
 
 def _styles() -> list[dict]:
@@ -614,6 +616,32 @@ def test_the_trained_model_matches_each_styles_painting(tmp_path):
         # clamping at 0/1 may shift it a little; the network's own colours are far off
         assert np.abs(np.subtract(measured.mean, palette.mean)).max() < 0.02
         assert np.abs(np.subtract(Palette.of_image(own).mean, palette.mean)).max() > 0.05
+
+
+def test_a_style_with_its_own_palette_strength_keeps_it_and_mixes_blend_them(tmp_path):
+    model = _model(tmp_path)
+    strengths = dict(zip(model.style_names, model.palette_strengths))
+    assert strengths == {"udnie": 0.2, "wave": model.palette_strength}  # the recipe's and the file's default
+    frame = _palette_frame(10)
+    for name, own in strengths.items():
+        assert np.array_equal(model.stylize(frame, name), model.stylize(frame, name, palette_strength=own))
+    # a 1:3 mix of wave and udnie matches its blended palette by 0.25 x 0.5 + 0.75 x 0.2
+    mix = {"wave": 1, "udnie": 3}
+    np.testing.assert_allclose(model.stylize(frame, mix), model.stylize(frame, mix, palette_strength=0.275), atol=1e-6)
+    assert not np.allclose(model.stylize(frame, mix), model.stylize(frame, mix, palette_strength=0.5), atol=1e-3)
+
+
+def test_a_bad_per_style_palette_strength_is_refused(tmp_path):
+    model = _model(tmp_path)
+    for bad in (1.5, -0.1, "half", float("nan")):
+        config = {**model.config, "styles": [{**s, "palette_strength": bad} for s in model.config["styles"]]}
+        with pytest.raises(CheckpointError, match="palette_strength"):
+            MultiStyleModel(model.net, config, model.device)
+    with pytest.raises(ValueError, match="mona_lisa"):
+        train_multistyle_budgeted(tmp_path / "x.safetensors", tmp_path / "x.train.safetensors", CONTENT, _styles(),
+                                  1.0, recipe=replace(_tiny_styles_recipe(), style_palette_strengths=(("mona_lisa", 0.1),)),
+                                  device="cpu", max_steps=1, content_limit=3, log=lambda line: None)
+    assert not (tmp_path / "x.train.safetensors").exists()  # refused before any training
 
 
 def test_tiles_share_the_frames_palette_map(tmp_path):
