@@ -648,6 +648,12 @@ def test_a_style_with_its_own_palette_strength_keeps_it_and_mixes_blend_them(tmp
     mix = {"wave": 1, "udnie": 3}
     np.testing.assert_allclose(model.stylize(frame, mix), model.stylize(frame, mix, palette_strength=0.275), atol=1e-6)
     assert not np.allclose(model.stylize(frame, mix), model.stylize(frame, mix, palette_strength=0.5), atol=1e-3)
+    # a batch with one mix per frame: each frame matched by its own mix's strength
+    frames = torch.from_numpy(np.stack([frame, _palette_frame(11)]).transpose(0, 3, 1, 2).copy())
+    rows = torch.cat([model.mix_vector("udnie"), model.mix_vector("wave")])
+    batch = model.stylize_tensor(frames, rows)
+    for i in range(2):
+        torch.testing.assert_close(batch[i:i + 1], model.stylize_tensor(frames[i:i + 1], rows[i:i + 1]))
 
 
 def test_a_bad_per_style_palette_strength_is_refused(tmp_path):
