@@ -133,36 +133,13 @@ class MultiStyleRecipe(PhasedRecipe):
     # per layer the judge's distance on the photo is mostly relu5_1's (Udnie 1.66 -> 1.56, Street, Berlin
     # 3.19 -> 3.33, Great Wave 1.62 -> 0.88), a layer the training never looked at.
     extend_deep_from: int | None = 10801
-    # From this step a shipped style's row is retrained alone (the same ``StyleExtension``, on
-    # ``refine_styles``), at its own style weight and layers and a stronger stability term; every other row, the
-    # added styles' included, and the shared convolutions stay as they are. Why: Starry Night's grain gain on
-    # the bench's render was 3.03-3.15 (palette 0.4-0.5; target 3): its strokes over the render's patterned
-    # torus and sphere answer to grain, and the shared training's stability weight (300) did not take it.
-    refine_from: int | None = 11249
-    refine_styles: tuple = ("starry_night",)
-    refine_style_weight: float = 12.0
-    refine_stability_weight: float = 1000.0
 
-    def row_stage(self, step: int) -> "RowStage | None":
-        """Which styles' rows alone train at ``step``, and with which weights; None: the whole network trains."""
-        if self.refine_from is not None and step >= self.refine_from:
-            return RowStage(tuple(self.refine_styles), self.refine_style_weight, STYLE_LAYERS,
-                            self.refine_stability_weight)
-        if self.extend_from is None or step < self.extend_from:
-            return None
+    def extension_terms(self, step: int) -> tuple[float, tuple[str, ...]]:
+        """The added styles' style weight and style layers at ``step`` (while extending)."""
         later = self.extend_later_from is not None and step >= self.extend_later_from
         deep = self.extend_deep_from is not None and step >= self.extend_deep_from
-        return RowStage(tuple(self.extend_styles), self.extend_later_style_weight if later else self.extend_style_weight,
-                        STYLE_LAYERS_DEEP if deep else STYLE_LAYERS, self.stability_weight)
-
-
-class RowStage(NamedTuple):
-    """A stage that trains only some styles' rows (``MultiStyleRecipe.row_stage``)."""
-
-    styles: tuple[str, ...]
-    style_weight: float
-    style_layers: tuple[str, ...]
-    stability_weight: float
+        return (self.extend_later_style_weight if later else self.extend_style_weight,
+                STYLE_LAYERS_DEEP if deep else STYLE_LAYERS)
 
 
 class StyleExtension:
@@ -176,7 +153,6 @@ class StyleExtension:
             raise ValueError(f"extend_styles must name styles of the network ({', '.join(style_names)}), "
                              f"not {', '.join(unknown) or 'none'}")
         # Bookkeeping on the CPU, like the generator that draws from it; restore() moves the mask to each row.
-        self.names = tuple(extend)
         self.indices = torch.tensor([style_names.index(name) for name in extend], device="cpu")
         self.rows = [p for m in net.norms() for p in (m.weight, m.bias)]
         for p in net.parameters():
@@ -341,8 +317,7 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
         return run.summary(step, None)
     t_load = time.monotonic()
     images = load_content(files)
-    deep = any(stage is not None and stage.style_layers == STYLE_LAYERS_DEEP for stage in
-               (recipe.row_stage(at) for at in (recipe.extend_deep_from, recipe.refine_from) if at is not None))
+    deep = recipe.extend_from is not None and recipe.extend_deep_from is not None
     targets = style_targets(encoder, [load_painting(Path(s["painting"]), recipe.style_size) for s in styles], dev,
                             STYLE_LAYERS_DEEP if deep else STYLE_LAYERS)
     targets = targets.to(dev)
@@ -353,12 +328,9 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
     with budget:
         while run.continues(step, max_steps, budget):
             crop, batch, pool_count, t0 = refresh_pool(pool, recipe, step, log)
-            stage = recipe.row_stage(step)
-            if stage is None:
-                extension = None
-            elif extension is None or extension.names != stage.styles:
-                extension = StyleExtension(net, [s["name"] for s in styles], stage.styles)
-                log(f"from step {step} only {', '.join(stage.styles)} train (their rows alone)")
+            if extension is None and recipe.extend_from is not None and step >= recipe.extend_from:
+                extension = StyleExtension(net, [s["name"] for s in styles], recipe.extend_styles)
+                log(f"from step {step} only {', '.join(recipe.extend_styles)} train (their rows alone)")
             idx = torch.randint(pool_count, (batch,), generator=generator, device="cpu")
             if extension is None:
                 style_idx = torch.randint(len(styles), (batch,), generator=generator, device="cpu")
@@ -368,10 +340,9 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
             else:
                 style_idx = extension.draw(batch, generator)
                 optimizer.param_groups[1]["lr"] = recipe.extend_learning_rate
-            style_weight, style_layers, stability_weight = (
-                (recipe.style_weight, STYLE_LAYERS, recipe.stability_weight) if stage is None
-                else (stage.style_weight, stage.style_layers, stage.stability_weight))
-            stable = stability_weight > 0 and step >= recipe.stability_from
+            style_weight, style_layers = ((recipe.style_weight, STYLE_LAYERS) if extension is None
+                                          else recipe.extension_terms(step))
+            stable = recipe.stability_weight > 0 and step >= recipe.stability_from
             perturbation = (stability_noise(pool.crops[idx].shape, recipe.stability_noise, generator)
                             if stable else None)
             optimizer.zero_grad(set_to_none=True)
@@ -382,7 +353,7 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
                     recipe.tv_flat_sigma, recipe.coarse_tv_pool, perturbation, style_layers)
             loss = (recipe.content_weight * l_content.float() + style_weight * l_style.float()
                     + recipe.tv_weight * l_tv.float() + recipe.range_weight * l_range.float()
-                    + recipe.coarse_tv_weight * l_coarse_tv.float() + stability_weight * l_stable.float())
+                    + recipe.coarse_tv_weight * l_coarse_tv.float() + recipe.stability_weight * l_stable.float())
             run.optimize(step, loss, f"multi-style training diverged at step {step}; the checkpoint is kept")
             if extension is not None:
                 extension.restore()

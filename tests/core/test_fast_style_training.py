@@ -517,25 +517,6 @@ def test_extension_trains_only_the_added_styles_rows_and_resumes_bit_identically
     with pytest.raises(ValueError, match="mona_lisa"):
         train(tmp_path / "bad", 2, extend_from=0, extend_styles=("mona_lisa",))
 
-    # A shipped style's row refined alone later: the added style's row as it was, the shared convolutions too.
-    refine = dict(extend, refine_from=9, refine_styles=("wave",), refine_stability_weight=3000.0)
-    shutil.copytree(whole, tmp_path / "at9")
-    train(whole, 11, **refine)
-    refined = load_training_state(whole / "s.train.safetensors")["model"]
-    wave = [s["name"] for s in _styles()].index("wave")
-    for key in refined:
-        if key in rows:
-            assert torch.equal(refined[key][udnie], after[key][udnie]), key
-        else:
-            assert torch.equal(refined[key], after[key]), key
-    assert any(not torch.equal(refined[k][wave], after[k][wave]) for k in rows)
-    train(halves, 10, **refine)  # stops inside the refinement, the next session continues it
-    train(halves, 11, **refine)
-    _assert_same_training(whole / "s.train.safetensors", halves / "s.train.safetensors")
-    train(tmp_path / "at9", 11, **{**refine, "refine_stability_weight": 30.0})  # its own stability weight acts
-    unstable = load_training_state(tmp_path / "at9" / "s.train.safetensors")["model"]
-    assert not torch.equal(unstable[rows[0]][wave], refined[rows[0]][wave])
-
 
 def test_time_budget_stop_writes_a_resumable_checkpoint(tmp_path, monkeypatch):
     whole, budgeted = tmp_path / "whole", tmp_path / "budgeted"

@@ -45,7 +45,7 @@ def recipe_for(profile: str):
         return MultiStyleRecipe(base_channels=4, residual_blocks=1, phases=((0, 32, 2, 8), (6, 48, 2, 4)),
                                 pool_steps=4, style_size=64, checkpoint_seconds=1.0, stability_from=3,
                                 extend_from=7, extend_styles=("wave",),  # the rehearsal crosses every phase
-                                refine_from=9, refine_styles=("starry_night",), style_palette_strengths=(("wave", 0.3),))
+                                style_palette_strengths=(("wave", 0.3),))
     raise ValueError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
 
 
