@@ -94,9 +94,11 @@ class MultiStyleRecipe(PhasedRecipe):
     palette_strength: float = 0.5
     # Styles with their own palette strength: (name, strength) pairs. Why: the linear colour map pulls a night
     # photo's dark sky and few lights toward a painting's mid-tones, which lost Udnie and Street, Berlin most of
-    # their cut on the bench's night photo (11,249 steps: 26-30 % at 0.5, 43-55 % at 0). Chosen on the validation
-    # set (two Cycles renders of seeds 9001 and 9003 and four scikit-image photos, the Hubble deep field the dark
-    # one) as the strength with the highest worst cut: Udnie 0.2 (worst 40.4 %, next 46.8 %), Street, Berlin 0.1
+    # their cut on the bench's night photo (11,249 steps: 26-30 % at 0.5, 43-55 % at 0). Chosen by
+    # tools/choose_palette_strength.py on validation frames, never the bench's (two Cycles renders of seeds 9001
+    # and 9003, the held-out astronaut, and coffee, rocket and the Hubble deep field, which are among the training
+    # content; the Hubble field is the one dark frame and decides Udnie's choice), as the strength with the highest
+    # worst cut within the content and grain targets: Udnie 0.2 (worst 40.4 %, next 46.8 %), Street, Berlin 0.1
     # (worst 33.8 %, on the renders, which no strength lifts to 40 %). Starry Night 0.4, the only strength of
     # 0-0.5 at which every validation frame meets every target: at 0.5 the renders' content distance was 1.08-1.10
     # and the rocket's grain gain 3.02 (the map's contrast gain amplifies the weave), at 0.35 the rocket's cut 39.8 %.
