@@ -643,10 +643,10 @@ def test_a_bad_per_style_palette_strength_is_refused(tmp_path):
         config = {**model.config, "styles": [{**s, "palette_strength": bad} for s in model.config["styles"]]}
         with pytest.raises(CheckpointError, match="palette_strength"):
             MultiStyleModel(model.net, config, model.device)
+    unknown = replace(_tiny_styles_recipe(), style_palette_strengths=(("mona_lisa", 0.1),))
     with pytest.raises(ValueError, match="mona_lisa"):
         train_multistyle_budgeted(tmp_path / "x.safetensors", tmp_path / "x.train.safetensors", CONTENT, _styles(),
-                                  1.0, recipe=replace(_tiny_styles_recipe(), style_palette_strengths=(("mona_lisa", 0.1),)),
-                                  device="cpu", max_steps=1, content_limit=3, log=lambda line: None)
+                                  1.0, recipe=unknown, device="cpu", max_steps=1, content_limit=3, log=lambda line: None)
     assert not (tmp_path / "x.train.safetensors").exists()  # refused before any training
 
 
