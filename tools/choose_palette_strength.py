@@ -28,9 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tools.model_quality import CONTENT_TARGET  # noqa: E402
+from tools.model_quality import CONTENT_TARGET, GRAIN_TARGET  # noqa: E402
 
-GRAIN_TARGET = 3.0  # the bench's grain-gain row (benchmarks/bench_style.py)
 TIE = 0.001  # cuts equal to a tenth of a point are a tie
 
 
@@ -56,18 +55,16 @@ def choose(rows: dict[float, list[dict]]) -> tuple[float, bool]:
 
 def measure_strengths(model, name: str, frames: dict[str, np.ndarray], strengths: Sequence[float],
                       judge) -> dict[float, list[dict]]:
-    from core.common.images import load_rgb
     from core.common.quality import grain_gain
-    from tools.model_quality import measure
+    from tools.model_quality import measure, painting
 
-    style = next(s for s in model.styles if s["name"] == name)
-    painting = load_rgb(ROOT / "data" / "paintings" / style["painting"])
+    work = painting(next(s for s in model.styles if s["name"] == name)["painting"])
     rows: dict[float, list[dict]] = {}
     for strength in strengths:
         rows[strength] = []
         for frame in frames.values():
             out = model.stylize(frame, name, palette_strength=strength)
-            row = measure(judge, out, frame, painting, name)
+            row = measure(judge, out, frame, work, name)
             grain = grain_gain(lambda f: model.stylize(np.clip(f, 0, 1), name, palette_strength=strength), frame,
                                clean=out)
             rows[strength].append({"cut": row["cut"], "content": row["content"], "grain": grain})

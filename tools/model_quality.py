@@ -26,6 +26,8 @@ PAINTINGS = ROOT / "data" / "paintings"
 
 # The bench's stylization targets: style distance cut >= 40 % against the unstylized frame, content <= 1.0.
 CUT_TARGET, CONTENT_TARGET = 0.40, 1.0
+# The bench's grain-gain rows (benchmarks/bench_style.py): a weave of strokes over grain shows from about 3.
+GRAIN_TARGET = 3.0
 # The bench's materials targets: SW ratio <= 1.6 (a score's main term), gradient energy >= 0.85 of the crop's.
 RATIO_TARGET, SHARPNESS_TARGET = 1.6, 0.85
 VARY_STRENGTH = 0.5
