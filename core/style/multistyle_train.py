@@ -281,6 +281,10 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
     from ..common.device import pick_device
 
     recipe = recipe or MultiStyleRecipe()
+    own_strengths = dict(recipe.style_palette_strengths)
+    unknown = sorted(set(own_strengths) - {s["name"] for s in styles})
+    if unknown:
+        raise ValueError(f"style_palette_strengths names styles this network lacks: {', '.join(unknown)}")
     budget = Budget(minutes, recipe.checkpoint_seconds)  # the minutes count from here, loading included
     dev = pick_device(device)
     files = content_files(content_folders)[:content_limit]
@@ -300,10 +304,6 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
     generator = torch.Generator().manual_seed(seed)
     run = ResumableRun(Path(model_path), Path(state_path), MODEL_KIND, identity, net, optimizer, generator, dev,
                        profile, describe_files(files), log)
-    own_strengths = dict(recipe.style_palette_strengths)
-    unknown = sorted(set(own_strengths) - {s["name"] for s in styles})
-    if unknown:
-        raise ValueError(f"style_palette_strengths names styles this network lacks: {', '.join(unknown)}")
     style_info = [{"name": s["name"], "label": s.get("label", s["name"]), "painting": Path(s["painting"]).name,
                    **({"palette_strength": float(own_strengths[s["name"]])} if s["name"] in own_strengths else {})}
                   for s in styles]
