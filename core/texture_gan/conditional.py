@@ -91,11 +91,18 @@ class ConditionalGANConfig(TextureGANConfig):
     # step; weighting it toward the materials furthest from their exemplars gives them more of it (a schedule
     # field: the bundled training took it up at 79,907 steps, where its six-seed score had been flat since 77,163).
     exemplar_focus: tuple[float, ...] = ()
+    # The whole-exemplar output's amplitude spectrum against its exemplar's (0: off; ``distill.spectrum_loss``).
+    # The VGG19 statistics see which features occur, not where they repeat: a woven fabric has sharp spectral
+    # peaks at its weave and block periods (a 192 px crop's smoothed amplitude spectrum is within 0.008 of the
+    # exemplar's mean), the generator at 82,486 steps had none of them (0.89: 113x the crops' own scatter), while
+    # on irregular materials it sat at 0.9-1.5x the crops' own (Liu et al. 2016's spectrum constraint, as a loss).
+    # A schedule field: a running training may take it up.
+    spectrum_weight: float = 0.0
 
     ARCHITECTURE_FIELDS = ("local_dim", "global_dim", "periodic_dim", "g_channels", "d_channels", "n_materials",
                            "g_convs", "cell_rank")
     SCHEDULE_FIELDS = ("finish_from", "finish_lr_scale", "finish_ema_decay", "cell_lr_scale", "exemplar_stats_weight",
-                       "exemplar_stats_crop", "exemplar_focus")
+                       "exemplar_stats_crop", "exemplar_focus", "spectrum_weight")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -117,6 +124,8 @@ class ConditionalGANConfig(TextureGANConfig):
                 not self.stride <= self.exemplar_stats_crop <= 1024:
             raise ValueError("exemplar_stats_weight must be in [0, 100] and exemplar_stats_crop a multiple of the "
                              "stride up to 1024")
+        if not 0 <= self.spectrum_weight <= 100:
+            raise ValueError("spectrum_weight must be in [0, 100]")
 
     def finishing(self, step: int) -> bool:
         """Whether ``step`` is in the finishing phase."""

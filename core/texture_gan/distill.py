@@ -156,6 +156,44 @@ def exemplar_sw(features: TextureFeatures, fake: torch.Tensor, reference: list[t
     return total / len(reference)
 
 
+SPECTRUM_POOL = 3  # amplitude spectra are smoothed over 3x3 frequencies: one sample's speckle, not its peaks
+SPECTRUM_CROPS = 64  # exemplar crops averaged into a material's reference spectrum
+
+
+def amplitude_spectrum(images: torch.Tensor) -> torch.Tensor:
+    """Smoothed amplitude spectra (B x C x S x S//2+1) of B x C x S x S images: each channel's mean removed and
+    a Hann window applied (exemplar crops do not tile, so unwindowed they would leak edges into every
+    frequency), the power averaged over ``SPECTRUM_POOL`` neighbouring frequencies, then its square root."""
+    side = images.shape[-1]
+    window = torch.hann_window(side, periodic=False, dtype=images.dtype, device=images.device)
+    centred = images - images.mean(dim=(-2, -1), keepdim=True)
+    power = torch.fft.rfft2(centred * (window[:, None] * window[None, :])).abs().pow(2)
+    b, c, h, w = power.shape
+    power = F.avg_pool2d(power.reshape(b * c, 1, h, w), SPECTRUM_POOL, 1, SPECTRUM_POOL // 2,
+                         count_include_pad=False).reshape(b, c, h, w)
+    return (power + 1e-12).sqrt()
+
+
+@torch.no_grad()
+def exemplar_spectrum(exemplar: torch.Tensor, side: int, gen: torch.Generator) -> torch.Tensor:
+    """A material's reference: the mean smoothed amplitude spectrum (C x side x side//2+1) of up to
+    ``SPECTRUM_CROPS`` random side x side crops of its exemplar (C x H x W in [0, 1], or uint8)."""
+    image = exemplar.float() / 255.0 if exemplar.dtype == torch.uint8 else exemplar.float()
+    _, h, w = image.shape
+    if min(h, w) < side:
+        raise ValueError(f"the spectrum term needs exemplars of at least {side} px per side, not {h}x{w}")
+    ys = torch.randint(h - side + 1, (SPECTRUM_CROPS,), generator=gen, device="cpu").tolist()
+    xs = torch.randint(w - side + 1, (SPECTRUM_CROPS,), generator=gen, device="cpu").tolist()
+    crops = torch.stack([image[:, y:y + side, x:x + side] for y, x in zip(ys, xs)])
+    return amplitude_spectrum(crops).mean(0)
+
+
+def spectrum_loss(fake: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of a 1 x C x S x S image's smoothed amplitude spectrum from a reference's,
+    over the reference's mean square: 0 when the periods and their strengths agree."""
+    return (amplitude_spectrum(fake)[0] - reference).pow(2).mean() / (reference.pow(2).mean() + 1e-12)
+
+
 def vgg_sw(features: TextureFeatures, fake: torch.Tensor, real: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Per-sample, per-layer normalised sliced Wasserstein of VGG19 features (the batch mixes materials)."""
     with torch.no_grad():
@@ -195,6 +233,7 @@ class MaterialTrainer(EMAGANTrainer):
         self.seed_streams(seed)
         self.steps_done = 0
         self._exemplar_features: list[list[torch.Tensor]] | None = None
+        self._exemplar_spectra: list[torch.Tensor] | None = None
 
     def exemplar_features(self) -> list[list[torch.Tensor]]:
         """Every material's exemplar feature sample (``exemplar_feature_sample``), made on first use from a
@@ -203,6 +242,16 @@ class MaterialTrainer(EMAGANTrainer):
             gen = torch.Generator().manual_seed(len(self.sampler.exemplars))
             self._exemplar_features = [exemplar_feature_sample(self.features, e, gen) for e in self.sampler.exemplars]
         return self._exemplar_features
+
+    def exemplar_spectra(self) -> list[torch.Tensor]:
+        """Every material's reference amplitude spectrum at ``exemplar_stats_crop`` (``exemplar_spectrum``), made
+        on first use from its own generator seeded by the exemplars' order alone: a resumed training has the same
+        ones, and no other random stream moves."""
+        if self._exemplar_spectra is None:
+            gen = torch.Generator().manual_seed(len(self.sampler.exemplars) + 1)
+            self._exemplar_spectra = [exemplar_spectrum(e, self.cfg.exemplar_stats_crop, gen)
+                                      for e in self.sampler.exemplars]
+        return self._exemplar_spectra
 
     def grow_cell_patterns(self, state: dict) -> None:
         """Turn a saved state of this trainer's generator without cell patterns into one with them (in place):
@@ -259,9 +308,9 @@ class MaterialTrainer(EMAGANTrainer):
             stats = vgg_sw(self.features, fake[:k], real[:k], self.proj_gen)
             loss_g = loss_g + cfg.stats_loss_weight * stats
             losses["stats"] = stats.detach()
-        if cfg.exemplar_stats_weight:
+        if cfg.exemplar_stats_weight or cfg.spectrum_weight:
             # One larger output of the step's first material (or a focus-weighted draw) against its whole
-            # exemplar (the bench's scale).
+            # exemplar (the bench's scale): its VGG19 statistics and its spectrum.
             if cfg.exemplar_focus:
                 focus = torch.tensor(cfg.exemplar_focus, dtype=torch.float64, device="cpu")
                 label = torch.multinomial(focus, 1, generator=self.data_gen).to(self.device)
@@ -269,9 +318,14 @@ class MaterialTrainer(EMAGANTrainer):
                 label = labels[:1]
             local, phase, fine = self._noise(label, cfg.exemplar_stats_crop)
             big = g.stage_images(g.build_input(local, g.embedding[label], phase), fine, final_only=True)[-1]
-            whole = exemplar_sw(self.features, big, self.exemplar_features()[int(label[0])], self.proj_gen)
-            loss_g = loss_g + cfg.exemplar_stats_weight * whole
-            losses["exemplar"] = whole.detach()
+            if cfg.exemplar_stats_weight:
+                whole = exemplar_sw(self.features, big, self.exemplar_features()[int(label[0])], self.proj_gen)
+                loss_g = loss_g + cfg.exemplar_stats_weight * whole
+                losses["exemplar"] = whole.detach()
+            if cfg.spectrum_weight:
+                spectrum = spectrum_loss(big, self.exemplar_spectra()[int(label[0])])
+                loss_g = loss_g + cfg.spectrum_weight * spectrum
+                losses["spectrum"] = spectrum.detach()
         adversarial = self.steps_done >= cfg.adversarial_from and cfg.adversarial_weight > 0
         if adversarial:
             d.train()

@@ -321,6 +321,60 @@ def test_exemplar_focus_picks_the_terms_material_by_weight_and_resumes_bit_ident
             ConditionalGANConfig(n_materials=2, **{**TINY, "exemplar_focus": bad})
 
 
+def _stripes(period: float, shift: float = 0.0, side: int = 64) -> torch.Tensor:
+    x = torch.arange(side, dtype=torch.float32)
+    row = 0.5 + 0.4 * torch.sin(2 * torch.pi * (x - shift) / period)
+    return row.expand(3, side, side).clone()
+
+
+def test_spectrum_loss_sees_periods_not_their_phase():
+    """The spectrum term compares where an image repeats: a weave shifted by a few pixels matches its reference,
+    one of another period does not, nor does a plain image; the reference is the mean over seeded crops."""
+    from core.texture_gan.distill import SPECTRUM_CROPS, amplitude_spectrum, exemplar_spectrum, spectrum_loss
+
+    reference = exemplar_spectrum(_stripes(8, side=160), 64, torch.Generator().manual_seed(0))
+    assert reference.shape == (3, 64, 33)
+    again = exemplar_spectrum(_stripes(8, side=160), 64, torch.Generator().manual_seed(0))
+    assert torch.equal(reference, again)
+    shifted = [float(spectrum_loss(_stripes(8, shift)[None], reference)) for shift in (0, 1.5, 3, 5)]
+    other = [float(spectrum_loss(_stripes(period)[None], reference)) for period in (5, 12, 20)]
+    plain = float(spectrum_loss(torch.full((1, 3, 64, 64), 0.5) + 0.01 * torch.randn(1, 3, 64, 64,
+                                generator=torch.Generator().manual_seed(1)), reference))
+    assert max(shifted) < 0.1 * min(other + [plain]), (shifted, other, plain)
+    assert min(other) > 0.5 and plain > 0.5
+    # Differentiable: a weave's gradient points toward its reference's period.
+    image = _stripes(12)[None].requires_grad_(True)
+    spectrum_loss(image, reference).backward()
+    assert image.grad is not None and float(image.grad.abs().sum()) > 0
+    assert amplitude_spectrum(torch.zeros(2, 3, 16, 16)).shape == (2, 3, 16, 9) and SPECTRUM_CROPS >= 16
+    with pytest.raises(ValueError, match="at least 64 px"):
+        exemplar_spectrum(_stripes(8, side=48), 64, torch.Generator())
+
+
+def test_spectrum_term_joins_a_running_training_and_resumes_bit_identically(tmp_path):
+    """``spectrum_weight``: a schedule field a running training takes up; it changes the steps, it reports its
+    loss, and a resumed run equals a straight one."""
+    spectrum = dict(spectrum_weight=0.5, exemplar_stats_crop=48)
+
+    def train(path, steps, **fields):
+        cfg = ConditionalGANConfig(n_materials=2, **{**TINY, **fields})
+        return train_material_gan(_exemplars(), NAMES, path, steps=steps, config=cfg, seed=3, tiles=0)
+
+    straight, resumed, joined, plain = (tmp_path / f"{n}.safetensors" for n in "abcd")
+    losses = train(straight, 5, **spectrum)["losses"]
+    assert float(losses["spectrum"]) > 0 and "exemplar" not in losses  # no VGG19 term asked for
+    train(resumed, 3, **spectrum)
+    train(resumed, 5, **spectrum)
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    train(joined, 3)
+    train(joined, 5, **spectrum)  # accepted: a schedule field
+    train(plain, 5)
+    assert not all(torch.equal(load_file(str(joined))[k], load_file(str(plain))[k]) for k in a)
+    with pytest.raises(ValueError, match="spectrum_weight"):
+        ConditionalGANConfig(n_materials=2, **{**TINY, "spectrum_weight": -1.0})
+
+
 def test_train_from_image_default_recipe_has_the_whole_exemplar_term_fitted_to_the_exemplar(tmp_path):
     import json
 
