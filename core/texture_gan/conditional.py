@@ -91,7 +91,8 @@ class ConditionalGANConfig(TextureGANConfig):
     # step; weighting it toward the materials furthest from their exemplars gives them more of it (a schedule
     # field: the bundled training took it up at 79,907 steps, where its six-seed score had been flat since 77,163).
     exemplar_focus: tuple[float, ...] = ()
-    # The whole-exemplar output's amplitude spectrum against its exemplar's (0: off; ``distill.spectrum_loss``).
+    # Amplitude spectra against the exemplar's (0: off; ``distill.spectrum_loss``): each training crop's and the
+    # whole-exemplar output's, each against its material's reference at its own size.
     # The VGG19 statistics see which features occur, not where they repeat: a woven fabric has sharp spectral
     # peaks at its weave and block periods (a 192 px crop's smoothed amplitude spectrum is within 0.008 of the
     # exemplar's mean), the generator at 82,486 steps had none of them (0.89: 113x the crops' own scatter), while

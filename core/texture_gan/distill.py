@@ -233,7 +233,7 @@ class MaterialTrainer(EMAGANTrainer):
         self.seed_streams(seed)
         self.steps_done = 0
         self._exemplar_features: list[list[torch.Tensor]] | None = None
-        self._exemplar_spectra: list[torch.Tensor] | None = None
+        self._exemplar_spectra: dict[int, list[torch.Tensor]] = {}
 
     def exemplar_features(self) -> list[list[torch.Tensor]]:
         """Every material's exemplar feature sample (``exemplar_feature_sample``), made on first use from a
@@ -243,15 +243,14 @@ class MaterialTrainer(EMAGANTrainer):
             self._exemplar_features = [exemplar_feature_sample(self.features, e, gen) for e in self.sampler.exemplars]
         return self._exemplar_features
 
-    def exemplar_spectra(self) -> list[torch.Tensor]:
-        """Every material's reference amplitude spectrum at ``exemplar_stats_crop`` (``exemplar_spectrum``), made
-        on first use from its own generator seeded by the exemplars' order alone: a resumed training has the same
-        ones, and no other random stream moves."""
-        if self._exemplar_spectra is None:
-            gen = torch.Generator().manual_seed(len(self.sampler.exemplars) + 1)
-            self._exemplar_spectra = [exemplar_spectrum(e, self.cfg.exemplar_stats_crop, gen)
-                                      for e in self.sampler.exemplars]
-        return self._exemplar_spectra
+    def exemplar_spectra(self, side: int) -> list[torch.Tensor]:
+        """Every material's reference amplitude spectrum at ``side`` px (``exemplar_spectrum``), made on first use
+        from its own generator seeded by the exemplars' count and the side alone: a resumed training has the
+        same ones, and no other random stream moves."""
+        if side not in self._exemplar_spectra:
+            gen = torch.Generator().manual_seed(len(self.sampler.exemplars) * 10007 + side)
+            self._exemplar_spectra[side] = [exemplar_spectrum(e, side, gen) for e in self.sampler.exemplars]
+        return self._exemplar_spectra[side]
 
     def grow_cell_patterns(self, state: dict) -> None:
         """Turn a saved state of this trainer's generator without cell patterns into one with them (in place):
@@ -303,6 +302,11 @@ class MaterialTrainer(EMAGANTrainer):
         patch = patch / (n * len(stages))
         loss_g = cfg.patch_loss_weight * patch
         losses["patch"] = patch.detach()
+        spectrum = fake.new_zeros(())
+        if cfg.spectrum_weight:  # every crop of the batch against its material's spectrum at the crop's size
+            references = self.exemplar_spectra(fake.shape[-1])
+            for i in range(n):
+                spectrum = spectrum + spectrum_loss(fake[i:i + 1], references[int(labels[i])]) / n
         if cfg.stats_loss_weight:
             k = max(1, min(n, cfg.stats_samples))  # labels cycle, so every material gets its share
             stats = vgg_sw(self.features, fake[:k], real[:k], self.proj_gen)
@@ -323,9 +327,10 @@ class MaterialTrainer(EMAGANTrainer):
                 loss_g = loss_g + cfg.exemplar_stats_weight * whole
                 losses["exemplar"] = whole.detach()
             if cfg.spectrum_weight:
-                spectrum = spectrum_loss(big, self.exemplar_spectra()[int(label[0])])
-                loss_g = loss_g + cfg.spectrum_weight * spectrum
-                losses["spectrum"] = spectrum.detach()
+                spectrum = spectrum + spectrum_loss(big, self.exemplar_spectra(big.shape[-1])[int(label[0])])
+        if cfg.spectrum_weight:
+            loss_g = loss_g + cfg.spectrum_weight * spectrum
+            losses["spectrum"] = spectrum.detach()
         adversarial = self.steps_done >= cfg.adversarial_from and cfg.adversarial_weight > 0
         if adversarial:
             d.train()
