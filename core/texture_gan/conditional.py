@@ -97,7 +97,8 @@ class ConditionalGANConfig(TextureGANConfig):
     # peaks at its weave and block periods (a 192 px crop's smoothed amplitude spectrum is within 0.008 of the
     # exemplar's mean), the generator at 82,486 steps had none of them (0.89: 113x the crops' own scatter), while
     # on irregular materials it sat at 0.9-1.5x the crops' own (Liu et al. 2016's spectrum constraint, as a loss).
-    # A schedule field: a running training may take it up.
+    # A schedule field: a running training may take it up. Tried from step 85,900 at 0.5 and 2 and not kept (the
+    # irregular materials lost their crops' own scatter; tools/zoo/gan.py).
     spectrum_weight: float = 0.0
 
     ARCHITECTURE_FIELDS = ("local_dim", "global_dim", "periodic_dim", "g_channels", "d_channels", "n_materials",

@@ -42,6 +42,11 @@ MATERIALS = (
 # smooth; rust 1.7 -> 3.0-3.3). The state stayed at 56,119. Their code and tests stay for a next attempt.
 
 
+# The spectrum term (``ConditionalGANConfig.spectrum_weight``) is not in the recipes either: from step 85,900 (2026-12-03)
+# the six-seed score went 1.470 -> 1.507 at weight 0.5 (1,035 steps) and -> 1.953 at weight 2 (1,984 steps), the
+# irregular materials losing most, while fabric's checker did not come (docs/training_notes.md).
+
+
 # The whole-exemplar term's share per material (``ConditionalGANConfig.exemplar_focus``) from step 79,907: three
 # evaluations since 77,163 steps (six seeds 1.473, 1.495, 1.475) were flat with every material alike, cracked
 # ground and brick wall at 0.71-0.73 while cobblestones and fabric stayed at 3.2, gravel 2.0, stone bricks 1.7.
