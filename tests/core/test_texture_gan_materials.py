@@ -27,6 +27,29 @@ def _train(path, steps, **kw):
     return train_material_gan(_exemplars(), NAMES, path, steps=steps, config=cfg, seed=3, tiles=0, **kw)
 
 
+def _train_with(path, steps, **fields):
+    """A tiny training with these config fields on top of TINY."""
+    cfg = ConditionalGANConfig(n_materials=2, **{**TINY, **fields})
+    return train_material_gan(_exemplars(), NAMES, path, steps=steps, config=cfg, seed=3, tiles=0)
+
+
+def _assert_a_schedule_term_joins_and_resumes(tmp_path, fields: dict, loss: str) -> dict:
+    """A term set by schedule ``fields``: it reports ``loss``, a resumed run equals a straight one, and a running
+    training takes it up (accepted) with steps that differ from a training without it. Returns the losses."""
+    straight, resumed, joined, plain = (tmp_path / f"{n}.safetensors" for n in "abcd")
+    losses = _train_with(straight, 5, **fields)["losses"]
+    assert float(losses[loss]) > 0
+    _train_with(resumed, 3, **fields)
+    _train_with(resumed, 5, **fields)
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    _train_with(joined, 3)
+    _train_with(joined, 5, **fields)  # accepted: a schedule field
+    _train_with(plain, 5)
+    assert not all(torch.equal(load_file(str(joined))[k], load_file(str(plain))[k]) for k in a)
+    return losses
+
+
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("gan") / "materials.safetensors"
@@ -250,23 +273,8 @@ def test_exemplar_statistics_term_joins_a_running_training_and_resumes_bit_ident
     from core.common.perception import TextureFeatures
     from core.texture_gan.distill import EXEMPLAR_FEATURE_SAMPLES, exemplar_feature_sample, exemplar_sw
 
-    whole = dict(exemplar_stats_weight=1.0, exemplar_stats_crop=48)
-
-    def train(path, steps, **fields):
-        cfg = ConditionalGANConfig(n_materials=2, **{**TINY, **fields})
-        return train_material_gan(_exemplars(), NAMES, path, steps=steps, config=cfg, seed=3, tiles=0)
-
-    straight, resumed, joined, plain = (tmp_path / f"{n}.safetensors" for n in "abcd")
-    losses = train(straight, 5, **whole)["losses"]
-    assert float(losses["exemplar"]) > 0
-    train(resumed, 3, **whole)
-    train(resumed, 5, **whole)
-    a, b = load_file(str(straight)), load_file(str(resumed))
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    train(joined, 3)
-    train(joined, 5, **whole)  # accepted: a schedule field
-    train(plain, 5)
-    assert not all(torch.equal(load_file(str(joined))[k], load_file(str(plain))[k]) for k in a)
+    _assert_a_schedule_term_joins_and_resumes(tmp_path, dict(exemplar_stats_weight=1.0, exemplar_stats_crop=48),
+                                              "exemplar")
 
     # The sample stands for the exemplar: the exemplar scores far closer to it than another material does.
     features = TextureFeatures("cpu")
@@ -354,23 +362,9 @@ def test_spectrum_loss_sees_periods_not_their_phase():
 def test_spectrum_term_joins_a_running_training_and_resumes_bit_identically(tmp_path):
     """``spectrum_weight``: a schedule field a running training takes up; it changes the steps, it reports its
     loss, and a resumed run equals a straight one."""
-    spectrum = dict(spectrum_weight=0.5, exemplar_stats_crop=48)
-
-    def train(path, steps, **fields):
-        cfg = ConditionalGANConfig(n_materials=2, **{**TINY, **fields})
-        return train_material_gan(_exemplars(), NAMES, path, steps=steps, config=cfg, seed=3, tiles=0)
-
-    straight, resumed, joined, plain = (tmp_path / f"{n}.safetensors" for n in "abcd")
-    losses = train(straight, 5, **spectrum)["losses"]
-    assert float(losses["spectrum"]) > 0 and "exemplar" not in losses  # no VGG19 term asked for
-    train(resumed, 3, **spectrum)
-    train(resumed, 5, **spectrum)
-    a, b = load_file(str(straight)), load_file(str(resumed))
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    train(joined, 3)
-    train(joined, 5, **spectrum)  # accepted: a schedule field
-    train(plain, 5)
-    assert not all(torch.equal(load_file(str(joined))[k], load_file(str(plain))[k]) for k in a)
+    losses = _assert_a_schedule_term_joins_and_resumes(tmp_path, dict(spectrum_weight=0.5, exemplar_stats_crop=48),
+                                                       "spectrum")
+    assert "exemplar" not in losses  # no VGG19 term asked for
     with pytest.raises(ValueError, match="spectrum_weight"):
         ConditionalGANConfig(n_materials=2, **{**TINY, "spectrum_weight": -1.0})
 
