@@ -335,13 +335,14 @@ def _poisson_torus(image: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor, reac
     dy = torch.exp(2j * math.pi * ky) - 1
     numerator = dx.conj() * torch.fft.rfft2(gx.double()) + dy.conj() * torch.fft.rfft2(gy.double())
     denominator = (dx.abs() ** 2 + dy.abs() ** 2)
+    image_spectrum = torch.fft.rfft2(image.double())
     if reach:
         screen = 1.0 / float(reach) ** 2
-        numerator = numerator + screen * torch.fft.rfft2(image.double())
+        numerator = numerator + screen * image_spectrum
         denominator = denominator + screen
     denominator[0, 0] = 1.0
     spectrum = numerator / denominator
-    spectrum[:, 0, 0] = torch.fft.rfft2(image.double())[:, 0, 0]
+    spectrum[:, 0, 0] = image_spectrum[:, 0, 0]
     return torch.fft.irfft2(spectrum, s=(h, w)).to(image.dtype)
 
 

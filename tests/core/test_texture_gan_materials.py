@@ -245,10 +245,7 @@ def test_finishing_phase_joins_a_running_training_and_slows_its_steps(tmp_path, 
         seen.append((self.steps_done, self.opt_g.param_groups[0]["lr"], self.opt_d.param_groups[0]["lr"]))
         return out
     monkeypatch.setattr(distill.MaterialTrainer, "step", recording)
-
-    def train(path, steps, **fields):
-        cfg = ConditionalGANConfig(n_materials=2, **{**TINY, **fields})
-        return train_material_gan(_exemplars(), NAMES, path, steps=steps, config=cfg, seed=3, tiles=0)
+    train = _train_with
 
     straight, resumed = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     train(straight, 6, **finish)
@@ -306,9 +303,7 @@ def test_exemplar_focus_picks_the_terms_material_by_weight_and_resumes_bit_ident
     monkeypatch.setattr(MaterialTrainer, "exemplar_features", lambda self: Recording(real(self)))
 
     def train(path, steps, **fields):
-        cfg = ConditionalGANConfig(n_materials=2, **{**TINY, "exemplar_stats_weight": 1.0,
-                                                     "exemplar_stats_crop": 48, **fields})
-        return train_material_gan(_exemplars(), NAMES, path, steps=steps, config=cfg, seed=3, tiles=0)
+        return _train_with(path, steps, **{"exemplar_stats_weight": 1.0, "exemplar_stats_crop": 48, **fields})
 
     train(tmp_path / "only_wood.safetensors", 6, exemplar_focus=(0.0, 1.0))
     assert drawn == [1] * 6
