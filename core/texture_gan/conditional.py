@@ -33,6 +33,8 @@ from .model import (CircularUpsample, Generator, PixelNorm, TextureGANConfig, _c
                     run_stage)
 
 CONDITIONAL_VERSION = 2
+LATTICE_STAGES = (1, 2)  # the stages that may take lattice inputs (8 and 4 px per pixel at stride 16)
+LATTICE_NYQUIST = 0.4  # a stage takes a frequency up to this many cycles per its pixel (0.5: aliasing)
 
 
 @dataclass
@@ -71,7 +73,7 @@ class ConditionalGANConfig(TextureGANConfig):
     # to the cell (render_fabric: threads every 8/3 px, a checker of 8 px blocks) could not be drawn: the
     # generator's spectrum had no power at the weave's 8 px period (the exemplar: 30x its neighbourhood).
     # Periodic with the canvas, so tiling and any size are unchanged. A trained model without them grows them
-    # (``grow_cell_patterns``): every material's gate starts at zero, so the grown model starts as the old one, and
+    # (``grow_parameters``): every material's gate starts at zero, so the grown model starts as the old one, and
     # each material takes up the patterns only as far as its own gradients ask (gates that started random put the
     # fabric's patterns on every material: at 8x the rate the nine-material score went 2.11 -> 2.79 in 2,000 steps).
     cell_rank: int = 0
@@ -100,11 +102,29 @@ class ConditionalGANConfig(TextureGANConfig):
     # A schedule field: a running training may take it up. Tried from step 85,900 at 0.5 and 2 and not kept (the
     # irregular materials lost their crops' own scatter; tools/zoo/gan.py).
     spectrum_weight: float = 0.0
+    # The spectrum term's weight per material (a schedule field; () every material alike): the term serves the
+    # materials with a lattice (their spectra have sharp peaks) and costs the irregular ones their crops' scatter.
+    spectrum_focus: tuple[float, ...] = ()
+    # Lattice inputs: (fy, fx) frequencies in cycles per output pixel (() : none). Stages 1 and 2 (8 and 4 px per
+    # pixel at stride 16) each get cos/sin channels of those under their Nyquist, all shifted by one random
+    # translation per image, then projected into the stage after its first convolution, gated per material.
+    # Why: a woven fabric's blocks repeat every 32 px, twice the canvas cell. On the canvas grid a 32 px period
+    # is its Nyquist, where the periodic channels' random phase sets an amplitude and never a position, and the
+    # cell patterns repeat every 16 px: the generator drew the weave's threads in random patches (its spectrum
+    # 111x the exemplar crops' scatter). On a finer stage's grid the sines' phase is a true shift, and one shift
+    # shared by every frequency keeps their sum a lattice-periodic pattern (a Fourier series) the stage can draw.
+    # Quantised to whole periods over a tileable canvas. A trained model without them grows them
+    # (``grow_parameters``): every gate starts at zero, so the grown model draws what the old one drew.
+    lattice_frequencies: tuple[tuple[float, float], ...] = ()
+    # The lattice inputs' learning rate over the generator's (a schedule field), as ``cell_lr_scale``.
+    lattice_lr_scale: float = 1.0
 
     ARCHITECTURE_FIELDS = ("local_dim", "global_dim", "periodic_dim", "g_channels", "d_channels", "n_materials",
-                           "g_convs", "cell_rank")
+                           "g_convs", "cell_rank", "lattice_frequencies")
     SCHEDULE_FIELDS = ("finish_from", "finish_lr_scale", "finish_ema_decay", "cell_lr_scale", "exemplar_stats_weight",
-                       "exemplar_stats_crop", "exemplar_focus", "spectrum_weight")
+                       "exemplar_stats_crop", "exemplar_focus", "spectrum_weight", "spectrum_focus", "lattice_lr_scale")
+    # Architecture fields a trained model may take up on resume, with the value that means "none".
+    GROWABLE_FIELDS = {"cell_rank": 0, "lattice_frequencies": []}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -128,6 +148,20 @@ class ConditionalGANConfig(TextureGANConfig):
                              "stride up to 1024")
         if not 0 <= self.spectrum_weight <= 100:
             raise ValueError("spectrum_weight must be in [0, 100]")
+        self.spectrum_focus = tuple(float(w) for w in self.spectrum_focus)
+        if self.spectrum_focus and (len(self.spectrum_focus) != self.n_materials or
+                                    not all(0 <= w <= 100 for w in self.spectrum_focus)):
+            raise ValueError(f"spectrum_focus needs {self.n_materials} weights in [0, 100], or none")
+        try:
+            self.lattice_frequencies = tuple((float(fy), float(fx)) for fy, fx in self.lattice_frequencies)
+        except (TypeError, ValueError) as exc:
+            raise ValueError("lattice_frequencies must be (fy, fx) pairs") from exc
+        if len(self.lattice_frequencies) > 32 or any(not (math.isfinite(f) and abs(f) < 0.5)
+                                                     for pair in self.lattice_frequencies for f in pair) \
+                or any(fy == fx == 0 for fy, fx in self.lattice_frequencies):
+            raise ValueError("lattice_frequencies: at most 32 non-zero (fy, fx) pairs, each |f| < 0.5 cycles per px")
+        if not 0 < self.lattice_lr_scale <= 100:
+            raise ValueError("lattice_lr_scale must be in (0, 100]")
 
     def finishing(self, step: int) -> bool:
         """Whether ``step`` is in the finishing phase."""
@@ -163,6 +197,63 @@ class ConditionalGenerator(Generator):
                 for i, c in enumerate(cfg.g_channels) if i > 0])
             self.cell_gates = nn.ModuleList([nn.Linear(cfg.global_dim, cfg.cell_rank)
                                              for i in range(1, len(cfg.g_channels))])
+        # Lattice inputs (after the cell patterns, for the same reason): per stage, the frequencies under its
+        # Nyquist with a margin, a projection of their cos/sin channels and a per-material, per-channel gate.
+        self.lattice_frequencies = torch.tensor(cfg.lattice_frequencies, dtype=torch.float64,
+                                                device="cpu").reshape(-1, 2)
+        self.lattice_stages: dict[int, list[int]] = {}
+        for i in LATTICE_STAGES:
+            pixel = self.stride / 2 ** i
+            keep = [k for k, f in enumerate(cfg.lattice_frequencies) if max(map(abs, f)) * pixel <= LATTICE_NYQUIST]
+            if 0 < i < len(cfg.g_channels) - 1 and keep:  # never the last stage (its inference path is folded)
+                self.lattice_stages[i] = keep
+        if self.lattice_stages:
+            self.lattice_projections = nn.ParameterList([
+                nn.Parameter(torch.zeros(cfg.g_channels[i], 2 * len(keep), device="cpu"))
+                for i, keep in self.lattice_stages.items()])
+            self.lattice_gates = nn.ModuleList([nn.Linear(cfg.global_dim, cfg.g_channels[i])
+                                                for i in self.lattice_stages])
+
+    def lattice_inputs(self, fine: Sequence[torch.Tensor], shift: torch.Tensor,
+                       quantize_to: tuple[int, int] | None = None) -> list[torch.Tensor]:
+        """``fine`` (the per-stage noise) with each lattice stage's cos/sin channels appended: the lattice
+        translated by ``shift`` (Bx2, (ty, tx) in output pixels), sampled at the stage's pixel centres. With
+        ``quantize_to=(h, w)`` (the canvas in cells) the frequencies are rounded to whole periods over it, so a
+        tileable canvas stays tileable. Built for the whole canvas, so tiles cut from it agree."""
+        if not self.lattice_stages:
+            return list(fine)
+        out = list(fine)
+        for i, keep in self.lattice_stages.items():
+            f = self.lattice_frequencies[keep]  # K x 2, cycles per output pixel
+            noise = fine[i - 1]
+            b, _, h, w = noise.shape
+            pixel = self.stride / 2 ** i
+            if quantize_to is not None:
+                size = torch.tensor([quantize_to[0] * self.stride, quantize_to[1] * self.stride], dtype=f.dtype)
+                f = torch.round(f * size) / size
+            # Stage pixel j covers output pixels [j p, (j + 1) p): its centre is at (j + 0.5) p - 0.5.
+            yy = (torch.arange(h, dtype=f.dtype, device="cpu") + 0.5) * pixel - 0.5
+            xx = (torch.arange(w, dtype=f.dtype, device="cpu") + 0.5) * pixel - 0.5
+            t = shift.to("cpu", f.dtype)  # B x 2
+            turns = (f[None, :, 0, None, None] * (yy[None, None, :, None] - t[:, None, 0, None, None])
+                     + f[None, :, 1, None, None] * (xx[None, None, None, :] - t[:, None, 1, None, None]))
+            arg = (turns - torch.round(turns)) * (2 * math.pi)  # in float64, then reduced: exact phases
+            channels = torch.cat([torch.cos(arg), torch.sin(arg)], dim=1).to(noise.device, noise.dtype)
+            out[i - 1] = torch.cat([noise, channels.expand(b, -1, -1, -1)], dim=1)
+        return out
+
+    def add_lattice(self, i: int, x: torch.Tensor, lattice: torch.Tensor, cond: torch.Tensor,
+                    cond_map: torch.Tensor | None) -> torch.Tensor:
+        """``x`` (stage ``i``'s first convolution's output) plus its lattice channels projected and gated per
+        channel by the material (per pixel with ``cond_map``)."""
+        k = list(self.lattice_stages).index(i)
+        projection, gate = self.lattice_projections[k].to(x.dtype), self.lattice_gates[k]
+        term = F.conv2d(lattice.to(x.dtype), projection[:, :, None, None])
+        if cond_map is None:
+            scale = gate(cond).to(x.dtype)[:, :, None, None]
+        else:
+            scale = F.conv2d(cond_map.to(x.dtype), gate.weight[:, :, None, None].to(x.dtype), gate.bias.to(x.dtype))
+        return x + scale * term
 
     def add_cell_pattern(self, i: int, x: torch.Tensor, cond: torch.Tensor, cond_map: torch.Tensor | None
                          ) -> torch.Tensor:
@@ -190,14 +281,20 @@ class ConditionalGenerator(Generator):
         return x
 
     def run_stage_at(self, i: int, x: torch.Tensor, cond: torch.Tensor, cond_map: torch.Tensor | None,
-                     upto: int | None = None) -> torch.Tensor:
-        """Stage ``i``'s layers (``upto``: the first ``upto`` of them), its cell pattern after the first
-        convolution."""
+                     upto: int | None = None, lattice: torch.Tensor | None = None) -> torch.Tensor:
+        """Stage ``i``'s layers (``upto``: the first ``upto`` of them), its cell pattern and lattice inputs
+        (``lattice``: its channels from ``lattice_inputs``) after the first convolution."""
         stage = self.stages[i]
         layers = stage if upto is None else stage[:upto]
-        if not self.cell_rank or i == 0:
+        has_lattice = i in self.lattice_stages
+        if i == 0 or not (self.cell_rank or has_lattice):
             return run_stage(layers, x, self.fused_upsampling)
         x = self.add_cell_pattern(i, run_stage(stage[:2], x, self.fused_upsampling), cond, cond_map)
+        if has_lattice:
+            if lattice is None or lattice.shape[1] != 2 * len(self.lattice_stages[i]):
+                raise ValueError(f"stage {i} needs its lattice channels: build the per-stage inputs with "
+                                 "lattice_inputs")
+            x = self.add_lattice(i, x, lattice, cond, cond_map)
         return layers[2:](x) if len(layers) > 2 else x
 
     def mix(self, weights: torch.Tensor) -> torch.Tensor:
@@ -226,9 +323,9 @@ class ConditionalGenerator(Generator):
                     isinstance(stage[-1], PixelNorm) and not spatial:
                 delta = self._folded_last_stage(stage, x, fine[i - 1], cond)
             else:
-                x = self.run_stage_at(i, x, cond, cond_map)
+                x = self.run_stage_at(i, x, cond, cond_map, lattice=fine[i - 1][:, 1:] if i else None)
                 if i > 0:
-                    x = x + self.noise_gains[i - 1] * fine[i - 1].to(x.dtype)
+                    x = x + self.noise_gains[i - 1] * fine[i - 1][:, :1].to(x.dtype)
                 if spatial:
                     film = self.film[i]
                     gamma, beta = F.conv2d(cond_map.to(x.dtype), film.weight[:, :, None, None].to(x.dtype),
@@ -289,6 +386,13 @@ def build_conditional(cfg: ConditionalGANConfig, seed: int):
             for gate in g.cell_gates:  # zero: no material has them until its own gradients open its gate
                 gate.weight.zero_()
                 gate.bias.zero_()
+        if g.lattice_stages:
+            for projection in g.lattice_projections:  # unit-variance channels in, ~0.5 out per open gate
+                projection.copy_(torch.randn(projection.shape, generator=gen, device="cpu")
+                                 * (0.5 / math.sqrt(projection.shape[1])))
+            for gate in g.lattice_gates:  # closed, as the cell patterns' gates
+                gate.weight.zero_()
+                gate.bias.zero_()
         if cfg.periodic_dim:
             last = g.wave_mlp[-1]
             last.weight.mul_(0.1)
@@ -305,25 +409,44 @@ def architecture_of(config: dict[str, Any]) -> dict[str, Any]:
     return ConditionalGANConfig.from_dict(config).architecture()
 
 
-def is_cell_parameter(name: str) -> bool:
-    return name.startswith(("cell_patterns.", "cell_gates."))
+# Parameter kinds in registration order: each grown kind is registered after the ones before it, so a model
+# without it keeps its parameter order (and its optimiser states), and each kind has its own optimiser group.
+PARAMETER_KINDS = ("base", "cell", "lattice")
 
 
-def grows_cell_patterns(saved: dict[str, Any], now: dict[str, Any]) -> bool:
-    """Whether config ``now`` is config ``saved`` (a trained model's) with cell patterns added and nothing else
-    changed: the one architecture change a training may take up on resume (``grow_cell_patterns``)."""
-    return (not saved.get("cell_rank", 0) and now.get("cell_rank", 0) > 0
-            and {k: v for k, v in saved.items() if k != "cell_rank"} == {k: v for k, v in now.items()
-                                                                        if k != "cell_rank"})
+def parameter_kind(name: str) -> str:
+    if name.startswith(("cell_patterns.", "cell_gates.")):
+        return "cell"
+    if name.startswith(("lattice_projections.", "lattice_gates.")):
+        return "lattice"
+    return "base"
 
 
-def grow_cell_patterns(weights: dict[str, torch.Tensor], grown: ConditionalGenerator) -> dict[str, torch.Tensor]:
-    """A generator's weights without cell patterns, completed with ``grown``'s fresh ones (seeded patterns, zero
-    gates): the grown generator draws exactly what the old one drew until training opens the gates."""
+def is_grown_parameter(name: str) -> bool:
+    return parameter_kind(name) != "base"
+
+
+def _canonical(value: Any) -> Any:
+    return [_canonical(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def grows_parameters(saved: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether architecture ``now`` is ``saved`` (a trained model's) with cell patterns or lattice inputs added
+    and nothing else changed: the architecture changes a training may take up on resume (``grow_parameters``)."""
+    growable = ConditionalGANConfig.GROWABLE_FIELDS
+    differ = {k for k in set(saved) | set(now) if _canonical(saved.get(k, growable.get(k)))
+              != _canonical(now.get(k, growable.get(k)))}
+    return bool(differ) and all(k in growable and not saved.get(k, growable[k]) and now.get(k) for k in differ)
+
+
+def grow_parameters(weights: dict[str, torch.Tensor], grown: ConditionalGenerator) -> dict[str, torch.Tensor]:
+    """A generator's weights without some grown kinds, completed with ``grown``'s fresh ones (seeded patterns and
+    projections, zero gates): the grown generator draws exactly what the old one drew until training opens the
+    gates."""
     fresh = grown.state_dict()
     extra = set(fresh) - set(weights)
-    if not extra or not all(is_cell_parameter(k) for k in extra) or set(weights) - set(fresh):
-        raise ValueError("these weights are not the grown generator's without its cell patterns")
+    if not extra or not all(is_grown_parameter(k) for k in extra) or set(weights) - set(fresh):
+        raise ValueError("these weights are not the grown generator's without its added parameters")
     return {**{k: fresh[k] for k in extra}, **weights}
 
 

@@ -38,7 +38,7 @@ from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from ..common.perception import TextureFeatures
 from ..common.quality import sliced_wasserstein
 from .conditional import CONDITIONAL_VERSION, ConditionalGANConfig, ConditionalGenerator, architecture_of, \
-    build_conditional, grow_cell_patterns, grows_cell_patterns, is_cell_parameter, stage_downscale
+    PARAMETER_KINDS, build_conditional, grow_parameters, grows_parameters, parameter_kind, stage_downscale
 from .generate import KIND
 from .train import EMAGANTrainer, load_exemplars, training_state_path
 
@@ -221,11 +221,14 @@ class MaterialTrainer(EMAGANTrainer):
         self.g, self.d, self.g_ema = g.to(device), d.to(device), g_ema.to(device).eval()
         for p in self.g_ema.parameters():
             p.requires_grad_(False)
-        # Two groups when the generator has cell patterns (their own rate, ``cell_lr_scale``); registered last,
-        # so the first group is the generator's parameters in the order a model without them has.
+        # One group per parameter kind the generator has (cell patterns and lattice inputs at their own rates,
+        # ``cell_lr_scale`` and ``lattice_lr_scale``); grown kinds are registered last, so the first group is the
+        # generator's parameters in the order a model without them has.
         named = list(self.g.named_parameters())
-        groups = [[p for n, p in named if not is_cell_parameter(n)], [p for n, p in named if is_cell_parameter(n)]]
-        self.opt_g = torch.optim.Adam([{"params": ps} for ps in groups if ps], lr=cfg.lr_g, betas=(0.5, 0.99))
+        groups = {kind: [p for n, p in named if parameter_kind(n) == kind] for kind in PARAMETER_KINDS}
+        self.group_kinds = [kind for kind in PARAMETER_KINDS if groups[kind]]
+        self.opt_g = torch.optim.Adam([{"params": groups[kind]} for kind in self.group_kinds], lr=cfg.lr_g,
+                                      betas=(0.5, 0.99))
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr_d, betas=(0.5, 0.99))
         self.features = features if features is not None else (TextureFeatures(device) if cfg.stats_loss_weight
                                                                or cfg.exemplar_stats_weight
@@ -252,19 +255,30 @@ class MaterialTrainer(EMAGANTrainer):
             self._exemplar_spectra[side] = [exemplar_spectrum(e, side, gen) for e in self.sampler.exemplars]
         return self._exemplar_spectra[side]
 
-    def grow_cell_patterns(self, state: dict) -> None:
-        """Turn a saved state of this trainer's generator without cell patterns into one with them (in place):
-        the weights gain the fresh seeded patterns and zero gates, and the generator's optimiser gets their
-        parameters as a second group (with their own rate, ``cell_lr_scale``) with no moments yet. The discriminator and
-        the random streams are unchanged, so the grown training goes on where the old one stopped."""
+    def spectrum_focus(self, label: int) -> float:
+        """The spectrum term's weight for a material (``ConditionalGANConfig.spectrum_focus``)."""
+        return self.cfg.spectrum_focus[label] if self.cfg.spectrum_focus else 1.0
+
+    def grow_parameters(self, state: dict) -> None:
+        """Turn a saved state of this trainer's generator without some of its grown kinds (cell patterns, lattice
+        inputs) into one with them (in place): the weights gain the fresh seeded parameters and zero gates, and
+        the generator's optimiser gets one new group per added kind (its own rate) with no moments yet. The
+        discriminator and the random streams are unchanged, so the grown training goes on where it stopped."""
         for name in ("g", "g_ema"):
-            state[name] = grow_cell_patterns(state[name], getattr(self, name))
+            state[name] = grow_parameters(state[name], getattr(self, name))
         groups = state["opt_g"]["param_groups"]
-        old = len(groups[0]["params"])
-        if len(groups) != 1 or groups[0]["params"] != list(range(old)):
-            raise CheckpointError("the generator's optimiser state is not one group of its parameters")
-        groups.append({**groups[0], "params": list(range(old, len(list(self.g.parameters()))))})
-        state["config"] = {**state.get("config", {}), "cell_rank": self.cfg.cell_rank}
+        named = list(self.g.named_parameters())
+        counts = [sum(parameter_kind(n) == kind for n, _ in named) for kind in self.group_kinds]
+        had = len(groups)
+        if [len(g["params"]) for g in groups] != counts[:had] or \
+                [i for g in groups for i in g["params"]] != list(range(sum(counts[:had]))):
+            raise CheckpointError("the generator's optimiser state does not match its parameters before growing")
+        start = sum(counts[:had])
+        for count in counts[had:]:
+            groups.append({**groups[0], "params": list(range(start, start + count))})
+            start += count
+        state["config"] = {**state.get("config", {}),
+                           **{k: self.cfg.to_dict()[k] for k in ConditionalGANConfig.GROWABLE_FIELDS}}
 
     def _noise(self, labels: torch.Tensor, crop: int | None = None):
         g, n, grid = self.g, labels.shape[0], (crop or self.cfg.crop_size) // self.cfg.stride
@@ -272,6 +286,9 @@ class MaterialTrainer(EMAGANTrainer):
         phase = torch.rand(n, g.periodic_dim, generator=self.noise_gen, device="cpu") * (2 * math.pi)
         fine = [torch.randn(n, *shape, generator=self.noise_gen, device="cpu")
                 for shape in g.fine_noise_shapes(grid, grid)]
+        if g.lattice_stages:  # drawn last: a generator without lattice inputs keeps its random stream
+            shift = torch.rand(n, 2, generator=self.noise_gen, device="cpu") * (grid * self.cfg.stride)
+            fine = g.lattice_inputs(fine, shift)
         return local.to(self.device), phase.to(self.device), [f.to(self.device) for f in fine]
 
     def step(self) -> dict[str, torch.Tensor]:
@@ -282,8 +299,9 @@ class MaterialTrainer(EMAGANTrainer):
         for opt, rate in ((self.opt_g, cfg.lr_g), (self.opt_d, cfg.lr_d)):  # set every step: resumes agree
             for group in opt.param_groups:
                 group["lr"] = rate * scale
-        if len(self.opt_g.param_groups) == 2:  # the cell patterns' own rate
-            self.opt_g.param_groups[1]["lr"] = cfg.lr_g * scale * cfg.cell_lr_scale
+        own = {"cell": cfg.cell_lr_scale, "lattice": cfg.lattice_lr_scale}  # the grown kinds' own rates
+        for kind, group in zip(self.group_kinds, self.opt_g.param_groups):
+            group["lr"] = cfg.lr_g * scale * own.get(kind, 1.0)
         # Labels cycle through the materials from a seeded offset, so every material is seen equally.
         start = int(torch.randint(g.n_materials, (1,), generator=self.data_gen, device="cpu"))
         labels = (torch.arange(n, device="cpu") + start) % g.n_materials
@@ -306,7 +324,9 @@ class MaterialTrainer(EMAGANTrainer):
         if cfg.spectrum_weight:  # every crop of the batch against its material's spectrum at the crop's size
             references = self.exemplar_spectra(fake.shape[-1])
             for i in range(n):
-                spectrum = spectrum + spectrum_loss(fake[i:i + 1], references[int(labels[i])]) / n
+                if self.spectrum_focus(int(labels[i])):
+                    spectrum = spectrum + self.spectrum_focus(int(labels[i])) * spectrum_loss(
+                        fake[i:i + 1], references[int(labels[i])]) / n
         if cfg.stats_loss_weight:
             k = max(1, min(n, cfg.stats_samples))  # labels cycle, so every material gets its share
             stats = vgg_sw(self.features, fake[:k], real[:k], self.proj_gen)
@@ -326,8 +346,9 @@ class MaterialTrainer(EMAGANTrainer):
                 whole = exemplar_sw(self.features, big, self.exemplar_features()[int(label[0])], self.proj_gen)
                 loss_g = loss_g + cfg.exemplar_stats_weight * whole
                 losses["exemplar"] = whole.detach()
-            if cfg.spectrum_weight:
-                spectrum = spectrum + spectrum_loss(big, self.exemplar_spectra(big.shape[-1])[int(label[0])])
+            if cfg.spectrum_weight and self.spectrum_focus(int(label[0])):
+                spectrum = spectrum + self.spectrum_focus(int(label[0])) * spectrum_loss(
+                    big, self.exemplar_spectra(big.shape[-1])[int(label[0])])
         if cfg.spectrum_weight:
             loss_g = loss_g + cfg.spectrum_weight * spectrum
             losses["spectrum"] = spectrum.detach()
@@ -402,8 +423,8 @@ def train_material_gan(exemplars: Sequence[str | Path | np.ndarray], materials: 
         saved = {k: v for k, v in ConditionalGANConfig.from_dict(state.get("config", {})).to_dict().items()
                  if k not in free} if "n_materials" in state.get("config", {}) else {}
         now = {k: v for k, v in cfg.to_dict().items() if k not in free}
-        if saved != now and grows_cell_patterns(saved, now):
-            trainer.grow_cell_patterns(state)
+        if saved != now and grows_parameters(saved, now):
+            trainer.grow_parameters(state)
             saved = now
         if state.get("data_fingerprint") != fingerprint or saved != now or state.get("seed") != seed:
             raise CheckpointError(f"{state_path.name} was trained on other exemplars or settings; "

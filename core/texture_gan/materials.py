@@ -20,6 +20,7 @@ from .conditional import CONDITIONAL_VERSION, ConditionalGANConfig, ConditionalG
 from .generate import KIND, TextureGenerator
 
 _VARIATION_SEED_OFFSET = 7919
+_LATTICE_SEED_OFFSET = 104729  # the lattice's shift has its own stream: models without one draw as before
 
 Mix = str | dict[str, float] | None
 
@@ -97,4 +98,8 @@ def material_canvas(g: ConditionalGenerator, hn: int, wn: int, seed: int, weight
         spread = g.embedding.std(dim=0, keepdim=True) if g.n_materials > 1 else g.embedding.abs()
         z = z + float(variation) * 0.5 * spread * direction
     canvas = g.build_input(local.to(device), z, phase.to(device), quantize_to=(hn, wn) if tileable else None)
+    if g.lattice_stages:
+        own = torch.Generator().manual_seed(int(seed) + _LATTICE_SEED_OFFSET)
+        shift = torch.rand(1, 2, generator=own, device="cpu") * torch.tensor([[hn, wn]]) * g.stride
+        fine = g.lattice_inputs(fine, shift, quantize_to=(hn, wn) if tileable else None)
     return canvas, fine

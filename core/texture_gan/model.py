@@ -93,7 +93,8 @@ class TextureGANConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        return {k: [list(x) if isinstance(x, tuple) else x for x in v] if isinstance(v, tuple) else v
+                for k, v in d.items()}
 
     def architecture(self) -> dict[str, Any]:
         d = self.to_dict()

@@ -190,6 +190,9 @@ class GANPriorVAENet(nn.Module):
             parts.append(torch.sin(arg).permute(0, 3, 1, 2))
         fine = [torch.randn((n, *shape), generator=gen, device="cpu").to(z.device, local.dtype)
                 for shape in g.fine_noise_shapes(h, w)]
+        if g.lattice_stages:  # the GAN's lattice inputs, shifted at random, whole periods
+            shift = torch.rand(n, 2, generator=gen, device="cpu") * torch.tensor([[h, w]]) * g.stride
+            fine = g.lattice_inputs(fine, shift, quantize_to=(h, w))
         return torch.cat(parts, 1), fine
 
     def stage_images(self, z: torch.Tensor, seed: int, weights: torch.Tensor | None = None) -> list[torch.Tensor]:

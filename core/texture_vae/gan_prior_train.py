@@ -32,7 +32,7 @@ from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_trai
 from ..common.device import pick_device, seeded_generator
 from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from ..common.perception import TextureFeatures
-from ..texture_gan.conditional import architecture_of, grows_cell_patterns, stage_downscale
+from ..texture_gan.conditional import architecture_of, grows_parameters, stage_downscale
 from .gan_prior import GANPriorVAEConfig, GANPriorVAENet
 from .model import kl_divergence
 from .ops import KIND
@@ -158,8 +158,8 @@ def train_gan_prior_vae(exemplars: Sequence[str | Path | np.ndarray], generator_
         if rebase and generator_path is not None and Path(generator_path).is_file():
             arch, materials, newer, newer_steps = generator_from_checkpoint(generator_path)
             arch, trained_against = architecture_of(arch), architecture_of(cfg.gan)
-            if grows_cell_patterns(trained_against, arch) and materials == cfg.materials:
-                trained_against = arch  # the GAN grew its cell patterns: they start at zero, the encoder still fits
+            if grows_parameters(trained_against, arch) and materials == cfg.materials:
+                trained_against = arch  # the GAN grew cell patterns or lattice inputs: gates start at zero
                 cfg = GANPriorVAEConfig.from_dict({**cfg.to_dict(), "gan": arch})
             if arch != trained_against or materials != cfg.materials:
                 raise CheckpointError(f"{Path(generator_path).name}: not the architecture or materials the encoder "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -152,41 +154,102 @@ def test_cell_patterns_tile_fuse_follow_the_material_and_paint_through_a_mask():
     assert all(not torch.allclose(a, b) for a, b in zip(gates[::2], gates[1::2]))  # per material
 
 
-def test_a_running_training_grows_cell_patterns_and_draws_the_same_until_it_trains_them(tmp_path):
-    """A state saved without cell patterns resumes with them: the grown generator draws exactly the old images,
-    the next steps train the patterns, a grown training resumes bit-identically, and no other change is
-    accepted with them."""
+# What a resumed training may grow: its fields, its parameters' count (two lattice stages of a 4-stage
+# generator, one of TINY's 3 stages) and a gate that training opens.
+GROWN = {
+    "cell patterns": ({"cell_rank": 2}, 6, "cell_gates.1.weight"),
+    "lattice inputs": ({"lattice_frequencies": ((0.125, 0.125), (0.125, -0.125))}, 3, "lattice_gates.0.weight"),
+}
+
+
+@pytest.mark.parametrize("kind", list(GROWN))
+def test_a_running_training_grows_and_draws_the_same_until_it_trains_them(tmp_path, kind):
+    """A state saved without cell patterns (or lattice inputs) resumes with them: the grown generator draws
+    exactly the old images, the next steps train them, a grown training resumes bit-identically, and no other
+    change is accepted with them."""
     from core.common.checkpoints import CheckpointError, load_training_state
 
-    def train(path, steps, **fields):
-        cfg = ConditionalGANConfig(n_materials=2, **{**TINY, **fields})
+    fields, count, gate = GROWN[kind]
+
+    def train(path, steps, **extra):
+        cfg = ConditionalGANConfig(n_materials=2, **{**TINY, **extra})
         return train_material_gan(_exemplars(), NAMES, path, steps=steps, config=cfg, seed=3, tiles=0)
 
     old, straight, resumed = tmp_path / "old.safetensors", tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     for path in (old, straight, resumed):
         train(path, 3)
     before = TextureGenerator.load(old, "cpu").generate(64, 48, seed=1, material="wood")
-    train(old, 3, cell_rank=2)  # grown, no step taken
+    train(old, 3, **fields)  # grown, no step taken
     grown = TextureGenerator.load(old, "cpu")
-    assert grown.generator.cell_rank == 2
+    assert grown.generator.cfg.architecture() == ConditionalGANConfig(n_materials=2, **{**TINY, **fields}
+                                                                      ).architecture()
     assert np.array_equal(grown.generate(64, 48, seed=1, material="wood"), before)
-    train(straight, 6, cell_rank=2)
-    train(resumed, 4, cell_rank=2)
-    train(resumed, 6, cell_rank=2)
+    train(straight, 6, **fields)
+    train(resumed, 4, **fields)
+    train(resumed, 6, **fields)
     a, b = load_file(str(straight)), load_file(str(resumed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert float(a["cell_gates.1.weight"].abs().max()) > 0  # the gates opened
+    assert float(a[gate].abs().max()) > 0  # the gates opened
     trained = TextureGenerator.load(straight, "cpu")  # tiles of the canvas start on cells: the same image
     assert np.allclose(trained.generate(160, 96, seed=5, material="wood", tile_size=64),
                        trained.generate(160, 96, seed=5, material="wood"), atol=1e-5)
     state = load_training_state(straight.with_name("a.train.safetensors"))
     groups = state["opt_g"]["param_groups"]
-    assert state["config"]["cell_rank"] == 2 and [len(g["params"]) for g in groups] == [
-        len(list(grown.generator.parameters())) - 6, 6]  # the patterns and gates of 2 stages: their own group
+    assert [len(g["params"]) for g in groups] == [len(list(grown.generator.parameters())) - count, count]
+    assert all(state["config"][k] == ConditionalGANConfig(**fields).to_dict()[k] for k in fields)
     fresh = tmp_path / "c.safetensors"
     train(fresh, 3)
     with pytest.raises(CheckpointError, match="other exemplars or settings"):
-        train(fresh, 4, cell_rank=2, lr_g=1e-3)
+        train(fresh, 4, **fields, lr_g=1e-3)
+
+
+def test_lattice_inputs_are_a_shifted_lattice_that_tiles_fuses_and_paints_through_a_mask():
+    """The lattice channels are one lattice translated by the image's shift (rolled by whole stage pixels they
+    agree exactly), quantised to whole periods they wrap with the canvas, each stage takes only the frequencies
+    under its Nyquist, and the image with them tiles exactly, fuses and paints per pixel as the plain path."""
+    from core.texture_gan.conditional import build_conditional
+
+    freqs = ((1 / 16, 1 / 16), (1 / 16, -1 / 16), (0.0, 1 / 8), (3 / 16, 1 / 16))
+    cfg = ConditionalGANConfig(n_materials=3, lattice_frequencies=freqs, **{**TINY, "g_channels": (16, 12, 8, 6),
+                                                                           "g_convs": (1, 2, 1, 2)})
+    g, _ = build_conditional(cfg, seed=5)
+    # Stride 8: stage 1 has 4 px pixels (up to 0.1 cycles per px), stage 2 has 2 px pixels (up to 0.2).
+    assert g.lattice_stages == {1: [0, 1], 2: [0, 1, 2, 3]}
+    assert [tuple(p.shape) for p in g.lattice_projections] == [(12, 4), (8, 8)]
+    noise = [torch.zeros(1, *s) for s in g.fine_noise_shapes(8, 6)]
+    still = g.lattice_inputs(noise, torch.zeros(1, 2), quantize_to=(8, 6))
+    moved = g.lattice_inputs(noise, torch.tensor([[6.0, -10.0]]), quantize_to=(8, 6))  # 3 and -5 stage-2 pixels
+    assert torch.allclose(moved[1][:, 1:], still[1][:, 1:].roll((3, -5), dims=(2, 3)), atol=1e-6)
+    assert torch.equal(moved[2], noise[2])  # the last stage takes none
+    channels = still[1][0, 1:]
+    assert torch.allclose(channels.pow(2).mean(dim=(1, 2)), torch.full((8,), 0.5, dtype=channels.dtype), atol=0.05)
+
+    gen = torch.Generator().manual_seed(1)
+    weights = mix_weights(["a", "b", "c"], {"a": 0.4, "c": 0.6})
+    canvas, fine = material_canvas(g, 6, 5, seed=2, weights=weights)
+    assert [f.shape[1] for f in fine] == [5, 9, 1]
+    other = material_canvas(g, 6, 5, seed=3, weights=weights)[1]
+
+    def other_shift(fine):
+        return [f if i == 2 else torch.cat([f[:, :1], o[:, 1:]], 1) for i, (f, o) in enumerate(zip(fine, other))]
+    with torch.no_grad():
+        closed, closed_shifted = g.body(canvas, fine), g.body(canvas, other_shift(fine))
+        for p in g.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen, device="cpu"))
+        plain = g.body(canvas, fine)
+        four = g.body(canvas.repeat(1, 1, 2, 2), [f.repeat(1, 1, 2, 2) for f in fine])
+        g.fused_upsampling = True
+        fused = g.body(canvas, fine)
+        g.fused_upsampling = False
+        painted = g.stage_images(canvas, fine, spatial=True)[-1]
+        shifted = g.body(canvas, other_shift(fine))
+    assert closed.shape == (1, 3, 48, 40) and torch.equal(closed, closed_shifted)  # closed gates: no lattice
+    assert torch.allclose(four, plain.repeat(1, 1, 2, 2), atol=1e-5)
+    assert torch.allclose(fused, plain, atol=1e-5), float((fused - plain).abs().max())
+    assert torch.allclose(painted, plain, atol=1e-5), float((painted - plain).abs().max())
+    assert float((shifted - plain).abs().mean()) > 1e-3  # another seed's shift moves what the lattice draws
+    with pytest.raises(ValueError, match="lattice channels"):
+        g.body(canvas, [f[:, :1] for f in fine])
 
 
 def test_cell_patterns_learn_at_their_own_rate(tmp_path, monkeypatch):
@@ -362,6 +425,36 @@ def test_spectrum_term_joins_a_running_training_and_resumes_bit_identically(tmp_
     assert "exemplar" not in losses  # no VGG19 term asked for
     with pytest.raises(ValueError, match="spectrum_weight"):
         ConditionalGANConfig(n_materials=2, **{**TINY, "spectrum_weight": -1.0})
+
+
+def test_spectrum_focus_gives_the_term_only_to_the_materials_it_weighs(tmp_path, monkeypatch):
+    """``spectrum_focus``: a material weighted 0 never meets the spectrum term (neither its crops nor its
+    whole-exemplar output); the others do, scaled by their weight."""
+    import core.texture_gan.distill as distill
+
+    seen: list[float] = []
+    real = distill.spectrum_loss
+
+    def recording(fake, reference):
+        seen.append(float(reference.mean()))
+        return real(fake, reference)
+    monkeypatch.setattr(distill, "spectrum_loss", recording)
+    # The trainer's references at 32 px (its crops' and whole-exemplar output's size), told apart by their means.
+    exemplars = [torch.from_numpy(e.transpose(2, 0, 1).copy()) for e in _exemplars()]
+    trainer = SimpleNamespace(_exemplar_spectra={}, sampler=SimpleNamespace(exemplars=exemplars))
+    references = [float(r.mean()) for r in distill.MaterialTrainer.exemplar_spectra(trainer, 32)]
+    assert references[0] != references[1]
+    counts = {}
+    for focus in [(1.0, 1.0), (0.0, 2.0), (0.0, 0.0)]:
+        seen.clear()
+        _train_with(tmp_path / f"{focus}.safetensors", 4, spectrum_weight=1.0, spectrum_focus=focus,
+                    exemplar_stats_crop=32)
+        counts[focus] = [seen.count(r) for r in references]
+    assert counts[(1.0, 1.0)][0] >= 4 and counts[(1.0, 1.0)][1] >= 4  # every crop of both materials
+    assert counts[(0.0, 2.0)][0] == 0 and counts[(0.0, 2.0)][1] >= 4
+    assert counts[(0.0, 0.0)] == [0, 0]
+    with pytest.raises(ValueError, match="spectrum_focus"):
+        ConditionalGANConfig(n_materials=2, **{**TINY, "spectrum_focus": (1.0,)})
 
 
 def test_train_from_image_default_recipe_has_the_whole_exemplar_term_fitted_to_the_exemplar(tmp_path):

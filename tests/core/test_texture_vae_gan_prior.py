@@ -285,7 +285,7 @@ def test_rebase_moves_onto_a_generator_trained_further(generator_file, tmp_path)
                     "texture_gan")
     with pytest.raises(CheckpointError, match="architecture or materials"):
         run(other, 5)
-    # The GAN grew cell patterns (conditional.grow_cell_patterns): the encoder follows it onto the grown generator.
+    # The GAN grew cell patterns (conditional.grow_parameters): the encoder follows it onto the grown generator.
     grown_cfg = ConditionalGANConfig(**{**GAN, "cell_rank": 2})
     grown_g, _ = build_conditional(grown_cfg, 3)
     with torch.no_grad():
@@ -299,6 +299,27 @@ def test_rebase_moves_onto_a_generator_trained_further(generator_file, tmp_path)
     assert torch.equal(tensors["decoder.cell_patterns.1"], grown_weights["cell_patterns.1"])
     vae = load_texture_vae(path, "cpu")
     assert vae.config.gan["cell_rank"] == 2  # loads as the grown architecture
+    # Then lattice inputs as well: the encoder follows again, and its decodings draw them (shifted per seed).
+    lattice_cfg = ConditionalGANConfig(**{**GAN, "cell_rank": 2, "lattice_frequencies": ((0.125, 0.125),)})
+    lattice_g, _ = build_conditional(lattice_cfg, 3)
+    with torch.no_grad():
+        lattice_g.lattice_gates[0].bias.add_(2.0)  # open for every material
+    lattice_weights = {**lattice_g.state_dict(), **original}  # unshifted: an image that does not saturate
+    lattice = tmp_path / "lattice.safetensors"
+    save_checkpoint(lattice, lattice_weights, {"architecture": lattice_cfg.architecture(),
+                                               "materials": ["bricks", "wood"], "version": 2, "steps": 13},
+                    "texture_gan")
+    tensors, config = run(lattice, 7)
+    assert config["generator_steps"] == 13 and config["config"]["gan"]["lattice_frequencies"] == [[0.125, 0.125]]
+    assert torch.equal(tensors["decoder.lattice_gates.0.bias"], lattice_weights["lattice_gates.0.bias"])
+    vae = load_texture_vae(path, "cpu")
+    image = _exemplars()[0][:32, :32]
+    varied = vae.vary(image, 0.5, seed=1, width=32, height=32)
+    assert varied.shape == (32, 32, 3) and varied.std() > 0.01  # an image, not a saturated one
+    assert np.array_equal(varied, vae.vary(image, 0.5, seed=1, width=32, height=32))
+    with torch.no_grad():  # the decoder without its lattice draws another image from the same latents
+        vae.net.decoder.lattice_gates[0].bias.zero_()
+    assert not np.allclose(vae.vary(image, 0.5, seed=1, width=32, height=32), varied, atol=1e-3)
 
 
 def test_a_resumed_training_takes_the_new_recipe_but_keeps_its_architecture(generator_file, tmp_path):
