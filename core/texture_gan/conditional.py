@@ -235,10 +235,14 @@ class ConditionalGenerator(Generator):
             yy = (torch.arange(h, dtype=f.dtype, device="cpu") + 0.5) * pixel - 0.5
             xx = (torch.arange(w, dtype=f.dtype, device="cpu") + 0.5) * pixel - 0.5
             t = shift.to("cpu", f.dtype)  # B x 2
-            turns = (f[None, :, 0, None, None] * (yy[None, None, :, None] - t[:, None, 0, None, None])
-                     + f[None, :, 1, None, None] * (xx[None, None, None, :] - t[:, None, 1, None, None]))
-            arg = (turns - torch.round(turns)) * (2 * math.pi)  # in float64, then reduced: exact phases
-            channels = torch.cat([torch.cos(arg), torch.sin(arg)], dim=1).to(noise.device, noise.dtype)
+            # exp(2 pi i f.(p - t)) is a product of one row and one column factor: the phases in float64 (reduced
+            # to a turn, so exact at any size), the per-pixel work one complex multiply.
+            def factor(freq: torch.Tensor, pos: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+                turns = freq[None, :, None] * (pos[None, None, :] - offset[:, None, None])  # B x K x n
+                angle = (turns - torch.round(turns)) * (2 * math.pi)
+                return torch.polar(torch.ones_like(angle), angle).to(torch.complex64)
+            wave = factor(f[:, 0], yy, t[:, 0])[..., :, None] * factor(f[:, 1], xx, t[:, 1])[..., None, :]
+            channels = torch.cat([wave.real, wave.imag], dim=1).to(noise.device, noise.dtype)
             out[i - 1] = torch.cat([noise, channels.expand(b, -1, -1, -1)], dim=1)
         return out
 
