@@ -61,6 +61,28 @@ def exemplar_focus(materials) -> tuple[float, ...]:
     return tuple(EXEMPLAR_FOCUS.get(m[0], 1.0) for m in materials)
 
 
+# Lattice inputs (``ConditionalGANConfig.lattice_frequencies``), grown into this training at step 85,900
+# (2026-12-03, seventeenth session). The fabric's weave is a checker of 16 px blocks whose threads turn 90 degrees
+# from block to block. Its exemplar's amplitude spectrum (256 px crops) has the threads' peak at (0.375, 0)
+# cycles per px and sidebands at (0.375 - 1/32, +-1/32): the block lattice is (1/32, +-1/32), and these are it
+# with its next harmonics, each (fy, fx) in cycles per output pixel. The generator could not place those blocks
+# from any input it had; a fabric-only diagnostic from the 85,900-step state (patch and spectrum terms, 1,500
+# steps) went from a spectrum loss flat at 0.31-0.36 without them to 0.02 with them, blocks in place by eye. With
+# this recipe, 85,900 -> 89,473 steps: fabric's spectrum 111x -> 10.7x its crops' scatter and the blocks in a checker
+# by eye, but every other block still smooth, so its VGG19 ratio is up (3.0 -> 4.2; six-seed score 1.470 -> 1.563):
+# not shipped yet, the training continues (docs/training_notes.md).
+LATTICE_FREQUENCIES = ((1 / 32, 1 / 32), (1 / 32, -1 / 32), (3 / 32, 1 / 32), (3 / 32, -1 / 32), (1 / 32, 3 / 32),
+                       (1 / 32, -3 / 32))
+# The spectrum term (``spectrum_weight``) for the material with a lattice alone (``spectrum_focus``): the VGG19
+# statistics do not see where the blocks repeat, and the term costs irregular materials their crops' scatter.
+LATTICE_RECIPE_SPECTRUM = {"render_fabric": 1.0}
+LATTICE_RECIPE = {"lattice_frequencies": LATTICE_FREQUENCIES, "lattice_lr_scale": 4.0, "spectrum_weight": 2.0}
+
+
+def lattice_recipe(materials) -> dict:
+    return {**LATTICE_RECIPE, "spectrum_focus": tuple(LATTICE_RECIPE_SPECTRUM.get(m[0], 0.0) for m in materials)}
+
+
 def profile_settings(profile: str) -> dict:
     """Recipe sizes per profile: config fields and the distillation's tiles."""
     from core.texture_gan.distill import WHOLE_EXEMPLAR_STATS
@@ -70,16 +92,19 @@ def profile_settings(profile: str) -> dict:
         # ratios, at 47.9k / 50.4k steps) and the finishing phase 2.31 -> 2.23 (47.8k / 50.5k).
         # The whole-exemplar statistics term (one 192 px output a step against its exemplar's VGG19 features) from
         # step 69,160, where 13,000 steps of the finishing phase had left the six-seed score flat (2.11-2.12).
-        return {"config": {"finish_from": 46214, **WHOLE_EXEMPLAR_STATS, "exemplar_focus": exemplar_focus(MATERIALS)},
+        return {"config": {"finish_from": 46214, **WHOLE_EXEMPLAR_STATS, "exemplar_focus": exemplar_focus(MATERIALS),
+                           **lattice_recipe(MATERIALS)},
                 "tiles": 4, "tile_size": 256, "synth_steps": None, "materials": MATERIALS, "exemplar_side": None}
     if profile == "gpu":
-        return {"config": {"crop_size": 192, "batch_size": 18, **WHOLE_EXEMPLAR_STATS, "exemplar_stats_crop": 256},
+        return {"config": {"crop_size": 192, "batch_size": 18, **WHOLE_EXEMPLAR_STATS, "exemplar_stats_crop": 256,
+                           **lattice_recipe(MATERIALS)},  # the CPU state's architecture (it warm-starts from it)
                 "tiles": 24, "tile_size": 384, "synth_steps": None,
                 "materials": MATERIALS, "exemplar_side": None}
     if profile == "tiny":  # seconds: two materials, small exemplars, no VGG
         return {"config": {"g_channels": (16, 8, 4), "g_convs": (1, 1, 1), "d_channels": (8, 16), "local_dim": 4,
                            "global_dim": 4, "periodic_dim": 2, "crop_size": 32, "batch_size": 2,
-                           "stats_loss_weight": 0.0, "adversarial_from": 3},
+                           "stats_loss_weight": 0.0, "adversarial_from": 3,
+                           "lattice_frequencies": LATTICE_FREQUENCIES},  # the path the bundled model takes
                 "tiles": 1, "tile_size": 48, "synth_steps": 2, "materials": MATERIALS[:2],
                 "exemplar_side": 64}
     raise SystemExit(f"gan: unknown profile {profile!r}; known: {', '.join(PROFILES)}")
