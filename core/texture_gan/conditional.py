@@ -229,7 +229,8 @@ class ConditionalGenerator(Generator):
             b, _, h, w = noise.shape
             pixel = self.stride / 2 ** i
             if quantize_to is not None:
-                size = torch.tensor([quantize_to[0] * self.stride, quantize_to[1] * self.stride], dtype=f.dtype)
+                size = torch.tensor([quantize_to[0] * self.stride, quantize_to[1] * self.stride], dtype=f.dtype,
+                                    device="cpu")
                 f = torch.round(f * size) / size
             # Stage pixel j covers output pixels [j p, (j + 1) p): its centre is at (j + 0.5) p - 0.5.
             yy = (torch.arange(h, dtype=f.dtype, device="cpu") + 0.5) * pixel - 0.5
