@@ -117,6 +117,21 @@ def test_fused_inference_equals_the_training_path():
         assert torch.allclose(g.body(canvas, fine).detach(), plain, atol=1e-6)
 
 
+def _image_that_tiles_fuses_and_paints(g, canvas, fine):
+    """``g``'s image of a canvas, checked to wrap exactly (the canvas tiled 2x2 gives the image tiled 2x2) and to
+    equal the fused inference path's and the per-pixel (mask) path's."""
+    plain = g.body(canvas, fine)
+    four = g.body(canvas.repeat(1, 1, 2, 2), [f.repeat(1, 1, 2, 2) for f in fine])
+    g.fused_upsampling = True
+    fused = g.body(canvas, fine)
+    g.fused_upsampling = False
+    painted = g.stage_images(canvas, fine, spatial=True)[-1]
+    assert torch.allclose(four, plain.repeat(1, 1, 2, 2), atol=1e-5)
+    assert torch.allclose(fused, plain, atol=1e-5), float((fused - plain).abs().max())
+    assert torch.allclose(painted, plain, atol=1e-5), float((painted - plain).abs().max())
+    return plain
+
+
 def test_cell_patterns_tile_fuse_follow_the_material_and_paint_through_a_mask():
     """Cell patterns repeat every canvas cell: the image still wraps exactly, the fused inference path and the
     per-pixel (mask) path give the plain path's image, and each material gets its own mix of the patterns."""
@@ -133,12 +148,7 @@ def test_cell_patterns_tile_fuse_follow_the_material_and_paint_through_a_mask():
     with torch.no_grad():
         for p in g.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=gen, device="cpu"))
-        plain = g.body(canvas, fine)
-        four = g.body(canvas.repeat(1, 1, 2, 2), [f.repeat(1, 1, 2, 2) for f in fine])
-        g.fused_upsampling = True
-        fused = g.body(canvas, fine)
-        g.fused_upsampling = False
-        painted = g.stage_images(canvas, fine, spatial=True)[-1]
+        plain = _image_that_tiles_fuses_and_paints(g, canvas, fine)
         saved = [p.clone() for p in g.cell_patterns]
         for p in g.cell_patterns:
             p.zero_()
@@ -147,9 +157,6 @@ def test_cell_patterns_tile_fuse_follow_the_material_and_paint_through_a_mask():
             p.copy_(old)
         other, other_fine = material_canvas(g, 6, 5, seed=2, weights=mix_weights(["a", "b", "c"], "b"))
         gates = [gate(g.condition_of(c)) for gate in g.cell_gates for c in (canvas, other)]
-    assert torch.allclose(four, plain.repeat(1, 1, 2, 2), atol=1e-5)
-    assert torch.allclose(fused, plain, atol=1e-5), float((fused - plain).abs().max())
-    assert torch.allclose(painted, plain, atol=1e-5), float((painted - plain).abs().max())
     assert float((without - plain).abs().mean()) > 1e-3  # the patterns draw something
     assert all(not torch.allclose(a, b) for a, b in zip(gates[::2], gates[1::2]))  # per material
 
@@ -236,17 +243,9 @@ def test_lattice_inputs_are_a_shifted_lattice_that_tiles_fuses_and_paints_throug
         closed, closed_shifted = g.body(canvas, fine), g.body(canvas, other_shift(fine))
         for p in g.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=gen, device="cpu"))
-        plain = g.body(canvas, fine)
-        four = g.body(canvas.repeat(1, 1, 2, 2), [f.repeat(1, 1, 2, 2) for f in fine])
-        g.fused_upsampling = True
-        fused = g.body(canvas, fine)
-        g.fused_upsampling = False
-        painted = g.stage_images(canvas, fine, spatial=True)[-1]
+        plain = _image_that_tiles_fuses_and_paints(g, canvas, fine)
         shifted = g.body(canvas, other_shift(fine))
     assert closed.shape == (1, 3, 48, 40) and torch.equal(closed, closed_shifted)  # closed gates: no lattice
-    assert torch.allclose(four, plain.repeat(1, 1, 2, 2), atol=1e-5)
-    assert torch.allclose(fused, plain, atol=1e-5), float((fused - plain).abs().max())
-    assert torch.allclose(painted, plain, atol=1e-5), float((painted - plain).abs().max())
     assert float((shifted - plain).abs().mean()) > 1e-3  # another seed's shift moves what the lattice draws
     with pytest.raises(ValueError, match="lattice channels"):
         g.body(canvas, [f[:, :1] for f in fine])
