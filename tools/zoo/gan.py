@@ -70,7 +70,8 @@ def exemplar_focus(materials) -> tuple[float, ...]:
 # steps) went from a spectrum loss flat at 0.31-0.36 without them to 0.02 with them, blocks in place by eye. With
 # this recipe, 85,900 -> 89,473 steps: fabric's spectrum 111x -> 10.7x its crops' scatter and the blocks in a checker
 # by eye, but every other block still smooth, so its VGG19 ratio is up (3.0 -> 4.2; six-seed score 1.470 -> 1.563):
-# not shipped yet, the training continues (docs/training_notes.md).
+# at 90,972 steps 3.6 and 1.503, the threads returning: not shipped yet, the training continues
+# (docs/training_notes.md).
 LATTICE_FREQUENCIES = ((1 / 32, 1 / 32), (1 / 32, -1 / 32), (3 / 32, 1 / 32), (3 / 32, -1 / 32), (1 / 32, 3 / 32),
                        (1 / 32, -3 / 32))
 # The spectrum term (``spectrum_weight``) for the material with a lattice alone (``spectrum_focus``): the VGG19
