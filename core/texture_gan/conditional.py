@@ -214,20 +214,20 @@ class ConditionalGenerator(Generator):
             self.lattice_gates = nn.ModuleList([nn.Linear(cfg.global_dim, cfg.g_channels[i])
                                                 for i in self.lattice_stages])
 
-    def lattice_inputs(self, fine: Sequence[torch.Tensor], shift: torch.Tensor,
+    def lattice_inputs(self, fine: Sequence[torch.Tensor], where: torch.Tensor,
                        quantize_to: tuple[int, int] | None = None) -> list[torch.Tensor]:
         """``fine`` (the per-stage noise) with each lattice stage's cos/sin channels appended: the lattice
-        translated by ``shift`` (Bx2, (ty, tx) in output pixels), sampled at the stage's pixel centres. With
-        ``quantize_to=(h, w)`` (the canvas in cells) the frequencies are rounded to whole periods over it, so a
-        tileable canvas stays tileable. Built for the whole canvas, so tiles cut from it agree."""
-        if not self.lattice_stages:
-            return list(fine)
+        translated by ``where`` (Bx2, (ty, tx) as fractions of the canvas: a uniform draw in [0, 1) is a uniform
+        shift), sampled at the stage's pixel centres. With ``quantize_to=(h, w)`` (the canvas in cells) the
+        frequencies are rounded to whole periods over it, so a tileable canvas stays tileable. Built for the whole
+        canvas, so tiles cut from it agree."""
         out = list(fine)
         for i, keep in self.lattice_stages.items():
             f = self.lattice_frequencies[keep]  # K x 2, cycles per output pixel
             noise = fine[i - 1]
             b, _, h, w = noise.shape
             pixel = self.stride / 2 ** i
+            t = where.to("cpu", f.dtype) * torch.tensor([h * pixel, w * pixel], dtype=f.dtype, device="cpu")
             if quantize_to is not None:
                 size = torch.tensor([quantize_to[0] * self.stride, quantize_to[1] * self.stride], dtype=f.dtype,
                                     device="cpu")
@@ -235,7 +235,6 @@ class ConditionalGenerator(Generator):
             # Stage pixel j covers output pixels [j p, (j + 1) p): its centre is at (j + 0.5) p - 0.5.
             yy = (torch.arange(h, dtype=f.dtype, device="cpu") + 0.5) * pixel - 0.5
             xx = (torch.arange(w, dtype=f.dtype, device="cpu") + 0.5) * pixel - 0.5
-            t = shift.to("cpu", f.dtype)  # B x 2
             # exp(2 pi i f.(p - t)) is a product of one row and one column factor: the phases in float64 (reduced
             # to a turn, so exact at any size), the per-pixel work one complex multiply.
             def factor(freq: torch.Tensor, pos: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:

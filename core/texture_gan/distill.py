@@ -287,8 +287,7 @@ class MaterialTrainer(EMAGANTrainer):
         fine = [torch.randn(n, *shape, generator=self.noise_gen, device="cpu")
                 for shape in g.fine_noise_shapes(grid, grid)]
         if g.lattice_stages:  # drawn last: a generator without lattice inputs keeps its random stream
-            shift = torch.rand(n, 2, generator=self.noise_gen, device="cpu") * (grid * self.cfg.stride)
-            fine = g.lattice_inputs(fine, shift)
+            fine = g.lattice_inputs(fine, torch.rand(n, 2, generator=self.noise_gen, device="cpu"))
         return local.to(self.device), phase.to(self.device), [f.to(self.device) for f in fine]
 
     def step(self) -> dict[str, torch.Tensor]:
@@ -296,12 +295,12 @@ class MaterialTrainer(EMAGANTrainer):
         g.train()
         n = cfg.batch_size
         scale = cfg.finish_lr_scale if cfg.finishing(self.steps_done) else 1.0
-        for opt, rate in ((self.opt_g, cfg.lr_g), (self.opt_d, cfg.lr_d)):  # set every step: resumes agree
-            for group in opt.param_groups:
-                group["lr"] = rate * scale
-        own = {"cell": cfg.cell_lr_scale, "lattice": cfg.lattice_lr_scale}  # the grown kinds' own rates
+        # Set every step, so resumes agree; the grown kinds at their own rates.
+        own = {"cell": cfg.cell_lr_scale, "lattice": cfg.lattice_lr_scale}
         for kind, group in zip(self.group_kinds, self.opt_g.param_groups):
             group["lr"] = cfg.lr_g * scale * own.get(kind, 1.0)
+        for group in self.opt_d.param_groups:
+            group["lr"] = cfg.lr_d * scale
         # Labels cycle through the materials from a seeded offset, so every material is seen equally.
         start = int(torch.randint(g.n_materials, (1,), generator=self.data_gen, device="cpu"))
         labels = (torch.arange(n, device="cpu") + start) % g.n_materials
@@ -324,9 +323,9 @@ class MaterialTrainer(EMAGANTrainer):
         if cfg.spectrum_weight:  # every crop of the batch against its material's spectrum at the crop's size
             references = self.exemplar_spectra(fake.shape[-1])
             for i in range(n):
-                if self.spectrum_focus(int(labels[i])):
-                    spectrum = spectrum + self.spectrum_focus(int(labels[i])) * spectrum_loss(
-                        fake[i:i + 1], references[int(labels[i])]) / n
+                focus = self.spectrum_focus(int(labels[i]))
+                if focus:
+                    spectrum = spectrum + focus * spectrum_loss(fake[i:i + 1], references[int(labels[i])]) / n
         if cfg.stats_loss_weight:
             k = max(1, min(n, cfg.stats_samples))  # labels cycle, so every material gets its share
             stats = vgg_sw(self.features, fake[:k], real[:k], self.proj_gen)
@@ -346,9 +345,9 @@ class MaterialTrainer(EMAGANTrainer):
                 whole = exemplar_sw(self.features, big, self.exemplar_features()[int(label[0])], self.proj_gen)
                 loss_g = loss_g + cfg.exemplar_stats_weight * whole
                 losses["exemplar"] = whole.detach()
-            if cfg.spectrum_weight and self.spectrum_focus(int(label[0])):
-                spectrum = spectrum + self.spectrum_focus(int(label[0])) * spectrum_loss(
-                    big, self.exemplar_spectra(big.shape[-1])[int(label[0])])
+            focus = self.spectrum_focus(int(label[0])) if cfg.spectrum_weight else 0.0
+            if focus:
+                spectrum = spectrum + focus * spectrum_loss(big, self.exemplar_spectra(big.shape[-1])[int(label[0])])
         if cfg.spectrum_weight:
             loss_g = loss_g + cfg.spectrum_weight * spectrum
             losses["spectrum"] = spectrum.detach()

@@ -100,6 +100,6 @@ def material_canvas(g: ConditionalGenerator, hn: int, wn: int, seed: int, weight
     canvas = g.build_input(local.to(device), z, phase.to(device), quantize_to=(hn, wn) if tileable else None)
     if g.lattice_stages:
         own = torch.Generator().manual_seed(int(seed) + _LATTICE_SEED_OFFSET)
-        shift = torch.rand(1, 2, generator=own, device="cpu") * torch.tensor([[hn, wn]], device="cpu") * g.stride
-        fine = g.lattice_inputs(fine, shift, quantize_to=(hn, wn) if tileable else None)
+        fine = g.lattice_inputs(fine, torch.rand(1, 2, generator=own, device="cpu"),
+                                quantize_to=(hn, wn) if tileable else None)
     return canvas, fine

@@ -191,8 +191,7 @@ class GANPriorVAENet(nn.Module):
         fine = [torch.randn((n, *shape), generator=gen, device="cpu").to(z.device, local.dtype)
                 for shape in g.fine_noise_shapes(h, w)]
         if g.lattice_stages:  # the GAN's lattice inputs, shifted at random, whole periods
-            shift = torch.rand(n, 2, generator=gen, device="cpu") * torch.tensor([[h, w]], device="cpu") * g.stride
-            fine = g.lattice_inputs(fine, shift, quantize_to=(h, w))
+            fine = g.lattice_inputs(fine, torch.rand(n, 2, generator=gen, device="cpu"), quantize_to=(h, w))
         return torch.cat(parts, 1), fine
 
     def stage_images(self, z: torch.Tensor, seed: int, weights: torch.Tensor | None = None) -> list[torch.Tensor]:

@@ -225,7 +225,8 @@ def test_lattice_inputs_are_a_shifted_lattice_that_tiles_fuses_and_paints_throug
     assert [tuple(p.shape) for p in g.lattice_projections] == [(12, 4), (8, 8)]
     noise = [torch.zeros(1, *s) for s in g.fine_noise_shapes(8, 6)]
     still = g.lattice_inputs(noise, torch.zeros(1, 2), quantize_to=(8, 6))
-    moved = g.lattice_inputs(noise, torch.tensor([[6.0, -10.0]]), quantize_to=(8, 6))  # 3 and -5 stage-2 pixels
+    # (6, -10) output pixels of the 64 x 48 canvas: 3 and -5 stage-2 pixels.
+    moved = g.lattice_inputs(noise, torch.tensor([[6.0 / 64, -10.0 / 48]]), quantize_to=(8, 6))
     assert torch.allclose(moved[1][:, 1:], still[1][:, 1:].roll((3, -5), dims=(2, 3)), atol=1e-6)
     assert torch.equal(moved[2], noise[2])  # the last stage takes none
     channels = still[1][0, 1:]

@@ -42,9 +42,10 @@ MATERIALS = (
 # smooth; rust 1.7 -> 3.0-3.3). The state stayed at 56,119. Their code and tests stay for a next attempt.
 
 
-# The spectrum term (``ConditionalGANConfig.spectrum_weight``) is not in the recipes either: from step 85,900 (2026-12-03)
-# the six-seed score went 1.470 -> 1.507 at weight 0.5 (1,035 steps) and -> 1.953 at weight 2 (1,984 steps), the
-# irregular materials losing most, while fabric's checker did not come (docs/training_notes.md).
+# The spectrum term (``ConditionalGANConfig.spectrum_weight``) for every material was tried and not kept: from step
+# 85,900 (2026-12-03) the six-seed score went 1.470 -> 1.507 at weight 0.5 (1,035 steps) and -> 1.953 at weight 2
+# (1,984 steps), the irregular materials losing most, while fabric's checker did not come (docs/training_notes.md).
+# It is in the recipe for fabric alone, with the lattice inputs (``LATTICE_RECIPE`` below).
 
 
 # The whole-exemplar term's share per material (``ConditionalGANConfig.exemplar_focus``) from step 79,907: three
