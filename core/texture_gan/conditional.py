@@ -33,8 +33,29 @@ from .model import (CircularUpsample, Generator, PixelNorm, TextureGANConfig, _c
                     run_stage)
 
 CONDITIONAL_VERSION = 2
-LATTICE_STAGES = (1, 2)  # the stages that may take lattice inputs (8 and 4 px per pixel at stride 16)
+LATTICE_STAGES = (1, 2)  # the coarse stages that take every lattice frequency they can (8 and 4 px per pixel)
 LATTICE_NYQUIST = 0.4  # a stage takes a frequency up to this many cycles per its pixel (0.5: aliasing)
+
+
+def lattice_stage_frequencies(frequencies: Sequence[Sequence[float]], stride: int, n_stages: int
+                              ) -> dict[int, list[int]]:
+    """Which lattice frequencies (indices) each stage takes. The coarse stages (``LATTICE_STAGES``, never the
+    last) take every one under their Nyquist: a block lattice placed at two scales. A frequency too fine for all
+    of them (a weave's threads, a few px apart) goes to the coarsest finer stage that can carry it, and to that
+    one alone: the full-resolution stages pay for each channel at every output pixel."""
+    def carries(i: int, f: Sequence[float]) -> bool:
+        return max(map(abs, f)) * stride / 2 ** i <= LATTICE_NYQUIST
+    stages: dict[int, list[int]] = {}
+    for i in LATTICE_STAGES:
+        keep = [k for k, f in enumerate(frequencies) if carries(i, f)]
+        if 0 < i < n_stages - 1 and keep:
+            stages[i] = keep
+    coarse = {k for keep in stages.values() for k in keep}
+    for k, f in enumerate(frequencies):
+        finer = [i for i in range(1, n_stages) if (i not in LATTICE_STAGES or i == n_stages - 1) and carries(i, f)]
+        if k not in coarse and finer:
+            stages.setdefault(finer[0], []).append(k)
+    return dict(sorted(stages.items()))
 
 
 @dataclass
@@ -201,12 +222,7 @@ class ConditionalGenerator(Generator):
         # Nyquist with a margin, a projection of their cos/sin channels and a per-material, per-channel gate.
         self.lattice_frequencies = torch.tensor(cfg.lattice_frequencies, dtype=torch.float64,
                                                 device="cpu").reshape(-1, 2)
-        self.lattice_stages: dict[int, list[int]] = {}
-        for i in LATTICE_STAGES:
-            pixel = self.stride / 2 ** i
-            keep = [k for k, f in enumerate(cfg.lattice_frequencies) if max(map(abs, f)) * pixel <= LATTICE_NYQUIST]
-            if 0 < i < len(cfg.g_channels) - 1 and keep:  # never the last stage (its inference path is folded)
-                self.lattice_stages[i] = keep
+        self.lattice_stages = lattice_stage_frequencies(cfg.lattice_frequencies, self.stride, len(cfg.g_channels))
         if self.lattice_stages:
             self.lattice_projections = nn.ParameterList([
                 nn.Parameter(torch.zeros(cfg.g_channels[i], 2 * len(keep), device="cpu"))
@@ -236,14 +252,23 @@ class ConditionalGenerator(Generator):
             yy = (torch.arange(h, dtype=f.dtype, device="cpu") + 0.5) * pixel - 0.5
             xx = (torch.arange(w, dtype=f.dtype, device="cpu") + 0.5) * pixel - 0.5
             # exp(2 pi i f.(p - t)) is a product of one row and one column factor: the phases in float64 (reduced
-            # to a turn, so exact at any size), the per-pixel work one complex multiply.
-            def factor(freq: torch.Tensor, pos: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+            # to a turn, so exact at any size). Its cos and sin are then rank-2 products of the factors' parts, one
+            # small matrix product per image written straight into the stage's input (at 2048^2 no per-pixel
+            # complex tensor, no concatenation).
+            def factor(freq: torch.Tensor, pos: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, ...]:
                 turns = freq[None, :, None] * (pos[None, None, :] - offset[:, None, None])  # B x K x n
                 angle = (turns - torch.round(turns)) * (2 * math.pi)
-                return torch.polar(torch.ones_like(angle), angle).to(torch.complex64)
-            wave = factor(f[:, 0], yy, t[:, 0])[..., :, None] * factor(f[:, 1], xx, t[:, 1])[..., None, :]
-            channels = torch.cat([wave.real, wave.imag], dim=1).to(noise.device, noise.dtype)
-            out[i - 1] = torch.cat([noise, channels.expand(b, -1, -1, -1)], dim=1)
+                return tuple(a.to(noise.device, noise.dtype) for a in (torch.cos(angle), torch.sin(angle)))
+            (ry, iy), (rx, ix) = factor(f[:, 0], yy, t[:, 0]), factor(f[:, 1], xx, t[:, 1])
+            rows = torch.stack([torch.stack([ry, -iy], -1), torch.stack([iy, ry], -1)], 1)  # B x 2 x K x h x 2
+            columns = torch.stack([rx, ix], -2)[:, None]  # B x 1 x K x 2 x w: cos (first K), sin (next K) rows
+            n = noise.shape[1]
+            stage = torch.empty(b, n + 2 * len(keep), h, w, dtype=noise.dtype, device=noise.device)
+            stage[:, :n] = noise
+            for j in range(b):  # one shift for every image, or one each
+                k = j if len(rows) > 1 else 0
+                torch.matmul(rows[k], columns[k], out=stage[j, n:].view(2, len(keep), h, w))
+            out[i - 1] = stage
         return out
 
     def add_lattice(self, i: int, x: torch.Tensor, lattice: torch.Tensor, cond: torch.Tensor,
@@ -252,6 +277,11 @@ class ConditionalGenerator(Generator):
         channel by the material (per pixel with ``cond_map``)."""
         k = list(self.lattice_stages).index(i)
         projection, gate = self.lattice_projections[k].to(x.dtype), self.lattice_gates[k]
+        if cond_map is None and x.shape[0] == 1 and x.is_contiguous() and not (torch.is_grad_enabled()
+                                                                               and x.requires_grad):
+            # Inference on one image: the gates folded into the projection, added in place (2048^2: one pass).
+            folded = projection * gate(cond).to(x.dtype)[0][:, None]
+            return x.add_(F.conv2d(lattice.to(x.dtype), folded[:, :, None, None]))
         term = F.conv2d(lattice.to(x.dtype), projection[:, :, None, None])
         if cond_map is None:
             scale = gate(cond).to(x.dtype)[:, :, None, None]
@@ -354,7 +384,8 @@ class ConditionalGenerator(Generator):
         ``b' = b + W beta`` and ``r`` PixelNorm's scale. Only 3 channels, not the stage's, meet the
         per-pixel arithmetic at 2048^2 (inference; the same numbers as the plain path to float rounding)."""
         i = len(self.stages) - 1
-        s = self.run_stage_at(i, x, cond, None, upto=len(stage) - 1)
+        s = self.run_stage_at(i, x, cond, None, upto=len(stage) - 1, lattice=noise[:, 1:])
+        noise = noise[:, :1]
         gamma, beta = self.film[i](cond)[0].chunk(2)
         head = self.to_rgbs[i]
         w = head.weight[:, :, 0, 0]
@@ -434,13 +465,28 @@ def _canonical(value: Any) -> Any:
     return [_canonical(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
+def _adds_lattice_stages(saved: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether ``now``'s lattice frequencies are ``saved``'s with more after them that only stages finer than all
+    of ``saved``'s take: every lattice parameter the saved model has keeps its shape."""
+    old, new = (_canonical(c.get("lattice_frequencies") or []) for c in (saved, now))
+    if not old or len(new) <= len(old) or new[:len(old)] != old:
+        return False
+    channels = ConditionalGANConfig.from_dict(now).g_channels
+    stride = 2 ** (len(channels) - 1)
+    before = lattice_stage_frequencies(old, stride, len(channels))
+    after = lattice_stage_frequencies(new, stride, len(channels))
+    return {i: after.get(i) for i in before} == before and min(set(after) - set(before), default=0) > max(before)
+
+
 def grows_parameters(saved: dict[str, Any], now: dict[str, Any]) -> bool:
     """Whether architecture ``now`` is ``saved`` (a trained model's) with cell patterns or lattice inputs added
-    and nothing else changed: the architecture changes a training may take up on resume (``grow_parameters``)."""
+    (or finer lattice frequencies added to its own, on stages it has none at) and nothing else changed: the
+    architecture changes a training may take up on resume (``grow_parameters``)."""
     growable = ConditionalGANConfig.GROWABLE_FIELDS
     differ = {k for k in set(saved) | set(now) if _canonical(saved.get(k, growable.get(k)))
               != _canonical(now.get(k, growable.get(k)))}
-    return bool(differ) and all(k in growable and not saved.get(k, growable[k]) and now.get(k) for k in differ)
+    return bool(differ) and all(k in growable and now.get(k) and (not saved.get(k, growable[k]) or (
+        k == "lattice_frequencies" and _adds_lattice_stages(saved, now))) for k in differ)
 
 
 def grow_parameters(weights: dict[str, torch.Tensor], grown: ConditionalGenerator) -> dict[str, torch.Tensor]:

@@ -266,17 +266,28 @@ class MaterialTrainer(EMAGANTrainer):
         discriminator and the random streams are unchanged, so the grown training goes on where it stopped."""
         for name in ("g", "g_ema"):
             state[name] = grow_parameters(state[name], getattr(self, name))
-        groups = state["opt_g"]["param_groups"]
-        named = list(self.g.named_parameters())
-        counts = [sum(parameter_kind(n) == kind for n, _ in named) for kind in self.group_kinds]
-        had = len(groups)
-        if [len(g["params"]) for g in groups] != counts[:had] or \
-                [i for g in groups for i in g["params"]] != list(range(sum(counts[:had]))):
+        # The optimiser's moments are indexed by position over its groups: map them from the saved generator's
+        # parameter order onto the grown one's (a kind may gain parameters between two it had: more lattice
+        # stages), and give each added kind a group of its own.
+        with torch.random.fork_rng(devices=[]):  # only its parameters' names are wanted
+            saved = ConditionalGenerator(ConditionalGANConfig.from_dict(state["config"]))
+        old = [[n for n, _ in saved.named_parameters() if parameter_kind(n) == kind] for kind in PARAMETER_KINDS]
+        old = [names for names in old if names]
+        new = [[n for n, _ in self.g.named_parameters() if parameter_kind(n) == kind] for kind in self.group_kinds]
+        opt = state["opt_g"]
+        groups = opt["param_groups"]
+        if [len(g["params"]) for g in groups] != [len(names) for names in old] or \
+                [i for g in groups for i in g["params"]] != list(range(sum(map(len, old)))):
             raise CheckpointError("the generator's optimiser state does not match its parameters before growing")
-        start = sum(counts[:had])
-        for count in counts[had:]:
-            groups.append({**groups[0], "params": list(range(start, start + count))})
-            start += count
+        position = {n: i for i, n in enumerate(n for names in new for n in names)}
+        moved = [position[n] for names in old for n in names]
+        opt["state"] = {moved[int(i)]: v for i, v in opt["state"].items()}
+        start = 0
+        for k, names in enumerate(new):
+            if k == len(groups):
+                groups.append({**groups[0]})
+            groups[k] = {**groups[k], "params": list(range(start, start + len(names)))}
+            start += len(names)
         state["config"] = {**state.get("config", {}),
                            **{k: self.cfg.to_dict()[k] for k in ConditionalGANConfig.GROWABLE_FIELDS}}
 

@@ -161,12 +161,24 @@ def test_cell_patterns_tile_fuse_follow_the_material_and_paint_through_a_mask():
     assert all(not torch.allclose(a, b) for a, b in zip(gates[::2], gates[1::2]))  # per material
 
 
-# What a resumed training may grow: its fields, its parameters' count (two lattice stages of a 4-stage
-# generator, one of TINY's 3 stages) and a gate that training opens.
+# What a resumed training may grow: the fields it had, the fields it grows, its grown kind's parameter count
+# (TINY has 3 stages: lattice inputs on stage 1; a finer frequency adds the last stage's) and a gate that opens.
+COARSE = ((0.125, 0.125), (0.125, -0.125))
 GROWN = {
-    "cell patterns": ({"cell_rank": 2}, 6, "cell_gates.1.weight"),
-    "lattice inputs": ({"lattice_frequencies": ((0.125, 0.125), (0.125, -0.125))}, 3, "lattice_gates.0.weight"),
+    "cell patterns": ({}, {"cell_rank": 2}, 6, "cell_gates.1.weight"),
+    "lattice inputs": ({}, {"lattice_frequencies": COARSE}, 3, "lattice_gates.0.weight"),
+    "finer lattice frequencies": ({"lattice_frequencies": COARSE},
+                                  {"lattice_frequencies": COARSE + ((0.375, 0.0),)}, 6, "lattice_gates.1.weight"),
 }
+
+
+def _moments_by_name(state: dict, cfg: ConditionalGANConfig) -> dict[str, torch.Tensor]:
+    """The generator's Adam first moments in a training state, by parameter name (groups follow the kinds)."""
+    from core.texture_gan.conditional import PARAMETER_KINDS, ConditionalGenerator, parameter_kind
+
+    named = [n for n, _ in ConditionalGenerator(cfg).named_parameters()]
+    order = [n for kind in PARAMETER_KINDS for n in named if parameter_kind(n) == kind]
+    return {order[int(i)]: v["exp_avg"] for i, v in state["opt_g"]["state"].items()}
 
 
 @pytest.mark.parametrize("kind", list(GROWN))
@@ -176,7 +188,7 @@ def test_a_running_training_grows_and_draws_the_same_until_it_trains_them(tmp_pa
     change is accepted with them."""
     from core.common.checkpoints import CheckpointError, load_training_state
 
-    fields, count, gate = GROWN[kind]
+    had, fields, count, gate = GROWN[kind]
 
     def train(path, steps, **extra):
         cfg = ConditionalGANConfig(n_materials=2, **{**TINY, **extra})
@@ -184,13 +196,18 @@ def test_a_running_training_grows_and_draws_the_same_until_it_trains_them(tmp_pa
 
     old, straight, resumed = tmp_path / "old.safetensors", tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     for path in (old, straight, resumed):
-        train(path, 3)
+        train(path, 3, **had)
     before = TextureGenerator.load(old, "cpu").generate(64, 48, seed=1, material="wood")
+    moments = _moments_by_name(load_training_state(old.with_name("old.train.safetensors")),
+                               ConditionalGANConfig(n_materials=2, **{**TINY, **had}))
     train(old, 3, **fields)  # grown, no step taken
     grown = TextureGenerator.load(old, "cpu")
     assert grown.generator.cfg.architecture() == ConditionalGANConfig(n_materials=2, **{**TINY, **fields}
                                                                       ).architecture()
     assert np.array_equal(grown.generate(64, 48, seed=1, material="wood"), before)
+    # Every parameter it had keeps its optimiser moments, wherever growth put it in the order.
+    now = _moments_by_name(load_training_state(old.with_name("old.train.safetensors")), grown.generator.cfg)
+    assert moments.keys() <= now.keys() and all(torch.equal(now[n], m) for n, m in moments.items())
     train(straight, 6, **fields)
     train(resumed, 4, **fields)
     train(resumed, 6, **fields)
@@ -205,7 +222,7 @@ def test_a_running_training_grows_and_draws_the_same_until_it_trains_them(tmp_pa
     assert [len(g["params"]) for g in groups] == [len(list(grown.generator.parameters())) - count, count]
     assert all(state["config"][k] == ConditionalGANConfig(**fields).to_dict()[k] for k in fields)
     fresh = tmp_path / "c.safetensors"
-    train(fresh, 3)
+    train(fresh, 3, **had)
     with pytest.raises(CheckpointError, match="other exemplars or settings"):
         train(fresh, 4, **fields, lr_g=1e-3)
 
@@ -213,33 +230,35 @@ def test_a_running_training_grows_and_draws_the_same_until_it_trains_them(tmp_pa
 def test_lattice_inputs_are_a_shifted_lattice_that_tiles_fuses_and_paints_through_a_mask():
     """The lattice channels are one lattice translated by the image's shift (rolled by whole stage pixels they
     agree exactly), quantised to whole periods they wrap with the canvas, each stage takes only the frequencies
-    under its Nyquist, and the image with them tiles exactly, fuses and paints per pixel as the plain path."""
+    under its Nyquist (a frequency too fine for them, the coarsest finer stage alone), and the image with them
+    tiles exactly, fuses (the last stage folded with its lattice) and paints per pixel as the plain path."""
     from core.texture_gan.conditional import build_conditional
 
-    freqs = ((1 / 16, 1 / 16), (1 / 16, -1 / 16), (0.0, 1 / 8), (3 / 16, 1 / 16))
+    freqs = ((1 / 16, 1 / 16), (1 / 16, -1 / 16), (0.0, 1 / 8), (3 / 16, 1 / 16), (0.375, 0.0))
     cfg = ConditionalGANConfig(n_materials=3, lattice_frequencies=freqs, **{**TINY, "g_channels": (16, 12, 8, 6),
                                                                            "g_convs": (1, 2, 1, 2)})
     g, _ = build_conditional(cfg, seed=5)
-    # Stride 8: stage 1 has 4 px pixels (up to 0.1 cycles per px), stage 2 has 2 px pixels (up to 0.2).
-    assert g.lattice_stages == {1: [0, 1], 2: [0, 1, 2, 3]}
-    assert [tuple(p.shape) for p in g.lattice_projections] == [(12, 4), (8, 8)]
+    # Stride 8: stage 1 has 4 px pixels (up to 0.1 cycles per px), stage 2 has 2 px pixels (up to 0.2); the
+    # threads-like 0.375 only the last stage can carry.
+    assert g.lattice_stages == {1: [0, 1], 2: [0, 1, 2, 3], 3: [4]}
+    assert [tuple(p.shape) for p in g.lattice_projections] == [(12, 4), (8, 8), (6, 2)]
     noise = [torch.zeros(1, *s) for s in g.fine_noise_shapes(8, 6)]
     still = g.lattice_inputs(noise, torch.zeros(1, 2), quantize_to=(8, 6))
     # (6, -10) output pixels of the 64 x 48 canvas: 3 and -5 stage-2 pixels.
     moved = g.lattice_inputs(noise, torch.tensor([[6.0 / 64, -10.0 / 48]]), quantize_to=(8, 6))
     assert torch.allclose(moved[1][:, 1:], still[1][:, 1:].roll((3, -5), dims=(2, 3)), atol=1e-6)
-    assert torch.equal(moved[2], noise[2])  # the last stage takes none
-    channels = still[1][0, 1:]
-    assert torch.allclose(channels.pow(2).mean(dim=(1, 2)), torch.full((8,), 0.5, dtype=channels.dtype), atol=0.05)
+    assert torch.allclose(moved[2][:, 1:], still[2][:, 1:].roll((6, -10), dims=(2, 3)), atol=1e-6)
+    for channels in (still[1][0, 1:], still[2][0, 1:]):
+        assert torch.allclose(channels.pow(2).mean(dim=(1, 2)), torch.full((len(channels),), 0.5), atol=0.05)
 
     gen = torch.Generator().manual_seed(1)
     weights = mix_weights(["a", "b", "c"], {"a": 0.4, "c": 0.6})
     canvas, fine = material_canvas(g, 6, 5, seed=2, weights=weights)
-    assert [f.shape[1] for f in fine] == [5, 9, 1]
+    assert [f.shape[1] for f in fine] == [5, 9, 3]
     other = material_canvas(g, 6, 5, seed=3, weights=weights)[1]
 
     def other_shift(fine):
-        return [f if i == 2 else torch.cat([f[:, :1], o[:, 1:]], 1) for i, (f, o) in enumerate(zip(fine, other))]
+        return [torch.cat([f[:, :1], o[:, 1:]], 1) for f, o in zip(fine, other)]
     with torch.no_grad():
         closed, closed_shifted = g.body(canvas, fine), g.body(canvas, other_shift(fine))
         for p in g.parameters():
