@@ -73,8 +73,16 @@ def exemplar_focus(materials) -> tuple[float, ...]:
 # by eye, but every other block still smooth, so its VGG19 ratio is up (3.0 -> 4.2; six-seed score 1.470 -> 1.563):
 # at 90,972 steps 3.6 and 1.503, the threads returning: not shipped yet, the training continues
 # (docs/training_notes.md).
-LATTICE_FREQUENCIES = ((1 / 32, 1 / 32), (1 / 32, -1 / 32), (3 / 32, 1 / 32), (3 / 32, -1 / 32), (1 / 32, 3 / 32),
-                       (1 / 32, -3 / 32))
+BLOCK_FREQUENCIES = ((1 / 32, 1 / 32), (1 / 32, -1 / 32), (3 / 32, 1 / 32), (3 / 32, -1 / 32), (1 / 32, 3 / 32),
+                     (1 / 32, -3 / 32))
+# The threads themselves, (0.375, 0) and (0, 0.375) cycles per px (12 per 32 px period), grown at 91,143 steps
+# (eighteenth session): too fine for the coarse stages, they go to the full-resolution stage, whose convolution
+# can then gate horizontal threads into one block and vertical ones into the next instead of drawing them from
+# noise. Two arms from 91,143 to ~94,320 steps, same seeds, with and without them: six seeds 1.493 / 1.502, fabric
+# 2.90 / 3.07, its threads' orientation following the checker 0.465 / 0.424 (the exemplar 0.71): a small gain,
+# within what two arms of one recipe differ by, with their gate still opening (docs/training_notes.md).
+THREAD_FREQUENCIES = ((12 / 32, 0.0), (0.0, 12 / 32))
+LATTICE_FREQUENCIES = BLOCK_FREQUENCIES + THREAD_FREQUENCIES
 # The spectrum term (``spectrum_weight``) for the material with a lattice alone (``spectrum_focus``): the VGG19
 # statistics do not see where the blocks repeat, and the term costs irregular materials their crops' scatter.
 LATTICE_RECIPE_SPECTRUM = {"render_fabric": 1.0}
