@@ -45,15 +45,17 @@ def lattice_stage_frequencies(frequencies: Sequence[Sequence[float]], stride: in
     one alone: the full-resolution stages pay for each channel at every output pixel."""
     def carries(i: int, f: Sequence[float]) -> bool:
         return max(map(abs, f)) * stride / 2 ** i <= LATTICE_NYQUIST
+    coarse_stages = [i for i in LATTICE_STAGES if 0 < i < n_stages - 1]
+    finer_stages = [i for i in range(1, n_stages) if i not in coarse_stages]
     stages: dict[int, list[int]] = {}
-    for i in LATTICE_STAGES:
+    for i in coarse_stages:
         keep = [k for k, f in enumerate(frequencies) if carries(i, f)]
-        if 0 < i < n_stages - 1 and keep:
+        if keep:
             stages[i] = keep
-    coarse = {k for keep in stages.values() for k in keep}
+    taken = {k for keep in stages.values() for k in keep}
     for k, f in enumerate(frequencies):
-        finer = [i for i in range(1, n_stages) if (i not in LATTICE_STAGES or i == n_stages - 1) and carries(i, f)]
-        if k not in coarse and finer:
+        finer = [i for i in finer_stages if carries(i, f)]
+        if k not in taken and finer:
             stages.setdefault(finer[0], []).append(k)
     return dict(sorted(stages.items()))
 
@@ -471,11 +473,11 @@ def _adds_lattice_stages(saved: dict[str, Any], now: dict[str, Any]) -> bool:
     old, new = (_canonical(c.get("lattice_frequencies") or []) for c in (saved, now))
     if not old or len(new) <= len(old) or new[:len(old)] != old:
         return False
-    channels = ConditionalGANConfig.from_dict(now).g_channels
-    stride = 2 ** (len(channels) - 1)
-    before = lattice_stage_frequencies(old, stride, len(channels))
-    after = lattice_stage_frequencies(new, stride, len(channels))
-    return {i: after.get(i) for i in before} == before and min(set(after) - set(before), default=0) > max(before)
+    cfg = ConditionalGANConfig.from_dict(now)
+    before = lattice_stage_frequencies(old, cfg.stride, len(cfg.g_channels))
+    after = lattice_stage_frequencies(new, cfg.stride, len(cfg.g_channels))
+    return {i: after.get(i) for i in before} == before and \
+        min(set(after) - set(before), default=0) > max(before, default=0)
 
 
 def grows_parameters(saved: dict[str, Any], now: dict[str, Any]) -> bool:

@@ -183,9 +183,9 @@ def _moments_by_name(state: dict, cfg: ConditionalGANConfig) -> dict[str, torch.
 
 @pytest.mark.parametrize("kind", list(GROWN))
 def test_a_running_training_grows_and_draws_the_same_until_it_trains_them(tmp_path, kind):
-    """A state saved without cell patterns (or lattice inputs) resumes with them: the grown generator draws
-    exactly the old images, the next steps train them, a grown training resumes bit-identically, and no other
-    change is accepted with them."""
+    """A state saved without cell patterns (or lattice inputs, or finer lattice frequencies) resumes with them:
+    the grown generator draws exactly the old images, the next steps train them, a grown training resumes
+    bit-identically, and no other change is accepted with them."""
     from core.common.checkpoints import CheckpointError, load_training_state
 
     had, fields, count, gate = GROWN[kind]
