@@ -480,26 +480,108 @@ def _adds_lattice_stages(saved: dict[str, Any], now: dict[str, Any]) -> bool:
         min(set(after) - set(before), default=0) > max(before, default=0)
 
 
+def _widens_stages(saved: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether ``now``'s generator stages are ``saved``'s, as many, none narrower and some wider."""
+    old, new = (_canonical(c.get("g_channels") or []) for c in (saved, now))
+    return len(old) == len(new) > 0 and old != new and all(n >= o for o, n in zip(old, new))
+
+
 def grows_parameters(saved: dict[str, Any], now: dict[str, Any]) -> bool:
     """Whether architecture ``now`` is ``saved`` (a trained model's) with cell patterns or lattice inputs added
-    (or finer lattice frequencies added to its own, on stages it has none at) and nothing else changed: the
-    architecture changes a training may take up on resume (``grow_parameters``)."""
+    (or finer lattice frequencies added to its own, on stages it has none at), or some stages widened, and nothing
+    else changed: the architecture changes a training may take up on resume (``grow_parameters``)."""
     growable = ConditionalGANConfig.GROWABLE_FIELDS
+
+    def grows(k: str) -> bool:
+        if k == "g_channels":
+            return _widens_stages(saved, now)
+        return k in growable and bool(now.get(k)) and (not saved.get(k, growable[k]) or (
+            k == "lattice_frequencies" and _adds_lattice_stages(saved, now)))
+
     differ = {k for k in set(saved) | set(now) if _canonical(saved.get(k, growable.get(k)))
               != _canonical(now.get(k, growable.get(k)))}
-    return bool(differ) and all(k in growable and now.get(k) and (not saved.get(k, growable[k]) or (
-        k == "lattice_frequencies" and _adds_lattice_stages(saved, now))) for k in differ)
+    return bool(differ) and all(grows(k) for k in differ)
 
 
-def grow_parameters(weights: dict[str, torch.Tensor], grown: ConditionalGenerator) -> dict[str, torch.Tensor]:
-    """A generator's weights without some grown kinds, completed with ``grown``'s fresh ones (seeded patterns and
-    projections, zero gates): the grown generator draws exactly what the old one drew until training opens the
-    gates."""
+# Where a widened parameter's old values went: (index into the old tensor, index into the new one, the factor
+# they were multiplied by). An optimiser's moments follow them (``MaterialTrainer.grow_parameters``).
+Placement = list[tuple[tuple[slice, ...], tuple[slice, ...], float]]
+
+
+def widen_parameters(weights: dict[str, torch.Tensor], saved: ConditionalGANConfig, grown: ConditionalGenerator
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, Placement]]:
+    """A generator's weights (architecture ``saved``) on ``grown``'s wider stages, drawing the same images, and
+    where each changed parameter's old values went.
+
+    A widened stage's added channels start at exactly zero (their convolution rows, biases, noise gains, FiLM
+    shifts, lattice gates and cell patterns zero), so each PixelNorm's mean square over the wider stage is the old
+    one times ``c / c'``, and the kept channels come out ``k = sqrt(c' / c)`` times larger. Everything that reads
+    them is divided by ``k`` (the next stage's first convolution, the RGB head), and what is added to them after
+    the norm multiplied by ``k`` (noise gains, FiLM shifts), so the image is the old one to float rounding. The
+    weights that read the added channels are ``grown``'s fresh seeded ones: through them the added channels'
+    rows get gradients from the first step (Net2WiderNet's function-preserving widening, Chen et al. 2016, with
+    zeros in place of copies: PixelNorm would not keep copies' sum)."""
+    old_c, new_c = tuple(saved.g_channels), tuple(grown.cfg.g_channels)
+    fresh = grown.state_dict()
+    if old_c == new_c:
+        return dict(weights), {}
+    gain = [math.sqrt(n / o) for o, n in zip(old_c, new_c)]
+    out, placements = dict(weights), {}
+    every = slice(None)
+
+    def put(name: str, parts: Placement, base: str) -> None:
+        """``name`` as ``grown``'s fresh tensor (``base`` "fresh") or zeros, the old values placed by ``parts``."""
+        new = fresh[name].clone() if base == "fresh" else torch.zeros_like(fresh[name])
+        for old_index, new_index, factor in parts:
+            new[new_index] = weights[name][old_index] * factor
+        out[name], placements[name] = new, parts
+
+    lattice_stages = list(lattice_stage_frequencies(saved.lattice_frequencies, saved.stride, len(old_c)))
+    for i, stage in enumerate(grown.stages):
+        co = old_c[i]
+        kept = (slice(0, co),)
+        convs = [j for j, m in enumerate(stage) if isinstance(m, nn.Conv2d)]
+        for n, j in enumerate(convs):
+            ci, scale = ((saved.noise_channels, 1.0) if i == 0 else (old_c[i - 1], 1 / gain[i - 1])) if n == 0 \
+                else (co, 1 / gain[i])
+            weight = fresh[f"stages.{i}.{j}.weight"].clone()
+            weight[co:] = 0  # the added output channels start at zero; their inputs' columns stay fresh
+            weight[:co, :ci] = weights[f"stages.{i}.{j}.weight"] * scale
+            out[f"stages.{i}.{j}.weight"] = weight
+            placements[f"stages.{i}.{j}.weight"] = [((every, every), (slice(0, co), slice(0, ci)), scale)]
+            put(f"stages.{i}.{j}.bias", [(kept, kept, 1.0)], "zeros")
+        if i > 0:
+            put(f"noise_gains.{i - 1}", [((every, every), (every, slice(0, co)), gain[i])], "zeros")
+        for part in ("weight", "bias"):  # FiLM: scales (gamma) as they were, shifts (beta) times k
+            put(f"film.{i}.{part}", [(kept, kept, 1.0), ((slice(co, 2 * co),), (slice(new_c[i], new_c[i] + co),),
+                                                         gain[i])], "zeros")
+        put(f"to_rgbs.{i}.weight", [((every, every), (every, slice(0, co)), 1 / gain[i])], "fresh")
+        if i in lattice_stages:
+            k = lattice_stages.index(i)
+            put(f"lattice_projections.{k}", [(kept, kept, 1.0)], "fresh")
+            for part in ("weight", "bias"):
+                put(f"lattice_gates.{k}.{part}", [(kept, kept, 1.0)], "zeros")
+        if i > 0 and saved.cell_rank:
+            put(f"cell_patterns.{i - 1}", [((every, every), (every, slice(0, co)), 1.0)], "zeros")
+    wrong = [k for k in weights if out[k].shape != fresh[k].shape]
+    if wrong:
+        raise ValueError(f"these weights do not widen onto the grown generator: {', '.join(wrong[:4])}")
+    return out, placements
+
+
+def grow_parameters(weights: dict[str, torch.Tensor], grown: ConditionalGenerator,
+                    saved: ConditionalGANConfig | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Placement]]:
+    """A generator's weights (architecture ``saved``; ``None``: ``grown``'s) without some grown kinds, or with
+    narrower stages, made ``grown``'s: widened stages as ``widen_parameters``, added kinds ``grown``'s fresh ones
+    (seeded patterns and projections, zero gates). The grown generator draws what the old one drew (widened:
+    to float rounding) until training opens the gates and fills the added channels. Also returns where the
+    widened parameters' old values went."""
+    weights, placements = widen_parameters(weights, saved or grown.cfg, grown)
     fresh = grown.state_dict()
     extra = set(fresh) - set(weights)
-    if not extra or not all(is_grown_parameter(k) for k in extra) or set(weights) - set(fresh):
+    if not (extra or placements) or not all(is_grown_parameter(k) for k in extra) or set(weights) - set(fresh):
         raise ValueError("these weights are not the grown generator's without its added parameters")
-    return {**{k: fresh[k] for k in extra}, **weights}
+    return {**{k: fresh[k] for k in extra}, **weights}, placements
 
 
 class MaterialDiscriminator(PatchDiscriminator):

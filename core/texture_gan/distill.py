@@ -207,6 +207,23 @@ def vgg_sw(features: TextureFeatures, fake: torch.Tensor, real: torch.Tensor, ge
     return total / (len(fake_feats) * fake.shape[0])
 
 
+def _widened_moments(moments: dict, placement: list | None, shape: torch.Size) -> dict:
+    """A parameter's Adam moments after ``conditional.widen_parameters`` moved its values (``placement``; None:
+    not moved). A value multiplied by ``f`` has gradients ``1 / f`` times the old: its first moment is divided by
+    ``f``, its second by ``f^2``. The added entries start with no first moment and the tensor's mean second
+    moment, so their first steps are the size of the others' (not the ``1 / sqrt(1 - beta2)`` = 10x of an empty
+    moment this late in a training, whose bias correction is spent)."""
+    if placement is None:
+        return moments
+    first, second = moments["exp_avg"], moments["exp_avg_sq"]
+    wide_first = torch.zeros(shape, dtype=first.dtype, device=first.device)
+    wide_second = torch.full(shape, float(second.mean()), dtype=second.dtype, device=second.device)
+    for old_index, new_index, factor in placement:
+        wide_first[new_index] = first[old_index] / factor
+        wide_second[new_index] = second[old_index] / factor ** 2
+    return {**moments, "exp_avg": wide_first, "exp_avg_sq": wide_second}
+
+
 # --------------------------------------------------------------------------- trainer
 
 class MaterialTrainer(EMAGANTrainer):
@@ -261,16 +278,18 @@ class MaterialTrainer(EMAGANTrainer):
 
     def grow_parameters(self, state: dict) -> None:
         """Turn a saved state of this trainer's generator without some of its grown kinds (cell patterns, lattice
-        inputs) into one with them (in place): the weights gain the fresh seeded parameters and zero gates, and
-        the generator's optimiser gets one new group per added kind (its own rate) with no moments yet. The
-        discriminator and the random streams are unchanged, so the grown training goes on where it stopped."""
+        inputs), or with narrower stages, into one with them (in place): the weights gain the fresh seeded
+        parameters and zero gates (widened: ``conditional.widen_parameters``), and the generator's optimiser gets
+        one new group per added kind (its own rate) with no moments yet. The discriminator and the random streams
+        are unchanged, so the grown training goes on where it stopped."""
+        saved_cfg = ConditionalGANConfig.from_dict(state["config"])
         for name in ("g", "g_ema"):
-            state[name] = grow_parameters(state[name], getattr(self, name))
+            state[name], placements = grow_parameters(state[name], getattr(self, name), saved_cfg)
         # The optimiser's moments are indexed by position over its groups: map them from the saved generator's
         # parameter order onto the grown one's (a kind may gain parameters between two it had: more lattice
         # stages), and give each added kind a group of its own.
         with torch.random.fork_rng(devices=[]):  # only its parameters' names are wanted
-            saved = ConditionalGenerator(ConditionalGANConfig.from_dict(state["config"]))
+            saved = ConditionalGenerator(saved_cfg)
         old = [[n for n, _ in saved.named_parameters() if parameter_kind(n) == kind] for kind in PARAMETER_KINDS]
         old = [names for names in old if names]
         new = [[n for n, _ in self.g.named_parameters() if parameter_kind(n) == kind] for kind in self.group_kinds]
@@ -279,9 +298,11 @@ class MaterialTrainer(EMAGANTrainer):
         if [len(g["params"]) for g in groups] != [len(names) for names in old] or \
                 [i for g in groups for i in g["params"]] != list(range(sum(map(len, old)))):
             raise CheckpointError("the generator's optimiser state does not match its parameters before growing")
+        old_order = [n for names in old for n in names]
         position = {n: i for i, n in enumerate(n for names in new for n in names)}
-        moved = [position[n] for names in old for n in names]
-        opt["state"] = {moved[int(i)]: v for i, v in opt["state"].items()}
+        opt["state"] = {position[old_order[int(i)]]: _widened_moments(v, placements.get(old_order[int(i)]),
+                                                                      state["g"][old_order[int(i)]].shape)
+                        for i, v in opt["state"].items()}
         start = 0
         for k, names in enumerate(new):
             if k == len(groups):
@@ -289,7 +310,7 @@ class MaterialTrainer(EMAGANTrainer):
             groups[k] = {**groups[k], "params": list(range(start, start + len(names)))}
             start += len(names)
         state["config"] = {**state.get("config", {}),
-                           **{k: self.cfg.to_dict()[k] for k in ConditionalGANConfig.GROWABLE_FIELDS}}
+                           **{k: self.cfg.to_dict()[k] for k in ("g_channels", *ConditionalGANConfig.GROWABLE_FIELDS)}}
 
     def _noise(self, labels: torch.Tensor, crop: int | None = None):
         g, n, grid = self.g, labels.shape[0], (crop or self.cfg.crop_size) // self.cfg.stride

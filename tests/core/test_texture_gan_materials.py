@@ -227,6 +227,62 @@ def test_a_running_training_grows_and_draws_the_same_until_it_trains_them(tmp_pa
         train(fresh, 4, **fields, lr_g=1e-3)
 
 
+def test_a_running_training_widens_its_finest_stages_and_draws_the_same_until_it_trains_them(tmp_path):
+    """A state saved with narrower stages (here the last two, with lattice inputs and cell patterns on them)
+    resumes wider: the widened generator draws the old images (to float rounding), every kept value's optimiser
+    moment follows it (divided by the factor its value was multiplied by), the added channels start at zero and
+    fill with training, the widened training resumes bit-identically, and a narrower stage is refused."""
+    from core.common.checkpoints import CheckpointError, load_training_state
+    from core.texture_gan.conditional import PARAMETER_KINDS, ConditionalGenerator, parameter_kind
+
+    had = dict(lattice_frequencies=COARSE + ((0.375, 0.0),), cell_rank=2)
+    wide = (16, 12, 8)  # TINY's (16, 8, 4) with its two finest stages wider
+
+    def train(path, steps, **extra):
+        cfg = ConditionalGANConfig(n_materials=2, **{**TINY, **had, **extra})
+        return train_material_gan(_exemplars(), NAMES, path, steps=steps, config=cfg, seed=3, tiles=0)
+
+    def moments(state, cfg):
+        named = [n for n, _ in ConditionalGenerator(cfg).named_parameters()]
+        order = [n for kind in PARAMETER_KINDS for n in named if parameter_kind(n) == kind]
+        return {order[int(i)]: v for i, v in state["opt_g"]["state"].items()}
+
+    old, straight, resumed = tmp_path / "old.safetensors", tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    for path in (old, straight, resumed):
+        train(path, 4)
+    narrow_cfg = ConditionalGANConfig(n_materials=2, **{**TINY, **had})
+    before = TextureGenerator.load(old, "cpu").generate(64, 48, seed=1, material="wood")
+    had_moments = moments(load_training_state(old.with_name("old.train.safetensors")), narrow_cfg)
+    train(old, 4, g_channels=wide)  # widened, no step taken
+    grown = TextureGenerator.load(old, "cpu")
+    assert grown.generator.cfg.g_channels == wide
+    assert np.abs(grown.generate(64, 48, seed=1, material="wood") - before).max() < 1e-5
+    now = moments(load_training_state(old.with_name("old.train.safetensors")), grown.generator.cfg)
+    assert now.keys() == had_moments.keys()
+    k1, k2 = (12 / 8) ** 0.5, (8 / 4) ** 0.5  # PixelNorm's scale-up of the widened stages' kept channels
+    for name, value in had_moments.items():
+        first, after = value["exp_avg"], now[name]["exp_avg"]
+        if name == "stages.2.1.weight":  # reads stage 1's kept channels (k1 larger: their weights / k1)
+            assert torch.allclose(after[:4, :8], first * k1) and not after[4:].any()
+        elif name == "noise_gains.1":  # stage 2's noise, added after its norm: times k2
+            assert torch.allclose(after[:, :4], first / k2) and not after[:, 4:].any()
+        elif after.shape == first.shape:
+            assert torch.equal(after, first), name
+    train(straight, 8, g_channels=wide)
+    train(resumed, 6, g_channels=wide)
+    train(resumed, 8, g_channels=wide)
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert float(a["stages.2.1.weight"][4:].abs().max()) > 0  # the added channels trained
+    trained = TextureGenerator.load(straight, "cpu")
+    assert np.allclose(trained.generate(160, 96, seed=5, material="wood", tile_size=64),
+                       trained.generate(160, 96, seed=5, material="wood"), atol=1e-5)
+    fresh = tmp_path / "c.safetensors"
+    train(fresh, 3, g_channels=wide)
+    with pytest.raises(CheckpointError, match="other exemplars or settings"):
+        train(fresh, 4, g_channels=(16, 12, 6))
+
+
 def test_lattice_inputs_are_a_shifted_lattice_that_tiles_fuses_and_paints_through_a_mask():
     """The lattice channels are one lattice translated by the image's shift (rolled by whole stage pixels they
     agree exactly), quantised to whole periods they wrap with the canvas, each stage takes only the frequencies
