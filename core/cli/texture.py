@@ -28,7 +28,12 @@ def register(subparsers) -> None:
     train.add_argument("--rotate", action="store_true", help="augment with 90-degree rotations (isotropic textures)")
     train.add_argument("--no-flips", action="store_true", help="do not augment with mirror images")
     train.add_argument("--config", default=None, metavar="JSON",
-                       help="TextureGANConfig fields as a JSON object, e.g. '{\"g_channels\": [64, 32, 16]}'")
+                       help="config fields as a JSON object, e.g. '{\"g_channels\": [64, 32, 16]}' "
+                            "(ConditionalGANConfig for --recipe distilled, TextureGANConfig for spatial)")
+    train.add_argument("--recipe", choices=("distilled", "spatial"), default="distilled",
+                       help="distilled (default, the panel's Train From Image): the materials GAN's recipe, "
+                            "distilled from instant synthesis, each exemplar one material of the model; spatial: "
+                            "the original one-texture GAN on all exemplars pooled (quicker steps, weaker textures)")
     train.set_defaults(func=_train)
 
     gen = commands.add_parser("generate", help="generate a texture with a trained model")
@@ -118,19 +123,27 @@ def _train(args) -> int:
         fields["crop_size"] = args.crop_size
     if args.batch_size is not None:
         fields["batch_size"] = args.batch_size
+    distilled = args.recipe == "distilled"
+    if distilled and (args.rotate or args.no_flips):
+        # The distillation's targets are synthesized tiles and crops as they are: no flips or turns to switch.
+        raise ValueError("--rotate and --no-flips apply to --recipe spatial only")
     if args.rotate:
         fields["augment_rot90"] = True
     if args.no_flips:
         fields["augment_flips"] = False
     try:
-        config = TextureGANConfig.from_dict(fields)
+        if distilled:
+            from ..texture_gan.distill import distilled_config, train_one_material
+            config, trainer = distilled_config(fields or None, len(args.exemplar)), train_one_material
+        else:
+            config, trainer = TextureGANConfig.from_dict(fields), train_texture_gan
     except (TypeError, ValueError) as exc:
         raise ValueError(f"--config: {exc}") from exc
     check_writable_folder(args.out)  # fail now, not at the first checkpoint
-    out = train_texture_gan(args.exemplar, args.out, args.steps, config=config, seed=args.seed,
-                            device=getattr(args, "device", None), progress=ProgressBar("train"),
-                            checkpoint_every=args.checkpoint_every, resume=not args.restart,
-                            cancel=getattr(args, "cancel", None))
+    out = trainer(args.exemplar, args.out, args.steps, config=config, seed=args.seed,
+                  device=getattr(args, "device", None), progress=ProgressBar("train"),
+                  checkpoint_every=args.checkpoint_every, resume=not args.restart,
+                  cancel=getattr(args, "cancel", None))
     print(f"saved {out}")
     return 0
 

@@ -117,11 +117,13 @@ class DivergenceMonitor:
 
 
 class StopSignals:
-    """While entered (in the main thread), SIGTERM and SIGINT only set ``requested``: a time-budgeted training
-    then stops at the end of its step and writes its checkpoint, so ``kill`` loses nothing."""
+    """While entered (in the main thread), SIGTERM and SIGINT only set ``requested`` (and ``signal``, the last
+    one received): a time-budgeted training then stops at the end of its step and writes its checkpoint, so
+    ``kill`` loses nothing."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.signal: int | None = None
         self._previous: dict[int, object] = {}
 
     def __enter__(self):
@@ -136,7 +138,7 @@ class StopSignals:
         self._previous.clear()
 
     def _request(self, signum, frame) -> None:
-        self.requested = True
+        self.requested, self.signal = True, signum
 
 
 def timed_training(step_fn: Callable[[], dict], save: Callable[[int, float, dict], None], step: int,
@@ -168,4 +170,8 @@ def timed_training(step_fn: Callable[[], dict], save: Callable[[int, float, dict
             report(progress, step, total, message, losses)
     seconds = trained_seconds + time.perf_counter() - loop_start
     save(step, seconds, losses)
+    if stop.signal == signal.SIGINT and cancel is not None:
+        # Ctrl-C with a caller that can be cancelled (the CLI, a worker job): it is told, as for its own token.
+        cancel.cancel()
+        raise JobCancelled(f"training cancelled at step {step}; checkpoint saved to {name}")
     return {"steps": step, "seconds": seconds, "losses": losses}

@@ -483,8 +483,9 @@ def train_material_gan(exemplars: Sequence[str | Path | np.ndarray], materials: 
 
 
 
-def distilled_config(fields: dict | None, n_materials: int) -> ConditionalGANConfig | None:
-    """A job's config JSON for the distilled recipe (checked like any config), or None for the defaults."""
+def distilled_config(fields: dict | None, n_materials: int) -> dict | None:
+    """A job's (or ``--config``'s) fields for the distilled recipe, checked like any config and as a whole
+    ``ConditionalGANConfig``; ``train_one_material`` lays them over the recipe's defaults. None: the defaults."""
     if not fields:
         return None
     from ..common.checkpoints import check_config_values
@@ -492,7 +493,8 @@ def distilled_config(fields: dict | None, n_materials: int) -> ConditionalGANCon
     fields = dict(fields)
     if "g_channels" in fields and "g_convs" not in fields:  # one conv per stage unless told
         fields["g_convs"] = [1] * len(fields["g_channels"])
-    return ConditionalGANConfig.from_dict({**fields, "n_materials": n_materials})
+    ConditionalGANConfig.from_dict({**fields, "n_materials": n_materials})  # raises on a bad value now
+    return fields
 
 
 def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: str | Path, steps: int, *,
@@ -500,8 +502,9 @@ def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: s
                        cancel: CancelToken | None = None, checkpoint_every: int = 200, resume: bool = True,
                        tiles: int = 4) -> Path:
     """*Train From Image* with the distillation recipe: each exemplar becomes one material of the model
-    (one exemplar: a one-material model). ``config``: a ``ConditionalGANConfig`` or None (the bundled
-    recipe's architecture, its crop fitted to the smallest exemplar). Signature of ``train_texture_gan``."""
+    (one exemplar: a one-material model). ``config``: a ``ConditionalGANConfig`` (as it is), a dict of fields
+    over the recipe's defaults, or None (the defaults: the bundled recipe's architecture and whole-exemplar term,
+    its crops fitted to the smallest exemplar). Signature of ``train_texture_gan``."""
     from ..common.images import load_image
     from ..common.perception import cache_dir
 
@@ -512,13 +515,15 @@ def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: s
         name = stem or f"material_{i + 1}"
         names.append(name if name not in names else f"{name}_{i + 1}")
     if not isinstance(config, ConditionalGANConfig):
+        fields = dict(config or {})
         arrays, _ = load_exemplars(items, ConditionalGANConfig.max_exemplar_side)
-        base = ConditionalGANConfig(n_materials=len(items))
-        smallest = min(min(a.shape[:2]) for a in arrays)
-        crop = max(2 * base.stride, min(base.crop_size, smallest // base.stride * base.stride))
-        whole = max(crop, min(WHOLE_EXEMPLAR_STATS["exemplar_stats_crop"], smallest // base.stride * base.stride))
-        config = ConditionalGANConfig(n_materials=len(items), crop_size=crop, exemplar_stats_crop=whole,
-                                      exemplar_stats_weight=WHOLE_EXEMPLAR_STATS["exemplar_stats_weight"])
+        base = ConditionalGANConfig.from_dict({**fields, "n_materials": len(items)})
+        smallest = min(min(a.shape[:2]) for a in arrays) // base.stride * base.stride
+        crop = fields.get("crop_size", max(2 * base.stride, min(base.crop_size, smallest)))
+        whole = max(crop, min(WHOLE_EXEMPLAR_STATS["exemplar_stats_crop"], smallest))
+        config = ConditionalGANConfig.from_dict({"crop_size": crop, "exemplar_stats_crop": whole,
+                                                 "exemplar_stats_weight": WHOLE_EXEMPLAR_STATS["exemplar_stats_weight"],
+                                                 **fields, "n_materials": len(items)})
     out = Path(out_path)
     state = training_state_path(out)
     if not resume and state.exists():

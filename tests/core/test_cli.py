@@ -120,6 +120,30 @@ def test_bad_config_is_one_line(tmp_path):
         _one_line_error(proc, needle)
 
 
+def test_train_takes_the_panels_recipe_by_default_each_exemplar_a_material(tmp_path):
+    """``texture train`` trains what *Train From Image* trains (the distilled materials recipe: each exemplar a
+    material, listed by ``texture materials`` and picked by ``generate --material``); ``--recipe spatial`` the
+    original one-texture GAN; flips and turns belong to that recipe alone."""
+    wood = save_image(tmp_path / "oak.png", make_exemplar("wood", 64, seed=0))
+    bricks = save_image(tmp_path / "wall.png", make_exemplar("bricks", 64, seed=0))
+    config = '{"g_channels": [16, 8], "crop_size": 32, "stats_loss_weight": 0, "exemplar_stats_weight": 0}'
+    model = tmp_path / "m.safetensors"
+    proc = _cli("texture", "train", "--exemplar", wood, bricks, "--out", model, "--steps", 2, "--config", config)
+    assert proc.returncode == 0, proc.stderr[-800:]
+    listed = _cli("texture", "materials", "--model", model)
+    assert listed.returncode == 0 and "oak" in listed.stdout and "wall" in listed.stdout, listed.stdout
+    out = tmp_path / "wall.png.out.png"
+    assert _cli("texture", "generate", "--model", model, "--material", "wall", "--width", 64, "--height", 32,
+                "--out", out).returncode == 0 and out.exists()
+    spatial = tmp_path / "s.safetensors"
+    proc = _cli("texture", "train", "--exemplar", wood, "--out", spatial, "--steps", 2, "--config", TINY,
+                "--recipe", "spatial", "--rotate")
+    assert proc.returncode == 0, proc.stderr[-800:]
+    assert not hasattr(load_texture_gan(spatial), "materials")
+    _one_line_error(_cli("texture", "train", "--exemplar", wood, "--out", tmp_path / "x.safetensors", "--steps", 2,
+                         "--rotate"), "--recipe spatial")
+
+
 def test_training_into_an_unwritable_folder_fails_before_any_step(tmp_path):
     from test_worker import _unwritable_folder
 

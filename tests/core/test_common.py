@@ -493,6 +493,38 @@ def test_sigterm_stops_a_timed_training_after_its_step_with_a_checkpoint():
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
 
 
+def test_ctrl_c_stops_a_timed_training_with_a_checkpoint_and_tells_a_caller_that_can_be_cancelled():
+    """Ctrl-C (SIGINT) stops the training after its step with a checkpoint; a caller holding a cancel token (the
+    CLI: exit 130, a worker job) is told it was cancelled, one without (build.py models) gets a normal return."""
+    import os
+    import signal
+    import time
+
+    from core.common.jobs import CancelToken, JobCancelled, timed_training
+
+    def run(cancel):
+        saved, done = [], []
+
+        def step() -> dict:
+            done.append(1)
+            if len(done) == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+            return {"loss": 1.0}
+
+        try:
+            return timed_training(step, lambda s, seconds, losses: saved.append(s), 0, None, 60.0,
+                                  time.perf_counter(), {}, 0.0, checkpoint_minutes=60.0, name="test",
+                                  cancel=cancel), saved
+        except JobCancelled as exc:
+            return exc, saved
+
+    token = CancelToken()
+    cancelled, saved = run(token)
+    assert isinstance(cancelled, JobCancelled) and "step 2" in str(cancelled) and saved == [2] and token.cancelled
+    result, saved = run(None)
+    assert result["steps"] == 2 and saved == [2]
+
+
 def test_lattice_line_share_sees_a_grid_on_the_8_px_lattice_not_a_photos_own_detail():
     photo = np.asarray(Image.open(ROOT / "models" / "content_frames" / "photo_astronaut.jpg").convert("RGB"),
                        np.float32) / 255
