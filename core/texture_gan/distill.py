@@ -210,14 +210,14 @@ def vgg_sw(features: TextureFeatures, fake: torch.Tensor, real: torch.Tensor, ge
 def _widened_moments(moments: dict, placement: list | None, shape: torch.Size) -> dict:
     """A parameter's Adam moments after ``conditional.widen_parameters`` moved its values (``placement``; None:
     not moved). A value multiplied by ``f`` has gradients ``1 / f`` times the old: its first moment is divided by
-    ``f``, its second by ``f^2``. The added entries start with no first moment and the tensor's mean second
-    moment, so their first steps are the size of the others' (not the ``1 / sqrt(1 - beta2)`` = 10x of an empty
-    moment this late in a training, whose bias correction is spent)."""
+    ``f``, its second by ``f^2``. The added entries start with none, as a fresh parameter's: their gradients are
+    far smaller than the kept entries' (they reach the image through fresh weights), and the tensor's mean second
+    moment held them still (grown at 95,906 steps with it, the added rows moved 1e-4 in 300 steps)."""
     if placement is None:
         return moments
     first, second = moments["exp_avg"], moments["exp_avg_sq"]
     wide_first = torch.zeros(shape, dtype=first.dtype, device=first.device)
-    wide_second = torch.full(shape, float(second.mean()), dtype=second.dtype, device=second.device)
+    wide_second = torch.zeros(shape, dtype=second.dtype, device=second.device)
     for old_index, new_index, factor in placement:
         wide_first[new_index] = first[old_index] / factor
         wide_second[new_index] = second[old_index] / factor ** 2
