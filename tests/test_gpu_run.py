@@ -275,3 +275,20 @@ def test_a_run_stopped_midway_leaves_an_archive_of_what_finished_and_no_part_run
     while _processes_mentioning(str(work)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _processes_mentioning(str(work))
+
+
+def test_the_gpu_profiles_of_the_warm_started_trainings_keep_the_committed_states_architecture():
+    """The GPU run warm-starts the materials GAN from the CPU training's committed state: its profile must build
+    the same architecture (a widened or grown CPU recipe that the GPU profile missed would refuse to warm-start
+    in the one slot a session may get)."""
+    from core.common.checkpoints import load_training_state
+    from core.texture_gan.conditional import ConditionalGANConfig, architecture_of
+    from tools.zoo import gan
+
+    n = len(gan.MATERIALS)
+    cpu, gpu = (ConditionalGANConfig(n_materials=n, **gan.profile_settings(p)["config"]).architecture()
+                for p in ("cpu", "gpu"))
+    assert gpu == cpu
+    state = ROOT / "models" / "training" / "gan.train.safetensors"
+    if state.is_file():
+        assert architecture_of(load_training_state(state, "cpu")["config"]) == cpu
