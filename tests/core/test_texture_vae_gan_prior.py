@@ -320,6 +320,19 @@ def test_rebase_moves_onto_a_generator_trained_further(generator_file, tmp_path)
     with torch.no_grad():  # the decoder without its lattice draws another image from the same latents
         vae.net.decoder.lattice_gates[0].bias.zero_()
     assert not np.allclose(vae.vary(image, 0.5, seed=1, width=32, height=32), varied, atol=1e-3)
+    # Then its finest stages widened (conditional.widen_parameters): the encoder follows onto the wider decoder.
+    from core.texture_gan.conditional import grow_parameters
+    wide_cfg = ConditionalGANConfig(**{**GAN, "g_channels": (8, 6, 8), "cell_rank": 2,
+                                       "lattice_frequencies": ((0.125, 0.125),)})
+    wide_g, _ = build_conditional(wide_cfg, 3)
+    wide_weights, _ = grow_parameters(lattice_weights, wide_g, lattice_cfg)
+    wide = tmp_path / "wide.safetensors"
+    save_checkpoint(wide, wide_weights, {"architecture": wide_cfg.architecture(), "materials": ["bricks", "wood"],
+                                         "version": 2, "steps": 15}, "texture_gan")
+    tensors, config = run(wide, 8)
+    assert config["generator_steps"] == 15 and config["config"]["gan"]["g_channels"] == [8, 6, 8]
+    assert torch.equal(tensors["decoder.stages.2.1.weight"], wide_weights["stages.2.1.weight"])
+    assert load_texture_vae(path, "cpu").vary(image, 0.5, seed=1, width=32, height=32).shape == (32, 32, 3)
 
 
 def test_a_resumed_training_takes_the_new_recipe_but_keeps_its_architecture(generator_file, tmp_path):
