@@ -522,9 +522,9 @@ def widen_parameters(weights: dict[str, torch.Tensor], saved: ConditionalGANConf
     rows get gradients from the first step (Net2WiderNet's function-preserving widening, Chen et al. 2016, with
     zeros in place of copies: PixelNorm would not keep copies' sum)."""
     old_c, new_c = tuple(saved.g_channels), tuple(grown.cfg.g_channels)
-    fresh = grown.state_dict()
     if old_c == new_c:
         return dict(weights), {}
+    fresh = grown.state_dict()
     gain = [math.sqrt(n / o) for o, n in zip(old_c, new_c)]
     out, placements = dict(weights), {}
     every = slice(None)
@@ -544,11 +544,8 @@ def widen_parameters(weights: dict[str, torch.Tensor], saved: ConditionalGANConf
         for n, j in enumerate(convs):
             ci, scale = ((saved.noise_channels, 1.0) if i == 0 else (old_c[i - 1], 1 / gain[i - 1])) if n == 0 \
                 else (co, 1 / gain[i])
-            weight = fresh[f"stages.{i}.{j}.weight"].clone()
-            weight[co:] = 0  # the added output channels start at zero; their inputs' columns stay fresh
-            weight[:co, :ci] = weights[f"stages.{i}.{j}.weight"] * scale
-            out[f"stages.{i}.{j}.weight"] = weight
-            placements[f"stages.{i}.{j}.weight"] = [((every, every), (slice(0, co), slice(0, ci)), scale)]
+            put(f"stages.{i}.{j}.weight", [((every, every), (slice(0, co), slice(0, ci)), scale)], "fresh")
+            out[f"stages.{i}.{j}.weight"][co:] = 0  # the added output channels start at zero; their inputs' stay fresh
             put(f"stages.{i}.{j}.bias", [(kept, kept, 1.0)], "zeros")
         if i > 0:
             put(f"noise_gains.{i - 1}", [((every, every), (every, slice(0, co)), gain[i])], "zeros")

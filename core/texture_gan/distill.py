@@ -300,9 +300,11 @@ class MaterialTrainer(EMAGANTrainer):
             raise CheckpointError("the generator's optimiser state does not match its parameters before growing")
         old_order = [n for names in old for n in names]
         position = {n: i for i, n in enumerate(n for names in new for n in names)}
-        opt["state"] = {position[old_order[int(i)]]: _widened_moments(v, placements.get(old_order[int(i)]),
-                                                                      state["g"][old_order[int(i)]].shape)
-                        for i, v in opt["state"].items()}
+        moved = {}
+        for i, moments in opt["state"].items():
+            name = old_order[int(i)]
+            moved[position[name]] = _widened_moments(moments, placements.get(name), state["g"][name].shape)
+        opt["state"] = moved
         start = 0
         for k, names in enumerate(new):
             if k == len(groups):
