@@ -11,10 +11,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NEURAL_TEXTURES_DEVICE", "cpu")
+if os.environ["NEURAL_TEXTURES_DEVICE"].startswith("cuda"):
+    # Resumed trainings must equal straight ones on CUDA too (core/common/device.py make_cuda_deterministic);
+    # set before torch starts cuBLAS, and inherited by the subprocesses the tests start.
+    os.environ.setdefault("NEURAL_TEXTURES_DETERMINISTIC", "1")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
+if os.environ.get("NEURAL_TEXTURES_DETERMINISTIC", "") not in ("", "0"):
+    from core.common.device import make_cuda_deterministic  # noqa: E402
+
+    make_cuda_deterministic()  # also for tests that pass a torch.device past pick_device
 
 # Public-domain paintings inside the repository (provenance in SOURCES.md there): a clone needs nothing beside it.
 STYLES_DIR = ROOT / "data" / "paintings"

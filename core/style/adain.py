@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ..common.checkpoints import (CheckpointError, fingerprint_files, load_checked_model, rng_state,
                                   save_model_and_state, sync_model_with_state)
+from ..common.deterministic import ReflectionPad2d
 from ..common.device import pick_device
 from ..common.images import from_tensor, load_image, to_srgb, to_tensor
 from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, check_cancel, report
@@ -110,7 +111,7 @@ class DecoderConfig:
 
 
 def _conv(c_in: int, c_out: int, relu: bool = True) -> list[nn.Module]:
-    layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(c_in, c_out, 3)]
+    layers: list[nn.Module] = [ReflectionPad2d(1), nn.Conv2d(c_in, c_out, 3)]
     return layers + [nn.ReLU(inplace=True)] if relu else layers
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..common.deterministic import reflect_pad
 from ..common.quality import sliced_wasserstein
 
 STYLE_LOSSES = ("gram", "sliced_wasserstein")
@@ -119,10 +120,10 @@ def phase_locked(x: torch.Tensor, period: int = 8, cells: int = 9) -> torch.Tens
     high-pass's energy).
     """
     p = period
-    low = F.avg_pool2d(F.pad(x, (p // 2, p // 2 - 1, p // 2, p // 2 - 1), mode="reflect"), p, stride=1)
+    low = F.avg_pool2d(reflect_pad(x, (p // 2, p // 2 - 1, p // 2, p // 2 - 1)), p, stride=1)
     phases = F.pixel_unshuffle(x - low, p)
     half = min(cells // 2, min(phases.shape[-2:]) - 1)  # a reflected pad must be shorter than the lattice
-    local = F.avg_pool2d(F.pad(phases, (half,) * 4, mode="reflect"), 2 * half + 1, stride=1)
+    local = F.avg_pool2d(reflect_pad(phases, (half,) * 4), 2 * half + 1, stride=1)
     n, cp, h, w = local.shape
     local = local.view(n, cp // (p * p), p * p, h, w)
     return local - local.mean(dim=2, keepdim=True)

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..common.deterministic import ReflectionPad2d
 from ..common.inference import cpu_inference
 from .fused_convs import runs_space_to_depth, space_to_depth_conv, upsampled_conv
 
@@ -90,7 +91,7 @@ class StatsNorm(nn.Module):
 class ConvLayer(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, norm: bool = True, relu: bool = True,
                  norm_layer=StatsNorm):
-        layers: list[nn.Module] = [nn.ReflectionPad2d(kernel // 2), nn.Conv2d(c_in, c_out, kernel, stride)]
+        layers: list[nn.Module] = [ReflectionPad2d(kernel // 2), nn.Conv2d(c_in, c_out, kernel, stride)]
         if norm:
             layers.append(norm_layer(c_out))
         if relu:

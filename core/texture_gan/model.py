@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..common.deterministic import circular_upsample2x
 from ..common.patchgan import PatchDiscriminator
 from ..common.subpixel import subpixel_kernel
 
@@ -148,8 +149,7 @@ class CircularUpsample(nn.Module):
     reach = 1  # input pixels each side an output pixel depends on
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, (1, 1, 1, 1), mode="circular")
-        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)[:, :, 2:-2, 2:-2]
+        return circular_upsample2x(x)
 
 
 # Low-resolution taps of a 3-tap filter applied after CircularUpsample, per output phase (even, odd rows):

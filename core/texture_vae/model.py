@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..common.deterministic import circular_upsample2x
+
 
 # Training defaults that differ on CUDA (see TextureVAEConfig.for_device).
 CUDA_TRAINING_DEFAULTS = {"batch_size": 32, "crop_size": 128}
@@ -112,9 +114,7 @@ class PeriodicUpsample(nn.Module):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, (1, 1, 1, 1), mode="circular")
-        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-        return x[..., 2:-2, 2:-2]
+        return circular_upsample2x(x)
 
 
 def downsampling_body(chans: list[int], res_blocks: int) -> tuple[nn.Sequential, int]:

@@ -89,8 +89,11 @@ def test_kill_9_during_checkpoint_writes_always_resumes_to_the_uninterrupted_res
     kills = 4
     # Each killed run adds at most 3 checkpoints, so none finishes before its kill.
     total = 3 * kills + 2
+    # On the CPU, as the killed children train (also when the suite runs on CUDA: the first H200 run compared a
+    # CUDA baseline with CPU children)
     baseline = train_texture_gan([make_exemplar("bricks", 64, seed=3)], tmp_path / "straight.safetensors", total,
-                                 config=TextureGANConfig(**GAN_TINY), seed=GAN_SEED, checkpoint_every=1)
+                                 config=TextureGANConfig(**GAN_TINY), seed=GAN_SEED, checkpoint_every=1,
+                                 device="cpu")
     out = tmp_path / "run" / "m.safetensors"
     state = training_state_path(out)
     # Moments inside a checkpoint: during the state write, between the state and the model,

@@ -271,7 +271,7 @@ def test_tiled_matches_untiled_away_from_borders_and_has_no_seams(trained_model)
     col_jump = np.abs(np.diff(tiled, axis=1)).mean(axis=(0, 2))
     assert col_jump[[x - 1 for x in xs]].max() < 2.0 * np.median(col_jump) + 0.01  # measured 0.55-0.73x of it
     # Without shared statistics, per-tile instance norm disagrees much more.
-    x = to_tensor(frame)
+    x = to_tensor(frame).to(next(model.net.parameters()))  # the net's device and dtype (fp16 on CUDA)
     naive = torch.zeros_like(x)
     with torch.no_grad():
         for y0 in range(0, 150, 75):

@@ -193,7 +193,8 @@ def test_worker_job_writes_the_texture(bricks, tmp_path):
     # The layout parameter reaches the synthesizer (the default is quilted).
     sliced = JOB_KINDS["texture_synth.synthesize"](JobContext("s3", {**params, "layout": "sliced"}, tmp_path,
                                                               _Channel(events), CancelToken(), "cpu", _ModelCache()))
-    expected = synthesize(load_rgb(exemplar), 36, 20, seed=2, tileable=True, steps=2, layout="sliced").image
+    expected = synthesize(load_rgb(exemplar), 36, 20, seed=2, tileable=True, steps=2, layout="sliced",
+                          device="cpu").image  # the jobs' device above
     assert np.abs(np.load(sliced["image"]["path"]) - expected).max() < 1e-6
     assert np.abs(data - expected).max() > 0.05
     params["exemplars"] = [str(tmp_path / "missing.png")]

@@ -1,0 +1,63 @@
+"""Layers whose CUDA backward stays deterministic when ``torch.use_deterministic_algorithms`` is on.
+
+Reflection padding's and bilinear upsampling's CUDA backward kernels add with atomics, so two identical
+trainings (a resumed one against a straight one) drift apart in the last bits and then, through Adam, visibly;
+PyTorch has no deterministic kernel for either. Under deterministic algorithms on CUDA (``device.
+make_cuda_deterministic``: the CUDA suite, or ``NEURAL_TEXTURES_DETERMINISTIC=1``) these layers take an
+equivalent path made of gathers and elementwise sums, whose backward PyTorch then runs deterministically.
+Anywhere else (the CPU, whose kernels are deterministic, and normal GPU runs, which want the fast kernels) they
+are the plain PyTorch call. Same parameters and state dicts as the layers they replace.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def deterministic_path(x: torch.Tensor) -> bool:
+    """Whether ``x`` needs the deterministic formulation: on CUDA, under deterministic algorithms, with grad."""
+    return x.is_cuda and torch.are_deterministic_algorithms_enabled() and torch.is_grad_enabled() and x.requires_grad
+
+
+def _reflect_index(n: int, before: int, after: int, device: torch.device) -> torch.Tensor:
+    i = torch.arange(-before, n + after, device=device).abs()
+    return torch.where(i > n - 1, 2 * (n - 1) - i, i)
+
+
+def reflect_pad(x: torch.Tensor, pad: tuple[int, int, int, int], force_gather: bool = False) -> torch.Tensor:
+    """``F.pad(x, pad, mode="reflect")`` for a NCHW tensor; by index_select where ``deterministic_path``."""
+    if not (force_gather or deterministic_path(x)):
+        return F.pad(x, pad, mode="reflect")
+    left, right, top, bottom = pad
+    h, w = x.shape[-2:]
+    if max(left, right) >= w or max(top, bottom) >= h:
+        raise ValueError(f"reflection padding {pad} needs a larger input than {h}x{w}")
+    x = x.index_select(-1, _reflect_index(w, left, right, x.device))
+    return x.index_select(-2, _reflect_index(h, top, bottom, x.device))
+
+
+class ReflectionPad2d(nn.ReflectionPad2d):
+    """``nn.ReflectionPad2d`` that stays deterministic under deterministic algorithms on CUDA."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return reflect_pad(x, tuple(self.padding))
+
+
+def circular_upsample2x(x: torch.Tensor, force_shifts: bool = False) -> torch.Tensor:
+    """x2 bilinear upsampling (``align_corners=False``) that wraps around the edges.
+
+    Each output pixel is 3/4 of its own input pixel and 1/4 of the neighbour on its side: written with rolls
+    where ``deterministic_path`` (or ``force_shifts``), else PyTorch's interpolation of a circularly padded copy.
+    """
+    if not (force_shifts or deterministic_path(x)):
+        x = F.pad(x, (1, 1, 1, 1), mode="circular")
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)[:, :, 2:-2, 2:-2]
+    for dim in (-1, -2):
+        before = 0.75 * x + 0.25 * torch.roll(x, 1, dims=dim)  # output 2i: toward pixel i-1
+        after = 0.75 * x + 0.25 * torch.roll(x, -1, dims=dim)  # output 2i+1: toward pixel i+1
+        # interleave: before, after, before, ... along ``dim``
+        x = torch.stack((before, after), dim=-1).flatten(-2) if dim == -1 else \
+            torch.stack((before, after), dim=-2).flatten(-3, -2)
+    return x
