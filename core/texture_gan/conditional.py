@@ -146,6 +146,9 @@ class ConditionalGANConfig(TextureGANConfig):
                            "g_convs", "cell_rank", "lattice_frequencies")
     SCHEDULE_FIELDS = ("finish_from", "finish_lr_scale", "finish_ema_decay", "cell_lr_scale", "exemplar_stats_weight",
                        "exemplar_stats_crop", "exemplar_focus", "spectrum_weight", "spectrum_focus", "lattice_lr_scale")
+    # The sizes of a step: a GPU run trains bigger batches of bigger crops than the CPU, and either continues the
+    # other's state (the networks are fully convolutional; nothing saved depends on them).
+    SIZE_FIELDS = ("crop_size", "batch_size")
     # Architecture fields a trained model may take up on resume, with the value that means "none".
     GROWABLE_FIELDS = {"cell_rank": 0, "lattice_frequencies": []}
 

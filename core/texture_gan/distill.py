@@ -451,7 +451,7 @@ def train_material_gan(exemplars: Sequence[str | Path | np.ndarray], materials: 
         state = load_training_state(state_path, "cpu")
         # The schedule may change between sessions (a finishing phase added to a running training), and a state
         # saved before it existed has none of its fields.
-        free = _COSMETIC_FIELDS + cfg.SCHEDULE_FIELDS
+        free = _COSMETIC_FIELDS + cfg.SCHEDULE_FIELDS + cfg.SIZE_FIELDS
         # Fields added since the state was saved take their defaults (as when the model file is loaded).
         saved = {k: v for k, v in ConditionalGANConfig.from_dict(state.get("config", {})).to_dict().items()
                  if k not in free} if "n_materials" in state.get("config", {}) else {}

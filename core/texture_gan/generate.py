@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from ..common.checkpoints import CheckpointError, build_checked, load_checkpoint
-from ..common.device import autocast, chunked_randn, free_device_memory, is_out_of_memory, pick_device
+from ..common.device import (autocast, chunked_randn, free_device_memory, host_array, is_out_of_memory,
+                             pick_device)
 from ..common.jobs import check_cancel
 from .model import MODEL_VERSION, Generator, TextureGANConfig
 
@@ -143,7 +144,7 @@ class TextureGenerator:
         CancelToken) is checked between tiles.
         """
         image = self.generate_tensor(width, height, seed, tileable, variation, tile_size, cancel)
-        return np.ascontiguousarray(image[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy(), dtype=np.float32)
+        return host_array(image[0].clamp(0, 1).permute(1, 2, 0))
 
     @torch.no_grad()
     def generate_tensor(self, width: int, height: int, seed: int = 0, tileable: bool = True,

@@ -367,6 +367,22 @@ def test_resume_is_bit_identical(tmp_path):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_a_training_continues_with_other_step_sizes_and_refuses_other_settings(tmp_path):
+    """A GPU run's bigger batches of bigger crops continue a CPU state (and the CPU continues a GPU run's): the
+    sizes of a step may change between sessions; an architecture or loss setting may not."""
+    from core.common.checkpoints import CheckpointError, read_checkpoint_config
+
+    path = tmp_path / "m.safetensors"
+    _train(path, 3)
+    cfg = ConditionalGANConfig(n_materials=2, **{**TINY, "crop_size": 48, "batch_size": 3})
+    result = train_material_gan(_exemplars(), NAMES, path, steps=5, config=cfg, seed=3, tiles=0)
+    assert result["steps"] == 5
+    assert read_checkpoint_config(path)["training_config"]["crop_size"] == 48
+    other = ConditionalGANConfig(n_materials=2, **{**TINY, "stats_loss_weight": 1.0})
+    with pytest.raises(CheckpointError, match="other exemplars or settings"):
+        train_material_gan(_exemplars(), NAMES, path, steps=7, config=other, seed=3, tiles=0)
+
+
 def test_finishing_phase_joins_a_running_training_and_slows_its_steps(tmp_path, monkeypatch):
     """A training started without a finishing phase continues with one (its state is accepted); from
     ``finish_from`` the optimisers run at the scaled rates and the moving average at its longer decay, the same
@@ -518,13 +534,14 @@ def test_spectrum_focus_gives_the_term_only_to_the_materials_it_weighs(tmp_path,
     exemplars = [torch.from_numpy(e.transpose(2, 0, 1).copy()) for e in _exemplars()]
     trainer = SimpleNamespace(_exemplar_spectra={}, sampler=SimpleNamespace(exemplars=exemplars))
     references = [float(r.mean()) for r in distill.MaterialTrainer.exemplar_spectra(trainer, 32)]
-    assert references[0] != references[1]
+    assert abs(references[0] - references[1]) > 1e-3 * abs(references[0])
     counts = {}
     for focus in [(1.0, 1.0), (0.0, 2.0), (0.0, 0.0)]:
         seen.clear()
         _train_with(tmp_path / f"{focus}.safetensors", 4, spectrum_weight=1.0, spectrum_focus=focus,
                     exemplar_stats_crop=32)
-        counts[focus] = [seen.count(r) for r in references]
+        # Matched to float rounding: on CUDA the trainer's references are reduced in another order than here.
+        counts[focus] = [sum(abs(s - r) <= 1e-5 * abs(r) for s in seen) for r in references]
     assert counts[(1.0, 1.0)][0] >= 4 and counts[(1.0, 1.0)][1] >= 4  # every crop of both materials
     assert counts[(0.0, 2.0)][0] == 0 and counts[(0.0, 2.0)][1] >= 4
     assert counts[(0.0, 0.0)] == [0, 0]

@@ -95,21 +95,15 @@ def lattice_recipe(materials) -> dict:
 
 def profile_settings(profile: str) -> dict:
     """Recipe sizes per profile: config fields and the distillation's tiles."""
-    from core.texture_gan.distill import WHOLE_EXEMPLAR_STATS
     if profile == "cpu":
-        # The finishing phase (a quarter of the rates, a ~1,000-step average) from step 46,214: over the next
-        # ~4,300 steps, same evaluation (6 seeds), the full rates went 2.19 -> 2.31 (geometric mean of the
-        # ratios, at 47.9k / 50.4k steps) and the finishing phase 2.31 -> 2.23 (47.8k / 50.5k).
-        # The whole-exemplar statistics term (one 192 px output a step against its exemplar's VGG19 features) from
-        # step 69,160, where 13,000 steps of the finishing phase had left the six-seed score flat (2.11-2.12).
-        return {"config": {"finish_from": 46214, **WHOLE_EXEMPLAR_STATS, "exemplar_focus": exemplar_focus(MATERIALS),
-                           **lattice_recipe(MATERIALS)},
-                "tiles": 4, "tile_size": 256, "synth_steps": None, "materials": MATERIALS, "exemplar_side": None}
+        return {"config": cpu_recipe(), "tiles": 4, "tile_size": 256, "synth_steps": None, "materials": MATERIALS,
+                "exemplar_side": None}
     if profile == "gpu":
-        return {"config": {"crop_size": 192, "batch_size": 18, **WHOLE_EXEMPLAR_STATS, "exemplar_stats_crop": 256,
-                           **lattice_recipe(MATERIALS)},  # the CPU state's architecture (it warm-starts from it)
-                "tiles": 24, "tile_size": 384, "synth_steps": None,
-                "materials": MATERIALS, "exemplar_side": None}
+        # The CPU recipe (it warm-starts from the CPU state, 100k steps into its finishing phase: the full rates
+        # would undo that) with the H200's larger crops and batches. Teacher tiles: 8 of 256 px per material (the
+        # first GPU run's 24 of 384 took most of its 3.6 minutes to synthesize: 210 steps).
+        return {"config": {**cpu_recipe(), "crop_size": 192, "batch_size": 18, "exemplar_stats_crop": 256},
+                "tiles": 8, "tile_size": 256, "synth_steps": None, "materials": MATERIALS, "exemplar_side": None}
     if profile == "tiny":  # seconds: two materials, small exemplars, no VGG
         return {"config": {"g_channels": (16, 8, 4), "g_convs": (1, 1, 1), "d_channels": (8, 16), "local_dim": 4,
                            "global_dim": 4, "periodic_dim": 2, "crop_size": 32, "batch_size": 2,
@@ -118,6 +112,18 @@ def profile_settings(profile: str) -> dict:
                 "tiles": 1, "tile_size": 48, "synth_steps": 2, "materials": MATERIALS[:2],
                 "exemplar_side": 64}
     raise SystemExit(f"gan: unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+
+
+def cpu_recipe() -> dict:
+    """The CPU training's config fields (the committed state's)."""
+    from core.texture_gan.distill import WHOLE_EXEMPLAR_STATS
+    # The finishing phase (a quarter of the rates, a ~1,000-step average) from step 46,214: over the next
+    # ~4,300 steps, same evaluation (6 seeds), the full rates went 2.19 -> 2.31 (geometric mean of the
+    # ratios, at 47.9k / 50.4k steps) and the finishing phase 2.31 -> 2.23 (47.8k / 50.5k).
+    # The whole-exemplar statistics term (one 192 px output a step against its exemplar's VGG19 features) from
+    # step 69,160, where 13,000 steps of the finishing phase had left the six-seed score flat (2.11-2.12).
+    return {"finish_from": 46214, **WHOLE_EXEMPLAR_STATS, "exemplar_focus": exemplar_focus(MATERIALS),
+                **lattice_recipe(MATERIALS)}
 
 
 BUNDLED = "texture_gan/materials.safetensors"  # the bundled float16 copy, under models/ (tools/ship_materials.py)
@@ -171,6 +177,10 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
     settings = profile_settings(profile)
     materials = settings["materials"]
     state_path = _common.writable_state_path(out_dir, "gan")
+    if profile == "gpu" and warm_start is None and not state_path.exists():
+        # A GPU run in a fresh folder continues the CPU-trained state (its weights and step), as the styles do.
+        committed = _common.state_path(MODELS, "gan")
+        warm_start = committed if committed.exists() else None
     cfg = ConditionalGANConfig(n_materials=len(materials), **settings["config"])
     result = train_material_gan(load_materials(materials, settings["exemplar_side"]), [m[0] for m in materials],
                                 model_path(out_dir), max_steps, minutes=minutes, config=cfg, seed=SEED, device=device,
