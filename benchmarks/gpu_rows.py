@@ -237,7 +237,8 @@ def vae_train(device: torch.device, tiny: bool) -> dict:
         return train_texture_vae(exemplars, path, steps, config=config, device=dev, resume=resume,
                                  checkpoint_every=10 ** 9)
 
-    value = _training_steps_per_s(train, device, 3 if tiny else 300, work / "dev.safetensors")
+    # 100 steps: the first H200 run's 300 (at about a GAN step's rate, CPU-bound) outran the row's limit
+    value = _training_steps_per_s(train, device, 3 if tiny else 100, work / "dev.safetensors")
     cpu = (_training_steps_per_s(train, torch.device("cpu"), 3, work / "cpu.safetensors")
            if device.type != "cpu" else None)
     return dict(name=f"texture VAE training (batch {config.batch_size}, crop {config.crop_size})", value=value,

@@ -44,7 +44,8 @@ FAKE_ZOO_MODULE = textwrap.dedent('''
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(state))
         (path.parent / "model.train.safetensors").write_text(json.dumps(state))  # its resume state
-        return {"name": "rehearsal_fake", "label": "Rehearsal fake", "steps": state["steps"], "minutes": minutes}
+        return {"name": "rehearsal_fake", "label": "Rehearsal fake", "steps": state["steps"], "minutes": minutes,
+                "file": str(path.resolve())}  # absolute, as the real modules write it on the GPU machine
 
     def evaluate(model_dir, device="cpu", profile="cpu"):
         path = Path(model_dir) / "rehearsal_fake" / "model.json"
@@ -142,8 +143,10 @@ def test_unpack_puts_the_kept_models_manifest_entries_and_figures_in_place(rehea
     assert installed["steps"] == summary["models"]["rehearsal_fake"]["steps"]
     # with its resume state, so a CPU session continues the kept model instead of the old CPU state
     assert json.loads((root / "models" / "rehearsal_fake" / "model.train.safetensors").read_text()) == installed
-    manifest = {m["name"]: m for m in json.loads((root / "models" / "manifest.json").read_text())["models"]}
-    assert all(m["name"] in manifest for m in before)  # the CPU-trained entries stay
+    written = json.loads((root / "models" / "manifest.json").read_text())
+    assert written["models"] == before  # the bundled models change only through their ship tools
+    manifest = {m["name"]: m for m in written["training"]}  # the trainings' list: a GPU run continues one
+    assert manifest["rehearsal_fake"]["file"] == "rehearsal_fake/model.json"  # under models/, not the GPU's path
     gpu = manifest["rehearsal_fake"]["gpu_run"]
     assert gpu["card"] == summary["machine"]["device_name"] and gpu["steps"] == installed["steps"]
     assert gpu["minutes"] > 0 and gpu["quality"]["score"] < 1.0 and "first one" in gpu["decision"]
@@ -154,7 +157,7 @@ def test_unpack_puts_the_kept_models_manifest_entries_and_figures_in_place(rehea
                            text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert json.loads((root / "models" / "rehearsal_nohook" / "model.json").read_text()) == {"steps": 1}
-    manifest = {m["name"]: m for m in json.loads((root / "models" / "manifest.json").read_text())["models"]}
+    manifest = {m["name"]: m for m in json.loads((root / "models" / "manifest.json").read_text())["training"]}
     assert manifest["rehearsal_nohook"]["gpu_run"]["decision"].startswith("kept by hand")
     figures = (root / "docs" / "gpu_bench.md").read_text()
     for row in summary["bench"]:
@@ -170,7 +173,7 @@ def test_archive_leaves_out_a_group_past_the_cap_and_stays_under_it(tmp_path):
               pack.Group("parts/small", 3, {"parts/small/c.bin": noise["c"]})]
     cap = 5 << 20
     archive = tmp_path / "out.tar.gz"
-    summary = pack.write_archive(archive, groups, {"profile": "test"}, cap=cap)
+    summary = pack.write_archive(archive, groups, {"profile": "test"}, cap=cap, continuations=0)
     assert archive.stat().st_size <= cap
     assert summary["archive_groups"] == ["report", "models/kept", "parts/small"]  # lower rank first, then what fits
     assert len(summary["dropped"]) == 1 and summary["dropped"][0].startswith("models/other:")
@@ -178,6 +181,30 @@ def test_archive_leaves_out_a_group_past_the_cap_and_stays_under_it(tmp_path):
     assert extracted["dropped"] == summary["dropped"]
     assert (tmp_path / "x" / "models" / "kept" / "files" / "a.bin").read_bytes() == noise["a"]
     assert not (tmp_path / "x" / "models" / "other").exists()
+
+
+def test_a_group_past_the_first_archives_room_goes_into_a_continuation_and_unpacks_with_it(tmp_path):
+    """The first GPU run dropped a kept model (6.5 MiB) because two others had filled the 16 MiB: the device
+    tool brings back 8 files, so what does not fit the first archive goes into the next one beside it."""
+    noise = {name: os.urandom(size) for name, size in (("a", 3 << 20), ("b", 3 << 20), ("c", 6 << 20))}
+    groups = [pack.Group("report", 0, {"summary.txt": b"figures " * 1000}),
+              pack.Group("models/a", 1, {"models/a/files/a.bin": noise["a"]}),
+              pack.Group("models/b", 1, {"models/b/files/b.bin": noise["b"]}),
+              pack.Group("parts/huge", 3, {"parts/huge/c.bin": noise["c"]})]
+    cap = 5 << 20
+    archive = tmp_path / "gpu_run.tar.gz"
+    summary = pack.write_archive(archive, groups, {"profile": "test"}, cap=cap, continuations=1)
+    assert summary["archive_files"] == {"report": "gpu_run.tar.gz", "models/a": "gpu_run.tar.gz",
+                                        "models/b": "gpu_run.1.tar.gz"}
+    assert [d.split(":")[0] for d in summary["dropped"]] == ["parts/huge"]  # fits neither: dropped
+    assert all(p.stat().st_size <= cap for p in (archive, tmp_path / "gpu_run.1.tar.gz"))
+    extracted = pack.extract(archive, tmp_path / "x")
+    assert extracted["archive_files"] == summary["archive_files"]
+    for name in "ab":
+        assert (tmp_path / "x" / "models" / name / "files" / f"{name}.bin").read_bytes() == noise[name]
+    # A later pack that needs no continuation removes the stale one, so an unpack never mixes two packs.
+    pack.write_archive(archive, groups[:2], {"profile": "test"}, cap=cap, continuations=1)
+    assert not (tmp_path / "gpu_run.1.tar.gz").exists()
 
 
 def test_a_bench_row_that_hangs_is_killed_and_the_rows_after_it_still_run(tmp_path):

@@ -2,7 +2,9 @@
 
 Items are grouped (a part's files, one model's checkpoints) and ranked: the summary, logs and bench rows first,
 then the kept models, then the other candidates, then other parts' files. A group that would push the archive
-past the cap is left out whole and named in the summary's ``dropped`` list, so the archive never exceeds it.
+past the cap goes whole into a continuation archive beside it (``gpu_run.1.tar.gz``, ...: the device tool brings
+back 8 files of 16 MiB each); one that fits none is left out and named in the summary's ``dropped`` list, so no
+archive ever exceeds the cap. Kept models' resume states are compacted before packing (as committed states are).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 
 MIB = 1 << 20
 CAP_BYTES = 16 * MIB  # the device tool returns files of at most 16 MiB
+# ... and at most 8 files: the archive, these continuations, summary.txt and console.log, with room to spare
+CONTINUATIONS = 3
 LOG_TAIL_BYTES = 256 * 1024
 _MARGIN = 64 * 1024  # tar headers and gzip framing beyond the per-file estimate
 _ESTIMATES: dict[tuple[str, int, int], int] = {}
@@ -56,37 +60,63 @@ def folder_files(folder: Path, prefix: str, skip_suffixes: tuple[str, ...] = ())
             if p.is_file() and not p.name.endswith(skip_suffixes)}
 
 
-def write_archive(path: Path, groups: list[Group], summary: dict, cap: int = CAP_BYTES) -> dict:
+def continuation_path(path: Path, index: int) -> Path:
+    """The ``index``-th (1-based) archive beside ``path`` that holds what the first could not: gpu_run.1.tar.gz."""
+    stem = path.name.removesuffix(".tar.gz")
+    return path.with_name(f"{stem}.{index}.tar.gz")
+
+
+def write_archive(path: Path, groups: list[Group], summary: dict, cap: int = CAP_BYTES,
+                  continuations: int = CONTINUATIONS) -> dict:
     """Write ``path`` (tar.gz) with as many groups as fit under ``cap``, in rank order; ``summary.json`` (with
-    the ``dropped`` notes) goes first. Returns the summary as written. Atomic: a kill leaves the last archive."""
+    the ``dropped`` notes) goes first. A group that does not fit goes into the first of up to ``continuations``
+    further archives beside it (``continuation_path``) with room, so a kept model is never left out while the
+    device tool could bring back another file; one too big for any is dropped. Returns the summary as written.
+    Atomic per file: a kill leaves each archive as it last was."""
     ordered = sorted(groups, key=lambda g: g.rank)
     forced: list[str] = []
     while True:
-        kept, dropped, used = [], list(forced), _MARGIN + 8192  # room for summary.json itself
+        bins: list[list[Group]] = [[] for _ in range(1 + continuations)]
+        used = [_MARGIN + 8192] + [_MARGIN] * continuations  # the first holds summary.json too
+        dropped = list(forced)
         for group in ordered:
             size = sum(_estimate(item) for item in group.files.values())
-            if used + size > cap:
+            room = [i for i in range(len(bins)) if used[i] + size <= cap and (i == 0 or group.rank > 0)]
+            if not room:
                 dropped.append(f"{group.name}: {size / MIB:.1f} MiB compressed would pass the archive's "
                                f"{cap / MIB:.0f} MiB cap; left out")
                 continue
-            kept.append(group)
-            used += size
-        summary = dict(summary, dropped=dropped, archive_groups=[g.name for g in kept])
+            bins[room[0]].append(group)
+            used[room[0]] += size
+        files = {g.name: (path if i == 0 else continuation_path(path, i)).name
+                 for i, b in enumerate(bins) for g in b}
+        summary = dict(summary, dropped=dropped, archive_groups=[g.name for g in bins[0]], archive_files=files)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
-            _add_bytes(tar, "summary.json", json.dumps(summary, indent=2, default=str).encode())
-            for group in kept:
-                for name, item in group.files.items():
-                    if isinstance(item, bytes):
-                        _add_bytes(tar, name, item)
-                    elif item.is_file():
-                        tar.add(str(item), arcname=name, recursive=False)
-        if tmp.stat().st_size <= cap or not kept or all(g.rank == 0 for g in kept):
-            os.replace(tmp, path)
+        over = None
+        for i, groups_in in enumerate(bins):
+            target = path if i == 0 else continuation_path(path, i)
+            if i and not groups_in:
+                target.unlink(missing_ok=True)  # a continuation an earlier pack wrote and this one does not need
+                continue
+            tmp = target.with_name(target.name + ".tmp")
+            with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
+                if i == 0:
+                    _add_bytes(tar, "summary.json", json.dumps(summary, indent=2, default=str).encode())
+                for group in groups_in:
+                    for name, item in group.files.items():
+                        if isinstance(item, bytes):
+                            _add_bytes(tar, name, item)
+                        elif item.is_file():
+                            tar.add(str(item), arcname=name, recursive=False)
+            if tmp.stat().st_size > cap and any(g.rank > 0 for g in groups_in):
+                over = over or [g for g in groups_in if g.rank > 0]
+                tmp.unlink()
+                continue
+            os.replace(tmp, target)
+        if over is None:
             return summary
-        # The estimate was short: leave out the lowest-ranked, largest group kept and try again.
-        worst = max((g for g in kept if g.rank > 0), key=lambda g: (g.rank, sum(map(_estimate, g.files.values()))))
+        # The estimate was short: leave out the lowest-ranked, largest group of an archive over the cap; again.
+        worst = max(over, key=lambda g: (g.rank, sum(map(_estimate, g.files.values()))))
         ordered = [g for g in ordered if g is not worst]
         forced.append(f"{worst.name}: left out after the archive came out over the {cap / MIB:.0f} MiB cap")
 
@@ -99,17 +129,25 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def extract(archive: Path, dest: Path) -> dict:
-    """Safe extraction (no absolute paths, no '..', no links out); returns summary.json."""
-    with tarfile.open(archive, "r:gz") as tar:
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(dest, filter="data")
-        else:  # Python without extraction filters: check every name ourselves
-            for member in tar.getmembers():
-                target = (dest / member.name).resolve()
-                if not str(target).startswith(str(dest.resolve())) or not (member.isfile() or member.isdir()):
-                    raise ValueError(f"unsafe archive member {member.name!r}")
-            tar.extractall(dest)
-    return json.loads((dest / "summary.json").read_text())
+    """Safe extraction (no absolute paths, no '..', no links out) of the archive and its continuations beside
+    it; returns summary.json."""
+    summary = None
+    for index in range(CONTINUATIONS + 1):
+        path = archive if index == 0 else continuation_path(archive, index)
+        if index and not path.is_file():
+            continue
+        with tarfile.open(path, "r:gz") as tar:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest, filter="data")
+            else:  # Python without extraction filters: check every name ourselves
+                for member in tar.getmembers():
+                    target = (dest / member.name).resolve()
+                    if not str(target).startswith(str(dest.resolve())) or not (member.isfile() or member.isdir()):
+                        raise ValueError(f"unsafe archive member {member.name!r}")
+                tar.extractall(dest)
+        if index == 0:  # read now: a continuation must not replace the run's summary
+            summary = json.loads((dest / "summary.json").read_text())
+    return summary
 
 
 # --------------------------------------------------------------------------- unpacking into the repository
@@ -126,7 +164,10 @@ def unpack(archive: Path, root: Path, keep: list[str] | tuple[str, ...] = ()) ->
         card = summary.get("machine", {}).get("device_name", "?")
         manifest_path = root / "models" / "manifest.json"
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": []}
-        by_name = {m.get("name"): m for m in manifest["models"]}
+        # A GPU-trained model continues its training (models/training/...): it joins the manifest's training
+        # list; the bundled models (the "models" list) change only through their ship tools, which measure it
+        # against the bundled one (tools/ship_materials.py, tools/eval_fast_styles.py --ship).
+        by_name = {m.get("name"): m for m in manifest.setdefault("training", [])}
         for name, model in sorted(summary.get("models", {}).items()):
             files = src / "models" / name / "files"
             if name in keep and not model.get("kept"):
@@ -140,23 +181,32 @@ def unpack(archive: Path, root: Path, keep: list[str] | tuple[str, ...] = ()) ->
             if not files.is_dir():
                 done.append(f"{name}: kept, but its files are not in the archive (see 'dropped')")
                 continue
+            installed = []
             for path in sorted(p for p in files.rglob("*") if p.is_file()):
                 target = root / "models" / path.relative_to(files)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target)
+                installed.append(path.relative_to(files))
                 done.append(f"{name}: models/{path.relative_to(files).as_posix()}")
             entry = dict(model.get("entry") or {})
             entry.setdefault("name", name)
+            for key in ("file", "thumbnail"):  # the GPU machine's absolute paths: the installed files, under models/
+                if isinstance(entry.get(key), str) and Path(entry[key]).is_absolute():
+                    same = [rel.as_posix() for rel in installed if rel.name == Path(entry[key]).name]
+                    if same:
+                        entry[key] = same[0]
+                    else:
+                        entry.pop(key)
             entry["gpu_run"] = {"card": card, "date": summary.get("date"), "minutes": model.get("minutes"),
                                 "steps": model.get("steps", entry.get("steps")), "profile": summary.get("profile"),
                                 "quality": model.get("gpu_quality"), "cpu_trained_quality": model.get("cpu_quality"),
                                 "decision": model.get("reason")}
             by_name[entry["name"]] = {**by_name.get(entry["name"], {}), **entry}
-        manifest["models"] = list(by_name.values())
+        manifest["training"] = list(by_name.values())
         manifest_path.parent.mkdir(parents=True, exist_ok=True)
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
         done.append(f"models/manifest.json: {sum(1 for m in summary.get('models', {}).values() if m.get('kept'))} "
-                    "entries from the GPU run")
+                    "entries from the GPU run in its training list (ship a model with its ship tool)")
         docs = root / "docs"
         docs.mkdir(parents=True, exist_ok=True)
         (docs / "gpu_bench.md").write_text(bench_markdown(summary))
