@@ -265,15 +265,50 @@ def missed(row: dict) -> bool:
 
 
 def profile_call(call: Callable[[], object], device: torch.device, rows: int = 8) -> str:
-    """The top operators of one call by device time (CPU time on the CPU): where a missed target's time goes."""
+    """The top operators of one call by device time (CPU time on the CPU): where a missed target's time goes.
+    Then the host's side: the operators by host time with the project's source lines that call them, since the
+    first H200 run found the trainings host-bound (thousands of small copies a step) without saying from where."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, with_stack=True) as prof:
         call()
         _sync(device)
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"  # torch >= 2.4
-    return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=48)
+    text = prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=48)
+    return text + "\n\nHost side, by the source lines that call each operator:\n" + host_callers(prof, rows)
+
+
+def host_callers(prof, rows: int = 8) -> str:
+    """The operators with the most host time, each with the lines of this repository's code that call them (the
+    innermost ``core/`` or ``tools/`` frame among the profiler's Python parents),
+    so a host-bound row names the lines to batch or fuse."""
+    import re
+    from collections import defaultdict
+
+    ours = re.compile(r"^(?:.*/)?((?:core|tools)/[\w/]+\.py\(\d+\): \w+)")
+    by_line: dict[tuple[str, str], list] = defaultdict(lambda: [0, 0.0])
+    totals: dict[str, float] = defaultdict(float)
+    for event in prof.events():
+        if event.device_type.name != "CPU" or not event.name.startswith("aten::"):
+            continue
+        totals[event.name] += event.self_cpu_time_total
+        where, parent = "the backward pass, or code outside core/ and tools/", event.cpu_parent
+        while parent is not None:
+            match = ours.match(parent.name)
+            if match:
+                where = match.group(1)
+                break
+            parent = parent.cpu_parent
+        entry = by_line[(event.name, where)]
+        entry[0] += 1
+        entry[1] += event.self_cpu_time_total
+    lines = []
+    for name, total in sorted(totals.items(), key=lambda kv: -kv[1])[:rows]:
+        lines.append(f"{name}: {total / 1e3:.1f} ms host, {sum(v[0] for k, v in by_line.items() if k[0] == name)} calls")
+        callers = sorted(((k[1], v) for k, v in by_line.items() if k[0] == name), key=lambda kv: -kv[1][1])[:4]
+        lines += [f"    {where}: {n} calls, {t / 1e3:.1f} ms" for where, (n, t) in callers]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
