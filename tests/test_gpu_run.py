@@ -319,3 +319,17 @@ def test_the_gpu_profiles_of_the_warm_started_trainings_keep_the_committed_state
     state = ROOT / "models" / "training" / "gan.train.safetensors"
     if state.is_file():
         assert architecture_of(load_training_state(state, "cpu")["config"]) == cpu
+
+
+def test_a_later_cpu_record_of_a_training_keeps_its_gpu_history(tmp_path):
+    """A CPU session's record of a training the GPU run continued keeps the entry's ``gpu_run`` block (the
+    twentieth session's VAE training lost it on its next CPU record)."""
+    from tools.model_zoo import _update_manifest
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"models": [{"name": "bundled"}],
+                                    "training": [{"name": "vae", "steps": 2, "gpu_run": {"card": "H200"}}]}))
+    _update_manifest(manifest, {"name": "vae", "steps": 5}, section="training")
+    written = json.loads(manifest.read_text())
+    assert written["training"] == [{"name": "vae", "steps": 5, "gpu_run": {"card": "H200"}}]
+    assert written["models"] == [{"name": "bundled"}]

@@ -114,6 +114,9 @@ def _update_manifest(manifest_path: Path, entry: dict, section: str = "models") 
             if other in current:
                 current[other] = [m for m in current[other] if m["name"] != entry["name"]]
         merged = {m["name"]: m for m in current.get(section, [])}
+        previous = merged.get(entry["name"], {})
+        if "gpu_run" in previous and "gpu_run" not in entry:  # history: a lent GPU continued this model once
+            entry = {**entry, "gpu_run": previous["gpu_run"]}
         merged[entry["name"]] = entry
         order = [r.name for r in recipes()]
         current[section] = sorted(merged.values(), key=lambda m: order.index(m["name"]) if m["name"] in order else 99)
