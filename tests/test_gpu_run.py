@@ -165,12 +165,18 @@ def test_unpack_puts_the_kept_models_manifest_entries_and_figures_in_place(rehea
     assert "| rehearsal_fake | ok |" in figures
 
 
+def _report_and_noise(*specs: tuple[str, int, str, int]) -> tuple[list[pack.Group], dict[str, bytes]]:
+    """A report group and one group of incompressible bytes per (group, rank, file, MiB); the bytes by file stem."""
+    noise = {file: os.urandom(mib << 20) for _, _, file, mib in specs}
+    groups = [pack.Group("report", 0, {"summary.txt": b"figures " * 1000})]
+    groups += [pack.Group(group, rank, {f"{group}/{'files/' if group.startswith('models') else ''}{file}": noise[file]})
+               for group, rank, file, _ in specs]
+    return groups, {file.split(".")[0]: data for file, data in noise.items()}
+
+
 def test_archive_leaves_out_a_group_past_the_cap_and_stays_under_it(tmp_path):
-    noise = {name: os.urandom(size) for name, size in (("a", 3 << 20), ("b", 3 << 20), ("c", 1 << 20))}
-    groups = [pack.Group("report", 0, {"summary.txt": b"figures " * 1000}),
-              pack.Group("models/kept", 1, {"models/kept/files/a.bin": noise["a"]}),
-              pack.Group("models/other", 2, {"models/other/files/b.bin": noise["b"]}),
-              pack.Group("parts/small", 3, {"parts/small/c.bin": noise["c"]})]
+    groups, noise = _report_and_noise(("models/kept", 1, "a.bin", 3), ("models/other", 2, "b.bin", 3),
+                                      ("parts/small", 3, "c.bin", 1))
     cap = 5 << 20
     archive = tmp_path / "out.tar.gz"
     summary = pack.write_archive(archive, groups, {"profile": "test"}, cap=cap, continuations=0)
@@ -186,11 +192,8 @@ def test_archive_leaves_out_a_group_past_the_cap_and_stays_under_it(tmp_path):
 def test_a_group_past_the_first_archives_room_goes_into_a_continuation_and_unpacks_with_it(tmp_path):
     """The first GPU run dropped a kept model (6.5 MiB) because two others had filled the 16 MiB: the device
     tool brings back 8 files, so what does not fit the first archive goes into the next one beside it."""
-    noise = {name: os.urandom(size) for name, size in (("a", 3 << 20), ("b", 3 << 20), ("c", 6 << 20))}
-    groups = [pack.Group("report", 0, {"summary.txt": b"figures " * 1000}),
-              pack.Group("models/a", 1, {"models/a/files/a.bin": noise["a"]}),
-              pack.Group("models/b", 1, {"models/b/files/b.bin": noise["b"]}),
-              pack.Group("parts/huge", 3, {"parts/huge/c.bin": noise["c"]})]
+    groups, noise = _report_and_noise(("models/a", 1, "a.bin", 3), ("models/b", 1, "b.bin", 3),
+                                      ("parts/huge", 3, "c.bin", 6))
     cap = 5 << 20
     archive = tmp_path / "gpu_run.tar.gz"
     summary = pack.write_archive(archive, groups, {"profile": "test"}, cap=cap, continuations=1)
