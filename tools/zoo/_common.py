@@ -102,10 +102,14 @@ def start_style_run(profile: str, profiles: tuple, device: str, out_dir: Path, s
     if profile != "gpu" and device == "cpu":
         torch.set_num_threads(int(os.environ.get("NEURAL_TRAIN_THREADS", "1")))
     model_path, state = training_paths(out_dir, stem)
-    if profile == "gpu" and warm_start is None and not state.exists():
-        cpu_state = training_paths(MODELS, stem)[1]
-        warm_start = cpu_state if cpu_state.exists() else None
-    return model_path, state, warm_start
+    return model_path, state, gpu_warm_start(profile, warm_start, state, training_paths(MODELS, stem)[1])
+
+
+def gpu_warm_start(profile: str, warm_start: Path | None, state: Path, committed: Path) -> Path | None:
+    """The warm start of a training: a GPU run in a fresh folder, given none, continues the committed CPU state."""
+    if profile == "gpu" and warm_start is None and not state.exists() and committed.exists():
+        return committed
+    return warm_start
 
 
 def budget_entry(summary: dict) -> dict:

@@ -123,7 +123,7 @@ def cpu_recipe() -> dict:
     # The whole-exemplar statistics term (one 192 px output a step against its exemplar's VGG19 features) from
     # step 69,160, where 13,000 steps of the finishing phase had left the six-seed score flat (2.11-2.12).
     return {"finish_from": 46214, **WHOLE_EXEMPLAR_STATS, "exemplar_focus": exemplar_focus(MATERIALS),
-                **lattice_recipe(MATERIALS)}
+            **lattice_recipe(MATERIALS)}
 
 
 BUNDLED = "texture_gan/materials.safetensors"  # the bundled float16 copy, under models/ (tools/ship_materials.py)
@@ -177,10 +177,7 @@ def train(minutes: float, device: str = "cpu", profile: str = "cpu", out_dir: Pa
     settings = profile_settings(profile)
     materials = settings["materials"]
     state_path = _common.writable_state_path(out_dir, "gan")
-    if profile == "gpu" and warm_start is None and not state_path.exists():
-        # A GPU run in a fresh folder continues the CPU-trained state (its weights and step), as the styles do.
-        committed = _common.state_path(MODELS, "gan")
-        warm_start = committed if committed.exists() else None
+    warm_start = _common.gpu_warm_start(profile, warm_start, state_path, _common.state_path(MODELS, "gan"))
     cfg = ConditionalGANConfig(n_materials=len(materials), **settings["config"])
     result = train_material_gan(load_materials(materials, settings["exemplar_side"]), [m[0] for m in materials],
                                 model_path(out_dir), max_steps, minutes=minutes, config=cfg, seed=SEED, device=device,
