@@ -46,6 +46,9 @@ def pick_device(preference: str | torch.device | None = None) -> torch.device:
     raise ValueError(f"Unknown device {preference!r}; expected one of {', '.join(DEVICE_CHOICES)}")
 
 
+DETERMINISTIC_ENV = "NEURAL_TEXTURES_DETERMINISTIC"
+
+
 def enable_fast_cuda_math() -> None:
     """TF32 tensor cores for fp32 matmuls and convolutions (10-bit mantissa products,
     fp32 sums): several times faster on Ampere and later, well inside what these
@@ -55,9 +58,6 @@ def enable_fast_cuda_math() -> None:
     torch.backends.cudnn.allow_tf32 = True
     if os.environ.get(DETERMINISTIC_ENV, "") not in ("", "0"):
         make_cuda_deterministic()
-
-
-DETERMINISTIC_ENV = "NEURAL_TEXTURES_DETERMINISTIC"
 
 
 def make_cuda_deterministic() -> None:
