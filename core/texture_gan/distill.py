@@ -33,10 +33,10 @@ import torch.nn.functional as F
 
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
                                   sync_model_with_state)
-from ..common.device import pick_device
+from ..common.device import adam, pick_device
 from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from ..common.perception import TextureFeatures
-from ..common.quality import sliced_wasserstein
+from ..common.quality import sliced_wasserstein, sliced_wasserstein_per_sample
 from .conditional import CONDITIONAL_VERSION, ConditionalGANConfig, ConditionalGenerator, architecture_of, \
     PARAMETER_KINDS, build_conditional, grow_parameters, grows_parameters, parameter_kind, stage_downscale
 from .generate import KIND
@@ -119,10 +119,11 @@ class TargetSampler:
 # --------------------------------------------------------------------------- losses
 
 def patch_sw(fake: torch.Tensor, real: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Sliced Wasserstein between the raw PATCHxPATCH pixel patches of two 1x3xHxW images."""
-    pf = F.unfold(fake, PATCH)[:, :, :, None]  # 1 x 3*P*P x L x 1: patches as feature vectors
+    """Per sample, the sliced Wasserstein between the raw PATCHxPATCH pixel patches of two Nx3xHxW batches
+    (an N-vector)."""
+    pf = F.unfold(fake, PATCH)[:, :, :, None]  # N x 3*P*P x L x 1: patches as feature vectors
     pr = F.unfold(real, PATCH)[:, :, :, None]
-    return sliced_wasserstein(pf, pr, PROJECTIONS, gen)
+    return sliced_wasserstein_per_sample(pf, pr, PROJECTIONS, gen)
 
 
 EXEMPLAR_FEATURE_SAMPLES = 1 << 14  # per layer: plenty for the quantiles of 1-D projections
@@ -194,6 +195,13 @@ def spectrum_loss(fake: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return (amplitude_spectrum(fake)[0] - reference).pow(2).mean() / (reference.pow(2).mean() + 1e-12)
 
 
+def spectrum_losses(fakes: torch.Tensor, references: torch.Tensor, weights: list[float]) -> torch.Tensor:
+    """``sum(weights[i] * spectrum_loss(fakes[i:i+1], references[i]))`` in one pass over the batch."""
+    each = ((amplitude_spectrum(fakes) - references).pow(2).flatten(1).mean(1)
+            / (references.pow(2).flatten(1).mean(1) + 1e-12))
+    return (each * torch.tensor(weights, dtype=each.dtype, device=each.device)).sum()
+
+
 def vgg_sw(features: TextureFeatures, fake: torch.Tensor, real: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Per-sample, per-layer normalised sliced Wasserstein of VGG19 features (the batch mixes materials)."""
     with torch.no_grad():
@@ -201,9 +209,8 @@ def vgg_sw(features: TextureFeatures, fake: torch.Tensor, real: torch.Tensor, ge
     fake_feats = features(fake)
     total = fake.new_zeros(())
     for ff, fr in zip(fake_feats, real_feats):
-        for i in range(fake.shape[0]):
-            energy = fr[i].pow(2).mean() + 1e-8
-            total = total + sliced_wasserstein(ff[i:i + 1], fr[i:i + 1], PROJECTIONS, gen) / energy
+        energy = fr.flatten(1).pow(2).mean(1) + 1e-8
+        total = total + (sliced_wasserstein_per_sample(ff, fr, PROJECTIONS, gen) / energy).sum()
     return total / (len(fake_feats) * fake.shape[0])
 
 
@@ -244,9 +251,9 @@ class MaterialTrainer(EMAGANTrainer):
         named = list(self.g.named_parameters())
         groups = {kind: [p for n, p in named if parameter_kind(n) == kind] for kind in PARAMETER_KINDS}
         self.group_kinds = [kind for kind in PARAMETER_KINDS if groups[kind]]
-        self.opt_g = torch.optim.Adam([{"params": groups[kind]} for kind in self.group_kinds], lr=cfg.lr_g,
+        self.opt_g = adam([{"params": groups[kind]} for kind in self.group_kinds], device, lr=cfg.lr_g,
                                       betas=(0.5, 0.99))
-        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr_d, betas=(0.5, 0.99))
+        self.opt_d = adam(self.d.parameters(), device, lr=cfg.lr_d, betas=(0.5, 0.99))
         self.features = features if features is not None else (TextureFeatures(device) if cfg.stats_loss_weight
                                                                or cfg.exemplar_stats_weight
                                                                else None)
@@ -337,9 +344,9 @@ class MaterialTrainer(EMAGANTrainer):
             group["lr"] = cfg.lr_d * scale
         # Labels cycle through the materials from a seeded offset, so every material is seen equally.
         start = int(torch.randint(g.n_materials, (1,), generator=self.data_gen, device="cpu"))
-        labels = (torch.arange(n, device="cpu") + start) % g.n_materials
-        real = torch.stack([self.sampler.sample(int(k)) for k in labels]).to(self.device)
-        labels = labels.to(self.device)
+        chosen = ((torch.arange(n, device="cpu") + start) % g.n_materials).tolist()  # host ints: no device reads
+        real = torch.stack([self.sampler.sample(k) for k in chosen]).to(self.device)
+        labels = torch.tensor(chosen, device=self.device)
         local, phase, fine = self._noise(labels)
         canvas = g.build_input(local, g.embedding[labels], phase)
         stages = g.stage_images(canvas, fine)
@@ -348,18 +355,18 @@ class MaterialTrainer(EMAGANTrainer):
         targets = stage_downscale(real, len(stages))
         patch = fake.new_zeros(())
         for img, tgt in zip(stages, targets):
-            for i in range(n):
-                patch = patch + patch_sw(img[i:i + 1], tgt[i:i + 1], self.proj_gen)
+            patch = patch + patch_sw(img, tgt, self.proj_gen).sum()
         patch = patch / (n * len(stages))
         loss_g = cfg.patch_loss_weight * patch
         losses["patch"] = patch.detach()
         spectrum = fake.new_zeros(())
         if cfg.spectrum_weight:  # every crop of the batch against its material's spectrum at the crop's size
             references = self.exemplar_spectra(fake.shape[-1])
-            for i in range(n):
-                focus = self.spectrum_focus(int(labels[i]))
-                if focus:
-                    spectrum = spectrum + focus * spectrum_loss(fake[i:i + 1], references[int(labels[i])]) / n
+            weighed = [(i, self.spectrum_focus(k)) for i, k in enumerate(chosen) if self.spectrum_focus(k)]
+            if weighed:
+                rows = [i for i, _ in weighed]
+                spectrum = spectrum + spectrum_losses(fake[rows], torch.stack([references[chosen[i]] for i in rows]),
+                                                      [f for _, f in weighed]) / n
         if cfg.stats_loss_weight:
             k = max(1, min(n, cfg.stats_samples))  # labels cycle, so every material gets its share
             stats = vgg_sw(self.features, fake[:k], real[:k], self.proj_gen)
@@ -370,18 +377,19 @@ class MaterialTrainer(EMAGANTrainer):
             # exemplar (the bench's scale): its VGG19 statistics and its spectrum.
             if cfg.exemplar_focus:
                 focus = torch.tensor(cfg.exemplar_focus, dtype=torch.float64, device="cpu")
-                label = torch.multinomial(focus, 1, generator=self.data_gen).to(self.device)
+                first = int(torch.multinomial(focus, 1, generator=self.data_gen))
             else:
-                label = labels[:1]
+                first = chosen[0]
+            label = torch.tensor([first], device=self.device)
             local, phase, fine = self._noise(label, cfg.exemplar_stats_crop)
             big = g.stage_images(g.build_input(local, g.embedding[label], phase), fine, final_only=True)[-1]
             if cfg.exemplar_stats_weight:
-                whole = exemplar_sw(self.features, big, self.exemplar_features()[int(label[0])], self.proj_gen)
+                whole = exemplar_sw(self.features, big, self.exemplar_features()[first], self.proj_gen)
                 loss_g = loss_g + cfg.exemplar_stats_weight * whole
                 losses["exemplar"] = whole.detach()
-            focus = self.spectrum_focus(int(label[0])) if cfg.spectrum_weight else 0.0
+            focus = self.spectrum_focus(first) if cfg.spectrum_weight else 0.0
             if focus:
-                spectrum = spectrum + focus * spectrum_loss(big, self.exemplar_spectra(big.shape[-1])[int(label[0])])
+                spectrum = spectrum + focus * spectrum_loss(big, self.exemplar_spectra(big.shape[-1])[first])
         if cfg.spectrum_weight:
             loss_g = loss_g + cfg.spectrum_weight * spectrum
             losses["spectrum"] = spectrum.detach()

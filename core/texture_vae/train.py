@@ -30,11 +30,11 @@ import torch
 from ..common.checkpoints import (
     fingerprint_arrays, load_training_state, save_model_and_state, sync_model_with_state,
 )
-from ..common.device import autocast, pick_device, seeded_generator
+from ..common.device import adam, autocast, pick_device, seeded_generator
 from ..common.images import ImageError, from_tensor, load_rgb
 from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, check_cancel, report
 from ..common.perception import TextureFeatures
-from ..common.quality import feature_net, sliced_wasserstein
+from ..common.quality import feature_net, sliced_wasserstein_per_sample
 from .model import TextureVAEConfig, TextureVAENet, kl_divergence
 from .ops import KIND, check_rgb, variation_scale
 
@@ -102,8 +102,7 @@ def _stats_loss(net_f, output: torch.Tensor, target_feats: list[torch.Tensor], g
     total = output.new_zeros(())
     for fo, ft in zip(out_feats, target_feats):
         scale = ft.pow(2).mean() + 1e-8 if getattr(net_f, "normalize", False) else 1.0
-        for i in range(output.shape[0]):
-            total = total + sliced_wasserstein(fo[i: i + 1], ft[i: i + 1], STATS_PROJECTIONS, gen) / scale
+        total = total + sliced_wasserstein_per_sample(fo, ft, STATS_PROJECTIONS, gen).sum() / scale
     return total / (output.shape[0] * len(out_feats))
 
 
@@ -122,7 +121,7 @@ class VAETrainer:
         self.net.to(device)
         if device.type == "cuda":  # NHWC convolutions: the tensor-core layout
             self.net.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+        self.optimizer = adam(self.net.parameters(), device, lr=cfg.lr, betas=(0.9, 0.99))
         self.data_gen = seeded_generator(seed, "cpu")
         self.noise_gen = seeded_generator(seed + 1, "cpu")
         self.proj_gen = seeded_generator(seed + 2, "cpu")

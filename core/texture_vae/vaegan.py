@@ -29,12 +29,12 @@ import torch.nn.functional as F
 
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
                                   sync_model_with_state)
-from ..common.device import pick_device
+from ..common.device import adam, pick_device
 from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from ..common.patchgan import PatchDiscriminator
 from .model import TextureVAEConfig, kl_divergence
 from .ops import KIND, variation_scale
-from ..common.quality import sliced_wasserstein
+from ..common.quality import sliced_wasserstein_per_sample
 from .train import STATS_PROJECTIONS, VAETrainer, load_exemplars, training_state_path
 
 PERCEPTUAL_LAYERS = 4  # relu1_1..relu4_1 of the texture features (relu5_1 is too coarse for 64 px crops)
@@ -72,8 +72,7 @@ def _feature_sw(feats: list[torch.Tensor], target_feats: list[torch.Tensor], gen
     total = feats[0].new_zeros(())
     for fo, ft in zip(feats, target_feats):
         scale = ft.pow(2).mean() + 1e-8 if getattr(net_f, "normalize", False) else 1.0
-        for i in range(fo.shape[0]):
-            total = total + sliced_wasserstein(fo[i:i + 1], ft[i:i + 1], STATS_PROJECTIONS, gen) / scale
+        total = total + sliced_wasserstein_per_sample(fo, ft, STATS_PROJECTIONS, gen).sum() / scale
     return total / (fo.shape[0] * len(feats))
 
 
@@ -85,7 +84,7 @@ class VAEGANTrainer(VAETrainer):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 7)
             self.d = PatchDiscriminator(cfg.d_channels).to(device)
-        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr_d, betas=(0.5, 0.99))
+        self.opt_d = adam(self.d.parameters(), device, lr=cfg.lr_d, betas=(0.5, 0.99))
         self.steps_done = 0
 
     def step(self, step: int | None = None, steps: int | None = None) -> dict[str, torch.Tensor]:

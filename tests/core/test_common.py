@@ -217,6 +217,27 @@ def test_stats_distance_is_differentiable():
 
 
 
+@pytest.mark.parametrize("sizes", [(12, 12), (12, 9)])  # equal sample counts, and quantile matching
+def test_per_sample_sliced_wasserstein_equals_the_per_sample_loop(sizes):
+    """The batched per-sample distance: the loop's values and gradients, and the same draws from its
+    generator (a training that switches keeps its random stream)."""
+    gen = torch.Generator().manual_seed(11)
+    a = torch.randn(4, 6, sizes[0], sizes[0], generator=gen).requires_grad_()
+    b = torch.randn(4, 6, sizes[1], sizes[1], generator=gen) * 2 + 1
+    gen_loop, gen_batch = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    loop = torch.stack([quality.sliced_wasserstein(a[i:i + 1], b[i:i + 1], 16, gen_loop) for i in range(4)])
+    batched = quality.sliced_wasserstein_per_sample(a, b, 16, gen_batch)
+    assert batched.shape == (4,) and float(batched.detach().min()) > 0.1
+    assert torch.allclose(batched, loop, rtol=1e-5)
+    assert torch.equal(gen_loop.get_state(), gen_batch.get_state())
+    weights = torch.arange(1.0, 5.0)
+    grad_loop, = torch.autograd.grad((loop * weights).sum(), a)
+    grad_batched, = torch.autograd.grad((batched * weights).sum(), a)
+    assert torch.allclose(grad_batched, grad_loop, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="matching batches"):
+        quality.sliced_wasserstein_per_sample(a, b[:3], 16, gen_batch)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_sort_rows_matches_torch_sort_values_and_gradients(dtype):
     gen = torch.Generator().manual_seed(3)
@@ -539,3 +560,30 @@ def test_lattice_line_share_sees_a_grid_on_the_8_px_lattice_not_a_photos_own_det
         # a crop that does not start on the lattice, any size: the same figure within a fifth
         assert quality.lattice_line_share(frame[3:, 5:]) == pytest.approx(c, rel=0.2)
     assert quality.lattice_line_share(np.full((64, 64, 3), 0.5, np.float32)) == 0.0
+
+
+def test_adam_is_fused_on_cuda_and_its_state_continues_on_any_device():
+    """``device.adam``: the fused kernels on CUDA (checked here with the CPU's fused kernels, which take the same
+    state dict), the usual Adam elsewhere; a state saved by one continues in the other."""
+    from core.common.device import adam
+
+    def run(opt_device, steps, state=None):
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(8, 5))
+        opt = adam([w], opt_device, lr=0.05, betas=(0.5, 0.99))
+        if state is not None:
+            w.data.copy_(state[0])
+            opt.load_state_dict(state[1])
+        x = torch.linspace(-1, 1, 40).reshape(8, 5)
+        for _ in range(steps):
+            opt.zero_grad()
+            ((w - x) ** 3).abs().sum().backward()
+            opt.step()
+        return w.detach().clone(), opt.state_dict(), opt.defaults["fused"]
+
+    assert run("cuda", 0)[2] is True and not run("cpu", 0)[2]
+    straight = run("cpu", 6)[0]
+    halfway = run("cuda", 3)
+    assert not torch.allclose(halfway[0], straight, atol=1e-3)
+    assert torch.allclose(run("cpu", 3, halfway[:2])[0], straight, atol=1e-5)
+    assert torch.allclose(run("cuda", 3, run("cpu", 3)[:2])[0], straight, atol=1e-5)

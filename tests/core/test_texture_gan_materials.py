@@ -508,6 +508,21 @@ def test_spectrum_loss_sees_periods_not_their_phase():
         exemplar_spectrum(_stripes(8, side=48), 64, torch.Generator())
 
 
+def test_batched_spectrum_losses_equal_the_weighted_per_crop_losses():
+    from core.texture_gan.distill import spectrum_loss, spectrum_losses
+
+    gen = torch.Generator().manual_seed(5)
+    fakes = torch.rand(3, 3, 32, 32, generator=gen).requires_grad_()
+    references = torch.rand(3, 3, 32, 17, generator=gen) + 0.1
+    weights = [1.0, 0.0, 2.5]
+    loop = sum(w * spectrum_loss(fakes[i:i + 1], references[i]) for i, w in enumerate(weights))
+    batched = spectrum_losses(fakes, references, weights)
+    assert float(loop) > 0 and torch.allclose(batched, loop, rtol=1e-5)
+    grad_loop, = torch.autograd.grad(loop, fakes)
+    grad_batched, = torch.autograd.grad(batched, fakes)
+    assert torch.allclose(grad_batched, grad_loop, rtol=1e-4, atol=1e-9) and float(grad_loop[1].abs().sum()) == 0
+
+
 def test_spectrum_term_joins_a_running_training_and_resumes_bit_identically(tmp_path):
     """``spectrum_weight``: a schedule field a running training takes up; it changes the steps, it reports its
     loss, and a resumed run equals a straight one."""
@@ -530,6 +545,12 @@ def test_spectrum_focus_gives_the_term_only_to_the_materials_it_weighs(tmp_path,
         seen.append(float(reference.mean()))
         return real(fake, reference)
     monkeypatch.setattr(distill, "spectrum_loss", recording)
+    real_batch = distill.spectrum_losses
+
+    def recording_batch(fakes, references, weights):  # the crops' term: one call for the batch
+        seen.extend(float(r.mean()) for r in references)
+        return real_batch(fakes, references, weights)
+    monkeypatch.setattr(distill, "spectrum_losses", recording_batch)
     # The trainer's references at 32 px (its crops' and whole-exemplar output's size), told apart by their means.
     exemplars = [torch.from_numpy(e.transpose(2, 0, 1).copy()) for e in _exemplars()]
     trainer = SimpleNamespace(_exemplar_spectra={}, sampler=SimpleNamespace(exemplars=exemplars))
