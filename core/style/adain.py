@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ..common.checkpoints import (CheckpointError, fingerprint_files, load_checked_model, rng_state,
                                   save_model_and_state, sync_model_with_state)
 from ..common.deterministic import ReflectionPad2d
-from ..common.device import pick_device
+from ..common.device import adam, pick_device
 from ..common.images import from_tensor, load_image, to_srgb, to_tensor
 from ..common.jobs import CancelToken, JobCancelled, ProgressCallback, check_cancel, report
 from ..common.inference import cpu_inference
@@ -473,7 +473,7 @@ def train_adain_decoder(content_frames, style_images: Sequence[str | os.PathLike
         torch.manual_seed(seed)
         decoder = AdaINDecoder(decoder_cfg)
     decoder = decoder.to(dev).train()
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=cfg.learning_rate)
+    optimizer = adam(decoder.parameters(), dev, lr=cfg.learning_rate)
     generator = torch.Generator().manual_seed(seed)
     identity = {"frames": frames_info["fingerprint"], "styles": styles_info["fingerprint"],
                 "config": asdict(cfg), "seed": seed, "encoder": encoder.spec()}

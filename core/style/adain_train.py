@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..common.device import pick_device
+from ..common.device import adam, pick_device
 from ..common.images import load_image, to_srgb
 from ..common.perception import Perception, load_perception, mean_std
 from .adain import (DEFAULT_MAX_GAIN, ENCODER_LAYER, MODEL_KIND, STYLE_LOSS_LAYERS, AdaINDecoder, DecoderConfig,
@@ -229,7 +229,7 @@ def train_adain_budgeted(model_path: str | Path, state_path: str | Path, content
         torch.manual_seed(seed)
         decoder = AdaINDecoder(decoder_cfg)
     decoder = decoder.to(dev).train()
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=recipe.learning_rate)
+    optimizer = adam(decoder.parameters(), dev, lr=recipe.learning_rate)
     generator = torch.Generator().manual_seed(seed)
     run = ResumableRun(model_path, state_path, MODEL_KIND, identity, decoder, optimizer, generator, dev, profile,
                        content_info, log)

@@ -278,7 +278,7 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
 
     ``styles``: ``{"name", "label", "painting": path}`` per style, in the network's order.
     """
-    from ..common.device import pick_device
+    from ..common.device import adam, pick_device
 
     recipe = recipe or MultiStyleRecipe()
     own_strengths = dict(recipe.style_palette_strengths)
@@ -299,8 +299,8 @@ def train_multistyle_budgeted(model_path: str | Path, state_path: str | Path, co
     net = net.to(dev).train()
     per_style = [p for m in net.norms() for p in (m.weight, m.bias)]
     shared = [p for p in net.parameters() if all(p is not q for q in per_style)]
-    optimizer = torch.optim.Adam([{"params": shared, "lr": recipe.learning_rate},
-                                  {"params": per_style, "lr": recipe.learning_rate * recipe.style_lr_scale}])
+    optimizer = adam([{"params": shared, "lr": recipe.learning_rate},
+                      {"params": per_style, "lr": recipe.learning_rate * recipe.style_lr_scale}], dev)
     generator = torch.Generator().manual_seed(seed)
     run = ResumableRun(Path(model_path), Path(state_path), MODEL_KIND, identity, net, optimizer, generator, dev,
                        profile, describe_files(files), log)

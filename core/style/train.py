@@ -20,7 +20,7 @@ import torch
 
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, fingerprint_files, load_training_state,
                                   rng_state, restore_rng_state, save_model_and_state, sync_model_with_state)
-from ..common.device import pick_device
+from ..common.device import adam, pick_device
 from ..common.images import ImageData, image_from_array, load_image, to_srgb, to_tensor, from_tensor
 from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, report
 from .apply import MODEL_KIND
@@ -144,7 +144,7 @@ def train_style_model(style, frames, out_path, steps: int, *, config: StyleTrans
         torch.manual_seed(seed)
         net = TransformerNet(TransformerConfig(cfg.base_channels, cfg.residual_blocks))
     net = net.to(dev).train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+    optimizer = adam(net.parameters(), dev, lr=cfg.learning_rate)
     generator = torch.Generator().manual_seed(seed)
     step = 0
     identity = {"style": style_info["fingerprint"], "frames": frames_info["fingerprint"],

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
                                   sync_model_with_state)
-from ..common.device import autocast, pick_device
+from ..common.device import adam, autocast, pick_device
 from ..common.images import ImageError, image_from_array, load_image, resize_rgb, to_srgb
 from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, report
 from ..common.perception import TextureFeatures
@@ -197,8 +197,8 @@ class GANTrainer(EMAGANTrainer):
                 m.to(memory_format=torch.channels_last)
         for p in self.g_ema.parameters():
             p.requires_grad_(False)
-        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr_g, betas=cfg.betas)
-        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr_d, betas=cfg.betas)
+        self.opt_g = adam(self.g.parameters(), device, lr=cfg.lr_g, betas=cfg.betas)
+        self.opt_d = adam(self.d.parameters(), device, lr=cfg.lr_d, betas=cfg.betas)
         self.stats_net = (TextureFeatures(device) if cfg.stats_features == "vgg19"
                           else RandomStatsFeatures(cfg.stats_scales, device))
         self.real_images = [e.to(device) for e in exemplars]

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state,
                                   save_model_and_state, sync_model_with_state)
-from ..common.device import pick_device, seeded_generator
+from ..common.device import adam, pick_device, seeded_generator
 from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from ..common.perception import TextureFeatures
 from ..texture_gan.conditional import architecture_of, grows_parameters, stage_downscale
@@ -74,7 +74,7 @@ class GANPriorTrainer:
         self.net.decoder.load_state_dict(generator_weights)
         self.net.decoder.requires_grad_(False)
         self.net.to(device)
-        self.optimizer = torch.optim.Adam(self.net.encoder.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+        self.optimizer = adam(self.net.encoder.parameters(), device, lr=cfg.lr, betas=(0.9, 0.99))
         self.data_gen = seeded_generator(seed, "cpu")
         self.noise_gen = seeded_generator(seed + 1, "cpu")
         self.proj_gen = seeded_generator(seed + 2, "cpu")

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..common.checkpoints import build_checked, check_architecture, load_checkpoint
-from ..common.device import autocast, free_device_memory, is_out_of_memory, pick_device, seeded_generator
+from ..common.device import adam, autocast, free_device_memory, is_out_of_memory, pick_device, seeded_generator
 from ..common.images import MIN_SIDE, ImageError, from_tensor, to_tensor, validate_array
 from ..common.jobs import CancelToken, ProgressCallback, check_cancel, report
 from .model import TextureVAEConfig, TextureVAENet
@@ -213,7 +213,7 @@ class TextureVAE:
             layout = F.avg_pool2d(target, REFINE_CELL, ceil_mode=True)
             grams = {k: gram_matrix(v) for k, v in vgg(target, REFINE_LAYERS).items()}
         latents = z.detach().to(device, torch.float32).clone().requires_grad_(True)
-        optimiser = torch.optim.Adam([latents], lr=REFINE_LR)
+        optimiser = adam([latents], device, lr=REFINE_LR)
         prior = self.prior_channels
         for step in range(steps):
             check_cancel(cancel)
