@@ -67,10 +67,15 @@ class StatsNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         """``inplace``: normalise ``x`` itself (inference, where ``x`` is a convolution's fresh output)."""
+        one_pass = device_inference(x)
         if self.mode == "reuse":
             if self.stored is None:
                 raise RuntimeError("StatsNorm has no recorded statistics to reuse")
             mean, var = self.stored
+        elif one_pass:
+            mean, var = one_pass_statistics(x)
+            if self.mode == "record":
+                self.stored = (mean, var)
         else:
             # Two passes (mean, then the centred squares' mean) rather than torch.var_mean: on channels_last
             # frames var_mean's one-pass reduction was a quarter of a 1024x768 stylization on the CPU.
@@ -85,7 +90,22 @@ class StatsNorm(nn.Module):
         shift = bias - mean * scale
         if inplace:
             return x.mul_(scale.to(x.dtype)).add_(shift.to(x.dtype))
+        if one_pass:
+            return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))  # one kernel
         return x * scale.to(x.dtype) + shift.to(x.dtype)
+
+
+def device_inference(x: torch.Tensor) -> bool:
+    """Inference (no gradient wanted) on a GPU: the norms take ``one_pass_statistics`` and one kernel to apply."""
+    return x.device.type != "cpu" and not (torch.is_grad_enabled() and x.requires_grad)
+
+
+def one_pass_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (biased) variance of NxCxHxW ``x`` as float32, in one pass over ``x`` in its own
+    dtype (the reduction accumulates in float32 for fp16/bf16). The training path's float32 copy and two passes
+    were over half of a 1080p fp16 stylization's device time on an H200 (the first GPU run's profile)."""
+    var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+    return mean.float(), var.float()
 
 
 class ConvLayer(nn.Sequential):

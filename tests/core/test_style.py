@@ -467,3 +467,22 @@ def test_cli_train_and_apply_frame_and_animation(tmp_path, styles_dir):
     assert _cli(["style", "apply", "--style", str(styles_dir / "wave.jpg"), "--input", str(frames),
                  "--out", str(tmp_path / "x"), "--steps", "2", "--max-side", "32"]) == 0
     assert sorted(p.name for p in (tmp_path / "x").iterdir()) == written
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.float16, 2e-3), (torch.bfloat16, 1e-2)])
+def test_one_pass_norm_statistics_match_the_training_paths(dtype, tolerance):
+    """The GPU inference norms' statistics (one pass in the frame's dtype, float32 accumulators) against the
+    training path's (a float32 copy, two passes), on channels of very different scales and offsets."""
+    from core.style.transformer import one_pass_statistics
+
+    gen = torch.Generator().manual_seed(4)
+    scales = torch.tensor([0.01, 0.1, 1.0, 5.0, 20.0]).view(1, 5, 1, 1)
+    offsets = torch.tensor([0.5, -2.0, 0.0, 30.0, 3.0]).view(1, 5, 1, 1)
+    x = (torch.randn(2, 5, 37, 29, generator=gen) * scales + offsets).to(dtype)
+    mean, var = one_pass_statistics(x)
+    xf = x.float()
+    ref_mean = xf.mean(dim=(2, 3), keepdim=True)
+    ref_var = (xf - ref_mean).square().mean(dim=(2, 3), keepdim=True)
+    assert mean.dtype == var.dtype == torch.float32 and mean.shape == var.shape == (2, 5, 1, 1)
+    assert torch.allclose(mean, ref_mean, rtol=tolerance, atol=tolerance * float(scales.max()) * 1e-2)
+    assert torch.allclose(var, ref_var, rtol=tolerance * 4)
