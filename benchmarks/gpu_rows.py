@@ -5,7 +5,7 @@
 Each row measures one of the GPU targets (texture GAN training steps/s at batch 16, 4096² tileable generation,
 fast style 1080p fp16, AdaIN 1080p, optimisation of a 1080p frame, instant synthesis 512² and 2048², VAE training
 steps/s) next to a baseline: the same call on this machine's CPU where that takes seconds, else the previous
-CPU figure from ``docs/bench.json``. A row that misses its target is profiled once (``torch.profiler``, the top
+CPU figure from ``docs/bench.json``. A row that misses its target (or has none and asks) is profiled once (``torch.profiler``, the top
 operators by device time) so the report says what the time is spent on. ``--tiny`` is the rehearsal: the same
 calls at toy sizes on the CPU, in seconds.
 
@@ -59,6 +59,18 @@ def _training_steps_per_s(train: Callable[[Path, int, torch.device, bool], objec
     return steps / (time.perf_counter() - start)
 
 
+# Steps of the profiled call of a training row: it continues the row's own state, so the profile shows steady
+# steps (the first H200 run profiled a one-step run from scratch: its thousands of copies were the setup and the
+# checkpoint write, not the steps).
+PROFILE_STEPS = 5
+
+
+def _steady_steps_call(train: Callable[[Path, int, torch.device, bool], object], path: Path, device: torch.device,
+                       done: int) -> Callable[[], object]:
+    """The profiled call: ``PROFILE_STEPS`` more steps from the timed run's state (and one checkpoint write)."""
+    return lambda: train(path, done + PROFILE_STEPS, device, True)
+
+
 def _previous_cpu(name: str) -> float | None:
     """The last committed CPU figure of a bench row (docs/bench.json), or None."""
     try:
@@ -93,14 +105,46 @@ def gan_train(device: torch.device, tiny: bool) -> dict:
         return train_texture_gan([exemplar], path, steps, config=config, seed=0, device=dev, resume=resume,
                                  checkpoint_every=10 ** 9)
 
-    value = _training_steps_per_s(train, device, 3 if tiny else 120, work / "dev.safetensors")
+    steps = 3 if tiny else 120
+    value = _training_steps_per_s(train, device, steps, work / "dev.safetensors")
     cpu = (_training_steps_per_s(train, torch.device("cpu"), 2, work / "cpu.safetensors")
            if device.type != "cpu" else None)
     return dict(name=f"texture GAN training (batch {config.batch_size}, crop {config.crop_size})", value=value,
                 unit="steps/s", target="≥ 30 steps/s", target_value=30.0, better="higher",
                 baseline_name="same steps on this machine's CPU", baseline_value=cpu,
-                note="includes the checkpoint write at the end of the timed run",
-                call=lambda: train(work / "dev.safetensors", 1, device, False))
+                note=f"includes the checkpoint write at the end of the timed run; profile: {PROFILE_STEPS} steady steps",
+                call=_steady_steps_call(train, work / "dev.safetensors", device, 1 + steps))
+
+
+def gan_materials_train(device: torch.device, tiny: bool) -> dict:
+    """The recipe the bundled materials GAN and *Train From Image* train with (``distill.train_one_material``:
+    patch, VGG19 and whole-exemplar terms, adversarial), on exemplar crops alone (no teacher tiles to
+    synthesize first). No target of its own: the issue's target is the plain GAN's; this says what the
+    product's recipe gets."""
+    from core.common.procedural import make_exemplar
+    from core.texture_gan.distill import train_one_material
+
+    work = Path(_WORK) / "gan_materials_train"
+    work.mkdir(parents=True, exist_ok=True)
+    exemplar = make_exemplar("bricks", 96 if tiny else 256, seed=0)
+    config = (dict(g_channels=(16, 8, 4), g_convs=(1, 1, 1), d_channels=(8, 16), local_dim=4, global_dim=4,
+                   periodic_dim=2, crop_size=32, batch_size=2, stats_loss_weight=0.0, exemplar_stats_weight=0.0,
+                   adversarial_from=1) if tiny
+              else dict(batch_size=16, crop_size=128, adversarial_from=0))
+
+    def train(path: Path, steps: int, dev: torch.device, resume: bool):
+        return train_one_material([exemplar], path, steps, config=config, seed=0, device=dev, resume=resume,
+                                  tiles=0)
+
+    steps = 3 if tiny else 60
+    value = _training_steps_per_s(train, device, steps, work / "dev.safetensors")
+    cpu = (_training_steps_per_s(train, torch.device("cpu"), 2, work / "cpu.safetensors")
+           if device.type != "cpu" else None)
+    return dict(name=f"materials GAN training, distilled recipe (batch {config['batch_size']}, crop "
+                     f"{config['crop_size']})", value=value, unit="steps/s", target="", target_value=None,
+                better="higher", profile_always=True, baseline_name="same steps on this machine's CPU", baseline_value=cpu,
+                note=f"profile: {PROFILE_STEPS} steady steps",
+                call=_steady_steps_call(train, work / "dev.safetensors", device, 1 + steps))
 
 
 def gan_generate_4096(device: torch.device, tiny: bool) -> dict:
@@ -238,21 +282,22 @@ def vae_train(device: torch.device, tiny: bool) -> dict:
                                  checkpoint_every=10 ** 9)
 
     # 100 steps: the first H200 run's 300 (at about a GAN step's rate, CPU-bound) outran the row's limit
-    value = _training_steps_per_s(train, device, 3 if tiny else 100, work / "dev.safetensors")
+    steps = 3 if tiny else 100
+    value = _training_steps_per_s(train, device, steps, work / "dev.safetensors")
     cpu = (_training_steps_per_s(train, torch.device("cpu"), 3, work / "cpu.safetensors")
            if device.type != "cpu" else None)
     return dict(name=f"texture VAE training (batch {config.batch_size}, crop {config.crop_size})", value=value,
                 unit="steps/s", target="≥ 100 steps/s", target_value=100.0, better="higher",
                 baseline_name="same steps on this machine's CPU", baseline_value=cpu,
-                note="includes the checkpoint write at the end of the timed run",
-                call=lambda: train(work / "dev.safetensors", 1, device, False))
+                note=f"includes the checkpoint write at the end of the timed run; profile: {PROFILE_STEPS} steady steps",
+                call=_steady_steps_call(train, work / "dev.safetensors", device, 1 + steps))
 
 
 # The quick rows first: a run cut short still measured most of them.
 ROWS: dict[str, Callable[[torch.device, bool], dict]] = {
     "fast_style_1080p": fast_style_1080p, "adain_1080p": adain_1080p, "gan_generate_4096": gan_generate_4096,
     "synth_512": synth_512, "gan_train": gan_train, "vae_train": vae_train, "synth_2048": synth_2048,
-    "optimize_1080p": optimize_1080p,
+    "optimize_1080p": optimize_1080p, "gan_materials_train": gan_materials_train,
 }
 _WORK = "bench_output/gpu_rows"
 
@@ -329,10 +374,10 @@ def main(argv: list[str] | None = None) -> int:
         with out.open("a") as f:
             f.write(json.dumps({"row": key, "status": "started", "time": time.time()}) + "\n")
         start = time.perf_counter()
-        call = None
+        call, always = None, False
         try:
             row = ROWS[key](device, args.tiny)
-            call = row.pop("call", None)
+            call, always = row.pop("call", None), row.pop("profile_always", False)
             row.update(row=key, status="ok", device=device.type, missed=missed(row))
         except Exception:  # noqa: BLE001 - one row's failure is recorded and the next row runs
             row = {"row": key, "status": "failed", "error": traceback.format_exc(limit=8)[-3000:]}
@@ -341,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             f.write(json.dumps(row, default=float) + "\n")
         print(f"gpu_rows: {key}: {row['status']} {row.get('value', '')} {row.get('unit', '')} "
               f"({row['seconds']} s)", flush=True)
-        if row.get("missed") and call is not None:
+        if (row.get("missed") or always) and call is not None:
             # After the row is written: a profile that overruns the row's limit loses the profile, not the figure.
             with out.open("a") as f:
                 f.write(json.dumps({"row": key, "status": "started", "phase": "profile", "time": time.time()}) + "\n")

@@ -40,10 +40,10 @@ CARRIED_WEIGHTS = ROOT / "build_cache" / WEIGHTS_NAME
 ARCHIVE_NAME = "gpu_run.tar.gz"
 # The rows with targets first; 2048² synthesis (no target) last, so a bench phase cut short loses it first.
 ROWS = ["fast_style_1080p", "adain_1080p", "gan_generate_4096", "synth_512", "gan_train", "vae_train",
-        "optimize_1080p", "synth_2048"]
+        "optimize_1080p", "gan_materials_train", "synth_2048"]
 # Seconds each row may take on the GPU machine, its CPU baseline included (a row past it is killed, the next runs).
 ROW_LIMITS = {"fast_style_1080p": 30, "adain_1080p": 40, "gan_generate_4096": 60, "synth_512": 40, "gan_train": 60,
-              "vae_train": 60, "synth_2048": 40, "optimize_1080p": 60}
+              "vae_train": 60, "synth_2048": 40, "optimize_1080p": 60, "gan_materials_train": 60}
 PROFILES = {
     # rows_s: the bench phase's cap; reserve_s: kept for evaluations and the last pack; grace_s: a training's
     # start and final checkpoint beyond its --minutes.
