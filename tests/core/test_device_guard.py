@@ -165,6 +165,34 @@ def test_half_precision_net_accepts_float_frames_untiled_and_tiled():
     assert (untiled - ref).abs().max() < 2e-2 and (tiled - ref).abs().max() < 2e-2
 
 
+def test_half_precision_multi_style_model_paints_as_float_and_answers_in_float():
+    """The bundled multi-style network runs fp16 on CUDA (its conditional norms' style rows, the mix and the
+    palette match in between): the same plumbing in fp16 on the CPU, against fp32."""
+    from core.style.multistyle import MultiStyleConfig, MultiStyleModel, MultiStyleNet
+
+    def model(half):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            net = MultiStyleNet(MultiStyleConfig(4, 1, 2, "linear"))
+        with torch.no_grad():  # distinct style rows, so the mix matters
+            for m in net.norms():
+                m.weight.add_(torch.randn(m.weight.shape, generator=torch.Generator().manual_seed(1)) * 0.3)
+        styles = [{"name": "a"}, {"name": "b"}]
+        return MultiStyleModel(net, {"styles": styles}, torch.device("cpu"), half=half)
+
+    x = torch.rand(1, 3, 64, 80, generator=torch.Generator().manual_seed(0), device="cpu")
+    full, half = model(False), model(True)
+    assert not full.half and half.half and next(half.net.parameters()).dtype == torch.float16
+    for mix in ("a", {"a": 0.3, "b": 0.7}):
+        ref = full.stylize_tensor(x, full.mix_vector(mix))
+        for tile in (None, 32):
+            out = half.stylize_tensor(x, half.mix_vector(mix), tile_size=tile)
+            assert out.dtype == torch.float32 and out.shape == ref.shape
+            assert (out - ref).abs().max() < 3e-2, (mix, tile)  # fp16 rounding only
+    assert float((full.stylize_tensor(x, full.mix_vector("a")) - full.stylize_tensor(x, full.mix_vector("b")))
+                 .abs().max()) > 0.05
+
+
 # --------------------------------------------------------------------------- lint: factories say their device
 
 FACTORIES = {"zeros", "ones", "empty", "full", "rand", "randn", "randint", "randperm", "arange", "linspace",
