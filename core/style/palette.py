@@ -81,8 +81,11 @@ def match_palette(x: torch.Tensor, palette: Palette, strength: float = 1.0) -> t
     if strength <= 0:
         return x
     out = torch.empty_like(x)
-    target_mean = torch.tensor(palette.mean, dtype=torch.float64, device=x.device)
-    target_root = _sqrt_psd(torch.tensor(palette.cov, dtype=torch.float64, device=x.device))
+    # The 3x3 algebra runs on the CPU in float64 whatever the frame's device: on a GPU, eigh of a 3x3 is a
+    # solver call that waits for the device anyway; one read of 12 numbers per frame is all it needs.
+    target_mean = torch.tensor(palette.mean, dtype=torch.float64, device="cpu")
+    target_root = _sqrt_psd(torch.tensor(palette.cov, dtype=torch.float64, device="cpu"))
+    s = float(strength)
     for i in range(x.shape[0]):
         image = x[i]
         h, w = image.shape[-2:]
@@ -90,9 +93,12 @@ def match_palette(x: torch.Tensor, palette: Palette, strength: float = 1.0) -> t
         pixels = image[:, ::stride, ::stride].reshape(3, -1).double()
         mean = pixels.mean(dim=1)
         centred = pixels - mean[:, None]
-        cov = centred @ centred.T / pixels.shape[1]
-        transform = (target_root @ _sqrt_psd(cov, inverse=True)).to(x.dtype)
-        offset = (target_mean - (transform.double() @ mean)).to(x.dtype)
-        mapped = torch.einsum("ij,jhw->ihw", transform, image) + offset[:, None, None]
-        out[i] = (image + float(strength) * (mapped - image)).clamp(0.0, 1.0)
+        stats = torch.cat([mean[:, None], centred @ centred.T / pixels.shape[1]], dim=1).cpu()
+        mean, cov = stats[:, 0], stats[:, 1:]
+        transform = target_root @ _sqrt_psd(cov, inverse=True)
+        offset = target_mean - transform @ mean
+        # image + s * (transform @ image + offset - image), as one colour transform: one pass over the frame
+        blended = (1.0 - s) * torch.eye(3, dtype=torch.float64, device="cpu") + s * transform
+        blended, shift = blended.to(x.device, x.dtype), (s * offset).to(x.device, x.dtype)
+        out[i] = torch.addmm(shift[:, None], blended, image.reshape(3, -1)).view(3, h, w).clamp_(0.0, 1.0)
     return out
