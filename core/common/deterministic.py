@@ -26,9 +26,39 @@ def _reflect_index(n: int, before: int, after: int, device: torch.device) -> tor
     return torch.where(i > n - 1, 2 * (n - 1) - i, i)
 
 
+def keeps_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``reflect_pad`` takes its layout-keeping form: a channels-last 4-D tensor off the CPU. CUDA's
+    reflection padding makes its input contiguous and answers in NCHW, so a channels-last network paid a copy
+    before and a layout conversion after every padded convolution (the first H200 run's fp16 style frame);
+    the CPU's keeps the layout itself."""
+    return x.device.type != "cpu" and x.dim() == 4 and not x.is_contiguous() and \
+        x.is_contiguous(memory_format=torch.channels_last)
+
+
+def reflect_pad_channels_last(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """``F.pad(x, pad, mode="reflect")`` by mirrored slices and two concatenations, which keep a channels-last
+    tensor channels-last (on any device: tested on the CPU)."""
+    left, right, top, bottom = pad
+    h, w = x.shape[-2:]
+    if max(left, right) >= w or max(top, bottom) >= h:
+        raise ValueError(f"reflection padding {pad} needs a larger input than {h}x{w}")
+    # Empty sides are left out: an empty part has no layout of its own and would make cat answer in NCHW.
+    if left or right:
+        parts = [x[..., 1:left + 1].flip(-1)] * bool(left) + [x] + [x[..., w - 1 - right:w - 1].flip(-1)] * bool(right)
+        x = torch.cat(parts, dim=-1)
+    if top or bottom:
+        parts = [x[..., 1:top + 1, :].flip(-2)] * bool(top) + [x] + \
+            [x[..., h - 1 - bottom:h - 1, :].flip(-2)] * bool(bottom)
+        x = torch.cat(parts, dim=-2)
+    return x
+
+
 def reflect_pad(x: torch.Tensor, pad: tuple[int, int, int, int], force_gather: bool = False) -> torch.Tensor:
-    """``F.pad(x, pad, mode="reflect")`` for a NCHW tensor; by index_select where ``deterministic_path``."""
+    """``F.pad(x, pad, mode="reflect")`` for a NCHW tensor; by index_select where ``deterministic_path``; by
+    mirrored slices for a channels-last tensor off the CPU (``keeps_channels_last``)."""
     if not (force_gather or deterministic_path(x)):
+        if keeps_channels_last(x):
+            return reflect_pad_channels_last(x, tuple(pad))
         return F.pad(x, pad, mode="reflect")
     left, right, top, bottom = pad
     h, w = x.shape[-2:]

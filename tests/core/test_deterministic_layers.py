@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.common.deterministic import ReflectionPad2d, circular_upsample2x, deterministic_path, reflect_pad
+from core.common.deterministic import (ReflectionPad2d, circular_upsample2x, deterministic_path, keeps_channels_last,
+                                      reflect_pad, reflect_pad_channels_last)
 
 
 def _grads(fn, x, weights):
@@ -45,6 +46,30 @@ def test_reflect_pad_by_gathers_equals_reflection_padding(pad):
     assert torch.equal(y0, y1) and torch.allclose(g0, g1, atol=1e-12)
     with pytest.raises(ValueError, match="larger input"):
         reflect_pad(x, (9, 0, 0, 0), force_gather=True)
+
+
+@pytest.mark.parametrize("pad", [(1, 1, 1, 1), (4, 4, 4, 4), (2, 0, 0, 3), (0, 1, 2, 0)])
+def test_reflect_pad_by_mirrored_slices_equals_reflection_padding_and_keeps_channels_last(pad):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn((2, 5, 6, 9), generator=gen, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    out_shape = (2, 5, 6 + pad[2] + pad[3], 9 + pad[0] + pad[1])
+    weights = torch.randn(out_shape, generator=gen, dtype=torch.float64)
+    y0, g0 = _grads(lambda t: F.pad(t, pad, mode="reflect"), x, weights)
+    y1, g1 = _grads(lambda t: reflect_pad_channels_last(t, pad), x, weights)
+    assert torch.equal(y0, y1) and torch.allclose(g0, g1, atol=1e-12)
+    assert reflect_pad_channels_last(x, pad).is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="larger input"):
+        reflect_pad_channels_last(x, (0, 0, 6, 0))
+
+
+def test_only_channels_last_tensors_off_the_cpu_take_the_mirrored_slices():
+    nchw = torch.ones(1, 3, 4, 4, device="meta")
+    assert keeps_channels_last(nchw.contiguous(memory_format=torch.channels_last))
+    assert not keeps_channels_last(nchw)
+    assert not keeps_channels_last(torch.ones(1, 3, 4, 4).contiguous(memory_format=torch.channels_last))  # CPU
+    assert not keeps_channels_last(torch.ones(1, 1, 4, 4, device="meta"))  # one channel: both layouts at once
+    out = ReflectionPad2d(2)(nchw.contiguous(memory_format=torch.channels_last))
+    assert out.shape == (1, 3, 8, 8) and out.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_the_pad_layer_is_a_drop_in_for_pytorchs():
