@@ -171,20 +171,22 @@ def gan_generate_4096(device: torch.device, tiny: bool) -> dict:
 
 def fast_style_1080p(device: torch.device, tiny: bool) -> dict:
     from core.common.images import to_tensor
-    from core.style import StyleModel
+    from core.style.multistyle import default_multistyle_path, load_fast_style
 
     w, h = (128, 72) if tiny else (1920, 1080)
-    path = ROOT / "models" / "style" / "previous" / "starry_night.safetensors"
-    model = StyleModel.load(path, device)
+    # The bundled multi-style network (what the panel's fast styles run), one of its styles; the first GPU run
+    # measured the single-style net of the previous bundle (11.9 ms), which is smaller.
+    path, style = default_multistyle_path(), "starry_night"
+    model = load_fast_style(path, device, style)
     x = to_tensor(_frame(w, h)).to(device)
     value = _median_seconds(lambda: model.stylize_tensor(x), device, repeats=3 if tiny else 20, warmup=1 if tiny else 3)
-    cpu_model = StyleModel.load(path, "cpu")
+    cpu_model = load_fast_style(path, "cpu", style)
     xc = x.cpu()
     base = _median_seconds(lambda: cpu_model.stylize_tensor(xc), torch.device("cpu"), 1, warmup=0)
     return dict(name=f"fast style {w}x{h}" + (" fp16" if model.half else ""), value=value * 1e3, unit="ms",
                 target="≤ 5 ms fp16", target_value=5.0, better="lower",
                 baseline_name="same call on this machine's CPU (fp32)", baseline_value=base * 1e3,
-                note="bundled starry_night; input already on the device",
+                note=f"bundled multi-style network, {style}, with its palette match; input already on the device",
                 call=lambda: model.stylize_tensor(x))
 
 
