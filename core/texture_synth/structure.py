@@ -360,7 +360,12 @@ def snap_offset(offset: tuple[float, float], anchor: tuple[float, float], lattic
     b = (np.array(lattice.vectors[1]) if len(lattice.vectors) > 1
          else np.array([-a[1], a[0]]) / max(1e-9, float(np.hypot(*a))))  # unit normal: not snapped
     basis = np.stack([a, b], axis=1)
-    coef = np.linalg.solve(basis, np.asarray(offset, dtype=np.float64) - np.asarray(anchor, dtype=np.float64))
+    # Cramer's rule: np.linalg.solve goes through LAPACK, whose threads took ~5 ms a call on a busy 2-core
+    # machine, and this runs once per block.
+    (p, q), (r, t) = basis
+    dy, dx = np.asarray(offset, dtype=np.float64) - np.asarray(anchor, dtype=np.float64)
+    det = p * t - q * r
+    coef = np.array([(dy * t - q * dx) / det, (p * dx - r * dy) / det])
     coef[0] = round(coef[0])
     if len(lattice.vectors) > 1:
         coef[1] = round(coef[1])
