@@ -26,6 +26,16 @@ def _reflect_index(n: int, before: int, after: int, device: torch.device) -> tor
     return torch.where(i > n - 1, 2 * (n - 1) - i, i)
 
 
+def _check_reflect(x: torch.Tensor, pad: tuple[int, int, int, int]) -> tuple[int, int]:
+    """``x``'s height and width, after checking that each side of ``pad`` is narrower than it (what reflection
+    allows)."""
+    left, right, top, bottom = pad
+    h, w = x.shape[-2:]
+    if max(left, right) >= w or max(top, bottom) >= h:
+        raise ValueError(f"reflection padding {pad} needs a larger input than {h}x{w}")
+    return h, w
+
+
 def keeps_channels_last(x: torch.Tensor) -> bool:
     """Whether ``reflect_pad`` takes its layout-keeping form: a channels-last 4-D tensor off the CPU. CUDA's
     reflection padding makes its input contiguous and answers in NCHW, so a channels-last network paid a copy
@@ -39,9 +49,7 @@ def reflect_pad_channels_last(x: torch.Tensor, pad: tuple[int, int, int, int]) -
     """``F.pad(x, pad, mode="reflect")`` by mirrored slices and two concatenations, which keep a channels-last
     tensor channels-last (on any device: tested on the CPU)."""
     left, right, top, bottom = pad
-    h, w = x.shape[-2:]
-    if max(left, right) >= w or max(top, bottom) >= h:
-        raise ValueError(f"reflection padding {pad} needs a larger input than {h}x{w}")
+    h, w = _check_reflect(x, pad)
     # Empty sides are left out: an empty part has no layout of its own and would make cat answer in NCHW.
     if left or right:
         parts = [x[..., 1:left + 1].flip(-1)] * bool(left) + [x] + [x[..., w - 1 - right:w - 1].flip(-1)] * bool(right)
@@ -61,9 +69,7 @@ def reflect_pad(x: torch.Tensor, pad: tuple[int, int, int, int], force_gather: b
             return reflect_pad_channels_last(x, tuple(pad))
         return F.pad(x, pad, mode="reflect")
     left, right, top, bottom = pad
-    h, w = x.shape[-2:]
-    if max(left, right) >= w or max(top, bottom) >= h:
-        raise ValueError(f"reflection padding {pad} needs a larger input than {h}x{w}")
+    h, w = _check_reflect(x, pad)
     x = x.index_select(-1, _reflect_index(w, left, right, x.device))
     return x.index_select(-2, _reflect_index(h, top, bottom, x.device))
 

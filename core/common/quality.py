@@ -172,15 +172,18 @@ def sliced_wasserstein(feats_a: torch.Tensor, feats_b: torch.Tensor, n_projectio
     b = feats_b.permute(1, 0, 2, 3).reshape(c, -1)
     directions = torch.randn(n_projections, c, generator=generator, device="cpu").to(a.device, a.dtype)
     directions = directions / directions.norm(dim=1, keepdim=True)
-    pa = sort_rows(directions @ a)
-    pb = sort_rows(directions @ b)
-    if pa.shape[1] != pb.shape[1]:
-        # Compare quantiles when the sample counts differ.
-        n = min(pa.shape[1], pb.shape[1])
-        qa = torch.linspace(0, pa.shape[1] - 1, n, device=a.device).round().long()
-        qb = torch.linspace(0, pb.shape[1] - 1, n, device=a.device).round().long()
-        pa, pb = pa[:, qa], pb[:, qb]
+    pa, pb = _matched_quantiles(sort_rows(directions @ a), sort_rows(directions @ b))
     return ((pa - pb) ** 2).mean()
+
+
+def _matched_quantiles(pa: torch.Tensor, pb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two row-sorted projections, cut to the same quantiles when their sample counts differ."""
+    if pa.shape[1] == pb.shape[1]:
+        return pa, pb
+    n = min(pa.shape[1], pb.shape[1])
+    qa = torch.linspace(0, pa.shape[1] - 1, n, device=pa.device).round().long()
+    qb = torch.linspace(0, pb.shape[1] - 1, n, device=pb.device).round().long()
+    return pa[:, qa], pb[:, qb]
 
 
 def sliced_wasserstein_per_sample(feats_a: torch.Tensor, feats_b: torch.Tensor, n_projections: int = 64,
@@ -200,13 +203,8 @@ def sliced_wasserstein_per_sample(feats_a: torch.Tensor, feats_b: torch.Tensor, 
     directions = torch.stack([torch.randn(n_projections, c, generator=generator, device="cpu")
                               for _ in range(n)]).to(a.device, a.dtype)
     directions = directions / directions.norm(dim=2, keepdim=True)
-    pa = sort_rows(torch.bmm(directions, a).reshape(n * n_projections, -1))
-    pb = sort_rows(torch.bmm(directions, b).reshape(n * n_projections, -1))
-    if pa.shape[1] != pb.shape[1]:
-        m = min(pa.shape[1], pb.shape[1])
-        qa = torch.linspace(0, pa.shape[1] - 1, m, device=a.device).round().long()
-        qb = torch.linspace(0, pb.shape[1] - 1, m, device=a.device).round().long()
-        pa, pb = pa[:, qa], pb[:, qb]
+    pa, pb = _matched_quantiles(sort_rows(torch.bmm(directions, a).reshape(n * n_projections, -1)),
+                                sort_rows(torch.bmm(directions, b).reshape(n * n_projections, -1)))
     return ((pa - pb) ** 2).reshape(n, -1).mean(1)
 
 

@@ -362,7 +362,7 @@ class MaterialTrainer(EMAGANTrainer):
         spectrum = fake.new_zeros(())
         if cfg.spectrum_weight:  # every crop of the batch against its material's spectrum at the crop's size
             references = self.exemplar_spectra(fake.shape[-1])
-            weighed = [(i, self.spectrum_focus(k)) for i, k in enumerate(chosen) if self.spectrum_focus(k)]
+            weighed = [(i, f) for i, f in enumerate(map(self.spectrum_focus, chosen)) if f]
             if weighed:
                 rows = [i for i, _ in weighed]
                 spectrum = spectrum + spectrum_losses(fake[rows], torch.stack([references[chosen[i]] for i in rows]),
