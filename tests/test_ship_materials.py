@@ -122,3 +122,19 @@ def test_a_worse_training_model_leaves_the_bundled_copy(bundle, tmp_path, capsys
     assert (bundle / "manifest.json").read_text() != manifest_before
     # put the fixture's bundle back for any test after this one
     assert ship_materials.main(args[:5] + [str(source)] + args[6:] + ["--force"]) == 0
+
+
+def test_a_continued_training_keeps_the_machines_it_ran_on(tmp_path):
+    """A GPU slot's segment stays in a training's record after the CPU continues it (the bundled entry copies
+    this); a training with fewer steps than the record (a fresh start) lists only its own machine."""
+    from tools.zoo._common import machines_so_far
+
+    manifest = tmp_path / "manifest.json"
+    gpu, cpu = "cuda (NVIDIA H200)", "cpu (x86_64, Linux)"
+    manifest.write_text(json.dumps({"training": [{"name": "vae", "steps": 100, "trained_on": [cpu, gpu]},
+                                                 {"name": "gan", "steps": 50, "trained_on": cpu}]}))
+    assert machines_so_far(manifest, "vae", 120, cpu) == [cpu, gpu]
+    assert machines_so_far(manifest, "gan", 60, gpu) == [cpu, gpu]
+    assert machines_so_far(manifest, "gan", 60, cpu) == cpu
+    assert machines_so_far(manifest, "vae", 80, cpu) == cpu  # started over
+    assert machines_so_far(manifest, "new", 10, cpu) == cpu

@@ -75,9 +75,11 @@ def materials_entry(out_dir: Path, path: Path, thumbnail: Path, config: dict, ma
         "trained_on": f"{device} ({platform.machine()}, {platform.system()})",
         "size_mb": round(path.stat().st_size / 1e6, 2),
     }
+    manifest = out_dir / "manifest.json"
+    if manifest.exists():
+        entry["trained_on"] = machines_so_far(manifest, name, config["steps"], entry["trained_on"])
     if losses:
         entry["losses"] = {k: round(v, 5) for k, v in losses.items()}
-    manifest = out_dir / "manifest.json"
     if manifest.exists():
         from tools.model_zoo import _update_manifest
         _update_manifest(manifest, entry, section="training")
@@ -103,6 +105,19 @@ def start_style_run(profile: str, profiles: tuple, device: str, out_dir: Path, s
         torch.set_num_threads(int(os.environ.get("NEURAL_TRAIN_THREADS", "1")))
     model_path, state = training_paths(out_dir, stem)
     return model_path, state, gpu_warm_start(profile, warm_start, state, training_paths(MODELS, stem)[1])
+
+
+def machines_so_far(manifest: Path, name: str, steps: int, machine: str) -> str | list[str]:
+    """The machines a continued training has run on: ``machine`` joined to those its ``training`` entry in
+    ``manifest`` lists, when that entry had at most ``steps`` steps (this run continued it; a GPU slot's segment
+    stays on record after the CPU takes over again). One machine: the string itself."""
+    import json
+
+    earlier = next((e for e in json.loads(manifest.read_text()).get("training", []) if e.get("name") == name), {})
+    had = earlier.get("trained_on") if (earlier.get("steps") or 0) <= steps else None
+    had = [had] if isinstance(had, str) else list(had or [])
+    machines = had + [machine] if machine not in had else had
+    return machines[0] if len(machines) == 1 else machines
 
 
 def gpu_warm_start(profile: str, warm_start: Path | None, state: Path, committed: Path) -> Path | None:
