@@ -38,7 +38,8 @@ from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from ..common.perception import TextureFeatures
 from ..common.quality import sliced_wasserstein, sliced_wasserstein_per_sample
 from .conditional import CONDITIONAL_VERSION, ConditionalGANConfig, ConditionalGenerator, architecture_of, \
-    PARAMETER_KINDS, build_conditional, grow_parameters, grows_parameters, parameter_kind, stage_downscale
+    PARAMETER_KINDS, build_conditional, grow_parameters, grows_parameters, is_fine_stage_parameter, parameter_kind, \
+    stage_downscale
 from .generate import KIND
 from .train import EMAGANTrainer, load_exemplars, training_state_path
 
@@ -320,6 +321,16 @@ class MaterialTrainer(EMAGANTrainer):
             start += len(names)
         state["config"] = {**state.get("config", {}),
                            **{k: self.cfg.to_dict()[k] for k in ("g_channels", *ConditionalGANConfig.GROWABLE_FIELDS)}}
+
+    def scaled_update_parameters(self) -> list[torch.Tensor]:
+        """The finest stages' parameters when they train at their own rate (``fine_lr_scale``)."""
+        if self.cfg.fine_lr_scale == 1.0:
+            return []
+        n = len(self.cfg.g_channels)
+        return [p for name, p in self.g.named_parameters() if is_fine_stage_parameter(name, n)]
+
+    def update_scale(self) -> float:
+        return self.cfg.fine_lr_scale
 
     def _noise(self, labels: torch.Tensor, crop: int | None = None):
         g, n, grid = self.g, labels.shape[0], (crop or self.cfg.crop_size) // self.cfg.stride

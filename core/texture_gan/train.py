@@ -158,11 +158,24 @@ class EMAGANTrainer:
         """One optimiser step of ``g`` on ``loss_g``, then ``g_ema`` follows (a short average at first)."""
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
+        scaled = self.scaled_update_parameters()
+        before = [p.detach().clone() for p in scaled]
         self.opt_g.step()
+        if scaled:  # their own rate: the update itself scaled (Adam's step does not follow the gradient's scale)
+            with torch.no_grad():
+                for p, old in zip(scaled, before):
+                    p.sub_(old).mul_(self.update_scale()).add_(old)
         self.steps_done += 1
         decay = min(self.cfg.ema_decay_at(self.steps_done), (1 + self.steps_done) / (10 + self.steps_done))
         with torch.no_grad():
             torch._foreach_lerp_(list(self.g_ema.parameters()), list(self.g.parameters()), 1 - decay)
+
+    def scaled_update_parameters(self) -> list[torch.Tensor]:
+        """Generator parameters whose optimiser updates are scaled by ``update_scale()`` (none here)."""
+        return []
+
+    def update_scale(self) -> float:
+        return 1.0
 
     def state(self) -> dict:
         return {"g": self.g.state_dict(), "d": self.d.state_dict(), "g_ema": self.g_ema.state_dict(),

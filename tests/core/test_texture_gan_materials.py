@@ -347,6 +347,53 @@ def test_cell_patterns_learn_at_their_own_rate(tmp_path, monkeypatch):
     assert seen == [[lr * (0.5 if s > 2 else 1), lr * (0.5 if s > 2 else 1) * 4.0] for s in range(1, 6)]
 
 
+def test_the_finest_stages_learn_at_their_own_rate_and_resume_bit_identically(tmp_path):
+    """``fine_lr_scale`` (a schedule field a running training takes up) scales the two finest stages' optimiser
+    updates and nothing else: one step from the same state moves their parameters that many times as far, every
+    other parameter the same; a run resumed across it equals a straight one."""
+    import shutil
+
+    from core.common.checkpoints import load_training_state
+    from core.texture_gan.conditional import is_fine_stage_parameter
+
+    def train(path, steps, **extra):
+        cfg = ConditionalGANConfig(n_materials=2, **{**TINY, "g_channels": (16, 8, 6, 4), "g_convs": (1, 1, 1, 1),
+                                                     **extra})
+        return train_material_gan(_exemplars(), NAMES, path, steps=steps, config=cfg, seed=3, tiles=0)
+
+    def generator(path):
+        return load_training_state(path.with_name(path.stem + ".train.safetensors"))["g"]
+
+    plain, boosted = tmp_path / "plain.safetensors", tmp_path / "boosted.safetensors"
+    train(plain, 3)
+    for suffix in (".safetensors", ".train.safetensors", ".json"):
+        shutil.copy2(tmp_path / f"plain{suffix}", tmp_path / f"boosted{suffix}")
+    before = {k: v.clone() for k, v in generator(plain).items()}
+    train(plain, 4)
+    train(boosted, 4, fine_lr_scale=3.0)
+    a, b = generator(plain), generator(boosted)
+    fine = [k for k in before if is_fine_stage_parameter(k, 4)]
+    assert sorted(fine) == sorted(["stages.2.1.weight", "stages.2.1.bias", "stages.3.1.weight", "stages.3.1.bias",
+                                   "noise_gains.1", "noise_gains.2", "film.2.weight", "film.2.bias", "film.3.weight",
+                                   "film.3.bias", "to_rgbs.2.weight", "to_rgbs.2.bias", "to_rgbs.3.weight",
+                                   "to_rgbs.3.bias"])
+    for k in before:
+        if k in fine:
+            step = a[k] - before[k]
+            assert float(step.abs().max()) > 0, k
+            assert torch.allclose(b[k] - before[k], 3.0 * step, atol=1e-6), k
+        else:
+            assert torch.equal(a[k], b[k]), k
+    straight, resumed = tmp_path / "s.safetensors", tmp_path / "r.safetensors"
+    train(straight, 6, fine_lr_scale=3.0)
+    train(resumed, 4, fine_lr_scale=3.0)
+    train(resumed, 6, fine_lr_scale=3.0)
+    x, y = load_file(str(straight)), load_file(str(resumed))
+    assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    with pytest.raises(ValueError, match="fine_lr_scale"):
+        ConditionalGANConfig(n_materials=2, fine_lr_scale=0.0)
+
+
 def test_tiled_generation_equals_one_pass(model_path):
     model = TextureGenerator.load(model_path, "cpu")
     whole = model.generate(160, 96, seed=5, material="wood")
