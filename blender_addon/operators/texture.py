@@ -295,9 +295,12 @@ class NEURAL_OT_train_texture_model(bpy.types.Operator):
     config: StringProperty(name="Config (JSON)", options={"HIDDEN"},
                            description="Advanced: model/training config overrides as a JSON object")
     checkpoint_every: IntProperty(name="Checkpoint Every", default=200, min=1, options={"HIDDEN"})
-    recipe: EnumProperty(name="Recipe", description="How a texture generator learns", default="DISTILLED",
-                         items=[("DISTILLED", "Distilled", "Learns from instant-synthesis tiles of the image "
-                                 "(the bundled materials' recipe; affordable on a CPU)"),
+    recipe: EnumProperty(name="Recipe", description="How a texture generator learns", default="FINETUNE",
+                         items=[("FINETUNE", "Fine-tune Bundled", "Starts from the bundled materials generator "
+                                 "(courses, cells, grain and cracks already learnt) and learns the image from "
+                                 "instant-synthesis tiles of it: good in a few hundred steps on a CPU"),
+                                ("DISTILLED", "Distilled", "Learns from instant-synthesis tiles of the image, "
+                                 "starting from scratch (the bundled materials' recipe; thousands of steps)"),
                                 ("SPATIAL", "Spatial GAN", "Learns from the image alone (the original recipe)")])
     wait: WAIT_PROPERTY
 

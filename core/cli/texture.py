@@ -30,10 +30,14 @@ def register(subparsers) -> None:
     train.add_argument("--config", default=None, metavar="JSON",
                        help="config fields as a JSON object, e.g. '{\"g_channels\": [64, 32, 16]}' "
                             "(ConditionalGANConfig for --recipe distilled, TextureGANConfig for spatial)")
-    train.add_argument("--recipe", choices=("distilled", "spatial"), default="distilled",
-                       help="distilled (default, the panel's Train From Image): the materials GAN's recipe, "
-                            "distilled from instant synthesis, each exemplar one material of the model; spatial: "
-                            "the original one-texture GAN on all exemplars pooled (quicker steps, weaker textures)")
+    train.add_argument("--recipe", choices=("distilled", "finetune", "spatial"), default="distilled",
+                       help="distilled (default): the materials GAN's recipe, distilled from instant synthesis, "
+                            "each exemplar one material of the model; finetune (the panel's Train From Image): "
+                            "the same recipe starting from a trained materials GAN (--start-from), good in a few "
+                            "hundred steps; spatial: the original one-texture GAN on all exemplars pooled "
+                            "(quicker steps, weaker textures)")
+    train.add_argument("--start-from", default=None, metavar="MODEL.safetensors",
+                       help="the materials GAN --recipe finetune starts from (default: the bundled one)")
     train.set_defaults(func=_train)
 
     gen = commands.add_parser("generate", help="generate a texture with a trained model")
@@ -123,7 +127,15 @@ def _train(args) -> int:
         fields["crop_size"] = args.crop_size
     if args.batch_size is not None:
         fields["batch_size"] = args.batch_size
-    distilled = args.recipe == "distilled"
+    distilled = args.recipe in ("distilled", "finetune")
+    start_from = None
+    if args.recipe == "finetune":
+        from ..texture_gan.distill import bundled_materials_path
+        start_from = Path(args.start_from) if args.start_from else bundled_materials_path()
+        if not start_from.is_file():
+            raise ValueError(f"--start-from: {start_from} does not exist")
+    elif args.start_from:
+        raise ValueError("--start-from applies to --recipe finetune only")
     if distilled and (args.rotate or args.no_flips):
         # The distillation's targets are synthesized tiles and crops as they are: no flips or turns to switch.
         raise ValueError("--rotate and --no-flips apply to --recipe spatial only")
@@ -143,7 +155,7 @@ def _train(args) -> int:
     out = trainer(args.exemplar, args.out, args.steps, config=config, seed=args.seed,
                   device=getattr(args, "device", None), progress=ProgressBar("train"),
                   checkpoint_every=args.checkpoint_every, resume=not args.restart,
-                  cancel=getattr(args, "cancel", None))
+                  cancel=getattr(args, "cancel", None), **({"start_from": start_from} if start_from else {}))
     print(f"saved {out}")
     return 0
 

@@ -15,20 +15,27 @@ from ..worker import IMAGE_OUTPUT, INPUT, MAX_SIDE, SEED, TRAINING, JobContext, 
 
 
 @job("texture_gan.train", exemplars=Param("paths", 1, 64, required=True),
-     recipe=Param("choice", choices=("spatial", "distilled"), default="spatial"), **TRAINING)
+     recipe=Param("choice", choices=("spatial", "distilled", "finetune"), default="spatial"), **TRAINING)
 def job_texture_gan_train(ctx: JobContext) -> dict:
     """``recipe="distilled"``: the materials GAN's recipe (distilled from instant synthesis; each exemplar a
-    material), what the panel's *Train From Image* sends; ``spatial``: the original per-texture GAN."""
+    material); ``finetune``: the same recipe starting from the bundled materials GAN's weights (what the panel's
+    *Train From Image* sends by default); ``spatial``: the original per-texture GAN."""
     from . import load_texture_gan, train_texture_gan
 
     def sample(path: Path, size: int) -> np.ndarray:
         return load_texture_gan(path, device="cpu").generate(size, size, seed=0)
 
     exemplars = [list(ctx.param("exemplars", required=True))]
-    if ctx.param("recipe", "spatial") == "distilled":
-        from .distill import distilled_config, train_one_material
-        return train_job(ctx, train_one_material, exemplars, family="texture_gan", thumbnail=sample,
-                         extra={"config": distilled_config(ctx.param("config"), len(exemplars[0]))})
+    recipe = ctx.param("recipe", "spatial")
+    if recipe in ("distilled", "finetune"):
+        from .distill import bundled_materials_path, distilled_config, train_one_material
+        extra = {"config": distilled_config(ctx.param("config"), len(exemplars[0]))}
+        if recipe == "finetune":
+            extra["start_from"] = bundled_materials_path()
+            if not extra["start_from"].is_file():
+                raise FileNotFoundError(f"the bundled materials GAN ({extra['start_from']}) is missing, so there "
+                                        "is nothing to fine-tune; train with the Distilled recipe instead")
+        return train_job(ctx, train_one_material, exemplars, family="texture_gan", thumbnail=sample, extra=extra)
     return train_job(ctx, train_texture_gan, exemplars, thumbnail=sample)
 
 

@@ -77,10 +77,29 @@ def test_train_from_image_uses_the_distilled_recipe(tiny_models, user_dir, helpe
     from blender_addon import models
     helpers.image("exemplar stones", "stones")
     assert bpy.ops.neural.train_texture_model(kind="texture_gan", image="exemplar stones", model_name="tiny distilled",
-                                              steps=2, config=json.dumps(TINY), resume=False) == {"FINISHED"}
+                                              steps=2, config=json.dumps(TINY), resume=False,
+                                              recipe="DISTILLED") == {"FINISHED"}
     path = user_dir / "models" / "tiny_distilled.safetensors"
     assert path.is_file()
     assert len(models.materials_of(str(path))) == 1  # a one-material model
     assert models.resolve(bpy.context.scene.neural_texture.model_ref, "texture_gan") == str(path)
     image = _generate("from distilled", material_mix="NONE")
     assert image.std() > 0.0
+
+
+def test_train_from_image_fine_tunes_the_bundled_materials_gan_by_default(tiny_models, user_dir, helpers):
+    """The panel's default recipe starts from the bundled materials GAN: the new one-material model has its
+    architecture (not the config's), and one step from its weights draws a texture."""
+    from blender_addon import models
+    from core.common.checkpoints import read_checkpoint_config
+    from core.texture_gan.distill import bundled_materials_path
+
+    helpers.image("exemplar cracks", "stones")
+    small = {"crop_size": 64, "batch_size": 2, "exemplar_stats_weight": 0.0, "stats_loss_weight": 0.0}
+    assert bpy.ops.neural.train_texture_model(kind="texture_gan", image="exemplar cracks", model_name="tuned",
+                                              steps=1, config=json.dumps(small), resume=False) == {"FINISHED"}
+    path = user_dir / "models" / "tuned.safetensors"
+    assert path.is_file() and len(models.materials_of(str(path))) == 1
+    bundled = read_checkpoint_config(bundled_materials_path())["architecture"]
+    assert read_checkpoint_config(path)["architecture"]["g_channels"] == bundled["g_channels"]
+    assert _generate("from fine-tuned", material_mix="NONE").std() > 0.0

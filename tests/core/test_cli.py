@@ -135,6 +135,14 @@ def test_train_takes_the_panels_recipe_by_default_each_exemplar_a_material(tmp_p
     out = tmp_path / "wall.png.out.png"
     assert _cli("texture", "generate", "--model", model, "--material", "wall", "--width", 64, "--height", 32,
                 "--out", out).returncode == 0 and out.exists()
+    tuned = tmp_path / "t.safetensors"  # Train From Image's default: fine-tuned from a materials GAN
+    proc = _cli("texture", "train", "--exemplar", wood, "--out", tuned, "--steps", 1, "--recipe", "finetune",
+                "--start-from", model, "--config", '{"crop_size": 32, "exemplar_stats_weight": 0}')
+    assert proc.returncode == 0, proc.stderr[-800:]
+    listed = _cli("texture", "materials", "--model", tuned).stdout
+    assert "oak" in listed and "wall" not in listed, listed  # one material, the exemplar's
+    _one_line_error(_cli("texture", "train", "--exemplar", wood, "--out", tmp_path / "y.safetensors", "--steps", 1,
+                         "--start-from", model), "--recipe finetune")
     spatial = tmp_path / "s.safetensors"
     proc = _cli("texture", "train", "--exemplar", wood, "--out", spatial, "--steps", 2, "--config", TINY,
                 "--recipe", "spatial", "--rotate")

@@ -394,6 +394,55 @@ def test_the_finest_stages_learn_at_their_own_rate_and_resume_bit_identically(tm
         ConditionalGANConfig(n_materials=2, fine_lr_scale=0.0)
 
 
+def test_train_from_image_fine_tunes_a_materials_gan_from_its_nearest_material(tmp_path):
+    """``start_from``: a one-material model starts from a trained materials GAN's weights (its architecture, no
+    lattice inputs) with the embedding row of the material whose output is nearest the exemplar in grey: an
+    exemplar that is the source's own "wood" output, recoloured, picks "wood"; after a step the new model's
+    weights are still the source's (a run from random weights is far from them). It resumes its own state (the
+    source's architecture again, no second pick)."""
+    from core.common.checkpoints import CheckpointError
+    from core.texture_gan.distill import start_from_materials, train_one_material
+
+    source = tmp_path / "source.safetensors"
+    cfg = ConditionalGANConfig(n_materials=2, **{**TINY, "lattice_frequencies": ((0.25, 0.0),)})
+    train_material_gan(_exemplars(), NAMES, source, steps=4, config=cfg, seed=3, tiles=0)
+    bundled = TextureGenerator.load(source, "cpu")
+    wood = bundled.generate(64, 64, seed=7, material="wood")
+    exemplar = np.clip(wood[..., ::-1] * 0.8 + 0.1, 0, 1).astype(np.float32)  # another colour, the same structure
+    fields, weights, picked = start_from_materials(source, [exemplar])
+    assert picked == ["wood"]
+    assert tuple(fields["g_channels"]) == (16, 8, 4)
+    assert fields["lattice_frequencies"] == () and not any(k.startswith("lattice_") for k in weights)
+    assert torch.equal(weights["embedding"], bundled.generator.embedding.detach()[1:2].float())
+
+    small = {k: v for k, v in TINY.items() if k not in ConditionalGANConfig.ARCHITECTURE_FIELDS}
+    tuned = tmp_path / "tuned.safetensors"
+    train_one_material(exemplar, tuned, 1, config={**small, "exemplar_stats_weight": 0.0}, seed=0, tiles=0,
+                       start_from=source)
+    one = TextureGenerator.load(tuned, "cpu")
+    assert one.generator.cfg.g_channels == (16, 8, 4) and not one.generator.lattice_stages
+    fresh = tmp_path / "fresh.safetensors"
+    train_one_material(exemplar, fresh, 1, config={**small, "g_channels": [16, 8, 4], "g_convs": [1, 1, 1],
+                                                   "d_channels": [8, 16], "local_dim": 4, "global_dim": 4,
+                                                   "periodic_dim": 2, "exemplar_stats_weight": 0.0},
+                       seed=0, tiles=0)
+    untuned = TextureGenerator.load(fresh, "cpu").generator.state_dict()
+    # One step from the source's weights stays near them; a run from random weights is far from them.
+    near = max(float((v - weights[k]).abs().max()) for k, v in one.generator.state_dict().items() if k in weights)
+    far = max(float((v - weights[k]).abs().max()) for k, v in untuned.items() if k in weights)
+    assert near < 0.05 < far, (near, far)
+    train_one_material(exemplar, tuned, 3, config={**small, "exemplar_stats_weight": 0.0}, seed=0, tiles=0,
+                       start_from=source)  # resumes its own state with the source's architecture
+    assert TextureGenerator.load(tuned, "cpu").config["steps"] == 3
+    with pytest.raises(CheckpointError, match="not a materials GAN"):
+        spatial = tmp_path / "spatial.safetensors"
+        from core.texture_gan import TextureGANConfig, train_texture_gan
+        train_texture_gan([exemplar], spatial, 1, config=TextureGANConfig(g_channels=(16, 8, 4), crop_size=32,
+                                                                          batch_size=2, stats_loss_weight=0.0),
+                          seed=0)
+        start_from_materials(spatial, [exemplar])
+
+
 def test_tiled_generation_equals_one_pass(model_path):
     model = TextureGenerator.load(model_path, "cpu")
     whole = model.generate(160, 96, seed=5, material="wood")
