@@ -609,6 +609,12 @@ def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: s
         else:
             arrays, _ = load_exemplars(items, ConditionalGANConfig.max_exemplar_side)
             architecture, initial, _ = start_from_materials(start_from, arrays)
+            need = PATCH * ConditionalGANConfig.from_dict({**architecture, "n_materials": 1}).stride
+            small = [a.shape[:2] for a in arrays if min(a.shape[:2]) < need]
+            if small:
+                h, w = small[0]
+                raise ValueError(f"fine-tuning {Path(start_from).name} needs exemplars of at least {need} px per "
+                                 f"side (one is {w}x{h}); train a smaller image from scratch (the Distilled recipe)")
         if isinstance(config, ConditionalGANConfig):
             config = config.to_dict()
         config = {**dict(config or {}), **architecture}

@@ -122,7 +122,8 @@ def test_stop_worker_ends_the_process_and_restarts_on_demand(tiny_models):
 def test_training_resumes_under_the_same_name(tiny_models, helpers, user_dir):
     from core.library import read_model_header
     helpers.image("resume exemplar", "stones", 48)
-    args = dict(kind="texture_gan", image="resume exemplar", model_name="resumed", config=json.dumps(TINY_GAN))
+    args = dict(kind="texture_gan", image="resume exemplar", model_name="resumed", config=json.dumps(TINY_GAN),
+                recipe="DISTILLED")
     assert bpy.ops.neural.train_texture_model(steps=2, resume=False, **args) == {"FINISHED"}
     path = user_dir / "models" / "resumed.safetensors"
     assert read_model_header(path)["steps"] == 2

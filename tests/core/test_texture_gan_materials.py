@@ -434,6 +434,9 @@ def test_train_from_image_fine_tunes_a_materials_gan_from_its_nearest_material(t
     train_one_material(exemplar, tuned, 3, config={**small, "exemplar_stats_weight": 0.0}, seed=0, tiles=0,
                        start_from=source)  # resumes its own state with the source's architecture
     assert TextureGenerator.load(tuned, "cpu").config["steps"] == 3
+    with pytest.raises(ValueError, match="at least 16 px per side"):  # TINY's stride 4: 4 px at the coarsest stage
+        train_one_material(exemplar[:12, :12], tmp_path / "small.safetensors", 1, config=small, tiles=0,
+                           start_from=source)
     with pytest.raises(CheckpointError, match="not a materials GAN"):
         spatial = tmp_path / "spatial.safetensors"
         from core.texture_gan import TextureGANConfig, train_texture_gan
