@@ -544,10 +544,7 @@ def start_from_materials(model_path: str | Path, exemplars: Sequence[np.ndarray]
     from .materials import MaterialTextureGenerator
 
     tensors, config = load_checkpoint(Path(model_path), expected_kind=KIND, device="cpu")
-    arch = config.get("architecture") or {}
-    if "n_materials" not in arch:
-        raise CheckpointError(f"{Path(model_path).name} is not a materials GAN; only one can be fine-tuned "
-                              "to new exemplars")
+    architecture = fine_tune_architecture(config, Path(model_path).name)
     model = MaterialTextureGenerator.from_checkpoint(Path(model_path), tensors, config, torch.device("cpu"))
     rows, picked = [], []
     for exemplar in exemplars:
@@ -562,7 +559,7 @@ def start_from_materials(model_path: str | Path, exemplars: Sequence[np.ndarray]
     weights = {k: v.detach().float().clone() for k, v in model.generator.state_dict().items()
                if parameter_kind(k) != "lattice"}
     weights["embedding"] = torch.stack(rows)
-    return {**_architecture_fields(arch), "lattice_frequencies": ()}, weights, picked
+    return architecture, weights, picked
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:
@@ -572,9 +569,14 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.repeat(grey, 3, axis=-1), 0.0, 1.0)
 
 
-def _architecture_fields(arch: dict) -> dict:
-    """A materials GAN's architecture fields other than its material count."""
-    return {k: v for k, v in arch.items() if k in ConditionalGANConfig.ARCHITECTURE_FIELDS and k != "n_materials"}
+def fine_tune_architecture(config: dict, name: str) -> dict:
+    """The config fields of a model fine-tuned from a materials GAN with this model ``config``: its architecture
+    but its material count and lattice inputs (``start_from_materials``)."""
+    arch = config.get("architecture") or {}
+    if "n_materials" not in arch:
+        raise CheckpointError(f"{name} is not a materials GAN; only one can be fine-tuned to new exemplars")
+    fields = {k: v for k, v in arch.items() if k in ConditionalGANConfig.ARCHITECTURE_FIELDS and k != "n_materials"}
+    return {**fields, "lattice_frequencies": ()}
 
 
 def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: str | Path, steps: int, *,
@@ -602,19 +604,17 @@ def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: s
         state.unlink()
     initial = None
     if start_from is not None:  # its architecture, resumed or not (the state was saved with it)
-        if state.exists():
-            from ..common.checkpoints import read_checkpoint_config
-            architecture = {**_architecture_fields(read_checkpoint_config(start_from).get("architecture") or {}),
-                            "lattice_frequencies": ()}
-        else:
+        from ..common.checkpoints import read_checkpoint_config
+        architecture = fine_tune_architecture(read_checkpoint_config(start_from), Path(start_from).name)
+        if not state.exists():
             arrays, _ = load_exemplars(items, ConditionalGANConfig.max_exemplar_side)
-            architecture, initial, _ = start_from_materials(start_from, arrays)
             need = PATCH * ConditionalGANConfig.from_dict({**architecture, "n_materials": 1}).stride
             small = [a.shape[:2] for a in arrays if min(a.shape[:2]) < need]
             if small:
                 h, w = small[0]
                 raise ValueError(f"fine-tuning {Path(start_from).name} needs exemplars of at least {need} px per "
                                  f"side (one is {w}x{h}); train a smaller image from scratch (the Distilled recipe)")
+            _, initial, _ = start_from_materials(start_from, arrays)
         if isinstance(config, ConditionalGANConfig):
             config = config.to_dict()
         config = {**dict(config or {}), **architecture}
