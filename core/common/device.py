@@ -93,6 +93,21 @@ def adam(params, device: torch.device, **kwargs) -> torch.optim.Adam:
     return torch.optim.Adam(params, fused=True if torch.device(device).type == "cuda" else None, **kwargs)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: dict) -> None:
+    """``optimizer.load_state_dict`` with each moment laid out like its parameter.
+
+    A saved moment comes back contiguous; a channels-last parameter (the CUDA trainings') then has moments with
+    other strides, which the fused CUDA Adam refuses ("must have same dtype, device, and layout"; the second H200
+    run). The values are unchanged, so a resume stays bit-identical."""
+    optimizer.load_state_dict(state_dict)
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if (isinstance(value, torch.Tensor) and value.shape == param.shape
+                        and value.stride() != param.stride()):
+                    optimizer.state[param][name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def autocast(device: torch.device, enabled: bool = True):
     """Mixed precision where it is safe: fp16/bf16 autocast on CUDA, nothing elsewhere.
 

@@ -18,6 +18,7 @@ import torch
 
 from ..common.checkpoints import (CheckpointError, load_training_state, restore_rng_state, rng_state,
                                   save_model_and_state, sync_model_with_state)
+from ..common.device import load_optimizer_state
 
 
 def machine(device: torch.device) -> str:
@@ -86,7 +87,7 @@ class ResumableRun:
                 raise CheckpointError(f"{source.name} holds another architecture, seed or encoder "
                                       f"({state.get('identity')}); delete it to start over")
             self.module.load_state_dict({k: v.to(self.device) for k, v in state["model"].items()})
-            self.optimizer.load_state_dict(state["optimizer"])
+            load_optimizer_state(self.optimizer, state["optimizer"])
             restore_rng_state(state["rng"], self.generator)
             self.step, self.history = int(state["step"]), list(state.get("history") or [])
             self.log(f"resumed from {source} at step {self.step}")

@@ -20,7 +20,7 @@ import torch
 
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, fingerprint_files, load_training_state,
                                   rng_state, restore_rng_state, save_model_and_state, sync_model_with_state)
-from ..common.device import adam, pick_device
+from ..common.device import adam, load_optimizer_state, pick_device
 from ..common.images import ImageData, image_from_array, load_image, to_srgb, to_tensor, from_tensor
 from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, report
 from .apply import MODEL_KIND
@@ -112,7 +112,7 @@ def resume_from_state(state_path: Path, identity: dict, net: torch.nn.Module, op
         raise CheckpointError(f"{state_path.name} belongs to different {data_names} or settings; "
                               "delete it or pass resume=False to start over")
     net.load_state_dict({k: v.to(device) for k, v in state["model"].items()})
-    optimizer.load_state_dict(state["optimizer"])
+    load_optimizer_state(optimizer, state["optimizer"])
     restore_rng_state(state["rng"], generator)
     return int(state["step"])
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
                                   sync_model_with_state)
-from ..common.device import adam, autocast, pick_device
+from ..common.device import adam, load_optimizer_state, autocast, pick_device
 from ..common.images import ImageError, image_from_array, load_image, resize_rgb, to_srgb
 from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, report
 from ..common.perception import TextureFeatures
@@ -187,8 +187,8 @@ class EMAGANTrainer:
         self.g.load_state_dict(state["g"])
         self.d.load_state_dict(state["d"])
         self.g_ema.load_state_dict(state["g_ema"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        load_optimizer_state(self.opt_g, state["opt_g"])
+        load_optimizer_state(self.opt_d, state["opt_d"])
         self.data_gen.set_state(state["rng"]["data"])
         self.noise_gen.set_state(state["rng"]["noise"])
         self.proj_gen.set_state(state["rng"]["proj"])

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state,
                                   save_model_and_state, sync_model_with_state)
-from ..common.device import adam, pick_device, seeded_generator
+from ..common.device import adam, load_optimizer_state, pick_device, seeded_generator
 from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from ..common.perception import TextureFeatures
 from ..texture_gan.conditional import architecture_of, grows_parameters, stage_downscale
@@ -123,7 +123,7 @@ class GANPriorTrainer:
     def load_state(self, state: dict) -> None:
         self.net.encoder.load_state_dict(state["encoder"])
         self.net.decoder.load_state_dict(state["decoder"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.data_gen.set_state(state["data_gen"])
         self.noise_gen.set_state(state["noise_gen"])
         self.proj_gen.set_state(state["proj_gen"])

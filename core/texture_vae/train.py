@@ -30,7 +30,7 @@ import torch
 from ..common.checkpoints import (
     fingerprint_arrays, load_training_state, save_model_and_state, sync_model_with_state,
 )
-from ..common.device import adam, autocast, pick_device, seeded_generator
+from ..common.device import adam, load_optimizer_state, autocast, pick_device, seeded_generator
 from ..common.images import ImageError, from_tensor, load_rgb
 from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, check_cancel, report
 from ..common.perception import TextureFeatures
@@ -211,7 +211,7 @@ def train_texture_vae(exemplars: Sequence[str | os.PathLike | np.ndarray], out_p
                              "seed; train with resume=False to start over (it will be overwritten) or "
                              "choose another output file")
         net.load_state_dict({k: v.to(dev) for k, v in state["model"].items()})
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         if "scaler" in state and trainer.use_scaler:
             scaler.load_state_dict(state["scaler"])
         trainer.data_gen.set_state(state["data_gen"])

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
                                   sync_model_with_state)
-from ..common.device import adam, pick_device
+from ..common.device import adam, load_optimizer_state, pick_device
 from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from ..common.patchgan import PatchDiscriminator
 from .model import TextureVAEConfig, kl_divergence
@@ -135,9 +135,9 @@ class VAEGANTrainer(VAETrainer):
 
     def load_state(self, state: dict, step: int) -> None:
         self.net.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.d.load_state_dict(state["d"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        load_optimizer_state(self.opt_d, state["opt_d"])
         self.data_gen.set_state(state["data_gen"])
         self.noise_gen.set_state(state["noise_gen"])
         self.proj_gen.set_state(state["proj_gen"])

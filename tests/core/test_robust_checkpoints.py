@@ -239,3 +239,42 @@ def test_a_model_behind_its_state_is_rewritten_on_resume(tmp_path, capsys):
     assert config["steps"] == 3
     for key in at_3:
         assert torch.equal(tensors[key], at_3[key]), key
+
+
+def test_resumed_adam_moments_keep_their_channels_last_parameters_layout(tmp_path):
+    """The CUDA trainings keep convolutions channels-last; a saved moment comes back contiguous, and the fused
+    CUDA Adam refused the mismatch on resume (second H200 run). Loading lays each moment out like its parameter,
+    values untouched, so the next step equals the uninterrupted one."""
+    from core.common.checkpoints import save_training_state
+    from core.common.device import load_optimizer_state
+
+    def run(steps, net, opt):
+        g = torch.Generator().manual_seed(1)
+        for _ in range(steps):
+            opt.zero_grad()
+            x = torch.randn(2, 3, 9, 9, generator=g).contiguous(memory_format=torch.channels_last)
+            net(x).square().mean().backward()
+            opt.step()
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 4, 3))
+    net.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    run(2, net, opt)
+    save_training_state(tmp_path / "s.safetensors", {"net": net.state_dict(), "opt": opt.state_dict()})
+    run(1, net, opt)
+
+    state = load_training_state(tmp_path / "s.safetensors")
+    resumed = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 4, 3))
+    resumed.load_state_dict(state["net"])
+    resumed.to(memory_format=torch.channels_last)
+    resumed_opt = torch.optim.Adam(resumed.parameters(), lr=1e-2)
+    load_optimizer_state(resumed_opt, state["opt"])
+    weight = resumed[0].weight
+    assert weight.stride() != weight.contiguous().stride()  # the case that failed: a 4-D channels-last weight
+    for param in resumed.parameters():
+        for name in ("exp_avg", "exp_avg_sq"):
+            assert resumed_opt.state[param][name].stride() == param.stride(), name
+    run(1, resumed, resumed_opt)
+    for a, b in zip(net.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
