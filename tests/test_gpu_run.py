@@ -336,3 +336,30 @@ def test_a_later_cpu_record_of_a_training_keeps_its_gpu_history(tmp_path):
     written = json.loads(manifest.read_text())
     assert written["training"] == [{"name": "vae", "steps": 5, "gpu_run": {"card": "H200"}}]
     assert written["models"] == [{"name": "bundled"}]
+
+
+def test_unpacking_a_continued_training_keeps_the_machines_it_ran_on(tmp_path):
+    """The second slot's VAE came back as trained on "cuda (x86_64, Linux)" alone (the GPU machine's folder had
+    no manifest): unpacking keeps the CPU segments on record and names the card."""
+    groups = [pack.Group("report", 0, {"summary.txt": b"figures"}),
+              pack.Group("models/vae", 1, {"models/vae/files/training/vae.safetensors": b"weights"})]
+    entry = {"name": "vae", "steps": 9, "trained_on": "cuda (x86_64, Linux)"}
+    summary = {"profile": "gpu", "machine": {"device_name": "NVIDIA H200"},
+               "models": {"vae": {"kept": True, "steps": 9, "entry": entry}}}
+    archive = tmp_path / "gpu_run.tar.gz"
+    pack.write_archive(archive, groups, summary, continuations=0)
+    root = tmp_path / "repo"
+    (root / "models").mkdir(parents=True)
+    manifest = root / "models" / "manifest.json"
+    manifest.write_text(json.dumps({"models": [], "training": [
+        {"name": "vae", "steps": 5, "trained_on": ["cpu (x86_64, Linux)", "cuda (NVIDIA H200)"]}]}))
+    pack.unpack(archive, root)
+    written = json.loads(manifest.read_text())["training"][0]
+    assert written["trained_on"] == ["cpu (x86_64, Linux)", "cuda (NVIDIA H200)"]
+    assert written["steps"] == 9 and written["gpu_run"]["card"] == "NVIDIA H200"
+    (root / "docs").mkdir(exist_ok=True)
+    manifest.write_text(json.dumps({"models": [], "training": [
+        {"name": "vae", "steps": 5, "trained_on": "cpu (x86_64, Linux)"}]}))
+    pack.unpack(archive, root)
+    assert json.loads(manifest.read_text())["training"][0]["trained_on"] == ["cpu (x86_64, Linux)",
+                                                                             "cuda (NVIDIA H200)"]

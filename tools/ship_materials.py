@@ -1,6 +1,6 @@
 """Bundle the materials GAN and its GAN-prior VAE as the panel's texture models.
 
-    PYTHONPATH=. .venv/bin/python tools/ship_materials.py [--gan FILE] [--vae FILE] [--models DIR] [--force]
+    PYTHONPATH=. .venv/bin/python tools/ship_materials.py [--gan FILE] [--vae FILE] [--only gan|gan_vae] [--models DIR] [--force]
 
 A fresh clone has only the committed training states: write the model files first with
 ``python build.py models --only gan gan_vae --minutes 0`` (no training, seconds).
@@ -140,10 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     # six seeds 2.39: as far apart as 7,000 steps of training moved it. The comparison that decides needs more.
     parser.add_argument("--seeds", type=int, default=6,
                         help="outputs per material for both measures (default %(default)s; the tiny profile: 1)")
+    parser.add_argument("--only", choices=sorted(SHIPPED), default=None,
+                        help="measure and ship one of the two (e.g. the VAE while the GAN still trains)")
     parser.add_argument("--force", action="store_true",
                         help="replace the bundled copies even where they measure better than the training's models")
     args = parser.parse_args(argv)
-    for path in (args.gan, args.vae):
+    wanted = [(key, path) for key, path in (("gan", args.gan), ("gan_vae", args.vae)) if args.only in (None, key)]
+    for _, path in wanted:
         if not path.is_file():
             parser.error(f"{path} is missing: write it with "
                          "'python build.py models --only gan gan_vae --minutes 0'")
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     seeds = 1 if args.profile == "tiny" else args.seeds
     entries = [ship(key, path, args.models, manifest, args.profile, args.force, seeds)
-               for key, path in (("gan", args.gan), ("gan_vae", args.vae))]
+               for key, path in wanted]
     for entry in filter(None, entries):
         _update_manifest(manifest_path, entry)
         rows = ", ".join(f"{r['material']} {r['ratio']:.2f}" for r in entry["quality"]["rows"] if "ratio" in r)

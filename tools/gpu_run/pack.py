@@ -197,6 +197,14 @@ def unpack(archive: Path, root: Path, keep: list[str] | tuple[str, ...] = ()) ->
                         entry[key] = same[0]
                     else:
                         entry.pop(key)
+            # The GPU machine wrote its own device as the only machine (its folder had no manifest): a continued
+            # training keeps the machines its earlier segments ran on, with the card by name.
+            earlier = by_name.get(entry["name"], {})
+            if "trained_on" in entry or "trained_on" in earlier:
+                had = earlier.get("trained_on") if (earlier.get("steps") or 0) <= (entry.get("steps") or 0) else None
+                had = [had] if isinstance(had, str) else list(had or [])
+                machines = had + [f"cuda ({card})"] if f"cuda ({card})" not in had else had
+                entry["trained_on"] = machines[0] if len(machines) == 1 else machines
             entry["gpu_run"] = {"card": card, "date": summary.get("date"), "minutes": model.get("minutes"),
                                 "steps": model.get("steps", entry.get("steps")), "profile": summary.get("profile"),
                                 "quality": model.get("gpu_quality"), "cpu_trained_quality": model.get("cpu_quality"),
