@@ -181,8 +181,8 @@ class GpuRun:
                              "reason": "not evaluated yet" if has_files else "training left no checkpoint"}
 
     def _compact_states(self, name: str) -> None:
-        """A kept model's resume state with its Adam moments in bfloat16, as committed states are
-        (tools/compact_states.py, which checks what it wrote): a third fewer bytes in the archive."""
+        """A kept model's resume state with its Adam moments as 8-bit codes, as committed states are
+        (tools/compact_states.py, which checks what it wrote): about half the bytes in the archive."""
         states = sorted(str(p) for p in (self.work / "train" / name).rglob("*.train.safetensors"))
         if states:
             done = subprocess.run(self.py(str(ROOT / "tools" / "compact_states.py"), *states), cwd=ROOT,
