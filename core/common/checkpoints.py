@@ -352,20 +352,20 @@ def _q8_encode(t: torch.Tensor, signed: bool) -> tuple[torch.Tensor, torch.Tenso
     flat = t.detach().to("cpu", torch.float64).flatten()
     n = flat.numel()
     blocks = -(-n // Q8_BLOCK)
-    x = torch.zeros(blocks * Q8_BLOCK, dtype=torch.float64)
+    x = torch.zeros(blocks * Q8_BLOCK, dtype=torch.float64, device="cpu")
     x[:n] = flat
     x = x.view(blocks, Q8_BLOCK)
     nonzero = x != 0
     logs = torch.where(nonzero, x.abs().log2(), 0.0)
-    inf = torch.tensor(math.inf, dtype=torch.float64)
+    inf = torch.tensor(math.inf, dtype=torch.float64, device="cpu")
     lo = torch.where(nonzero, logs, inf).amin(1)
     hi = torch.where(nonzero, logs, -inf).amax(1)
     empty = ~nonzero.any(1)
     lo[empty], hi[empty] = 0.0, 0.0
     # Stored in float32, rounded outwards so every log stays within them (the stated bound holds).
     lo32, hi32 = lo.float(), hi.float()
-    lo32 = torch.where(lo32.double() > lo, torch.nextafter(lo32, torch.tensor(-math.inf)), lo32)
-    hi32 = torch.where(hi32.double() < hi, torch.nextafter(hi32, torch.tensor(math.inf)), hi32)
+    lo32 = torch.where(lo32.double() > lo, torch.nextafter(lo32, torch.tensor(-math.inf, device="cpu")), lo32)
+    hi32 = torch.where(hi32.double() < hi, torch.nextafter(hi32, torch.tensor(math.inf, device="cpu")), hi32)
     steps = _Q8_STEPS[signed]
     step = ((hi32.double() - lo32.double()) / steps).clamp_min(1e-300)[:, None]
     q = ((logs - lo32.double()[:, None]) / step).round().clamp(0, steps)
@@ -383,7 +383,7 @@ def _q8_decode(p: Path, key: str, entry: dict, codes: torch.Tensor, params: torc
             or tuple(params.shape) != (blocks, 2) or entry.get("block") != Q8_BLOCK
             or not torch.isfinite(params).all()):
         raise CheckpointError(f"{p.name}: the 8-bit moment {key} does not match its description (damaged file)")
-    c = torch.zeros(blocks * Q8_BLOCK, dtype=torch.int64)
+    c = torch.zeros(blocks * Q8_BLOCK, dtype=torch.int64, device="cpu")
     c[:n] = codes.cpu().flatten()
     c = c.view(blocks, Q8_BLOCK)
     magnitude = c & 127 if signed else c
