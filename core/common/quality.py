@@ -146,9 +146,13 @@ def feature_net(device: torch.device | str = "cpu", width: int = 32, scales: int
 def sort_rows(x: torch.Tensor) -> torch.Tensor:
     """``torch.sort(x, dim=1).values`` of a 2-D tensor, differentiable like it.
 
-    On the CPU the sort goes through numpy, whose SIMD sort (x86-simd-sort) is far faster than torch's on
-    AVX-512 CPUs and no slower elsewhere (32 x 9216 float32, one thread: torch 23 ms; numpy 2 ms, its
-    argsort 5 ms; without AVX-512 both ~20 ms). Sorting was a third of a texture GAN training step.
+    On the CPU the sort goes through numpy, whose SIMD sort (x86-simd-sort) beats torch's on AVX-512 CPUs
+    (32 x 9216 float32, one thread: torch 23 ms; numpy 2 ms, its argsort 5 ms; without AVX-512 both ~20 ms).
+    Sorting was a third of a texture GAN training step. numpy sorts on one thread, torch over rows in parallel:
+    with two torch threads torch.sort beat numpy's argsort (64 x 9216: 22 against 27 ms, numpy 1.26; the
+    twenty-third session's bench read the step at 2.43 steps/s against torch.sort's 2.50-2.64), with one
+    thread (the background trainings) argsort wins (31 against 39 ms), so the gradient path takes numpy only
+    then; ``np.sort`` (no indices) won at both (14 against 22 ms).
     The values are those of ``torch.sort`` exactly; only the order among equal values may differ, which moves
     a gradient between tied elements (in practice ReLU zeros, whose gradient is blocked anyway).
     """
@@ -156,6 +160,8 @@ def sort_rows(x: torch.Tensor) -> torch.Tensor:
         return torch.sort(x, dim=1).values
     if not (x.requires_grad and torch.is_grad_enabled()):
         return torch.from_numpy(np.sort(x.detach().numpy(), axis=1))
+    if torch.get_num_threads() > 1:
+        return torch.sort(x, dim=1).values
     order = torch.from_numpy(np.argsort(x.detach().numpy(), axis=1))
     return x.gather(1, order)
 

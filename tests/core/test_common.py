@@ -238,8 +238,17 @@ def test_per_sample_sliced_wasserstein_equals_the_per_sample_loop(sizes):
         quality.sliced_wasserstein_per_sample(a, b[:3], 16, gen_batch)
 
 
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def torch_threads(request):
+    """sort_rows takes numpy's argsort on one torch thread and torch.sort on more: both paths."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_sort_rows_matches_torch_sort_values_and_gradients(dtype):
+def test_sort_rows_matches_torch_sort_values_and_gradients(dtype, torch_threads):
     gen = torch.Generator().manual_seed(3)
     # distinct values (a shuffled range): the gradient then has one answer
     x = (torch.stack([torch.randperm(5000, generator=gen) for _ in range(6)]).to(dtype) / 7 - 300).requires_grad_()
