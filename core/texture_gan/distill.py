@@ -603,11 +603,13 @@ def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: s
     if not resume and state.exists():
         state.unlink()
     initial = None
+    # The exemplars' sizes pick the crops and, for a fine-tune, its starting materials: read them once.
+    arrays = (None if isinstance(config, ConditionalGANConfig) and start_from is None
+              else load_exemplars(items, ConditionalGANConfig.max_exemplar_side)[0])
     if start_from is not None:  # its architecture, resumed or not (the state was saved with it)
         from ..common.checkpoints import read_checkpoint_config
         architecture = fine_tune_architecture(read_checkpoint_config(start_from), Path(start_from).name)
         if not state.exists():
-            arrays, _ = load_exemplars(items, ConditionalGANConfig.max_exemplar_side)
             need = PATCH * ConditionalGANConfig.from_dict({**architecture, "n_materials": 1}).stride
             small = [a.shape[:2] for a in arrays if min(a.shape[:2]) < need]
             if small:
@@ -620,7 +622,6 @@ def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: s
         config = {**dict(config or {}), **architecture}
     if not isinstance(config, ConditionalGANConfig):
         fields = dict(config or {})
-        arrays, _ = load_exemplars(items, ConditionalGANConfig.max_exemplar_side)
         base = ConditionalGANConfig.from_dict({**fields, "n_materials": len(items)})
         smallest = min(min(a.shape[:2]) for a in arrays) // base.stride * base.stride
         # At least PATCH pixels at the coarsest stage (the patch loss's side); smaller exemplars are refused.

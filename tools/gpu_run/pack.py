@@ -201,10 +201,8 @@ def unpack(archive: Path, root: Path, keep: list[str] | tuple[str, ...] = ()) ->
             # training keeps the machines its earlier segments ran on, with the card by name.
             earlier = by_name.get(entry["name"], {})
             if "trained_on" in entry or "trained_on" in earlier:
-                had = earlier.get("trained_on") if (earlier.get("steps") or 0) <= (entry.get("steps") or 0) else None
-                had = [had] if isinstance(had, str) else list(had or [])
-                machines = had + [f"cuda ({card})"] if f"cuda ({card})" not in had else had
-                entry["trained_on"] = machines[0] if len(machines) == 1 else machines
+                from tools.zoo._common import joined_machines
+                entry["trained_on"] = joined_machines(earlier, entry.get("steps") or 0, f"cuda ({card})")
             entry["gpu_run"] = {"card": card, "date": summary.get("date"), "minutes": model.get("minutes"),
                                 "steps": model.get("steps", entry.get("steps")), "profile": summary.get("profile"),
                                 "quality": model.get("gpu_quality"), "cpu_trained_quality": model.get("cpu_quality"),

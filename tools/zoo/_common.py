@@ -114,6 +114,11 @@ def machines_so_far(manifest: Path, name: str, steps: int, machine: str) -> str 
     import json
 
     earlier = next((e for e in json.loads(manifest.read_text()).get("training", []) if e.get("name") == name), {})
+    return joined_machines(earlier, steps, machine)
+
+
+def joined_machines(earlier: dict, steps: int, machine: str) -> str | list[str]:
+    """``machines_so_far`` of an entry already read: ``earlier``, the training's previous manifest entry."""
     had = earlier.get("trained_on") if (earlier.get("steps") or 0) <= steps else None
     had = [had] if isinstance(had, str) else list(had or [])
     machines = had + [machine] if machine not in had else had
