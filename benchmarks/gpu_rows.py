@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import traceback
 from pathlib import Path
@@ -57,6 +58,25 @@ def _training_steps_per_s(train: Callable[[Path, int, torch.device, bool], objec
     train(path, 1 + steps, device, True)
     _sync(device)
     return steps / (time.perf_counter() - start)
+
+
+def _steady_steps_per_s(train: Callable[[Path, int, torch.device, bool], object], device: torch.device,
+                        steps: int, path: Path) -> tuple[float, float, int]:
+    """(steady, whole, steps done): after a one-step warm-up, a resumed run of ``steps // 4`` steps and one of
+    ``steps``; both pay the same start (models built, state read, compiled graphs looked up or made again) and
+    checkpoint write, so their difference is the steps alone (the steady rate a long training sees). ``whole``:
+    the longer run with its fixed costs, the figure the second H200 run reported."""
+    lead = max(1, steps // 4)
+    train(path, 1, device, False)
+    _sync(device)
+    times = []
+    for done, more in ((1, lead), (1 + lead, steps)):
+        start = time.perf_counter()
+        train(path, done + more, device, True)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    steady = (steps - lead) / max(times[1] - times[0], 1e-9)
+    return steady, steps / times[1], 1 + lead + steps
 
 
 # Steps of the profiled call of a training row: it continues the row's own state, so the profile shows steady
@@ -105,15 +125,16 @@ def gan_train(device: torch.device, tiny: bool) -> dict:
         return train_texture_gan([exemplar], path, steps, config=config, seed=0, device=dev, resume=resume,
                                  checkpoint_every=10 ** 9)
 
-    steps = 3 if tiny else 120
-    value = _training_steps_per_s(train, device, steps, work / "dev.safetensors")
+    steps = 4 if tiny else 160
+    value, whole, done = _steady_steps_per_s(train, device, steps, work / "dev.safetensors")
     cpu = (_training_steps_per_s(train, torch.device("cpu"), 2, work / "cpu.safetensors")
            if device.type != "cpu" else None)
     return dict(name=f"texture GAN training (batch {config.batch_size}, crop {config.crop_size})", value=value,
                 unit="steps/s", target="≥ 30 steps/s", target_value=30.0, better="higher",
                 baseline_name="same steps on this machine's CPU", baseline_value=cpu,
-                note=f"includes the checkpoint write at the end of the timed run; profile: {PROFILE_STEPS} steady steps",
-                call=_steady_steps_call(train, work / "dev.safetensors", device, 1 + steps))
+                note=f"steady steps (two resumed runs' difference); a whole run of {steps} steps with its start and "
+                     f"checkpoint write: {whole:.3g} steps/s; profile: {PROFILE_STEPS} steady steps",
+                call=_steady_steps_call(train, work / "dev.safetensors", device, done))
 
 
 def gan_materials_train(device: torch.device, tiny: bool) -> dict:
@@ -179,15 +200,47 @@ def fast_style_1080p(device: torch.device, tiny: bool) -> dict:
     path, style = default_multistyle_path(), "starry_night"
     model = load_fast_style(path, device, style)
     x = to_tensor(_frame(w, h)).to(device)
-    value = _median_seconds(lambda: model.stylize_tensor(x), device, repeats=3 if tiny else 20, warmup=1 if tiny else 3)
+    repeats, warmup = (3, 1) if tiny else (20, 3)
+    # The product's path on CUDA: frames of one size after the first replay a CUDA graph (common/accelerate.py);
+    # the eager figure beside it, same run, is what a single still costs and what the second H200 run measured.
+    value = _median_seconds(lambda: model.stylize_tensor(x), device, repeats=repeats, warmup=warmup)
+    replay, model.multi.replay = model.multi.replay, None
+    eager = _median_seconds(lambda: model.stylize_tensor(x), device, repeats=repeats, warmup=1)
+    model.multi.replay = replay
     cpu_model = load_fast_style(path, "cpu", style)
     xc = x.cpu()
     base = _median_seconds(lambda: cpu_model.stylize_tensor(xc), torch.device("cpu"), 1, warmup=0)
+    graphs = "no CUDA graph" if replay is None else (
+        f"graph replays {replay.replays}" + (f", capture failed: {list(replay.failed.values())[0][:200]}"
+                                             if replay.failed else ""))
     return dict(name=f"fast style {w}x{h}" + (" fp16" if model.half else ""), value=value * 1e3, unit="ms",
                 target="≤ 5 ms fp16", target_value=5.0, better="lower",
                 baseline_name="same call on this machine's CPU (fp32)", baseline_value=base * 1e3,
-                note=f"bundled multi-style network, {style}, with its palette match; input already on the device",
+                note=f"bundled multi-style network, {style}, with its palette match; input already on the device; "
+                     f"an animation's frames ({graphs}); eager (a single still): {eager * 1e3:.2f} ms",
                 call=lambda: model.stylize_tensor(x))
+
+
+def _compiled(row: Callable[[torch.device, bool], dict]) -> Callable[[torch.device, bool], dict]:
+    """``row`` with ``$NEURAL_TEXTURES_COMPILE=1`` (common/accelerate.py: the networks compiled in place on
+    CUDA), restored after; the compile variants run last, since compiled shared networks stay compiled."""
+    def measure(device: torch.device, tiny: bool) -> dict:
+        from core.common.accelerate import COMPILE_ENV, compile_available
+
+        before = os.environ.get(COMPILE_ENV)
+        os.environ[COMPILE_ENV] = "1"
+        try:
+            out = row(device, tiny)
+        finally:
+            if before is None:
+                os.environ.pop(COMPILE_ENV, None)
+            else:
+                os.environ[COMPILE_ENV] = before
+        out["name"] += " compiled" if compile_available(device) else " (compile unavailable: eager)"
+        out["note"] = "torch.compile (Inductor) of the networks; " + out.get("note", "")
+        return out
+
+    return measure
 
 
 def adain_1080p(device: torch.device, tiny: bool) -> dict:
@@ -284,15 +337,16 @@ def vae_train(device: torch.device, tiny: bool) -> dict:
                                  checkpoint_every=10 ** 9)
 
     # 100 steps: the first H200 run's 300 (at about a GAN step's rate, CPU-bound) outran the row's limit
-    steps = 3 if tiny else 100
-    value = _training_steps_per_s(train, device, steps, work / "dev.safetensors")
+    steps = 4 if tiny else 120
+    value, whole, done = _steady_steps_per_s(train, device, steps, work / "dev.safetensors")
     cpu = (_training_steps_per_s(train, torch.device("cpu"), 3, work / "cpu.safetensors")
            if device.type != "cpu" else None)
     return dict(name=f"texture VAE training (batch {config.batch_size}, crop {config.crop_size})", value=value,
                 unit="steps/s", target="≥ 100 steps/s", target_value=100.0, better="higher",
                 baseline_name="same steps on this machine's CPU", baseline_value=cpu,
-                note=f"includes the checkpoint write at the end of the timed run; profile: {PROFILE_STEPS} steady steps",
-                call=_steady_steps_call(train, work / "dev.safetensors", device, 1 + steps))
+                note=f"steady steps (two resumed runs' difference); a whole run of {steps} steps with its start and "
+                     f"checkpoint write: {whole:.3g} steps/s; profile: {PROFILE_STEPS} steady steps",
+                call=_steady_steps_call(train, work / "dev.safetensors", device, done))
 
 
 # The quick rows first: a run cut short still measured most of them.
@@ -300,6 +354,9 @@ ROWS: dict[str, Callable[[torch.device, bool], dict]] = {
     "fast_style_1080p": fast_style_1080p, "adain_1080p": adain_1080p, "gan_generate_4096": gan_generate_4096,
     "synth_512": synth_512, "gan_train": gan_train, "vae_train": vae_train, "synth_2048": synth_2048,
     "optimize_1080p": optimize_1080p, "gan_materials_train": gan_materials_train,
+    # Variants last: compiled shared networks (the VGG19) stay compiled for the rest of the process.
+    "fast_style_1080p_compiled": _compiled(fast_style_1080p), "gan_train_compiled": _compiled(gan_train),
+    "vae_train_compiled": _compiled(vae_train),
 }
 _WORK = "bench_output/gpu_rows"
 

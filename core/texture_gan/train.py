@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
                                   sync_model_with_state)
+from ..common.accelerate import compile_in_place
 from ..common.device import adam, load_optimizer_state, autocast, pick_device
 from ..common.images import ImageError, image_from_array, load_image, resize_rgb, to_srgb
 from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, report
@@ -223,6 +224,8 @@ class GANTrainer(EMAGANTrainer):
         self.seed_streams(seed)
         self.mixed = cfg.mixed_precision and device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.steps_done = 0
+        for m in (self.g, self.d, self.stats_net.net):  # opt-in, CUDA only (common/accelerate.py)
+            compile_in_place(m, device)
 
     def step(self) -> dict[str, torch.Tensor]:
         cfg, dev, g, d = self.cfg, self.device, self.g, self.d

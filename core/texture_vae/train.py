@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..common.accelerate import compile_in_place
 from ..common.checkpoints import (
     fingerprint_arrays, load_training_state, save_model_and_state, sync_model_with_state,
 )
@@ -129,6 +130,8 @@ class VAETrainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_scaler)
         self.sampler = CropSampler(images, cfg.crop_size, self.data_gen, device)
         self.net_f = TextureFeatures(device) if cfg.stats_features == "vgg19" else feature_net(device)
+        for m in (self.net, getattr(self.net_f, "net", self.net_f)):  # opt-in, CUDA only (common/accelerate.py)
+            compile_in_place(m, device)
         self.batch: torch.Tensor | None = None  # the last step's crops and reconstructions (previews)
         self.recon: torch.Tensor | None = None
 

@@ -38,18 +38,22 @@ from .runner import ROOT, Part, kill_all, read_jsonl, request_stop, run_parallel
 WEIGHTS_NAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"  # core.common.perception's
 CARRIED_WEIGHTS = ROOT / "build_cache" / WEIGHTS_NAME
 ARCHIVE_NAME = "gpu_run.tar.gz"
-# The rows with targets first; 2048² synthesis (no target) last, so a bench phase cut short loses it first.
+# The rows with targets first; 2048² synthesis (no target) next, then the compiled variants (common/accelerate.py,
+# the third slot's experiment on the host-bound misses): compiled shared networks stay compiled in the process.
 ROWS = ["fast_style_1080p", "adain_1080p", "gan_generate_4096", "synth_512", "gan_train", "vae_train",
-        "optimize_1080p", "gan_materials_train", "synth_2048"]
+        "optimize_1080p", "gan_materials_train", "synth_2048", "fast_style_1080p_compiled", "gan_train_compiled",
+        "vae_train_compiled"]
 # Seconds each row may take on the GPU machine, its CPU baseline included (a row past it is killed, the next runs).
+# A compiled row's first call compiles (Inductor: tens of seconds a network, forward and backward).
 ROW_LIMITS = {"fast_style_1080p": 30, "adain_1080p": 40, "gan_generate_4096": 60, "synth_512": 40, "gan_train": 60,
-              "vae_train": 60, "synth_2048": 40, "optimize_1080p": 60, "gan_materials_train": 60}
+              "vae_train": 60, "synth_2048": 40, "optimize_1080p": 60, "gan_materials_train": 60,
+              "fast_style_1080p_compiled": 90, "gan_train_compiled": 120, "vae_train_compiled": 120}
 PROFILES = {
     # rows_s: the bench phase's cap; reserve_s: kept for evaluations and the last pack; grace_s: a training's
     # start and final checkpoint beyond its --minutes.
     # eval_s: the second slot's materials GAN evaluation (its CPU model first written from its state, four
     # evaluations sharing the GPU) was killed at 60 s, so nothing decided whether it was kept.
-    "gpu": dict(device="cuda", probe_s=60, rows_s=220, reserve_s=115, grace_s=60, eval_s=100, suite=["tests/core"]),
+    "gpu": dict(device="cuda", probe_s=60, rows_s=360, reserve_s=115, grace_s=60, eval_s=100, suite=["tests/core"]),
     # tiny: limits far above what an idle machine needs (about a minute in all), so a loaded 2-core machine
     # still finishes (no test may depend on speed); the canaries prove the limits work.
     "tiny": dict(device="cpu", probe_s=120, rows_s=300, reserve_s=60, grace_s=150, eval_s=90, minutes=0.05,
@@ -281,7 +285,7 @@ class GpuRun:
         if importlib.util.find_spec("pytest_timeout"):
             argv += ["--timeout", "180"]  # one hung test must not eat the suite's whole share
         if self.profile_name == "gpu" and importlib.util.find_spec("xdist"):
-            argv += ["-n", "4", "--dist", "loadfile"]  # 16 cores: the suite would not fit its minutes serially
+            argv += ["-n", "6", "--dist", "loadfile"]  # 16 cores: the suite would not fit its minutes serially (4: 195 s)
         return argv
 
     def zoo_names(self) -> list[str]:

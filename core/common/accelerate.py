@@ -1,0 +1,114 @@
+"""Fewer host launches on CUDA: graph replay for repeated same-shaped inference, and opt-in ``torch.compile``.
+
+The H200 runs found the small networks host-bound: a 1080p fast-style frame spent 20.8 ms launching 8.4 ms of
+GPU work, and the trainings' steps waited on Python as much. Two levers, both off the CPU path entirely:
+
+* ``GraphReplay``: a CUDA graph of one call, captured for one set of input shapes and replayed with new input
+  values (one launch instead of hundreds). It captures only when a shape comes back (the second frame of an
+  animation), so a single still never pays the capture; a call that cannot be captured runs eagerly from then on.
+* ``compile_in_place``: ``nn.Module.compile`` (TorchInductor fuses the norms, paddings and activations around
+  the convolutions) where Triton is installed and ``$NEURAL_TEXTURES_COMPILE`` asks for it. A graph that fails
+  to compile runs eagerly instead of failing the job. Off by default: its first call takes tens of seconds,
+  and the GPU bench measures both before any default changes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections import OrderedDict
+from typing import Callable, Sequence
+
+import torch
+
+COMPILE_ENV = "NEURAL_TEXTURES_COMPILE"  # "1": networks compile on CUDA (the GPU bench's variants)
+
+
+def compile_requested() -> bool:
+    return os.environ.get(COMPILE_ENV, "") == "1"
+
+
+def compile_available(device: torch.device | str) -> bool:
+    """``torch.compile`` can generate GPU kernels here: a CUDA device and Triton installed."""
+    return torch.device(device).type == "cuda" and importlib.util.find_spec("triton") is not None
+
+
+def compile_in_place(module: torch.nn.Module, device: torch.device | str, mode: str | None = None,
+                     force: bool = False) -> bool:
+    """Compile ``module``'s forward in place (its state dict keeps its keys) when asked (``force`` or
+    ``$NEURAL_TEXTURES_COMPILE=1``) and possible (``compile_available``). Returns whether it did."""
+    if not ((force or compile_requested()) and compile_available(device)):
+        return False
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True  # a graph that cannot compile runs eagerly, the job goes on
+    module.compile(mode=mode, dynamic=False)
+    return True
+
+
+class GraphReplay:
+    """``fn(*tensors)`` replayed from CUDA graphs, one per set of input shapes, dtypes and strides.
+
+    The first call of a shape runs eagerly; the second captures (after a warm-up on a side stream, as PyTorch
+    requires) and every later one copies its inputs into the graph's own and replays. ``fn`` must take and
+    return CUDA tensors and must not wait for the device (no ``.item()``, no ``.cpu()``). Answers are copies,
+    so a caller may keep them. At most ``capacity`` graphs are held (each holds its intermediates), the least
+    recently used one is dropped first. A shape whose capture fails runs eagerly for good (``failed``).
+    """
+
+    def __init__(self, fn: Callable[..., torch.Tensor], capacity: int = 2, warmup: int = 2):
+        self.fn, self.capacity, self.warmup = fn, max(1, int(capacity)), max(1, int(warmup))
+        self.graphs: OrderedDict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]] = OrderedDict()
+        self.seen: set[tuple] = set()
+        self.failed: dict[tuple, str] = {}
+        self.replays = 0
+
+    @staticmethod
+    def key(tensors: Sequence[torch.Tensor]) -> tuple:
+        return tuple((tuple(t.shape), t.dtype, t.stride(), t.device) for t in tensors)
+
+    def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
+        if not all(t.is_cuda for t in tensors):
+            return self.fn(*tensors)
+        key = self.key(tensors)
+        entry = self.graphs.get(key)
+        if entry is None:
+            if key in self.failed or key not in self.seen:
+                self.seen.add(key)
+                return self.fn(*tensors)
+            try:
+                entry = self._capture(tensors)
+            except Exception as exc:  # noqa: BLE001 - any capture failure means: this shape runs eagerly
+                self.failed[key] = f"{type(exc).__name__}: {exc}"
+                torch.cuda.synchronize()
+                return self.fn(*tensors)
+            self.graphs[key] = entry
+            while len(self.graphs) > self.capacity:
+                self.graphs.popitem(last=False)
+        self.graphs.move_to_end(key)
+        graph, inputs, output = entry
+        for static, t in zip(inputs, tensors):
+            static.copy_(t)
+        graph.replay()
+        self.replays += 1
+        return output.clone()
+
+    def _capture(self, tensors: Sequence[torch.Tensor]):
+        inputs = [t.clone(memory_format=torch.preserve_format) for t in tensors]
+        side = torch.cuda.Stream(device=inputs[0].device)
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up: kernels chosen, workspaces allocated, outside the capture
+            for _ in range(self.warmup):
+                self.fn(*inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            output = self.fn(*inputs)
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"a replayed call must return one tensor, not {type(output).__name__}")
+        return graph, inputs, output
+
+    def clear(self) -> None:
+        self.graphs.clear()
+        self.seen.clear()
+        self.failed.clear()
