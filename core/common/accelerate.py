@@ -50,17 +50,25 @@ class GraphReplay:
     """``fn(*tensors)`` replayed from CUDA graphs, one per set of input shapes, dtypes and strides.
 
     The first call of a shape runs eagerly; the second captures (after a warm-up on a side stream, as PyTorch
-    requires) and every later one copies its inputs into the graph's own and replays. ``fn`` must take and
-    return CUDA tensors and must not wait for the device (no ``.item()``, no ``.cpu()``). Answers are copies,
-    so a caller may keep them. At most ``capacity`` graphs are held (each holds its intermediates), the least
-    recently used one is dropped first. A shape whose capture fails runs eagerly for good (``failed``).
+    requires, with cuDNN's benchmark on so each convolution of the shape gets its fastest kernel) and every later
+    one copies its inputs into the graph's own and replays. ``alternatives`` (name -> function with the same
+    answer, e.g. the inference rewrites) are captured too and timed over a few replays; the fastest is kept
+    (``chosen``), since which form wins depends on the card. Each function must take and return CUDA tensors
+    and must not wait for the device (no ``.item()``, no ``.cpu()``). Answers are copies, so a caller may keep
+    them. At most ``capacity`` graphs are held (each holds its intermediates), the least recently used one is
+    dropped first. A shape whose capture fails runs eagerly for good (``failed``).
     """
 
-    def __init__(self, fn: Callable[..., torch.Tensor], capacity: int = 2, warmup: int = 2):
+    def __init__(self, fn: Callable[..., torch.Tensor], capacity: int = 2, warmup: int = 2,
+                 alternatives: dict[str, Callable[..., torch.Tensor]] | None = None, trials: int = 5):
         self.fn, self.capacity, self.warmup = fn, max(1, int(capacity)), max(1, int(warmup))
+        self.candidates = {"plain": fn, **(alternatives or {})}
+        self.trials = max(1, int(trials))
         self.graphs: OrderedDict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]] = OrderedDict()
         self.seen: set[tuple] = set()
         self.failed: dict[tuple, str] = {}
+        self.chosen: dict[tuple, str] = {}
+        self.timings: dict[tuple, dict[str, float]] = {}  # milliseconds per replay of each captured candidate
         self.replays = 0
 
     @staticmethod
@@ -77,7 +85,7 @@ class GraphReplay:
                 self.seen.add(key)
                 return self.fn(*tensors)
             try:
-                entry = self._capture(tensors)
+                entry = self._capture_fastest(key, tensors)
             except Exception as exc:  # noqa: BLE001 - any capture failure means: this shape runs eagerly
                 self.failed[key] = f"{type(exc).__name__}: {exc}"
                 torch.cuda.synchronize()
@@ -93,22 +101,56 @@ class GraphReplay:
         self.replays += 1
         return output.clone()
 
-    def _capture(self, tensors: Sequence[torch.Tensor]):
+    def _capture_fastest(self, key: tuple, tensors: Sequence[torch.Tensor]):
+        best, best_ms, errors, timings = None, float("inf"), [], {}
+        for name, fn in self.candidates.items():
+            try:
+                entry = self._capture(fn, tensors)
+            except Exception as exc:  # noqa: BLE001 - another candidate may still capture
+                errors.append(f"{name}: {type(exc).__name__}: {exc}")
+                torch.cuda.synchronize()
+                continue
+            ms = timings[name] = self._replay_ms(entry[0]) if len(self.candidates) > 1 else 0.0
+            if ms < best_ms:
+                best, best_ms = (name, entry), ms
+        if best is None:
+            raise RuntimeError("; ".join(errors))
+        self.chosen[key], self.timings[key] = best[0], timings
+        return best[1]
+
+    def _capture(self, fn: Callable[..., torch.Tensor], tensors: Sequence[torch.Tensor]):
         inputs = [t.clone(memory_format=torch.preserve_format) for t in tensors]
-        side = torch.cuda.Stream(device=inputs[0].device)
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up: kernels chosen, workspaces allocated, outside the capture
-            for _ in range(self.warmup):
-                self.fn(*inputs)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            output = self.fn(*inputs)
+        benchmark = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True  # the shape comes back: worth timing its convolutions' kernels once
+        try:
+            side = torch.cuda.Stream(device=inputs[0].device)
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up: kernels chosen, workspaces allocated, outside the capture
+                for _ in range(self.warmup):
+                    fn(*inputs)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                output = fn(*inputs)
+        finally:
+            torch.backends.cudnn.benchmark = benchmark
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"a replayed call must return one tensor, not {type(output).__name__}")
         return graph, inputs, output
+
+    def _replay_ms(self, graph: torch.cuda.CUDAGraph) -> float:
+        graph.replay()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(self.trials):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / self.trials
 
     def clear(self) -> None:
         self.graphs.clear()
         self.seen.clear()
         self.failed.clear()
+        self.chosen.clear()
+        self.timings.clear()

@@ -1,6 +1,7 @@
 """The switch for the CPU inference rewrites (``core/style/fused_convs.py``, the perception module's channels-last
 path): on without gradients on the CPU; ``layers_as_trained()`` turns them off, so the bench can time the same
-weights the plain way, side by side."""
+weights the plain way, side by side. ``rewrites_on_any_device()`` lets them run on a GPU too, where the graph
+replay of the style networks times both forms and keeps the faster (``common/accelerate.py``)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,24 @@ from typing import Iterator
 import torch
 
 _rewrites_on = True
+_any_device = False
 
 
 def cpu_inference(x: torch.Tensor) -> bool:
-    """Whether a layer may run its inference rewrite on ``x``: no gradients, on the CPU, not switched off."""
-    return _rewrites_on and not torch.is_grad_enabled() and x.device.type == "cpu"
+    """Whether a layer may run its inference rewrite on ``x``: no gradients, on the CPU (or any device within
+    ``rewrites_on_any_device``), not switched off."""
+    return _rewrites_on and not torch.is_grad_enabled() and (_any_device or x.device.type == "cpu")
+
+
+@contextmanager
+def rewrites_on_any_device() -> Iterator[None]:
+    """Within: the rewrites run on every device, not only the CPU."""
+    global _any_device
+    before, _any_device = _any_device, True
+    try:
+        yield
+    finally:
+        _any_device = before
 
 
 @contextmanager

@@ -40,16 +40,21 @@ def test_fast_style_frames_replay_the_eager_answer_on_cuda():
     replay = multi.replay
     outs = [model.stylize_tensor(f) for f in frames]  # first eager, second captured, then replays
     assert replay.replays == 3 and len(replay.graphs) == 1 and not replay.failed
+    # Both forms were captured and timed; the faster one answers (the rewrites sum in another order: fp16).
+    (key, chosen), = replay.chosen.items()
+    assert chosen in ("plain", "rewritten") and set(replay.timings[key]) == {"plain", "rewritten"}
+    tolerance = 2e-3 if chosen == "plain" else 1e-2
     multi.replay = None
     eager = [model.stylize_tensor(f) for f in frames]
     for a, b in zip(outs, eager):
-        assert (a - b).abs().max().item() < 2e-3  # fp16 network: the same kernels, replayed
+        assert (a - b).abs().max().item() < tolerance
+        assert (a - b).abs().mean().item() < 1e-3
     # Another style's mix goes through the same graph (the mix is an input) and gives that style's frame.
     multi.replay = replay
     other = multi.mix_vector("udnie") if "udnie" in multi.style_names else multi.mix_vector(multi.style_names[-1])
     replayed = multi.stylize_tensor(frames[0], other)
     multi.replay = None
-    assert (replayed - multi.stylize_tensor(frames[0], other)).abs().max().item() < 2e-3
+    assert (replayed - multi.stylize_tensor(frames[0], other)).abs().max().item() < tolerance
     assert replay.replays == 4 and len(replay.graphs) == 1
 
 

@@ -8,7 +8,7 @@ import torch
 
 from core.common.checkpoints import CheckpointError
 from core.style.multistyle import palettes_of
-from core.style.palette import Palette, blend, match_palette
+from core.style.palette import Palette, blend, colour_transform, match_palette
 
 
 def _frame(seed: int, h: int = 48, w: int = 64) -> np.ndarray:
@@ -71,3 +71,13 @@ def test_flat_frames_and_one_colour_paintings_stay_finite():
 def test_invalid_palettes_are_refused_clearly(bad):
     with pytest.raises(CheckpointError, match="palettes"):
         palettes_of({"palettes": bad}, 2)
+
+
+def test_the_gpu_form_of_the_colour_transform_equals_the_matrix_product():
+    g = torch.Generator().manual_seed(4)
+    image = torch.rand(3, 37, 53, generator=g)
+    matrix, shift = torch.randn(3, 3, generator=g), torch.randn(3, generator=g)
+    product = colour_transform(image, matrix, shift, broadcast=False)
+    expected = torch.einsum("ij,jhw->ihw", matrix, image) + shift.view(3, 1, 1)
+    assert torch.allclose(product, expected, atol=1e-5)
+    assert torch.allclose(colour_transform(image, matrix, shift, broadcast=True), product, atol=1e-5)
