@@ -214,7 +214,8 @@ def fast_style_1080p(device: torch.device, tiny: bool) -> dict:
         f"graph replays {replay.replays}" + (f", capture failed: {list(replay.failed.values())[0][:200]}"
                                              if replay.failed else "")
         + "".join(f"; kept the {replay.chosen[k]} layers of "
-                  + ", ".join(f"{n} {ms:.2f} ms" for n, ms in replay.timings[k].items()) for k in replay.chosen))
+                  + ", ".join(f"{n} {ms:.2f} ms" for n, ms in replay.timings[k].items()) for k in replay.chosen)
+        + "".join(f"; not captured: {'; '.join(e)[:300]}" for e in replay.rejected.values()))
     return dict(name=f"fast style {w}x{h}" + (" fp16" if model.half else ""), value=value * 1e3, unit="ms",
                 target="≤ 5 ms fp16", target_value=5.0, better="lower",
                 baseline_name="same call on this machine's CPU (fp32)", baseline_value=base * 1e3,

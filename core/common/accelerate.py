@@ -69,6 +69,7 @@ class GraphReplay:
         self.failed: dict[tuple, str] = {}
         self.chosen: dict[tuple, str] = {}
         self.timings: dict[tuple, dict[str, float]] = {}  # milliseconds per replay of each captured candidate
+        self.rejected: dict[tuple, list[str]] = {}  # candidates that did not capture, with why
         self.replays = 0
 
     @staticmethod
@@ -113,6 +114,8 @@ class GraphReplay:
             ms = timings[name] = self._replay_ms(entry[0]) if len(self.candidates) > 1 else 0.0
             if ms < best_ms:
                 best, best_ms = (name, entry), ms
+        if errors:
+            self.rejected[key] = errors
         if best is None:
             raise RuntimeError("; ".join(errors))
         self.chosen[key], self.timings[key] = best[0], timings
@@ -154,3 +157,4 @@ class GraphReplay:
         self.failed.clear()
         self.chosen.clear()
         self.timings.clear()
+        self.rejected.clear()

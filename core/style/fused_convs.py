@@ -57,19 +57,32 @@ def fuses_upsampling(conv: torch.nn.Module) -> bool:
             and conv.groups == 1 and conv.dilation == (1, 1))
 
 
+def _rewritten(conv: torch.nn.Conv2d, name: str, kernel) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(kernel(conv.weight), bias repeated 4 times)``, kept on ``conv`` until its weight or bias changes: built
+    once per weight, not per frame, and outside a CUDA graph's capture (the bias's ``repeat_interleave`` waits
+    for the device, which a capture refuses: the third H200 run's rewritten style network did not capture)."""
+    w, b = conv.weight, conv.bias
+    key = (w.data_ptr(), w._version, w.dtype, w.device, None if b is None else (b.data_ptr(), b._version))
+    cache = conv.__dict__.setdefault("_rewritten_kernels", {})
+    hit = cache.get(name)
+    if hit is None or hit[0] != key:
+        with torch.no_grad():
+            hit = cache[name] = (key, (kernel(w), None if b is None else b.repeat_interleave(4)))
+    return hit[1]
+
+
 def upsampled_conv(x: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
     """``conv(reflection_pad(nearest_upsample_2x(x), 1))`` for a 3x3 ``conv``, by ``upsampled_conv_kernel``."""
     if not fuses_upsampling(conv):
         raise ValueError("upsampled_conv fuses a plain 3x3 convolution (a 1-pixel reflected border) only")
-    bias = None if conv.bias is None else conv.bias.repeat_interleave(4)
-    y = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), upsampled_conv_kernel(conv.weight), bias)
-    return F.pixel_shuffle(y, 2)
+    weight, bias = _rewritten(conv, "upsampled", upsampled_conv_kernel)
+    return F.pixel_shuffle(F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), weight, bias), 2)
 
 
 def space_to_depth_conv(padded: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
     """``conv(padded)`` (stride 1, even sides) by ``space_to_depth_kernel``."""
-    bias = None if conv.bias is None else conv.bias.repeat_interleave(4)
-    return F.pixel_shuffle(F.conv2d(F.pixel_unshuffle(padded, 2), space_to_depth_kernel(conv.weight), bias), 2)
+    weight, bias = _rewritten(conv, "space_to_depth", space_to_depth_kernel)
+    return F.pixel_shuffle(F.conv2d(F.pixel_unshuffle(padded, 2), weight, bias), 2)
 
 
 def runs_space_to_depth(padded: torch.Tensor, conv: torch.nn.Conv2d) -> bool:

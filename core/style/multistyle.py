@@ -25,7 +25,7 @@ from ..common.inference import rewrites_on_any_device
 from ..common.images import from_tensor, to_tensor
 from .apply import StyleModel
 from .inputs import ImageLike, check_strength, finish, prepare, unchanged
-from .palette import Palette, blend, match_palette
+from .palette import Palette, blend, match_palette, match_palette_on_device, palette_target
 from .tiling import stylize_tiled
 from .transformer import StatsNorm, TransformerConfig, TransformerNet
 
@@ -146,12 +146,15 @@ class MultiStyleModel:
         self.replay = GraphReplay(self._network, alternatives={"rewritten": self._network_rewritten}) \
             if device.type == "cuda" else None
 
-    def _network(self, x: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
-        return self.net(x, mix).float()
+    def _network(self, x: torch.Tensor, mix: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's frame in float32; with ``target`` (``palette_target``) matched to that palette."""
+        out = self.net(x, mix).float()
+        return out if target is None else match_palette_on_device(out, target)
 
-    def _network_rewritten(self, x: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    def _network_rewritten(self, x: torch.Tensor, mix: torch.Tensor,
+                           target: torch.Tensor | None = None) -> torch.Tensor:
         with rewrites_on_any_device():
-            return self.net(x, mix).float()
+            return self._network(x, mix, target)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device=None) -> "MultiStyleModel":
@@ -206,20 +209,25 @@ class MultiStyleModel:
         net = _MixedPass(self.net, mix)
         x = x.to(self.device, torch.float16 if self.half else torch.float32).contiguous(
             memory_format=torch.channels_last)
-        if tile_size is not None:
-            out = stylize_tiled(net, x, int(tile_size), cancel=cancel).float()
-        elif self.replay is not None and all(n.mode == "instance" for n in self.net.norms()):
-            out = self.replay(x, mix)
-        else:
-            out = self._network(x, mix)
-        if not self.palettes:
-            return out
         fixed = None if palette_strength is None else check_strength(palette_strength)
-        rows = mix.float().cpu().numpy().astype(np.float64)
+        # Read before the frame is queued: on a GPU the read then waits for nothing.
+        rows = mix.float().cpu().numpy().astype(np.float64) if self.palettes else None
 
         def strength(row: np.ndarray) -> float:
             return fixed if fixed is not None else float(np.dot(row, self.palette_strengths))
 
+        if tile_size is not None:
+            out = stylize_tiled(net, x, int(tile_size), cancel=cancel).float()
+        elif self.replay is not None and all(n.mode == "instance" for n in self.net.norms()):
+            if rows is not None and x.shape[0] == 1 and len(rows) == 1 and strength(rows[0]) > 0:
+                # One frame: network and palette match in one graph (the match never reads back to the host)
+                target = palette_target(blend(self.palettes, rows[0]), strength(rows[0])).to(self.device)
+                return self.replay(x, mix, target)
+            out = self.replay(x, mix)
+        else:
+            out = self._network(x, mix)
+        if rows is None:
+            return out
         if len(rows) == 1:
             return match_palette(out, blend(self.palettes, rows[0]), strength(rows[0]))
         return torch.cat([match_palette(out[i:i + 1], blend(self.palettes, rows[i]), strength(rows[i]))

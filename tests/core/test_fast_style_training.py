@@ -446,6 +446,34 @@ def test_cpu_inference_path_equals_the_training_forward(size):
     assert torch.allclose(s2d, F.conv2d(padded, head), atol=1e-12)
 
 
+
+def test_rewritten_kernels_are_built_once_and_follow_weight_changes():
+    # Kept on the layer (a CUDA graph's capture cannot build them), rebuilt when the weights change in place.
+    from core.style.fused_convs import space_to_depth_conv, upsampled_conv
+
+    torch.manual_seed(2)
+    conv, head = torch.nn.Conv2d(4, 5, 3), torch.nn.Conv2d(4, 3, 9)
+    small, padded = torch.randn(1, 4, 6, 7), torch.randn(1, 4, 20, 18)
+
+    def plain():
+        return (conv(F.pad(F.interpolate(small, scale_factor=2, mode="nearest"), (1,) * 4, mode="reflect")),
+                head(padded))
+
+    with torch.no_grad():
+        for change in (None, "load", "inplace"):
+            if change == "load":
+                conv.load_state_dict({"weight": torch.randn(5, 4, 3, 3), "bias": torch.randn(5)})
+                head.load_state_dict({"weight": torch.randn(3, 4, 9, 9), "bias": torch.randn(3)})
+            elif change == "inplace":
+                conv.bias.add_(1.0)
+                head.weight.mul_(-2.0)
+            ref_up, ref_head = plain()
+            for _ in range(2):  # the second call reads the kept kernels
+                assert torch.allclose(upsampled_conv(small, conv), ref_up, atol=1e-5), change
+                assert torch.allclose(space_to_depth_conv(padded, head), ref_head, atol=1e-4), change
+            kept = conv.__dict__["_rewritten_kernels"]["upsampled"][1][0]
+            assert upsampled_conv(small, conv) is not None and conv.__dict__["_rewritten_kernels"]["upsampled"][1][0] is kept
+
 def test_per_layer_scaling_weighs_every_channel_of_a_layer_alike():
     from core.style.adain_train import channel_scales
 

@@ -8,7 +8,8 @@ import torch
 
 from core.common.checkpoints import CheckpointError
 from core.style.multistyle import palettes_of
-from core.style.palette import Palette, blend, colour_transform, match_palette
+from core.style.palette import (EPS, Palette, _sqrt_psd, blend, colour_transform, inverse_sqrt_psd, match_palette,
+                                match_palette_on_device, palette_target)
 
 
 def _frame(seed: int, h: int = 48, w: int = 64) -> np.ndarray:
@@ -81,3 +82,28 @@ def test_the_gpu_form_of_the_colour_transform_equals_the_matrix_product():
     expected = torch.einsum("ij,jhw->ihw", matrix, image) + shift.view(3, 1, 1)
     assert torch.allclose(product, expected, atol=1e-5)
     assert torch.allclose(colour_transform(image, matrix, shift, broadcast=True), product, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("strength", [0.4, 1.0])
+def test_the_match_without_a_host_read_equals_the_match(seed, strength):
+    """The CUDA graph's form (Newton-Schulz, no eigendecomposition on the host) gives the same frame, here on the
+    CPU, on real-looking frames (ridge and floor agree above the floor) and on a flat one (finite, in range)."""
+    x = _tensor(_frame(seed, 61, 83))
+    palette = blend([PAINTING, Palette.of_image(_frame(seed + 7))], [0.7, 0.3])
+    ref = match_palette(x, palette, strength)
+    out = match_palette_on_device(x, palette_target(palette, strength))
+    assert (out - ref).abs().max().item() < 2e-3
+    flat = match_palette_on_device(torch.full((1, 3, 20, 30), 0.3), palette_target(palette, strength))
+    assert torch.isfinite(flat).all() and flat.min() >= 0 and flat.max() <= 1
+
+
+def test_newton_schulz_converges_to_the_ridged_inverse_root_from_the_flattest_frames():
+    g = torch.Generator().manual_seed(1)
+    covs = [torch.diag(torch.tensor([0.25, 0.25, 0.0], dtype=torch.float64)), torch.zeros(3, 3, dtype=torch.float64)]
+    for _ in range(50):
+        q, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+        covs.append(q @ torch.diag(0.25 * 10 ** (-7 * torch.rand(3, generator=g, dtype=torch.float64))) @ q.T)
+    for cov in covs:
+        exact = _sqrt_psd(cov + EPS * torch.eye(3, dtype=torch.float64), inverse=True)
+        assert ((inverse_sqrt_psd(cov) - exact).abs().max() / exact.abs().max()).item() < 1e-9
