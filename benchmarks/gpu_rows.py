@@ -359,7 +359,7 @@ ROWS: dict[str, Callable[[torch.device, bool], dict]] = {
     "optimize_1080p": optimize_1080p, "gan_materials_train": gan_materials_train,
     # Variants last: compiled shared networks (the VGG19) stay compiled for the rest of the process.
     "fast_style_1080p_compiled": _compiled(fast_style_1080p), "gan_train_compiled": _compiled(gan_train),
-    "vae_train_compiled": _compiled(vae_train),
+    "vae_train_compiled": _compiled(vae_train), "gan_materials_train_compiled": _compiled(gan_materials_train),
 }
 _WORK = "bench_output/gpu_rows"
 
