@@ -21,11 +21,20 @@ from typing import Callable, Sequence
 
 import torch
 
-COMPILE_ENV = "NEURAL_TEXTURES_COMPILE"  # "1": networks compile on CUDA (the GPU bench's variants)
+COMPILE_ENV = "NEURAL_TEXTURES_COMPILE"  # "1": networks compile on CUDA (the GPU bench's variants); "0": never
+# A CUDA training with at least this many steps left compiles its networks unless told not to: compiling the
+# texture GAN's took about 45 s on the H200 and doubled its steps (16.5 -> 33.3 steps/s, the third slot), so it
+# repays itself after about 1,500 steps; twice that leaves a margin (and the VAE's 1.4x needs about 1,800).
+COMPILE_MIN_STEPS = 3000
 
 
 def compile_requested() -> bool:
     return os.environ.get(COMPILE_ENV, "") == "1"
+
+
+def worth_compiling(steps_left: int) -> bool:
+    """Whether a training with ``steps_left`` steps to go should compile (``compile_in_place(force=...)``)."""
+    return int(steps_left) >= COMPILE_MIN_STEPS
 
 
 def compile_available(device: torch.device | str) -> bool:
@@ -36,8 +45,9 @@ def compile_available(device: torch.device | str) -> bool:
 def compile_in_place(module: torch.nn.Module, device: torch.device | str, mode: str | None = None,
                      force: bool = False) -> bool:
     """Compile ``module``'s forward in place (its state dict keeps its keys) when asked (``force`` or
-    ``$NEURAL_TEXTURES_COMPILE=1``) and possible (``compile_available``). Returns whether it did."""
-    if not ((force or compile_requested()) and compile_available(device)):
+    ``$NEURAL_TEXTURES_COMPILE=1``), not refused (``$NEURAL_TEXTURES_COMPILE=0``) and possible
+    (``compile_available``). Returns whether it did."""
+    if os.environ.get(COMPILE_ENV, "") == "0" or not ((force or compile_requested()) and compile_available(device)):
         return False
     import torch._dynamo
 

@@ -50,6 +50,8 @@ def reflect_pad_channels_last(x: torch.Tensor, pad: tuple[int, int, int, int]) -
     tensor channels-last (on any device: tested on the CPU)."""
     left, right, top, bottom = pad
     h, w = _check_reflect(x, pad)
+    if x.dim() == 4 and not (torch.is_grad_enabled() and x.requires_grad):
+        return _reflect_pad_in_place(x, pad, h, w)
     # Empty sides are left out: an empty part has no layout of its own and would make cat answer in NCHW.
     if left or right:
         parts = [x[..., 1:left + 1].flip(-1)] * bool(left) + [x] + [x[..., w - 1 - right:w - 1].flip(-1)] * bool(right)
@@ -59,6 +61,26 @@ def reflect_pad_channels_last(x: torch.Tensor, pad: tuple[int, int, int, int]) -
             [x[..., h - 1 - bottom:h - 1, :].flip(-2)] * bool(bottom)
         x = torch.cat(parts, dim=-2)
     return x
+
+
+def _reflect_pad_in_place(x: torch.Tensor, pad: tuple[int, int, int, int], h: int, w: int) -> torch.Tensor:
+    """Inference's form: the frame written once into a channels-last canvas, the mirrored borders copied in
+    after it (from the canvas itself for the top and bottom, corners included). Two concatenations copied the
+    whole frame twice: 1.35 ms of a 1080p fp16 style frame on the H200 (the third slot)."""
+    left, right, top, bottom = pad
+    n, c = x.shape[:2]
+    out = torch.empty((n, c, h + top + bottom, w + left + right), dtype=x.dtype, device=x.device,
+                      memory_format=torch.channels_last)
+    out[..., top:top + h, left:left + w] = x
+    if left:
+        out[..., top:top + h, :left] = x[..., 1:left + 1].flip(-1)
+    if right:
+        out[..., top:top + h, left + w:] = x[..., w - 1 - right:w - 1].flip(-1)
+    if top:
+        out[..., :top, :] = out[..., top + 1:2 * top + 1, :].flip(-2)
+    if bottom:
+        out[..., top + h:, :] = out[..., top + h - 1 - bottom:top + h - 1, :].flip(-2)
+    return out
 
 
 def reflect_pad(x: torch.Tensor, pad: tuple[int, int, int, int], force_gather: bool = False) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
                                   sync_model_with_state)
-from ..common.accelerate import compile_in_place
+from ..common.accelerate import compile_in_place, worth_compiling
 from ..common.device import adam, load_optimizer_state, autocast, pick_device
 from ..common.images import ImageError, image_from_array, load_image, resize_rgb, to_srgb
 from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, report
@@ -224,8 +224,11 @@ class GANTrainer(EMAGANTrainer):
         self.seed_streams(seed)
         self.mixed = cfg.mixed_precision and device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.steps_done = 0
-        for m in (self.g, self.d, self.stats_net.net):  # opt-in, CUDA only (common/accelerate.py)
-            compile_in_place(m, device)
+
+    def compile_networks(self, steps_left: int) -> bool:
+        """Compile the networks a step runs (CUDA only; common/accelerate.py) for a long run or when asked."""
+        force = worth_compiling(steps_left)
+        return all([compile_in_place(m, self.device, force=force) for m in (self.g, self.d, self.stats_net.net)])
 
     def step(self) -> dict[str, torch.Tensor]:
         cfg, dev, g, d = self.cfg, self.device, self.g, self.d
@@ -315,6 +318,7 @@ def train_texture_gan(exemplars: Sequence[str | Path | np.ndarray], out_path: st
                                   "train without resume to start over") from exc
         step = int(state["step"])
         losses = dict(state.get("losses", {}))
+    trainer.compile_networks(steps - step)
 
     def save(at_step: int) -> None:
         save_model_and_state(out, trainer.g_ema.state_dict(),

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..common.accelerate import compile_in_place
+from ..common.accelerate import compile_in_place, worth_compiling
 from ..common.checkpoints import (
     fingerprint_arrays, load_training_state, save_model_and_state, sync_model_with_state,
 )
@@ -130,10 +130,14 @@ class VAETrainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_scaler)
         self.sampler = CropSampler(images, cfg.crop_size, self.data_gen, device)
         self.net_f = TextureFeatures(device) if cfg.stats_features == "vgg19" else feature_net(device)
-        for m in (self.net, getattr(self.net_f, "net", self.net_f)):  # opt-in, CUDA only (common/accelerate.py)
-            compile_in_place(m, device)
         self.batch: torch.Tensor | None = None  # the last step's crops and reconstructions (previews)
         self.recon: torch.Tensor | None = None
+
+    def compile_networks(self, steps_left: int) -> bool:
+        """Compile the networks a step runs (CUDA only; common/accelerate.py) for a long run or when asked."""
+        force = worth_compiling(steps_left)
+        return all([compile_in_place(m, self.device, force=force)
+                    for m in (self.net, getattr(self.net_f, "net", self.net_f))])
 
     def step(self, step: int, steps: int) -> dict[str, torch.Tensor]:
         cfg, dev, net = self.cfg, self.device, self.net
@@ -221,6 +225,7 @@ def train_texture_vae(exemplars: Sequence[str | os.PathLike | np.ndarray], out_p
         trainer.noise_gen.set_state(state["noise_gen"])
         trainer.proj_gen.set_state(state["proj_gen"])
         start = int(state["step"])
+    trainer.compile_networks(steps - start)
 
     def save(step: int) -> None:
         meta = {"config": cfg.to_dict(), "name": name or out_path.stem, "steps": step, "seed": seed,

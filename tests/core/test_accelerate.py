@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.common.accelerate import COMPILE_ENV, GraphReplay, compile_in_place
+from core.common.accelerate import (COMPILE_ENV, COMPILE_MIN_STEPS, GraphReplay, compile_available, compile_in_place,
+                                     worth_compiling)
 from core.common.procedural import make_exemplar
 from core.style.multistyle import default_multistyle_path, load_fast_style
 
@@ -27,6 +28,17 @@ def test_on_the_cpu_replay_calls_through_and_nothing_compiles(monkeypatch):
     monkeypatch.setenv(COMPILE_ENV, "1")
     net = torch.nn.Conv2d(3, 3, 3)
     assert compile_in_place(net, "cpu") is False and compile_in_place(net, "cpu", force=True) is False
+
+
+def test_long_trainings_compile_where_possible_and_zero_refuses(monkeypatch):
+    assert worth_compiling(COMPILE_MIN_STEPS) and not worth_compiling(COMPILE_MIN_STEPS - 1)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    monkeypatch.delenv(COMPILE_ENV, raising=False)
+    net = torch.nn.Conv2d(3, 3, 3)
+    assert compile_in_place(net, device) is False  # not asked
+    assert compile_in_place(net, device, force=True) is compile_available(device)  # lazy: nothing compiles yet
+    monkeypatch.setenv(COMPILE_ENV, "0")
+    assert compile_in_place(torch.nn.Conv2d(3, 3, 3), device, force=True) is False
 
 
 def _frame(seed: int) -> torch.Tensor:

@@ -58,6 +58,9 @@ def test_reflect_pad_by_mirrored_slices_equals_reflection_padding_and_keeps_chan
     y1, g1 = _grads(lambda t: reflect_pad_channels_last(t, pad), x, weights)
     assert torch.equal(y0, y1) and torch.allclose(g0, g1, atol=1e-12)
     assert reflect_pad_channels_last(x, pad).is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():  # inference writes the frame once into a padded canvas: the same values
+        y2 = reflect_pad_channels_last(x, pad)
+    assert torch.equal(y0, y2) and y2.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="larger input"):
         reflect_pad_channels_last(x, (0, 0, 6, 0))
 
