@@ -10,13 +10,18 @@ GPU work, and the trainings' steps waited on Python as much. Two levers, both of
   the convolutions) where Triton is installed and ``$NEURAL_TEXTURES_COMPILE`` asks for it. A graph that fails
   to compile runs eagerly instead of failing the job. Off by default: its first call takes tens of seconds,
   and the GPU bench measures both before any default changes.
+
+The worker runs a training and an interactive job in two threads of one process on one card, so nothing here
+may change what the other thread computes: captures are thread-local and one at a time, shared networks (the
+perception VGG19) are compiled through private wrappers, never in place.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from collections import OrderedDict
+import threading
+from collections import Counter, OrderedDict
 from typing import Callable, Sequence
 
 import torch
@@ -33,8 +38,10 @@ def compile_requested() -> bool:
 
 
 def worth_compiling(steps_left: int) -> bool:
-    """Whether a training with ``steps_left`` steps to go should compile (``compile_in_place(force=...)``)."""
-    return int(steps_left) >= COMPILE_MIN_STEPS
+    """Whether a training with ``steps_left`` steps to go should compile (``compile_in_place(force=...)``).
+    Never under deterministic algorithms (the CUDA suite, ``$NEURAL_TEXTURES_DETERMINISTIC``): a resumed run
+    would compile in one leg and not the other, and Inductor's kernels do not sum as eager ones do bit for bit."""
+    return int(steps_left) >= COMPILE_MIN_STEPS and not torch.are_deterministic_algorithms_enabled()
 
 
 def compile_available(device: torch.device | str) -> bool:
@@ -42,18 +49,51 @@ def compile_available(device: torch.device | str) -> bool:
     return torch.device(device).type == "cuda" and importlib.util.find_spec("triton") is not None
 
 
-def compile_in_place(module: torch.nn.Module, device: torch.device | str, mode: str | None = None,
-                     force: bool = False) -> bool:
-    """Compile ``module``'s forward in place (its state dict keeps its keys) when asked (``force`` or
-    ``$NEURAL_TEXTURES_COMPILE=1``), not refused (``$NEURAL_TEXTURES_COMPILE=0``) and possible
-    (``compile_available``). Returns whether it did."""
+def _compile_wanted(device: torch.device | str, force: bool) -> bool:
     if os.environ.get(COMPILE_ENV, "") == "0" or not ((force or compile_requested()) and compile_available(device)):
         return False
     import torch._dynamo
 
-    torch._dynamo.config.suppress_errors = True  # a graph that cannot compile runs eagerly, the job goes on
+    # A graph that cannot compile runs eagerly and the job goes on (process-wide; eager code is unaffected).
+    torch._dynamo.config.suppress_errors = True
+    return True
+
+
+def compile_in_place(module: torch.nn.Module, device: torch.device | str, mode: str | None = None,
+                     force: bool = False) -> bool:
+    """Compile ``module``'s forward in place (its state dict keeps its keys) when asked (``force`` or
+    ``$NEURAL_TEXTURES_COMPILE=1``), not refused (``$NEURAL_TEXTURES_COMPILE=0``) and possible
+    (``compile_available``). Returns whether it did. Only for modules the caller owns: a shared one would be
+    compiled for every other user in the process too (``compiled``)."""
+    if not _compile_wanted(device, force):
+        return False
     module.compile(mode=mode, dynamic=False)
     return True
+
+
+def compiled(module: torch.nn.Module, device: torch.device | str, force: bool = False) -> torch.nn.Module:
+    """``module`` behind a compiled wrapper of its own (attributes read through to it), or ``module`` itself
+    where ``compile_in_place`` would not compile: for networks shared across the process (the cached VGG19)."""
+    return torch.compile(module, dynamic=False) if _compile_wanted(device, force) else module
+
+
+def compiled_features(features, device: torch.device | str, force: bool = False):
+    """A loss's feature extractor (an object whose ``net`` is the network, e.g. ``TextureFeatures`` with the
+    process's shared VGG19) as a shallow copy whose ``net`` is ``compiled``; ``features`` itself where nothing
+    compiles. The caller's object and the shared network are left as they were."""
+    net = getattr(features, "net", None)
+    if not isinstance(net, torch.nn.Module) or not _compile_wanted(device, force):
+        return features
+    import copy
+
+    private = copy.copy(features)
+    private.net = compiled(net, device, force)
+    return private
+
+
+# Captures in this process, one at a time: a capture's warm-up turns cuDNN's benchmark on for a moment, and two
+# captures at once would share that and the caching allocator's capture pools.
+_CAPTURE_LOCK = threading.Lock()
 
 
 class GraphReplay:
@@ -66,8 +106,16 @@ class GraphReplay:
     (``chosen``), since which form wins depends on the card. Each function must take and return CUDA tensors
     and must not wait for the device (no ``.item()``, no ``.cpu()``). Answers are copies, so a caller may keep
     them. At most ``capacity`` graphs are held (each holds its intermediates), the least recently used one is
-    dropped first. A shape whose capture fails runs eagerly for good (``failed``).
+    dropped first, and a key captured ``MAX_CAPTURES`` times (sizes that keep taking turns) runs eagerly from
+    then on. A capture that fails is tried once more; a second failure runs that key eagerly for good
+    (``failed``). Captures are thread-local (another thread's work on the card goes on meanwhile) and on the
+    inputs' own device.
+
+    The graphs read the weights where they were at capture: whoever changes a network's weights in place
+    calls ``clear()``.
     """
+
+    MAX_CAPTURES = 3
 
     def __init__(self, fn: Callable[..., torch.Tensor], capacity: int = 2, warmup: int = 2,
                  alternatives: dict[str, Callable[..., torch.Tensor]] | None = None, trials: int = 5):
@@ -80,6 +128,8 @@ class GraphReplay:
         self.chosen: dict[tuple, str] = {}
         self.timings: dict[tuple, dict[str, float]] = {}  # milliseconds per replay of each captured candidate
         self.rejected: dict[tuple, list[str]] = {}  # candidates that did not capture, with why
+        self.captures: Counter = Counter()
+        self.failures: Counter = Counter()
         self.replays = 0
 
     @staticmethod
@@ -92,61 +142,73 @@ class GraphReplay:
         key = self.key(tensors)
         entry = self.graphs.get(key)
         if entry is None:
-            if key in self.failed or key not in self.seen:
+            if key in self.failed or key not in self.seen or self.captures[key] >= self.MAX_CAPTURES:
                 self.seen.add(key)
                 return self.fn(*tensors)
             try:
-                entry = self._capture_fastest(key, tensors)
-            except Exception as exc:  # noqa: BLE001 - any capture failure means: this shape runs eagerly
-                self.failed[key] = f"{type(exc).__name__}: {exc}"
-                torch.cuda.synchronize()
+                with torch.cuda.device(tensors[0].device):
+                    entry = self._capture_fastest(key, tensors)
+            except Exception as exc:  # noqa: BLE001 - any capture failure means: this call runs eagerly
+                self.failures[key] += 1
+                if self.failures[key] >= 2:
+                    self.failed[key] = f"{type(exc).__name__}: {exc}"
+                torch.cuda.synchronize(tensors[0].device)
                 return self.fn(*tensors)
+            self.captures[key] += 1
             self.graphs[key] = entry
             while len(self.graphs) > self.capacity:
-                self.graphs.popitem(last=False)
+                evicted, _ = self.graphs.popitem(last=False)
+                self.seen.discard(evicted)  # it must come back twice again before it is captured again
         self.graphs.move_to_end(key)
         graph, inputs, output = entry
         for static, t in zip(inputs, tensors):
             static.copy_(t)
-        graph.replay()
+        with torch.cuda.device(tensors[0].device):
+            graph.replay()
         self.replays += 1
         return output.clone()
 
     def _capture_fastest(self, key: tuple, tensors: Sequence[torch.Tensor]):
         best, best_ms, errors, timings = None, float("inf"), [], {}
-        for name, fn in self.candidates.items():
+        # A key captured before (evicted since) takes the form that won then, untimed.
+        names = [self.chosen[key]] if key in self.chosen else list(self.candidates)
+        for name in names:
             try:
-                entry = self._capture(fn, tensors)
+                entry = self._capture(self.candidates[name], tensors)
             except Exception as exc:  # noqa: BLE001 - another candidate may still capture
                 errors.append(f"{name}: {type(exc).__name__}: {exc}")
                 torch.cuda.synchronize()
                 continue
-            ms = timings[name] = self._replay_ms(entry[0]) if len(self.candidates) > 1 else 0.0
+            ms = timings[name] = self._replay_ms(entry[0]) if len(names) > 1 else 0.0
             if ms < best_ms:
                 best, best_ms = (name, entry), ms
         if errors:
             self.rejected[key] = errors
         if best is None:
             raise RuntimeError("; ".join(errors))
-        self.chosen[key], self.timings[key] = best[0], timings
+        self.chosen[key] = best[0]
+        if len(names) > 1:
+            self.timings[key] = timings
         return best[1]
 
     def _capture(self, fn: Callable[..., torch.Tensor], tensors: Sequence[torch.Tensor]):
         inputs = [t.clone(memory_format=torch.preserve_format) for t in tensors]
-        benchmark = torch.backends.cudnn.benchmark
-        torch.backends.cudnn.benchmark = True  # the shape comes back: worth timing its convolutions' kernels once
-        try:
-            side = torch.cuda.Stream(device=inputs[0].device)
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm-up: kernels chosen, workspaces allocated, outside the capture
-                for _ in range(self.warmup):
-                    fn(*inputs)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                output = fn(*inputs)
-        finally:
-            torch.backends.cudnn.benchmark = benchmark
+        with _CAPTURE_LOCK:
+            benchmark = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = True  # the shape comes back: worth timing its convolutions' kernels
+            try:
+                side = torch.cuda.Stream(device=inputs[0].device)
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):  # warm-up: kernels chosen, workspaces allocated, outside the capture
+                    for _ in range(self.warmup):
+                        fn(*inputs)
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                # thread_local: the worker's other thread (a training) may allocate and launch meanwhile
+                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                    output = fn(*inputs)
+            finally:
+                torch.backends.cudnn.benchmark = benchmark
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"a replayed call must return one tensor, not {type(output).__name__}")
         return graph, inputs, output
@@ -168,3 +230,5 @@ class GraphReplay:
         self.chosen.clear()
         self.timings.clear()
         self.rejected.clear()
+        self.captures.clear()
+        self.failures.clear()

@@ -6,29 +6,30 @@ replay of the style networks times both forms and keeps the faster (``common/acc
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Iterator
 
 import torch
 
 _rewrites_on = True
-_any_device = False
+# Per thread (and task): the worker's other thread must not see one thread's rewrites on a GPU.
+_any_device: ContextVar[bool] = ContextVar("rewrites_on_any_device", default=False)
 
 
 def cpu_inference(x: torch.Tensor) -> bool:
     """Whether a layer may run its inference rewrite on ``x``: no gradients, on the CPU (or any device within
     ``rewrites_on_any_device``), not switched off."""
-    return _rewrites_on and not torch.is_grad_enabled() and (_any_device or x.device.type == "cpu")
+    return _rewrites_on and not torch.is_grad_enabled() and (_any_device.get() or x.device.type == "cpu")
 
 
 @contextmanager
 def rewrites_on_any_device() -> Iterator[None]:
-    """Within: the rewrites run on every device, not only the CPU."""
-    global _any_device
-    before, _any_device = _any_device, True
+    """Within (in this thread): the rewrites run on every device, not only the CPU."""
+    token = _any_device.set(True)
     try:
         yield
     finally:
-        _any_device = before
+        _any_device.reset(token)
 
 
 @contextmanager

@@ -62,12 +62,17 @@ def _rewritten(conv: torch.nn.Conv2d, name: str, kernel) -> tuple[torch.Tensor, 
     once per weight, not per frame, and outside a CUDA graph's capture (the bias's ``repeat_interleave`` waits
     for the device, which a capture refuses: the third H200 run's rewritten style network did not capture)."""
     w, b = conv.weight, conv.bias
+    if torch.is_grad_enabled() and (w.requires_grad or (b is not None and b.requires_grad)):
+        return kernel(w), None if b is None else b.repeat_interleave(4)  # gradients reach the weights
+    # The entry holds the weights it was built from, so their memory cannot be reused by another tensor that
+    # would then match the key. Weights changed through ``.data`` keep their version: a caller doing that
+    # deletes ``conv._rewritten_kernels``.
     key = (w.data_ptr(), w._version, w.dtype, w.device, None if b is None else (b.data_ptr(), b._version))
     cache = conv.__dict__.setdefault("_rewritten_kernels", {})
     hit = cache.get(name)
     if hit is None or hit[0] != key:
         with torch.no_grad():
-            hit = cache[name] = (key, (kernel(w), None if b is None else b.repeat_interleave(4)))
+            hit = cache[name] = (key, (kernel(w), None if b is None else b.repeat_interleave(4)), (w.detach(), b))
     return hit[1]
 
 

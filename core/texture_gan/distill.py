@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..common.accelerate import compile_in_place
+from ..common.accelerate import compile_in_place, compiled_features
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
                                   sync_model_with_state)
 from ..common.device import adam, pick_device
@@ -261,8 +261,10 @@ class MaterialTrainer(EMAGANTrainer):
                                                                else None)
         self.seed_streams(seed)
         self.steps_done = 0
-        for m in (self.g, self.d) + ((self.features.net,) if self.features is not None else ()):
-            compile_in_place(m, device)  # opt-in, CUDA only (common/accelerate.py)
+        for m in (self.g, self.d):  # opt-in, CUDA only (common/accelerate.py)
+            compile_in_place(m, device)
+        if self.features is not None:  # the VGG19 is shared across the process: a private compiled wrapper
+            self.features = compiled_features(self.features, device)
         self._exemplar_features: list[list[torch.Tensor]] | None = None
         self._exemplar_spectra: dict[int, list[torch.Tensor]] = {}
 

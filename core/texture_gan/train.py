@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
                                   sync_model_with_state)
-from ..common.accelerate import compile_in_place, worth_compiling
+from ..common.accelerate import compile_in_place, compiled_features, worth_compiling
 from ..common.device import adam, load_optimizer_state, autocast, pick_device
 from ..common.images import ImageError, image_from_array, load_image, resize_rgb, to_srgb
 from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, report
@@ -228,7 +228,8 @@ class GANTrainer(EMAGANTrainer):
     def compile_networks(self, steps_left: int) -> bool:
         """Compile the networks a step runs (CUDA only; common/accelerate.py) for a long run or when asked."""
         force = worth_compiling(steps_left)
-        return all([compile_in_place(m, self.device, force=force) for m in (self.g, self.d, self.stats_net.net)])
+        self.stats_net = compiled_features(self.stats_net, self.device, force)  # the VGG19 is shared: a wrapper
+        return all([compile_in_place(m, self.device, force=force) for m in (self.g, self.d)])
 
     def step(self) -> dict[str, torch.Tensor]:
         cfg, dev, g, d = self.cfg, self.device, self.g, self.d

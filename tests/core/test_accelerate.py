@@ -68,6 +68,31 @@ def test_fast_style_frames_replay_the_eager_answer_on_cuda():
     multi.replay = None
     assert (replayed - multi.stylize_tensor(frames[0], other)).abs().max().item() < tolerance
     assert replay.replays == 4 and len(replay.graphs) == 1
+    # A fixed palette strength is an input of the same graph; strength 0 (no match) is a graph of its own.
+    for strength in (0.3, 0.0, 0.0, 0.0):
+        multi.replay = replay
+        replayed = multi.stylize_tensor(frames[1], other, palette_strength=strength)
+        multi.replay = None
+        eager = multi.stylize_tensor(frames[1], other, palette_strength=strength)
+        assert (replayed - eager).abs().max().item() < tolerance, strength
+    assert replay.replays == 7 and len(replay.graphs) == 2 and not replay.failed  # 0.0: eager, captured, replayed
+
+
+@pytest.mark.gpu
+def test_sizes_taking_turns_stop_being_captured_on_cuda():
+    calls = []
+
+    def double(x):
+        calls.append(1)
+        return x * 2
+
+    replay = GraphReplay(double, capacity=1, warmup=1)
+    a, b = torch.ones(3, device="cuda"), torch.ones(5, device="cuda")
+    for _ in range(12):
+        for x in (a, a, b, b):
+            assert torch.equal(replay(x), x * 2)
+    assert max(replay.captures.values()) == GraphReplay.MAX_CAPTURES and not replay.failed
+    assert replay.replays < 48 - 2 * GraphReplay.MAX_CAPTURES
 
 
 _WAITING_CALL = """
@@ -99,3 +124,30 @@ def test_a_call_that_waits_for_the_device_runs_eagerly_on_cuda():
     out = subprocess.run([sys.executable, "-c", _WAITING_CALL], cwd=root, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_rewrites_on_any_device_stay_in_their_thread():
+    import threading
+
+    from core.common.inference import cpu_inference, rewrites_on_any_device
+
+    x = torch.empty(1, 3, 4, 4, device="meta")  # any non-CPU device
+    seen = {}
+    inside, leave = threading.Event(), threading.Event()
+
+    def other_thread():
+        inside.wait(5)
+        with torch.no_grad():
+            seen["other"] = cpu_inference(x)
+        leave.set()
+
+    worker = threading.Thread(target=other_thread)
+    worker.start()
+    with torch.no_grad(), rewrites_on_any_device():
+        seen["here"] = cpu_inference(x)
+        inside.set()
+        leave.wait(5)
+    worker.join(5)
+    with torch.no_grad():
+        seen["after"] = cpu_inference(x)
+    assert seen == {"here": True, "other": False, "after": False}

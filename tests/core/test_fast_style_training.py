@@ -473,6 +473,11 @@ def test_rewritten_kernels_are_built_once_and_follow_weight_changes():
                 assert torch.allclose(space_to_depth_conv(padded, head), ref_head, atol=1e-4), change
             kept = conv.__dict__["_rewritten_kernels"]["upsampled"][1][0]
             assert upsampled_conv(small, conv) is not None and conv.__dict__["_rewritten_kernels"]["upsampled"][1][0] is kept
+    # With gradients the kernels are built on the spot, so the weights get theirs.
+    upsampled_conv(small, conv).sum().backward()
+    space_to_depth_conv(padded, head).square().sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    assert head.weight.grad is not None and head.bias.grad is not None
 
 def test_per_layer_scaling_weighs_every_channel_of_a_layer_alike():
     from core.style.adain_train import channel_scales

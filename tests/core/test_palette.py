@@ -96,6 +96,13 @@ def test_the_match_without_a_host_read_equals_the_match(seed, strength):
     assert (out - ref).abs().max().item() < 2e-3
     flat = match_palette_on_device(torch.full((1, 3, 20, 30), 0.3), palette_target(palette, strength))
     assert torch.isfinite(flat).all() and flat.min() >= 0 and flat.max() <= 1
+    assert (flat - match_palette(torch.full((1, 3, 20, 30), 0.3), palette, strength)).abs().max().item() < 1e-4
+    # Near-grey frames (a fade, sepia): colour variances near EPS, where a floor and a ridge used to differ by 0.19.
+    g = torch.Generator().manual_seed(seed)
+    for noise in (1e-3, 5e-4, 1e-2):
+        grey = (0.4 + noise * torch.randn(1, 3, 40, 50, generator=g)).clamp(0, 1)
+        diff = match_palette_on_device(grey, palette_target(palette, strength)) - match_palette(grey, palette, strength)
+        assert diff.abs().max().item() < 1e-3, noise
 
 
 def test_newton_schulz_converges_to_the_ridged_inverse_root_from_the_flattest_frames():
