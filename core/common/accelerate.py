@@ -78,9 +78,12 @@ def compiled(module: torch.nn.Module, device: torch.device | str, force: bool = 
 
 
 def compiled_features(features, device: torch.device | str, force: bool = False):
-    """A loss's feature extractor (an object whose ``net`` is the network, e.g. ``TextureFeatures`` with the
-    process's shared VGG19) as a shallow copy whose ``net`` is ``compiled``; ``features`` itself where nothing
-    compiles. The caller's object and the shared network are left as they were."""
+    """A loss's feature extractor, compiled without touching the caller's object or the network it may share
+    with the process: a network itself (the cached random-feature net) behind ``compiled``'s wrapper; an object
+    whose ``net`` is the network (``TextureFeatures`` with the shared VGG19) as a shallow copy whose ``net`` is
+    that wrapper; ``features`` itself where nothing compiles."""
+    if isinstance(features, torch.nn.Module):  # never a shallow copy of a module: it would share its children
+        return compiled(features, device, force)
     net = getattr(features, "net", None)
     if not isinstance(net, torch.nn.Module) or not _compile_wanted(device, force):
         return features

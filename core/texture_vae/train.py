@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..common.accelerate import compile_in_place, compiled, compiled_features, worth_compiling
+from ..common.accelerate import compile_in_place, compiled_features, worth_compiling
 from ..common.checkpoints import (
     fingerprint_arrays, load_training_state, save_model_and_state, sync_model_with_state,
 )
@@ -137,8 +137,7 @@ class VAETrainer:
         """Compile the networks a step runs (CUDA only; common/accelerate.py) for a long run or when asked."""
         force = worth_compiling(steps_left)
         # The feature networks are shared across the process (the VGG19, the cached random one): wrappers.
-        self.net_f = (compiled_features(self.net_f, self.device, force) if hasattr(self.net_f, "net")
-                      else compiled(self.net_f, self.device, force))
+        self.net_f = compiled_features(self.net_f, self.device, force)
         return compile_in_place(self.net, self.device, force=force)
 
     def step(self, step: int, steps: int) -> dict[str, torch.Tensor]:

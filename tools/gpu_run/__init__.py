@@ -260,9 +260,9 @@ class GpuRun:
                            "--device", self.device, "--profile", self.profile_name, "--out-dir", str(out_dir),
                            "--entry-out", str(self.work / "train" / f"{name}.entry.json"))
             # No --warm-start: with a fresh out_dir each module continues from its own CPU-trained checkpoint.
-            # Compiled networks where a trainer offers it (core/common/accelerate.py's COMPILE_ENV; a literal here,
-            # since this orchestrator never imports torch: probe.py reports a broken torch from a subprocess): the third slot measured the
-            # texture GAN's steps at 2.0x and the VAE's at 1.4x once compiled; minutes of training repay the compile.
+            # Compiled networks where a trainer offers it (core/common/accelerate.py's COMPILE_ENV, a literal here:
+            # this orchestrator never imports torch, probe.py reports a broken torch from a subprocess). The third
+            # slot measured the texture GAN's steps at 2.0x and the VAE's at 1.4x once compiled.
             parallel.append(Part(f"train_{name}", "train", argv, minutes * 60 + prof["grace_s"],
                                  env={"OMP_NUM_THREADS": threads, "NEURAL_TEXTURES_COMPILE": "1"}))
         if self.profile_name == "tiny" and self.wanted("canary"):
