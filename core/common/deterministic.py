@@ -103,6 +103,35 @@ class ReflectionPad2d(nn.ReflectionPad2d):
         return reflect_pad(x, tuple(self.padding))
 
 
+def circular_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """``F.pad(x, pad, mode="circular")`` for (left, right, top, bottom) padding, as two concatenations of views:
+    the same values and gradients bit for bit, in far fewer operations. ATen's writes five strips into a fresh
+    tensor and its backward runs through copy-slice nodes: about 55 dispatched operations per padded convolution
+    against about 19, most of a texture VAE training step's kernel launches (the H200 profile: host-bound). It
+    also keeps a channels-last input channels-last (ATen's returns NCHW)."""
+    left, right, top, bottom = (int(p) for p in pad)
+    h, w = x.shape[-2:]
+    if min(left, right, top, bottom) < 0 or max(left, right) > w or max(top, bottom) > h:
+        return F.pad(x, pad, mode="circular")  # its own error for pads wider than the image
+    if left or right:  # (no empty pieces: they would cost the result its channels-last layout)
+        x = torch.cat([p for p, n in ((x[..., w - left:], left), (x, w), (x[..., :right], right)) if n], dim=-1)
+    if top or bottom:
+        x = torch.cat([p for p, n in ((x[..., h - top:, :], top), (x, h), (x[..., :bottom, :], bottom)) if n], dim=-2)
+    return x
+
+
+class CircularConv2d(nn.Conv2d):
+    """``nn.Conv2d(..., padding_mode="circular")`` padding with ``circular_pad``: the same parameters, state dict
+    and numbers, a third of the operations per call."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "padding_mode": "circular"})
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.conv2d(circular_pad(input, tuple(self._reversed_padding_repeated_twice)), weight, bias,
+                        self.stride, 0, self.dilation, self.groups)
+
+
 def circular_upsample2x(x: torch.Tensor, force_shifts: bool = False) -> torch.Tensor:
     """x2 bilinear upsampling (``align_corners=False``) that wraps around the edges.
 
@@ -110,7 +139,7 @@ def circular_upsample2x(x: torch.Tensor, force_shifts: bool = False) -> torch.Te
     where ``deterministic_path`` (or ``force_shifts``), else PyTorch's interpolation of a circularly padded copy.
     """
     if not (force_shifts or deterministic_path(x)):
-        x = F.pad(x, (1, 1, 1, 1), mode="circular")
+        x = circular_pad(x, (1, 1, 1, 1))
         return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)[:, :, 2:-2, 2:-2]
     for dim in (-1, -2):
         before = 0.75 * x + 0.25 * torch.roll(x, 1, dims=dim)  # output 2i: toward pixel i-1

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .deterministic import CircularConv2d
 from .images import to_tensor
 
 
@@ -111,8 +112,8 @@ class RandomFeatureNet(nn.Module):
         self.scales = scales
         self.blocks = nn.ModuleList()
         for _ in range(scales):
-            c1 = nn.Conv2d(3, width, 3, padding=1, padding_mode="circular")
-            c2 = nn.Conv2d(width, width, 3, padding=1, padding_mode="circular")
+            c1 = CircularConv2d(3, width, 3, padding=1)
+            c2 = CircularConv2d(width, width, 3, padding=1)
             for conv in (c1, c2):
                 fan_in = conv.in_channels * 9
                 with torch.no_grad():

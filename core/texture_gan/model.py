@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..common.deterministic import circular_upsample2x
+from ..common.deterministic import CircularConv2d, circular_upsample2x
 from ..common.patchgan import PatchDiscriminator
 from ..common.subpixel import subpixel_kernel
 
@@ -116,7 +116,7 @@ class TextureGANConfig:
 
 
 def _conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, k, padding=k // 2, padding_mode="circular")
+    return CircularConv2d(cin, cout, k, padding=k // 2)
 
 
 def pixel_norm_scale(x: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..common.deterministic import circular_upsample2x
+from ..common.deterministic import CircularConv2d, circular_upsample2x
 
 
 # Training defaults that differ on CUDA (see TextureVAEConfig.for_device).
@@ -90,7 +90,7 @@ class TextureVAEConfig:
 
 
 def _conv(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, padding_mode="circular")
+    return CircularConv2d(cin, cout, kernel, stride=stride, padding=kernel // 2)
 
 
 class ResBlock(nn.Module):

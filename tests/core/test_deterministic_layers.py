@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.common.deterministic import (ReflectionPad2d, circular_upsample2x, deterministic_path, keeps_channels_last,
-                                      reflect_pad, reflect_pad_channels_last)
+from core.common.deterministic import (CircularConv2d, ReflectionPad2d, circular_pad, circular_upsample2x,
+                                      deterministic_path, keeps_channels_last, reflect_pad, reflect_pad_channels_last)
 
 
 def _grads(fn, x, weights):
@@ -33,6 +33,36 @@ def test_circular_upsample_by_shifts_equals_the_interpolation_of_a_wrapped_copy(
     y1, g1 = _grads(lambda t: circular_upsample2x(t, force_shifts=True), x, weights)
     assert torch.allclose(y0, y1, atol=1e-12) and torch.allclose(g0, g1, atol=1e-12)
     assert torch.equal(circular_upsample2x(x), reference(x))  # the CPU keeps PyTorch's call
+
+
+@pytest.mark.parametrize("pad", [(1, 1, 1, 1), (3, 3, 3, 3), (2, 0, 0, 3), (0, 1, 2, 0), (5, 7, 5, 4)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_circular_pad_by_concatenation_equals_pytorchs_bit_for_bit(pad, channels_last):
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn((2, 3, 5, 7), generator=gen)  # float32: the training dtype, where summing order would show
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weights = torch.randn((2, 3, 5 + pad[2] + pad[3], 7 + pad[0] + pad[1]), generator=gen)
+    y0, g0 = _grads(lambda t: F.pad(t, pad, mode="circular"), x, weights)
+    y1, g1 = _grads(lambda t: circular_pad(t, pad), x, weights)
+    assert torch.equal(y0, y1) and torch.equal(g0, g1)
+    assert circular_pad(x, pad).is_contiguous(memory_format=torch.channels_last) == channels_last
+    with pytest.raises(RuntimeError):  # wider than the image: PyTorch's own refusal
+        circular_pad(x, (8, 0, 0, 0))
+
+
+def test_circular_conv_is_a_drop_in_for_pytorchs():
+    torch.manual_seed(0)
+    ref = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, padding_mode="circular")
+    conv = CircularConv2d(4, 6, 3, stride=2, padding=1)
+    conv.load_state_dict(ref.state_dict())
+    assert conv.padding_mode == "circular" and list(conv.state_dict()) == list(ref.state_dict())
+    x = torch.randn(2, 4, 9, 8, requires_grad=True)
+    y0, y1 = ref(x), conv(x)
+    assert torch.equal(y0, y1)
+    g0 = torch.autograd.grad(y0.square().sum(), [x, *ref.parameters()])
+    g1 = torch.autograd.grad(y1.square().sum(), [x, *conv.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(g0, g1))
 
 
 @pytest.mark.parametrize("pad", [(1, 1, 1, 1), (4, 4, 4, 4), (2, 0, 0, 3), (0, 1, 2, 0)])
