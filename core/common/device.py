@@ -86,11 +86,47 @@ def host_array(tensor: torch.Tensor):
     return np.ascontiguousarray(t.cpu().numpy(), dtype=np.float32)
 
 
+def host_to_device(tensor: torch.Tensor, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A CPU tensor (a draw from a seeded CPU generator) on ``device`` without the host waiting for the device.
+
+    A copy from pageable memory makes CUDA synchronise the stream before it starts, ``non_blocking`` or not; on
+    CUDA the tensor goes through page-locked memory first. ``pin_memory`` takes it from PyTorch's caching host
+    allocator, which records the copy's stream and hands the block out again only once the copy is done."""
+    device = torch.device(device)
+    if device.type == "cuda" and tensor.device.type == "cpu" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device=device, dtype=dtype or tensor.dtype, non_blocking=True)
+
+
+def tensors_to_device(tensors, device: torch.device | str) -> list[torch.Tensor]:
+    """Several CPU tensors of one dtype on ``device`` in one copy (``host_to_device``), in their shapes."""
+    tensors = list(tensors)
+    if torch.device(device).type == "cpu" or not tensors:
+        return tensors
+    if len({t.dtype for t in tensors}) > 1 or any(t.device.type != "cpu" for t in tensors):
+        return [host_to_device(t, device) for t in tensors]  # one buffer holds one dtype, and host tensors
+    flat = host_to_device(torch.cat([t.reshape(-1) for t in tensors]), device)
+    return [part.view(t.shape) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+
+
 def adam(params, device: torch.device, **kwargs) -> torch.optim.Adam:
     """``torch.optim.Adam``, fused into a few kernels on CUDA: the first H200 run found the trainings host-bound,
-    and the default (foreach) path launches several kernels per parameter group and step; elsewhere the usual one.
-    The state dict is the same either way, so a training continues across devices."""
-    return torch.optim.Adam(params, fused=True if torch.device(device).type == "cuda" else None, **kwargs)
+    and the default (foreach) path launches several kernels per parameter group and step. Elsewhere the foreach
+    path, whose numbers are the per-parameter loop's bit for bit on the CPU (PyTorch's CPU default is the loop:
+    seven operations and a host read of the step count per parameter). The state dict is the same either way,
+    so a training continues across devices."""
+    kind = torch.device(device).type
+    return torch.optim.Adam(params, fused=True if kind == "cuda" else None, foreach=True if kind == "cpu" else None,
+                            **kwargs)
+
+
+def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
+    """``torch.nn.utils.clip_grad_norm_`` on the foreach kernels on the CPU and CUDA: a few operators per step
+    instead of several per parameter (PyTorch's CPU default is the loop; the numbers are the same bit for bit).
+    Other devices (MPS, the tests' meta) keep PyTorch's default."""
+    params = [p for p in parameters if p.grad is not None]
+    foreach = True if params and all(p.device.type in ("cpu", "cuda") for p in params) else None
+    return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=foreach)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: dict) -> None:
@@ -98,7 +134,16 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: dict) -> 
 
     A saved moment comes back contiguous; a channels-last parameter (the CUDA trainings') then has moments with
     other strides, which the fused CUDA Adam refuses ("must have same dtype, device, and layout"; the second H200
-    run). The values are unchanged, so a resume stays bit-identical."""
+    run). The values are unchanged, so a resume stays bit-identical.
+
+    The optimiser keeps the implementation it was built with (``adam``: fused on CUDA, foreach elsewhere): PyTorch
+    takes a saved group's ``fused`` and ``foreach`` flags too, so a CUDA training resumed from a state saved on
+    the CPU ran Adam unfused, several launches per parameter a step."""
+    saved = state_dict.get("param_groups", [])
+    if len(saved) == len(optimizer.param_groups):
+        state_dict = {**state_dict, "param_groups": [
+            {**group, **{k: own[k] for k in ("fused", "foreach") if k in own}}
+            for group, own in zip(saved, optimizer.param_groups)]}
     optimizer.load_state_dict(state_dict)
     for group in optimizer.param_groups:
         for param in group["params"]:

@@ -141,6 +141,15 @@ class StopSignals:
         self.requested, self.signal = True, signum
 
 
+LOSS_READ_EVERY = 25  # steps between host reads of a GPU training's losses
+
+
+def _loss_read_every(losses: dict) -> int:
+    """1 for losses on the CPU (reading them costs nothing) or plain numbers, else ``LOSS_READ_EVERY``."""
+    devices = {v.device.type for v in losses.values() if hasattr(v, "device")}  # tensors (no torch import here)
+    return LOSS_READ_EVERY if devices - {"cpu"} else 1
+
+
 def timed_training(step_fn: Callable[[], dict], save: Callable[[int, float, dict], None], step: int,
                    steps: int | None, minutes: float | None, began: float, losses: dict, trained_seconds: float, *,
                    checkpoint_minutes: float, name: str, progress: ProgressCallback | None = None,
@@ -149,25 +158,50 @@ def timed_training(step_fn: Callable[[], dict], save: Callable[[int, float, dict
     """The loop of a resumable training that stops at ``steps`` total steps or ``minutes`` after ``began``
     (``time.perf_counter()``), whichever comes first: one ``step_fn()`` a step (it returns its losses),
     ``save(step, total seconds, losses)`` every ``checkpoint_minutes``, on cancel and at the end.
-    Returns {"steps", "seconds", "losses"} (seconds: ``trained_seconds`` before plus this session's)."""
+    Returns {"steps", "seconds", "losses"} (seconds: ``trained_seconds`` before plus this session's).
+
+    The losses (device tensors) are read back every step on the CPU but only every ``LOSS_READ_EVERY`` steps
+    elsewhere, and always before a save: each read makes the host wait for the GPU's queue (reading every
+    step was one wait per loss per step). Progress in between shows the last losses read."""
     total = steps if steps is not None else 10 ** 9
     report(progress, step, total, "starting" if step == 0 else f"resumed at step {step}", losses)
     loop_start = last_save = time.perf_counter()
     deadline = began + minutes * 60 if minutes is not None else math.inf
+    pending: dict | None = None  # the last step's losses, not read yet
+
+    def read() -> dict:
+        """The pending losses as numbers, in one host read; a diverged training raises (nothing is saved)."""
+        nonlocal pending
+        if pending is None:
+            return losses
+        values = pending.values()
+        if values and all(hasattr(v, "device") for v in values):
+            import torch
+
+            numbers = torch.stack([v.detach().float().reshape(()) for v in values]).tolist()
+        else:
+            numbers = [float(v) for v in values]
+        read_losses, pending = dict(zip(pending, numbers)), None
+        if not all(math.isfinite(v) for v in numbers):
+            raise diverged(f"training diverged by step {step} ({read_losses}); the last checkpoint is kept")
+        return read_losses
+
     with StopSignals() as stop:  # SIGTERM: stop after this step, with a checkpoint (below)
         while step < total and time.perf_counter() < deadline and not stop.requested:
             if cancel is not None and cancel.cancelled:
+                losses = read()
                 save(step, trained_seconds + time.perf_counter() - loop_start, losses)
                 raise JobCancelled(f"training cancelled at step {step}; checkpoint saved to {name}")
             pending = step_fn()
             step += 1
-            losses = {k: float(v) for k, v in pending.items()}
-            if not all(math.isfinite(v) for v in losses.values()):
-                raise diverged(f"training diverged at step {step} ({losses}); the last checkpoint is kept")
-            if time.perf_counter() - last_save > checkpoint_minutes * 60:
+            save_now = time.perf_counter() - last_save > checkpoint_minutes * 60
+            if save_now or step % _loss_read_every(pending) == 0 or step == total:
+                losses = read()
+            if save_now:
                 save(step, trained_seconds + time.perf_counter() - loop_start, losses)
                 last_save = time.perf_counter()
             report(progress, step, total, message, losses)
+    losses = read()
     seconds = trained_seconds + time.perf_counter() - loop_start
     save(step, seconds, losses)
     if stop.signal == signal.SIGINT and cancel is not None:

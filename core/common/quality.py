@@ -17,6 +17,7 @@ All take float HxWx3 numpy arrays in [0, 1] (sRGB-encoded).
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
@@ -167,18 +168,41 @@ def sort_rows(x: torch.Tensor) -> torch.Tensor:
     return x.gather(1, order)
 
 
+def draw_directions(channels: Sequence[int], n_projections: int, generator: torch.Generator | None,
+                    device: torch.device | str, samples: int | None = None) -> list[torch.Tensor]:
+    """Unit projection directions for several sliced-Wasserstein terms (one per entry of ``channels``: a layer's
+    or a stage's), drawn from ``generator`` as the terms would draw them one after another: n_projections x C
+    each for ``sliced_wasserstein``, or with ``samples``, samples x n_projections x C for
+    ``sliced_wasserstein_per_sample``. Normalised on the host and moved to ``device`` in one copy: a training
+    step's five-layer VGG19 term made five copies, each a host wait for the GPU (``host_to_device``)."""
+    from .device import host_to_device
+
+    shapes = [(n_projections, c) if samples is None else (samples, n_projections, c) for c in channels]
+    sizes = [math.prod(shape) for shape in shapes]
+    flat = torch.empty(sum(sizes), dtype=torch.float32, device="cpu")
+    views = [part.view(shape) for part, shape in zip(flat.split(sizes), shapes)]
+    for view in views:
+        for block in (view,) if samples is None else view:  # per sample, as the per-sample loop draws them
+            torch.randn(block.shape, generator=generator, out=block)
+        view.div_(view.norm(dim=-1, keepdim=True))
+    on_device = host_to_device(flat, device)
+    return [part.view(shape) for part, shape in zip(on_device.split(sizes), shapes)]
+
+
 def sliced_wasserstein(feats_a: torch.Tensor, feats_b: torch.Tensor, n_projections: int = 64,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+                       generator: torch.Generator | None = None, directions: torch.Tensor | None = None
+                       ) -> torch.Tensor:
     """Sliced Wasserstein-2 distance between two feature maps' distributions.
 
     ``feats_*``: NxCxHxW (sizes may differ). Differentiable w.r.t. both inputs, so
-    it also serves as a training loss (Heitz et al. 2021).
+    it also serves as a training loss (Heitz et al. 2021). ``directions``: drawn beforehand (``draw_directions``).
     """
     c = feats_a.shape[1]
     a = feats_a.permute(1, 0, 2, 3).reshape(c, -1)
     b = feats_b.permute(1, 0, 2, 3).reshape(c, -1)
-    directions = torch.randn(n_projections, c, generator=generator, device="cpu").to(a.device, a.dtype)
-    directions = directions / directions.norm(dim=1, keepdim=True)
+    if directions is None:
+        (directions,) = draw_directions([c], n_projections, generator, a.device)
+    directions = directions.to(a.dtype)
     pa, pb = _matched_quantiles(sort_rows(directions @ a), sort_rows(directions @ b))
     return ((pa - pb) ** 2).mean()
 
@@ -194,12 +218,14 @@ def _matched_quantiles(pa: torch.Tensor, pb: torch.Tensor) -> tuple[torch.Tensor
 
 
 def sliced_wasserstein_per_sample(feats_a: torch.Tensor, feats_b: torch.Tensor, n_projections: int = 64,
-                                  generator: torch.Generator | None = None) -> torch.Tensor:
+                                  generator: torch.Generator | None = None,
+                                  directions: torch.Tensor | None = None) -> torch.Tensor:
     """``sliced_wasserstein(feats_a[i:i+1], feats_b[i:i+1], ...)`` for every sample i, as one N-vector.
 
     Each sample draws its own directions from ``generator`` in the order the per-sample loop would, so a
     training that switches to this keeps its random stream; the projections and sorts run once for the batch
-    (a loop over a batch of 16 was hundreds of small launches per step: host-bound on a GPU).
+    (a loop over a batch of 16 was hundreds of small launches per step: host-bound on a GPU). ``directions``:
+    drawn beforehand (``draw_directions`` with ``samples``).
     """
     n, c = feats_a.shape[:2]
     if feats_b.shape[:2] != (n, c):
@@ -207,9 +233,9 @@ def sliced_wasserstein_per_sample(feats_a: torch.Tensor, feats_b: torch.Tensor, 
                          f"and {tuple(feats_b.shape)}")
     a = feats_a.reshape(n, c, -1)
     b = feats_b.reshape(n, c, -1)
-    directions = torch.stack([torch.randn(n_projections, c, generator=generator, device="cpu")
-                              for _ in range(n)]).to(a.device, a.dtype)
-    directions = directions / directions.norm(dim=2, keepdim=True)
+    if directions is None:
+        (directions,) = draw_directions([c], n_projections, generator, a.device, samples=n)
+    directions = directions.to(a.dtype)
     pa, pb = _matched_quantiles(sort_rows(torch.bmm(directions, a).reshape(n * n_projections, -1)),
                                 sort_rows(torch.bmm(directions, b).reshape(n * n_projections, -1)))
     return ((pa - pb) ** 2).reshape(n, -1).mean(1)

@@ -34,10 +34,10 @@ import torch.nn.functional as F
 from ..common.accelerate import compile_in_place, compiled_features
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
                                   sync_model_with_state)
-from ..common.device import adam, pick_device
+from ..common.device import adam, host_to_device, pick_device, tensors_to_device
 from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from ..common.perception import TextureFeatures
-from ..common.quality import sliced_wasserstein, sliced_wasserstein_per_sample
+from ..common.quality import draw_directions, sliced_wasserstein, sliced_wasserstein_per_sample
 from .conditional import CONDITIONAL_VERSION, ConditionalGANConfig, ConditionalGenerator, architecture_of, \
     PARAMETER_KINDS, build_conditional, grow_parameters, grows_parameters, is_fine_stage_parameter, parameter_kind, \
     stage_downscale
@@ -120,12 +120,19 @@ class TargetSampler:
 
 # --------------------------------------------------------------------------- losses
 
-def patch_sw(fake: torch.Tensor, real: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def patch_sw(fake: torch.Tensor, real: torch.Tensor, gen: torch.Generator | None,
+             directions: torch.Tensor | None = None) -> torch.Tensor:
     """Per sample, the sliced Wasserstein between the raw PATCHxPATCH pixel patches of two Nx3xHxW batches
-    (an N-vector)."""
+    (an N-vector). ``directions``: drawn beforehand (``patch_directions``)."""
     pf = F.unfold(fake, PATCH)[:, :, :, None]  # N x 3*P*P x L x 1: patches as feature vectors
     pr = F.unfold(real, PATCH)[:, :, :, None]
-    return sliced_wasserstein_per_sample(pf, pr, PROJECTIONS, gen)
+    return sliced_wasserstein_per_sample(pf, pr, PROJECTIONS, gen, directions)
+
+
+def patch_directions(stages: int, samples: int, gen: torch.Generator, device: torch.device) -> list[torch.Tensor]:
+    """The projections of ``stages`` consecutive ``patch_sw`` calls on RGB batches of ``samples``, drawn as those
+    calls would draw them, in one copy to the device."""
+    return draw_directions([3 * PATCH * PATCH] * stages, PROJECTIONS, gen, device, samples=samples)
 
 
 EXEMPLAR_FEATURE_SAMPLES = 1 << 14  # per layer: plenty for the quantiles of 1-D projections
@@ -154,8 +161,9 @@ def exemplar_sw(features: TextureFeatures, fake: torch.Tensor, reference: list[t
                 gen: torch.Generator) -> torch.Tensor:
     """Per-layer normalised sliced Wasserstein of one image's VGG19 features to an exemplar's feature sample."""
     total = fake.new_zeros(())
-    for ff, fr in zip(features(fake), reference):
-        total = total + sliced_wasserstein(ff, fr, PROJECTIONS, gen) / (fr.pow(2).mean() + 1e-8)
+    directions = draw_directions([fr.shape[1] for fr in reference], PROJECTIONS, gen, fake.device)  # one copy
+    for ff, fr, dirs in zip(features(fake), reference, directions):
+        total = total + sliced_wasserstein(ff, fr, PROJECTIONS, directions=dirs) / (fr.pow(2).mean() + 1e-8)
     return total / len(reference)
 
 
@@ -201,7 +209,7 @@ def spectrum_losses(fakes: torch.Tensor, references: torch.Tensor, weights: list
     """``sum(weights[i] * spectrum_loss(fakes[i:i+1], references[i]))`` in one pass over the batch."""
     each = ((amplitude_spectrum(fakes) - references).pow(2).flatten(1).mean(1)
             / (references.pow(2).flatten(1).mean(1) + 1e-12))
-    return (each * torch.tensor(weights, dtype=each.dtype, device=each.device)).sum()
+    return (each * host_to_device(torch.tensor(weights, dtype=each.dtype, device="cpu"), each.device)).sum()
 
 
 def vgg_sw(features: TextureFeatures, fake: torch.Tensor, real: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -210,9 +218,11 @@ def vgg_sw(features: TextureFeatures, fake: torch.Tensor, real: torch.Tensor, ge
         real_feats = features(real)
     fake_feats = features(fake)
     total = fake.new_zeros(())
-    for ff, fr in zip(fake_feats, real_feats):
+    directions = draw_directions([f.shape[1] for f in real_feats], PROJECTIONS, gen, fake.device,
+                                 samples=fake.shape[0])  # every layer's, one copy
+    for ff, fr, dirs in zip(fake_feats, real_feats, directions):
         energy = fr.flatten(1).pow(2).mean(1) + 1e-8
-        total = total + (sliced_wasserstein_per_sample(ff, fr, PROJECTIONS, gen) / energy).sum()
+        total = total + (sliced_wasserstein_per_sample(ff, fr, PROJECTIONS, directions=dirs) / energy).sum()
     return total / (len(fake_feats) * fake.shape[0])
 
 
@@ -345,7 +355,8 @@ class MaterialTrainer(EMAGANTrainer):
                 for shape in g.fine_noise_shapes(grid, grid)]
         if g.lattice_stages:  # drawn last: a generator without lattice inputs keeps its random stream
             fine = g.lattice_inputs(fine, torch.rand(n, 2, generator=self.noise_gen, device="cpu"))
-        return local.to(self.device), phase.to(self.device), [f.to(self.device) for f in fine]
+        local, phase, *fine = tensors_to_device([local, phase, *fine], self.device)  # one copy, no host wait
+        return local, phase, fine
 
     def step(self) -> dict[str, torch.Tensor]:
         cfg, g, d = self.cfg, self.g, self.d
@@ -362,7 +373,7 @@ class MaterialTrainer(EMAGANTrainer):
         start = int(torch.randint(g.n_materials, (1,), generator=self.data_gen, device="cpu"))
         chosen = ((torch.arange(n, device="cpu") + start) % g.n_materials).tolist()  # host ints: no device reads
         real = torch.stack([self.sampler.sample(k) for k in chosen]).to(self.device)
-        labels = torch.tensor(chosen, device=self.device)
+        labels = host_to_device(torch.tensor(chosen, device="cpu"), self.device)
         local, phase, fine = self._noise(labels)
         canvas = g.build_input(local, g.embedding[labels], phase)
         stages = g.stage_images(canvas, fine)
@@ -370,8 +381,8 @@ class MaterialTrainer(EMAGANTrainer):
         losses: dict[str, torch.Tensor] = {}
         targets = stage_downscale(real, len(stages))
         patch = fake.new_zeros(())
-        for img, tgt in zip(stages, targets):
-            patch = patch + patch_sw(img, tgt, self.proj_gen).sum()
+        for img, tgt, dirs in zip(stages, targets, patch_directions(len(stages), n, self.proj_gen, fake.device)):
+            patch = patch + patch_sw(img, tgt, None, dirs).sum()
         patch = patch / (n * len(stages))
         loss_g = cfg.patch_loss_weight * patch
         losses["patch"] = patch.detach()
@@ -396,7 +407,7 @@ class MaterialTrainer(EMAGANTrainer):
                 first = int(torch.multinomial(focus, 1, generator=self.data_gen))
             else:
                 first = chosen[0]
-            label = torch.tensor([first], device=self.device)
+            label = host_to_device(torch.tensor([first], device="cpu"), self.device)
             local, phase, fine = self._noise(label, cfg.exemplar_stats_crop)
             big = g.stage_images(g.build_input(local, g.embedding[label], phase), fine, final_only=True)[-1]
             if cfg.exemplar_stats_weight:

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
                                   sync_model_with_state)
 from ..common.accelerate import compile_in_place, compiled_features, worth_compiling
-from ..common.device import adam, load_optimizer_state, autocast, pick_device
+from ..common.device import adam, autocast, host_to_device, load_optimizer_state, pick_device, tensors_to_device
 from ..common.images import ImageError, image_from_array, load_image, resize_rgb, to_srgb
 from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, report
 from ..common.perception import TextureFeatures
-from ..common.quality import RandomFeatureNet, sliced_wasserstein
+from ..common.quality import RandomFeatureNet, draw_directions, sliced_wasserstein
 from .generate import KIND, TextureGenerator
 from .model import MODEL_VERSION, Generator, TextureGANConfig, build_models
 
@@ -97,7 +97,7 @@ def _sample_real(exemplars: list[torch.Tensor], n: int, crop: int, cfg: TextureG
         out.append(c)
     batch = torch.stack(out)
     if cfg.color_jitter:
-        gain, shift = jitter.to(batch.device, batch.dtype).T[:, :, None, None, None]
+        gain, shift = host_to_device(jitter, batch.device, batch.dtype).T[:, :, None, None, None]
         mean = batch.mean(dim=(1, 2, 3), keepdim=True)
         batch = ((batch - mean) * (1 + gain) + mean + shift).clamp(0, 1)
     return batch
@@ -117,7 +117,9 @@ def _sample_noise(g: Generator, n: int, grid: int, gen: torch.Generator,
         draw_gen, draw_device = gen, torch.device("cpu")
     local, z, phase, *fine = [(torch.rand if i == 2 else torch.randn)(shape, generator=draw_gen, device=draw_device)
                               for i, shape in enumerate(shapes)]
-    return local.to(device), z.to(device), (phase * (2 * math.pi)).to(device), [f.to(device) for f in fine]
+    # Drawn on the device already (CUDA), or one copy for all of them (another device; the CPU: none).
+    local, z, phase, *fine = tensors_to_device([local, z, phase * (2 * math.pi), *fine], device)
+    return local, z, phase, fine
 
 
 class RandomStatsFeatures:
@@ -138,8 +140,10 @@ def _stats_loss(features, fake: torch.Tensor, real: torch.Tensor, gen: torch.Gen
     with torch.no_grad():
         real_feats = features(real)
     fake_feats = features(fake)
-    for ff, fr in zip(fake_feats, real_feats):
-        sw = sliced_wasserstein(ff, fr, 32, gen)
+    # Every layer's projections in one copy to the device, drawn in the order the layers would draw them.
+    directions = draw_directions([f.shape[1] for f in real_feats], 32, gen, fake.device)
+    for ff, fr, dirs in zip(fake_feats, real_feats, directions):
+        sw = sliced_wasserstein(ff, fr, 32, directions=dirs)
         total = total + (sw / (fr.pow(2).mean() + 1e-8) if features.normalize else sw)
     return total / len(fake_feats)
 

@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..common.deterministic import CircularConv2d, circular_upsample2x
+from ..common.device import host_to_device
 
 
 # Training defaults that differ on CUDA (see TextureVAEConfig.for_device).
@@ -182,9 +183,9 @@ class TextureVAENet(nn.Module):
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
         mean, logvar = self.encode(x)
-        # Drawn on the CPU generator (resumable, same on every device); a non-blocking copy
-        # does not make the host wait for the GPU's queue.
-        eps = torch.randn(mean.shape, generator=generator, device="cpu").to(mean.device, mean.dtype, non_blocking=True)
+        # Drawn on the CPU generator (resumable, same on every device); copied through pinned memory on CUDA, so
+        # the host does not wait for the GPU's queue.
+        eps = host_to_device(torch.randn(mean.shape, generator=generator, device="cpu"), mean.device, mean.dtype)
         z = mean + torch.exp(0.5 * logvar) * eps
         return self.decode(z), mean, logvar
 

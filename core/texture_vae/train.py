@@ -31,11 +31,11 @@ from ..common.accelerate import compile_in_place, compiled_features, worth_compi
 from ..common.checkpoints import (
     fingerprint_arrays, load_training_state, save_model_and_state, sync_model_with_state,
 )
-from ..common.device import adam, load_optimizer_state, autocast, pick_device, seeded_generator
+from ..common.device import adam, autocast, clip_grad_norm, host_to_device, load_optimizer_state, pick_device, seeded_generator
 from ..common.images import ImageError, from_tensor, load_rgb
 from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, check_cancel, report
 from ..common.perception import TextureFeatures
-from ..common.quality import feature_net, sliced_wasserstein_per_sample
+from ..common.quality import draw_directions, feature_net, sliced_wasserstein_per_sample
 from .model import TextureVAEConfig, TextureVAENet, kl_divergence
 from .ops import KIND, check_rgb, variation_scale
 
@@ -97,13 +97,24 @@ class CropSampler:
         return torch.stack([self.draw()[1] for _ in range(batch)])
 
 
-def _stats_loss(net_f, output: torch.Tensor, target_feats: list[torch.Tensor], gen: torch.Generator) -> torch.Tensor:
-    """Mean over samples and layers of the sliced-Wasserstein feature distance (VGG: per-layer normalised)."""
+def stats_directions(target_feats: list[torch.Tensor], gen: torch.Generator, terms: int = 1) -> list[torch.Tensor]:
+    """The projection directions of ``terms`` consecutive ``_stats_loss`` calls against ``target_feats``, drawn
+    as those calls would draw them, in one copy to the device (``quality.draw_directions``)."""
+    channels = [f.shape[1] for f in target_feats]
+    return draw_directions(channels * terms, STATS_PROJECTIONS, gen, target_feats[0].device,
+                           samples=target_feats[0].shape[0])
+
+
+def _stats_loss(net_f, output: torch.Tensor, target_feats: list[torch.Tensor], gen: torch.Generator,
+                directions: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Mean over samples and layers of the sliced-Wasserstein feature distance (VGG: per-layer normalised).
+    ``directions``: drawn beforehand (``stats_directions``), else from ``gen`` here."""
     out_feats = net_f(output)
+    directions = directions if directions is not None else stats_directions(target_feats, gen)
     total = output.new_zeros(())
-    for fo, ft in zip(out_feats, target_feats):
+    for fo, ft, dirs in zip(out_feats, target_feats, directions):
         scale = ft.pow(2).mean() + 1e-8 if getattr(net_f, "normalize", False) else 1.0
-        total = total + sliced_wasserstein_per_sample(fo, ft, STATS_PROJECTIONS, gen).sum() / scale
+        total = total + sliced_wasserstein_per_sample(fo, ft, STATS_PROJECTIONS, directions=dirs).sum() / scale
     return total / (output.shape[0] * len(out_feats))
 
 
@@ -152,8 +163,7 @@ class VAETrainer:
         with autocast(dev, cfg.amp):
             recon, mean, logvar = net(batch, self.noise_gen)
             if cfg.variation_stats_weight > 0:
-                eps = torch.randn(mean.shape, generator=self.noise_gen, device="cpu").to(dev, mean.dtype,
-                                                                                        non_blocking=True)
+                eps = host_to_device(torch.randn(mean.shape, generator=self.noise_gen, device="cpu"), dev, mean.dtype)
                 z_var = mean + cfg.variation_strength * variation_scale(mean.detach()).to(mean.dtype) * eps
                 varied = net.decode(z_var)
         # Losses in fp32: sorting and KL are not safe in half precision.
@@ -165,12 +175,16 @@ class VAETrainer:
         if cfg.stats_weight > 0 or cfg.variation_stats_weight > 0:
             with torch.no_grad():
                 target_feats = [f.float() for f in self.net_f(batch)]
+            # Both terms' projections at once, in the order the two terms drew them: one copy to the device.
+            terms = int(cfg.stats_weight > 0) + int(cfg.variation_stats_weight > 0)
+            directions = stats_directions(target_feats, self.proj_gen, terms)
+            per_term = len(target_feats)
         if cfg.stats_weight > 0:
-            stats = _stats_loss(self.net_f, recon, target_feats, self.proj_gen)
+            stats = _stats_loss(self.net_f, recon, target_feats, self.proj_gen, directions[:per_term])
             loss = loss + cfg.stats_weight * stats
             losses["stats"] = stats.detach()
         if cfg.variation_stats_weight > 0:
-            vstats = _stats_loss(self.net_f, varied.float(), target_feats, self.proj_gen)
+            vstats = _stats_loss(self.net_f, varied.float(), target_feats, self.proj_gen, directions[-per_term:])
             loss = loss + cfg.variation_stats_weight * vstats
             losses["vary_stats"] = vstats.detach()
         losses["loss"] = loss.detach()  # the total, watched for explosions
@@ -178,7 +192,7 @@ class VAETrainer:
         self.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            clip_grad_norm(net.parameters(), cfg.grad_clip)  # foreach: a few operators, not a loop over tensors
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.batch, self.recon = batch, recon.detach()

@@ -29,13 +29,13 @@ import torch.nn.functional as F
 
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
                                   sync_model_with_state)
-from ..common.device import adam, load_optimizer_state, pick_device
+from ..common.device import adam, clip_grad_norm, host_to_device, load_optimizer_state, pick_device
 from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from ..common.patchgan import PatchDiscriminator
 from .model import TextureVAEConfig, kl_divergence
 from .ops import KIND, variation_scale
 from ..common.quality import sliced_wasserstein_per_sample
-from .train import STATS_PROJECTIONS, VAETrainer, load_exemplars, training_state_path
+from .train import STATS_PROJECTIONS, VAETrainer, load_exemplars, stats_directions, training_state_path
 
 PERCEPTUAL_LAYERS = 4  # relu1_1..relu4_1 of the texture features (relu5_1 is too coarse for 64 px crops)
 
@@ -66,13 +66,15 @@ class VAEGANConfig(TextureVAEConfig):
         return super().from_dict(data)
 
 
-def _feature_sw(feats: list[torch.Tensor], target_feats: list[torch.Tensor], gen: torch.Generator,
-                net_f) -> torch.Tensor:
-    """``train._stats_loss`` on features already computed (the perceptual term shares them)."""
+def _feature_sw(feats: list[torch.Tensor], target_feats: list[torch.Tensor], gen: torch.Generator, net_f,
+                directions: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """``train._stats_loss`` on features already computed (the perceptual term shares them). ``directions``:
+    drawn beforehand (``train.stats_directions``), else from ``gen`` here."""
+    directions = directions if directions is not None else stats_directions(target_feats, gen)
     total = feats[0].new_zeros(())
-    for fo, ft in zip(feats, target_feats):
+    for fo, ft, dirs in zip(feats, target_feats, directions):
         scale = ft.pow(2).mean() + 1e-8 if getattr(net_f, "normalize", False) else 1.0
-        total = total + sliced_wasserstein_per_sample(fo, ft, STATS_PROJECTIONS, gen).sum() / scale
+        total = total + sliced_wasserstein_per_sample(fo, ft, STATS_PROJECTIONS, directions=dirs).sum() / scale
     return total / (fo.shape[0] * len(feats))
 
 
@@ -92,7 +94,7 @@ class VAEGANTrainer(VAETrainer):
         net.train()
         batch = self.sampler.sample(cfg.batch_size)
         recon, mean, logvar = net(batch, self.noise_gen)
-        eps = torch.randn(mean.shape, generator=self.noise_gen, device="cpu").to(dev)
+        eps = host_to_device(torch.randn(mean.shape, generator=self.noise_gen, device="cpu"), dev)
         varied = net.decode(mean + cfg.variation_strength * variation_scale(mean.detach()) * eps)
         rec_loss = (recon - batch).abs().mean()
         kl = kl_divergence(mean, logvar)
@@ -100,8 +102,10 @@ class VAEGANTrainer(VAETrainer):
         with torch.no_grad():
             target_feats = self.net_f(batch[:k])
         recon_feats = self.net_f(recon[:k])
-        stats = _feature_sw(recon_feats, target_feats, self.proj_gen, self.net_f)
-        vstats = _feature_sw(self.net_f(varied[:k]), target_feats, self.proj_gen, self.net_f)
+        directions = stats_directions(target_feats, self.proj_gen, terms=2)  # both terms' draws, one copy
+        stats = _feature_sw(recon_feats, target_feats, self.proj_gen, self.net_f, directions[:len(target_feats)])
+        vstats = _feature_sw(self.net_f(varied[:k]), target_feats, self.proj_gen, self.net_f,
+                             directions[len(target_feats):])
         perceptual = sum((fr - ft).abs().mean() / (ft.abs().mean() + 1e-8)
                          for fr, ft in zip(recon_feats[:PERCEPTUAL_LAYERS], target_feats[:PERCEPTUAL_LAYERS]))
         perceptual = perceptual / PERCEPTUAL_LAYERS
@@ -122,7 +126,7 @@ class VAEGANTrainer(VAETrainer):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            clip_grad_norm(net.parameters(), cfg.grad_clip)
         self.optimizer.step()
         self.steps_done += 1
         self.batch, self.recon = batch, recon.detach()

@@ -596,3 +596,67 @@ def test_adam_is_fused_on_cuda_and_its_state_continues_on_any_device():
     assert not torch.allclose(halfway[0], straight, atol=1e-3)
     assert torch.allclose(run("cpu", 3, halfway[:2])[0], straight, atol=1e-5)
     assert torch.allclose(run("cuda", 3, run("cpu", 3)[:2])[0], straight, atol=1e-5)
+
+
+def test_timed_training_reads_a_devices_losses_only_every_few_steps_and_before_each_save():
+    """Each read of a GPU training's losses makes the host wait for the GPU: steps whose losses live on a device
+    are read every ``LOSS_READ_EVERY`` steps, at the end and before a save. Meta tensors hold no values, so a read
+    of one raises: every step but those returns meta losses, the read ones CPU losses."""
+    import time
+
+    from core.common.jobs import LOSS_READ_EVERY, timed_training
+
+    done, saved = [], []
+
+    def step() -> dict:
+        done.append(1)
+        k = len(done)
+        if k % LOSS_READ_EVERY == 0 or k == 2 * LOSS_READ_EVERY + 3:  # the steps the loop reads
+            return {"loss": torch.tensor(float(k)), "d": torch.tensor(0.5)}
+        return {"loss": torch.zeros((), device="meta"), "d": torch.zeros((), device="meta")}
+
+    result = timed_training(step, lambda s, seconds, losses: saved.append((s, losses)), 0,
+                            2 * LOSS_READ_EVERY + 3, None, time.perf_counter(), {}, 0.0, checkpoint_minutes=60.0,
+                            name="test")
+    last = 2 * LOSS_READ_EVERY + 3
+    assert result["steps"] == last and result["losses"] == {"loss": float(last), "d": 0.5}
+    assert saved == [(last, {"loss": float(last), "d": 0.5})]
+
+    def diverging() -> dict:
+        done.append(1)
+        return {"loss": torch.tensor(float("nan"))}  # on the CPU: read (and refused) at once
+
+    saved.clear()
+    with pytest.raises(FloatingPointError, match="diverged"):
+        timed_training(diverging, lambda s, seconds, losses: saved.append(s), 0, 10, None, time.perf_counter(), {},
+                       0.0, checkpoint_minutes=60.0, name="test", diverged=FloatingPointError)
+    assert saved == []  # a diverged training saves nothing
+
+
+@pytest.mark.parametrize("samples", [None, 3])
+def test_projection_directions_drawn_at_once_are_the_per_layer_draws(samples):
+    """``draw_directions`` draws every layer's projections as the layers drew them one after another (the random
+    stream and the numbers are those of the per-layer draws, bit for bit), normalised."""
+    channels = [5, 64, 17]
+    gen_once, gen_each = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    once = quality.draw_directions(channels, 8, gen_once, "cpu", samples=samples)
+    for d, c in zip(once, channels):
+        blocks = [torch.randn(8, c, generator=gen_each, device="cpu") for _ in range(samples or 1)]
+        each = torch.stack(blocks) if samples else blocks[0]
+        assert torch.equal(d, each / each.norm(dim=-1, keepdim=True))
+    assert torch.equal(gen_once.get_state(), gen_each.get_state())
+
+
+def test_a_loaded_optimiser_state_keeps_the_implementation_the_optimiser_was_built_with():
+    """PyTorch takes a saved group's ``foreach``/``fused`` flags: a CUDA training resumed from a state saved on the
+    CPU ran Adam unfused. ``load_optimizer_state`` keeps the optimiser's own (and the saved moments)."""
+    from core.common.device import adam, load_optimizer_state
+
+    param = torch.nn.Parameter(torch.randn(4))
+    plain = torch.optim.Adam([param], lr=0.1)  # the state of another implementation (foreach and fused None)
+    param.grad = torch.randn(4)
+    plain.step()
+    optimiser = adam([param], "cpu", lr=0.1)
+    load_optimizer_state(optimiser, plain.state_dict())
+    assert optimiser.param_groups[0]["foreach"] is True and optimiser.param_groups[0]["fused"] is None
+    assert torch.equal(optimiser.state[param]["exp_avg"], plain.state[param]["exp_avg"])
