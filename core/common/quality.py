@@ -179,7 +179,9 @@ def draw_directions(channels: Sequence[int], n_projections: int, generator: torc
 
     shapes = [(n_projections, c) if samples is None else (samples, n_projections, c) for c in channels]
     sizes = [math.prod(shape) for shape in shapes]
-    flat = torch.empty(sum(sizes), dtype=torch.float32, device="cpu")
+    # Drawn straight into page-locked memory when bound for CUDA (no second copy on the host).
+    flat = torch.empty(sum(sizes), dtype=torch.float32, device="cpu",
+                       pin_memory=torch.device(device).type == "cuda")
     views = [part.view(shape) for part, shape in zip(flat.split(sizes), shapes)]
     for view in views:
         for block in (view,) if samples is None else view:  # per sample, as the per-sample loop draws them

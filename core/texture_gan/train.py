@@ -67,13 +67,21 @@ def effective_crop(cfg: TextureGANConfig, arrays: list[np.ndarray], names: list[
     return crop
 
 
+def flipped_versions(image: torch.Tensor) -> dict[tuple[bool, bool], torch.Tensor]:
+    """A CxHxW image as it is and flipped across, down and both, keyed (across, down): a flipped crop is then a
+    view of one of them (``_sample_real``), not a flip kernel of its own."""
+    return {(False, False): image, (True, False): image.flip(2), (False, True): image.flip(1),
+            (True, True): image.flip(2).flip(1)}
+
+
 def _sample_real(exemplars: list[torch.Tensor], n: int, crop: int, cfg: TextureGANConfig,
-                 gen: torch.Generator) -> torch.Tensor:
+                 gen: torch.Generator, flipped: list[dict] | None = None) -> torch.Tensor:
     """Random augmented crops, all randomness from ``gen`` (part of the training state).
 
     The draws are host numbers from a CPU generator, drawn for the whole batch at once; the crops are cut from
     the exemplars where they live (on the training device), so no step waits on a copy, and the colour jitter
     is one pass over the batch (per crop it was a dozen small launches each, a fifth of a step's operators).
+    ``flipped``: each exemplar's ``flipped_versions``, so that a flipped crop is a view (the same pixels).
     """
     sources = torch.randint(len(exemplars), (n,), generator=gen, device="cpu").tolist()
     corners = torch.rand(n, 2, generator=gen, device="cpu").tolist()
@@ -86,12 +94,14 @@ def _sample_real(exemplars: list[torch.Tensor], n: int, crop: int, cfg: TextureG
         _, h, w = src.shape
         y = min(h - crop, int(corners[i][0] * (h - crop + 1)))
         x = min(w - crop, int(corners[i][1] * (w - crop + 1)))
-        c = src[:, y:y + crop, x:x + crop]
-        if cfg.augment_flips:
-            if flips[i][0]:
-                c = c.flip(2)
-            if flips[i][1]:
-                c = c.flip(1)
+        across, down = cfg.augment_flips and bool(flips[i][0]), cfg.augment_flips and bool(flips[i][1])
+        if flipped is not None:  # the crop at (y, x) flipped: the flipped exemplar's at the mirrored corner
+            y, x = (h - y - crop if down else y), (w - x - crop if across else x)
+            c = flipped[sources[i]][across, down][:, y:y + crop, x:x + crop]
+        else:
+            c = src[:, y:y + crop, x:x + crop]
+            c = c.flip(2) if across else c
+            c = c.flip(1) if down else c
         if cfg.augment_rot90 and turns[i]:
             c = torch.rot90(c, turns[i], (1, 2))
         out.append(c)
@@ -225,6 +235,7 @@ class GANTrainer(EMAGANTrainer):
         self.stats_net = (TextureFeatures(device) if cfg.stats_features == "vgg19"
                           else RandomStatsFeatures(cfg.stats_scales, device))
         self.real_images = [e.to(device) for e in exemplars]
+        self.flipped_images = [flipped_versions(e) for e in self.real_images] if cfg.augment_flips else None
         self.seed_streams(seed)
         self.mixed = cfg.mixed_precision and device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.steps_done = 0
@@ -239,7 +250,7 @@ class GANTrainer(EMAGANTrainer):
         cfg, dev, g, d = self.cfg, self.device, self.g, self.d
         g.train()
         d.train()
-        real = _sample_real(self.real_images, cfg.batch_size, self.crop, cfg, self.data_gen)
+        real = _sample_real(self.real_images, cfg.batch_size, self.crop, cfg, self.data_gen, self.flipped_images)
         local, z, phase, fine = _sample_noise(g, cfg.batch_size, self.grid, self.noise_gen, dev)
         if dev.type == "cuda":
             real = real.contiguous(memory_format=torch.channels_last)

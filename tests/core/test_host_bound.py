@@ -107,7 +107,7 @@ def _materials(device):
 
 
 TRAINERS = {"texture_vae": _vae, "vae_gan": _vaegan, "texture_gan": _gan, "materials_gan": _materials}
-# Operators a steady step dispatches on the CPU: what it did when the bound was set (1,754, 2,183, 1,100 and 2,352)
+# Operators a steady step dispatches on the CPU: what it did when the bound was set (1,750, 2,179, 1,099 and 2,352)
 # plus about 15 %. Before the host-bound work, at these sizes: 3,182, 3,654, 1,534 and 3,004.
 MAX_OPS = {"texture_vae": 2017, "vae_gan": 2510, "texture_gan": 1265, "materials_gan": 2705}
 # Host-to-device copies per step (meta device), each from pinned memory on CUDA: the VAEs' two noise draws and

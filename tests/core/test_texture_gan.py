@@ -291,3 +291,18 @@ def test_periodic_resize_works_per_channel_in_single_precision():
                          env={"PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     peak_mb = float(out.stdout.strip().splitlines()[-1])
     assert peak_mb < 400, peak_mb  # the input is 48 MB; one complex128 transform of it needed ~770 MB
+
+
+@pytest.mark.parametrize("rot90", [False, True])
+def test_real_crops_cut_from_flipped_exemplars_are_the_crops_flipped(rot90):
+    """The trainer's flipped copies of its exemplars make each flipped crop a view (no flip per crop): the same
+    batch, bit for bit, as flipping every crop."""
+    from core.texture_gan.train import _sample_real, flipped_versions
+
+    gen = torch.Generator().manual_seed(0)
+    exemplars = [torch.rand(3, 40, 52, generator=gen, device="cpu"), torch.rand(3, 33, 33, generator=gen, device="cpu")]
+    cfg = TextureGANConfig(augment_rot90=rot90)
+    per_crop = _sample_real(exemplars, 64, 32, cfg, torch.Generator().manual_seed(1))
+    views = _sample_real(exemplars, 64, 32, cfg, torch.Generator().manual_seed(1),
+                         [flipped_versions(e) for e in exemplars])
+    assert torch.equal(per_crop, views)

@@ -277,3 +277,25 @@ def test_cli_train_vary_blend(exemplars, tmp_path):
     assert load_rgb(blended).shape == exemplars[0].shape
     assert run("vae", "blend", "--model", str(model_path), "--a", str(paths[0]), "--b", str(paths[1]),
                "--mask", str(mask), "--out", str(blended), "--refine-steps", "1") == 0
+
+
+def test_crops_cut_from_flipped_exemplars_are_the_crops_flipped():
+    """The sampler cuts a flipped crop as a view of a flipped copy of its exemplar (one stack per batch, not a
+    flip per crop): the pixels and the random stream are those of cutting the crop and flipping it."""
+    from core.texture_vae.train import CropSampler
+
+    exemplars = [procedural.make_exemplar("bricks", 40, seed=0), procedural.make_exemplar("wood", 24, seed=0)]
+    sampler = CropSampler(exemplars, 32, torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)
+    expected = []
+    for _ in range(100):  # the draws as the sampler makes them, each crop cut and flipped
+        index = int(torch.randint(len(sampler.images), (1,), generator=gen))
+        img = sampler.images[index]
+        top = int(torch.randint(img.shape[1] - 32 + 1, (1,), generator=gen))
+        left = int(torch.randint(img.shape[2] - 32 + 1, (1,), generator=gen))
+        across, down = (torch.rand(2, generator=gen, device="cpu") < 0.5).tolist()
+        crop = img[:, top:top + 32, left:left + 32]
+        crop = crop.flip(2) if across else crop
+        expected.append(crop.flip(1) if down else crop)
+    assert torch.equal(sampler.sample(100), torch.stack(expected))
+    assert torch.equal(sampler.generator.get_state(), gen.get_state())
