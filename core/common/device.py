@@ -93,9 +93,11 @@ def host_to_device(tensor: torch.Tensor, device: torch.device | str, dtype: torc
     CUDA the tensor goes through page-locked memory first. ``pin_memory`` takes it from PyTorch's caching host
     allocator, which records the copy's stream and hands the block out again only once the copy is done."""
     device = torch.device(device)
-    if device.type == "cuda" and tensor.device.type == "cpu" and not tensor.is_pinned():
+    cuda = device.type == "cuda"
+    if cuda and tensor.device.type == "cpu" and not tensor.is_pinned():
         tensor = tensor.pin_memory()
-    return tensor.to(device=device, dtype=dtype or tensor.dtype, non_blocking=True)
+    # Asynchronous only from pinned memory on CUDA: elsewhere (MPS) a plain copy, whose source may be freed after.
+    return tensor.to(device=device, dtype=dtype or tensor.dtype, non_blocking=cuda)
 
 
 def tensors_to_device(tensors, device: torch.device | str) -> list[torch.Tensor]:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state,
                                   save_model_and_state, sync_model_with_state)
-from ..common.device import adam, load_optimizer_state, pick_device, seeded_generator
+from ..common.device import adam, clip_grad_norm, host_to_device, load_optimizer_state, pick_device, seeded_generator
 from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from ..common.perception import TextureFeatures
 from ..texture_gan.conditional import architecture_of, grows_parameters, stage_downscale
@@ -49,7 +49,7 @@ class LabelledCropSampler(CropSampler):
 
     def sample_labelled(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         labels, crops = zip(*(self.draw() for _ in range(batch)))
-        return torch.stack(crops), torch.tensor(labels, device=crops[0].device)
+        return torch.stack(crops), host_to_device(torch.tensor(labels, device="cpu"), crops[0].device)  # pinned
 
 
 def generator_from_checkpoint(path: str | Path) -> tuple[dict, list[str], dict[str, torch.Tensor], int | None]:
@@ -86,7 +86,7 @@ class GANPriorTrainer:
         net.encoder.train()
         batch, labels = self.sampler.sample_labelled(cfg.batch_size)
         mean, logvar, logits = net.encoder(batch)
-        eps = torch.randn(mean.shape, generator=self.noise_gen, device="cpu").to(mean.device)
+        eps = host_to_device(torch.randn(mean.shape, generator=self.noise_gen, device="cpu"), mean.device)
         z = torch.cat([mean + torch.exp(0.5 * logvar) * eps, logits], 1)
         seed = int(torch.randint(2 ** 31 - 1, (1,), generator=self.noise_gen))
         forced = F.one_hot(labels, len(cfg.materials)).float() if cfg.teacher_forced_materials else None
@@ -110,7 +110,7 @@ class GANPriorTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(net.encoder.parameters(), cfg.grad_clip)
+            clip_grad_norm(net.encoder.parameters(), cfg.grad_clip)
         self.optimizer.step()
         return {"loss": loss.detach(), "coarse": coarse.detach(), "perceptual": perceptual.detach(),
                 "stats": stats.detach(), "kl": kl.detach(), "label": label.detach()}
