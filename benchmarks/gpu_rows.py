@@ -225,23 +225,30 @@ def fast_style_1080p(device: torch.device, tiny: bool) -> dict:
                 call=lambda: model.stylize_tensor(x))
 
 
-def _compiled(row: Callable[[torch.device, bool], dict]) -> Callable[[torch.device, bool], dict]:
+def _compiled(row: Callable[[torch.device, bool], dict], mode: str | None = None
+              ) -> Callable[[torch.device, bool], dict]:
     """``row`` with ``$NEURAL_TEXTURES_COMPILE=1`` (common/accelerate.py: the networks compiled in place on
-    CUDA), restored after; the compile variants run last, since compiled shared networks stay compiled."""
+    CUDA) and, given a ``mode``, ``$NEURAL_TEXTURES_COMPILE_MODE``, restored after; the compile variants run
+    last, since compiled shared networks stay compiled."""
     def measure(device: torch.device, tiny: bool) -> dict:
-        from core.common.accelerate import COMPILE_ENV, compile_available
+        from core.common.accelerate import COMPILE_ENV, COMPILE_MODE_ENV, compile_available
 
-        before = os.environ.get(COMPILE_ENV)
-        os.environ[COMPILE_ENV] = "1"
+        settings = {COMPILE_ENV: "1", **({COMPILE_MODE_ENV: mode} if mode else {})}
+        before = {key: os.environ.get(key) for key in settings}
+        os.environ.update(settings)
         try:
             out = row(device, tiny)
         finally:
-            if before is None:
-                os.environ.pop(COMPILE_ENV, None)
-            else:
-                os.environ[COMPILE_ENV] = before
-        out["name"] += " compiled" if compile_available(device) else " (compile unavailable: eager)"
-        out["note"] = "torch.compile (Inductor) of the networks; " + out.get("note", "")
+            for key, value in before.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        graphs = mode in ("reduce-overhead", "max-autotune")
+        out["name"] += ((" compiled" + (", CUDA graphs" if graphs else "")) if compile_available(device)
+                        else " (compile unavailable: eager)")
+        out["note"] = ("torch.compile (Inductor) of the networks" + (f", mode {mode}: the networks' forward and "
+                       "backward replayed as CUDA graphs" if graphs else "") + "; " + out.get("note", ""))
         return out
 
     return measure
@@ -361,6 +368,8 @@ ROWS: dict[str, Callable[[torch.device, bool], dict]] = {
     # Variants last: compiled shared networks (the VGG19) stay compiled for the rest of the process.
     "fast_style_1080p_compiled": _compiled(fast_style_1080p), "gan_train_compiled": _compiled(gan_train),
     "vae_train_compiled": _compiled(vae_train), "gan_materials_train_compiled": _compiled(gan_materials_train),
+    # The trainings' next lever (host-bound even compiled): the compiled networks replayed as CUDA graphs.
+    "vae_train_graphs": _compiled(vae_train, "reduce-overhead"), "gan_train_graphs": _compiled(gan_train, "reduce-overhead"),
 }
 _WORK = "bench_output/gpu_rows"
 

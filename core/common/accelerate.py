@@ -9,7 +9,10 @@ GPU work, and the trainings' steps waited on Python as much. Two levers, both of
 * ``compile_in_place``: ``nn.Module.compile`` (TorchInductor fuses the norms, paddings and activations around
   the convolutions) where Triton is installed and ``$NEURAL_TEXTURES_COMPILE`` asks for it. A graph that fails
   to compile runs eagerly instead of failing the job. Off by default: its first call takes tens of seconds,
-  and the GPU bench measures both before any default changes.
+  and the GPU bench measures both before any default changes. ``$NEURAL_TEXTURES_COMPILE_MODE=reduce-overhead``
+  also replays the compiled networks as CUDA graphs (Inductor's CUDA graph trees); a training step then starts
+  with ``mark_training_step``. Still host-bound after compiling (the VAE: 14.8 steps/s against 100), the
+  trainings' next lever; the GPU bench measures it as its own variant rows before anything uses it by default.
 
 The worker runs a training and an interactive job in two threads of one process on one card, so nothing here
 may change what the other thread computes: captures are thread-local and one at a time, shared networks (the
@@ -31,6 +34,29 @@ COMPILE_ENV = "NEURAL_TEXTURES_COMPILE"  # "1": networks compile on CUDA (the GP
 # texture GAN's took about 45 s on the H200 and doubled its steps (16.5 -> 33.3 steps/s, the third slot), so it
 # repays itself after about 1,500 steps; twice that leaves a margin (and the VAE's 1.4x needs about 1,800).
 COMPILE_MIN_STEPS = 3000
+
+
+COMPILE_MODE_ENV = "NEURAL_TEXTURES_COMPILE_MODE"  # torch.compile's mode for compiled networks (default: its own)
+_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that replay CUDA graphs
+_graph_trees = threading.local()  # whether this thread compiled a network that replays CUDA graphs
+
+
+def compile_mode(mode: str | None = None) -> str | None:
+    """``mode``, else ``$NEURAL_TEXTURES_COMPILE_MODE``, else None (torch.compile's default)."""
+    return mode or os.environ.get(COMPILE_MODE_ENV) or None
+
+
+def mark_training_step() -> None:
+    """Tell Inductor's CUDA graph trees that a training step begins, where this thread compiled networks that
+    replay graphs: the previous step's outputs may be overwritten from here (nothing keeps them past a step) and
+    the forward and backward graphs of the step to come are recorded as one generation. Free otherwise."""
+    if getattr(_graph_trees, "on", False):
+        torch.compiler.cudagraph_mark_step_begin()
+
+
+def _note_mode(mode: str | None) -> None:
+    if mode in _GRAPH_MODES:
+        _graph_trees.on = True
 
 
 def compile_requested() -> bool:
@@ -67,14 +93,20 @@ def compile_in_place(module: torch.nn.Module, device: torch.device | str, mode: 
     compiled for every other user in the process too (``compiled``)."""
     if not _compile_wanted(device, force):
         return False
+    mode = compile_mode(mode)
     module.compile(mode=mode, dynamic=False)
+    _note_mode(mode)
     return True
 
 
 def compiled(module: torch.nn.Module, device: torch.device | str, force: bool = False) -> torch.nn.Module:
     """``module`` behind a compiled wrapper of its own (attributes read through to it), or ``module`` itself
     where ``compile_in_place`` would not compile: for networks shared across the process (the cached VGG19)."""
-    return torch.compile(module, dynamic=False) if _compile_wanted(device, force) else module
+    if not _compile_wanted(device, force):
+        return module
+    mode = compile_mode()
+    _note_mode(mode)
+    return torch.compile(module, mode=mode, dynamic=False)
 
 
 def compiled_features(features, device: torch.device | str, force: bool = False):

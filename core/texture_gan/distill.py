@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..common.accelerate import compile_in_place, compiled_features
+from ..common.accelerate import compile_in_place, compiled_features, mark_training_step
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
                                   sync_model_with_state)
 from ..common.device import adam, host_to_device, pick_device, tensors_to_device
@@ -359,6 +359,7 @@ class MaterialTrainer(EMAGANTrainer):
         return local, phase, fine
 
     def step(self) -> dict[str, torch.Tensor]:
+        mark_training_step()  # CUDA graph trees (common/accelerate.py): a new step begins
         cfg, g, d = self.cfg, self.g, self.d
         g.train()
         n = cfg.batch_size

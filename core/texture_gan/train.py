@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
                                   sync_model_with_state)
-from ..common.accelerate import compile_in_place, compiled_features, worth_compiling
+from ..common.accelerate import compile_in_place, compiled_features, mark_training_step, worth_compiling
 from ..common.device import adam, autocast, host_to_device, load_optimizer_state, pick_device, tensors_to_device
 from ..common.images import ImageError, image_from_array, load_image, resize_rgb, to_srgb
 from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, report
@@ -247,6 +247,7 @@ class GANTrainer(EMAGANTrainer):
         return all([compile_in_place(m, self.device, force=force) for m in (self.g, self.d)])
 
     def step(self) -> dict[str, torch.Tensor]:
+        mark_training_step()  # CUDA graph trees (common/accelerate.py): a new step begins
         cfg, dev, g, d = self.cfg, self.device, self.g, self.d
         g.train()
         d.train()

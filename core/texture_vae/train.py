@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..common.accelerate import compile_in_place, compiled_features, worth_compiling
+from ..common.accelerate import compile_in_place, compiled_features, mark_training_step, worth_compiling
 from ..common.checkpoints import (
     fingerprint_arrays, load_training_state, save_model_and_state, sync_model_with_state,
 )
@@ -155,6 +155,7 @@ class VAETrainer:
         return compile_in_place(self.net, self.device, force=force)
 
     def step(self, step: int, steps: int) -> dict[str, torch.Tensor]:
+        mark_training_step()  # CUDA graph trees (common/accelerate.py): a new step begins
         cfg, dev, net = self.cfg, self.device, self.net
         net.train()
         lr = cfg.lr * (cfg.lr_final_fraction + (1 - cfg.lr_final_fraction) * 0.5 * (1 + math.cos(math.pi * step / steps)))

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..common.accelerate import mark_training_step
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
                                   sync_model_with_state)
 from ..common.device import adam, clip_grad_norm, host_to_device, load_optimizer_state, pick_device
@@ -90,6 +91,7 @@ class VAEGANTrainer(VAETrainer):
         self.steps_done = 0
 
     def step(self, step: int | None = None, steps: int | None = None) -> dict[str, torch.Tensor]:
+        mark_training_step()  # CUDA graph trees (common/accelerate.py): a new step begins
         cfg, dev, net = self.cfg, self.device, self.net
         net.train()
         batch = self.sampler.sample(cfg.batch_size)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.common.accelerate import (COMPILE_ENV, COMPILE_MIN_STEPS, GraphReplay, compile_available, compile_in_place,
-                                     worth_compiling)
+from core.common import accelerate
+from core.common.accelerate import (COMPILE_ENV, COMPILE_MIN_STEPS, COMPILE_MODE_ENV, GraphReplay, compile_available,
+                                     compile_in_place, compile_mode, mark_training_step, worth_compiling)
 from core.common.procedural import make_exemplar
 from core.style.multistyle import default_multistyle_path, load_fast_style
 
@@ -39,6 +40,47 @@ def test_long_trainings_compile_where_possible_and_zero_refuses(monkeypatch):
     assert compile_in_place(net, device, force=True) is compile_available(device)  # lazy: nothing compiles yet
     monkeypatch.setenv(COMPILE_ENV, "0")
     assert compile_in_place(torch.nn.Conv2d(3, 3, 3), device, force=True) is False
+
+
+def test_the_compile_mode_comes_from_the_call_or_the_environment_and_steps_mark_only_graph_trees(monkeypatch):
+    monkeypatch.delenv(COMPILE_MODE_ENV, raising=False)
+    assert compile_mode() is None and compile_mode("max-autotune") == "max-autotune"
+    monkeypatch.setenv(COMPILE_MODE_ENV, "reduce-overhead")
+    assert compile_mode() == "reduce-overhead" and compile_mode("default") == "default"
+    marks = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    monkeypatch.setattr(accelerate, "_graph_trees", __import__("threading").local())
+    mark_training_step()
+    assert marks == []  # nothing here replays graphs: a step costs nothing more
+    accelerate._note_mode("default")
+    mark_training_step()
+    assert marks == []
+    accelerate._note_mode("reduce-overhead")
+    mark_training_step()
+    assert marks == [1]
+
+
+@pytest.mark.gpu
+def test_a_vae_training_replayed_as_cuda_graphs_matches_its_eager_steps(monkeypatch):
+    """The GPU bench's "CUDA graphs" rows (``$NEURAL_TEXTURES_COMPILE_MODE=reduce-overhead``): the compiled,
+    graph-replayed step computes what the eager step does, and the previews a step keeps stay readable."""
+    from core.texture_vae.model import TextureVAEConfig
+    from core.texture_vae.train import VAETrainer
+
+    images = [make_exemplar("bricks", 64, seed=0), make_exemplar("stones", 64, seed=0)]
+    cfg = TextureVAEConfig(base_channels=8, channel_mult=(1, 2), latent_channels=4, crop_size=32, batch_size=4,
+                           amp=False)
+    eager = VAETrainer(cfg, images, 0, torch.device("cuda"))
+    monkeypatch.setenv(COMPILE_ENV, "1")
+    monkeypatch.setenv(COMPILE_MODE_ENV, "reduce-overhead")
+    graphed = VAETrainer(cfg, images, 0, torch.device("cuda"))
+    assert graphed.compile_networks(10) is compile_available("cuda")
+    for step in range(4):  # warm-up, recording, then replays
+        a, b = eager.step(step, 10), graphed.step(step, 10)
+        preview = graphed.recon[0].clamp(0, 1).cpu()  # read after the step, as the training loop does
+        assert torch.isfinite(preview).all()
+        for key in a:
+            assert torch.allclose(a[key].float(), b[key].float(), rtol=2e-2, atol=1e-4), (step, key, a[key], b[key])
 
 
 def _frame(seed: int) -> torch.Tensor:

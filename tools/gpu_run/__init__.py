@@ -40,21 +40,22 @@ CARRIED_WEIGHTS = ROOT / "build_cache" / WEIGHTS_NAME
 ARCHIVE_NAME = "gpu_run.tar.gz"
 # The rows with targets first; 2048² synthesis (no target) next, then the compiled variants (common/accelerate.py,
 # the third slot's experiment on the host-bound misses): compiled shared networks stay compiled in the process.
+# The trainings replayed as CUDA graphs come before the plain compiled ones, which the third slot measured.
 ROWS = ["fast_style_1080p", "adain_1080p", "gan_generate_4096", "synth_512", "gan_train", "vae_train",
-        "optimize_1080p", "gan_materials_train", "synth_2048", "fast_style_1080p_compiled", "gan_train_compiled",
-        "vae_train_compiled", "gan_materials_train_compiled"]
+        "optimize_1080p", "gan_materials_train", "synth_2048", "fast_style_1080p_compiled", "vae_train_graphs",
+        "gan_train_graphs", "gan_train_compiled", "vae_train_compiled", "gan_materials_train_compiled"]
 # Seconds each row may take on the GPU machine, its CPU baseline included (a row past it is killed, the next runs).
 # A compiled row's first call compiles (Inductor: tens of seconds a network, forward and backward).
 ROW_LIMITS = {"fast_style_1080p": 30, "adain_1080p": 40, "gan_generate_4096": 60, "synth_512": 40, "gan_train": 60,
               "vae_train": 60, "synth_2048": 40, "optimize_1080p": 60, "gan_materials_train": 60,
               "fast_style_1080p_compiled": 90, "gan_train_compiled": 120, "vae_train_compiled": 120,
-              "gan_materials_train_compiled": 120}
+              "gan_materials_train_compiled": 120, "vae_train_graphs": 150, "gan_train_graphs": 150}
 PROFILES = {
     # rows_s: the bench phase's cap; reserve_s: kept for evaluations and the last pack; grace_s: a training's
     # start and final checkpoint beyond its --minutes.
     # eval_s: the second slot's materials GAN evaluation (its CPU model first written from its state, four
     # evaluations sharing the GPU) was killed at 60 s, so nothing decided whether it was kept.
-    "gpu": dict(device="cuda", probe_s=60, rows_s=360, reserve_s=115, grace_s=60, eval_s=100, suite=["tests/core"]),
+    "gpu": dict(device="cuda", probe_s=60, rows_s=420, reserve_s=115, grace_s=60, eval_s=100, suite=["tests/core"]),
     # tiny: limits far above what an idle machine needs (about a minute in all), so a loaded 2-core machine
     # still finishes (no test may depend on speed); the canaries prove the limits work.
     "tiny": dict(device="cpu", probe_s=120, rows_s=300, reserve_s=60, grace_s=150, eval_s=90, minutes=0.05,
