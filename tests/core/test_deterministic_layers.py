@@ -47,6 +47,10 @@ def test_circular_pad_by_concatenation_equals_pytorchs_bit_for_bit(pad, channels
     y1, g1 = _grads(lambda t: circular_pad(t, pad), x, weights)
     assert torch.equal(y0, y1) and torch.equal(g0, g1)
     assert circular_pad(x, pad).is_contiguous(memory_format=torch.channels_last) == channels_last
+    with torch.no_grad():  # inference's one-copy canvas: the same values and layout
+        y2 = circular_pad(x, pad)
+    assert torch.equal(y2, y0) and y2.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert torch.equal(circular_pad(x.detach(), pad), y0)  # nothing to differentiate: also the canvas
     with pytest.raises(RuntimeError):  # wider than the image: PyTorch's own refusal
         circular_pad(x, (8, 0, 0, 0))
 
