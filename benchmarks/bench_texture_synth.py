@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from core.common.images import load_rgb, save_image
-from core.common.quality import copy_check, seam_rank, seam_score, vgg_texture_distance
+from core.common.quality import copy_check, pooled_seam_score, seam_rank, seam_score, vgg_texture_distance
 from core.texture_synth import synthesize
 
 from .report import BenchContext
@@ -81,7 +81,7 @@ def run(ctx: BenchContext) -> None:
     cuda = ctx.device.type == "cuda"
     side = 128 if ctx.quick else 512
     n_crops = 2 if ctx.quick else 4
-    seam_seeds = range(1 if ctx.quick else 3)
+    seam_seeds = range(1 if ctx.quick else 7)  # 8 outputs: one border is one sample
     extra_seeds = range(2, 2 if ctx.quick else 4)  # the distance averages seeds 1-3 (seed noise)
     seam_side = 64 if ctx.quick else 192
     steps = 4 if ctx.quick else None
@@ -134,12 +134,15 @@ def run(ctx: BenchContext) -> None:
         # ---- seams: the 512 px output plus a few smaller seeds (one border is one sample)
         tiles = [image] + [synthesize(exemplar, seam_side, seam_side, seed=s, tileable=True, steps=steps,
                                       device=ctx.device).image for s in seam_seeds]
-        seams = [seam_score(t) for t in tiles]
         ranks = [seam_rank(t) for t in tiles]
         ctx.add(family=FAMILY, name=f"seam rank among all boundaries, tileable output ({name})",
                 value=float(np.mean(ranks)), unit="rank", baseline_name="exemplar's own wrap border",
                 baseline_value=seam_rank(exemplar), target="< 0.9 (1.0 = the strongest boundary: a seam)",
                 note=f"mean over {len(ranks)} outputs; ~0.5 = the border is like any other boundary")
-        ctx.add(family=FAMILY, name=f"seam score, tileable output ({name})", value=float(np.mean(seams)),
+        # No target on the ratio: where strong edges are sparse (plank gaps, mortar) a seamless border that
+        # happens to fall on one scores 3-5, so a few outputs swing the ratio far from 1 (measure_wood_planks,
+        # 32 seeds: the border over twice the mean step in 16% of outputs, a random inner boundary in 8.5%).
+        # The rank above tests the same thing robustly; the GAN's seams are exactly periodic and keep theirs.
+        ctx.add(family=FAMILY, name=f"seam score, tileable output ({name})", value=pooled_seam_score(tiles),
                 unit="ratio", baseline_name="exemplar's own wrap border", baseline_value=seam_score(exemplar),
-                target="<= 1.02 (mean)", note=f"mean over {len(seams)} outputs; 1.0 = seamless")
+                note=f"pooled over {len(tiles)} outputs (wrap steps summed over inner steps summed); 1.0 = seamless")
