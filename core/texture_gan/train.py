@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_training_state, save_model_and_state,
                                   sync_model_with_state)
 from ..common.accelerate import compile_in_place, compiled_features, mark_training_step, worth_compiling
+from ..common.crops import flipped_crop, flipped_versions
 from ..common.device import adam, autocast, host_to_device, load_optimizer_state, pick_device, tensors_to_device
 from ..common.images import ImageError, image_from_array, load_image, resize_rgb, to_srgb
 from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, report
@@ -67,13 +68,6 @@ def effective_crop(cfg: TextureGANConfig, arrays: list[np.ndarray], names: list[
     return crop
 
 
-def flipped_versions(image: torch.Tensor) -> dict[tuple[bool, bool], torch.Tensor]:
-    """A CxHxW image as it is and flipped across, down and both, keyed (across, down): a flipped crop is then a
-    view of one of them (``_sample_real``), not a flip kernel of its own."""
-    return {(False, False): image, (True, False): image.flip(2), (False, True): image.flip(1),
-            (True, True): image.flip(2).flip(1)}
-
-
 def _sample_real(exemplars: list[torch.Tensor], n: int, crop: int, cfg: TextureGANConfig,
                  gen: torch.Generator, flipped: list[dict] | None = None) -> torch.Tensor:
     """Random augmented crops, all randomness from ``gen`` (part of the training state).
@@ -95,9 +89,8 @@ def _sample_real(exemplars: list[torch.Tensor], n: int, crop: int, cfg: TextureG
         y = min(h - crop, int(corners[i][0] * (h - crop + 1)))
         x = min(w - crop, int(corners[i][1] * (w - crop + 1)))
         across, down = cfg.augment_flips and bool(flips[i][0]), cfg.augment_flips and bool(flips[i][1])
-        if flipped is not None:  # the crop at (y, x) flipped: the flipped exemplar's at the mirrored corner
-            y, x = (h - y - crop if down else y), (w - x - crop if across else x)
-            c = flipped[sources[i]][across, down][:, y:y + crop, x:x + crop]
+        if flipped is not None:  # a view of the flipped exemplar
+            c = flipped_crop(flipped[sources[i]], y, x, crop, across, down)
         else:
             c = src[:, y:y + crop, x:x + crop]
             c = c.flip(2) if across else c

@@ -31,6 +31,7 @@ from ..common.accelerate import compile_in_place, compiled_features, mark_traini
 from ..common.checkpoints import (
     fingerprint_arrays, load_training_state, save_model_and_state, sync_model_with_state,
 )
+from ..common.crops import flipped_crop, flipped_versions
 from ..common.device import adam, autocast, clip_grad_norm, host_to_device, load_optimizer_state, pick_device, seeded_generator
 from ..common.images import ImageError, from_tensor, load_rgb
 from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, check_cancel, report
@@ -77,10 +78,7 @@ class CropSampler:
             if h < crop or w < crop:  # small exemplars are tiled to cover one crop
                 a = np.tile(a, (-(-crop // h), -(-crop // w), 1))
             self.images.append(torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).to(device))
-        # Each exemplar flipped across, down and both, once: a flipped crop is then a view of one of them, and a
-        # batch is one stack (a flip per crop was up to two kernel launches each, 64 a step at CUDA's batch 32).
-        self.flipped = [{(False, False): img, (True, False): img.flip(2), (False, True): img.flip(1),
-                         (True, True): img.flip(2).flip(1)} for img in self.images]
+        self.flipped = [flipped_versions(img) for img in self.images]  # flipped crops are views (common/crops.py)
 
     def draw(self) -> tuple[int, torch.Tensor]:
         """One random crop (flipped at random) and the index of the exemplar it was cut from."""
@@ -90,11 +88,7 @@ class CropSampler:
         top = int(torch.randint(img.shape[1] - c + 1, (1,), generator=g))
         left = int(torch.randint(img.shape[2] - c + 1, (1,), generator=g))
         flips = torch.rand(2, generator=g, device="cpu").tolist()
-        across, down = flips[0] < 0.5, flips[1] < 0.5
-        # The crop at (top, left) flipped is the crop of the flipped exemplar at the mirrored corner.
-        y = img.shape[1] - top - c if down else top
-        x = img.shape[2] - left - c if across else left
-        return index, self.flipped[index][across, down][:, y: y + c, x: x + c]
+        return index, flipped_crop(self.flipped[index], top, left, c, flips[0] < 0.5, flips[1] < 0.5)
 
     def sample(self, batch: int) -> torch.Tensor:
         return torch.stack([self.draw()[1] for _ in range(batch)])

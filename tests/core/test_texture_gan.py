@@ -297,7 +297,8 @@ def test_periodic_resize_works_per_channel_in_single_precision():
 def test_real_crops_cut_from_flipped_exemplars_are_the_crops_flipped(rot90):
     """The trainer's flipped copies of its exemplars make each flipped crop a view (no flip per crop): the same
     batch, bit for bit, as flipping every crop."""
-    from core.texture_gan.train import _sample_real, flipped_versions
+    from core.common.crops import flipped_versions
+    from core.texture_gan.train import _sample_real
 
     gen = torch.Generator().manual_seed(0)
     exemplars = [torch.rand(3, 40, 52, generator=gen, device="cpu"), torch.rand(3, 33, 33, generator=gen, device="cpu")]
