@@ -50,8 +50,8 @@ def reflect_pad_channels_last(x: torch.Tensor, pad: tuple[int, int, int, int]) -
     tensor channels-last (on any device: tested on the CPU)."""
     left, right, top, bottom = pad
     h, w = _check_reflect(x, pad)
-    if x.dim() == 4 and not (torch.is_grad_enabled() and x.requires_grad):
-        return _reflect_pad_in_place(x, pad, h, w)
+    if _inference(x):
+        return _pad_canvas(x, pad, h, w, wrap=False, layout=torch.channels_last)
     # Empty sides are left out: an empty part has no layout of its own and would make cat answer in NCHW.
     if left or right:
         parts = [x[..., 1:left + 1].flip(-1)] * bool(left) + [x] + [x[..., w - 1 - right:w - 1].flip(-1)] * bool(right)
@@ -63,23 +63,32 @@ def reflect_pad_channels_last(x: torch.Tensor, pad: tuple[int, int, int, int]) -
     return x
 
 
-def _reflect_pad_in_place(x: torch.Tensor, pad: tuple[int, int, int, int], h: int, w: int) -> torch.Tensor:
-    """Inference's form: the frame written once into a channels-last canvas, the mirrored borders copied in
-    after it (from the canvas itself for the top and bottom, corners included). Two concatenations copied the
-    whole frame twice: 1.35 ms of a 1080p fp16 style frame on the H200 (the third slot)."""
+def _inference(x: torch.Tensor) -> bool:
+    """A 4-D tensor with nothing to differentiate: padded once into a canvas (``_pad_canvas``)."""
+    return x.dim() == 4 and not (torch.is_grad_enabled() and x.requires_grad)
+
+
+def _pad_canvas(x: torch.Tensor, pad: tuple[int, int, int, int], h: int, w: int, wrap: bool,
+                layout: torch.memory_format) -> torch.Tensor:
+    """Inference's padding (``wrap``: circular, else reflection): the image written once into a canvas of
+    ``layout``, the borders copied in after it (the top and bottom rows from the canvas itself, corners
+    included). Concatenations copy the whole image twice: 1.35 ms of a 1080p fp16 style frame on the H200 (the
+    third slot), and 2.0-2.3x ATen's circular padding on 512-2048 px feature maps on this CPU, where the texture
+    GANs generate a 2048 px texture in one pass."""
     left, right, top, bottom = pad
     n, c = x.shape[:2]
     out = torch.empty((n, c, h + top + bottom, w + left + right), dtype=x.dtype, device=x.device,
-                      memory_format=torch.channels_last)
+                      memory_format=layout)
     out[..., top:top + h, left:left + w] = x
     if left:
-        out[..., top:top + h, :left] = x[..., 1:left + 1].flip(-1)
+        out[..., top:top + h, :left] = x[..., w - left:] if wrap else x[..., 1:left + 1].flip(-1)
     if right:
-        out[..., top:top + h, left + w:] = x[..., w - 1 - right:w - 1].flip(-1)
+        out[..., top:top + h, left + w:] = x[..., :right] if wrap else x[..., w - 1 - right:w - 1].flip(-1)
     if top:
-        out[..., :top, :] = out[..., top + 1:2 * top + 1, :].flip(-2)
+        out[..., :top, :] = out[..., h:h + top, :] if wrap else out[..., top + 1:2 * top + 1, :].flip(-2)
     if bottom:
-        out[..., top + h:, :] = out[..., top + h - 1 - bottom:top + h - 1, :].flip(-2)
+        out[..., top + h:, :] = (out[..., top:top + bottom, :] if wrap
+                                 else out[..., top + h - 1 - bottom:top + h - 1, :].flip(-2))
     return out
 
 
@@ -113,36 +122,15 @@ def circular_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tenso
     h, w = x.shape[-2:]
     if min(left, right, top, bottom) < 0 or max(left, right) > w or max(top, bottom) > h:
         return F.pad(x, pad, mode="circular")  # its own error for pads wider than the image
-    if x.dim() == 4 and not (torch.is_grad_enabled() and x.requires_grad):
-        return _circular_pad_in_place(x, (left, right, top, bottom), h, w)
+    if _inference(x):  # its own layout: ATen's keeps NCHW, the concatenations keep channels-last
+        layout = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+                  else torch.contiguous_format)
+        return _pad_canvas(x, (left, right, top, bottom), h, w, wrap=True, layout=layout)
     if left or right:  # (no empty pieces: they would cost the result its channels-last layout)
         x = torch.cat([p for p, n in ((x[..., w - left:], left), (x, w), (x[..., :right], right)) if n], dim=-1)
     if top or bottom:
         x = torch.cat([p for p, n in ((x[..., h - top:, :], top), (x, h), (x[..., :bottom, :], bottom)) if n], dim=-2)
     return x
-
-
-def _circular_pad_in_place(x: torch.Tensor, pad: tuple[int, int, int, int], h: int, w: int) -> torch.Tensor:
-    """Inference's form (nothing to differentiate): the image written once into a canvas of its own layout, the
-    wrapped borders copied in after it (the top and bottom rows from the canvas itself, corners included). The two
-    concatenations copy the whole image twice: 2.0-2.3x ATen's time on 512-2048 px feature maps on this CPU,
-    where the texture GANs generate a 2048 px texture in one pass."""
-    left, right, top, bottom = pad
-    n, c = x.shape[:2]
-    layout = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-              else torch.contiguous_format)
-    out = torch.empty((n, c, h + top + bottom, w + left + right), dtype=x.dtype, device=x.device,
-                      memory_format=layout)
-    out[..., top:top + h, left:left + w] = x
-    if left:
-        out[..., top:top + h, :left] = x[..., w - left:]
-    if right:
-        out[..., top:top + h, left + w:] = x[..., :right]
-    if top:
-        out[..., :top, :] = out[..., h:h + top, :]
-    if bottom:
-        out[..., top + h:, :] = out[..., top:top + bottom, :]
-    return out
 
 
 class CircularConv2d(nn.Conv2d):
