@@ -350,6 +350,44 @@ def find_lattice(rgb: np.ndarray) -> Lattice | None:
     return Lattice(vectors, strengths)
 
 
+def lattice_regularity(rgb: np.ndarray, lattice: Lattice, reach: int = 2) -> float:
+    """How strongly ``rgb`` repeats on ``lattice``: the mean over its vectors of the normalised autocorrelation
+    of the luminance at that lag (the highest within ``reach`` px, so a period a pixel off still counts). A brick
+    wall whose courses wave or whose bricks change length falls toward 0 where its photograph reads ~0.5-0.9;
+    the VGG19 statistics barely see the difference."""
+    ac = autocorrelation(_luminance(np.asarray(rgb, np.float32)))
+    h, w = rgb.shape[:2]
+    values = []
+    for dy, dx in lattice.vectors:
+        y, x = int(round(h + dy)), int(round(w + dx))
+        window = ac[max(0, y - reach): y + reach + 1, max(0, x - reach): x + reach + 1]
+        values.append(float(window.max()) if window.size else 0.0)
+    return float(np.mean(values))
+
+
+def lattice_frequencies(lattice: Lattice, max_frequency: float, reach: int = 2) -> tuple[tuple[float, float], ...]:
+    """The lattice's Fourier frequencies (fy, fx) in cycles per pixel, up to ``max_frequency`` on either axis:
+    the reciprocal lattice's points m b1 + n b2 (|m|, |n| <= ``reach``; with one vector v, k v / |v|^2 for
+    k <= reach + 1), one of each +-f pair, lowest first. A pattern that repeats on the lattice is a sum of
+    waves at exactly these frequencies."""
+    vectors = np.asarray(lattice.vectors, np.float64)
+    if len(vectors) == 1:
+        basis = [vectors[0] / float(vectors[0] @ vectors[0])]
+        combos = [(k,) for k in range(1, reach + 2)]
+    else:
+        inverse = np.linalg.inv(vectors[:2])  # vectors @ inverse = I: the reciprocal basis is its columns
+        basis = [inverse[:, 0], inverse[:, 1]]
+        combos = [(m, n) for m in range(-reach, reach + 1) for n in range(-reach, reach + 1) if (m, n) != (0, 0)]
+    found: set[tuple[float, float]] = set()
+    for combo in combos:
+        f = sum(k * b for k, b in zip(combo, basis))
+        if f[0] < 0 or (f[0] == 0 and f[1] < 0):
+            f = -f
+        if 0 < np.abs(f).max() <= max_frequency:
+            found.add((round(float(f[0]), 6) + 0.0, round(float(f[1]), 6) + 0.0))
+    return tuple(sorted(found, key=lambda f: (abs(f[0]) + abs(f[1]), f)))
+
+
 def snap_offset(offset: tuple[float, float], anchor: tuple[float, float], lattice: Lattice | None
                 ) -> tuple[float, float]:
     """The offset nearest ``offset`` that differs from ``anchor`` by whole lattice vectors (free along an

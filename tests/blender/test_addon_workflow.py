@@ -37,6 +37,14 @@ def test_models_are_listed_and_selected_after_training(tiny_models, helpers):
     assert items[0][0] != "NONE" and all(isinstance(i[4], int) for i in items)
 
 
+def test_the_bench_names_the_panels_train_from_image_default(addon):
+    # The bench's Train From Image row says how many of the panel's default steps it measures.
+    from benchmarks.bench_texture_gan import FINE_TUNE_STEPS, PANEL_STEPS
+    settings = bpy.context.scene.neural_train
+    assert settings.steps == PANEL_STEPS and FINE_TUNE_STEPS <= PANEL_STEPS
+    assert bpy.ops.neural.train_texture_model.get_rna_type().properties["recipe"].default == "FINETUNE"
+
+
 def test_generate_material_render_and_stylize(tiny_models, helpers):
     scene = bpy.context.scene
     bpy.ops.object.select_all(action="DESELECT") if bpy.context.view_layer.objects else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,6 +15,8 @@ from core.texture_gan import TextureGenerator
 from core.texture_gan.conditional import ConditionalGANConfig, mix_weights, parse_mix
 from core.texture_gan.distill import train_material_gan
 from core.texture_gan.materials import MaterialTextureGenerator, material_canvas
+
+ROOT = Path(__file__).resolve().parents[2]
 
 NAMES = ["bricks", "wood"]
 TINY = dict(g_channels=(16, 8, 4), g_convs=(1, 1, 1), d_channels=(8, 16), local_dim=4, global_dim=4, periodic_dim=2,
@@ -394,6 +397,72 @@ def test_the_finest_stages_learn_at_their_own_rate_and_resume_bit_identically(tm
         ConditionalGANConfig(n_materials=2, fine_lr_scale=0.0)
 
 
+def test_train_from_image_gives_an_exemplar_that_repeats_its_lattice_as_inputs(tmp_path):
+    """A running-bond wall (a lattice) gets its reciprocal lattice's waves as the fine-tuned generator's lattice
+    inputs, at the coarse stage, and the spectrum term for itself, so its courses can run straight; stones (no
+    lattice) train as before; a job's own fields win over the recipe's, and the run resumes with the same inputs."""
+    from core.texture_gan.distill import train_one_material
+    from core.texture_synth.structure import find_lattice, lattice_frequencies
+
+    source = tmp_path / "source.safetensors"
+    train_material_gan(_exemplars(), NAMES, source, steps=2, config=ConditionalGANConfig(n_materials=2, **TINY),
+                       seed=3, tiles=0)
+    small = {k: v for k, v in TINY.items() if k not in ConditionalGANConfig.ARCHITECTURE_FIELDS}
+    small["exemplar_stats_weight"] = 0.0
+    wall = make_exemplar("bricks", 64, seed=0)
+    lattice = find_lattice(wall)
+    tuned = tmp_path / "wall.safetensors"
+    train_one_material(wall, tuned, 2, config=small, seed=0, tiles=0, start_from=source)
+    model = TextureGenerator.load(tuned, "cpu")
+    # TINY's stride 4 and one coarse stage (2 px per pixel): frequencies up to 0.4 / 2 cycles per px
+    expected = lattice_frequencies(lattice, 0.2)
+    got = model.generator.cfg.lattice_frequencies
+    assert len(got) == len(expected) >= 6 and np.allclose(got, expected)
+    assert model.generator.lattice_stages == {1: list(range(len(expected)))}
+    for f in got:  # each one makes whole turns along both repeat vectors
+        turns = np.asarray(lattice.vectors) @ np.asarray(f)
+        assert np.allclose(turns, np.round(turns), atol=1e-4) and np.abs(turns).sum() > 0.5
+    recipe = model.config["training_config"]
+    assert recipe["spectrum_weight"] == 2.0 and list(recipe["spectrum_focus"]) == [1.0]
+    assert recipe["lattice_lr_scale"] == 4.0
+    assert model.generate(64, 48, seed=1).shape == (48, 64, 3)
+    train_one_material(wall, tuned, 3, config=small, seed=0, tiles=0, start_from=source)  # resumes its own state
+    resumed = TextureGenerator.load(tuned, "cpu")
+    assert resumed.config["steps"] == 3 and np.allclose(resumed.generator.cfg.lattice_frequencies, expected)
+
+    stones = tmp_path / "stones.safetensors"
+    train_one_material(make_exemplar("stones", 64, seed=0), stones, 1, config=small, seed=0, tiles=0,
+                       start_from=source)
+    plain = TextureGenerator.load(stones, "cpu")
+    assert plain.generator.cfg.lattice_frequencies == () and not plain.generator.lattice_stages
+    assert plain.config["training_config"]["spectrum_weight"] == 0.0
+
+    mine = tmp_path / "mine.safetensors"
+    train_one_material(wall, mine, 1, config={**small, "spectrum_weight": 0.5}, seed=0, tiles=0, start_from=source)
+    assert TextureGenerator.load(mine, "cpu").config["training_config"]["spectrum_weight"] == 0.5
+
+
+def test_only_an_exemplar_that_repeats_closely_gets_its_lattice():
+    """A drawn wall repeats exactly (autocorrelation 0.84-0.96 at its repeat vectors); a photographed brick wall
+    loosely (0.41 / 0.39: bricks vary in length), and its lattice's waves would cut its bricks short. The bundled
+    model's sizes: stride 16, lattice waves up to 0.1 cycles per px. Two exemplars: one list, each its own focus."""
+    from core.common.images import load_rgb
+    from core.texture_gan.distill import EXEMPLAR_LATTICE_MIN_STRENGTH, exemplar_lattice_fields
+    from core.texture_synth.structure import find_lattice
+
+    photo = load_rgb(ROOT / "data" / "texture_photos" / "tune_brick_old_pale.jpg")
+    assert find_lattice(photo) is not None and max(find_lattice(photo).strengths) < EXEMPLAR_LATTICE_MIN_STRENGTH
+    assert exemplar_lattice_fields([photo], 16, 5) == {}
+    for seed in range(3):
+        wall = make_exemplar("bricks", 256, seed=seed)
+        fields = exemplar_lattice_fields([wall], 16, 5)
+        assert len(fields["lattice_frequencies"]) >= 8 and max(map(max, fields["lattice_frequencies"])) <= 0.1
+        assert fields["spectrum_focus"] == (1.0,)
+    both = exemplar_lattice_fields([photo, wall], 16, 5)
+    assert both["spectrum_focus"] == (0.0, 1.0) and both["lattice_frequencies"] == fields["lattice_frequencies"]
+    assert exemplar_lattice_fields([wall], 16, 2) == {}  # no coarse lattice stage to take them
+
+
 def test_train_from_image_fine_tunes_a_materials_gan_from_its_nearest_material(tmp_path):
     """``start_from``: a one-material model starts from a trained materials GAN's weights (its architecture, no
     lattice inputs) with the embedding row of the material whose output is nearest the exemplar in grey: an
@@ -420,7 +489,12 @@ def test_train_from_image_fine_tunes_a_materials_gan_from_its_nearest_material(t
     train_one_material(exemplar, tuned, 1, config={**small, "exemplar_stats_weight": 0.0}, seed=0, tiles=0,
                        start_from=source)
     one = TextureGenerator.load(tuned, "cpu")
-    assert one.generator.cfg.g_channels == (16, 8, 4) and not one.generator.lattice_stages
+    assert one.generator.cfg.g_channels == (16, 8, 4)
+    # Not the source's lattice inputs: the exemplar's own, if it repeats closely (exemplar_lattice_fields).
+    from core.texture_gan.distill import exemplar_lattice_fields
+    own = exemplar_lattice_fields([exemplar], 4, 3).get("lattice_frequencies", ())
+    assert (0.25, 0.0) not in one.generator.cfg.lattice_frequencies
+    assert np.allclose(np.reshape(one.generator.cfg.lattice_frequencies, (-1, 2)), np.reshape(own, (-1, 2)))
     fresh = tmp_path / "fresh.safetensors"
     train_one_material(exemplar, fresh, 1, config={**small, "g_channels": [16, 8, 4], "g_convs": [1, 1, 1],
                                                    "d_channels": [8, 16], "local_dim": 4, "global_dim": 4,

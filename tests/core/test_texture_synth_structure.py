@@ -10,8 +10,9 @@ import torch
 from core.common.procedural import make_exemplar
 from core.texture_synth import synthesize
 from core.texture_synth.structure import (STRAIGHTEN_MIN_DEGREES, STRAIGHTEN_MIN_KEEP, Lattice, autocorrelation,
-                                          block_field, fan, find_lattice, flatten_lighting, layout_for, line_directions,
-                                          snap_offset, straighten, straightening)
+                                          block_field, fan, find_lattice, flatten_lighting, lattice_frequencies,
+                                          lattice_regularity, layout_for, line_directions, snap_offset, straighten,
+                                          straightening)
 
 
 def brick_wall(size: int = 128, course: int = 16, length: int = 32, seed: int = 0) -> np.ndarray:
@@ -94,6 +95,41 @@ def test_irregular_textures_have_no_lattice():
         assert find_lattice(np.clip(make_exemplar("stones", 128, seed=seed), 0, 1)) is None
         noise = np.random.default_rng(seed).random((96, 96, 3)).astype(np.float32)
         assert find_lattice(noise) is None
+
+
+@pytest.mark.parametrize("vectors", [[(16.0, 16.0), (0.0, 32.0)], [(12.0, -20.0), (12.0, 20.0)], [(15.0, 0.0)]])
+def test_lattice_frequencies_are_the_reciprocal_lattice(vectors):
+    """Every frequency makes whole turns along every repeat vector (a pattern on the lattice is a sum of these
+    waves), one of each +-f pair, none over the limit, the lowest first; a wall's course frequency is among them."""
+    lattice = Lattice(vectors, [1.0] * len(vectors))
+    freqs = lattice_frequencies(lattice, 0.2)
+    assert len(freqs) == len(set(freqs)) >= 3
+    for f in freqs:
+        turns = np.asarray(vectors) @ np.asarray(f)
+        assert np.allclose(turns, np.round(turns), atol=1e-5) and max(map(abs, f)) <= 0.2
+        assert f[0] > 0 or (f[0] == 0 and f[1] > 0)
+    sums = [abs(fy) + abs(fx) for fy, fx in freqs]
+    assert sums == sorted(sums)
+    course = abs(vectors[0][0])  # the rows repeat one course down
+    assert any(np.allclose(f, (1 / course, 0.0), atol=1e-5) for f in freqs), freqs
+    assert not lattice_frequencies(lattice, 0.01)
+
+
+def test_lattice_regularity_tells_a_straight_wall_from_a_wavy_one():
+    """The measure the VGG19 statistics miss: a wall whose courses wave (each row shifted along a slow sine)
+    or whose bricks are shuffled in blocks repeats far less on the wall's own lattice."""
+    wall = brick_wall(192, 16, 32)
+    lattice = find_lattice(wall)
+    straight = lattice_regularity(wall, lattice)
+    rows = np.arange(192)
+    wavy = np.stack([np.roll(wall[y], int(round(6 * np.sin(2 * np.pi * y / 70)))) for y in rows])
+    wavy = np.stack([np.roll(wavy[:, x], int(round(5 * np.sin(2 * np.pi * x / 90)))) for x in rows], axis=1)
+    rng = np.random.default_rng(0)
+    blocks = wall.reshape(8, 24, 8, 24, 3).transpose(0, 2, 1, 3, 4).reshape(64, 24, 24, 3)[rng.permutation(64)]
+    shuffled = blocks.reshape(8, 8, 24, 24, 3).transpose(0, 2, 1, 3, 4).reshape(192, 192, 3)
+    assert straight > 0.6
+    assert lattice_regularity(wavy, lattice) < 0.6 * straight
+    assert lattice_regularity(shuffled, lattice) < 0.6 * straight
 
 
 def test_snapped_block_offsets_differ_by_whole_lattice_vectors():
