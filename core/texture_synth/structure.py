@@ -380,11 +380,11 @@ def lattice_frequencies(lattice: Lattice, max_frequency: float, reach: int = 2) 
         combos = [(m, n) for m in range(-reach, reach + 1) for n in range(-reach, reach + 1) if (m, n) != (0, 0)]
     found: set[tuple[float, float]] = set()
     for combo in combos:
-        f = sum(k * b for k, b in zip(combo, basis))
-        if f[0] < 0 or (f[0] == 0 and f[1] < 0):
-            f = -f
-        if 0 < np.abs(f).max() <= max_frequency:
-            found.add((round(float(f[0]), 6) + 0.0, round(float(f[1]), 6) + 0.0))
+        fy, fx = (round(float(v), 6) + 0.0 for v in sum(k * b for k, b in zip(combo, basis)))  # + 0.0: no -0.0
+        if fy < 0 or (fy == 0 and fx < 0):
+            fy, fx = -fy + 0.0, -fx + 0.0
+        if 0 < max(abs(fy), abs(fx)) <= max_frequency:
+            found.add((fy, fx))
     return tuple(sorted(found, key=lambda f: (abs(f[0]) + abs(f[1]), f)))
 
 

@@ -97,7 +97,8 @@ def test_irregular_textures_have_no_lattice():
         assert find_lattice(noise) is None
 
 
-@pytest.mark.parametrize("vectors", [[(16.0, 16.0), (0.0, 32.0)], [(12.0, -20.0), (12.0, 20.0)], [(15.0, 0.0)]])
+@pytest.mark.parametrize("vectors", [[(16.0, 16.0), (0.0, 32.0)], [(12.0, -20.0), (12.0, 20.0)], [(15.0, 0.0)],
+                                     [(-15.999999999999995, 15.999999999999993), (16.0, 16.0)]])  # a render's
 def test_lattice_frequencies_are_the_reciprocal_lattice(vectors):
     """Every frequency makes whole turns along every repeat vector (a pattern on the lattice is a sum of these
     waves), one of each +-f pair, none over the limit, the lowest first; a wall's course frequency is among them."""
