@@ -27,15 +27,12 @@ SIDE = 256
 
 
 def render_brick_texture(path: Path, side: int = SIDE) -> None:
+    """The node through an emission shader in ``render_exemplars``' scene (the plane seen from straight above):
+    its colours as they are, the scene's light plays no part."""
     import bpy
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    scene = bpy.context.scene
-    scene.render.engine = "CYCLES"
-    scene.cycles.samples, scene.cycles.device = 4, "CPU"
-    scene.render.resolution_x = scene.render.resolution_y = side
-    scene.view_settings.view_transform = "Standard"  # the node's colours as they are
-    bpy.ops.mesh.primitive_plane_add(size=2)
-    plane = bpy.context.active_object
+
+    from tools.render_exemplars import build_scene
+    plane = build_scene(side, samples=4)
     material = bpy.data.materials.new("bricks")
     material.use_nodes = True
     nodes, links = material.node_tree.nodes, material.node_tree.links
@@ -50,14 +47,7 @@ def render_brick_texture(path: Path, side: int = SIDE) -> None:
     links.new(brick.outputs["Color"], emission.inputs["Color"])
     links.new(emission.outputs["Emission"], output.inputs["Surface"])
     plane.data.materials.append(material)
-    camera = bpy.data.cameras.new("top")
-    camera.type, camera.ortho_scale = "ORTHO", 2.0
-    obj = bpy.data.objects.new("top", camera)
-    obj.location = (0.0, 0.0, 3.0)
-    scene.collection.objects.link(obj)
-    scene.camera = obj
-    scene.render.filepath = str(path)
-    scene.render.image_settings.file_format = "PNG"
+    bpy.context.scene.render.filepath = str(path)
     bpy.ops.render.render(write_still=True)
 
 
