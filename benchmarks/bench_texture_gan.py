@@ -132,7 +132,7 @@ def run(ctx: BenchContext) -> None:
 
 
 # The panel's Train From Image fine-tunes the bundled materials GAN (its default recipe), 2,000 steps by default;
-# the row measures the first 100 (on this wall 300 steps read 0.74-0.85x, 2026-12-04; docs/training_notes.md).
+# the row measures the first 100 (on this wall 300 steps read 0.74-0.80x, 2026-12-04; docs/training_notes.md).
 FINE_TUNE_STEPS = 100
 PANEL_STEPS = 2000  # blender_addon/properties.py NeuralTrainSettings.steps (a test keeps the two in step)
 

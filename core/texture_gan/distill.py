@@ -689,7 +689,7 @@ def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: s
         architecture = fine_tune_architecture(start_config, Path(start_from).name,
                                               lattice.get("lattice_frequencies", ()))
         if not state.exists():
-            need = PATCH * ConditionalGANConfig.from_dict({**architecture, "n_materials": 1}).stride
+            need = PATCH * shape.stride
             small = [a.shape[:2] for a in arrays if min(a.shape[:2]) < need]
             if small:
                 h, w = small[0]
