@@ -20,6 +20,7 @@ from .ops import KIND, TextureVAE
 
 class GANPriorVAE(TextureVAE):
     config: GANPriorVAEConfig
+    decoder_draws_noise = True  # its detail noise, wave phases and lattice shift come from the decode seed
 
     @classmethod
     def from_checkpoint(cls, path: Path, tensors: dict, meta: dict[str, Any], device: torch.device) -> "GANPriorVAE":

@@ -162,6 +162,40 @@ def test_refinement_fits_the_latents_to_the_image_and_zero_steps_change_nothing(
     assert not np.array_equal(varied, vae.vary(image, 0.5, seed=2))
 
 
+def test_refinement_picks_the_decoders_seed_an_image_was_drawn_with(vae, one_thread):
+    """The decoder's own randomness (detail noise, wave phases, lattice shift) is in no latent: refinement picks
+    the seed for it among ``candidate_seeds``, by the refinement's loss. An image decoded with one of them is found
+    again (its loss there is the layout's and Grams' zero, plus the prior term every candidate shares)."""
+    from core.common.images import to_tensor
+    from core.texture_vae.ops import REFINE_SEED_CANDIDATES, candidate_seeds
+
+    seeds = candidate_seeds(11)
+    assert seeds[0] == 11 and len(set(seeds)) == REFINE_SEED_CANDIDATES >= 4 and seeds == candidate_seeds(11)
+    z = vae.encode(make_exemplar("bricks", 48, seed=1))
+    drawn = vae.decode(z, seed=seeds[3])
+    x = to_tensor(drawn)
+    assert vae.decoder_seed([z], [x], 11) == seeds[3]
+    # Over two images the summed loss decides; each image alone is found by its own seed.
+    other = vae.decode(z, seed=seeds[5])
+    assert vae.decoder_seed([z], [to_tensor(other)], 11) == seeds[5]
+    # A variation refines its latents with the picked seed and decodes with it; the one-pass reading keeps the seed.
+    image = make_exemplar("wood", 48, seed=2)
+    x = to_tensor(image)
+    picked = vae.decoder_seed([vae.encode(image)], [x], 4)
+    expected = vae.decode(vae.refine(vae.encode(image), x, 3, picked), seed=picked)
+    assert np.array_equal(vae.vary(image, 0.0, seed=4, refine_steps=3), expected)
+    assert np.array_equal(vae.vary(image, 0.0, seed=4), vae.decode(vae.encode(image), seed=4))
+
+
+def test_a_decoder_without_noise_of_its_own_keeps_the_given_seed(tmp_path):
+    from core.texture_vae.model import TextureVAEConfig, TextureVAENet
+    from core.texture_vae.ops import TextureVAE
+
+    plain = TextureVAE(TextureVAENet(TextureVAEConfig(base_channels=4)), TextureVAEConfig(base_channels=4))
+    assert not plain.decoder_draws_noise
+    assert plain.decoder_seed([torch.zeros(1, 1, 1, 1)], [torch.zeros(1, 3, 8, 8)], 9) == 9  # nothing decoded
+
+
 def test_refinement_reports_progress_honours_cancel_and_refuses_bad_steps(vae):
     image = make_exemplar("wood", 32, seed=0)
     seen = []
