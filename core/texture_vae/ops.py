@@ -257,47 +257,54 @@ class TextureVAE:
         return latents.detach().cpu()
 
     def decoder_seed(self, latents: Sequence[torch.Tensor], images: Sequence[torch.Tensor], seed: int = 0,
-                     cancel: CancelToken | None = None) -> int:
+                     cancel: CancelToken | None = None, progress: ProgressCallback | None = None) -> int:
         """Of ``candidate_seeds(seed)``, the seed whose decodings of ``latents`` match ``images`` (1x3xHxW each, the
         sizes the latents decode to) best by the refinement's loss, summed over the images (see
-        ``REFINE_SEED_CANDIDATES``); ``seed`` itself for a decoder that draws no randomness of its own."""
+        ``REFINE_SEED_CANDIDATES``); ``seed`` itself for a decoder that draws no randomness of its own. Reports
+        one progress step per candidate."""
         if not self.decoder_draws_noise or REFINE_SEED_CANDIDATES < 2:
             return int(seed)
         try:
-            return self._decoder_seed_on(self.device, self.net, latents, images, seed, cancel)
+            return self._decoder_seed_on(self.device, self.net, latents, images, seed, cancel, progress)
         except RuntimeError as exc:
             cpu_net = self._cpu_net_after(exc, "choosing the decoder's noise on the CPU (slower)")
-            return self._decoder_seed_on(torch.device("cpu"), cpu_net, latents, images, seed, cancel)
+            return self._decoder_seed_on(torch.device("cpu"), cpu_net, latents, images, seed, cancel, progress)
 
     def _decoder_seed_on(self, device: torch.device, net: torch.nn.Module, latents: Sequence[torch.Tensor],
-                         images: Sequence[torch.Tensor], seed: int, cancel: CancelToken | None) -> int:
+                         images: Sequence[torch.Tensor], seed: int, cancel: CancelToken | None,
+                         progress: ProgressCallback | None) -> int:
         vgg = self._perception(device)
         targets = [self._refine_targets(vgg, x.to(device, torch.float32)) for x in images]
         zs = [z.to(device, torch.float32) for z in latents]
-        losses = []
+        candidates, losses = candidate_seeds(seed), []
         with torch.no_grad():
-            for candidate in candidate_seeds(seed):
+            for k, candidate in enumerate(candidates):
                 check_cancel(cancel)
                 losses.append(sum(float(self._refine_loss(net, vgg, z, t, candidate)) for z, t in zip(zs, targets)))
-        return candidate_seeds(seed)[int(np.argmin(losses))]
+                report(progress, k + 1, len(candidates), "choosing the decoder's noise")
+        return candidates[int(np.argmin(losses))]
 
     def _encoded_for_decoding(self, images: Sequence[np.ndarray], refine_steps: int, seed: int,
                               cancel: CancelToken | None, progress: ProgressCallback | None
                               ) -> tuple[list[torch.Tensor], int]:
         """Each image's latents and the seed to decode them with: with ``refine_steps``, the seed ``decoder_seed``
-        picks (from ``seed``) and the latents refined with it, one progress bar over every image's refinement."""
+        picks (from ``seed``) and the latents refined with it; one progress bar over the choice and every image's
+        refinement."""
         steps = _check_refine_steps(refine_steps)
         xs = [self._encoder_input(check_rgb(a, f"image {i + 1}")) for i, a in enumerate(images)]
         zs = [self._run(lambda net, t: net.encode(t)[0], x).cpu() for x in xs]
         if steps == 0:
             return zs, int(seed)
-        seed = self.decoder_seed(zs, xs, seed, cancel)
+        choice = REFINE_SEED_CANDIDATES if self.decoder_draws_noise and REFINE_SEED_CANDIDATES > 1 else 0
+        total = choice + len(xs) * steps
 
-        def bar(i: int) -> ProgressCallback | None:
+        def bar(offset: int) -> ProgressCallback | None:
             if progress is None:
                 return None
-            return lambda p: report(progress, i * steps + p.step, len(xs) * steps, p.message)
-        return [self.refine(z, x, steps, seed, cancel, bar(i)) for i, (z, x) in enumerate(zip(zs, xs))], seed
+            return lambda p: report(progress, offset + p.step, total, p.message)
+        seed = self.decoder_seed(zs, xs, seed, cancel, bar(0))
+        return [self.refine(z, x, steps, seed, cancel, bar(choice + i * steps))
+                for i, (z, x) in enumerate(zip(zs, xs))], seed
 
     def _encoder_input(self, a: np.ndarray) -> torch.Tensor:
         """Image ``a`` as the 1x3xHxW tensor the encoder reads: resized (periodically) to whole latent cells."""

@@ -197,10 +197,14 @@ def test_a_decoder_without_noise_of_its_own_keeps_the_given_seed(tmp_path):
 
 
 def test_refinement_reports_progress_honours_cancel_and_refuses_bad_steps(vae):
+    from core.texture_vae.ops import REFINE_SEED_CANDIDATES
     image = make_exemplar("wood", 32, seed=0)
     seen = []
     vae.vary(image, 0.5, refine_steps=3, progress=seen.append)
-    assert [(p.step, p.total) for p in seen] == [(1, 3), (2, 3), (3, 3)]
+    # One bar: the decoder's seed first (one step per candidate), then the refinement's steps.
+    n = REFINE_SEED_CANDIDATES
+    assert [(p.step, p.total) for p in seen] == [(k, n + 3) for k in range(1, n + 4)]
+    assert seen[0].message == "choosing the decoder's noise" and seen[-1].message == "refining the latents"
     token = CancelToken()
     token.cancel()
     with pytest.raises(JobCancelled):
@@ -212,7 +216,7 @@ def test_refinement_reports_progress_honours_cancel_and_refuses_bad_steps(vae):
     seen.clear()
     other = make_exemplar("bricks", 32, seed=4)
     refined = vae.blend([image, other], 0.5, refine_steps=2, progress=seen.append)
-    assert [(p.step, p.total) for p in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert [(p.step, p.total) for p in seen] == [(k, n + 4) for k in range(1, n + 5)]
     assert not np.array_equal(refined, vae.blend([image, other], 0.5))
 
 
