@@ -48,9 +48,9 @@ REFINE_PRIOR_WEIGHT = 0.02
 REFINE_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
 MAX_REFINE_STEPS = 1000
 # A decoder that draws randomness of its own (the GAN-prior VAE's detail noise, the phases of its periodic channels,
-# the shift of its lattice inputs) takes it from a seed: no latent holds it, and no refinement step can move it. A
-# woven fabric's blocks sit on the lattice inputs, so a seed whose shift disagrees with the encoded layout gives
-# blocks of crossed threads wherever the two meet. Refinement therefore first picks the seed too: of this many
+# the shift of its lattice inputs) takes it from a seed: no latent holds it, and no refinement step can move it. On a
+# woven fabric a seed that does not fit the encoded layout gives blocks of crossed threads (the weave's blocks sit
+# on the lattice inputs, its threads on the noise). Refinement therefore first picks the seed too: of this many
 # (the given one and seeds derived from it), the one whose decoding of the encoder's latents matches the input best
 # by the refinement's own loss; the latents are refined, and the result decoded, with it. Bundled materials VAE,
 # the bench (strength 0.5, 30 steps, 3 seeds): fabric's variation ratio 1.84 -> 1.73, cracked ground 0.81 -> 0.73,
