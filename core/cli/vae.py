@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -80,13 +81,17 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def _vary(args: argparse.Namespace) -> int:
     from ..texture_vae import load_texture_vae
 
     model = load_texture_vae(args.model, getattr(args, "device", None))
     out = model.vary(load_rgb(args.input), args.strength, args.seed, args.width, args.height,
                      refine_steps=args.refine_steps, cancel=getattr(args, "cancel", None),
-                     progress=ProgressBar("vae vary") if args.refine_steps else None)
+                     progress=ProgressBar("vae vary") if args.refine_steps else None, warn=_warn)
     print(save_image(args.out, out))
     return 0
 
@@ -102,6 +107,6 @@ def _blend(args: argparse.Namespace) -> int:
     out = model.blend([load_rgb(args.a), load_rgb(args.b)], t=args.t, mask=mask,
                       width=args.width, height=args.height, refine_steps=args.refine_steps,
                       cancel=getattr(args, "cancel", None),
-                      progress=ProgressBar("vae blend") if args.refine_steps else None)
+                      progress=ProgressBar("vae blend") if args.refine_steps else None, warn=_warn)
     print(save_image(Path(args.out), out))
     return 0

@@ -37,13 +37,15 @@ def job_texture_vae_vary(ctx: JobContext) -> dict:
     from . import load_texture_vae
     model = ctx.model(load_texture_vae, ctx.param("model", required=True))
     ctx.cancel.raise_if_cancelled()
+    warnings: list[str] = []  # shown under the job (an image the model cannot draw)
     rgb = model.vary(srgb_rgb(source), float(ctx.param("strength", 0.5)), seed=int(ctx.param("seed", 0)),
                      width=ctx.param("width"), height=ctx.param("height"),
                      refine_steps=int(ctx.param("refine_steps", DEFAULT_REFINE_STEPS)), cancel=ctx.cancel,
-                     progress=ctx.progress)
+                     progress=ctx.progress, warn=warnings.append)
     ctx.progress(Progress(1, 1, "variation ready"))
     same_size = np.asarray(rgb).shape[:2] == source.rgb.shape[:2]
-    return {"image": write_image_result(ctx, with_colorspace_of(rgb, source if same_size else None))}
+    return {"image": write_image_result(ctx, with_colorspace_of(rgb, source if same_size else None)),
+            "warnings": warnings}
 
 
 @job("texture_vae.blend", model=INPUT, images=Param("paths", 2, 16, required=True), mask=Param("path"),
@@ -62,9 +64,10 @@ def job_texture_vae_blend(ctx: JobContext) -> dict:
         # a mask is data, not colour: take the stored values, averaged over RGB
         mask = np.clip(mask_image.rgb.mean(axis=2), 0.0, 1.0).astype(np.float32)
     ctx.cancel.raise_if_cancelled()
+    warnings: list[str] = []
     rgb = model.blend(images, t=float(ctx.param("t", 0.5)), mask=mask, width=ctx.param("width"),
                       height=ctx.param("height"), weights=ctx.param("weights"),
                       refine_steps=int(ctx.param("refine_steps", DEFAULT_REFINE_STEPS)), cancel=ctx.cancel,
-                      progress=ctx.progress)
+                      progress=ctx.progress, warn=warnings.append)
     ctx.progress(Progress(1, 1, "blend ready"))
-    return {"image": write_image_result(ctx, rgb)}
+    return {"image": write_image_result(ctx, rgb), "warnings": warnings}

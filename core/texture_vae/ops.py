@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -60,6 +60,11 @@ MAX_REFINE_STEPS = 1000
 # better than the picked seed's own shift.
 # Costs that many decoder and VGG19 forward passes, a few refinement steps' worth.
 REFINE_SEED_CANDIDATES = 8
+# A texture far from everything the model can draw gets variations and blends of what it can draw. The refinement's
+# loss after its steps says how far (``TextureVAE.fit_warning_loss``, per model kind): on the bundled materials VAE,
+# 30 steps, the bundled materials' own crops end at 0.05-0.17 (two crops each) and photographs it never saw at
+# 1.0-6.8 (13 tune and validation photographs: bricks, tiles, bark, leaves, grass, paving), their variations
+# 14-38x the photographs' own crops' distance (dry ground, close to the cracked ground it knows, 0.23: 2.4x).
 
 
 # --------------------------------------------------------------------------- size helpers
@@ -131,6 +136,9 @@ class TextureVAE:
     """A loaded texture VAE. All images are float32 HxWx3 sRGB in [0, 1]."""
 
     decoder_draws_noise = False  # whether decoding draws randomness the latents do not hold (a seed picks it)
+    # Refinement loss above which a vary or blend warns that the image is far from what the model draws (None: the
+    # kind was not measured; a Train From Image variation model knows one texture, whatever it was given).
+    fit_warning_loss: float | None = None
 
     def __init__(self, net: TextureVAENet, config: TextureVAEConfig, name: str = "texture_vae",
                  device: torch.device | None = None, metadata: dict | None = None):
@@ -287,12 +295,32 @@ class TextureVAE:
                 report(progress, k + 1, len(candidates), "choosing the decoder's noise")
         return candidates[int(np.argmin(losses))]
 
+    def fit_loss(self, z: torch.Tensor, x: torch.Tensor, seed: int = 0) -> float:
+        """The refinement's loss of latents ``z`` against image ``x`` (1x3xHxW, the size ``z`` decodes to), decoded
+        with ``seed``: how far what the model draws for them is from the image (see ``fit_warning_loss``)."""
+        def on(device: torch.device, net: torch.nn.Module) -> float:
+            vgg = self._perception(device)
+            targets = self._refine_targets(vgg, x.to(device, torch.float32))
+            with torch.no_grad():
+                return float(self._refine_loss(net, vgg, z.to(device, torch.float32), targets, seed))
+        try:
+            return on(self.device, self.net)
+        except RuntimeError as exc:
+            return on(torch.device("cpu"), self._cpu_net_after(exc, "measuring the fit on the CPU (slower)"))
+
+    def far_from_model(self, what: str) -> str:
+        """The warning for an image (``what``) whose refinement ended above ``fit_warning_loss``."""
+        known = getattr(self, "materials", None)
+        drawn = f"the materials this model knows ({', '.join(known)})" if known else "what this model knows"
+        return (f"{what} is far from {drawn}: the result draws those, not it. For a texture of your own, train a "
+                "Variation Model from it (Train From Image).")
+
     def _encoded_for_decoding(self, images: Sequence[np.ndarray], refine_steps: int, seed: int,
-                              cancel: CancelToken | None, progress: ProgressCallback | None
-                              ) -> tuple[list[torch.Tensor], int]:
+                              cancel: CancelToken | None, progress: ProgressCallback | None,
+                              warn: Callable[[str], None] | None = None) -> tuple[list[torch.Tensor], int]:
         """Each image's latents and the seed to decode them with: with ``refine_steps``, the seed ``decoder_seed``
         picks (from ``seed``) and the latents refined with it; one progress bar over the choice and every image's
-        refinement."""
+        refinement. ``warn`` hears of each refined image the model cannot draw (``fit_warning_loss``)."""
         steps = _check_refine_steps(refine_steps)
         xs = [self._encoder_input(check_rgb(a, f"image {i + 1}")) for i, a in enumerate(images)]
         zs = [self._run(lambda net, t: net.encode(t)[0], x).cpu() for x in xs]
@@ -306,8 +334,12 @@ class TextureVAE:
                 return None
             return lambda p: report(progress, offset + p.step, total, p.message)
         seed = self.decoder_seed(zs, xs, seed, cancel, bar(0))
-        return [self.refine(z, x, steps, seed, cancel, bar(choice + i * steps))
-                for i, (z, x) in enumerate(zip(zs, xs))], seed
+        refined = [self.refine(z, x, steps, seed, cancel, bar(choice + i * steps)) for i, (z, x) in enumerate(zip(zs, xs))]
+        if warn is not None and self.fit_warning_loss is not None:
+            for i, (z, x) in enumerate(zip(refined, xs)):
+                if self.fit_loss(z, x, seed) > self.fit_warning_loss:
+                    warn(self.far_from_model("the image" if len(xs) == 1 else f"image {i + 1}"))
+        return refined, seed
 
     def _encoder_input(self, a: np.ndarray) -> torch.Tensor:
         """Image ``a`` as the 1x3xHxW tensor the encoder reads: resized (periodically) to whole latent cells."""
@@ -358,7 +390,8 @@ class TextureVAE:
 
     def vary(self, rgb: np.ndarray, strength: float, seed: int = 0,
              width: int | None = None, height: int | None = None, refine_steps: int = 0,
-             cancel: CancelToken | None = None, progress: ProgressCallback | None = None) -> np.ndarray:
+             cancel: CancelToken | None = None, progress: ProgressCallback | None = None,
+             warn: Callable[[str], None] | None = None) -> np.ndarray:
         """A variation of ``rgb``: its latents plus seeded noise scaled by ``strength``.
 
         The input is encoded at its own size and its latents fitted to the output
@@ -374,7 +407,8 @@ class TextureVAE:
         so the variation starts from a faithful reconstruction rather than the encoder's one guess; each step
         runs the decoder and VGG19 forward and backward at the input's size. A decoder with randomness of its own
         is then decoded with the seed ``decoder_seed`` picked from ``seed`` (``REFINE_SEED_CANDIDATES`` forward
-        passes first); the perturbation still follows ``seed``.
+        passes first); the perturbation still follows ``seed``. ``warn`` hears if the refined reading is still far
+        from the image (``fit_warning_loss``): the model cannot draw it, and the variations will not look like it.
         """
         strength = _check_strength(strength)
         a = check_rgb(rgb)
@@ -382,7 +416,7 @@ class TextureVAE:
         out_w = int(width) if width is not None else a.shape[1]
         _check_size(out_w, out_h)
         f = self.downsample
-        (z,), decoder_seed = self._encoded_for_decoding([a], refine_steps, seed, cancel, progress)
+        (z,), decoder_seed = self._encoded_for_decoding([a], refine_steps, seed, cancel, progress, warn)
         z = fit_latents(z, grid_size(out_h, f), grid_size(out_w, f))
         if strength > 0:
             z = self.perturb(z, strength, seed)
@@ -395,7 +429,8 @@ class TextureVAE:
     def blend(self, images: Sequence[np.ndarray], t: float = 0.5, mask: np.ndarray | None = None,
               width: int | None = None, height: int | None = None,
               weights: Sequence[float] | None = None, refine_steps: int = 0,
-              cancel: CancelToken | None = None, progress: ProgressCallback | None = None) -> np.ndarray:
+              cancel: CancelToken | None = None, progress: ProgressCallback | None = None,
+              warn: Callable[[str], None] | None = None) -> np.ndarray:
         """Blend textures in latent space and decode.
 
         * Two images, no mask, no weights: z = (1 - t) z_A + t z_B; t=0 gives
@@ -410,7 +445,8 @@ class TextureVAE:
         Output size: ``width`` x ``height`` if given, else images[0]'s size; each
         input is encoded at its own size and its latents fitted to the output
         grid with ``fit_latents`` (the mask applies to that grid). ``refine_steps`` > 0: each input's latents
-        are refined toward it first (``refine``), so each side of the blend keeps its own layout and look.
+        are refined toward it first (``refine``), so each side of the blend keeps its own layout and look; ``warn``
+        hears of each input the model cannot draw (``fit_warning_loss``).
         """
         t = float(t)
         if not np.isfinite(t) or not 0.0 <= t <= 1.0:
@@ -424,7 +460,7 @@ class TextureVAE:
         f = self.downsample
         steps = _check_refine_steps(refine_steps)
 
-        encoded, decoder_seed = self._encoded_for_decoding(checked, steps, 0, cancel, progress)
+        encoded, decoder_seed = self._encoded_for_decoding(checked, steps, 0, cancel, progress, warn)
         latents = [fit_latents(z, grid_size(out_h, f), grid_size(out_w, f)) for z in encoded]
         if mask is not None:
             if len(latents) != 2:
