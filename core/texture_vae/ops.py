@@ -334,11 +334,12 @@ class TextureVAE:
                 return None
             return lambda p: report(progress, offset + p.step, total, p.message)
         seed = self.decoder_seed(zs, xs, seed, cancel, bar(0))
-        refined = [self.refine(z, x, steps, seed, cancel, bar(choice + i * steps)) for i, (z, x) in enumerate(zip(zs, xs))]
+        refined = [self.refine(z, x, steps, seed, cancel, bar(choice + i * steps))
+                   for i, (z, x) in enumerate(zip(zs, xs))]
         if warn is not None and self.fit_warning_loss is not None:
             for i, (z, x) in enumerate(zip(refined, xs)):
                 if self.fit_loss(z, x, seed) > self.fit_warning_loss:
-                    warn(self.far_from_model("the image" if len(xs) == 1 else f"image {i + 1}"))
+                    warn(self.far_from_model("The image" if len(xs) == 1 else f"Image {i + 1}"))
         return refined, seed
 
     def _encoder_input(self, a: np.ndarray) -> torch.Tensor:
