@@ -267,13 +267,17 @@ class TextureVAE:
             report(progress, step + 1, steps, "refining the latents")
         return latents.detach().cpu()
 
+    def _seed_candidates(self) -> int:
+        """How many seeds ``decoder_seed`` decodes (0: it keeps the given one without decoding)."""
+        return REFINE_SEED_CANDIDATES if self.decoder_draws_noise and REFINE_SEED_CANDIDATES > 1 else 0
+
     def decoder_seed(self, latents: Sequence[torch.Tensor], images: Sequence[torch.Tensor], seed: int = 0,
                      cancel: CancelToken | None = None, progress: ProgressCallback | None = None) -> int:
         """Of ``candidate_seeds(seed)``, the seed whose decodings of ``latents`` match ``images`` (1x3xHxW each, the
         sizes the latents decode to) best by the refinement's loss, summed over the images (see
         ``REFINE_SEED_CANDIDATES``); ``seed`` itself for a decoder that draws no randomness of its own. Reports
         one progress step per candidate."""
-        if not self.decoder_draws_noise or REFINE_SEED_CANDIDATES < 2:
+        if not self._seed_candidates():
             return int(seed)
         try:
             return self._decoder_seed_on(self.device, self.net, latents, images, seed, cancel, progress)
@@ -326,7 +330,7 @@ class TextureVAE:
         zs = [self._run(lambda net, t: net.encode(t)[0], x).cpu() for x in xs]
         if steps == 0:
             return zs, int(seed)
-        choice = REFINE_SEED_CANDIDATES if self.decoder_draws_noise and REFINE_SEED_CANDIDATES > 1 else 0
+        choice = self._seed_candidates()
         total = choice + len(xs) * steps
 
         def bar(offset: int) -> ProgressCallback | None:
