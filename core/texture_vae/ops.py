@@ -149,6 +149,9 @@ class TextureVAE:
         self.metadata = metadata or {}
         self.last_device = str(self.device)  # where the last encode/decode ran (the CPU after a fallback)
         self._perceptions: dict[str, torch.nn.Module] = {}  # refine's VGG19 per device, loaded on first use
+        # An image's refinement targets while one call uses them (``_encoded_for_decoding``): the seed choice,
+        # the refinement and the fit check read the same image, and each VGG19 pass over it costs a step.
+        self._targets_memo: dict[tuple[int, str], tuple[torch.Tensor, tuple]] | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike, device=None) -> "TextureVAE":
@@ -231,13 +234,22 @@ class TextureVAE:
             self._perceptions[str(device)] = load_perception(device)
         return self._perceptions[str(device)]
 
-    def _refine_targets(self, vgg: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """What the refinement matches in image ``x`` (on its device): its layout (8x8-pixel means) and look (Grams)."""
+    def _refine_targets(self, vgg: torch.nn.Module, image: torch.Tensor, device: torch.device
+                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """What the refinement matches in ``image`` (on ``device``): its layout (8x8-pixel means) and look (Grams);
+        computed once per image and device while ``_targets_memo`` is kept."""
         from ..common.perception import gram_matrix
 
+        key = (id(image), str(device))
+        if self._targets_memo is not None and key in self._targets_memo:
+            return self._targets_memo[key][1]
+        x = image.to(device, torch.float32)
         with torch.no_grad():
             layout = F.avg_pool2d(x, REFINE_CELL, ceil_mode=True)
-            return layout, {k: gram_matrix(v) for k, v in vgg(x, REFINE_LAYERS).items()}
+            targets = layout, {k: gram_matrix(v) for k, v in vgg(x, REFINE_LAYERS).items()}
+        if self._targets_memo is not None:  # the image is held beside them, so its id stays its own
+            self._targets_memo[key] = (image, targets)
+        return targets
 
     def _refine_loss(self, net: torch.nn.Module, vgg: torch.nn.Module, latents: torch.Tensor,
                      targets: tuple[torch.Tensor, dict[str, torch.Tensor]], seed: int) -> torch.Tensor:
@@ -254,7 +266,7 @@ class TextureVAE:
     def _refine_on(self, device: torch.device, net: torch.nn.Module, z: torch.Tensor, x: torch.Tensor, steps: int,
                    seed: int, cancel: CancelToken | None, progress: ProgressCallback | None) -> torch.Tensor:
         vgg = self._perception(device)
-        targets = self._refine_targets(vgg, x.to(device, torch.float32))
+        targets = self._refine_targets(vgg, x, device)
         latents = z.detach().to(device, torch.float32).clone().requires_grad_(True)
         optimiser = adam([latents], device, lr=REFINE_LR)
         for step in range(steps):
@@ -289,7 +301,7 @@ class TextureVAE:
                          images: Sequence[torch.Tensor], seed: int, cancel: CancelToken | None,
                          progress: ProgressCallback | None) -> int:
         vgg = self._perception(device)
-        targets = [self._refine_targets(vgg, x.to(device, torch.float32)) for x in images]
+        targets = [self._refine_targets(vgg, x, device) for x in images]
         zs = [z.to(device, torch.float32) for z in latents]
         candidates, losses = candidate_seeds(seed), []
         with torch.no_grad():
@@ -304,7 +316,7 @@ class TextureVAE:
         with ``seed``: how far what the model draws for them is from the image (see ``fit_warning_loss``)."""
         def on(device: torch.device, net: torch.nn.Module) -> float:
             vgg = self._perception(device)
-            targets = self._refine_targets(vgg, x.to(device, torch.float32))
+            targets = self._refine_targets(vgg, x, device)
             with torch.no_grad():
                 return float(self._refine_loss(net, vgg, z.to(device, torch.float32), targets, seed))
         try:
@@ -330,6 +342,16 @@ class TextureVAE:
         zs = [self._run(lambda net, t: net.encode(t)[0], x).cpu() for x in xs]
         if steps == 0:
             return zs, int(seed)
+        self._targets_memo = {}
+        try:
+            return self._refined(xs, zs, steps, seed, cancel, progress, warn)
+        finally:
+            self._targets_memo = None
+
+    def _refined(self, xs: list[torch.Tensor], zs: list[torch.Tensor], steps: int, seed: int,
+                 cancel: CancelToken | None, progress: ProgressCallback | None,
+                 warn: Callable[[str], None] | None) -> tuple[list[torch.Tensor], int]:
+        """``_encoded_for_decoding``'s refinement of images ``xs`` from their encodings ``zs``."""
         choice = self._seed_candidates()
         total = choice + len(xs) * steps
 

@@ -187,6 +187,22 @@ def test_refinement_picks_the_decoders_seed_an_image_was_drawn_with(vae, one_thr
     assert np.array_equal(vae.vary(image, 0.0, seed=4), vae.decode(vae.encode(image), seed=4))
 
 
+def test_a_refined_variation_reads_its_image_through_the_vgg19_once(vae, monkeypatch, one_thread):
+    """The seed choice, the refinement and the fit check match the same targets of the same image: one VGG19 pass
+    over the image, then one per decoding (before, the image's own pass ran three times)."""
+    from core.texture_vae.ops import REFINE_SEED_CANDIDATES
+
+    image = make_exemplar("bricks", 32, seed=1)
+    expected = vae.vary(image, 0.5, seed=2, refine_steps=3)
+    vgg = vae._perception(vae.device)
+    passes, real = [], vgg.forward
+    monkeypatch.setattr(vgg, "forward", lambda *a, **k: passes.append(1) or real(*a, **k))
+    heard = []
+    varied = vae.vary(image, 0.5, seed=2, refine_steps=3, warn=heard.append)
+    assert len(passes) == 1 + REFINE_SEED_CANDIDATES + 3 + 1  # the image, the candidates, the steps, the fit
+    assert np.array_equal(varied, expected) and vae._targets_memo is None  # same result, nothing kept after
+
+
 def test_a_decoder_without_noise_of_its_own_keeps_the_given_seed(tmp_path):
     from core.texture_vae.model import TextureVAEConfig, TextureVAENet
     from core.texture_vae.ops import TextureVAE
