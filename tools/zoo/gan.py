@@ -126,6 +126,8 @@ def cpu_recipe() -> dict:
     # had been within 1.34-1.37 since 105,853 steps, while the raw generator read 1.72 against its moving
     # average's 1.37: the weights' step-to-step noise, which a lower rate anneals. After 3,100 steps no gain yet:
     # six seeds 1.339 at 127,569 steps, a control arm at the quarter rate 1.332 at 127,489 (bundled: 1.341).
+    # Nor later: 1.373 at 130,618 and 1.385 at 133,993 (twenty-ninth session). From 105,853 steps the recipe has
+    # stayed within 1.34-1.39 under every schedule tried: its plateau on the CPU (docs/training_notes.md).
     return {"finish_from": 46214, "finish_lr_scale": 0.1, **WHOLE_EXEMPLAR_STATS,
             "exemplar_focus": exemplar_focus(MATERIALS), **lattice_recipe(MATERIALS)}
 
