@@ -209,7 +209,8 @@ def _synthesize(args) -> int:
 
     result = synthesize(args.exemplar, args.width, args.height, seed=args.seed, tileable=args.tileable,
                         steps=args.steps, scales=args.scales, layout=args.layout, device=getattr(args, "device", None),
-                        progress=ProgressBar("synthesize"), cancel=getattr(args, "cancel", None))
+                        progress=ProgressBar("synthesize"), cancel=getattr(args, "cancel", None),
+                        warn=lambda message: print(f"warning: {message}", file=sys.stderr))
     out = save_image(Path(args.out), result.image, bit_depth=args.bit_depth)
     print(f"saved {out} ({args.width}x{args.height}{', tileable' if args.tileable else ''})")
     return 0

@@ -17,9 +17,11 @@ def job_texture_synth_synthesize(ctx: JobContext) -> dict:
     images = [srgb_rgb(load_input(p)) for p in ctx.param("exemplars", required=True)]  # bad input names its file
     from . import synthesize
     steps, scales = ctx.param("steps"), ctx.param("scales")
+    warnings: list[str] = []  # shown under the job (an exemplar with burnt-out highlights)
     result = synthesize(images, int(ctx.param("width", 512)), int(ctx.param("height", 512)),
                         seed=int(ctx.param("seed", 0)), tileable=bool(ctx.param("tileable", True)),
                         steps=None if steps is None else int(steps), scales=None if scales is None else int(scales),
                         layout=str(ctx.param("layout", "quilted")),
-                        device=None if ctx.device == "auto" else ctx.device, progress=ctx.progress, cancel=ctx.cancel)
-    return {"image": write_image_result(ctx, result.image)}
+                        device=None if ctx.device == "auto" else ctx.device, progress=ctx.progress, cancel=ctx.cancel,
+                        warn=warnings.append)
+    return {"image": write_image_result(ctx, result.image), "warnings": warnings}

@@ -408,7 +408,7 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
                patch_size: int = DEFAULT_PATCH, projections: int = DEFAULT_PROJECTIONS,
                device: str | torch.device | None = None, progress: ProgressCallback | None = None,
                cancel: CancelToken | None = None, track_distance: bool = False,
-               layout: str = DEFAULT_LAYOUT) -> SynthesisResult:
+               layout: str = DEFAULT_LAYOUT, warn: Callable[[str], None] | None = None) -> SynthesisResult:
     """Synthesize a ``width`` x ``height`` texture like the exemplar(s); no training.
 
     ``exemplars``: one or more image paths or float HxWx3 sRGB arrays in [0, 1];
@@ -424,12 +424,19 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
     fit their neighbours, joined along the cheapest seam (``quilting.py``). "sliced": sliced-Wasserstein steps
     from a noisy block start (GPDM-like; ``steps``, ``scales`` and ``projections`` apply to it only).
     "auto": "blocks" when an exemplar repeats on a lattice, else "sliced" (``structure.layout_for``).
+    ``warn`` receives what the caller should show the user about the inputs (e.g. burnt-out highlights).
     """
     if isinstance(exemplars, (str, Path, np.ndarray)):
         exemplars = [exemplars]
     exemplar_list = [_as_exemplar(e, i) for i, e in enumerate(exemplars)]
     if not exemplar_list:
         raise ValueError("synthesis needs at least one exemplar image")
+    for i, e in enumerate(exemplar_list):
+        share = structure.blown_out_share(e)
+        if warn is not None and share >= structure.BLOWN_OUT_WARN_SHARE:
+            which = f"exemplar {i + 1}" if len(exemplar_list) > 1 else "the exemplar"
+            warn(f"{share:.0%} of {which} is burnt out to white (a flash or the sun): those parts hold no texture "
+                 "and come out as flat pale patches; use a photo exposed for its highlights, or crop them out")
     _check_inputs(exemplar_list, width, height, patch_size)
     if projections < 1:
         raise ValueError(f"projections must be at least 1, got {projections}")

@@ -201,6 +201,22 @@ def test_worker_job_writes_the_texture(bricks, tmp_path):
     with pytest.raises(ImageError, match="not found"):
         JOB_KINDS["texture_synth.synthesize"](JobContext("s2", params, tmp_path, _Channel(events), CancelToken(),
                                                          "cpu", _ModelCache()))
+    assert result["warnings"] == []
+
+
+def test_a_burnt_out_exemplar_is_named_in_the_jobs_warnings(bricks, tmp_path):
+    import io
+
+    from core.worker import JOB_KINDS, JobContext, _Channel, _ModelCache
+
+    burnt = bricks.copy()
+    h, w = burnt.shape[:2]
+    burnt[h // 3: 2 * h // 3, w // 3: 2 * w // 3] = 1.0  # a hot spot burnt out to white: ~11 % of the pixels
+    params = {"exemplars": [str(save_image(tmp_path / "burnt.png", burnt)), str(save_image(tmp_path / "b.png", bricks))],
+              "width": 36, "height": 20, "seed": 2, "tileable": True, "steps": 2}
+    result = JOB_KINDS["texture_synth.synthesize"](JobContext("w1", params, tmp_path, _Channel(io.StringIO()),
+                                                              CancelToken(), "cpu", _ModelCache()))
+    assert len(result["warnings"]) == 1 and "11% of exemplar 1 is burnt out" in result["warnings"][0]
 
 
 def test_grey_photographs_stay_grey_and_keep_their_tones():
