@@ -19,6 +19,7 @@ from ..common.images import ImageError, image_from_array, load_image, resize_rgb
 from ..common.jobs import CancelToken, DivergenceMonitor, JobCancelled, ProgressCallback, report
 from ..common.perception import TextureFeatures
 from ..common.quality import RandomFeatureNet, draw_directions, sliced_wasserstein
+from ..texture_synth.structure import flatten_lighting
 from .generate import KIND, TextureGenerator
 from .model import MODEL_VERSION, Generator, TextureGANConfig, build_models
 
@@ -36,7 +37,9 @@ def training_state_path(out_path: str | Path) -> Path:
 
 
 def load_exemplars(exemplars: Sequence[str | Path | np.ndarray], max_side: int) -> tuple[list[np.ndarray], list[str]]:
-    """sRGB float32 HxWx3 arrays (alpha dropped, grey expanded, linear encoded to sRGB)."""
+    """sRGB float32 HxWx3 arrays (alpha dropped, grey expanded, linear encoded to sRGB), their smooth lighting
+    divided out as instant synthesis does (``structure.flatten_lighting``): every texture GAN draws tileable
+    images, which a gradient or a flash's hot spot could not tile; an evenly lit exemplar stays as it is."""
     if isinstance(exemplars, (str, Path, np.ndarray)):
         exemplars = [exemplars]
     if len(exemplars) == 0:
@@ -52,7 +55,7 @@ def load_exemplars(exemplars: Sequence[str | Path | np.ndarray], max_side: int) 
         if max(h, w) > max_side:
             scale = max_side / max(h, w)
             rgb = np.clip(resize_rgb(rgb, max(1, round(w * scale)), max(1, round(h * scale))), 0, 1)
-        arrays.append(np.ascontiguousarray(rgb, dtype=np.float32))
+        arrays.append(np.ascontiguousarray(flatten_lighting(np.asarray(rgb, dtype=np.float32))[0], dtype=np.float32))
         names.append(Path(image.source).name if image.source else f"exemplar {i + 1}")
     return arrays, names
 
