@@ -43,6 +43,9 @@ LATTICE_TOLERANCE = 0.75
 # so every output over-represents a few pieces: its VGG statistics then drift from the photograph's, by a
 # different amount each seed (measured: ratio 1.1-3.1 over 4 seeds, 1.03-1.17 with the term at 0.05).
 USAGE_WEIGHT = 0.05
+# A pixel to keep out of the quilt counts as copied this many times: a block all over such pixels costs 2 (the
+# usage term at USAGE_WEIGHT), against ~0.05 for a good fit on a photograph.
+AVOID_USES = 40.0
 # Above this many blocks the per-block loop (~2 ms a block) would dominate the run time (canvases over
 # ~3000 px): callers fall back to random blocks. A 512 px texture from a 256-384 px photograph takes ~80.
 MAX_BLOCKS = 2500
@@ -170,13 +173,15 @@ class _Spectra:
 
 def quilt_field(atlas: torch.Tensor, regions: list[tuple[int, int, int, int]], lattices: list[Lattice | None],
                 height: int, width: int, block: int, patch: int, gen: torch.Generator, periodic: bool,
-                usage_weight: float | None = None, check_cancel: Callable[[], None] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                usage_weight: float | None = None, check_cancel: Callable[[], None] | None = None,
+                avoid: list[torch.Tensor | None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """An NNF (fy, fx) of ``height`` x ``width`` (a torus when ``periodic``) quilted from blocks of the atlas
     (C x H x W, CPU).
 
     ``regions``: each exemplar's (top, left, height, width) in the atlas; ``lattices``: each exemplar's
-    lattice at this scale (or None). Blocks take turns over the exemplars in a random order.
+    lattice at this scale (or None). Blocks take turns over the exemplars in a random order. ``avoid``: per
+    exemplar, None or a region-sized map in [0, 1] of pixels to keep out (burnt-out highlights): they count as
+    copied ``AVOID_USES`` times already, so a block over them costs more than any fit can win back.
     """
     r = patch // 2
     c = atlas.shape[0]
@@ -193,6 +198,9 @@ def quilt_field(atlas: torch.Tensor, regions: list[tuple[int, int, int, int]], l
     spectra = [_Spectra(atlas[:, ey: ey + eh, ex: ex + ew]) for ey, ex, eh, ew in regions]
     count = 0
     usage = [torch.zeros(eh, ew, dtype=torch.float64, device=cpu) for _, _, eh, ew in regions]
+    for k, keep_out in enumerate(avoid or []):
+        if keep_out is not None:
+            usage[k] += AVOID_USES * keep_out.to(torch.float64)
     for i in range(len(tops) - 1):
         for j in range(len(lefts) - 1):
             if check_cancel is not None:  # a large canvas quilts for seconds: cancel between blocks

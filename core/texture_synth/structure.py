@@ -53,6 +53,7 @@ LIGHT_TEST_GRID = 16
 # hot spot has burnt out: 21 %.
 BLOWN_OUT_LEVEL = 0.98
 BLOWN_OUT_WARN_SHARE = 0.02
+BURNT_RIM = 3  # pixels around a burnt-out area that its glare has flattened too
 # Straightening: the exemplar is cut into STRAIGHTEN_GRID x STRAIGHTEN_GRID parts, each with its dominant line
 # direction and coherence (1: all gradients parallel). It counts as a line texture when the parts' mean
 # coherence is at least this (measured: brick walls and courses 0.35-0.65, planks 0.95, cobblestones 0.07-0.3,
@@ -142,6 +143,16 @@ def lighting_field(rgb: np.ndarray) -> np.ndarray:
 def blown_out_share(rgb: np.ndarray) -> float:
     """The share of pixels burnt out to white (every channel at least BLOWN_OUT_LEVEL)."""
     return float((rgb[..., :3].min(axis=-1) >= BLOWN_OUT_LEVEL).mean())
+
+
+def burnt_out_mask(rgb: np.ndarray) -> np.ndarray | None:
+    """Where the exemplar is burnt out to white (HxW float32, 1 there), grown by a few pixels to take the burnt
+    area's soft rim; None when that is under BLOWN_OUT_WARN_SHARE (a photo's specular glints are texture)."""
+    if blown_out_share(rgb) < BLOWN_OUT_WARN_SHARE:
+        return None
+    burnt = torch.from_numpy(np.ascontiguousarray(rgb[..., :3].min(axis=-1) >= BLOWN_OUT_LEVEL, dtype=np.float32))
+    grown = F.max_pool2d(burnt[None, None], BURNT_RIM * 2 + 1, stride=1, padding=BURNT_RIM)[0, 0]
+    return grown.numpy()
 
 
 def flatten_lighting(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

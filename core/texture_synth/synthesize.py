@@ -435,8 +435,9 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
         share = structure.blown_out_share(e)
         if warn is not None and share >= structure.BLOWN_OUT_WARN_SHARE:
             which = f"exemplar {i + 1}" if len(exemplar_list) > 1 else "the exemplar"
-            warn(f"{share:.0%} of {which} is burnt out to white (a flash or the sun): those parts hold no texture "
-                 "and come out as flat pale patches; use a photo exposed for its highlights, or crop them out")
+            warn(f"{share:.0%} of {which} is burnt out to white (a flash or the sun): those parts hold no texture, "
+                 "so the texture is made from the rest of it (with less variety); a photo exposed for its highlights "
+                 "gives more")
     _check_inputs(exemplar_list, width, height, patch_size)
     if projections < 1:
         raise ValueError(f"projections must be at least 1, got {projections}")
@@ -444,9 +445,16 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     light = None
     lattices: list[structure.Lattice | None] = []
+    # Burnt-out parts of an exemplar (None: under the warning's share), which the quilt leaves alone.
+    burnt: list[np.ndarray | None] = [None] * len(exemplar_list)
     if layout in ("auto", *BLOCK_LAYOUTS):
+        burnt = [structure.burnt_out_mask(e) for e in exemplar_list]  # before the lighting is divided out
         flattened = [structure.flatten_lighting(e) for e in exemplar_list]
-        straightened = [structure.straighten(f) for f, _ in flattened]  # slanted courses made parallel
+        # Slanted courses made parallel; a burnt-out mask rides along as a fourth channel (the same warp).
+        straightened = [structure.straighten(f if m is None else np.dstack([f, m]))
+                        for (f, _), m in zip(flattened, burnt)]
+        burnt = [None if m is None else np.ascontiguousarray(t[..., 3]) for t, m in zip(straightened, burnt)]
+        straightened = [t if m is None else np.ascontiguousarray(t[..., :3]) for t, m in zip(straightened, burnt)]
         lattices = [structure.find_lattice(f) for f in straightened]
         if layout == "auto":
             layout = structure.layout_for(lattices)
@@ -532,7 +540,7 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
         start = None if image is None else _resize(image[None], h, w, periodic=tileable)[0]
         if field is None and layout in BLOCK_LAYOUTS:
             field = _block_field(atlas, pyramid, lattices, 0.5 ** k, h, w, patch_size, gen, tileable,
-                                 quilt=layout == "quilted", check=lambda: check_cancel(cancel))
+                                 quilt=layout == "quilted", check=lambda: check_cancel(cancel), burnt=burnt)
             start = nearest_patches.vote_average(atlas, *field, torch.zeros(h, w, device=dev), tileable)
         elif field is not None:
             field = nearest_patches.upsample_field(*field, h, w, previous, atlas)
@@ -569,9 +577,11 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
 def _block_field(atlas: nearest_patches.PatchAtlas, pyramid: list[torch.Tensor],
                  lattices: list[structure.Lattice | None], factor: float, height: int, width: int, patch: int,
                  gen: torch.Generator, periodic: bool, quilt: bool = False,
-                 check: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 check: Callable[[], None] | None = None, burnt: Sequence[np.ndarray | None] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The first copying octave's start: exemplar blocks, offsets on each exemplar's lattice; ``quilt``: the
-    blocks quilted to fit their neighbours (``quilting.py``) where the exemplars and the canvas allow it."""
+    blocks quilted to fit their neighbours (``quilting.py``) where the exemplars and the canvas allow it, away from
+    each exemplar's ``burnt`` (burnt-out) parts."""
     regions, left = [], 0
     for e in pyramid:
         regions.append((0, left, e.shape[-2], e.shape[-1]))
@@ -581,8 +591,11 @@ def _block_field(atlas: nearest_patches.PatchAtlas, pyramid: list[torch.Tensor],
     scaled = [None if lat is None else lat.scaled(factor) for lat in lattices]
     if quilt and quilting.fits(regions, block, patch) and \
             quilting.block_count(height, width, block) <= quilting.MAX_BLOCKS:
+        avoid = [None if m is None else F.interpolate(torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))[None, None],
+                                                      size=e.shape[-2:], mode="area")[0, 0]
+                 for m, e in zip(burnt or [None] * len(pyramid), pyramid)]
         fy, fx = quilting.quilt_field(atlas.image.cpu(), regions, scaled, height, width, block, patch, gen, periodic,
-                                      check_cancel=check)
+                                      check_cancel=check, avoid=avoid)
     else:  # exemplars too small for overlapping blocks, or a canvas too large for the per-block loop
         fy, fx = structure.block_field(regions, scaled, height, width, block, patch, gen, periodic)
     return fy.to(atlas.image.device), fx.to(atlas.image.device)
