@@ -451,10 +451,14 @@ def synthesize(exemplars: ExemplarLike | Sequence[ExemplarLike], width: int, hei
         burnt = [structure.burnt_out_mask(e) for e in exemplar_list]  # before the lighting is divided out
         flattened = [structure.flatten_lighting(e) for e in exemplar_list]
         # Slanted courses made parallel; a burnt-out mask rides along as a fourth channel (the same warp).
-        straightened = [structure.straighten(f if m is None else np.dstack([f, m]))
-                        for (f, _), m in zip(flattened, burnt)]
-        burnt = [None if m is None else np.ascontiguousarray(t[..., 3]) for t, m in zip(straightened, burnt)]
-        straightened = [t if m is None else np.ascontiguousarray(t[..., :3]) for t, m in zip(straightened, burnt)]
+        straightened = []
+        for i, ((f, _), m) in enumerate(zip(flattened, burnt)):
+            if m is None:
+                straightened.append(structure.straighten(f))
+            else:
+                warped = structure.straighten(np.dstack([f, m]))
+                straightened.append(np.ascontiguousarray(warped[..., :3]))
+                burnt[i] = np.ascontiguousarray(warped[..., 3])
         lattices = [structure.find_lattice(f) for f in straightened]
         if layout == "auto":
             layout = structure.layout_for(lattices)
@@ -591,8 +595,9 @@ def _block_field(atlas: nearest_patches.PatchAtlas, pyramid: list[torch.Tensor],
     scaled = [None if lat is None else lat.scaled(factor) for lat in lattices]
     if quilt and quilting.fits(regions, block, patch) and \
             quilting.block_count(height, width, block) <= quilting.MAX_BLOCKS:
-        avoid = [None if m is None else F.interpolate(torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))[None, None],
-                                                      size=e.shape[-2:], mode="area")[0, 0]
+        # Each burnt-out mask at this octave's size: the share of each pixel that is burnt out.
+        avoid = [None if m is None else F.interpolate(torch.from_numpy(m)[None, None], size=e.shape[-2:],
+                                                      mode="area")[0, 0]
                  for m, e in zip(burnt or [None] * len(pyramid), pyramid)]
         fy, fx = quilting.quilt_field(atlas.image.cpu(), regions, scaled, height, width, block, patch, gen, periodic,
                                       check_cancel=check, avoid=avoid)
