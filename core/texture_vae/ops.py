@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from ..common.checkpoints import build_checked, check_architecture, load_checkpoint
-from ..common.device import adam, autocast, free_device_memory, is_out_of_memory, pick_device, seeded_generator
+from ..common.device import (adam, autocast, free_device_memory, is_out_of_memory, loss_network_autocast,
+                             pick_device, seeded_generator)
 from ..common.images import MIN_SIDE, ImageError, from_tensor, to_tensor, validate_array
 from ..common.jobs import CancelToken, ProgressCallback, check_cancel, report
 from .model import TextureVAEConfig, TextureVAENet
@@ -246,7 +247,9 @@ class TextureVAE:
         x = image.to(device, torch.float32)
         with torch.no_grad():
             layout = F.avg_pool2d(x, REFINE_CELL, ceil_mode=True)
-            targets = layout, {k: gram_matrix(v) for k, v in vgg(x, REFINE_LAYERS).items()}
+            with loss_network_autocast(device):  # as the decodings' features are (``_refine_loss``)
+                feats = vgg(x, REFINE_LAYERS)
+            targets = layout, {k: gram_matrix(v.float()) for k, v in feats.items()}
         if self._targets_memo is not None:  # the image is held beside them, so its id stays its own
             self._targets_memo[key] = (image, targets)
         return targets
@@ -259,8 +262,9 @@ class TextureVAE:
         out = net.decode(latents, seed=int(seed))
         loss = REFINE_LAYOUT_WEIGHT * (F.avg_pool2d(out, REFINE_CELL, ceil_mode=True) - layout).abs().mean()
         loss = loss + REFINE_PRIOR_WEIGHT * latents[:, :self.prior_channels].pow(2).mean()
-        feats = vgg(out, REFINE_LAYERS)
-        return loss + sum((gram_matrix(feats[k]) - g).pow(2).sum() / g.pow(2).sum().clamp_min(1e-12)
+        with loss_network_autocast(out.device):  # bf16 where native; the Grams in fp32
+            feats = vgg(out, REFINE_LAYERS)
+        return loss + sum((gram_matrix(feats[k].float()) - g).pow(2).sum() / g.pow(2).sum().clamp_min(1e-12)
                           for k, g in grams.items())
 
     def _refine_on(self, device: torch.device, net: torch.nn.Module, z: torch.Tensor, x: torch.Tensor, steps: int,

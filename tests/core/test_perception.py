@@ -205,3 +205,24 @@ def test_a_carried_weights_file_stands_in_for_the_package(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["True carried.bin", perception.VGG19Perception.kind], out.stdout
     assert "random-weight" not in out.stderr
+
+
+def test_texture_statistics_run_in_bf16_only_where_it_is_native(monkeypatch):
+    # Training-loss features: bf16 where the CPU computes it natively (faster), fp32 elsewhere (emulated bf16
+    # is slower); the statistics downstream always get fp32 features.
+    from core.common import device
+
+    x = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(3))
+    exact = perception.TextureFeatures("cpu", low_precision=False)(x)
+    fast = perception.TextureFeatures("cpu")(x)
+    assert all(f.dtype == torch.float32 for f in fast)
+    for a, b in zip(fast, exact):
+        if device.fast_bf16("cpu"):  # bf16 keeps 8 bits of mantissa: ~0.4 % of a feature's scale
+            assert (a - b).abs().max() <= 0.03 * b.abs().max()
+        else:
+            assert torch.equal(a, b)
+    # A oneDNN capped below bf16 instructions (as on a laptop's CPU) takes the fp32 path bit for bit.
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not device.cpu_has_native_bf16()
+    assert all(torch.equal(a, b) for a, b in zip(perception.TextureFeatures("cpu")(x), exact))
+    assert not device.fast_bf16("meta")
