@@ -23,12 +23,15 @@ trained inside the bench only when it is missing).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.common.device import LOSS_BF16_ENV, fast_bf16
 from core.common.images import from_tensor, load_rgb, resize_rgb, to_tensor
 from core.common.procedural import make_exemplar
 from core.common.quality import content_distance, grain_gain, style_distance
@@ -48,6 +51,20 @@ PREVIOUS = BUNDLED / "previous"
 HELD_OUT_RENDER = Path(__file__).resolve().parent / "data" / "render_holdout_7777.jpg"
 HELD_OUT_PHOTO = Path(__file__).resolve().parent / "data" / "photo_holdout_tower_bridge.jpg"  # a city skyline
 TRAINING = ROOT / "models" / "training"  # checkpoints of the time-budgeted trainings (tools/zoo)
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str):
+    """``name`` set to ``value`` for the block, then restored."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 def _style_image() -> np.ndarray:
@@ -117,6 +134,15 @@ def run(ctx: BenchContext) -> None:
             f"({steps[0]}+{steps[1]} L-BFGS steps)", value=seconds, unit="s",
             baseline_name="one feed-forward pass", baseline_value=base,
             target="1080p <= 20 s on H100" if cuda else "512 px <= 90 s on a 2-core CPU")
+    # The same call with the loss network in fp32 (core/common/device.loss_network_autocast): what bf16 buys on
+    # this device (1.0 where it has no native bf16, so both runs are fp32).
+    with _env(LOSS_BF16_ENV, "0"):
+        fp32 = time_call(lambda: stylize_optimize(content, style, steps=steps[0], refine_steps=steps[1],
+                                                  max_side=side, device=ctx.device), ctx.device, repeats=1, warmup=0)
+    ctx.add(family=FAMILY, name=f"optimisation {content.shape[1]}x{content.shape[0]}, loss network in bf16 where "
+            "native", value=seconds, unit="s", baseline_name="same call, loss network in fp32", baseline_value=fp32,
+            target="< 1 where the device has native bf16",
+            note=f"native bf16 here: {'yes' if fast_bf16(ctx.device) else 'no (both runs fp32)'}")
 
     # ------------------------------------------------------------ flicker
     n, size, shift = (4, 64, 3) if ctx.quick else (16, 256, 3)

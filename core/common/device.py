@@ -185,8 +185,13 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+LOSS_BF16_ENV = "NEURAL_TEXTURES_LOSS_BF16"  # "0": loss networks stay fp32 everywhere (the bench's baseline)
+
+
 def fast_bf16(device: torch.device | str) -> bool:
     """Whether bf16 autocast makes convolutions faster on ``device``: CUDA with bf16, a CPU with native bf16."""
+    if os.environ.get(LOSS_BF16_ENV, "1").strip() == "0":
+        return False
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()

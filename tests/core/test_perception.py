@@ -221,7 +221,10 @@ def test_texture_statistics_run_in_bf16_only_where_it_is_native(monkeypatch):
             assert (a - b).abs().max() <= 0.03 * b.abs().max()
         else:
             assert torch.equal(a, b)
-    # A oneDNN capped below bf16 instructions (as on a laptop's CPU) takes the fp32 path bit for bit.
+    # Asked for fp32, or a oneDNN capped below bf16 instructions (as on a laptop's CPU): the fp32 path bit for bit.
+    monkeypatch.setenv(device.LOSS_BF16_ENV, "0")
+    assert all(torch.equal(a, b) for a, b in zip(perception.TextureFeatures("cpu")(x), exact))
+    monkeypatch.delenv(device.LOSS_BF16_ENV)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert not device.cpu_has_native_bf16()
     assert all(torch.equal(a, b) for a, b in zip(perception.TextureFeatures("cpu")(x), exact))
