@@ -168,7 +168,7 @@ def autocast(device: torch.device, enabled: bool = True):
 
 
 # oneDNN ISA caps (``ONEDNN_MAX_CPU_ISA``) under which bf16 convolutions still run on native instructions.
-_BF16_ISAS = ("ALL", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
+_BF16_ISAS = ("ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
               "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2")
 
 
