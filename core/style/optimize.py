@@ -114,7 +114,7 @@ def stylize_optimize(content: ImageLike, style: ImageLike, *, steps: int = DEFAU
     vgg = build_feature_net(vgg19_weights=vgg19_weights, device=dev)
 
     def net(image: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        # bf16 where the device computes it natively (``loss_network_autocast``); the losses in fp32. On a Zen 4
+        # bf16 where the device computes it natively (``loss_network_autocast``); the losses in fp32. On an AVX512-BF16
         # core pair a 512 px frame took 0.62-0.66x the fp32 time, its style and content distances within 1-5 %.
         with loss_network_autocast(dev):
             style_feats, content_feat = vgg(image)
