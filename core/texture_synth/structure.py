@@ -81,6 +81,9 @@ MIN_REPEATS = 2
 MIN_SINE = 0.35
 # A lattice point's autocorrelation falls by at least this share of its height in every direction.
 RIDGE_DROP = 0.15
+# A ridge's foot (a course repeat) moves along the ridge to where the joints across the courses repeat too,
+# when their autocorrelation there beats the foot's by this much (running bond: half a brick along).
+JOINT_PHASE_GAIN = 0.1
 
 
 # --------------------------------------------------------------------------- lighting
@@ -401,13 +404,83 @@ def find_lattice(rgb: np.ndarray) -> Lattice | None:
     first = int(np.argmin(np.where(strong, length, np.inf)))
     vectors = [(float(vy[first]), float(vx[first]))]
     strengths = [float(strength[first])]
-    sine = np.abs(vy * vx[first] - vx * vy[first]) / np.maximum(1e-9, length * length[first])
-    independent = valid & sharp & (sine >= MIN_SINE)
-    if independent.any():
-        second = int(np.argmin(np.where(independent, length, np.inf)))
+    second = _second_vector(vectors[0], vy, vx, length, valid & sharp)
+    if not sharp[first] and second is not None:
+        # A foot repeats the courses only. With a second vector it would put one course straight under the
+        # next (stack bond), where a running bond's joints sit half a brick along: its superlattice lets the
+        # quilt shift a course by half a brick. The course's true repeat is the ridge point where the joints
+        # across the courses repeat too.
+        moved = _joint_phase(grey, ac, vectors[0], along[first])
+        moved_second = None if moved is None else _second_vector(moved, vy, vx, length, valid & sharp)
+        if moved_second is not None:
+            vectors[0], second = moved, moved_second
+    if second is not None:
         vectors.append((float(vy[second]), float(vx[second])))
         strengths.append(float(strength[second]))
     return Lattice(vectors, strengths)
+
+
+def _second_vector(first: tuple[float, float], vy: np.ndarray, vx: np.ndarray, length: np.ndarray,
+                   candidates: np.ndarray) -> int | None:
+    """The shortest candidate independent of ``first`` (index), or None."""
+    fy, fx = first
+    sine = np.abs(vy * fx - vx * fy) / np.maximum(1e-9, length * max(1e-9, math.hypot(fy, fx)))
+    independent = candidates & (sine >= MIN_SINE)
+    return int(np.argmin(np.where(independent, length, np.inf))) if independent.any() else None
+
+
+def _joint_phase(grey: np.ndarray, ac: np.ndarray, foot: tuple[float, float], along: float
+                 ) -> tuple[float, float] | None:
+    """The point on the ridge through ``foot`` (direction ``along``: (sin, cos)) nearest the foot where the
+    joints across the courses repeat, or None where they repeat no better there than at the foot (stack bond,
+    planks with random joints) or where the image as a whole (``ac``, its autocorrelation) repeats no better
+    there (a weave's diagonal: a ridge of near-exact repeats, its foot one of them).
+
+    The joints are the luminance's edges across the ridge: its derivative along the ridge, which the courses'
+    own lines (along the ridge) do not have. Their autocorrelation is read along the ridge within half the
+    exemplar."""
+    h, w = grey.shape
+    d = np.array([math.sin(along), math.cos(along)])
+    g = torch.from_numpy(np.asarray(grey, dtype=np.float32))[None, None]
+    g = F.avg_pool2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), 3, stride=1)  # the photo's grain is not a joint
+    dy = g[..., 2:, 1:-1] - g[..., :-2, 1:-1]
+    dx = g[..., 1:-1, 2:] - g[..., 1:-1, :-2]
+    joints = (d[0] * F.pad(dy, (1, 1, 1, 1)) + d[1] * F.pad(dx, (1, 1, 1, 1))).abs()[0, 0].numpy()
+    joint_ac = autocorrelation(joints)
+
+    def on_ridge(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        py, px = np.round(foot[0] + t * d[0]), np.round(foot[1] + t * d[1])
+        inside = (np.abs(py) <= h / MIN_REPEATS) & (np.abs(px) <= w / MIN_REPEATS)
+        return t[inside], py[inside].astype(int), px[inside].astype(int)
+
+    reach = int(min(h, w) / MIN_REPEATS)
+    t, py, px = on_ridge(np.arange(-reach, reach + 1))
+    # Smoothed along the ridge: joints that vary by a few px in a photograph give a broad, ragged peak.
+    values = np.convolve(np.pad(joint_ac[py + h, px + w], 4, mode="edge"), np.ones(9) / 9, mode="valid")
+    at_foot = float(values[np.argmin(np.abs(t))])
+    best = float(values.max())
+    if best < at_foot + JOINT_PHASE_GAIN:
+        return None
+    # The nearest peak nearly as strong as the best: further ones are its repeats along the ridge.
+    peak = np.r_[False, (values[1:-1] >= values[:-2]) & (values[1:-1] >= values[2:]), False]
+    near = np.flatnonzero(peak & (values >= at_foot + 0.75 * (best - at_foot)))
+    if not len(near):
+        return None
+    t0 = t[near[np.argmin(np.abs(t[near]))]]
+    # Centred on the image's own repeat nearby: within 6 px along the ridge and 2 across it.
+    along_t, across = np.meshgrid(np.arange(t0 - 6, t0 + 7), np.arange(-2, 3), indexing="ij")
+    py = np.round(foot[0] + along_t * d[0] - across * d[1]).astype(int).ravel()
+    px = np.round(foot[1] + along_t * d[1] + across * d[0]).astype(int).ravel()
+    inside = (np.abs(py) <= h / MIN_REPEATS) & (np.abs(px) <= w / MIN_REPEATS)
+    py, px = py[inside], px[inside]
+    k = int(np.argmax(ac[py + h, px + w]))
+    # A better repeat of the whole image than the foot, or the foot was one already (a weave's diagonal).
+    if ac[py[k] + h, px[k] + w] <= ac[int(round(foot[0])) + h, int(round(foot[1])) + w]:
+        return None
+    vy_, vx_ = float(py[k]), float(px[k])
+    if vy_ < 0 or (vy_ == 0 and vx_ < 0):  # one of each +-v pair, as the candidates
+        vy_, vx_ = -vy_, -vx_
+    return vy_, vx_
 
 
 def lattice_regularity(rgb: np.ndarray, lattice: Lattice, reach: int = 2) -> float:

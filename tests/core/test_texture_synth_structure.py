@@ -114,6 +114,28 @@ def test_the_lattice_of_a_brick_wall_is_found(course, length):
     assert area == pytest.approx(course * length, rel=0.1), lattice.vectors
 
 
+@pytest.mark.parametrize("path,stagger,no_stagger", [
+    # looking up a wall of upright bricks: columns 36 px apart, each half a brick (29 px) down from the last
+    ("models/exemplars/photo_brick.png", (29, 36), (0, 36)),
+    # courses 32 px high, bricks 96 px long
+    ("data/texture_photos/tune_brick_old_pale.jpg", (32, 48), (0, 48)),
+])
+def test_a_photographed_running_bond_keeps_its_stagger(path, stagger, no_stagger):
+    """In a photograph the courses' own mortar lines make a ridge of repeats along the courses; its foot repeats
+    the courses only. Taken as a lattice vector beside a staggered one, it let the quilt put a course (or a
+    column) half a brick out of step: bricks cut short, columns that step sideways. The lattice found has the
+    stagger and not the course moved straight across."""
+    from pathlib import Path
+
+    from core.common.images import load_rgb
+
+    root = Path(__file__).resolve().parents[2]
+    lattice = find_lattice(straighten(load_rgb(root / path)))
+    assert lattice is not None and len(lattice.vectors) == 2, lattice
+    assert _in_lattice(stagger, lattice.vectors, tol=3.0), lattice.vectors
+    assert not _in_lattice(no_stagger, lattice.vectors, tol=3.0), lattice.vectors
+
+
 def test_irregular_textures_have_no_lattice():
     for seed in range(3):
         assert find_lattice(np.clip(make_exemplar("stones", 128, seed=seed), 0, 1)) is None
