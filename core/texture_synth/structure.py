@@ -448,8 +448,10 @@ def _joint_phase(grey: np.ndarray, ac: np.ndarray, foot: tuple[float, float], al
     joints = (d[0] * F.pad(dy, (1, 1, 1, 1)) + d[1] * F.pad(dx, (1, 1, 1, 1))).abs()[0, 0].numpy()
     joint_ac = autocorrelation(joints)
 
-    def on_ridge(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        py, px = np.round(foot[0] + t * d[0]), np.round(foot[1] + t * d[1])
+    def on_ridge(t: np.ndarray, across: np.ndarray | int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Lags ``t`` px along the ridge and ``across`` px off it, rounded, within half the exemplar."""
+        py = np.round(foot[0] + t * d[0] - across * d[1])
+        px = np.round(foot[1] + t * d[1] + across * d[0])
         inside = (np.abs(py) <= h / MIN_REPEATS) & (np.abs(px) <= w / MIN_REPEATS)
         return t[inside], py[inside].astype(int), px[inside].astype(int)
 
@@ -469,10 +471,7 @@ def _joint_phase(grey: np.ndarray, ac: np.ndarray, foot: tuple[float, float], al
     t0 = t[near[np.argmin(np.abs(t[near]))]]
     # Centred on the image's own repeat nearby: within 6 px along the ridge and 2 across it.
     along_t, across = np.meshgrid(np.arange(t0 - 6, t0 + 7), np.arange(-2, 3), indexing="ij")
-    py = np.round(foot[0] + along_t * d[0] - across * d[1]).astype(int).ravel()
-    px = np.round(foot[1] + along_t * d[1] + across * d[0]).astype(int).ravel()
-    inside = (np.abs(py) <= h / MIN_REPEATS) & (np.abs(px) <= w / MIN_REPEATS)
-    py, px = py[inside], px[inside]
+    _, py, px = on_ridge(along_t.ravel(), across.ravel())
     k = int(np.argmax(ac[py + h, px + w]))
     # A better repeat of the whole image than the foot, or the foot was one already (a weave's diagonal).
     if ac[py[k] + h, px[k] + w] <= ac[int(round(foot[0])) + h, int(round(foot[1])) + w]:
