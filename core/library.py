@@ -30,8 +30,9 @@ MODEL_KINDS = ("texture_gan", "texture_vae", "style")
 KIND_ALIASES = {"style_transfer": "style", "style_model": "style", "style_multi": "style"}
 MULTI_STYLE_KIND = "style_multi"  # one network, several styles: listed once per style
 _MAX_HEADER = 64 * 1024 * 1024
-# Training-state files live beside the models; they are not models.
-_SKIP_SUFFIXES = (".train.safetensors",)
+# Training-state files live beside the models; they are not models. Nor is the generator a Variation Model
+# trained from an image fine-tunes as its decoder (core/texture_vae/from_image.py: the model holds its weights).
+_SKIP_SUFFIXES = (".train.safetensors", ".generator.safetensors")
 
 
 @dataclass

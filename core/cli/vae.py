@@ -22,10 +22,16 @@ def register(subparsers) -> None:
     train.add_argument("--out", required=True, metavar="MODEL.safetensors")
     train.add_argument("--steps", type=int, required=True)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--beta", type=float, default=None, help="KL weight (default from TextureVAEConfig)")
+    train.add_argument("--recipe", choices=("finetune", "plain"), default="finetune",
+                       help="finetune (default, the panel's): the bundled materials GAN fine-tuned to the exemplars "
+                            "(each a material) as the decoder, the bundled VAE's encoder onto it, half the steps "
+                            "each: sharp variations and blends; plain: a VAE learnt from the exemplars alone (fast, "
+                            "blurred)")
+    train.add_argument("--beta", type=float, default=None, help="KL weight (default from the recipe's config)")
     train.add_argument("--crop", type=int, default=None, help="training crop size in pixels")
     train.add_argument("--batch", type=int, default=None, help="crops per step")
-    train.add_argument("--channels", type=int, default=None, help="base channel count")
+    train.add_argument("--channels", type=int, default=None,
+                       help="base channel count (plain recipe; the fine-tune keeps the bundled encoder's)")
     train.add_argument("--checkpoint-every", type=int, default=200)
     train.add_argument("--restart", "--no-resume", dest="no_resume", action="store_true",
                        help="ignore an existing training state and start over")
@@ -63,6 +69,8 @@ def register(subparsers) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.recipe == "finetune":
+        return _train_finetune(args)
     from ..texture_vae import TextureVAEConfig, train_texture_vae
 
     config = TextureVAEConfig()
@@ -77,6 +85,24 @@ def _train(args: argparse.Namespace) -> int:
                              device=getattr(args, "device", None), progress=ProgressBar("vae train"),
                              checkpoint_every=args.checkpoint_every, resume=not args.no_resume,
                              cancel=getattr(args, "cancel", None))
+    print(path)
+    return 0
+
+
+def _train_finetune(args: argparse.Namespace) -> int:
+    from ..common.checkpoints import check_writable_folder
+    from ..texture_vae.from_image import train_variation_model, variation_config
+
+    if args.channels is not None:
+        raise SystemExit("vae train: --channels applies to --recipe plain; the fine-tune keeps the bundled encoder's")
+    fields = {k: v for k, v in (("beta", args.beta), ("crop_size", args.crop), ("batch_size", args.batch))
+              if v is not None}
+    config = variation_config(fields)
+    check_writable_folder(args.out)  # fail now, not at the first checkpoint
+    path = train_variation_model(args.exemplar, args.out, args.steps, config=config, seed=args.seed,
+                                 device=getattr(args, "device", None), progress=ProgressBar("vae train"),
+                                 checkpoint_every=args.checkpoint_every, resume=not args.no_resume,
+                                 cancel=getattr(args, "cancel", None))
     print(path)
     return 0
 

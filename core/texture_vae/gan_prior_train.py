@@ -64,6 +64,31 @@ def generator_from_checkpoint(path: str | Path) -> tuple[dict, list[str], dict[s
     return gan.config["architecture"], list(gan.materials), weights, gan.config.get("steps")
 
 
+def encoder_start(vae_path: str | Path, gan_architecture: dict, n_materials: int) -> tuple[dict, dict[str, torch.Tensor]]:
+    """What a new GAN-prior VAE's encoder starts from: a trained one (``vae_path``, the bundled materials VAE) whose
+    decoder is the GAN that ``gan_architecture``'s generator was fine-tuned from: (its config's encoder fields, its
+    weights with the material logits' head rows fresh for ``n_materials``). The encoder already reads courses,
+    cells and grain into the canvas those GANs share; only the materials are new (one logit each, at zero: the
+    crops' own labels teach them)."""
+    from ..common.checkpoints import load_checkpoint
+
+    tensors, meta = load_checkpoint(Path(vae_path), expected_kind=KIND, device="cpu")
+    config = meta.get("config") or {}
+    if config.get("decoder") != GANPriorVAEConfig.decoder:
+        raise CheckpointError(f"{Path(vae_path).name}: not a VAE that decodes through a materials GAN")
+    trained = GANPriorVAEConfig.from_dict(config)
+    if int(trained.gan["local_dim"]) != int(gan_architecture["local_dim"]):
+        raise CheckpointError(f"{Path(vae_path).name}: its canvas has {trained.gan['local_dim']} noise channels, the "
+                              f"generator {gan_architecture['local_dim']}")
+    fields = {k: config[k] for k in ("base_channels", "encoder_mult", "res_blocks") if k in config}
+    weights = {k.removeprefix("encoder."): v.float() for k, v in tensors.items() if k.startswith("encoder.")}
+    noise = 2 * trained.local_dim  # the head's rows: noise means, noise log-variances, then one logit per material
+    for key in [k for k in weights if k.startswith("head.")]:
+        kept = weights[key][:noise]
+        weights[key] = torch.cat([kept, torch.zeros((n_materials, *kept.shape[1:]), dtype=kept.dtype)])
+    return fields, weights
+
+
 class GANPriorTrainer:
     def __init__(self, cfg: GANPriorVAEConfig, images: list[np.ndarray], generator_weights: dict[str, torch.Tensor],
                  seed: int, device: torch.device):
@@ -134,13 +159,14 @@ def train_gan_prior_vae(exemplars: Sequence[str | Path | np.ndarray], generator_
                         config: GANPriorVAEConfig | None = None, seed: int = 0, device=None,
                         state_path: str | Path | None = None, progress: ProgressCallback | None = None,
                         cancel: CancelToken | None = None, checkpoint_minutes: float = 4.0,
-                        name: str | None = None, extra_meta: dict | None = None, rebase: bool = False) -> dict:
+                        name: str | None = None, extra_meta: dict | None = None, rebase: bool = False,
+                        initial_encoder: dict[str, torch.Tensor] | None = None) -> dict:
     """Train (or continue) the encoder onto ``generator_path``'s canvas; ``exemplars`` are the generator's
     materials, in its order. Stops at ``steps`` or after ``minutes``, always with a checkpoint. A resumed run
     keeps the generator saved in its state, unless ``rebase``: then a ``generator_path`` trained for more steps
     than the state's generator (same architecture and materials) replaces it, and the encoder continues from
-    where it was (the GAN trains on in its own sessions; the VAE follows it). Returns {"steps", "seconds",
-    "losses"}."""
+    where it was (the GAN trains on in its own sessions; the VAE follows it). ``initial_encoder``: encoder weights
+    (``encoder_start``) a fresh run starts from instead of random ones. Returns {"steps", "seconds", "losses"}."""
     if steps is None and minutes is None:
         raise ValueError("give steps, minutes or both")
     began = time.perf_counter()
@@ -176,6 +202,8 @@ def train_gan_prior_vae(exemplars: Sequence[str | Path | np.ndarray], generator_
     fingerprint = fingerprint_arrays(images)
     trainer = GANPriorTrainer(cfg, images, generator_weights, seed, dev)
     step, losses, trained_seconds = 0, {}, 0.0
+    if state is None and initial_encoder is not None:
+        trainer.net.encoder.load_state_dict(initial_encoder)
     if state is not None:
         if state.get("fingerprint") != fingerprint or state.get("seed") != seed:
             raise CheckpointError(f"{state_path.name} was trained on other exemplars or settings; delete it to "

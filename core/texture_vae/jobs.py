@@ -22,10 +22,18 @@ from ..worker import IMAGE_OUTPUT, INPUT, SEED, SIDE, TRAINING, JobContext, Para
 DEFAULT_REFINE_STEPS = 30
 
 
-@job("texture_vae.train", exemplars=Param("paths", 1, 64, required=True), **TRAINING)
+@job("texture_vae.train", exemplars=Param("paths", 1, 64, required=True),
+     recipe=Param("choice", choices=("finetune", "plain"), default="finetune"), **TRAINING)
 def job_texture_vae_train(ctx: JobContext) -> dict:
-    from . import train_texture_vae
+    """``recipe="finetune"`` (the panel's): the bundled materials GAN fine-tuned to the exemplars as the decoder
+    and the bundled VAE's encoder fine-tuned onto it (``from_image.py``: sharp); ``plain``: a VAE learnt from the
+    exemplars alone (``train.py``: fast, blurred)."""
     exemplars = list(ctx.param("exemplars", required=True))
+    if ctx.param("recipe", "finetune") == "finetune":
+        from .from_image import train_variation_model, variation_config
+        return train_job(ctx, train_variation_model, [exemplars], thumbnail=exemplars[0],
+                         extra={"config": variation_config(ctx.param("config"))})
+    from . import train_texture_vae
     return train_job(ctx, train_texture_vae, [exemplars], thumbnail=exemplars[0])
 
 

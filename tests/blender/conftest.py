@@ -82,7 +82,8 @@ def tiny_models(addon, user_dir):
                                               steps=2, config=json.dumps(TINY_GAN), resume=False,
                                               recipe="SPATIAL") == {"FINISHED"}
     assert bpy.ops.neural.train_texture_model(kind="texture_vae", image="exemplar bricks", model_name="tiny vae",
-                                              steps=2, config=json.dumps(TINY_VAE), resume=False) == {"FINISHED"}
+                                              steps=2, config=json.dumps(TINY_VAE), resume=False,
+                                              variation_recipe="PLAIN") == {"FINISHED"}
     style = procedural_image("style painting", "rust", size=64)
     assert bpy.ops.neural.train_style_model(style_image=style.name, name="tiny style", steps=2,
                                             config=json.dumps(TINY_STYLE)) == {"FINISHED"}

@@ -42,7 +42,11 @@ def test_the_bench_names_the_panels_train_from_image_default(addon):
     from benchmarks.bench_texture_gan import FINE_TUNE_STEPS, PANEL_STEPS
     settings = bpy.context.scene.neural_train
     assert settings.steps == PANEL_STEPS and FINE_TUNE_STEPS <= PANEL_STEPS
-    assert bpy.ops.neural.train_texture_model.get_rna_type().properties["recipe"].default == "FINETUNE"
+    properties = bpy.ops.neural.train_texture_model.get_rna_type().properties
+    assert properties["recipe"].default == "FINETUNE"
+    assert properties["variation_recipe"].default == "FINETUNE"  # a Variation Model fine-tunes the bundled pair
+    from benchmarks.bench_texture_vae import FROM_IMAGE_STEPS
+    assert FROM_IMAGE_STEPS <= PANEL_STEPS
 
 
 def test_generate_material_render_and_stylize(tiny_models, helpers):

@@ -256,7 +256,7 @@ def test_cli_train_vary_blend(exemplars, tmp_path):
         return args.func(args)
 
     assert run("vae", "train", "--exemplar", *map(str, paths), "--out", str(model_path), "--steps", "2",
-               "--seed", "1", "--beta", "0.1", "--crop", "32", "--batch", "2", "--channels", "8") == 0
+               "--seed", "1", "--beta", "0.1", "--crop", "32", "--batch", "2", "--channels", "8", "--recipe", "plain") == 0
     assert load_texture_vae(model_path).config.beta == 0.1
     out = tmp_path / "vary.png"
     assert run("vae", "vary", "--model", str(model_path), "--input", str(paths[0]), "--strength", "1.5",

@@ -443,6 +443,34 @@ def test_distilled_training_job_and_material_generation(worker, tmp_path):
     assert final["event"] == "error" and "marble" in final["message"]
 
 
+def test_variation_model_training_job_fine_tunes_the_bundled_pair_by_default(worker, tmp_path):
+    """*Train From Image* for a Variation Model, as the panel sends it (no recipe: the fine-tune of the bundled
+    materials GAN and VAE, core/texture_vae/from_image.py): a one-material GAN-prior VAE named after the file, its
+    progress through both phases; a plain VAE's config fields are refused before a step, naming them."""
+    from core.common.images import save_image
+    from core.common.procedural import make_exemplar
+
+    exemplar = tmp_path / "my_stones.png"
+    save_image(exemplar, make_exemplar("stones", 96, seed=1))
+    model = tmp_path / "stones_var.safetensors"
+    worker.send(cmd="submit", id="var-train", kind="texture_vae.train",
+                params={"exemplars": [str(exemplar)], "out_path": str(model), "steps": 2, "checkpoint_every": 1})
+    final, seen = worker.wait_for(lambda e: _final(e, "var-train"), timeout=300)
+    assert final["event"] == "done", final
+    messages = " ".join(e.get("message", "") for e in seen if e["event"] == "progress")
+    assert "fine-tuning the generator" in messages and "training the encoder" in messages
+    from core.common.checkpoints import read_checkpoint_config
+    config = read_checkpoint_config(model)
+    assert config["config"]["decoder"] == "materials_gan" and config["config"]["materials"] == ["my_stones"]
+    assert model.with_suffix(".png").is_file()  # the model list's thumbnail
+    worker.send(cmd="submit", id="var-plain-fields", kind="texture_vae.train",
+                params={"exemplars": [str(exemplar)], "out_path": str(tmp_path / "x.safetensors"), "steps": 2,
+                        "config": {"channel_mult": [1, 2]}})
+    final, _ = worker.wait_for(lambda e: _final(e, "var-plain-fields"), timeout=60)
+    assert final["event"] == "error" and "channel_mult" in final["message"]
+    assert not (tmp_path / "x.generator.safetensors").exists()
+
+
 def test_stylize_job_paints_one_style_or_a_mix_of_the_multistyle_model(worker, tmp_path):
     from core.style.multistyle import MultiStyleConfig, MultiStyleNet, MultiStyleModel
     from core.common.checkpoints import save_checkpoint
