@@ -295,3 +295,31 @@ def test_the_gan_prior_vae_varies_and_blends_from_the_panel(tiny_models, helpers
         assert tuple(bpy.data.images["Blend prior a + prior b"].size) == (48, 48)
     finally:
         scene.neural_vae.model = previous
+
+
+def test_train_from_image_makes_a_variation_model_from_the_bundled_pair(tiny_models, helpers, user_dir):
+    """The panel's *Train From Image* with Model Type *Variation Model* (its default recipe: the bundled materials GAN
+    fine-tuned to the image, the bundled VAE's encoder onto it) gives a library model the panel selects, one material
+    named after the image, whose generator working file is not listed; Make Variations runs on it."""
+    from blender_addon import models
+
+    image = helpers.image("my stones", "stones", 96)
+    scene = bpy.context.scene
+    previous = scene.neural_vae.model
+    try:
+        assert bpy.ops.neural.train_texture_model(kind="texture_vae", image=image.name, model_name="stones var",
+                                                  steps=2, resume=False) == {"FINISHED"}
+        path = user_dir / "models" / "stones_var.safetensors"
+        assert path.is_file() and (user_dir / "models" / "stones_var.generator.safetensors").is_file()
+        from core.common.checkpoints import read_checkpoint_config
+        config = read_checkpoint_config(path)["config"]
+        assert config["decoder"] == "materials_gan" and len(config["materials"]) == 1
+        listed = [Path(m.path).name for m in models.list_models("texture_vae")]
+        assert "stones_var.safetensors" in listed and not any("generator" in n for n in listed)
+        assert scene.neural_vae.model == "library:stones_var.safetensors"
+        before = set(bpy.data.images.keys())
+        assert bpy.ops.neural.vae_variations(image=image.name, count=1, strength=0.5, seed=1) == {"FINISHED"}
+        made = sorted(set(bpy.data.images.keys()) - before)
+        assert len(made) == 1 and np.isfinite(helpers.pixels(bpy.data.images[made[0]])).all()
+    finally:
+        scene.neural_vae.model = previous
