@@ -69,40 +69,31 @@ def register(subparsers) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    if args.recipe == "finetune":
-        return _train_finetune(args)
-    from ..texture_vae import TextureVAEConfig, train_texture_vae
-
-    config = TextureVAEConfig()
-    for attr, value in (("beta", args.beta), ("crop_size", args.crop), ("batch_size", args.batch),
-                        ("base_channels", args.channels)):
-        if value is not None:
-            setattr(config, attr, value)
     from ..common.checkpoints import check_config_values, check_writable_folder
-    check_config_values("options", "texture_vae", config.to_dict())
+
+    if args.recipe == "finetune":
+        from ..texture_vae.from_image import train_variation_model, variation_config
+
+        if args.channels is not None:
+            raise SystemExit("vae train: --channels applies to --recipe plain; the fine-tune keeps the bundled "
+                             "encoder's")
+        train_fn = train_variation_model
+        config = variation_config({k: v for k, v in (("beta", args.beta), ("crop_size", args.crop),
+                                                      ("batch_size", args.batch)) if v is not None})
+    else:
+        from ..texture_vae import TextureVAEConfig, train_texture_vae
+
+        train_fn, config = train_texture_vae, TextureVAEConfig()
+        for attr, value in (("beta", args.beta), ("crop_size", args.crop), ("batch_size", args.batch),
+                            ("base_channels", args.channels)):
+            if value is not None:
+                setattr(config, attr, value)
+        check_config_values("options", "texture_vae", config.to_dict())
     check_writable_folder(args.out)  # fail now, not at the first checkpoint
-    path = train_texture_vae(args.exemplar, args.out, args.steps, config=config, seed=args.seed,
-                             device=getattr(args, "device", None), progress=ProgressBar("vae train"),
-                             checkpoint_every=args.checkpoint_every, resume=not args.no_resume,
-                             cancel=getattr(args, "cancel", None))
-    print(path)
-    return 0
-
-
-def _train_finetune(args: argparse.Namespace) -> int:
-    from ..common.checkpoints import check_writable_folder
-    from ..texture_vae.from_image import train_variation_model, variation_config
-
-    if args.channels is not None:
-        raise SystemExit("vae train: --channels applies to --recipe plain; the fine-tune keeps the bundled encoder's")
-    fields = {k: v for k, v in (("beta", args.beta), ("crop_size", args.crop), ("batch_size", args.batch))
-              if v is not None}
-    config = variation_config(fields)
-    check_writable_folder(args.out)  # fail now, not at the first checkpoint
-    path = train_variation_model(args.exemplar, args.out, args.steps, config=config, seed=args.seed,
-                                 device=getattr(args, "device", None), progress=ProgressBar("vae train"),
-                                 checkpoint_every=args.checkpoint_every, resume=not args.no_resume,
-                                 cancel=getattr(args, "cancel", None))
+    path = train_fn(args.exemplar, args.out, args.steps, config=config, seed=args.seed,
+                    device=getattr(args, "device", None), progress=ProgressBar("vae train"),
+                    checkpoint_every=args.checkpoint_every, resume=not args.no_resume,
+                    cancel=getattr(args, "cancel", None))
     print(path)
     return 0
 
