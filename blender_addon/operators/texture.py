@@ -307,7 +307,7 @@ class NEURAL_OT_train_texture_model(bpy.types.Operator):
     variation_recipe: EnumProperty(name="Variation Recipe", description="How a variation model learns",
                                    default="FINETUNE",
                                    items=[("FINETUNE", "Fine-tune Bundled", "The bundled materials generator "
-                                           "fine-tuned to the image as the decoder (the first half of the steps), "
+                                           "fine-tuned to the image as the decoder (three quarters of the steps), "
                                            "then the bundled variation model's encoder onto it: sharp variations "
                                            "and blends in a few hundred steps on a CPU"),
                                           ("PLAIN", "Plain VAE", "Learns from the image alone: fast, but its "

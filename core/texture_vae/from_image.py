@@ -4,11 +4,11 @@ The plain VAE (``train.py``) learns its decoder from the image alone and draws b
 stays sharp takes a GAN's training, which a CPU cannot give one image in minutes. This recipe reuses the
 bundled pair instead, in two phases over the given steps:
 
-1. the first half fine-tunes the bundled materials GAN to the exemplars (``texture_gan.distill``'s
+1. the first three quarters fine-tune the bundled materials GAN to the exemplars (``texture_gan.distill``'s
    ``train_one_material`` with ``start_from``, what *Train From Image* runs for a texture generator: each
    exemplar a material, courses, cells and grain already learnt), written beside the model as
    ``NAME.generator.safetensors`` (a working file, with its own state; the library does not list it);
-2. the second half trains an encoder onto that generator's canvas (``gan_prior_train``), starting from the
+2. the last quarter trains an encoder onto that generator's canvas (``gan_prior_train``), starting from the
    bundled materials VAE's encoder, which already reads layouts into the canvas the two GANs share.
 
 The model is an ordinary GAN-prior texture VAE (the generator's weights inside it): variations, *More Like
@@ -44,11 +44,16 @@ def generator_path(out_path: str | Path) -> Path:
 
 
 def phase_steps(steps: int) -> tuple[int, int]:
-    """(generator fine-tune steps, encoder steps) of a run of ``steps``: half each, the generator first."""
+    """(generator fine-tune steps, encoder steps) of a run of ``steps``: three quarters and a quarter, the generator
+    first. The generator is what must learn the new texture; the encoder starts from a trained one (and Refine
+    Steps fit its reading at use). On two tune photographs (a red brick wall, dark stone blocks; 400 steps, one
+    training seed, 30 Refine Steps, 3 seeds) half each read 2.06 / 1.84, three quarters 1.60 / 1.81, seven
+    eighths 1.61 / 1.60."""
     if steps < 2:
-        raise ValueError("a Variation Model from an image trains at least 2 steps: half fine-tune the generator, "
-                         "half train its encoder")
-    return steps // 2, steps - steps // 2
+        raise ValueError("a Variation Model from an image trains at least 2 steps: most fine-tune the generator, "
+                         "the rest train its encoder")
+    generator = min(steps - 1, max(1, 3 * steps // 4))
+    return generator, steps - generator
 
 
 def variation_config(fields: dict | None, start_from_vae: str | Path | None = None) -> dict:

@@ -54,17 +54,18 @@ def _train(stones_file, out, steps, bundled_pair, **kw):
 
 
 def test_a_variation_model_of_an_image_decodes_through_the_fine_tuned_generator(bundled_pair, stones_file, tmp_path):
-    """Half the steps fine-tune the generator (its own file beside the model, not listed as a model), half train
-    an encoder that starts from the bundled one's weights: after two steps the encoder is near those and far from a
-    fresh one; the model's decoder is the fine-tuned generator, its one material the file's name; it varies."""
+    """Three quarters of the steps fine-tune the generator (its own file beside the model, not listed as a model),
+    the rest train an encoder that starts from the bundled one's weights: after a step the encoder is near those
+    and far from a fresh one; the model's decoder is the fine-tuned generator, its one material the file's name;
+    it varies."""
     out = tmp_path / "lib" / "stones_var.safetensors"
     out.parent.mkdir()
     _train(stones_file, out, 4, bundled_pair)
     model = load_texture_vae(out, "cpu")
-    assert model.config.materials == ["my_stones"] and model.metadata["steps"] == 2
+    assert model.config.materials == ["my_stones"] and model.metadata["steps"] == 1
     generator = generator_path(out)
     assert generator.name == "stones_var.generator.safetensors"
-    assert read_checkpoint_config(generator)["steps"] == 2 and model.metadata["generator_steps"] == 2
+    assert read_checkpoint_config(generator)["steps"] == 3 and model.metadata["generator_steps"] == 3
     weights = load_file(str(out))
     tuned = load_file(str(generator))
     assert all(torch.equal(weights[f"decoder.{k}"].float(), v.float()) for k, v in tuned.items())
@@ -100,15 +101,16 @@ def test_a_resumed_variation_model_trains_its_generator_on_and_moves_onto_it(bun
     _train(stones_file, out, 4, bundled_pair)
     _train(stones_file, out, 8, bundled_pair)
     model = load_texture_vae(out, "cpu")
-    assert model.metadata["steps"] == 4 and model.metadata["generator_steps"] == 4
-    assert read_checkpoint_config(generator_path(out))["steps"] == 4
+    assert model.metadata["steps"] == 2 and model.metadata["generator_steps"] == 6
+    assert read_checkpoint_config(generator_path(out))["steps"] == 6
     _train(stones_file, out, 4, bundled_pair, resume=False)  # starts over
-    assert load_texture_vae(out, "cpu").metadata["generator_steps"] == 2
+    assert load_texture_vae(out, "cpu").metadata["generator_steps"] == 3
 
 
 def test_a_variation_model_is_refused_before_any_step_when_it_cannot_train(bundled_pair, stones_file, tmp_path):
     with pytest.raises(ValueError, match="at least 2 steps"):
         phase_steps(1)
+    assert [phase_steps(n) for n in (2, 4, 400, 2000)] == [(1, 1), (3, 1), (300, 100), (1500, 500)]
     with pytest.raises(ValueError, match="channel_mult"):
         variation_config({"channel_mult": [1, 2]})
     with pytest.raises(ValueError, match="crop_size"):
@@ -143,12 +145,12 @@ def test_a_variation_model_cancelled_in_its_encoder_phase_keeps_both_parts_and_r
     out = tmp_path / "c.safetensors"
     with pytest.raises(JobCancelled):
         _train(stones_file, out, 6, bundled_pair, progress=progress, cancel=cancel)
-    assert read_checkpoint_config(generator_path(out))["steps"] == 3
+    assert read_checkpoint_config(generator_path(out))["steps"] == 4
     stopped = load_texture_vae(out, "cpu").metadata["steps"]
-    assert 0 <= stopped < 3
+    assert 0 <= stopped < 2
     assert all(total == 6 for _, total, _ in seen) and seen[0][2].startswith("fine-tuning the generator")
     _train(stones_file, out, 6, bundled_pair)
-    assert load_texture_vae(out, "cpu").metadata["steps"] == 3
+    assert load_texture_vae(out, "cpu").metadata["steps"] == 2
 
 
 def test_a_variation_model_of_two_images_has_a_material_each_and_blends_them(bundled_pair, tmp_path):
