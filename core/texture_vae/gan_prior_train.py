@@ -85,7 +85,8 @@ def encoder_start(vae_path: str | Path, gan_architecture: dict, n_materials: int
     noise = 2 * trained.local_dim  # the head's rows: noise means, noise log-variances, then one logit per material
     for key in [k for k in weights if k.startswith("head.")]:
         kept = weights[key][:noise]
-        weights[key] = torch.cat([kept, torch.zeros((n_materials, *kept.shape[1:]), dtype=kept.dtype)])
+        fresh = torch.zeros((n_materials, *kept.shape[1:]), dtype=kept.dtype, device=kept.device)
+        weights[key] = torch.cat([kept, fresh])
     return fields, weights
 
 
