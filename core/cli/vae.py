@@ -25,8 +25,8 @@ def register(subparsers) -> None:
     train.add_argument("--recipe", choices=("finetune", "plain"), default="finetune",
                        help="finetune (default, the panel's): the bundled materials GAN fine-tuned to the exemplars "
                             "(each a material) as the decoder, the bundled VAE's encoder onto it (three quarters of "
-                            "the steps, then a quarter): sharp variations and blends; plain: a VAE learnt from the exemplars alone (fast, "
-                            "blurred)")
+                            "the steps, then a quarter): sharp variations and blends; plain: a VAE learnt from the "
+                            "exemplars alone (fast, blurred)")
     train.add_argument("--beta", type=float, default=None, help="KL weight (default from the recipe's config)")
     train.add_argument("--crop", type=int, default=None, help="training crop size in pixels")
     train.add_argument("--batch", type=int, default=None, help="crops per step")

@@ -64,7 +64,8 @@ def generator_from_checkpoint(path: str | Path) -> tuple[dict, list[str], dict[s
     return gan.config["architecture"], list(gan.materials), weights, gan.config.get("steps")
 
 
-def encoder_start(vae_path: str | Path, gan_architecture: dict, n_materials: int) -> tuple[dict, dict[str, torch.Tensor]]:
+def encoder_start(vae_path: str | Path, gan_architecture: dict, n_materials: int
+                  ) -> tuple[dict, dict[str, torch.Tensor]]:
     """What a new GAN-prior VAE's encoder starts from: a trained one (``vae_path``, the bundled materials VAE) whose
     decoder is the GAN that ``gan_architecture``'s generator was fine-tuned from: (its config's encoder fields, its
     weights with the material logits' head rows fresh for ``n_materials``). The encoder already reads courses,
