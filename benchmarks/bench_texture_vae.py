@@ -49,7 +49,7 @@ MODELS = Path(__file__).resolve().parents[1] / "models"
 PREVIOUS_MODEL = MODELS / "texture_vae" / "previous" / "materials.safetensors"
 # Train From Image for a Variation Model: photographs of the synthesis bench's validation set (no bundled model
 # was trained on them, and this recipe was never tuned on them), a ground, tiles and brick courses; the first
-# FROM_IMAGE_STEPS of the panel's 2,000 steps (half the generator's fine-tune, half the encoder's).
+# FROM_IMAGE_STEPS of the panel's 2,000 steps (three quarters the generator's fine-tune, a quarter the encoder's).
 FROM_IMAGE_PHOTOS = ("validate_ground_dry", "validate_tiles_large", "validate_brick_courses")
 FROM_IMAGE_STEPS = 400
 
@@ -160,6 +160,14 @@ def run(ctx: BenchContext) -> None:
     _variation_model_from_image(ctx, work)
 
 
+def _judged(images, judge, base: float, source: np.ndarray) -> tuple[float, float]:
+    """(VGG19 ratio to the exemplar's own crops, gradient energy over the source crop's) of outputs, averaged."""
+    from tools.eval_materials import gradient_energy
+
+    return (float(np.mean([judge(v) for v in images])) / base,
+            float(np.mean([gradient_energy(v) for v in images])) / gradient_energy(source))
+
+
 def _materials_gan_prior(ctx: BenchContext) -> None:
     """The bundled materials VAE (its decoder the materials GAN; the training's model when none is bundled):
     variations (strength 0.5) of a crop of each material against the exemplar's own random crops, beside the
@@ -168,7 +176,7 @@ def _materials_gan_prior(ctx: BenchContext) -> None:
     if ctx.quick:
         return
     from core.texture_gan import TextureGenerator
-    from tools.eval_materials import VARY_STRENGTH, VGGJudge, crops, gradient_energy
+    from tools.eval_materials import VARY_STRENGTH, VGGJudge, crops
     from tools.zoo import gan as gan_zoo
     from tools.zoo.gan import MATERIALS, load_materials
     from tools.zoo.gan_vae import measured_model
@@ -194,12 +202,10 @@ def _materials_gan_prior(ctx: BenchContext) -> None:
                                      ("one_pass", new, 0)):
             if model is not None:
                 varied = [model.vary(source, VARY_STRENGTH, seed=s, refine_steps=refine) for s in range(3)]
-                figures[label] = (float(np.mean([judge(v) for v in varied])) / base,
-                                  float(np.mean([gradient_energy(v) for v in varied])) / gradient_energy(source))
+                figures[label] = _judged(varied, judge, base, source)
         if gan is not None and name in gan.materials:
             samples = [gan.generate(size, size, seed=s, material=name) for s in range(3)]
-            figures["gan"] = (float(np.mean([judge(v) for v in samples])) / base,
-                              float(np.mean([gradient_energy(v) for v in samples])) / gradient_energy(source))
+            figures["gan"] = _judged(samples, judge, base, source)
         note = (f"strength {VARY_STRENGTH}, {DEFAULT_REFINE_STEPS} refine steps (the panel's default), 3 seeds, "
                 f"{size}px; {which}, {steps} encoder steps; the one-pass reading (Refine Steps 0): "
                 f"{figures['one_pass'][0]:.3g}" + (f"; the GAN's own samples: {figures['gan'][0]:.3g}"
@@ -224,7 +230,7 @@ def _variation_model_from_image(ctx: BenchContext, work: Path) -> None:
         return
     from core.common.images import load_rgb
     from core.texture_vae.from_image import bundled_variation_path, phase_steps, train_variation_model
-    from tools.eval_materials import VARY_STRENGTH, VGGJudge, crops, gradient_energy
+    from tools.eval_materials import VARY_STRENGTH, VGGJudge, crops
 
     if not bundled_variation_path().is_file():
         print("bench_texture_vae: no Variation Model rows: the bundled materials VAE is missing", flush=True)
@@ -256,8 +262,7 @@ def _variation_model_from_image(ctx: BenchContext, work: Path) -> None:
             model = load_texture_vae(path, ctx.device)
             varied = [model.vary(source, VARY_STRENGTH, seed=s, refine_steps=DEFAULT_REFINE_STEPS)
                       for s in range(3)]
-            figures[label] = (float(np.mean([judge(v) for v in varied])) / base,
-                              float(np.mean([gradient_energy(v) for v in varied])) / gradient_energy(source))
+            figures[label] = _judged(varied, judge, base, source)
         note = (f"Train From Image, the panel's recipe: {FROM_IMAGE_STEPS} steps in {seconds:.0f} s (the bundled GAN "
                 f"fine-tuned {generator_steps}, the bundled encoder onto it {encoder_steps}); the plain recipe "
                 f"{plain_steps} steps in as long; strength {VARY_STRENGTH}, {DEFAULT_REFINE_STEPS} refine steps, "

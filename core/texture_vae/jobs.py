@@ -30,9 +30,9 @@ def job_texture_vae_train(ctx: JobContext) -> dict:
     exemplars alone (``train.py``: fast, blurred)."""
     exemplars = list(ctx.param("exemplars", required=True))
     if ctx.param("recipe", "finetune") == "finetune":
-        from .from_image import train_variation_model, variation_config
+        from .from_image import train_variation_model  # checks its config before a step
         return train_job(ctx, train_variation_model, [exemplars], thumbnail=exemplars[0],
-                         extra={"config": variation_config(ctx.param("config"))})
+                         extra={"config": ctx.param("config")})
     from . import train_texture_vae
     return train_job(ctx, train_texture_vae, [exemplars], thumbnail=exemplars[0])
 
