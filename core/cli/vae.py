@@ -72,14 +72,14 @@ def _train(args: argparse.Namespace) -> int:
     from ..common.checkpoints import check_config_values, check_writable_folder
 
     if args.recipe == "finetune":
-        from ..texture_vae.from_image import train_variation_model, variation_config
+        from ..texture_vae.from_image import train_variation_model  # checks its config before a step
 
         if args.channels is not None:
             raise SystemExit("vae train: --channels applies to --recipe plain; the fine-tune keeps the bundled "
                              "encoder's")
         train_fn = train_variation_model
-        config = variation_config({k: v for k, v in (("beta", args.beta), ("crop_size", args.crop),
-                                                      ("batch_size", args.batch)) if v is not None})
+        config = {k: v for k, v in (("beta", args.beta), ("crop_size", args.crop), ("batch_size", args.batch))
+                  if v is not None}
     else:
         from ..texture_vae import TextureVAEConfig, train_texture_vae
 
