@@ -52,7 +52,7 @@ def phase_steps(steps: int) -> tuple[int, int]:
     if steps < 2:
         raise ValueError("a Variation Model from an image trains at least 2 steps: most fine-tune the generator, "
                          "the rest train its encoder")
-    generator = min(steps - 1, max(1, 3 * steps // 4))
+    generator = 3 * steps // 4  # from 2 steps on, each phase gets at least one
     return generator, steps - generator
 
 
