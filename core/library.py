@@ -31,8 +31,9 @@ KIND_ALIASES = {"style_transfer": "style", "style_model": "style", "style_multi"
 MULTI_STYLE_KIND = "style_multi"  # one network, several styles: listed once per style
 _MAX_HEADER = 64 * 1024 * 1024
 # Training-state files live beside the models; they are not models. Nor is the generator a Variation Model
-# trained from an image fine-tunes as its decoder (core/texture_vae/from_image.py: the model holds its weights).
-_SKIP_SUFFIXES = (".train.safetensors", ".generator.safetensors")
+# trained from an image fine-tunes as its decoder (core/texture_vae/from_image.py: the model holds its weights), nor a
+# fine-tune's trial from one starting material (core/texture_gan/start_trials.py: deleted once the pick is made).
+_SKIP_SUFFIXES = (".train.safetensors", ".generator.safetensors", ".trial.safetensors")
 
 
 @dataclass

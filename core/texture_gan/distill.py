@@ -555,37 +555,58 @@ def bundled_materials_path() -> Path:
     return Path(__file__).resolve().parents[2] / "models" / "texture_gan" / "materials.safetensors"
 
 
-def start_from_materials(model_path: str | Path, exemplars: Sequence[np.ndarray]
-                         ) -> tuple[dict, dict[str, torch.Tensor], list[str]]:
+def start_from_materials(model_path: str | Path, exemplars: Sequence[np.ndarray],
+                         materials: Sequence[str] | None = None) -> tuple[dict, dict[str, torch.Tensor], list[str]]:
     """What fine-tuning a trained materials GAN (``model_path``, the bundled one or any conditional model) to new
     exemplars starts from: (its architecture's config fields, its generator's weights with one embedding row per
-    exemplar, the materials those rows came from). Each row is the material whose output (seed 0, as large as the
-    exemplar up to 128 px) is nearest the exemplar by the VGG19 texture distance, both in grey with the same mean
-    and contrast: the generator already draws courses, cells, grain and cracks, so a new exemplar starts from the
-    closest of them instead of from noise, and the structure is what takes long to learn (a FiLM row recolours in
-    a few steps). In colour a procedural red brick wall was nearest the grey-beige cobblestones, and 100 steps from
-    them drew cells (2.18x its crops' distance); from the brick wall 1.35x, from scratch 4.76x."""
+    exemplar, the materials those rows came from). ``materials``: each exemplar's starting material by name (what
+    ``start_trials`` picked); by default the nearest (``nearest_materials``): the generator already draws courses,
+    cells and grain and cracks, so a new exemplar starts from the closest of them instead of from noise, and the
+    structure is what takes long to learn (a FiLM row recolours in a few steps). In colour a procedural red brick
+    wall was nearest the grey-beige cobblestones, and 100 steps from them drew cells (2.18x its crops' distance);
+    from the brick wall 1.35x, from scratch 4.76x."""
     from ..common.checkpoints import load_checkpoint
-    from ..common.quality import vgg_texture_distance
     from .materials import MaterialTextureGenerator
 
     tensors, config = load_checkpoint(Path(model_path), expected_kind=KIND, device="cpu")
     architecture = fine_tune_architecture(config, Path(model_path).name)
     model = MaterialTextureGenerator.from_checkpoint(Path(model_path), tensors, config, torch.device("cpu"))
-    rows, picked = [], []
-    for exemplar in exemplars:
-        side = max(model.stride, min(128, *exemplar.shape[:2]) // model.stride * model.stride)
-        distances = [vgg_texture_distance(_grey(model.generate(side, side, seed=0, material=name)), _grey(exemplar))
-                     for name in model.materials]
-        best = int(np.argmin(distances))
-        picked.append(model.materials[best])
-        rows.append(model.generator.embedding.detach()[best].float())
+    if materials is None:
+        materials = [ranked[0] for ranked in _rank_materials(model, exemplars)]
+    if len(materials) != len(exemplars) or any(name not in model.materials for name in materials):
+        raise ValueError(f"one starting material per exemplar, of {', '.join(model.materials)}; got {materials}")
+    rows = [model.generator.embedding.detach()[model.materials.index(name)].float() for name in materials]
     # Not its lattice inputs: their frequencies are one bundled material's weave (fabric's 32 px blocks and its
     # threads), and from them 100 steps on a bark photograph drew its fine grain as a regular weave.
     weights = {k: v.detach().float().clone() for k, v in model.generator.state_dict().items()
                if parameter_kind(k) != "lattice"}
     weights["embedding"] = torch.stack(rows)
-    return architecture, weights, picked
+    return architecture, weights, list(materials)
+
+
+def nearest_materials(model_path: str | Path, exemplars: Sequence[np.ndarray]) -> list[list[str]]:
+    """Each exemplar's materials of the materials GAN at ``model_path``, nearest first: the VGG19 texture distance
+    of each material's output (seed 0, as large as the exemplar up to 128 px) to the exemplar, both in grey with the
+    same mean and contrast (structure, not colour: a fine-tune recolours in a few steps)."""
+    from ..common.checkpoints import load_checkpoint
+    from .materials import MaterialTextureGenerator
+
+    tensors, config = load_checkpoint(Path(model_path), expected_kind=KIND, device="cpu")
+    fine_tune_architecture(config, Path(model_path).name)  # refuses a model that is not a materials GAN
+    model = MaterialTextureGenerator.from_checkpoint(Path(model_path), tensors, config, torch.device("cpu"))
+    return _rank_materials(model, exemplars)
+
+
+def _rank_materials(model, exemplars: Sequence[np.ndarray]) -> list[list[str]]:
+    from ..common.quality import vgg_texture_distance
+
+    ranked = []
+    for exemplar in exemplars:
+        side = max(model.stride, min(128, *exemplar.shape[:2]) // model.stride * model.stride)
+        distances = [vgg_texture_distance(_grey(model.generate(side, side, seed=0, material=name)), _grey(exemplar))
+                     for name in model.materials]
+        ranked.append([model.materials[i] for i in np.argsort(distances, kind="stable")])
+    return ranked
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:
@@ -656,16 +677,21 @@ def exemplar_lattice_fields(arrays: Sequence[np.ndarray], stride: int, n_stages:
 def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: str | Path, steps: int, *,
                        config=None, seed: int = 0, device=None, progress: ProgressCallback | None = None,
                        cancel: CancelToken | None = None, checkpoint_every: int = 200, resume: bool = True,
-                       tiles: int = 4, start_from: str | Path | None = None) -> Path:
+                       tiles: int = 4, start_from: str | Path | None = None,
+                       start_trial_steps: int | None = None) -> Path:
     """*Train From Image* with the distillation recipe: each exemplar becomes one material of the model
     (one exemplar: a one-material model). ``config``: a ``ConditionalGANConfig`` (as it is), a dict of fields
     over the recipe's defaults, or None (the defaults: the bundled recipe's architecture and whole-exemplar term,
     its crops fitted to the smallest exemplar). Signature of ``train_texture_gan``. ``start_from``: a trained
-    materials GAN to fine-tune (``start_from_materials``: its architecture, its weights, each exemplar's nearest
-    material's embedding) instead of starting from random weights; a run that resumes its own state ignores it."""
+    materials GAN to fine-tune (its architecture, its weights, each exemplar's starting material's embedding)
+    instead of starting from random weights; a run that resumes its own state ignores it. The starting material:
+    the best of short trials from the nearest few (``start_trials``) in a run long enough, else the nearest;
+    ``start_trial_steps`` overrides the trials' length (0: none). The model's config records the pick
+    (``started_from``)."""
     from ..common.checkpoints import read_checkpoint_config
     from ..common.images import load_image
     from ..common.perception import cache_dir
+    from .start_trials import StartPick, offset_progress, remove_trials, run_trials, trial_steps_for
 
     items = [exemplars] if isinstance(exemplars, (str, Path, np.ndarray)) else list(exemplars)
     names = []
@@ -675,9 +701,9 @@ def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: s
         names.append(name if name not in names else f"{name}_{i + 1}")
     out = Path(out_path)
     state = training_state_path(out)
-    if not resume and state.exists():
-        state.unlink()
-    initial = None
+    if not resume:
+        state.unlink(missing_ok=True)
+        remove_trials(out)
     # The exemplars' sizes pick the crops and, for a fine-tune, its starting materials: read them once.
     arrays = (None if isinstance(config, ConditionalGANConfig) and start_from is None
               else load_exemplars(items, ConditionalGANConfig.max_exemplar_side)[0])
@@ -695,7 +721,6 @@ def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: s
                 h, w = small[0]
                 raise ValueError(f"fine-tuning {Path(start_from).name} needs exemplars of at least {need} px per "
                                  f"side (one is {w}x{h}); train a smaller image from scratch (the Distilled recipe)")
-            _, initial, _ = start_from_materials(start_from, arrays)
         if isinstance(config, ConditionalGANConfig):
             config = config.to_dict()
         config = {**dict(config or {}), **architecture}
@@ -711,7 +736,28 @@ def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: s
                                                  "exemplar_stats_weight": WHOLE_EXEMPLAR_STATS["exemplar_stats_weight"],
                                                  **fields, "n_materials": len(items)})
     every_minutes = 4.0 if checkpoint_every >= 200 else 0.5
-    train_material_gan(items, names, out, steps, config=config, seed=seed, device=device, tiles=tiles,
-                       cache_dir=cache_dir() / "texture_gan_tiles", progress=progress, cancel=cancel,
-                       checkpoint_minutes=every_minutes, initial_generator=initial)
+    common = dict(config=config, seed=seed, device=device, tiles=tiles, cache_dir=cache_dir() / "texture_gan_tiles",
+                  cancel=cancel, checkpoint_minutes=every_minutes)
+    initial, extra, report = None, {}, progress
+    if start_from is not None and state.exists():
+        remove_trials(out)  # left by a run stopped between its pick and its first checkpoint
+        if out.is_file() and "started_from" in read_checkpoint_config(out):
+            extra = {"started_from": read_checkpoint_config(out)["started_from"]}
+    elif start_from is not None:
+        trial_steps = trial_steps_for(steps, start_trial_steps)
+        if trial_steps:
+            def trial(path: Path, n: int, weights: dict, trial_progress) -> None:
+                train_material_gan(items, names, path, n, initial_generator=weights, progress=trial_progress,
+                                   **common)
+
+            pick = run_trials(Path(start_from), arrays, out, steps, trial_steps, trial, progress, cancel)
+            offset = pick.extra_steps(trial_steps)
+            report = offset_progress(progress, offset, steps + offset, f"from {', '.join(pick.materials)}")
+        else:
+            _, weights, picked = start_from_materials(start_from, arrays)
+            pick = StartPick(picked, None, weights)
+        initial = pick.weights
+        extra = {"started_from": pick.record(Path(start_from).name)}
+    train_material_gan(items, names, out, steps, progress=report, initial_generator=initial, extra_config=extra,
+                       **common)
     return out

@@ -73,13 +73,15 @@ def variation_config(fields: dict | None, start_from_vae: str | Path | None = No
     return fields
 
 
-def _phase(progress: ProgressCallback | None, offset: int, total: int, what: str) -> ProgressCallback | None:
-    """A phase's progress as a part of the whole run's steps."""
+def _phase(progress: ProgressCallback | None, offset: int, length: int, total: int, what: str
+           ) -> ProgressCallback | None:
+    """A phase's progress as steps ``offset``..``offset + length`` of the whole run's ``total``: its own fraction
+    done (the generator's fine-tune counts its start trials among its steps)."""
     if progress is None:
         return None
 
     def report(p: Progress) -> None:
-        done = offset + min(p.step, p.total if p.total > 0 else p.step)
+        done = offset + (round(length * min(1.0, p.step / p.total)) if p.total > 0 else 0)
         progress(Progress(done, total, f"{what}: {p.message}" if p.message else what, p.losses, p.preview, p.extra))
     return report
 
@@ -95,6 +97,7 @@ def train_variation_model(exemplars: Sequence[str | Path | np.ndarray], out_path
     encoder starts the new one (default: the bundled pair). ``config``: ``variation_config`` fields;
     ``generator_config`` and ``tiles``: the fine-tune's (``train_one_material``'s; default its recipe)."""
     from ..texture_gan.distill import bundled_materials_path, train_one_material
+    from ..texture_gan.start_trials import remove_trials
 
     out = Path(out_path)
     generator = generator_path(out)
@@ -112,6 +115,7 @@ def train_variation_model(exemplars: Sequence[str | Path | np.ndarray], out_path
     if not resume:
         for path in (out, training_state_path(out), generator, training_state_path(generator)):
             path.unlink(missing_ok=True)
+        remove_trials(generator)
     elif training_state_path(out).is_file() and not generator.is_file():
         # A plain VAE's training of the same name (this recipe writes its generator before its own state): say so
         # now, not after the generator's phase.
@@ -121,13 +125,13 @@ def train_variation_model(exemplars: Sequence[str | Path | np.ndarray], out_path
     total = gan_steps + encoder_steps
     train_one_material(exemplars, generator, gan_steps, config=generator_config, seed=seed, device=device,
                        cancel=cancel, tiles=tiles,
-                       progress=_phase(progress, 0, total, "fine-tuning the generator"),
+                       progress=_phase(progress, 0, gan_steps, total, "fine-tuning the generator"),
                        checkpoint_every=checkpoint_every, resume=True, start_from=start_from)
     architecture, materials, _, _ = generator_from_checkpoint(generator)
     encoder_fields, encoder = encoder_start(start_from_vae, architecture, len(materials))
     cfg = GANPriorVAEConfig.from_dict({**encoder_fields, **fields, "gan": architecture, "materials": materials})
     train_gan_prior_vae(exemplars, generator, out, encoder_steps, config=cfg, seed=seed, device=device,
-                        progress=_phase(progress, gan_steps, total, "training the encoder"), cancel=cancel,
+                        progress=_phase(progress, gan_steps, encoder_steps, total, "training the encoder"), cancel=cancel,
                         checkpoint_minutes=every_minutes, rebase=True, initial_encoder=encoder,
                         extra_meta={"recipe": "Variation Model from an image: the bundled materials GAN fine-tuned "
                                               "to it as the decoder, the bundled encoder fine-tuned onto it",

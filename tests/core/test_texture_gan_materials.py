@@ -520,6 +520,124 @@ def test_train_from_image_fine_tunes_a_materials_gan_from_its_nearest_material(t
         start_from_materials(spatial, [exemplar])
 
 
+def _fine_tune_source(tmp_path) -> tuple[Path, np.ndarray]:
+    """A tiny two-material GAN to fine-tune, and an exemplar: its "wood" output in other colours."""
+    source = tmp_path / "source.safetensors"
+    train_material_gan(_exemplars(), NAMES, source, steps=4, config=ConditionalGANConfig(n_materials=2, **TINY),
+                       seed=3, tiles=0)
+    wood = TextureGenerator.load(source, "cpu").generate(64, 64, seed=7, material="wood")
+    return source, np.clip(wood[..., ::-1] * 0.8 + 0.1, 0, 1).astype(np.float32)
+
+
+_FINE_TUNE_FIELDS = {**{k: v for k, v in TINY.items() if k not in ConditionalGANConfig.ARCHITECTURE_FIELDS},
+                     "exemplar_stats_weight": 0.0}
+
+
+def _straight_run(tmp_path, source, exemplar, tuned: Path, material: str, steps: int) -> dict:
+    """The tuned model's recipe (its saved config) run straight from ``material``, no trials: its weights."""
+    from core.common.checkpoints import read_checkpoint_config
+    from core.texture_gan.distill import start_from_materials
+
+    config = read_checkpoint_config(tuned)
+    cfg = ConditionalGANConfig.from_dict(config["training_config"])
+    straight = tmp_path / "straight.safetensors"
+    train_material_gan([exemplar], config["materials"], straight, steps=steps, config=cfg, seed=0, tiles=0,
+                       initial_generator=start_from_materials(source, [exemplar], [material])[1])
+    return load_file(str(straight))
+
+
+def test_a_fine_tune_tries_its_nearest_starts_and_continues_the_best(tmp_path):
+    """Trials of a few steps from each of the nearest materials, judged against the exemplar: the best one's state
+    is continued (the model equals a run straight from that material, bit for bit), the pick and the trials'
+    distances are in the model's config, the trial files are gone, and the progress counts the trials."""
+    from core.common.checkpoints import read_checkpoint_config
+    from core.texture_gan.distill import train_one_material
+
+    source, exemplar = _fine_tune_source(tmp_path)
+    tuned, reports = tmp_path / "tuned.safetensors", []
+    train_one_material(exemplar, tuned, 5, config=_FINE_TUNE_FIELDS, seed=0, tiles=0, start_from=source,
+                       start_trial_steps=2, progress=reports.append)
+    started = read_checkpoint_config(tuned)["started_from"]
+    (distances,) = started["trial_distances"]
+    assert started["model"] == "source.safetensors" and sorted(distances) == sorted(NAMES)
+    assert started["materials"] == [min(distances, key=distances.get)]
+    assert read_checkpoint_config(tuned)["steps"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("tuned")) == [
+        "tuned.json", "tuned.safetensors", "tuned.train.safetensors"]
+    # Two trials of 2 steps, one continued to 5: 7 steps in all, counted up to the end.
+    assert [r.total for r in reports] == [7] * len(reports) and reports[-1].step == 7
+    done = [r.step for r in reports]
+    assert done == sorted(done) and "trying start 2 of 2" in reports[3].message
+    assert "resumed at step 2" in reports[6].message and started["materials"][0] in reports[6].message
+    straight = _straight_run(tmp_path, source, exemplar, tuned, started["materials"][0], 5)
+    weights = load_file(str(tuned))
+    assert weights.keys() == straight.keys() and all(torch.equal(weights[k], straight[k]) for k in weights)
+
+
+def test_a_fine_tune_cancelled_in_its_trials_resumes_them(tmp_path):
+    """Cancelled during the second trial, the run keeps both trials' files and no model; run again, it resumes the
+    second trial and picks as a run never cancelled: the same model, bit for bit."""
+    from core.common.jobs import CancelToken, JobCancelled
+    from core.texture_gan.distill import train_one_material
+
+    source, exemplar = _fine_tune_source(tmp_path)
+    whole = tmp_path / "whole.safetensors"
+    train_one_material(exemplar, whole, 5, config=_FINE_TUNE_FIELDS, seed=0, tiles=0, start_from=source,
+                       start_trial_steps=2)
+    cancel, tuned = CancelToken(), tmp_path / "tuned.safetensors"
+
+    def cancel_in_second_trial(p):
+        if "trying start 2" in p.message and p.step == 3:
+            cancel.cancel()
+
+    with pytest.raises(JobCancelled):
+        train_one_material(exemplar, tuned, 5, config=_FINE_TUNE_FIELDS, seed=0, tiles=0, start_from=source,
+                           start_trial_steps=2, progress=cancel_in_second_trial, cancel=cancel)
+    assert not tuned.exists() and len(list(tmp_path.glob("tuned.start*.trial.train.safetensors"))) == 2
+    from core.library import list_models
+    assert not any("trial" in m.path.name for m in list_models([tmp_path]))  # not models an artist may pick
+    train_one_material(exemplar, tuned, 5, config=_FINE_TUNE_FIELDS, seed=0, tiles=0, start_from=source,
+                       start_trial_steps=2)
+    a, b = load_file(str(whole)), load_file(str(tuned))
+    assert all(torch.equal(a[k], b[k]) for k in a) and not list(tmp_path.glob("*.trial*"))
+
+
+def test_exemplars_whose_best_trials_differ_start_over_from_each_ones_best(tmp_path, monkeypatch):
+    """Two exemplars, each best after a different trial: no trial's state holds both starts, so the run starts
+    over from each one's best material (its embedding row) and trains its own steps from 0."""
+    from core.common.checkpoints import read_checkpoint_config
+    from core.texture_gan import start_trials
+    from core.texture_gan.distill import nearest_materials, train_one_material
+
+    source, exemplar = _fine_tune_source(tmp_path)
+    other = make_exemplar("bricks", 64, seed=5)
+    ranked = nearest_materials(source, [exemplar, other])
+    # The judge's figures, made to disagree: trial 1 best for the first exemplar, trial 2 for the second.
+    judged = iter([[1.0, 2.0], [1.5, 1.0]])
+    monkeypatch.setattr(start_trials, "judge_trial", lambda path, arrays: next(judged))
+    tuned, reports = tmp_path / "tuned.safetensors", []
+    train_one_material([exemplar, other], tuned, 4, config=_FINE_TUNE_FIELDS, seed=0, tiles=0, start_from=source,
+                       start_trial_steps=2, progress=reports.append)
+    started = read_checkpoint_config(tuned)["started_from"]
+    assert started["materials"] == [ranked[0][0], ranked[1][1]]
+    assert started["trial_distances"] == [{ranked[0][0]: 1.0, ranked[0][1]: 1.5},
+                                          {ranked[1][0]: 2.0, ranked[1][1]: 1.0}]
+    # Each trial reports its start and 2 steps; then the run starts over: 4 steps after the trials' 4.
+    assert "starting" in reports[6].message and reports[6].step == 4
+    assert reports[-1].step == reports[-1].total == 8
+    assert read_checkpoint_config(tuned)["steps"] == 4 and not list(tmp_path.glob("*.trial*"))
+
+
+def test_trials_run_in_runs_long_enough_and_pick_each_exemplars_best():
+    from core.texture_gan.start_trials import MIN_STEPS, TRIAL_STEPS, pick_winners, trial_steps_for
+
+    assert trial_steps_for(2000) == TRIAL_STEPS and trial_steps_for(MIN_STEPS) == TRIAL_STEPS
+    assert trial_steps_for(MIN_STEPS - 1) == 0 and trial_steps_for(100, 0) == 0 and trial_steps_for(3, 5) == 3
+    assert pick_winners([[1.0, 2.0], [2.0, 3.0], [3.0, 2.5]]) == ([0, 0], 0)
+    assert pick_winners([[1.0, 2.0], [0.5, 3.0]]) == ([1, 0], None)
+    assert pick_winners([[1.0], [1.0]]) == ([0], 0)  # a tie: the nearer start
+
+
 def test_tiled_generation_equals_one_pass(model_path):
     model = TextureGenerator.load(model_path, "cpu")
     whole = model.generate(160, 96, seed=5, material="wood")
