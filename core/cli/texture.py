@@ -34,7 +34,8 @@ def register(subparsers) -> None:
                        help="distilled (default): the materials GAN's recipe, distilled from instant synthesis, "
                             "each exemplar one material of the model; finetune (the panel's Train From Image): "
                             "the same recipe starting from a trained materials GAN (--start-from), good in a few "
-                            "hundred steps; spatial: the original one-texture GAN on all exemplars pooled "
+                            "hundred steps (from 300 steps on, 100 trial steps from each of its three materials "
+                            "nearest each exemplar come first, the best continued); spatial: the original one-texture GAN on all exemplars pooled "
                             "(quicker steps, weaker textures)")
     train.add_argument("--start-from", default=None, metavar="MODEL.safetensors",
                        help="the materials GAN --recipe finetune starts from (default: the bundled one)")
