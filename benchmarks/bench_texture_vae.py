@@ -220,6 +220,20 @@ def _materials_gan_prior(ctx: BenchContext) -> None:
                     f"; the GAN's own samples: {figures['gan'][1]:.3g}" if "gan" in figures else ""))
 
 
+def _start_of(model: Path, generator_steps: int) -> str:
+    """Where the model's generator started, as its config records it: " from MATERIAL (the best of N start
+    trials of S steps)"."""
+    from core.common.checkpoints import read_checkpoint_config
+    from core.texture_gan.start_trials import trial_steps_for
+    from core.texture_vae.from_image import generator_path
+
+    started = read_checkpoint_config(generator_path(model)).get("started_from") or {}
+    trials = (started.get("trial_distances") or [{}])[0]
+    text = f" from {', '.join(started.get('materials', ['?']))}"
+    return text + (f" (the best of {len(trials)} start trials of {trial_steps_for(generator_steps)} steps)"
+                   if trials else "")
+
+
 def _variation_model_from_image(ctx: BenchContext, work: Path) -> None:
     """*Train From Image* for a Variation Model, the panel's recipe (the bundled materials GAN fine-tuned to the
     photograph as the decoder, the bundled encoder onto it) for ``FROM_IMAGE_STEPS`` steps, against the plain
@@ -264,7 +278,8 @@ def _variation_model_from_image(ctx: BenchContext, work: Path) -> None:
                       for s in range(3)]
             figures[label] = _judged(varied, judge, base, source)
         note = (f"Train From Image, the panel's recipe: {FROM_IMAGE_STEPS} steps in {seconds:.0f} s (the bundled GAN "
-                f"fine-tuned {generator_steps}, the bundled encoder onto it {encoder_steps}); the plain recipe "
+                f"fine-tuned {generator_steps}{_start_of(tuned, generator_steps)}, the bundled encoder onto it "
+                f"{encoder_steps}); the plain recipe "
                 f"{plain_steps} steps in as long; strength {VARY_STRENGTH}, {DEFAULT_REFINE_STEPS} refine steps, "
                 f"3 seeds, {size}px; a photograph no bundled model saw")
         ctx.add(family=FAMILY, name=f"Variation Model from image, VGG19 SW ratio {name}", value=figures["tuned"][0],
