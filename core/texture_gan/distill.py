@@ -740,7 +740,7 @@ def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: s
                   cancel=cancel, checkpoint_minutes=every_minutes)
     initial, extra, report = None, {}, progress
     if start_from is not None and state.exists():
-        remove_trials(out)  # left by a run stopped between its pick and its first checkpoint
+        remove_trials(out)  # left by a run stopped while it made its pick (they are deleted after it)
         if out.is_file() and "started_from" in read_checkpoint_config(out):
             extra = {"started_from": read_checkpoint_config(out)["started_from"]}
     elif start_from is not None:
