@@ -221,15 +221,16 @@ def _materials_gan_prior(ctx: BenchContext) -> None:
 
 
 def _start_of(model: Path, generator_steps: int) -> str:
-    """Where the model's generator started, as its config records it: " from MATERIAL (the best of N start
-    trials of S steps)"."""
+    """Where the model's generator started, as its config records it: " from MATERIAL of its S-step model (the
+    best of N start trials of T steps)"."""
     from core.common.checkpoints import read_checkpoint_config
     from core.texture_gan.start_trials import trial_steps_for
     from core.texture_vae.from_image import generator_path
 
     started = read_checkpoint_config(generator_path(model)).get("started_from") or {}
     trials = (started.get("trial_distances") or [{}])[0]
-    text = f" from {', '.join(started.get('materials', ['?']))}"
+    steps = f" of its {started['model_steps']:,}-step model" if started.get("model_steps") else ""
+    text = f" from {', '.join(started.get('materials', ['?']))}{steps}"
     return text + (f" (the best of {len(trials)} start trials of {trial_steps_for(generator_steps)} steps)"
                    if trials else "")
 

@@ -757,7 +757,7 @@ def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: s
             _, weights, picked = start_from_materials(start_from, arrays)
             pick = StartPick(picked, None, weights)
         initial = pick.weights
-        extra = {"started_from": pick.record(Path(start_from).name)}
+        extra = {"started_from": pick.record(Path(start_from).name, start_config.get("steps"))}
     train_material_gan(items, names, out, steps, progress=report, initial_generator=initial, extra_config=extra,
                        **common)
     return out

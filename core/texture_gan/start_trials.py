@@ -61,9 +61,9 @@ class StartPick:
         trials = len(self.distances[0]) if self.distances else 0
         return trial_steps * (trials - (1 if self.continued is not None else 0))
 
-    def record(self, model_name: str) -> dict:
-        """The model config's ``started_from`` entry."""
-        return {"model": model_name, "materials": list(self.materials),
+    def record(self, model_name: str, model_steps: int | None = None) -> dict:
+        """The model config's ``started_from`` entry (``model_steps``: the starting model's training steps)."""
+        return {"model": model_name, "model_steps": model_steps, "materials": list(self.materials),
                 "trial_distances": [{k: round(v, 5) for k, v in d.items()} for d in self.distances]}
 
 

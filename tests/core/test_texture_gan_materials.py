@@ -559,7 +559,8 @@ def test_a_fine_tune_tries_its_nearest_starts_and_continues_the_best(tmp_path):
                        start_trial_steps=2, progress=reports.append)
     started = read_checkpoint_config(tuned)["started_from"]
     (distances,) = started["trial_distances"]
-    assert started["model"] == "source.safetensors" and sorted(distances) == sorted(NAMES)
+    assert started["model"] == "source.safetensors" and started["model_steps"] == 4
+    assert sorted(distances) == sorted(NAMES)
     assert started["materials"] == [min(distances, key=distances.get)]
     assert read_checkpoint_config(tuned)["steps"] == 5
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("tuned")) == [
