@@ -68,6 +68,23 @@ def report(progress: ProgressCallback | None, *args, **kwargs) -> None:
         progress(Progress(*args, **kwargs))
 
 
+def part_progress(progress: ProgressCallback | None, offset: int, total: int, what: str,
+                  length: int | None = None) -> ProgressCallback | None:
+    """The progress of a part of a run (a phase, a trial) as steps ``offset``.. of the run's ``total``, its messages
+    prefixed with ``what``. ``length``: the part's share of ``total``, its own fraction done scaled to it (for a
+    part that counts more steps of its own); None: its steps count one for one."""
+    if progress is None:
+        return None
+
+    def relay(p: Progress) -> None:
+        if length is None:
+            done = min(total, offset + p.step)
+        else:
+            done = offset + (round(length * min(1.0, p.step / p.total)) if p.total > 0 else 0)
+        progress(Progress(done, total, f"{what}: {p.message}" if p.message else what, p.losses, p.preview, p.extra))
+    return relay
+
+
 def check_cancel(cancel: CancelToken | None) -> None:
     if cancel is not None:
         cancel.raise_if_cancelled()

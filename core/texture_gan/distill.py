@@ -565,12 +565,7 @@ def start_from_materials(model_path: str | Path, exemplars: Sequence[np.ndarray]
     structure is what takes long to learn (a FiLM row recolours in a few steps). In colour a procedural red brick
     wall was nearest the grey-beige cobblestones, and 100 steps from them drew cells (2.18x its crops' distance);
     from the brick wall 1.35x, from scratch 4.76x."""
-    from ..common.checkpoints import load_checkpoint
-    from .materials import MaterialTextureGenerator
-
-    tensors, config = load_checkpoint(Path(model_path), expected_kind=KIND, device="cpu")
-    architecture = fine_tune_architecture(config, Path(model_path).name)
-    model = MaterialTextureGenerator.from_checkpoint(Path(model_path), tensors, config, torch.device("cpu"))
+    architecture, model = _materials_model(model_path)
     if materials is None:
         materials = [ranked[0] for ranked in _rank_materials(model, exemplars)]
     if len(materials) != len(exemplars) or any(name not in model.materials for name in materials):
@@ -588,13 +583,19 @@ def nearest_materials(model_path: str | Path, exemplars: Sequence[np.ndarray]) -
     """Each exemplar's materials of the materials GAN at ``model_path``, nearest first: the VGG19 texture distance
     of each material's output (seed 0, as large as the exemplar up to 128 px) to the exemplar, both in grey with the
     same mean and contrast (structure, not colour: a fine-tune recolours in a few steps)."""
+    return _rank_materials(_materials_model(model_path)[1], exemplars)
+
+
+def _materials_model(model_path: str | Path):
+    """(the fine-tune's architecture fields, the materials GAN at ``model_path`` on the CPU); refuses a model that
+    is not a materials GAN."""
     from ..common.checkpoints import load_checkpoint
     from .materials import MaterialTextureGenerator
 
     tensors, config = load_checkpoint(Path(model_path), expected_kind=KIND, device="cpu")
-    fine_tune_architecture(config, Path(model_path).name)  # refuses a model that is not a materials GAN
-    model = MaterialTextureGenerator.from_checkpoint(Path(model_path), tensors, config, torch.device("cpu"))
-    return _rank_materials(model, exemplars)
+    architecture = fine_tune_architecture(config, Path(model_path).name)
+    return architecture, MaterialTextureGenerator.from_checkpoint(Path(model_path), tensors, config,
+                                                                  torch.device("cpu"))
 
 
 def _rank_materials(model, exemplars: Sequence[np.ndarray]) -> list[list[str]]:
@@ -691,7 +692,8 @@ def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: s
     from ..common.checkpoints import read_checkpoint_config
     from ..common.images import load_image
     from ..common.perception import cache_dir
-    from .start_trials import StartPick, offset_progress, remove_trials, run_trials, trial_steps_for
+    from ..common.jobs import part_progress
+    from .start_trials import StartPick, remove_trials, run_trials, trial_steps_for
 
     items = [exemplars] if isinstance(exemplars, (str, Path, np.ndarray)) else list(exemplars)
     names = []
@@ -752,7 +754,7 @@ def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: s
 
             pick = run_trials(Path(start_from), arrays, out, steps, trial_steps, trial, progress, cancel)
             offset = pick.extra_steps(trial_steps)
-            report = offset_progress(progress, offset, steps + offset, f"from {', '.join(pick.materials)}")
+            report = part_progress(progress, offset, steps + offset, f"from {', '.join(pick.materials)}")
         else:
             _, weights, picked = start_from_materials(start_from, arrays)
             pick = StartPick(picked, None, weights)

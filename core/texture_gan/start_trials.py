@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..common.jobs import CancelToken, Progress, ProgressCallback
+from ..common.jobs import CancelToken, ProgressCallback, check_cancel, part_progress
 from .train import training_state_path
 
 TRIAL_STEPS = 100
@@ -130,9 +130,8 @@ def run_trials(start_from: Path, exemplars: Sequence[np.ndarray], out_path: Path
         starts = [r[k] for r in ranked]
         _, weights, _ = start_from_materials(start_from, exemplars, starts)
         what = f"trying start {k + 1} of {count} ({', '.join(starts)})"
-        train(trial_path(out_path, k), trial_steps, weights, offset_progress(progress, k * trial_steps, total, what))
-        if cancel is not None:
-            cancel.raise_if_cancelled()
+        train(trial_path(out_path, k), trial_steps, weights, part_progress(progress, k * trial_steps, total, what))
+        check_cancel(cancel)
         distances.append(judge_trial(trial_path(out_path, k), exemplars))
     best, shared = pick_winners(distances)
     pick = StartPick([ranked[j][k] for j, k in enumerate(best)], shared, None,
@@ -145,15 +144,3 @@ def run_trials(start_from: Path, exemplars: Sequence[np.ndarray], out_path: Path
         trial.replace(out_path)
     remove_trials(out_path)
     return pick
-
-
-def offset_progress(progress: ProgressCallback | None, offset: int, total: int, what: str
-                    ) -> ProgressCallback | None:
-    """A part's progress (its own steps) as steps ``offset``.. of a run of ``total``."""
-    if progress is None:
-        return None
-
-    def report(p: Progress) -> None:
-        done = min(total, offset + p.step)
-        progress(Progress(done, total, f"{what}: {p.message}" if p.message else what, p.losses, p.preview, p.extra))
-    return report

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from ..common.checkpoints import CheckpointError
-from ..common.jobs import CancelToken, Progress, ProgressCallback
+from ..common.jobs import CancelToken, ProgressCallback, part_progress
 from .gan_prior import GANPriorVAEConfig
 from .gan_prior_train import RECIPE_FIELDS, encoder_start, generator_from_checkpoint, train_gan_prior_vae
 from .train import load_exemplars, training_state_path
@@ -73,19 +73,6 @@ def variation_config(fields: dict | None, start_from_vae: str | Path | None = No
     return fields
 
 
-def _phase(progress: ProgressCallback | None, offset: int, length: int, total: int, what: str
-           ) -> ProgressCallback | None:
-    """A phase's progress as steps ``offset``..``offset + length`` of the whole run's ``total``: its own fraction
-    done (the generator's fine-tune counts its start trials among its steps)."""
-    if progress is None:
-        return None
-
-    def report(p: Progress) -> None:
-        done = offset + (round(length * min(1.0, p.step / p.total)) if p.total > 0 else 0)
-        progress(Progress(done, total, f"{what}: {p.message}" if p.message else what, p.losses, p.preview, p.extra))
-    return report
-
-
 def train_variation_model(exemplars: Sequence[str | Path | np.ndarray], out_path: str | Path, steps: int, *,
                           config: dict | None = None, seed: int = 0, device=None,
                           progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
@@ -122,17 +109,17 @@ def train_variation_model(exemplars: Sequence[str | Path | np.ndarray], out_path
         raise CheckpointError(f"{out.name} is a plain VAE's training; give the new model another name or start "
                               "over (Resume off)")
     every_minutes = 4.0 if checkpoint_every >= 200 else 0.5
-    total = gan_steps + encoder_steps
+    total = gan_steps + encoder_steps  # each phase's fraction done (the fine-tune counts its start trials too)
     train_one_material(exemplars, generator, gan_steps, config=generator_config, seed=seed, device=device,
                        cancel=cancel, tiles=tiles,
-                       progress=_phase(progress, 0, gan_steps, total, "fine-tuning the generator"),
+                       progress=part_progress(progress, 0, total, "fine-tuning the generator", gan_steps),
                        checkpoint_every=checkpoint_every, resume=True, start_from=start_from)
     architecture, materials, _, _ = generator_from_checkpoint(generator)
     encoder_fields, encoder = encoder_start(start_from_vae, architecture, len(materials))
     cfg = GANPriorVAEConfig.from_dict({**encoder_fields, **fields, "gan": architecture, "materials": materials})
     train_gan_prior_vae(exemplars, generator, out, encoder_steps, config=cfg, seed=seed, device=device,
-                        progress=_phase(progress, gan_steps, encoder_steps, total, "training the encoder"), cancel=cancel,
-                        checkpoint_minutes=every_minutes, rebase=True, initial_encoder=encoder,
+                        progress=part_progress(progress, gan_steps, total, "training the encoder", encoder_steps),
+                        cancel=cancel, checkpoint_minutes=every_minutes, rebase=True, initial_encoder=encoder,
                         extra_meta={"recipe": "Variation Model from an image: the bundled materials GAN fine-tuned "
                                               "to it as the decoder, the bundled encoder fine-tuned onto it",
                                     "started_from": [start_from.name, start_from_vae.name]})
