@@ -743,8 +743,8 @@ def train_one_material(exemplars: Sequence[str | Path | np.ndarray], out_path: s
     initial, extra, report = None, {}, progress
     if start_from is not None and state.exists():
         remove_trials(out)  # left by a run stopped while it made its pick (they are deleted after it)
-        if out.is_file() and "started_from" in read_checkpoint_config(out):
-            extra = {"started_from": read_checkpoint_config(out)["started_from"]}
+        started = read_checkpoint_config(out).get("started_from") if out.is_file() else None
+        extra = {"started_from": started} if started else {}
     elif start_from is not None:
         trial_steps = trial_steps_for(steps, start_trial_steps)
         if trial_steps:
