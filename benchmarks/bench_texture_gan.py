@@ -179,7 +179,8 @@ def _train_from_image(ctx: BenchContext, exemplar: np.ndarray, crop: int, spatia
 def _materials_training_step(ctx: BenchContext) -> None:
     """One step of the bundled materials GAN's recipe (core/texture_gan/distill.py: nine materials, the CPU
     profile's sizes, adversarial term on), against the same step with the sliced Wasserstein losses sorting
-    through ``torch.sort`` instead of ``quality.sort_rows`` (numpy's SIMD sort), timed alternately."""
+    through ``torch.sort`` instead of ``quality.sort_rows`` (numpy's SIMD sort), and against the same step with the
+    losses' VGG19 in the plain layout rather than channels-last, each pair timed alternately."""
     if ctx.quick or ctx.device.type != "cpu":
         return
     from core.common import quality
@@ -189,15 +190,20 @@ def _materials_training_step(ctx: BenchContext) -> None:
     from tools.zoo.gan import MATERIALS, SEED, load_materials
 
     arrays, _ = load_exemplars(load_materials(MATERIALS, None), ConditionalGANConfig.max_exemplar_side)
-    cfg = ConditionalGANConfig(n_materials=len(MATERIALS))
     no_tiles = [np.zeros((0, 1, 1, 3), np.uint8)] * len(arrays)  # exemplar crops: the step's cost is the same
-    sampler = TargetSampler(arrays, no_tiles, cfg.crop_size, 1.0, torch.Generator(), ctx.device)
-    trainer = MaterialTrainer(cfg, sampler, SEED, ctx.device)
-    sampler.gen = trainer.data_gen
-    trainer.steps_done = cfg.adversarial_from  # with the adversarial term, as the bundled model trains now
+
+    def trainer_of(cfg: ConditionalGANConfig) -> MaterialTrainer:
+        sampler = TargetSampler(arrays, no_tiles, cfg.crop_size, 1.0, torch.Generator(), ctx.device)
+        trainer = MaterialTrainer(cfg, sampler, SEED, ctx.device)
+        sampler.gen = trainer.data_gen
+        trainer.steps_done = cfg.adversarial_from  # with the adversarial term, as the bundled model trains now
+        return trainer
+
+    cfg = ConditionalGANConfig(n_materials=len(MATERIALS))
+    trainer = trainer_of(cfg)
     fast_sort = quality.sort_rows
 
-    def steps(sort) -> None:
+    def steps(sort, trainer: MaterialTrainer = trainer) -> None:
         quality.sort_rows = sort
         try:
             for _ in range(4):
@@ -210,6 +216,30 @@ def _materials_training_step(ctx: BenchContext) -> None:
     ctx.add(family=FAMILY, name=f"materials GAN training step (crop {cfg.crop_size}, batch {cfg.batch_size})",
             value=4 / fast, unit="steps/s", baseline_name="the same step sorting with torch.sort",
             baseline_value=4 / slow, note=f"{torch.get_num_threads()} torch threads; sorting was a third of a step")
+    # The losses' VGG19 under the CPU's bf16 autocast runs channels-last (core/common/perception.py); against
+    # the plain layout, whose every convolution output and gradient oneDNN copies back (same results, bit for bit).
+    # The bundled model's own recipe (tools/zoo/gan.py: its whole-exemplar term at 384 px is most of a step).
+    from core.common import perception
+    from core.common.device import fast_bf16
+    from tools.zoo.gan import cpu_recipe
+
+    recipe = trainer_of(ConditionalGANConfig(n_materials=len(MATERIALS), **cpu_recipe()))
+    layout = perception.bf16_loss_channels_last
+
+    def plain_steps() -> None:
+        perception.bf16_loss_channels_last = lambda h: False
+        try:
+            steps(fast_sort, recipe)
+        finally:
+            perception.bf16_loss_channels_last = layout
+
+    fast, slow = time_pair(lambda: steps(fast_sort, recipe), plain_steps, ctx.device, repeats=3)
+    ctx.add(family=FAMILY, name=f"materials GAN training step, the bundled recipe, losses' VGG19 channels-last "
+                                f"(crop {recipe.cfg.crop_size}, batch {recipe.cfg.batch_size})",
+            value=4 / fast, unit="steps/s", baseline_name="the same step with the VGG19 in the plain layout",
+            baseline_value=4 / slow,
+            note=f"{torch.get_num_threads()} torch threads; native bf16 here: "
+                 f"{'yes' if fast_bf16(ctx.device) else 'no (the VGG19 runs fp32 in the plain layout in both)'}")
 
 
 def _bundled_materials(ctx: BenchContext) -> None:

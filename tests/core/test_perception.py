@@ -229,3 +229,49 @@ def test_texture_statistics_run_in_bf16_only_where_it_is_native(monkeypatch):
     assert not device.cpu_has_native_bf16()
     assert all(torch.equal(a, b) for a, b in zip(perception.TextureFeatures("cpu")(x), exact))
     assert not device.fast_bf16("meta")
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+def test_bf16_training_loss_runs_channels_last_with_the_same_features_and_gradients(pooling, monkeypatch):
+    # Under the CPU's bf16 autocast (a training loss: ``TextureFeatures``, the VAE's refinement, the optimisation
+    # path) the network runs channels-last, which spares oneDNN a copy of every convolution's output and gradient
+    # back into the plain layout. Where the CPU has bf16 natively (the only place the product autocasts) the
+    # features and the input's gradient are the plain layout's bit for bit, so a resumed training is unchanged;
+    # elsewhere (emulated bf16) within bf16's rounding. The features come back in the usual layout.
+    from core.common import device
+
+    net = perception.load_perception("cpu", pooling=pooling)
+    layers = perception.TEXTURE_STATS_LAYERS
+    gen = torch.Generator().manual_seed(4)
+    x = torch.rand(2, 3, 96, 88, generator=gen)  # over BF16_CHANNELS_LAST_MIN_PIXELS
+    weights = {}
+
+    def run() -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        image = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            feats = net(image, layers)
+        for name in layers:
+            weights.setdefault(name, torch.randn(feats[name].shape, generator=gen))
+        sum((feats[name].float() * weights[name]).sum() for name in layers).backward()
+        return {k: v.detach() for k, v in feats.items()}, image.grad
+
+    seen = []
+    original = perception.bf16_loss_channels_last
+    monkeypatch.setattr(perception, "bf16_loss_channels_last", lambda h: seen.append(original(h)) or seen[-1])
+    feats, grad = run()
+    assert seen == [True]
+    monkeypatch.setattr(perception, "bf16_loss_channels_last", lambda h: False)  # the plain layout, as before
+    plain_feats, plain_grad = run()
+    for name in layers:
+        assert feats[name].is_contiguous() and feats[name].dtype == torch.bfloat16
+    if device.fast_bf16("cpu"):
+        assert all(torch.equal(feats[k], plain_feats[k]) for k in layers)
+        assert torch.equal(grad, plain_grad)
+    else:
+        for name in layers:
+            scale = float(plain_feats[name].float().abs().max())
+            assert float((feats[name].float() - plain_feats[name].float()).abs().max()) <= 0.03 * scale, name
+        assert float((grad - plain_grad).abs().max()) <= 0.03 * float(plain_grad.abs().max())
+    assert not original(x)  # fp32 keeps the plain layout
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # and so does a small batch, where it is faster
+        assert original(x) and not original(x[:1, :, :64, :64])
