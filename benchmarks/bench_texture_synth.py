@@ -86,7 +86,9 @@ def run(ctx: BenchContext) -> None:
     side = 128 if ctx.quick else 512
     n_crops = 2 if ctx.quick else 4
     seam_seeds = range(1 if ctx.quick else 7)  # 8 outputs: one border is one sample
-    extra_seeds = range(2, 2 if ctx.quick else 4)  # the distance averages seeds 1-3 (seed noise)
+    # The distance averages seeds 1-6. One output's ratio swings with its seed (sd over seeds 1-9: stone wall 0.26,
+    # rock cliff 0.63), so three seeds left the photographs near the 1.3 line on either side by chance.
+    extra_seeds = range(2, 2 if ctx.quick else 7)
     seam_side = 64 if ctx.quick else 192
     steps = 4 if ctx.quick else None
     for name, kind, path in photographs(ctx.quick):
