@@ -79,7 +79,9 @@ class ConditionalGANConfig(TextureGANConfig):
     patch_loss_weight: float = 1.0  # sliced Wasserstein of raw pixel patches at every stage (cheap, coarse-to-fine)
     stats_loss_weight: float = 1.0  # sliced Wasserstein of VGG19 features of the full-resolution output
     stats_samples: int = 1  # of the batch, this many get the VGG19 term (it costs ~4x the rest of a step on a CPU)
-    adversarial_weight: float = 0.05  # the adversarial term, once ``adversarial_from`` steps are done
+    # The adversarial term, once ``adversarial_from`` steps are done (0: the discriminator is neither used nor
+    # trained). A schedule field: the bundled CPU training dropped it at 156,151 steps (``tools/zoo/gan.py``).
+    adversarial_weight: float = 0.05
     adversarial_from: int = 1500
     exemplar_fraction: float = 0.25  # share of targets that are crops of the exemplar itself (not distilled tiles)
     # A finishing phase: from this step on (None: never) both learning rates are ``finish_lr_scale`` of
@@ -152,7 +154,7 @@ class ConditionalGANConfig(TextureGANConfig):
                            "g_convs", "cell_rank", "lattice_frequencies")
     SCHEDULE_FIELDS = ("finish_from", "finish_lr_scale", "finish_ema_decay", "cell_lr_scale", "exemplar_stats_weight",
                        "exemplar_stats_crop", "exemplar_focus", "spectrum_weight", "spectrum_focus", "lattice_lr_scale",
-                       "fine_lr_scale")
+                       "fine_lr_scale", "adversarial_weight")
     # The sizes of a step: a GPU run trains bigger batches of bigger crops than the CPU, and either continues the
     # other's state (the networks are fully convolutional; nothing saved depends on them).
     SIZE_FIELDS = ("crop_size", "batch_size")

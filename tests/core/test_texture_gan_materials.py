@@ -397,6 +397,35 @@ def test_the_finest_stages_learn_at_their_own_rate_and_resume_bit_identically(tm
         ConditionalGANConfig(n_materials=2, fine_lr_scale=0.0)
 
 
+def test_a_running_training_takes_up_a_new_adversarial_weight_and_at_zero_leaves_the_discriminator(tmp_path):
+    """``adversarial_weight`` is a schedule field: a state trained with the adversarial term resumes (its step goes
+    on, nothing restarts) under another weight; at 0 the discriminator is neither used nor trained, while the
+    generator still learns from the other terms."""
+    import shutil
+
+    from core.common.checkpoints import load_training_state
+
+    def train(path, steps, weight):
+        cfg = ConditionalGANConfig(n_materials=2, **{**TINY, "adversarial_weight": weight})
+        return train_material_gan(_exemplars(), NAMES, path, steps=steps, config=cfg, seed=3, tiles=0)
+
+    def state(path):
+        return load_training_state(path.with_name(path.stem + ".train.safetensors"))
+
+    on, off = tmp_path / "on.safetensors", tmp_path / "off.safetensors"
+    train(on, 3, 0.05)  # adversarial from step 2: the discriminator has trained
+    for suffix in (".safetensors", ".train.safetensors", ".json"):
+        shutil.copy2(tmp_path / f"on{suffix}", tmp_path / f"off{suffix}")
+    before = state(on)
+    assert train(on, 5, 0.05)["steps"] == 5 and train(off, 5, 0.0)["steps"] == 5
+    kept, moved = state(off), state(on)
+    assert all(torch.equal(kept["d"][k], before["d"][k]) for k in before["d"])
+    assert any(not torch.equal(moved["d"][k], before["d"][k]) for k in before["d"])
+    assert any(not torch.equal(kept["g"][k], before["g"][k]) for k in before["g"])
+    assert any(not torch.equal(kept["g"][k], moved["g"][k]) for k in before["g"])
+    assert TextureGenerator.load(off, "cpu").config["training_config"]["adversarial_weight"] == 0.0
+
+
 def test_train_from_image_gives_an_exemplar_that_repeats_its_lattice_as_inputs(tmp_path):
     """A running-bond wall (a lattice) gets its reciprocal lattice's waves as the fine-tuned generator's lattice
     inputs, at the coarse stage, and the spectrum term for itself, so its courses can run straight; stones (no
