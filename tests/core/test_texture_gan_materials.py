@@ -27,6 +27,14 @@ def _exemplars():
     return [make_exemplar(n, 64, seed=0) for n in NAMES]
 
 
+def _fork_run(model: Path, copy: Path) -> None:
+    """A second training run that resumes from ``model``'s state: its model, training state and config copied."""
+    import shutil
+
+    for suffix in (".safetensors", ".train.safetensors", ".json"):
+        shutil.copy2(model.with_name(model.stem + suffix), copy.with_name(copy.stem + suffix))
+
+
 def _train(path, steps, **kw):
     cfg = ConditionalGANConfig(n_materials=2, **TINY)
     return train_material_gan(_exemplars(), NAMES, path, steps=steps, config=cfg, seed=3, tiles=0, **kw)
@@ -354,8 +362,6 @@ def test_the_finest_stages_learn_at_their_own_rate_and_resume_bit_identically(tm
     """``fine_lr_scale`` (a schedule field a running training takes up) scales the two finest stages' optimiser
     updates and nothing else: one step from the same state moves their parameters that many times as far, every
     other parameter the same; a run resumed across it equals a straight one."""
-    import shutil
-
     from core.common.checkpoints import load_training_state
     from core.texture_gan.conditional import is_fine_stage_parameter
 
@@ -369,8 +375,7 @@ def test_the_finest_stages_learn_at_their_own_rate_and_resume_bit_identically(tm
 
     plain, boosted = tmp_path / "plain.safetensors", tmp_path / "boosted.safetensors"
     train(plain, 3)
-    for suffix in (".safetensors", ".train.safetensors", ".json"):
-        shutil.copy2(tmp_path / f"plain{suffix}", tmp_path / f"boosted{suffix}")
+    _fork_run(plain, boosted)
     before = {k: v.clone() for k, v in generator(plain).items()}
     train(plain, 4)
     train(boosted, 4, fine_lr_scale=3.0)
@@ -401,8 +406,6 @@ def test_a_running_training_takes_up_a_new_adversarial_weight_and_at_zero_leaves
     """``adversarial_weight`` is a schedule field: a state trained with the adversarial term resumes (its step goes
     on, nothing restarts) under another weight; at 0 the discriminator is neither used nor trained, while the
     generator still learns from the other terms."""
-    import shutil
-
     from core.common.checkpoints import load_training_state
 
     def train(path, steps, weight):
@@ -414,8 +417,7 @@ def test_a_running_training_takes_up_a_new_adversarial_weight_and_at_zero_leaves
 
     on, off = tmp_path / "on.safetensors", tmp_path / "off.safetensors"
     train(on, 3, 0.05)  # adversarial from step 2: the discriminator has trained
-    for suffix in (".safetensors", ".train.safetensors", ".json"):
-        shutil.copy2(tmp_path / f"on{suffix}", tmp_path / f"off{suffix}")
+    _fork_run(on, off)
     before = state(on)
     assert train(on, 5, 0.05)["steps"] == 5 and train(off, 5, 0.0)["steps"] == 5
     kept, moved = state(off), state(on)
