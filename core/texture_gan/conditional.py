@@ -139,7 +139,8 @@ class ConditionalGANConfig(TextureGANConfig):
     # 111x the exemplar crops' scatter). On a finer stage's grid the sines' phase is a true shift, and one shift
     # shared by every frequency keeps their sum a lattice-periodic pattern (a Fourier series) the stage can draw.
     # Quantised to whole periods over a tileable canvas. A trained model without them grows them
-    # (``grow_parameters``): every gate starts at zero, so the grown model draws what the old one drew.
+    # (``grow_parameters``): every gate starts at zero, so the grown model draws what the old one drew. One with
+    # some takes more after its own: their projection columns start at zero (``extend_lattice_parameters``).
     lattice_frequencies: tuple[tuple[float, float], ...] = ()
     # The lattice inputs' learning rate over the generator's (a schedule field), as ``cell_lr_scale``.
     lattice_lr_scale: float = 1.0
@@ -492,17 +493,19 @@ def _canonical(value: Any) -> Any:
     return [_canonical(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def _adds_lattice_stages(saved: dict[str, Any], now: dict[str, Any]) -> bool:
-    """Whether ``now``'s lattice frequencies are ``saved``'s with more after them that only stages finer than all
-    of ``saved``'s take: every lattice parameter the saved model has keeps its shape."""
+def _adds_lattice_frequencies(saved: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether ``now``'s lattice frequencies are ``saved``'s with more after them: each saved frequency stays on
+    the stages it was on (a stage's added ones come after its own, ``extend_lattice_parameters``), and a stage
+    that gains its first ones is finer than all of ``saved``'s (the lattice parameters are registered in stage
+    order, so every saved one keeps its name)."""
     old, new = (_canonical(c.get("lattice_frequencies") or []) for c in (saved, now))
     if not old or len(new) <= len(old) or new[:len(old)] != old:
         return False
     cfg = ConditionalGANConfig.from_dict(now)
     before = lattice_stage_frequencies(old, cfg.stride, len(cfg.g_channels))
     after = lattice_stage_frequencies(new, cfg.stride, len(cfg.g_channels))
-    return {i: after.get(i) for i in before} == before and \
-        min(set(after) - set(before), default=0) > max(before, default=0)
+    return all(after.get(i, [])[:len(keep)] == keep for i, keep in before.items()) and \
+        min(set(after) - set(before), default=max(before, default=0) + 1) > max(before, default=0)
 
 
 def _widens_stages(saved: dict[str, Any], now: dict[str, Any]) -> bool:
@@ -513,15 +516,15 @@ def _widens_stages(saved: dict[str, Any], now: dict[str, Any]) -> bool:
 
 def grows_parameters(saved: dict[str, Any], now: dict[str, Any]) -> bool:
     """Whether architecture ``now`` is ``saved`` (a trained model's) with cell patterns or lattice inputs added
-    (or finer lattice frequencies added to its own, on stages it has none at), or some stages widened, and nothing
-    else changed: the architecture changes a training may take up on resume (``grow_parameters``)."""
+    (or more lattice frequencies after its own), or some stages widened, and nothing else changed: the
+    architecture changes a training may take up on resume (``grow_parameters``)."""
     growable = ConditionalGANConfig.GROWABLE_FIELDS
 
     def grows(k: str) -> bool:
         if k == "g_channels":
             return _widens_stages(saved, now)
         return k in growable and bool(now.get(k)) and (not saved.get(k, growable[k]) or (
-            k == "lattice_frequencies" and _adds_lattice_stages(saved, now)))
+            k == "lattice_frequencies" and _adds_lattice_frequencies(saved, now)))
 
     differ = {k for k in set(saved) | set(now) if _canonical(saved.get(k, growable.get(k)))
               != _canonical(now.get(k, growable.get(k)))}
@@ -591,17 +594,50 @@ def widen_parameters(weights: dict[str, torch.Tensor], saved: ConditionalGANConf
     return out, placements
 
 
+def extend_lattice_parameters(weights: dict[str, torch.Tensor], saved: ConditionalGANConfig,
+                              grown: ConditionalGenerator) -> tuple[dict[str, torch.Tensor], dict[str, Placement]]:
+    """A generator's weights (architecture ``saved``) with ``grown``'s added lattice frequencies on the stages that
+    had some already, and where each changed projection's old columns went. A stage's channels are its
+    frequencies' cosines, then their sines, so the old cosine and sine columns keep their places among their own
+    kind; the added columns start at zero, so the image is the old one, and their gradients (through every
+    material's open gate) reach them from the first step."""
+    before = lattice_stage_frequencies(saved.lattice_frequencies, saved.stride, len(saved.g_channels))
+    out, placements, every = dict(weights), {}, slice(None)
+    for k, (i, keep) in enumerate(before.items()):
+        wide = grown.lattice_stages.get(i, [])
+        if wide == keep:
+            continue
+        if wide[:len(keep)] != keep:
+            raise ValueError(f"stage {i}'s lattice frequencies are not its saved ones with more after them")
+        name, n, m = f"lattice_projections.{k}", len(keep), len(wide)
+        old = weights[name]
+        parts = [((every, slice(0, n)), (every, slice(0, n)), 1.0),  # cosines
+                 ((every, slice(n, 2 * n)), (every, slice(m, m + n)), 1.0)]  # sines
+        new = old.new_zeros(old.shape[0], 2 * m)
+        for old_index, new_index, factor in parts:
+            new[new_index] = old[old_index] * factor
+        out[name], placements[name] = new, parts
+    return out, placements
+
+
 def grow_parameters(weights: dict[str, torch.Tensor], grown: ConditionalGenerator,
                     saved: ConditionalGANConfig | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Placement]]:
     """A generator's weights (architecture ``saved``; ``None``: ``grown``'s) without some grown kinds, or with
-    narrower stages, made ``grown``'s: widened stages as ``widen_parameters``, added kinds ``grown``'s fresh ones
-    (seeded patterns and projections, zero gates). The grown generator draws what the old one drew (widened:
-    to float rounding) until training opens the gates and fills the added channels. Also returns where the
-    widened parameters' old values went."""
-    weights, placements = widen_parameters(weights, saved or grown.cfg, grown)
+    narrower stages, or fewer lattice frequencies, made ``grown``'s: widened stages as ``widen_parameters``, added
+    frequencies on a stage's lattice as ``extend_lattice_parameters``, added kinds ``grown``'s fresh ones (seeded
+    patterns and projections, zero gates). The grown generator draws what the old one drew (widened: to float
+    rounding) until training opens the gates and fills the added channels. Also returns where the moved
+    parameters' old values went."""
+    saved = saved or grown.cfg
+    weights, placements = widen_parameters(weights, saved, grown)
+    weights, extended = extend_lattice_parameters(weights, saved, grown)
+    if placements and extended:
+        raise ValueError("widen the stages and add lattice frequencies in two resumes, not one")
+    placements = {**placements, **extended}
     fresh = grown.state_dict()
     extra = set(fresh) - set(weights)
-    if not (extra or placements) or not all(is_grown_parameter(k) for k in extra) or set(weights) - set(fresh):
+    if not (extra or placements) or not all(is_grown_parameter(k) for k in extra) or set(weights) - set(fresh) \
+            or any(weights[k].shape != fresh[k].shape for k in weights):
         raise ValueError("these weights are not the grown generator's without its added parameters")
     return {**{k: fresh[k] for k in extra}, **weights}, placements
 
