@@ -265,6 +265,13 @@ def _bundled_materials(ctx: BenchContext) -> None:
                 value=r["gan_ratio"], unit="x crops", target="<= 1.6", baseline_name="instant synthesis (teacher)",
                 baseline_value=r.get("instant_ratio"),
                 note=f"distance / the exemplar's own random crops' distance; {which}, {extra['steps']} steps")
+        if "courses" in r:
+            c = r["courses"]
+            ctx.add(family=FAMILY, name=f"materials GAN course regularity {r['material']}", value=c["gan"],
+                    unit="correlation", baseline_name="instant synthesis (teacher)", baseline_value=c["instant"],
+                    note=f"the mean profile across the courses against itself one period on ({c['period']} px, the "
+                         f"exemplar's); 1.0: straight, even courses; the exemplar's own crops (straightened): "
+                         f"{c['crops']:.2f}; not seen by the VGG19 ratio; {which}, {extra['steps']} steps")
         low, high = min(r["gan_seam_rolled"]), max(r["gan_seam_rolled"])
         ctx.add(family=FAMILY, name=f"materials GAN seam {r['material']}", value=r["gan_seam"], unit="ratio",
                 target="<= 1.02", baseline_name="same outputs rolled (an inner boundary as the border), mean",

@@ -12,6 +12,8 @@ Per material, each figure next to its baseline from the same run (the bench targ
 * VAE variation (strength 0.5, the panel's default Refine Steps): the same ratio (<= 1.6) and gradient energy /
   the crop's (>= 0.85), and the old VAE's variation of the same crop;
 * the distilled instant-synthesis tiles (the GAN's teacher; synthesized into the cache when missing), scored the same way;
+* where the exemplar has courses (brick and stone walls, a weave's blocks): how straight and even the GAN's and the
+  teacher's run beside the exemplar's own crops (``model_quality.course_regularity``; the VGG19 ratio does not see it);
 * GAN 2048x2048 generation time (<= 3 s).
 
 Writes a PNG strip: exemplar | instant | GAN | VAE variation per material, and a material interpolation strip.
@@ -30,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # The measures live in tools/model_quality.py (shared with the zoo's evaluate hooks); re-exported for the benches.
-from tools.model_quality import VARY_STRENGTH, VGGJudge, crops, gradient_energy, texture_baseline  # noqa: E402,F401
+from tools.model_quality import (VARY_STRENGTH, VGGJudge, course_regularity, crops, exemplar_courses,  # noqa: E402,F401
+                                 gradient_energy, straightened, texture_baseline)
 
 
 def teacher_tile(exemplar: np.ndarray, size: int) -> np.ndarray:
@@ -116,6 +119,13 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
                                                                  tileable=False) for s in range(16)], gan.stride)}
         instant = teacher_tile(ex, size)
         row["instant_ratio"] = ratio_of([instant])
+        courses = exemplar_courses(ex)
+        if courses is not None:  # straight, even courses: what the VGG19 ratio does not see
+            row["courses"] = {"axis": courses[0], "period": courses[1],
+                              "gan": float(np.mean([course_regularity(f, courses) for f in fakes])),
+                              "instant": course_regularity(instant, courses),
+                              "crops": float(np.mean([course_regularity(c, courses)
+                                                      for c in crops(straightened(ex), size, seeds, 1)]))}
         source = crops(ex, size, 1, 7)[0]
         variation = None
         for label, model in (("vae", vae), ("old_vae", old_vae)):
