@@ -268,7 +268,8 @@ def _bundled_materials(ctx: BenchContext) -> None:
         if "courses" in r:
             c = r["courses"]
             ctx.add(family=FAMILY, name=f"materials GAN course regularity {r['material']}", value=c["gan"],
-                    unit="correlation", baseline_name="instant synthesis (teacher)", baseline_value=c["instant"],
+                    unit="correlation", baseline_name="instant synthesis (its teacher tiles, mean)",
+                    baseline_value=c["instant"],
                     note=f"the mean profile across the courses against itself one period on ({c['period']} px, the "
                          f"exemplar's); 1.0: straight, even courses; the exemplar's own crops (straightened): "
                          f"{c['crops']:.2f}; not seen by the VGG19 ratio; {which}, {extra['steps']} steps")

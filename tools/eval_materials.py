@@ -36,24 +36,27 @@ from tools.model_quality import (VARY_STRENGTH, VGGJudge, course_regularity, cro
                                  gradient_energy, straightened, texture_baseline)
 
 
-def teacher_tile(exemplar: np.ndarray, size: int) -> np.ndarray:
-    """The first distilled teacher tile of this exemplar: from the GAN training's cache (its CPU or GPU recipe),
-    else synthesized into it with the CPU recipe's settings (a new synthesizer version misses the cache, and a
-    black panel would hide that)."""
+def teacher_tiles(exemplar: np.ndarray, size: int) -> list[np.ndarray]:
+    """The distilled teacher tiles of this exemplar (top-left ``size`` px of each): from the GAN training's cache
+    (its CPU or GPU recipe), else synthesized into it with the CPU recipe's settings (a new synthesizer version
+    misses the cache, and a black panel would hide that)."""
     from core.texture_gan.distill import synthesized_tiles, tiles_cache_path
     from tools.zoo.gan import SEED, profile_settings
 
     cache = ROOT / "build_cache" / "gan_distill"
+    found = None
     for profile in ("cpu", "gpu"):
         settings = profile_settings(profile)
         tiles, side = settings["tiles"], min(settings["tile_size"], *exemplar.shape[:2])
         path = tiles_cache_path(cache, exemplar, tiles, side, SEED, settings["synth_steps"])
         if path.exists():
-            return np.load(path, allow_pickle=False)[0, :size, :size].astype(np.float32) / 255.0
-    settings = profile_settings("cpu")
-    found = synthesized_tiles(exemplar, settings["tiles"], min(settings["tile_size"], *exemplar.shape[:2]), SEED,
-                              cache, settings["synth_steps"])
-    return found[0, :size, :size].astype(np.float32) / 255.0
+            found = np.load(path, allow_pickle=False)
+            break
+    if found is None:
+        settings = profile_settings("cpu")
+        found = synthesized_tiles(exemplar, settings["tiles"], min(settings["tile_size"], *exemplar.shape[:2]), SEED,
+                                  cache, settings["synth_steps"])
+    return [tile[:size, :size].astype(np.float32) / 255.0 for tile in found]
 
 
 def wrap_error(gan) -> float:
@@ -117,13 +120,14 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
                # The same generator without wrapping: what the measure reads where there is a seam.
                "gan_seam_plain": pooled_seam_score([gan.generate(seam_side, seam_side, seed=s, material=name,
                                                                  tileable=False) for s in range(16)], gan.stride)}
-        instant = teacher_tile(ex, size)
+        teachers = teacher_tiles(ex, size)
+        instant = teachers[0]
         row["instant_ratio"] = ratio_of([instant])
         courses = exemplar_courses(ex)
         if courses is not None:  # straight, even courses: what the VGG19 ratio does not see
             row["courses"] = {"axis": courses[0], "period": courses[1],
                               "gan": float(np.mean([course_regularity(f, courses) for f in fakes])),
-                              "instant": course_regularity(instant, courses),
+                              "instant": float(np.mean([course_regularity(t, courses) for t in teachers])),
                               "crops": float(np.mean([course_regularity(c, courses)
                                                       for c in crops(straightened(ex), size, seeds, 1)]))}
         source = crops(ex, size, 1, 7)[0]
