@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 # The measures live in tools/model_quality.py (shared with the zoo's evaluate hooks); re-exported for the benches.
 from tools.model_quality import (VARY_STRENGTH, VGGJudge, course_regularity, crops, exemplar_courses,  # noqa: E402,F401
-                                 gradient_energy, straightened, texture_baseline)
+                                 gradient_energy, texture_baseline)
 
 
 def teacher_tiles(exemplar: np.ndarray, size: int) -> list[np.ndarray]:
@@ -91,6 +91,7 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
 
     from core.common.quality import pooled_seam_score
     from core.texture_gan import TextureGenerator
+    from core.texture_synth.structure import straighten
     from core.texture_vae import load_texture_vae
     from core.texture_vae.jobs import DEFAULT_REFINE_STEPS
     from tools.zoo.gan import MATERIALS, load_materials
@@ -129,7 +130,7 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
                               "gan": float(np.mean([course_regularity(f, courses) for f in fakes])),
                               "instant": float(np.mean([course_regularity(t, courses) for t in teachers])),
                               "crops": float(np.mean([course_regularity(c, courses)
-                                                      for c in crops(straightened(ex), size, seeds, 1)]))}
+                                                      for c in crops(straighten(ex), size, seeds, 1)]))}
         source = crops(ex, size, 1, 7)[0]
         variation = None
         for label, model in (("vae", vae), ("old_vae", old_vae)):

@@ -175,16 +175,11 @@ def _profile_repeat(profile: np.ndarray, lag: int) -> float:
     return float((a * b).sum() / (math.sqrt(float((a * a).sum() * (b * b).sum())) + 1e-12))
 
 
-def straightened(rgb: np.ndarray) -> np.ndarray:
-    """The image as instant synthesis quilts it (fanned courses straightened), or the image."""
-    from core.texture_synth.structure import straighten, straightening
-
-    return straighten(rgb) if straightening(rgb) is not None else rgb
-
-
 def exemplar_courses(exemplar: np.ndarray) -> tuple[int, int, float] | None:
     """(axis averaged along, period in px, repeat) of the exemplar's courses, straightened; None: it has none."""
-    grey = np.asarray(straightened(exemplar), np.float64).mean(axis=2)
+    from core.texture_synth.structure import straighten
+
+    grey = np.asarray(straighten(exemplar), np.float64).mean(axis=2)
     peaks = []  # (axis, lag, repeat) of every local maximum
     for axis in (0, 1):
         profile = grey.mean(axis=axis)

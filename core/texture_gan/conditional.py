@@ -600,7 +600,8 @@ def extend_lattice_parameters(weights: dict[str, torch.Tensor], saved: Condition
     had some already, and where each changed projection's old columns went. A stage's channels are its
     frequencies' cosines, then their sines, so the old cosine and sine columns keep their places among their own
     kind; the added columns start at zero, so the image is the old one, and their gradients (through every
-    material's open gate) reach them from the first step."""
+    material's open gate) reach them from the first step, slowly where those gates disagree (the bundled
+    training's added columns: a norm of 0.01 after 400 steps; docs/training_notes.md, thirty-ninth session)."""
     before = lattice_stage_frequencies(saved.lattice_frequencies, saved.stride, len(saved.g_channels))
     out, placements, every = dict(weights), {}, slice(None)
     for k, (i, keep) in enumerate(before.items()):
