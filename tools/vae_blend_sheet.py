@@ -5,7 +5,7 @@
 
 One row per pair: texture A | texture B | A with B through a round mask | the even blend (t = 0.5) | the same mask
 blend by the previous bundled VAE (``models/texture_vae/previous``, the plain VAE it replaced), when present.
-A and B are crops of the materials' exemplars; the blends use the panel's default Refine Steps. A few minutes on
+A and B are crops of the materials' exemplars; the blends use the panel's default Refine Steps. About a minute on
 a 2-core CPU.
 """
 
