@@ -37,6 +37,11 @@ LATTICE_STAGES = (1, 2)  # the coarse stages that take every lattice frequency t
 LATTICE_NYQUIST = 0.4  # a stage takes a frequency up to this many cycles per its pixel (0.5: aliasing)
 
 
+def coarse_lattice_stages(n_stages: int) -> list[int]:
+    """The stages of ``LATTICE_STAGES`` a generator of ``n_stages`` has, never its last."""
+    return [i for i in LATTICE_STAGES if 0 < i < n_stages - 1]
+
+
 def lattice_stage_frequencies(frequencies: Sequence[Sequence[float]], stride: int, n_stages: int
                               ) -> dict[int, list[int]]:
     """Which lattice frequencies (indices) each stage takes. The coarse stages (``LATTICE_STAGES``, never the
@@ -45,7 +50,7 @@ def lattice_stage_frequencies(frequencies: Sequence[Sequence[float]], stride: in
     one alone: the full-resolution stages pay for each channel at every output pixel."""
     def carries(i: int, f: Sequence[float]) -> bool:
         return max(map(abs, f)) * stride / 2 ** i <= LATTICE_NYQUIST
-    coarse_stages = [i for i in LATTICE_STAGES if 0 < i < n_stages - 1]
+    coarse_stages = coarse_lattice_stages(n_stages)
     finer_stages = [i for i in range(1, n_stages) if i not in coarse_stages]
     stages: dict[int, list[int]] = {}
     for i in coarse_stages:
@@ -150,12 +155,20 @@ class ConditionalGANConfig(TextureGANConfig):
     # finishing-phase training (``widen_parameters``) grow their added channels at the quarter rate by ~2e-3 in
     # 3,000 steps. Applied to the Adam update itself (its step size does not follow the gradients' scale).
     fine_lr_scale: float = 1.0
+    # Per material, whether its gates on the fine lattice stages (not ``coarse_lattice_stages``: the
+    # full-resolution stage that carries a weave's threads) may open; () every one may. A closed material's gate is held at zero
+    # after every update (``hold_fine_lattice_gates``), so the threads stay the weave's own. Why: bark, rust and
+    # cracked ground took the fabric's thread inputs as detail, each cancelling their grid in its own way, and a
+    # 50/50 mix of two of them cancelled nothing: a woven mesh (thread power 1,176 in rust + cobblestones against 9
+    # in rust alone). The gate is affine in the embedding, so it is zero on every mix of closed materials, too.
+    # A schedule field: a running training may take it up (its first step closes the gates).
+    fine_lattice_open: tuple[bool, ...] = ()
 
     ARCHITECTURE_FIELDS = ("local_dim", "global_dim", "periodic_dim", "g_channels", "d_channels", "n_materials",
                            "g_convs", "cell_rank", "lattice_frequencies")
     SCHEDULE_FIELDS = ("finish_from", "finish_lr_scale", "finish_ema_decay", "cell_lr_scale", "exemplar_stats_weight",
                        "exemplar_stats_crop", "exemplar_focus", "spectrum_weight", "spectrum_focus", "lattice_lr_scale",
-                       "fine_lr_scale", "adversarial_weight")
+                       "fine_lr_scale", "adversarial_weight", "fine_lattice_open")
     # The sizes of a step: a GPU run trains bigger batches of bigger crops than the CPU, and either continues the
     # other's state (the networks are fully convolutional; nothing saved depends on them).
     SIZE_FIELDS = ("crop_size", "batch_size")
@@ -200,6 +213,10 @@ class ConditionalGANConfig(TextureGANConfig):
             raise ValueError("lattice_lr_scale must be in (0, 100]")
         if not 0 < self.fine_lr_scale <= 100:
             raise ValueError("fine_lr_scale must be in (0, 100]")
+        if not all(isinstance(v, (bool, int)) and v in (0, 1) for v in self.fine_lattice_open) or \
+                len(self.fine_lattice_open) not in (0, self.n_materials):
+            raise ValueError(f"fine_lattice_open needs {self.n_materials} true/false values, or none")
+        self.fine_lattice_open = tuple(bool(v) for v in self.fine_lattice_open)
 
     def finishing(self, step: int) -> bool:
         """Whether ``step`` is in the finishing phase."""
@@ -454,6 +471,35 @@ def build_conditional(cfg: ConditionalGANConfig, seed: int):
         for _ in range(10):  # settle the spectral-norm power iteration
             d(torch.zeros(1, 3, side, side, device="cpu"), torch.zeros(1, dtype=torch.long, device="cpu"))
     return g, d
+
+
+def fine_lattice_gate_indices(g: ConditionalGenerator) -> list[int]:
+    """Positions in ``g.lattice_gates`` of the fine lattice stages (those not ``coarse_lattice_stages``)."""
+    coarse = coarse_lattice_stages(len(g.stages))
+    return [k for k, i in enumerate(g.lattice_stages) if i not in coarse] if g.lattice_stages else []
+
+
+@torch.no_grad()
+def hold_fine_lattice_gates(g: ConditionalGenerator, open_materials: Sequence[bool]) -> None:
+    """``ConditionalGANConfig.fine_lattice_open``, in place: each fine lattice stage's gate (affine in the
+    embedding: W e + b) moved by the least change of (W, b) that makes it zero for every closed material and leaves
+    every open one's as it was. Exact while the embedding rows with a 1 appended are independent (the bundled
+    model: 9 rows of 33); an affine gate that is zero on the closed rows is zero on all their mixes."""
+    if len(open_materials) != g.n_materials:
+        raise ValueError(f"{len(open_materials)} open/closed values for {g.n_materials} materials")
+    closed = torch.tensor([not o for o in open_materials], device=g.embedding.device)
+    if not bool(closed.any()):
+        return
+    rows = torch.cat([g.embedding.double(), g.embedding.new_ones(g.n_materials, 1, dtype=torch.float64)], 1)
+    solve = torch.linalg.pinv(rows)  # (G+1) x M
+    for k in fine_lattice_gate_indices(g):
+        gate = g.lattice_gates[k]
+        affine = torch.cat([gate.weight.double(), gate.bias.double()[:, None]], 1)  # C x (G+1)
+        now = rows @ affine.T  # M x C: every material's gate
+        wanted = torch.where(closed[:, None], torch.zeros_like(now), now)
+        affine = affine + (solve @ (wanted - now)).T
+        gate.weight.copy_(affine[:, :-1])
+        gate.bias.copy_(affine[:, -1])
 
 
 def architecture_of(config: dict[str, Any]) -> dict[str, Any]:

@@ -39,8 +39,8 @@ from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from ..common.perception import TextureFeatures
 from ..common.quality import draw_directions, sliced_wasserstein, sliced_wasserstein_per_sample
 from .conditional import CONDITIONAL_VERSION, ConditionalGANConfig, ConditionalGenerator, architecture_of, \
-    PARAMETER_KINDS, build_conditional, grow_parameters, grows_parameters, is_fine_stage_parameter, parameter_kind, \
-    stage_downscale
+    PARAMETER_KINDS, build_conditional, grow_parameters, grows_parameters, hold_fine_lattice_gates, \
+    is_fine_stage_parameter, parameter_kind, stage_downscale
 from .generate import KIND
 from .train import EMAGANTrainer, load_exemplars, training_state_path
 
@@ -432,6 +432,9 @@ class MaterialTrainer(EMAGANTrainer):
             loss_g = loss_g + cfg.adversarial_weight * g_adv
             losses["d"], losses["g_adv"] = loss_d.detach(), g_adv.detach()
         self.generator_update(loss_g)
+        if cfg.fine_lattice_open:  # both: the moving average of held weights is not held (the gate is bilinear)
+            for model in (g, self.g_ema):
+                hold_fine_lattice_gates(model, cfg.fine_lattice_open)
         return losses
 
 

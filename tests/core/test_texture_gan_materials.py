@@ -304,6 +304,65 @@ def test_a_running_training_widens_its_finest_stages_and_draws_the_same_until_it
         train(fresh, 4, g_channels=(16, 12, 6))
 
 
+def test_held_fine_lattice_gates_are_zero_for_closed_materials_and_their_mixes():
+    """``fine_lattice_open``: the fine stage's gate becomes zero for each closed material and for any mix of them,
+    the open material's gate and every coarse stage's gate stay as they were, and nothing else moves."""
+    from core.texture_gan.conditional import build_conditional, hold_fine_lattice_gates
+
+    freqs = ((1 / 16, 1 / 16), (0.0, 1 / 8), (0.375, 0.0))
+    cfg = ConditionalGANConfig(n_materials=3, lattice_frequencies=freqs, **{**TINY, "g_channels": (16, 12, 8, 6),
+                                                                           "g_convs": (1, 1, 1, 1)})
+    g, _ = build_conditional(cfg, seed=5)
+    assert g.lattice_stages == {1: [0], 2: [0, 1], 3: [2]}
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen, device="cpu"))
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+
+    def gates(e):  # the coarse stages' gates side by side, the fine stage's
+        return torch.cat([gate(e) for gate in g.lattice_gates[:2]], 1), g.lattice_gates[2](e)
+    with torch.no_grad():
+        coarse, fine = gates(g.embedding)
+        assert float(fine.abs().min(dim=1).values.min()) > 1e-3  # every material's was open
+        hold_fine_lattice_gates(g, (False, True, False))
+        coarse_after, fine_after = gates(g.embedding)
+        mixed = g.lattice_gates[2](g.mix(torch.tensor([[0.3, 0.0, 0.7]])))
+    assert float(fine_after[[0, 2]].abs().max()) < 1e-6 and float(mixed.abs().max()) < 1e-6
+    assert torch.allclose(fine_after[1], fine[1], atol=1e-6) and torch.allclose(coarse_after, coarse, atol=1e-6)
+    changed = {k for k, v in g.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"lattice_gates.2.weight", "lattice_gates.2.bias"}
+    with pytest.raises(ValueError, match="open/closed"):
+        hold_fine_lattice_gates(g, (True, False))
+    with pytest.raises(ValueError, match="fine_lattice_open"):
+        ConditionalGANConfig(n_materials=3, fine_lattice_open=(True, False))
+
+
+def test_a_running_training_takes_up_held_fine_lattice_gates(tmp_path):
+    """A schedule field: a training that let both materials open the threads' stage resumes with one held closed;
+    from its first step that material's gate is zero in the trained and the averaged generator, the other's opens,
+    and the held training resumes bit-identically."""
+    from core.common.checkpoints import load_training_state
+    from core.texture_gan.conditional import ConditionalGenerator
+
+    fields = dict(lattice_frequencies=COARSE + ((0.375, 0.0),))
+    straight, resumed = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    for path in (straight, resumed):
+        _train_with(path, 3, **fields)
+    _train_with(straight, 6, **fields, fine_lattice_open=(False, True))
+    _train_with(resumed, 4, **fields, fine_lattice_open=(False, True))
+    _train_with(resumed, 6, **fields, fine_lattice_open=(False, True))
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    state = load_training_state(straight.with_name("a.train.safetensors"))
+    for name in ("g", "g_ema"):
+        g = ConditionalGenerator(ConditionalGANConfig(n_materials=2, **{**TINY, **fields}))
+        g.load_state_dict(state[name])
+        with torch.no_grad():
+            fine = g.lattice_gates[1](g.embedding)
+        assert float(fine[0].abs().max()) < 1e-5 < float(fine[1].abs().max()), name
+
+
 def test_lattice_inputs_are_a_shifted_lattice_that_tiles_fuses_and_paints_through_a_mask():
     """The lattice channels are one lattice translated by the image's shift (rolled by whole stage pixels they
     agree exactly), quantised to whole periods they wrap with the canvas, each stage takes only the frequencies

@@ -89,8 +89,13 @@ LATTICE_RECIPE_SPECTRUM = {"render_fabric": 1.0}
 LATTICE_RECIPE = {"lattice_frequencies": LATTICE_FREQUENCIES, "lattice_lr_scale": 4.0, "spectrum_weight": 2.0}
 
 
+# The materials whose gates on the threads' stage stay open (``fine_lattice_open``); the rest are held closed.
+THREAD_MATERIALS = ("render_fabric",)
+
+
 def lattice_recipe(materials) -> dict:
-    return {**LATTICE_RECIPE, "spectrum_focus": tuple(LATTICE_RECIPE_SPECTRUM.get(m[0], 0.0) for m in materials)}
+    return {**LATTICE_RECIPE, "spectrum_focus": tuple(LATTICE_RECIPE_SPECTRUM.get(m[0], 0.0) for m in materials),
+            "fine_lattice_open": tuple(m[0] in THREAD_MATERIALS for m in materials)}
 
 
 def profile_settings(profile: str) -> dict:
