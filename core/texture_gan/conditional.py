@@ -156,11 +156,12 @@ class ConditionalGANConfig(TextureGANConfig):
     # 3,000 steps. Applied to the Adam update itself (its step size does not follow the gradients' scale).
     fine_lr_scale: float = 1.0
     # Per material, whether its gates on the fine lattice stages (not ``coarse_lattice_stages``: the
-    # full-resolution stage that carries a weave's threads) may open; () every one may. A closed material's gate is held at zero
-    # after every update (``hold_fine_lattice_gates``), so the threads stay the weave's own. Why: bark, rust and
-    # cracked ground took the fabric's thread inputs as detail, each cancelling their grid in its own way, and a
-    # 50/50 mix of two of them cancelled nothing: a woven mesh (thread power 1,176 in rust + cobblestones against 9
-    # in rust alone). The gate is affine in the embedding, so it is zero on every mix of closed materials, too.
+    # full-resolution stage that carries a weave's threads) may open; () every one may. A closed material's gate
+    # is held at zero after every update (``hold_fine_lattice_gates``), so the threads stay the weave's own.
+    # Why: bark, rust and cracked ground took the fabric's thread inputs as detail, each cancelling their grid in
+    # its own way, and a 50/50 mix of two of them cancelled nothing: a woven mesh (thread power 1,176 in rust +
+    # cobblestones against 9 in rust alone). The gate is affine in the embedding, so it is zero on every mix of
+    # closed materials, too.
     # A schedule field: a running training may take it up (its first step closes the gates).
     fine_lattice_open: tuple[bool, ...] = ()
 
@@ -476,7 +477,7 @@ def build_conditional(cfg: ConditionalGANConfig, seed: int):
 def fine_lattice_gate_indices(g: ConditionalGenerator) -> list[int]:
     """Positions in ``g.lattice_gates`` of the fine lattice stages (those not ``coarse_lattice_stages``)."""
     coarse = coarse_lattice_stages(len(g.stages))
-    return [k for k, i in enumerate(g.lattice_stages) if i not in coarse] if g.lattice_stages else []
+    return [k for k, i in enumerate(g.lattice_stages) if i not in coarse]
 
 
 @torch.no_grad()
@@ -488,11 +489,12 @@ def hold_fine_lattice_gates(g: ConditionalGenerator, open_materials: Sequence[bo
     if len(open_materials) != g.n_materials:
         raise ValueError(f"{len(open_materials)} open/closed values for {g.n_materials} materials")
     closed = torch.tensor([not o for o in open_materials], device=g.embedding.device)
-    if not bool(closed.any()):
+    fine = fine_lattice_gate_indices(g)
+    if not fine or not bool(closed.any()):
         return
     rows = torch.cat([g.embedding.double(), g.embedding.new_ones(g.n_materials, 1, dtype=torch.float64)], 1)
     solve = torch.linalg.pinv(rows)  # (G+1) x M
-    for k in fine_lattice_gate_indices(g):
+    for k in fine:
         gate = g.lattice_gates[k]
         affine = torch.cat([gate.weight.double(), gate.bias.double()[:, None]], 1)  # C x (G+1)
         now = rows @ affine.T  # M x C: every material's gate
