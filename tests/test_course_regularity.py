@@ -40,3 +40,50 @@ def test_straight_courses_read_high_and_waved_ones_low(seed):
 @pytest.mark.parametrize("name", ["wood", "stones", "rust"])
 def test_exemplars_without_courses_have_none(name):
     assert exemplar_courses(make_exemplar(name, 256, 0)) is None
+
+
+def test_the_training_term_reads_the_same_measure_and_straightens_waved_courses():
+    """``distill.course_repeat`` is this measure in torch, and ``course_loss`` (the GAN's course term) pulls an
+    image's courses toward its real crop's: gradient steps on the waved wall's pixels raise its repeat, a crop as
+    straight as its real one costs nothing."""
+    import torch
+
+    from core.texture_gan.distill import course_loss, course_repeat
+
+    wall = make_exemplar("bricks", 256, 0)
+    axis, period, _ = exemplar_courses(wall)
+    waved = _waved(wall, axis, period, 0.5)[:96, :96]
+
+    def tensor(rgb):
+        return torch.from_numpy(np.ascontiguousarray(np.asarray(rgb, np.float32).transpose(2, 0, 1)))[None]
+    for image in (wall[:96, :96], waved):
+        assert abs(float(course_repeat(tensor(image), axis, period)) - course_regularity(image, (axis, period, 0))) \
+            < 1e-4
+    real = tensor(wall[:96, :96])
+    periods = [(axis, period), (0, 0)]
+    assert float(course_loss(real.clone(), real, [0], periods)) == 0.0
+    assert float(course_loss(tensor(waved), real, [1], periods)) == 0.0  # a material without courses
+    fake = tensor(waved).requires_grad_(True)
+    before = float(course_repeat(fake.detach(), axis, period))
+    assert float(course_loss(fake.detach(), real, [0], periods)) > 0.1
+    opt = torch.optim.Adam([fake], lr=0.01)
+    for _ in range(30):
+        opt.zero_grad()
+        loss = course_loss(fake, real, [0], periods)
+        loss.backward()
+        opt.step()
+    after = float(course_repeat(fake.detach(), axis, period))
+    assert after > before + 0.1, (before, after)
+
+
+def test_the_recipes_courses_are_the_bundled_walls():
+    """The materials GAN's recipe names each wall's courses as this measure finds them on its exemplar, and no
+    others but the fabric's blocks (placed by its lattice inputs instead)."""
+    from tools.zoo import gan
+
+    found = {}
+    for (name, _, _), exemplar in zip(gan.MATERIALS, gan.load_materials(gan.MATERIALS, None)):
+        courses = exemplar_courses(exemplar)
+        if courses is not None and name != "render_fabric":
+            found[name] = courses[:2]
+    assert found == gan.COURSES

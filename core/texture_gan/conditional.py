@@ -164,12 +164,20 @@ class ConditionalGANConfig(TextureGANConfig):
     # closed materials, too.
     # A schedule field: a running training may take it up (its first step closes the gates).
     fine_lattice_open: tuple[bool, ...] = ()
+    # Courses (0: off; ``distill.course_loss``): per material (axis, period in px) of its courses, (0, 0) for
+    # none. The mean profile of a wall's luminance across its courses (averaged along ``axis``) repeats one period
+    # on; each training crop of such a material is pulled up to its real crop's repeat. Why: the VGG19 statistics
+    # and the patch terms do not see where a line runs, and the bundled brick wall's columns waved and broke (at
+    # 96 px its crops repeat 0.41 where its teacher's repeat 0.92: waving is not only long-range).
+    # A schedule field: a running training may take it up.
+    course_weight: float = 0.0
+    course_periods: tuple[tuple[int, int], ...] = ()
 
     ARCHITECTURE_FIELDS = ("local_dim", "global_dim", "periodic_dim", "g_channels", "d_channels", "n_materials",
                            "g_convs", "cell_rank", "lattice_frequencies")
     SCHEDULE_FIELDS = ("finish_from", "finish_lr_scale", "finish_ema_decay", "cell_lr_scale", "exemplar_stats_weight",
                        "exemplar_stats_crop", "exemplar_focus", "spectrum_weight", "spectrum_focus", "lattice_lr_scale",
-                       "fine_lr_scale", "adversarial_weight", "fine_lattice_open")
+                       "fine_lr_scale", "adversarial_weight", "fine_lattice_open", "course_weight", "course_periods")
     # The sizes of a step: a GPU run trains bigger batches of bigger crops than the CPU, and either continues the
     # other's state (the networks are fully convolutional; nothing saved depends on them).
     SIZE_FIELDS = ("crop_size", "batch_size")
@@ -218,6 +226,15 @@ class ConditionalGANConfig(TextureGANConfig):
                 len(self.fine_lattice_open) not in (0, self.n_materials):
             raise ValueError(f"fine_lattice_open needs {self.n_materials} true/false values, or none")
         self.fine_lattice_open = tuple(bool(v) for v in self.fine_lattice_open)
+        try:
+            self.course_periods = tuple((int(axis), int(period)) for axis, period in self.course_periods)
+        except (TypeError, ValueError) as exc:
+            raise ValueError("course_periods must be (axis, period) pairs") from exc
+        if not 0 <= self.course_weight <= 100 or len(self.course_periods) not in (0, self.n_materials) or \
+                any(axis not in (0, 1) or not (period == 0 or 4 <= period <= 512)
+                    for axis, period in self.course_periods):
+            raise ValueError(f"course_weight must be in [0, 100] and course_periods {self.n_materials} (axis 0 or 1, "
+                             f"period 0 or 4-512 px) pairs, or none")
 
     def finishing(self, step: int) -> bool:
         """Whether ``step`` is in the finishing phase."""

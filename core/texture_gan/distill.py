@@ -212,6 +212,37 @@ def spectrum_losses(fakes: torch.Tensor, references: torch.Tensor, weights: list
     return (each * host_to_device(torch.tensor(weights, dtype=each.dtype, device="cpu"), each.device)).sum()
 
 
+def course_repeat(images: torch.Tensor, axis: int, period: int) -> torch.Tensor:
+    """Per image, how well its courses repeat: the luminance's mean profile across them (averaged along ``axis``
+    of the image, 0: its rows) correlated with itself shifted by each lag within 20 % of ``period``, the best lag's
+    (``tools/model_quality.course_regularity`` in torch, differentiable)."""
+    profile = images.mean(dim=1).mean(dim=1 + axis)  # B x L
+    lags = range(max(1, int(period * 0.8)), min(profile.shape[1] - 2, math.ceil(period * 1.2)) + 1)
+    if not lags:
+        raise ValueError(f"a {profile.shape[1]} px crop is too short for courses every {period} px")
+    repeats = []
+    for lag in lags:
+        a, b = profile[:, :-lag], profile[:, lag:]
+        a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
+        repeats.append((a * b).sum(dim=1) / ((a * a).sum(dim=1) * (b * b).sum(dim=1) + 1e-12).sqrt())
+    return torch.stack(repeats, dim=1).amax(dim=1)
+
+
+def course_loss(fake: torch.Tensor, real: torch.Tensor, labels: Sequence[int],
+                periods: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """``ConditionalGANConfig.course_weight``'s term, summed over the batch: each crop of a material with courses
+    by how far its repeat (``course_repeat``) falls short of its real crop's (never pushed past it: a wall's own
+    crops do not repeat exactly)."""
+    total = fake.new_zeros(())
+    for i, label in enumerate(labels):
+        axis, period = periods[label]
+        if period:
+            with torch.no_grad():
+                target = course_repeat(real[i:i + 1].float(), axis, period)
+            total = total + F.relu(target - course_repeat(fake[i:i + 1].float(), axis, period)).sum()
+    return total
+
+
 def vgg_sw(features: TextureFeatures, fake: torch.Tensor, real: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Per-sample, per-layer normalised sliced Wasserstein of VGG19 features (the batch mixes materials)."""
     with torch.no_grad():
@@ -421,6 +452,10 @@ class MaterialTrainer(EMAGANTrainer):
         if cfg.spectrum_weight:
             loss_g = loss_g + cfg.spectrum_weight * spectrum
             losses["spectrum"] = spectrum.detach()
+        if cfg.course_weight and cfg.course_periods:
+            courses = course_loss(fake, real, chosen, cfg.course_periods) / n
+            loss_g = loss_g + cfg.course_weight * courses
+            losses["courses"] = courses.detach()
         adversarial = self.steps_done >= cfg.adversarial_from and cfg.adversarial_weight > 0
         if adversarial:
             d.train()

@@ -1077,3 +1077,13 @@ def test_teacher_tiles_are_cached_under_a_key_that_names_the_synthesizer_version
     assert not synthesized_tiles(exemplar, 1, 32, seed=2, cache_dir=tmp_path, steps=2).any()
     monkeypatch.setattr(texture_synth, "SYNTHESIS_VERSION", texture_synth.SYNTHESIS_VERSION + 1)
     assert tiles_cache_path(tmp_path, exemplar, 1, 32, seed=2, steps=2) != path  # a new teacher: new tiles
+
+
+def test_the_course_term_joins_a_running_training_and_resumes(tmp_path):
+    """``course_weight`` with ``course_periods``: a schedule field that reports its term, resumes bit-identically and
+    changes the steps of a training that takes it up; bad periods are refused."""
+    _assert_a_schedule_term_joins_and_resumes(tmp_path, dict(course_weight=1.0, course_periods=((1, 16), (0, 0))),
+                                              "courses")
+    for bad in (((1, 12),), ((2, 12), (0, 0)), ((0, 2), (0, 0))):
+        with pytest.raises(ValueError, match="course_periods"):
+            ConditionalGANConfig(n_materials=2, course_weight=1.0, course_periods=bad)

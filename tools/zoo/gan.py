@@ -93,6 +93,16 @@ LATTICE_RECIPE = {"lattice_frequencies": LATTICE_FREQUENCIES, "lattice_lr_scale"
 THREAD_MATERIALS = ("render_fabric",)
 
 
+# The walls' courses (``ConditionalGANConfig.course_periods``): (axis averaged along, period in px), as
+# ``tools/model_quality.exemplar_courses`` finds them on the straightened exemplars (a test keeps them equal).
+# The fabric's blocks repeat too (16 px), but its lattice inputs already place them (regularity 0.99).
+COURSES = {"photo_brick": (0, 36), "oa_stone_bricks": (1, 39)}
+
+
+def course_periods(materials) -> tuple[tuple[int, int], ...]:
+    return tuple(COURSES.get(m[0], (0, 0)) for m in materials)
+
+
 def lattice_recipe(materials) -> dict:
     return {**LATTICE_RECIPE, "spectrum_focus": tuple(LATTICE_RECIPE_SPECTRUM.get(m[0], 0.0) for m in materials),
             "fine_lattice_open": tuple(m[0] in THREAD_MATERIALS for m in materials)}
