@@ -169,7 +169,8 @@ class ConditionalGANConfig(TextureGANConfig):
     # on; each training crop of such a material is pulled up to its real crop's repeat. Why: the VGG19 statistics
     # and the patch terms do not see where a line runs, and the bundled brick wall's columns waved and broke (at
     # 96 px its crops repeat 0.41 where its teacher's repeat 0.92: waving is not only long-range).
-    # A schedule field: a running training may take it up.
+    # A schedule field: a running training may take it up. Tried and not in the recipe: it thinned the bed joints
+    # (a column's profile repeats better without them) and cost the walls' look (tools/zoo/gan.py).
     course_weight: float = 0.0
     course_periods: tuple[tuple[int, int], ...] = ()
 

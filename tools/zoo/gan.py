@@ -96,6 +96,10 @@ THREAD_MATERIALS = ("render_fabric",)
 # The walls' courses (``ConditionalGANConfig.course_periods``): (axis averaged along, period in px), as
 # ``tools/model_quality.exemplar_courses`` finds them on the straightened exemplars (a test keeps them equal).
 # The fabric's blocks repeat too (16 px), but its lattice inputs already place them (regularity 0.99).
+# The course term (``course_weight``) is not in the recipe: tried from step 173,155 (forty-first session) at 0.5
+# and 2, it raised the brick wall's regularity at 256 px 0.43 -> 0.53 / 0.59 but cost the walls' look (six seeds
+# 1.065 -> 1.129 / 1.229; brick wall 0.63 -> 0.87 / 1.65, stone bricks 1.31 -> 1.65 / 1.90): the profile repeats
+# better without bed joints, and the term could be met by thinning them (docs/training_notes.md).
 COURSES = {"photo_brick": (0, 36), "oa_stone_bricks": (1, 39)}
 
 
