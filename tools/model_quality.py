@@ -195,11 +195,14 @@ def exemplar_courses(exemplar: np.ndarray) -> tuple[int, int, float] | None:
 
 def course_regularity(image: np.ndarray, courses: tuple[int, int, float]) -> float:
     """How straight and even an image's courses run (1.0: the mean profile across them repeats exactly): the
-    largest correlation of its profile with itself shifted within 20 % of the exemplar's period."""
+    largest correlation of its profile with itself shifted within 20 % of the exemplar's period
+    (``core.common.quality.course_repeat``, which the GAN's course term uses too)."""
+    import torch
+
+    from core.common.quality import course_repeat
     axis, period, _ = courses
-    profile = np.asarray(image, np.float64).mean(axis=2).mean(axis=axis)
-    lags = range(max(1, int(period * 0.8)), min(len(profile) - 2, int(math.ceil(period * 1.2))) + 1)
-    return max(_profile_repeat(profile, lag) for lag in lags)
+    rgb = torch.from_numpy(np.ascontiguousarray(np.asarray(image, np.float64).transpose(2, 0, 1)))[None]
+    return float(course_repeat(rgb, axis, period))
 
 
 class VGGJudge:

@@ -138,6 +138,24 @@ class RandomFeatureNet(nn.Module):
 _FEATURE_NETS: dict[tuple, RandomFeatureNet] = {}
 
 
+def course_repeat(images: torch.Tensor, axis: int, period: int) -> torch.Tensor:
+    """Per image (B x 3 x H x W), how straight and even its courses run (1.0: the mean profile across them repeats
+    exactly): the luminance's mean profile across them (averaged along ``axis`` of the image, 0: its rows)
+    correlated with itself shifted by each lag within 20 % of ``period``, the best lag's. Differentiable: the
+    materials GAN's course term (``texture_gan.distill.course_loss``) and the bench's measure
+    (``tools/model_quality.course_regularity``) are this one function."""
+    profile = images.mean(dim=1).mean(dim=1 + axis)  # B x L
+    lags = range(max(1, int(period * 0.8)), min(profile.shape[1] - 2, math.ceil(period * 1.2)) + 1)
+    if not lags:
+        raise ValueError(f"a {profile.shape[1]} px crop is too short for courses every {period} px")
+    repeats = []
+    for lag in lags:
+        a, b = profile[:, :-lag], profile[:, lag:]
+        a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
+        repeats.append((a * b).sum(dim=1) / ((a * a).sum(dim=1) * (b * b).sum(dim=1) + 1e-12).sqrt())
+    return torch.stack(repeats, dim=1).amax(dim=1)
+
+
 def feature_net(device: torch.device | str = "cpu", width: int = 32, scales: int = 3) -> RandomFeatureNet:
     key = (str(device), width, scales)
     if key not in _FEATURE_NETS:

@@ -37,7 +37,7 @@ from ..common.checkpoints import (CheckpointError, fingerprint_arrays, load_trai
 from ..common.device import adam, host_to_device, pick_device, tensors_to_device
 from ..common.jobs import CancelToken, ProgressCallback, timed_training
 from ..common.perception import TextureFeatures
-from ..common.quality import draw_directions, sliced_wasserstein, sliced_wasserstein_per_sample
+from ..common.quality import course_repeat, draw_directions, sliced_wasserstein, sliced_wasserstein_per_sample
 from .conditional import CONDITIONAL_VERSION, ConditionalGANConfig, ConditionalGenerator, architecture_of, \
     PARAMETER_KINDS, build_conditional, grow_parameters, grows_parameters, hold_fine_lattice_gates, \
     is_fine_stage_parameter, parameter_kind, stage_downscale
@@ -210,22 +210,6 @@ def spectrum_losses(fakes: torch.Tensor, references: torch.Tensor, weights: list
     each = ((amplitude_spectrum(fakes) - references).pow(2).flatten(1).mean(1)
             / (references.pow(2).flatten(1).mean(1) + 1e-12))
     return (each * host_to_device(torch.tensor(weights, dtype=each.dtype, device="cpu"), each.device)).sum()
-
-
-def course_repeat(images: torch.Tensor, axis: int, period: int) -> torch.Tensor:
-    """Per image, how well its courses repeat: the luminance's mean profile across them (averaged along ``axis``
-    of the image, 0: its rows) correlated with itself shifted by each lag within 20 % of ``period``, the best lag's
-    (``tools/model_quality.course_regularity`` in torch, differentiable)."""
-    profile = images.mean(dim=1).mean(dim=1 + axis)  # B x L
-    lags = range(max(1, int(period * 0.8)), min(profile.shape[1] - 2, math.ceil(period * 1.2)) + 1)
-    if not lags:
-        raise ValueError(f"a {profile.shape[1]} px crop is too short for courses every {period} px")
-    repeats = []
-    for lag in lags:
-        a, b = profile[:, :-lag], profile[:, lag:]
-        a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
-        repeats.append((a * b).sum(dim=1) / ((a * a).sum(dim=1) * (b * b).sum(dim=1) + 1e-12).sqrt())
-    return torch.stack(repeats, dim=1).amax(dim=1)
 
 
 def course_loss(fake: torch.Tensor, real: torch.Tensor, labels: Sequence[int],
