@@ -379,7 +379,8 @@ def test_the_bundled_materials_mix_without_a_woven_mesh():
     """Only the fabric opens the threads' stage (``fine_lattice_open``), so a 50/50 mix of two other bundled
     materials has about the threads' power its materials have alone. The 164,356-step model, trained before the
     gates were held, drew a woven mesh in every such mix: rust + cobblestones 1,124 against 9 and 38 alone, brick
-    wall + stone bricks 6,521, bark + gravel 3,506 (the held 171,566-step model: 2, 88, 38; the 180,398-step model: 3, 77, 42)."""
+    wall + stone bricks 6,521, bark + gravel 3,506 (the held 171,566-step model: 2, 88, 38; the 180,398-step model:
+    3, 77, 42)."""
     from core.texture_gan.distill import bundled_materials_path
 
     model = TextureGenerator.load(bundled_materials_path(), "cpu")

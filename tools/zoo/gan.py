@@ -103,10 +103,6 @@ THREAD_MATERIALS = ("render_fabric",)
 COURSES = {"photo_brick": (0, 36), "oa_stone_bricks": (1, 39)}
 
 
-def course_periods(materials) -> tuple[tuple[int, int], ...]:
-    return tuple(COURSES.get(m[0], (0, 0)) for m in materials)
-
-
 def lattice_recipe(materials) -> dict:
     return {**LATTICE_RECIPE, "spectrum_focus": tuple(LATTICE_RECIPE_SPECTRUM.get(m[0], 0.0) for m in materials),
             "fine_lattice_open": tuple(m[0] in THREAD_MATERIALS for m in materials)}
