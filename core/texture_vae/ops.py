@@ -46,6 +46,8 @@ REFINE_LR = 0.05
 REFINE_CELL = 8
 REFINE_LAYOUT_WEIGHT = 2.0
 REFINE_PRIOR_WEIGHT = 0.02
+# relu4_1 as well: grass, gravel and brick wall closer, bark, fabric and cracked ground further, eight materials'
+# mean 1.030 -> 1.017 for 1.6x the time, cobblestones level (docs/training_notes.md, forty-third session).
 REFINE_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
 MAX_REFINE_STEPS = 1000
 # A decoder that draws randomness of its own (the GAN-prior VAE's detail noise, the phases of its periodic channels,
