@@ -110,7 +110,8 @@ class Perception(nn.Module):
 
 # oneDNN computes the CPU's bf16 convolutions channels-last either way; in the plain layout it copies every
 # convolution's output and gradient back (a third of a materials GAN step went to those copies). Channels-last
-# activations give the same features and gradients to the bit, and a VGG19 pass forward and back to relu5_1 takes
+# activations give the same features and gradients (to the bit on the AMD EPYC where this was measured; within bf16's
+# rounding on an Intel Xeon: tests/core/test_perception.py), and a VGG19 pass forward and back to relu5_1 takes
 # (measured, 1 / 2 threads) 0.63 / 0.65 of the plain layout's time at 384 px, 0.81 / 0.83 at 192 px, 0.87 / 0.81
 # for four 96 px images, but 1.23 / 1.10 for one 96 px image: so only from this many pixels in the batch. fp32
 # keeps the plain layout (channels-last is slower there, and rounds apart).

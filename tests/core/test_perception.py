@@ -231,15 +231,46 @@ def test_texture_statistics_run_in_bf16_only_where_it_is_native(monkeypatch):
     assert not device.fast_bf16("meta")
 
 
+def test_cpu_bf16_is_taken_where_it_measures_faster_and_the_overrides_win(monkeypatch):
+    # Native bf16 instructions do not make bf16 faster on every CPU (an Intel Xeon without AMX: 1.45x slower a GAN
+    # step), so the CPU's choice is a timing, made once per ISA cap and thread count; "0" and "1" skip it.
+    from core.common import device
+
+    timed = []
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    for verdict in (True, False):
+        monkeypatch.setattr(device, "cpu_bf16_measured_faster", lambda v=verdict: timed.append(v) or v)
+        monkeypatch.delenv(device.LOSS_BF16_ENV, raising=False)
+        assert device.fast_bf16("cpu") is verdict
+        monkeypatch.setenv(device.LOSS_BF16_ENV, "auto")
+        assert device.fast_bf16("cpu") is verdict
+        monkeypatch.setenv(device.LOSS_BF16_ENV, "1")
+        assert device.fast_bf16("cpu")
+        monkeypatch.setenv(device.LOSS_BF16_ENV, "0")
+        assert not device.fast_bf16("cpu")
+    assert timed == [True, True, False, False]  # the overrides never timed anything
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)  # emulated bf16: never, whatever is asked
+    for choice in ("auto", "1"):
+        monkeypatch.setenv(device.LOSS_BF16_ENV, choice)
+        assert not device.fast_bf16("cpu") and len(timed) == 4
+    monkeypatch.undo()
+
+    # The timing itself: a verdict, computed once and then remembered.
+    device._bf16_timing.cache_clear()
+    first = device.cpu_bf16_measured_faster()
+    assert isinstance(first, bool) and device.cpu_bf16_measured_faster() is first
+    assert device._bf16_timing.cache_info().hits == 1 and device._bf16_timing.cache_info().misses == 1
+
+
 @pytest.mark.parametrize("pooling", ["max", "avg"])
 def test_bf16_training_loss_runs_channels_last_with_the_same_features_and_gradients(pooling, monkeypatch):
     # Under the CPU's bf16 autocast (a training loss: ``TextureFeatures``, the VAE's refinement, the optimisation
     # path) the network runs channels-last, which spares oneDNN a copy of every convolution's output and gradient
-    # back into the plain layout. Where the CPU has bf16 natively (the only place the product autocasts) the
-    # features and the input's gradient are the plain layout's bit for bit, so a resumed training is unchanged;
-    # elsewhere (emulated bf16) within bf16's rounding. The features come back in the usual layout.
-    from core.common import device
-
+    # back into the plain layout. Both layouts round to bf16, in other orders: on the AMD EPYC where this was
+    # measured they agreed bit for bit, on an Intel Xeon with AVX512-BF16 (and with bf16 emulated) they do not.
+    # Measured there over 4 inputs, both poolings, ISA caps ALL / AVX512_CORE_BF16 / AVX2: the features within
+    # 0.6 % of their layer's largest, the input's gradient 0.6-1.4 % in norm (elementwise up to 4.5 % of its
+    # largest entry, too noisy a measure to hold). The features come back in the usual layout.
     net = perception.load_perception("cpu", pooling=pooling)
     layers = perception.TEXTURE_STATS_LAYERS
     gen = torch.Generator().manual_seed(4)
@@ -264,14 +295,10 @@ def test_bf16_training_loss_runs_channels_last_with_the_same_features_and_gradie
     plain_feats, plain_grad = run()
     for name in layers:
         assert feats[name].is_contiguous() and feats[name].dtype == torch.bfloat16
-    if device.fast_bf16("cpu"):
-        assert all(torch.equal(feats[k], plain_feats[k]) for k in layers)
-        assert torch.equal(grad, plain_grad)
-    else:
-        for name in layers:
-            scale = float(plain_feats[name].float().abs().max())
-            assert float((feats[name].float() - plain_feats[name].float()).abs().max()) <= 0.03 * scale, name
-        assert float((grad - plain_grad).abs().max()) <= 0.03 * float(plain_grad.abs().max())
+    for name in layers:
+        scale = float(plain_feats[name].float().abs().max())
+        assert float((feats[name].float() - plain_feats[name].float()).abs().max()) <= 0.03 * scale, name
+    assert float((grad - plain_grad).norm()) <= 0.05 * float(plain_grad.norm())
     assert not original(x)  # fp32 keeps the plain layout
     with torch.autocast("cpu", dtype=torch.bfloat16):  # and so does a small batch, where it is faster
         assert original(x) and not original(x[:1, :, :64, :64])
