@@ -209,25 +209,27 @@ def cpu_bf16_measured_faster() -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _bf16_timing(isa: str, threads: int) -> bool:
-    gen = torch.Generator().manual_seed(0)
-    convs = [torch.randn(64, 64, 3, 3, generator=gen) * 0.05, torch.randn(128, 64, 3, 3, generator=gen) * 0.05,
-             torch.randn(128, 128, 3, 3, generator=gen) * 0.05]
-    x = torch.rand(1, 64, 96, 96, generator=gen)
+    # Asked from inside a caller's no_grad or inference mode too (a loss's targets are often computed there).
+    with torch.inference_mode(False), torch.enable_grad():
+        gen = torch.Generator().manual_seed(0)
+        convs = [torch.randn(64, 64, 3, 3, generator=gen) * 0.05, torch.randn(128, 64, 3, 3, generator=gen) * 0.05,
+                 torch.randn(128, 128, 3, 3, generator=gen) * 0.05]
+        x = torch.rand(1, 64, 96, 96, generator=gen)
 
-    def one_pass(bf16: bool) -> float:
-        image = (x.contiguous(memory_format=torch.channels_last) if bf16 else x.clone()).requires_grad_(True)
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            h = F.relu(F.conv2d(image, convs[0], padding=1))
-            h = F.relu(F.conv2d(F.max_pool2d(h, 2), convs[1], padding=1))
-            h = F.relu(F.conv2d(h, convs[2], padding=1))
-        h.float().square().mean().backward()
-        return time.perf_counter() - start
+        def one_pass(bf16: bool) -> float:
+            image = (x.contiguous(memory_format=torch.channels_last) if bf16 else x.clone()).requires_grad_(True)
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                h = F.relu(F.conv2d(image, convs[0], padding=1))
+                h = F.relu(F.conv2d(F.max_pool2d(h, 2), convs[1], padding=1))
+                h = F.relu(F.conv2d(h, convs[2], padding=1))
+            h.float().square().mean().backward()
+            return time.perf_counter() - start
 
-    times = {True: [], False: []}
-    for _ in range(6):  # the first of each warms oneDNN's kernels up and is dropped
-        for bf16 in (False, True):
-            times[bf16].append(one_pass(bf16))
+        times = {True: [], False: []}
+        for _ in range(6):  # the first of each warms oneDNN's kernels up and is dropped
+            for bf16 in (False, True):
+                times[bf16].append(one_pass(bf16))
     return min(times[True][1:]) <= BF16_FASTER_SHARE * min(times[False][1:])
 
 

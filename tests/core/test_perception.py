@@ -255,10 +255,13 @@ def test_cpu_bf16_is_taken_where_it_measures_faster_and_the_overrides_win(monkey
         assert not device.fast_bf16("cpu") and len(timed) == 4
     monkeypatch.undo()
 
-    # The timing itself: a verdict, computed once and then remembered.
+    # The timing itself: a verdict, computed once and then remembered, also when first asked where gradients are
+    # off (a loss's targets are computed under no_grad or inference mode).
     device._bf16_timing.cache_clear()
-    first = device.cpu_bf16_measured_faster()
-    assert isinstance(first, bool) and device.cpu_bf16_measured_faster() is first
+    with torch.inference_mode():
+        first = device.cpu_bf16_measured_faster()
+    with torch.no_grad():
+        assert isinstance(first, bool) and device.cpu_bf16_measured_faster() is first
     assert device._bf16_timing.cache_info().hits == 1 and device._bf16_timing.cache_info().misses == 1
 
 
