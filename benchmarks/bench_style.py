@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.common.device import LOSS_BF16_ENV, fast_bf16
+from core.common.device import LOSS_BF16_ENV, loss_precision
 from core.common.images import from_tensor, load_rgb, resize_rgb, to_tensor
 from core.common.procedural import make_exemplar
 from core.common.quality import content_distance, grain_gain, style_distance
@@ -135,14 +135,14 @@ def run(ctx: BenchContext) -> None:
             baseline_name="one feed-forward pass", baseline_value=base,
             target="1080p <= 20 s on H100" if cuda else "512 px <= 90 s on a 2-core CPU")
     # The same call with the loss network in fp32 (core/common/device.loss_network_autocast): what bf16 buys on
-    # this device (1.0 where it has no native bf16, so both runs are fp32).
+    # this device (1.0 where it runs fp32: no native bf16, or bf16 measured slower; both runs are fp32).
     with _env(LOSS_BF16_ENV, "0"):
         fp32 = time_call(lambda: stylize_optimize(content, style, steps=steps[0], refine_steps=steps[1],
                                                   max_side=side, device=ctx.device), ctx.device, repeats=1, warmup=0)
     ctx.add(family=FAMILY, name=f"optimisation {content.shape[1]}x{content.shape[0]}, loss network in bf16 where "
             "native", value=seconds, unit="s", baseline_name="same call, loss network in fp32", baseline_value=fp32,
-            target="< 1 where the device has native bf16",
-            note=f"native bf16 here: {'yes' if fast_bf16(ctx.device) else 'no (both runs fp32)'}")
+            target="< 1 where the loss network runs bf16",
+            note=f"loss network here: {loss_precision(ctx.device)} (fp32: both runs are)")
 
     # ------------------------------------------------------------ flicker
     n, size, shift = (4, 64, 3) if ctx.quick else (16, 256, 3)

@@ -222,7 +222,7 @@ def _materials_training_step(ctx: BenchContext) -> None:
     # the plain layout, whose every convolution output and gradient oneDNN copies back (same results, bit for bit).
     # The bundled model's own recipe (tools/zoo/gan.py: its whole-exemplar term at 384 px is most of a step).
     from core.common import perception
-    from core.common.device import fast_bf16
+    from core.common.device import loss_precision
     from tools.zoo.gan import cpu_recipe
 
     recipe = trainer_of(ConditionalGANConfig(n_materials=len(MATERIALS), **cpu_recipe()))
@@ -240,8 +240,8 @@ def _materials_training_step(ctx: BenchContext) -> None:
                                 f"(crop {recipe.cfg.crop_size}, batch {recipe.cfg.batch_size})",
             value=4 / fast, unit="steps/s", baseline_name="the same step with the VGG19 in the plain layout",
             baseline_value=4 / slow,
-            note=f"{torch.get_num_threads()} torch threads; native bf16 here: "
-                 f"{'yes' if fast_bf16(ctx.device) else 'no (the VGG19 runs fp32 in the plain layout in both)'}")
+            note=f"{torch.get_num_threads()} torch threads; losses' VGG19 here: {loss_precision(ctx.device)}"
+                 " (fp32: the plain layout in both)")
 
 
 def _bundled_materials(ctx: BenchContext) -> None:

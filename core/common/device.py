@@ -247,6 +247,18 @@ def fast_bf16(device: torch.device | str) -> bool:
     return choice == "1" or cpu_bf16_measured_faster()
 
 
+def loss_precision(device: torch.device | str) -> str:
+    """What ``loss_network_autocast`` runs on ``device``, and why, in words (for reports)."""
+    if fast_bf16(device):
+        return "bf16"
+    device = torch.device(device)
+    if os.environ.get(LOSS_BF16_ENV, "auto").strip().lower() == "0":
+        return "fp32 (asked for)"
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return "fp32 (native bf16 measured slower here)"
+    return "fp32 (no native bf16)"
+
+
 def loss_network_autocast(device: torch.device | str, enabled: bool = True):
     """bf16 autocast for a frozen network that only feeds a training loss (VGG19's texture statistics), where
     it is faster (``fast_bf16``); fp32 elsewhere. The loss's own randomness dwarfs the rounding: on the materials

@@ -242,17 +242,19 @@ def test_cpu_bf16_is_taken_where_it_measures_faster_and_the_overrides_win(monkey
         monkeypatch.setattr(device, "cpu_bf16_measured_faster", lambda v=verdict: timed.append(v) or v)
         monkeypatch.delenv(device.LOSS_BF16_ENV, raising=False)
         assert device.fast_bf16("cpu") is verdict
+        assert device.loss_precision("cpu") == ("bf16" if verdict else "fp32 (native bf16 measured slower here)")
         monkeypatch.setenv(device.LOSS_BF16_ENV, "auto")
         assert device.fast_bf16("cpu") is verdict
         monkeypatch.setenv(device.LOSS_BF16_ENV, "1")
         assert device.fast_bf16("cpu")
         monkeypatch.setenv(device.LOSS_BF16_ENV, "0")
-        assert not device.fast_bf16("cpu")
-    assert timed == [True, True, False, False]  # the overrides never timed anything
+        assert not device.fast_bf16("cpu") and device.loss_precision("cpu") == "fp32 (asked for)"
+    assert timed == [True] * 3 + [False] * 3  # the overrides never timed anything
     monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)  # emulated bf16: never, whatever is asked
     for choice in ("auto", "1"):
         monkeypatch.setenv(device.LOSS_BF16_ENV, choice)
-        assert not device.fast_bf16("cpu") and len(timed) == 4
+        assert not device.fast_bf16("cpu") and len(timed) == 6
+        assert device.loss_precision("cpu") == "fp32 (no native bf16)"
     monkeypatch.undo()
 
     # The timing itself: a verdict, computed once and then remembered, also when first asked where gradients are
