@@ -88,7 +88,9 @@ class ConditionalGANConfig(TextureGANConfig):
     # trained). A schedule field: the bundled CPU training dropped it at 156,151 steps (``tools/zoo/gan.py``).
     adversarial_weight: float = 0.05
     adversarial_from: int = 1500
-    exemplar_fraction: float = 0.25  # share of targets that are crops of the exemplar itself (not distilled tiles)
+    # Share of the training crops that are crops of the exemplar itself, the rest crops of the teacher's tiles (a
+    # schedule field: the bundled CPU training went to 1.0, no teacher, at its step 183,837; tools/zoo/gan.py).
+    exemplar_fraction: float = 0.25
     # A finishing phase: from this step on (None: never) both learning rates are ``finish_lr_scale`` of
     # ``lr_g``/``lr_d`` and the generator's moving average spans longer (``finish_ema_decay``). At batch 4 with
     # one VGG19 sample a step, the full rates leave the generator wandering: between checkpoints 7,000 steps
@@ -178,7 +180,8 @@ class ConditionalGANConfig(TextureGANConfig):
                            "g_convs", "cell_rank", "lattice_frequencies")
     SCHEDULE_FIELDS = ("finish_from", "finish_lr_scale", "finish_ema_decay", "cell_lr_scale", "exemplar_stats_weight",
                        "exemplar_stats_crop", "exemplar_focus", "spectrum_weight", "spectrum_focus", "lattice_lr_scale",
-                       "fine_lr_scale", "adversarial_weight", "fine_lattice_open", "course_weight", "course_periods")
+                       "fine_lr_scale", "adversarial_weight", "fine_lattice_open", "course_weight", "course_periods",
+                       "exemplar_fraction")
     # The sizes of a step: a GPU run trains bigger batches of bigger crops than the CPU, and either continues the
     # other's state (the networks are fully convolutional; nothing saved depends on them).
     SIZE_FIELDS = ("crop_size", "batch_size")

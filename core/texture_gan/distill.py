@@ -489,6 +489,8 @@ def train_material_gan(exemplars: Sequence[str | Path | np.ndarray], materials: 
     arrays, _ = load_exemplars(list(exemplars), cfg.max_exemplar_side)
     fingerprint = fingerprint_arrays(arrays)
     cache = Path(cache_dir) if cache_dir is not None else None
+    if cfg.exemplar_fraction >= 1.0:  # every crop from the exemplars: no teacher tiles to synthesize
+        tiles = 0
     target_tiles = [synthesized_tiles(a, tiles, min(tile_size, *a.shape[:2]) if tiles else tile_size, seed, cache,
                                       synth_steps) if tiles else np.zeros((0, 1, 1, 3), np.uint8) for a in arrays]
     crop = min(cfg.crop_size, *(min(a.shape[:2]) // cfg.stride * cfg.stride for a in arrays))
@@ -545,7 +547,7 @@ def train_material_gan(exemplars: Sequence[str | Path | np.ndarray], materials: 
                         "architecture": cfg.architecture(), "training_config": cfg.to_dict(),
                         "materials": list(materials), "data_fingerprint": fingerprint, "steps": at_step,
                         "seed": seed, "stride": cfg.stride, "crop_size_used": crop,
-                        "training_seconds": round(seconds, 1), "recipe": "distilled from texture_synth",
+                        "training_seconds": round(seconds, 1), "recipe": "distilled from texture_synth" if tiles else "the exemplars' own crops",
                         "distilled_tiles": tiles, "device": str(dev), **(extra_config or {})}
         save_model_and_state(out, trainer.g_ema.state_dict(), model_config, KIND, state_path,
                              {"step": at_step, "seed": seed, "config": cfg.to_dict(), "data_fingerprint": fingerprint,

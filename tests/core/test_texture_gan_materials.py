@@ -1088,3 +1088,33 @@ def test_the_course_term_joins_a_running_training_and_resumes(tmp_path):
     for bad in (((1, 12),), ((2, 12), (0, 0)), ((0, 2), (0, 0))):
         with pytest.raises(ValueError, match="course_periods"):
             ConditionalGANConfig(n_materials=2, course_weight=1.0, course_periods=bad)
+
+
+def test_a_running_distillation_moves_to_the_exemplars_own_crops_and_stops_synthesizing_tiles(tmp_path, monkeypatch):
+    """``exemplar_fraction`` is a schedule field: a training distilled from teacher tiles resumes with every crop
+    from its exemplars (the bundled CPU recipe's change at step 183,837). It then synthesizes no tiles (they would
+    go unused), its record says what it learns from, and its steps differ from the distillation's."""
+    from core.common.checkpoints import read_checkpoint_config
+    from core.texture_gan import distill
+
+    def distilled(path, steps, **fields):
+        cfg = ConditionalGANConfig(n_materials=2, **{**TINY, **fields})
+        return train_material_gan(_exemplars(), NAMES, path, steps=steps, config=cfg, seed=3, tiles=1, tile_size=32,
+                                  synth_steps=2, cache_dir=tmp_path / "tiles")
+
+    moved, kept = tmp_path / "moved.safetensors", tmp_path / "kept.safetensors"
+    distilled(moved, 3)
+    assert read_checkpoint_config(moved)["recipe"] == "distilled from texture_synth"
+    _fork_run(moved, kept)
+    synthesized = []
+    original = distill.synthesized_tiles
+    monkeypatch.setattr(distill, "synthesized_tiles", lambda *a, **k: synthesized.append(1) or original(*a, **k))
+    distilled(moved, 5, exemplar_fraction=1.0)  # accepted on resume
+    assert synthesized == []
+    meta = read_checkpoint_config(moved)
+    assert meta["recipe"] == "the exemplars' own crops" and meta["distilled_tiles"] == 0
+    assert meta["training_config"]["exemplar_fraction"] == 1.0 and meta["steps"] == 5
+    distilled(kept, 5)
+    assert synthesized == [1, 1]  # one material each, from the cache
+    a, b = load_file(str(moved)), load_file(str(kept))
+    assert not all(torch.equal(a[k], b[k]) for k in a)
