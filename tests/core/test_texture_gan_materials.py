@@ -377,20 +377,33 @@ def _thread_power(image: np.ndarray) -> float:
 
 def test_the_bundled_materials_mix_without_a_woven_mesh():
     """Only the fabric opens the threads' stage (``fine_lattice_open``), so a 50/50 mix of two other bundled
-    materials has about the threads' power its materials have alone. The 164,356-step model, trained before the
-    gates were held, drew a woven mesh in every such mix: rust + cobblestones 1,124 against 9 and 38 alone, brick
-    wall + stone bricks 6,521, bark + gravel 3,506 (the held 171,566-step model: 2, 88, 38; the 180,398-step model:
-    3, 77, 42)."""
+    materials has about the threads' power its materials have alone, or their photographs: brick walls' mortar and
+    bark's furrows have harmonics there too (256 px crops of the photographs: stone bricks 81 on average, bark 40,
+    brick wall 40; rust, cobblestones, grass, gravel, cracked ground 1-5). The 164,356-step model, trained before
+    the gates were held, drew a woven mesh in every such mix: rust + cobblestones 1,124 against 9 and 38 alone,
+    brick wall + stone bricks 6,521, bark + gravel 3,506. Seeds 0-3: the held 180,398-step model 2, 135, 38, 2; the
+    184,883-step model 1, 144, 35, 2 (its brick wall + stone bricks seeds 79-314, the 180,398-step model's 64-194:
+    two seeds alone, as this test took before, put the line at 3x the materials' own power without margin)."""
+    from core.common.images import load_rgb
     from core.texture_gan.distill import bundled_materials_path
+    from tools.zoo.gan import MATERIALS
 
     model = TextureGenerator.load(bundled_materials_path(), "cpu")
+    exemplars = {name: path for name, _, path in MATERIALS}
 
     def power(material) -> float:
-        return float(np.mean([_thread_power(model.generate(256, 256, seed=s, material=material)) for s in (0, 1)]))
+        return float(np.mean([_thread_power(model.generate(256, 256, seed=s, material=material)) for s in range(4)]))
+
+    def photographed(material) -> float:
+        image, rng = load_rgb(ROOT / exemplars[material]), np.random.default_rng(0)
+        corners = [(rng.integers(0, image.shape[0] - 255), rng.integers(0, image.shape[1] - 255)) for _ in range(8)]
+        return float(np.mean([_thread_power(image[y:y + 256, x:x + 256]) for y, x in corners]))
+
     for a, b in (("render_rusty_metal", "render_cobblestones"), ("photo_brick", "oa_stone_bricks"),
                  ("render_bark", "photo_gravel"), ("oa_cracked_ground", "photo_grass")):
-        alone, mixed = max(power(a), power(b)), power({a: 0.5, b: 0.5})
-        assert mixed < 3 * alone + 20, (a, b, alone, mixed)
+        own = max(power(a), power(b), photographed(a), photographed(b))
+        mixed = power({a: 0.5, b: 0.5})
+        assert mixed < 3 * own + 50, (a, b, own, mixed)  # the meshes: 1,124 against 62, 6,521 against 293
     assert power("render_fabric") > 1000  # the fabric keeps its threads
 
 
