@@ -250,7 +250,8 @@ def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = 
     thumbnail = write_thumbnail(path)
     return _common.materials_entry(
         out_dir, path, thumbnail, config, materials, key="gan", name=NAME, label="Materials (conditional GAN)",
-        kind="texture_gan", recipe="distilled from the instant synthesizer (core/texture_gan/distill.py)",
+        kind="texture_gan", recipe="distilled from the instant synthesizer (core/texture_gan/distill.py) to step "
+        "183,837, then the exemplars' own crops",
         seed=SEED, device=device, minutes=minutes, losses=losses)
 
 
