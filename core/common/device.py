@@ -211,10 +211,10 @@ def cpu_bf16_measured_faster() -> bool:
 def _bf16_timing(isa: str, threads: int) -> bool:
     # Asked from inside a caller's no_grad or inference mode too (a loss's targets are often computed there).
     with torch.inference_mode(False), torch.enable_grad():
-        gen = torch.Generator().manual_seed(0)
-        convs = [torch.randn(64, 64, 3, 3, generator=gen) * 0.05, torch.randn(128, 64, 3, 3, generator=gen) * 0.05,
-                 torch.randn(128, 128, 3, 3, generator=gen) * 0.05]
-        x = torch.rand(1, 64, 96, 96, generator=gen)
+        gen, cpu = torch.Generator().manual_seed(0), torch.device("cpu")  # a timing of this CPU
+        convs = [torch.randn(c_out, c_in, 3, 3, generator=gen, device=cpu) * 0.05
+                 for c_out, c_in in ((64, 64), (128, 64), (128, 128))]
+        x = torch.rand(1, 64, 96, 96, generator=gen, device=cpu)
 
         def one_pass(bf16: bool) -> float:
             image = (x.contiguous(memory_format=torch.channels_last) if bf16 else x.clone()).requires_grad_(True)
