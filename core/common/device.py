@@ -175,12 +175,16 @@ _BF16_ISAS = ("ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_
               "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2")
 
 
+def _onednn_isa_cap() -> str:
+    """oneDNN's ISA cap (``ONEDNN_MAX_CPU_ISA``), upper case; "ALL" when unset."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").strip().upper() or "ALL"
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 convolutions natively (AVX512-BF16 or AMX, e.g. Zen 4, Sapphire Rapids): on
     an AMD EPYC VGG19's forward and backward took ~0.55x the fp32 time (but see ``BF16_FASTER_SHARE``); elsewhere
     bf16 is emulated and slower."""
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").strip().upper() or "ALL"
-    if isa not in _BF16_ISAS:
+    if _onednn_isa_cap() not in _BF16_ISAS:
         return False
     cpu = getattr(torch, "cpu", None)
     try:
@@ -199,12 +203,16 @@ LOSS_BF16_ENV = "NEURAL_TEXTURES_LOSS_BF16"
 BF16_FASTER_SHARE = 0.85
 
 
+def _loss_bf16_choice() -> str:
+    """``LOSS_BF16_ENV``, lower case: "0" and "1" override, anything else (unset: "auto") measures."""
+    return os.environ.get(LOSS_BF16_ENV, "auto").strip().lower()
+
+
 def cpu_bf16_measured_faster() -> bool:
     """Whether convolutions like a loss network's (forward and back to the input, frozen weights) run faster under
     bf16 autocast, channels-last (as ``perception`` runs them there), than in fp32 on this CPU: timed alternately,
-    fastest of five each, about a tenth of a second once per ISA cap and thread count."""
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").strip().upper() or "ALL"
-    return _bf16_timing(isa, torch.get_num_threads())
+    fastest of five each, about half a second once per ISA cap and thread count."""
+    return _bf16_timing(_onednn_isa_cap(), torch.get_num_threads())
 
 
 @functools.lru_cache(maxsize=None)
@@ -236,7 +244,7 @@ def _bf16_timing(isa: str, threads: int) -> bool:
 def fast_bf16(device: torch.device | str) -> bool:
     """Whether bf16 autocast makes convolutions faster on ``device``: CUDA with bf16; a CPU with native bf16 where
     it measures faster (``LOSS_BF16_ENV`` overrides)."""
-    choice = os.environ.get(LOSS_BF16_ENV, "auto").strip().lower()
+    choice = _loss_bf16_choice()
     if choice == "0":
         return False
     device = torch.device(device)
@@ -252,7 +260,7 @@ def loss_precision(device: torch.device | str) -> str:
     if fast_bf16(device):
         return "bf16"
     device = torch.device(device)
-    if os.environ.get(LOSS_BF16_ENV, "auto").strip().lower() == "0":
+    if _loss_bf16_choice() == "0":
         return "fp32 (asked for)"
     if device.type == "cpu" and cpu_has_native_bf16():
         return "fp32 (native bf16 measured slower here)"
