@@ -116,7 +116,8 @@ def profile_settings(profile: str) -> dict:
     if profile == "gpu":
         # The CPU recipe (it warm-starts from the CPU state, 100k steps into its finishing phase: the full rates
         # would undo that) with the H200's larger crops and batches. Teacher tiles: 8 of 256 px per material (the
-        # first GPU run's 24 of 384 took most of its 3.6 minutes to synthesize: 210 steps).
+        # first GPU run's 24 of 384 took most of its 3.6 minutes to synthesize: 210 steps); none are synthesized
+        # while the recipe takes every crop from the exemplars (``exemplar_fraction`` 1.0).
         return {"config": {**cpu_recipe(), "crop_size": 192, "batch_size": 18, "exemplar_stats_crop": 256},
                 "tiles": 8, "tile_size": 256, "synth_steps": None, "materials": MATERIALS, "exemplar_side": None}
     if profile == "tiny":  # seconds: two materials, small exemplars, no VGG
