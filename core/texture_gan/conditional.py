@@ -181,7 +181,7 @@ class ConditionalGANConfig(TextureGANConfig):
     SCHEDULE_FIELDS = ("finish_from", "finish_lr_scale", "finish_ema_decay", "cell_lr_scale", "exemplar_stats_weight",
                        "exemplar_stats_crop", "exemplar_focus", "spectrum_weight", "spectrum_focus", "lattice_lr_scale",
                        "fine_lr_scale", "adversarial_weight", "fine_lattice_open", "course_weight", "course_periods",
-                       "exemplar_fraction")
+                       "exemplar_fraction", "augment_flips")
     # The sizes of a step: a GPU run trains bigger batches of bigger crops than the CPU, and either continues the
     # other's state (the networks are fully convolutional; nothing saved depends on them).
     SIZE_FIELDS = ("crop_size", "batch_size")

@@ -86,8 +86,8 @@ class TargetSampler:
     """Training targets per material: wrapped crops of its synthesized tiles or crops of its exemplar."""
 
     def __init__(self, exemplars: list[np.ndarray], tiles: list[np.ndarray], crop: int, exemplar_fraction: float,
-                 generator: torch.Generator, device: torch.device):
-        self.crop, self.fraction, self.gen = crop, exemplar_fraction, generator
+                 generator: torch.Generator, device: torch.device, flips: bool = True):
+        self.crop, self.fraction, self.gen, self.flips = crop, exemplar_fraction, generator, flips
         self.exemplars = [torch.from_numpy(np.ascontiguousarray(e.transpose(2, 0, 1))).to(device) for e in exemplars]
         self.tiles = [torch.from_numpy(np.ascontiguousarray(t.transpose(0, 3, 1, 2))).to(device) for t in tiles]
 
@@ -110,6 +110,8 @@ class TargetSampler:
             rows = torch.arange(y, y + c, device=tile.device) % h
             cols = torch.arange(x, x + c, device=tile.device) % w
             out = tile.index_select(1, rows).index_select(2, cols).float() / 255.0
+        if not self.flips:
+            return out
         flips = torch.randint(2, (2,), generator=g, device="cpu").tolist()
         if flips[0]:
             out = out.flip(2)
@@ -497,7 +499,7 @@ def train_material_gan(exemplars: Sequence[str | Path | np.ndarray], materials: 
     if crop != cfg.crop_size:
         raise ValueError(f"exemplars must be at least {cfg.crop_size} px per side for crop_size {cfg.crop_size}")
     sampler = TargetSampler(arrays, target_tiles, crop, cfg.exemplar_fraction if tiles else 1.0,
-                            torch.Generator(), dev)
+                            torch.Generator(), dev, flips=cfg.augment_flips)
     trainer = MaterialTrainer(cfg, sampler, seed, dev)
     sampler.gen = trainer.data_gen  # one data stream, saved with the state
     state_path = Path(state_path) if state_path is not None else training_state_path(out)

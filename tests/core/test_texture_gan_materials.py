@@ -1131,3 +1131,34 @@ def test_a_running_distillation_moves_to_the_exemplars_own_crops_and_stops_synth
     assert synthesized == [1, 1]  # one material each, from the cache
     a, b = load_file(str(moved)), load_file(str(kept))
     assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _found_unflipped(crop: torch.Tensor, exemplar: torch.Tensor) -> bool:
+    """Whether ``crop`` (3xCxC) is a crop of ``exemplar`` (3xHxW) as it is, not mirrored."""
+    c = crop.shape[-1]
+    windows = exemplar.unfold(1, c, 1).unfold(2, c, 1)  # 3 x H' x W' x C x C
+    return bool((windows - crop[:, None, None]).abs().amax(dim=(0, 3, 4)).min() < 1e-6)
+
+
+def test_the_exemplar_crops_keep_their_orientation_without_flips(tmp_path):
+    """``augment_flips`` off: every training crop is the exemplar as lit, never mirrored (a rendered or
+    photographed surface's light comes from one side; mirrored crops read 1.1-7.9x further from it than the crops
+    themselves under the judge). On, some crops are mirrored. A schedule field: a running training takes it up."""
+    from core.texture_gan.distill import TargetSampler
+
+    rng = np.random.default_rng(0)
+    exemplar = rng.random((40, 40, 3), dtype=np.float32)  # no symmetry: a mirrored crop is found nowhere
+    source = torch.from_numpy(exemplar.transpose(2, 0, 1).copy())
+    for flips, expect_all in ((False, True), (True, False)):
+        sampler = TargetSampler([exemplar], [np.zeros((0, 1, 1, 3), np.uint8)], 16, 1.0,
+                                torch.Generator().manual_seed(1), torch.device("cpu"), flips=flips)
+        found = [_found_unflipped(sampler.sample(0), source) for _ in range(24)]
+        assert all(found) if expect_all else not all(found)
+
+    path = tmp_path / "run.safetensors"
+    for steps, flips in ((2, True), (4, False)):  # accepted on resume
+        cfg = ConditionalGANConfig(n_materials=2, **{**TINY, "augment_flips": flips})
+        train_material_gan(_exemplars(), NAMES, path, steps=steps, config=cfg, seed=3, tiles=0)
+    from core.common.checkpoints import read_checkpoint_config
+    meta = read_checkpoint_config(path)
+    assert meta["steps"] == 4 and meta["training_config"]["augment_flips"] is False
