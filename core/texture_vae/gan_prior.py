@@ -68,6 +68,9 @@ class GANPriorVAEConfig:
     vgg_samples: int = 2
     lr: float = 5e-4
     grad_clip: float = 1.0
+    # Mirrored training crops (a recipe field). The decoder draws its materials lit as their exemplars are: a
+    # mirrored crop asks the encoder for a surface lit from the other side, which it cannot find on the canvas.
+    augment_flips: bool = True
     amp: bool = True
     decoder: str = DECODER
 

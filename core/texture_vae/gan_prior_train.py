@@ -40,7 +40,7 @@ from .train import CropSampler, load_exemplars, training_state_path
 from .vaegan import _feature_sw
 
 RECIPE_FIELDS = ("beta", "coarse_weight", "perceptual_weight", "stats_weight", "label_weight", "coarse_stages",
-                 "teacher_forced_materials", "crop_size", "batch_size", "vgg_samples", "lr", "grad_clip")
+                 "teacher_forced_materials", "crop_size", "batch_size", "vgg_samples", "lr", "grad_clip", "augment_flips")
 PERCEPTUAL_LAYERS = (2, 3)  # relu3_1, relu4_1 of TextureFeatures: structure, not the detail noise draws
 
 
@@ -105,7 +105,7 @@ class GANPriorTrainer:
         self.data_gen = seeded_generator(seed, "cpu")
         self.noise_gen = seeded_generator(seed + 1, "cpu")
         self.proj_gen = seeded_generator(seed + 2, "cpu")
-        self.sampler = LabelledCropSampler(images, cfg.crop_size, self.data_gen, device)
+        self.sampler = LabelledCropSampler(images, cfg.crop_size, self.data_gen, device, flips=cfg.augment_flips)
         self.net_f = TextureFeatures(device)
 
     def step(self) -> dict[str, torch.Tensor]:

@@ -66,11 +66,12 @@ def load_exemplars(exemplars: Sequence[str | os.PathLike | np.ndarray]) -> list[
 
 
 class CropSampler:
-    """Random crops with flips from the exemplars, driven by one seeded generator."""
+    """Random crops from the exemplars, flipped at random unless ``flips`` is off, driven by one seeded
+    generator."""
 
     def __init__(self, exemplars: list[np.ndarray], crop: int, generator: torch.Generator,
-                 device: torch.device | str = "cpu"):
-        self.crop = crop
+                 device: torch.device | str = "cpu", flips: bool = True):
+        self.crop, self.flips = crop, flips
         self.generator = generator
         self.images = []  # on the training device: crops are cut there, the draws are host numbers
         for a in exemplars:
@@ -81,12 +82,14 @@ class CropSampler:
         self.flipped = [flipped_versions(img) for img in self.images]  # flipped crops are views (common/crops.py)
 
     def draw(self) -> tuple[int, torch.Tensor]:
-        """One random crop (flipped at random) and the index of the exemplar it was cut from."""
+        """One random crop (flipped at random, with ``flips``) and the index of the exemplar it was cut from."""
         g, c = self.generator, self.crop
         index = int(torch.randint(len(self.images), (1,), generator=g))
         img = self.images[index]
         top = int(torch.randint(img.shape[1] - c + 1, (1,), generator=g))
         left = int(torch.randint(img.shape[2] - c + 1, (1,), generator=g))
+        if not self.flips:
+            return index, img[:, top:top + c, left:left + c]
         flips = torch.rand(2, generator=g, device="cpu").tolist()
         return index, flipped_crop(self.flipped[index], top, left, c, flips[0] < 0.5, flips[1] < 0.5)
 

@@ -419,9 +419,29 @@ def test_rebase_moves_onto_a_generator_trained_further(generator_file, tmp_path)
 def test_a_resumed_training_takes_the_new_recipe_but_keeps_its_architecture(generator_file, tmp_path):
     path = tmp_path / "m.safetensors"
     _train(generator_file, path, 2)
-    changed = GANPriorVAEConfig(**{**TINY, "base_channels": 8}, beta=0.5, stats_weight=0.0)
+    changed = GANPriorVAEConfig(**{**TINY, "base_channels": 8}, beta=0.5, stats_weight=0.0, augment_flips=False)
     train_gan_prior_vae(_exemplars(), generator_file, path, 3, config=changed, seed=5)
     config = read_checkpoint_config(path)["config"]
     assert config["beta"] == 0.5 and config["stats_weight"] == 0.0  # the recipe moves on
+    assert config["augment_flips"] is False
     assert config["base_channels"] == 4  # the weights it trained keep their shapes
     assert isinstance(load_texture_vae(path, "cpu"), GANPriorVAE)
+
+
+def test_the_encoders_crops_keep_their_orientation_without_flips():
+    """``augment_flips`` off: every training crop is the exemplar as it is lit, never mirrored; on, some are."""
+    from core.texture_vae.gan_prior_train import LabelledCropSampler
+
+    exemplar = np.random.default_rng(0).random((40, 40, 3), dtype=np.float32)  # a mirrored crop is found nowhere
+    source = torch.from_numpy(exemplar.transpose(2, 0, 1).copy())
+    windows = source.unfold(1, 16, 1).unfold(2, 16, 1)  # 3 x 25 x 25 x 16 x 16
+
+    def as_it_is(crop):
+        return bool((windows - crop[:, None, None]).abs().amax(dim=(0, 3, 4)).min() < 1e-6)
+
+    for flips, expect_all in ((False, True), (True, False)):
+        sampler = LabelledCropSampler([exemplar], 16, torch.Generator().manual_seed(1), "cpu", flips=flips)
+        crops, labels = sampler.sample_labelled(24)
+        found = [as_it_is(c) for c in crops]
+        assert all(found) if expect_all else not all(found)
+        assert labels.tolist() == [0] * 24
