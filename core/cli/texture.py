@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     train.add_argument("--crop-size", type=int, default=None, help="crop side the discriminator sees (multiple of 8)")
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--rotate", action="store_true", help="augment with 90-degree rotations (isotropic textures)")
-    train.add_argument("--no-flips", action="store_true", help="do not augment with mirror images")
+    train.add_argument("--no-flips", action="store_true",
+                       help="train on crops as they are, never mirrored (a surface lit from one side)")
     train.add_argument("--config", default=None, metavar="JSON",
                        help="config fields as a JSON object, e.g. '{\"g_channels\": [64, 32, 16]}' "
                             "(ConditionalGANConfig for --recipe distilled, TextureGANConfig for spatial)")
@@ -137,9 +138,9 @@ def _train(args) -> int:
             raise ValueError(f"--start-from: {start_from} does not exist")
     elif args.start_from:
         raise ValueError("--start-from applies to --recipe finetune only")
-    if distilled and (args.rotate or args.no_flips):
-        # The distillation's targets are synthesized tiles and crops as they are: no flips or turns to switch.
-        raise ValueError("--rotate and --no-flips apply to --recipe spatial only")
+    if distilled and args.rotate:
+        # The distillation's targets are teacher tiles and crops, mirrored at random but never turned.
+        raise ValueError("--rotate applies to --recipe spatial only")
     if args.rotate:
         fields["augment_rot90"] = True
     if args.no_flips:

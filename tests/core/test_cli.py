@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from core.common.checkpoints import read_checkpoint_config
 from core.common.images import save_image
 from core.common.procedural import make_exemplar
 from core.texture_gan import load_texture_gan
@@ -123,7 +124,7 @@ def test_bad_config_is_one_line(tmp_path):
 def test_train_takes_the_panels_recipe_by_default_each_exemplar_a_material(tmp_path):
     """``texture train`` trains what *Train From Image* trains (the distilled materials recipe: each exemplar a
     material, listed by ``texture materials`` and picked by ``generate --material``); ``--recipe spatial`` the
-    original one-texture GAN; flips and turns belong to that recipe alone."""
+    original one-texture GAN; turns belong to that recipe alone, ``--no-flips`` to every recipe."""
     wood = save_image(tmp_path / "oak.png", make_exemplar("wood", 64, seed=0))
     bricks = save_image(tmp_path / "wall.png", make_exemplar("bricks", 64, seed=0))
     config = '{"g_channels": [16, 8], "crop_size": 32, "stats_loss_weight": 0, "exemplar_stats_weight": 0}'
@@ -137,8 +138,9 @@ def test_train_takes_the_panels_recipe_by_default_each_exemplar_a_material(tmp_p
                 "--out", out).returncode == 0 and out.exists()
     tuned = tmp_path / "t.safetensors"  # Train From Image's default: fine-tuned from a materials GAN
     proc = _cli("texture", "train", "--exemplar", wood, "--out", tuned, "--steps", 1, "--recipe", "finetune",
-                "--start-from", model, "--config", '{"crop_size": 32, "exemplar_stats_weight": 0}')
+                "--start-from", model, "--config", '{"crop_size": 32, "exemplar_stats_weight": 0}', "--no-flips")
     assert proc.returncode == 0, proc.stderr[-800:]
+    assert read_checkpoint_config(tuned)["training_config"]["augment_flips"] is False  # crops as lit
     listed = _cli("texture", "materials", "--model", tuned).stdout
     assert "oak" in listed and "wall" not in listed, listed  # one material, the exemplar's
     _one_line_error(_cli("texture", "train", "--exemplar", wood, "--out", tmp_path / "y.safetensors", "--steps", 1,
