@@ -549,7 +549,8 @@ def train_material_gan(exemplars: Sequence[str | Path | np.ndarray], materials: 
                         "architecture": cfg.architecture(), "training_config": cfg.to_dict(),
                         "materials": list(materials), "data_fingerprint": fingerprint, "steps": at_step,
                         "seed": seed, "stride": cfg.stride, "crop_size_used": crop,
-                        "training_seconds": round(seconds, 1), "recipe": "distilled from texture_synth" if tiles else "the exemplars' own crops",
+                        "training_seconds": round(seconds, 1), "recipe": ("distilled from texture_synth" if tiles else "the exemplars' own crops")
+                        + ("" if cfg.augment_flips else ", never mirrored"),
                         "distilled_tiles": tiles, "device": str(dev), **(extra_config or {})}
         save_model_and_state(out, trainer.g_ema.state_dict(), model_config, KIND, state_path,
                              {"step": at_step, "seed": seed, "config": cfg.to_dict(), "data_fingerprint": fingerprint,

@@ -1162,3 +1162,4 @@ def test_the_exemplar_crops_keep_their_orientation_without_flips(tmp_path):
     from core.common.checkpoints import read_checkpoint_config
     meta = read_checkpoint_config(path)
     assert meta["steps"] == 4 and meta["training_config"]["augment_flips"] is False
+    assert meta["recipe"].endswith(", never mirrored")  # the record says so

@@ -169,9 +169,15 @@ def cpu_recipe() -> dict:
     # statistics, while the judge compares with the exemplar. An arm beside the training, one core each, six seeds:
     # 1.029 after 1,046 steps against the training's 1.057 at 184,921 (8 of 9 closer: rust 1.11 -> 1.02, bark 0.97
     # -> 0.91, cobblestones 1.79 -> 1.74; stone bricks level). Its state became the training's.
+    # No mirrored crops from step 185,307 (the forty-fourth session): the sampler flipped three crops in four
+    # across and/or down, while the surfaces are lit from one side; under the judge the exemplars' own crops,
+    # mirrored, read 1.1-7.9x further from them than as they are (cobblestones 2.4-5.1, stone bricks down 7.9,
+    # bark 4.2-4.7), and the whole-exemplar term pulled the other way. An arm beside the training, one core each,
+    # six seeds: 1.009 after 1,018 steps against the training's 1.036 (7 of 9 closer: rust 1.02 -> 0.97, grass
+    # 0.76 -> 0.72, bark 0.94 -> 0.90; fabric and cracked ground level). Its state became the training's.
     return {"finish_from": 46214, "finish_lr_scale": 0.25, **WHOLE_EXEMPLAR_STATS, "exemplar_stats_crop": 384,
             "exemplar_focus": exemplar_focus(MATERIALS), **lattice_recipe(MATERIALS), "adversarial_weight": 0.0,
-            "exemplar_fraction": 1.0}
+            "exemplar_fraction": 1.0, "augment_flips": False}
 
 
 BUNDLED = "texture_gan/materials.safetensors"  # the bundled float16 copy, under models/ (tools/ship_materials.py)
@@ -252,7 +258,7 @@ def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = 
     return _common.materials_entry(
         out_dir, path, thumbnail, config, materials, key="gan", name=NAME, label="Materials (conditional GAN)",
         kind="texture_gan", recipe="distilled from the instant synthesizer (core/texture_gan/distill.py) to step "
-        "183,837, then the exemplars' own crops",
+        "183,837, then the exemplars' own crops (never mirrored from step 185,307)",
         seed=SEED, device=device, minutes=minutes, losses=losses)
 
 

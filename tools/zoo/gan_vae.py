@@ -45,11 +45,13 @@ def find_model(out_dir: Path = MODELS) -> tuple[Path | None, str]:
 
 def profile_settings(profile: str) -> dict:
     if profile == "cpu":
-        return {"config": {"crop_size": 128, "batch_size": 6, "vgg_samples": 1}, "materials": MATERIALS,
-                "exemplar_side": None}
+        # No mirrored crops from encoder step 83,704 (the forty-fourth session), as the GAN it decodes through
+        # (tools/zoo/gan.py): that GAN draws its materials lit as their exemplars are.
+        return {"config": {"crop_size": 128, "batch_size": 6, "vgg_samples": 1, "augment_flips": False},
+                "materials": MATERIALS, "exemplar_side": None}
     if profile == "gpu":
-        return {"config": {"crop_size": 192, "batch_size": 32, "vgg_samples": 8}, "materials": MATERIALS,
-                "exemplar_side": None}
+        return {"config": {"crop_size": 192, "batch_size": 32, "vgg_samples": 8, "augment_flips": False},
+                "materials": MATERIALS, "exemplar_side": None}
     if profile == "tiny":
         return {"config": {"base_channels": 4, "encoder_mult": (1, 2), "crop_size": 16, "batch_size": 2,
                            "vgg_samples": 1}, "materials": MATERIALS[:2], "exemplar_side": 48}
