@@ -139,7 +139,8 @@ def _train(args) -> int:
     elif args.start_from:
         raise ValueError("--start-from applies to --recipe finetune only")
     if distilled and args.rotate:
-        # The distillation's targets are teacher tiles and crops, mirrored at random but never turned.
+        # The distillation's targets are teacher tiles and exemplar crops, mirrored at random (unless --no-flips),
+        # never turned.
         raise ValueError("--rotate applies to --recipe spatial only")
     if args.rotate:
         fields["augment_rot90"] = True

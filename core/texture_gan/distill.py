@@ -544,13 +544,15 @@ def train_material_gan(exemplars: Sequence[str | Path | np.ndarray], materials: 
         losses = dict(state.get("losses", {}))
         trained_seconds = float(state.get("trained_seconds", 0.0))
 
+    recipe = ("distilled from texture_synth" if tiles else "the exemplars' own crops") + \
+        ("" if cfg.augment_flips else ", never mirrored")
+
     def save(at_step: int, seconds: float, losses: dict) -> None:
         model_config = {"name": out.name.removesuffix(".safetensors"), "version": CONDITIONAL_VERSION,
                         "architecture": cfg.architecture(), "training_config": cfg.to_dict(),
                         "materials": list(materials), "data_fingerprint": fingerprint, "steps": at_step,
                         "seed": seed, "stride": cfg.stride, "crop_size_used": crop,
-                        "training_seconds": round(seconds, 1), "recipe": ("distilled from texture_synth" if tiles else "the exemplars' own crops")
-                        + ("" if cfg.augment_flips else ", never mirrored"),
+                        "training_seconds": round(seconds, 1), "recipe": recipe,
                         "distilled_tiles": tiles, "device": str(dev), **(extra_config or {})}
         save_model_and_state(out, trainer.g_ema.state_dict(), model_config, KIND, state_path,
                              {"step": at_step, "seed": seed, "config": cfg.to_dict(), "data_fingerprint": fingerprint,

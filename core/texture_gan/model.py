@@ -57,7 +57,7 @@ class TextureGANConfig:
     # of bricks and cells of cobbles) or "random" (seeded random filters: cheaper, weaker structure).
     stats_features: str = "vgg19"
     ema_decay: float = 0.995
-    augment_flips: bool = True
+    augment_flips: bool = True  # mirrored crops; the materials recipe takes none (a surface lit from one side)
     augment_rot90: bool = False  # only for textures without a preferred direction
     color_jitter: float = 0.02  # brightness/contrast jitter of real crops (small data augmentation)
     max_exemplar_side: int = 1024  # larger exemplars are downscaled to this

@@ -79,7 +79,8 @@ class CropSampler:
             if h < crop or w < crop:  # small exemplars are tiled to cover one crop
                 a = np.tile(a, (-(-crop // h), -(-crop // w), 1))
             self.images.append(torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).to(device))
-        self.flipped = [flipped_versions(img) for img in self.images]  # flipped crops are views (common/crops.py)
+        # flipped crops are views (common/crops.py)
+        self.flipped = [flipped_versions(img) for img in self.images] if flips else []
 
     def draw(self) -> tuple[int, torch.Tensor]:
         """One random crop (flipped at random, with ``flips``) and the index of the exemplar it was cut from."""
