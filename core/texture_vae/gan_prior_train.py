@@ -40,7 +40,8 @@ from .train import CropSampler, load_exemplars, training_state_path
 from .vaegan import _feature_sw
 
 RECIPE_FIELDS = ("beta", "coarse_weight", "perceptual_weight", "stats_weight", "label_weight", "coarse_stages",
-                 "teacher_forced_materials", "crop_size", "batch_size", "vgg_samples", "lr", "grad_clip", "augment_flips")
+                 "teacher_forced_materials", "crop_size", "batch_size", "vgg_samples", "lr", "grad_clip",
+                 "augment_flips")
 PERCEPTUAL_LAYERS = (2, 3)  # relu3_1, relu4_1 of TextureFeatures: structure, not the detail noise draws
 
 
