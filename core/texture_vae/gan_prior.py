@@ -71,6 +71,10 @@ class GANPriorVAEConfig:
     # Mirrored training crops (a recipe field). The decoder draws its materials lit as their exemplars are: a
     # mirrored crop asks the encoder for a surface lit from the other side, which it cannot find on the canvas.
     augment_flips: bool = True
+    # The encoder's weights, averaged over the last ~1/(1 - ema_decay) steps, are what the model file holds (0: the
+    # last step's). At a constant rate the encoder's one-pass score swings from checkpoint to checkpoint
+    # (six seeds, ~1,300 steps apart: 1.12 and 1.24); the average is what the steps agree on.
+    ema_decay: float = 0.0
     amp: bool = True
     decoder: str = DECODER
 

@@ -41,7 +41,7 @@ from .vaegan import _feature_sw
 
 RECIPE_FIELDS = ("beta", "coarse_weight", "perceptual_weight", "stats_weight", "label_weight", "coarse_stages",
                  "teacher_forced_materials", "crop_size", "batch_size", "vgg_samples", "lr", "grad_clip",
-                 "augment_flips")
+                 "augment_flips", "ema_decay")
 PERCEPTUAL_LAYERS = (2, 3)  # relu3_1, relu4_1 of TextureFeatures: structure, not the detail noise draws
 
 
@@ -108,6 +108,23 @@ class GANPriorTrainer:
         self.proj_gen = seeded_generator(seed + 2, "cpu")
         self.sampler = LabelledCropSampler(images, cfg.crop_size, self.data_gen, device, flips=cfg.augment_flips)
         self.net_f = TextureFeatures(device)
+        self.encoder_average = self._copy_encoder() if cfg.ema_decay > 0 else None
+
+    def _copy_encoder(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.net.encoder.state_dict().items()}
+
+    def _update_average(self) -> None:
+        current = self.net.encoder.state_dict()
+        floats = [k for k, v in self.encoder_average.items() if v.is_floating_point()]
+        with torch.no_grad():
+            torch._foreach_lerp_([self.encoder_average[k] for k in floats], [current[k] for k in floats],
+                                 1.0 - self.cfg.ema_decay)
+        for k in self.encoder_average.keys() - set(floats):  # integer buffers (counters) follow the encoder
+            self.encoder_average[k].copy_(current[k])
+
+    def encoder_weights(self) -> dict[str, torch.Tensor]:
+        """What the model file holds: the averaged encoder when the recipe averages, else the current one."""
+        return self.encoder_average if self.encoder_average is not None else self.net.encoder.state_dict()
 
     def step(self) -> dict[str, torch.Tensor]:
         cfg, net = self.cfg, self.net
@@ -140,13 +157,16 @@ class GANPriorTrainer:
         if cfg.grad_clip > 0:
             clip_grad_norm(net.encoder.parameters(), cfg.grad_clip)
         self.optimizer.step()
+        if self.encoder_average is not None:
+            self._update_average()
         return {"loss": loss.detach(), "coarse": coarse.detach(), "perceptual": perceptual.detach(),
                 "stats": stats.detach(), "kl": kl.detach(), "label": label.detach()}
 
     def state(self) -> dict:
         return {"encoder": self.net.encoder.state_dict(), "decoder": self.net.decoder.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "data_gen": self.data_gen.get_state(),
-                "noise_gen": self.noise_gen.get_state(), "proj_gen": self.proj_gen.get_state()}
+                "noise_gen": self.noise_gen.get_state(), "proj_gen": self.proj_gen.get_state(),
+                **({"encoder_average": self.encoder_average} if self.encoder_average is not None else {})}
 
     def load_state(self, state: dict) -> None:
         self.net.encoder.load_state_dict(state["encoder"])
@@ -155,6 +175,10 @@ class GANPriorTrainer:
         self.data_gen.set_state(state["data_gen"])
         self.noise_gen.set_state(state["noise_gen"])
         self.proj_gen.set_state(state["proj_gen"])
+        if self.encoder_average is not None:
+            # A state saved before the recipe averaged starts its average at the encoder it trained.
+            average = state.get("encoder_average") or self.net.encoder.state_dict()
+            self.encoder_average = {k: v.detach().clone().to(self.device) for k, v in average.items()}
 
 
 def train_gan_prior_vae(exemplars: Sequence[str | Path | np.ndarray], generator_path: str | Path,
@@ -223,7 +247,7 @@ def train_gan_prior_vae(exemplars: Sequence[str | Path | np.ndarray], generator_
                 "recipe": "encoder onto the materials GAN's canvas (the generator frozen as the decoder)",
                 "generator_steps": generator_steps,
                 **(extra_meta or {})}
-        tensors = {f"encoder.{k}": v for k, v in trainer.net.encoder.state_dict().items()}
+        tensors = {f"encoder.{k}": v for k, v in trainer.encoder_weights().items()}
         tensors.update({f"decoder.{k}": v for k, v in trainer.net.decoder.state_dict().items()})
         save_model_and_state(out, tensors, meta, KIND, state_path,
                              {"step": at_step, "seed": seed, "fingerprint": fingerprint, "config": cfg.to_dict(),

@@ -442,3 +442,32 @@ def test_the_encoders_crops_keep_their_orientation_without_flips():
         found = [_found_unflipped(c, source) for c in crops]
         assert all(found) if expect_all else not all(found)
         assert labels.tolist() == [0] * 24
+
+
+def test_the_model_file_holds_the_encoders_moving_average_and_a_resume_keeps_it(generator_file, tmp_path,
+                                                                                  one_thread):
+    from core.common.checkpoints import load_training_state
+    from core.texture_vae.train import training_state_path
+
+    averaged = GANPriorVAEConfig(**TINY, ema_decay=0.5)
+    straight, resumed = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    train_gan_prior_vae(_exemplars(), generator_file, straight, 4, config=averaged, seed=5)
+    train_gan_prior_vae(_exemplars(), generator_file, resumed, 2, config=averaged, seed=5)
+    train_gan_prior_vae(_exemplars(), generator_file, resumed, 4, config=averaged, seed=5)
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []  # the state carries the average
+
+    # A state trained without averaging starts its average at the encoder it trained: one step at decay 0.5
+    # later, the file holds the mean of the encoder before and after that step.
+    path = tmp_path / "m.safetensors"
+    _train(generator_file, path, 2)
+    before = load_training_state(training_state_path(path))["encoder"]
+    train_gan_prior_vae(_exemplars(), generator_file, path, 3, config=averaged, seed=5)
+    after = load_training_state(training_state_path(path))["encoder"]
+    model = load_file(str(path))
+    moved = [k for k in after if after[k].is_floating_point() and not torch.equal(before[k], after[k])]
+    assert moved  # the step did train the encoder
+    for k in moved:
+        assert torch.allclose(model[f"encoder.{k}"], (before[k] + after[k]) / 2, atol=1e-6), k
+        assert not torch.equal(model[f"encoder.{k}"], after[k])
+    assert read_checkpoint_config(path)["config"]["ema_decay"] == 0.5
