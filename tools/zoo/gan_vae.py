@@ -138,7 +138,8 @@ def record(out_dir: Path = MODELS, device: str = "cpu", minutes: float | None = 
     return _common.materials_entry(
         out_dir, path, thumbnail, config, materials, key=KEY, name=NAME,
         label="Materials VAE (decoder: the materials GAN)", kind="texture_vae",
-        recipe="encoder onto the materials GAN's canvas, generator frozen (core/texture_vae/gan_prior_train.py)",
+        recipe=("encoder onto the materials GAN's canvas, generator frozen; the file holds the encoder's ~500-step "
+                "moving average from step 86,188 (core/texture_vae/gan_prior_train.py)"),
         seed=SEED, device=device, minutes=minutes, losses=losses)
 
 
