@@ -244,7 +244,8 @@ def train_gan_prior_vae(exemplars: Sequence[str | Path | np.ndarray], generator_
         meta = {"config": cfg.to_dict(), "name": name or out.stem, "steps": at_step, "seed": seed,
                 "data_fingerprint": fingerprint, "exemplar_count": len(images), "device": str(dev),
                 "training_seconds": round(seconds, 1),
-                "recipe": "encoder onto the materials GAN's canvas (the generator frozen as the decoder)",
+                "recipe": "encoder onto the materials GAN's canvas (the generator frozen as the decoder)"
+                          + (f"; the encoder's moving average (decay {cfg.ema_decay})" if cfg.ema_decay > 0 else ""),
                 "generator_steps": generator_steps,
                 **(extra_meta or {})}
         tensors = {f"encoder.{k}": v for k, v in trainer.encoder_weights().items()}

@@ -47,8 +47,9 @@ def profile_settings(profile: str) -> dict:
     if profile == "cpu":
         # No mirrored crops from encoder step 83,704 (the forty-fourth session), as the GAN it decodes through
         # (tools/zoo/gan.py): that GAN draws its materials lit as their exemplars are.
-        # The model file holds the encoder averaged over ~500 steps from step 85,942 (the forty-fifth session):
-        # at the constant rate the one-pass score read 1.121, 1.238 and 1.219 at 84,514, 85,804 and 85,942 steps.
+        # The model file holds the encoder averaged over ~500 steps from step 86,188 (the forty-fifth session): at
+        # the constant rate the one-pass score read 1.121, 1.238, 1.219 and 1.141 at 84,514, 85,804, 85,942 and
+        # 86,188 steps; the average 1.154 at 86,684 and at 87,185 (raw 1.190, 1.229).
         return {"config": {"crop_size": 128, "batch_size": 6, "vgg_samples": 1, "augment_flips": False,
                            "ema_decay": 0.998},
                 "materials": MATERIALS, "exemplar_side": None}
