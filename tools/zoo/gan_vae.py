@@ -59,7 +59,8 @@ def profile_settings(profile: str) -> dict:
                 "materials": MATERIALS, "exemplar_side": None}
     if profile == "tiny":
         return {"config": {"base_channels": 4, "encoder_mult": (1, 2), "crop_size": 16, "batch_size": 2,
-                           "vgg_samples": 1}, "materials": MATERIALS[:2], "exemplar_side": 48}
+                           "vgg_samples": 1, "ema_decay": 0.998},  # as the gpu profile: the rehearsal runs its path
+                "materials": MATERIALS[:2], "exemplar_side": 48}
     raise SystemExit(f"gan_vae: unknown profile {profile!r}; known: {', '.join(PROFILES)}")
 
 
