@@ -108,19 +108,17 @@ class GANPriorTrainer:
         self.proj_gen = seeded_generator(seed + 2, "cpu")
         self.sampler = LabelledCropSampler(images, cfg.crop_size, self.data_gen, device, flips=cfg.augment_flips)
         self.net_f = TextureFeatures(device)
-        self.encoder_average = self._copy_encoder() if cfg.ema_decay > 0 else None
+        self.encoder_average = self._copy(self.net.encoder.state_dict()) if cfg.ema_decay > 0 else None
 
-    def _copy_encoder(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.net.encoder.state_dict().items()}
+    def _copy(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone().to(self.device) for k, v in weights.items()}
 
     def _update_average(self) -> None:
+        """As the GAN's moving average (``texture_gan/train.py``); the encoder has parameters only."""
         current = self.net.encoder.state_dict()
-        floats = [k for k, v in self.encoder_average.items() if v.is_floating_point()]
         with torch.no_grad():
-            torch._foreach_lerp_([self.encoder_average[k] for k in floats], [current[k] for k in floats],
+            torch._foreach_lerp_(list(self.encoder_average.values()), [current[k] for k in self.encoder_average],
                                  1.0 - self.cfg.ema_decay)
-        for k in self.encoder_average.keys() - set(floats):  # integer buffers (counters) follow the encoder
-            self.encoder_average[k].copy_(current[k])
 
     def encoder_weights(self) -> dict[str, torch.Tensor]:
         """What the model file holds: the averaged encoder when the recipe averages, else the current one."""
@@ -177,8 +175,7 @@ class GANPriorTrainer:
         self.proj_gen.set_state(state["proj_gen"])
         if self.encoder_average is not None:
             # A state saved before the recipe averaged starts its average at the encoder it trained.
-            average = state.get("encoder_average") or self.net.encoder.state_dict()
-            self.encoder_average = {k: v.detach().clone().to(self.device) for k, v in average.items()}
+            self.encoder_average = self._copy(state.get("encoder_average") or self.net.encoder.state_dict())
 
 
 def train_gan_prior_vae(exemplars: Sequence[str | Path | np.ndarray], generator_path: str | Path,
