@@ -124,6 +124,58 @@ def test_a_worse_training_model_leaves_the_bundled_copy(bundle, tmp_path, capsys
     assert ship_materials.main(args[:5] + [str(source)] + args[6:] + ["--force"]) == 0
 
 
+def test_a_lead_replaces_the_bundled_copy_only_where_it_holds_on_held_out_seeds():
+    from tools.ship_materials import lead_holds
+
+    assert lead_holds(1.00, 0.97, 0.95, 0.94)
+    assert not lead_holds(1.00, 0.97, 0.94, 0.95)  # the forty-sixth session's case: a lead on the picking seeds only
+    assert not lead_holds(1.00, 1.00, 0.95, 0.90)  # level on the deciding seeds: the bundled copy stays
+    assert not lead_holds(1.00, 0.97, 0.95, 0.95)
+
+
+def test_held_out_seeds_draw_other_outputs_under_the_same_judge(bundle):
+    gan_file = bundle / "training" / "materials_gan.safetensors"
+    vae_file = bundle / "training" / "materials_gan_vae.safetensors"
+    for recipe, path in ((zoo.recipe("gan"), gan_file), (zoo.recipe("gan_vae"), vae_file)):
+        default = recipe.evaluate_file(path, profile="tiny")
+        same = recipe.evaluate_file(path, profile="tiny", first_seed=0)
+        other = recipe.evaluate_file(path, profile="tiny", first_seed=100)
+        assert [r["ratio"] for r in default["rows"]] == [r["ratio"] for r in same["rows"]]
+        assert [r["ratio"] for r in default["rows"]] != [r["ratio"] for r in other["rows"]], path.name
+        assert all(np.isfinite(r["ratio"]) and r["ratio"] > 0 for r in other["rows"])
+
+
+def test_a_model_that_leads_on_both_seed_sets_replaces_a_worse_bundled_copy(bundle, tmp_path, capsys):
+    """The bundled GAN is garbled (noise on every weight), the training's is not: it leads on the deciding seeds
+    and on the held-out ones, replaces the copy, and its entry records both scores."""
+    import shutil
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    models = tmp_path / "models"
+    shutil.copytree(bundle, models)
+    bundled = models / "texture_gan" / "materials.safetensors"
+    with safe_open(str(bundled), "pt") as f:
+        metadata = f.metadata()
+    gen = torch.Generator().manual_seed(1)
+    tensors = {k: v + 3 * torch.randn(v.shape, generator=gen).to(v.dtype) if v.is_floating_point() else v
+               for k, v in load_file(str(bundled)).items()}
+    save_file(tensors, str(bundled), metadata=metadata)
+    garbled = bundled.read_bytes()
+    args = ["--models", str(models), "--profile", "tiny", "--only", "gan",
+            "--gan", str(models / "training" / "materials_gan.safetensors")]
+    assert ship_materials.main(args) == 0
+    out = capsys.readouterr().out
+    assert "the lead holds on the held-out seeds" in out, out
+    assert bundled.read_bytes() != garbled
+    entry = next(m for m in json.loads((models / "manifest.json").read_text())["models"] if m["name"] == "materials")
+    quality = entry["quality"]
+    assert np.isfinite(quality["held_out_score"]) and quality["held_out_score"] > 0
+    assert quality["held_out_score"] != quality["score"]
+
+
 def test_a_continued_training_keeps_the_machines_it_ran_on(tmp_path):
     """A GPU slot's segment stays in a training's record after the CPU continues it (the bundled entry copies
     this); a training with fewer steps than the record (a fresh start) lists only its own machine."""

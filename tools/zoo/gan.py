@@ -284,8 +284,10 @@ def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict
     return evaluate_file(path, device, profile)
 
 
-def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu", seeds: int | None = None) -> dict:
-    """``evaluate`` of one materials GAN file (the training's, or the bundled copy)."""
+def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu", seeds: int | None = None,
+                  first_seed: int = 0) -> dict:
+    """``evaluate`` of one materials GAN file (the training's, or the bundled copy); ``first_seed``: the outputs'
+    seeds start there (the judge's crops of the exemplar stay the same), for a check on seeds no pick was made on."""
     import numpy as np
     import torch
 
@@ -304,7 +306,7 @@ def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu", seeds: 
             continue
         size = min(exemplar.shape[:2]) // 2
         judge, base = quality.texture_baseline(name, exemplar, size, settings["seeds"], device)
-        fakes = [gan.generate(size, size, seed=s, material=name) for s in range(settings["seeds"])]
+        fakes = [gan.generate(size, size, seed=first_seed + s, material=name) for s in range(settings["seeds"])]
         rows.append({"material": name, "crop_px": size, "ratio": float(np.mean([judge(f) for f in fakes])) / base,
                      "seam": pooled_seam_score(fakes, gan.stride)})
     return {"score": quality.material_score(rows), "steps": gan.config.get("steps"), "rows": rows}

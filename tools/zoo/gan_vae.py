@@ -157,10 +157,10 @@ def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict
 
 
 def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu", seeds: int | None = None,
-                  refine_steps: int = 0, only: Sequence[str] | None = None) -> dict:
+                  refine_steps: int = 0, only: Sequence[str] | None = None, first_seed: int = 0) -> dict:
     """``evaluate`` of one texture VAE file (any kind ``load_texture_vae`` reads); ``refine_steps``: the
     variations' latent refinement (``TextureVAE.refine``; 0, the default, as the panel); ``only``: these
-    materials."""
+    materials; ``first_seed``: the variations' seeds start there (the crops stay the same)."""
     import numpy as np
     import torch
 
@@ -187,7 +187,7 @@ def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu", seeds: 
         size = min(exemplar.shape[:2]) // 2
         judge, base = quality.texture_baseline(name, exemplar, size, settings["seeds"], device)
         source = quality.crops(exemplar, size, 1, 7)[0]
-        varied = [vae.vary(source, quality.VARY_STRENGTH, seed=s, refine_steps=refine_steps)
+        varied = [vae.vary(source, quality.VARY_STRENGTH, seed=first_seed + s, refine_steps=refine_steps)
                   for s in range(settings["seeds"])]
         rows.append({"material": name, "crop_px": size,
                      "ratio": float(np.mean([judge(v) for v in varied])) / base,
