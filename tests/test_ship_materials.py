@@ -91,23 +91,29 @@ def test_the_library_lists_both_as_bundled_models(bundle):
     assert all(m.path.parent.name != "previous" for m in listed)  # the baseline is not offered
 
 
+def _write_garbled(source: Path, dest: Path, seed: int) -> None:
+    """``source`` with noise (3 sigma) on every float weight, written to ``dest`` (its metadata kept): a model that
+    measures far worse."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(source), "pt") as f:
+        metadata = f.metadata()
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {k: v + 3 * torch.randn(v.shape, generator=gen).to(v.dtype) if v.is_floating_point() else v
+               for k, v in load_file(str(source)).items()}
+    save_file(tensors, str(dest), metadata=metadata)
+
+
 def test_a_worse_training_model_leaves_the_bundled_copy(bundle, tmp_path, capsys):
     """The training's model is replaced by a garbled copy (noise on every weight): the bundled GAN and its entry
     stay; --force replaces them."""
     import shutil
 
-    import torch
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
-
     source = bundle / "training" / "materials_gan.safetensors"
     worse = tmp_path / "worse_gan.safetensors"
-    with safe_open(str(source), "pt") as f:
-        metadata = f.metadata()
-    gen = torch.Generator().manual_seed(0)
-    tensors = {k: v + 3 * torch.randn(v.shape, generator=gen).to(v.dtype) if v.is_floating_point() else v
-               for k, v in load_file(str(source)).items()}
-    save_file(tensors, str(worse), metadata=metadata)
+    _write_garbled(source, worse, seed=0)
     shutil.copy2(source.with_suffix(".json"), worse.with_suffix(".json"))
     bundled = bundle / "texture_gan" / "materials.safetensors"
     before, manifest_before = bundled.read_bytes(), (bundle / "manifest.json").read_text()
@@ -150,19 +156,10 @@ def test_a_model_that_leads_on_both_seed_sets_replaces_a_worse_bundled_copy(bund
     and on the held-out ones, replaces the copy, and its entry records both scores."""
     import shutil
 
-    import torch
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
-
     models = tmp_path / "models"
     shutil.copytree(bundle, models)
     bundled = models / "texture_gan" / "materials.safetensors"
-    with safe_open(str(bundled), "pt") as f:
-        metadata = f.metadata()
-    gen = torch.Generator().manual_seed(1)
-    tensors = {k: v + 3 * torch.randn(v.shape, generator=gen).to(v.dtype) if v.is_floating_point() else v
-               for k, v in load_file(str(bundled)).items()}
-    save_file(tensors, str(bundled), metadata=metadata)
+    _write_garbled(bundled, bundled, seed=1)
     garbled = bundled.read_bytes()
     args = ["--models", str(models), "--profile", "tiny", "--only", "gan",
             "--gan", str(models / "training" / "materials_gan.safetensors")]
