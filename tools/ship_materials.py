@@ -81,8 +81,9 @@ def ship(key: str, source: Path, models_dir: Path, manifest: dict, profile: str 
     """Copy one training model into the bundle (float16), measure it (``profile``: the zoo's evaluation
     settings; "tiny" for tests), and return its manifest entry; None when the bundled copy already there
     measures at least as well, same evaluation, same seeds (a GAN's quality swings between checkpoints: the
-    next session's training may be worse than the last one shipped). ``force``: replace it anyway. ``seeds``:
-    per material (None: the profile's), the same for both."""
+    next session's training may be worse than the last one shipped), or where the training's lead does not hold
+    on the held-out seeds (``lead_holds``). ``force``: replace it anyway. ``seeds``: per material (None: the
+    profile's), the same for both."""
     from core.common.checkpoints import CheckpointError, read_checkpoint_config
     from tools.half_models import halve
 
