@@ -173,6 +173,37 @@ def test_a_model_that_leads_on_both_seed_sets_replaces_a_worse_bundled_copy(bund
     assert quality["held_out_score"] != quality["score"]
 
 
+def test_remeasure_rewrites_the_bundled_figures_and_leaves_the_files(bundle, tmp_path, capsys):
+    """After a change to the evaluation: --remeasure measures the bundled copies again (deciding and held-out
+    seeds) and rewrites their manifest figures; the model files stay byte for byte, the other entries as they were."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(bundle, models)
+    manifest_path = models / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for entry in manifest["models"]:
+        if entry["name"] in ("materials", "materials_vae"):
+            entry["quality"] = {"score": 99.0, "rows": []}
+            entry["quality_measured_with"] = "an older evaluation"
+    manifest_path.write_text(json.dumps(manifest))
+    files = {rel: (models / rel).read_bytes() for rel in ("texture_gan/materials.safetensors",
+                                                          "texture_vae/materials.safetensors")}
+    others = [m for m in manifest["models"] if m["name"] not in ("materials", "materials_vae")]
+    assert ship_materials.main(["--models", str(models), "--profile", "tiny", "--remeasure"]) == 0
+    after = json.loads(manifest_path.read_text())["models"]
+    for key, name, rel in (("gan", "materials", "texture_gan/materials.safetensors"),
+                           ("gan_vae", "materials_vae", "texture_vae/materials.safetensors")):
+        entry = next(m for m in after if m["name"] == name)
+        expected = zoo.recipe(key).evaluate_file(models / rel, profile="tiny", seeds=1)
+        assert entry["quality"]["score"] == round(expected["score"], 3)
+        assert len(entry["quality"]["rows"]) == len(expected["rows"]) > 0
+        assert np.isfinite(entry["quality"]["held_out_score"])
+        assert "own crops" in entry["quality_measured_with"]
+        assert (models / rel).read_bytes() == files[rel]
+    assert [m for m in after if m["name"] not in ("materials", "materials_vae")] == others
+
+
 def test_a_continued_training_keeps_the_machines_it_ran_on(tmp_path):
     """A GPU slot's segment stays in a training's record after the CPU continues it (the bundled entry copies
     this); a training with fewer steps than the record (a fresh start) lists only its own machine."""

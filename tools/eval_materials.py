@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 # The measures live in tools/model_quality.py (shared with the zoo's evaluate hooks); re-exported for the benches.
 from tools.model_quality import (VARY_STRENGTH, VGGJudge, course_regularity, crops, exemplar_courses,  # noqa: E402,F401
-                                 gradient_energy, texture_baseline)
+                                 gradient_energy, source_crops, texture_baseline)
 
 
 def teacher_tiles(exemplar: np.ndarray, size: int) -> list[np.ndarray]:
@@ -106,7 +106,7 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
     for name in gan.materials:
         ex = exemplars[name]
         size = min(ex.shape[:2]) // 2
-        judge, base = texture_baseline(name, ex, size, seeds)
+        judge, base = texture_baseline(name, ex, size)
 
         def ratio_of(images):
             return float(np.mean([judge(im) for im in images])) / base
@@ -123,7 +123,8 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
                                                                  tileable=False) for s in range(16)], gan.stride)}
         teachers = teacher_tiles(ex, size)
         instant = teachers[0]
-        row["instant_ratio"] = ratio_of([instant])
+        row["instant_ratio"] = ratio_of(teachers)  # all of them: one tile's ratio scatters as one crop's does
+        row["instant_tiles"] = len(teachers)
         courses = exemplar_courses(ex)
         if courses is not None:  # straight, even courses: what the VGG19 ratio does not see
             row["courses"] = {"axis": courses[0], "period": courses[1],
@@ -131,16 +132,21 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
                               "instant": float(np.mean([course_regularity(t, courses) for t in teachers])),
                               "crops": float(np.mean([course_regularity(c, courses)
                                                       for c in crops(straighten(ex), size, seeds, 1)]))}
-        source = crops(ex, size, 1, 7)[0]
+        sources = source_crops(ex, size, seeds)  # one per seed
+        source = sources[0]
         variation = None
         for label, model in (("vae", vae), ("old_vae", old_vae)):
             if model is None:
                 continue
-            varied = [model.vary(source, VARY_STRENGTH, seed=s, refine_steps=refine_steps) for s in range(seeds)]
+            varied = [model.vary(src, VARY_STRENGTH, seed=s, refine_steps=refine_steps)
+                      for s, src in enumerate(sources)]
             row[f"{label}_ratio"] = ratio_of(varied)
-            row[f"{label}_grad_energy"] = float(np.mean([gradient_energy(v) for v in varied])) / gradient_energy(source)
+            row[f"{label}_grad_energy"] = float(np.mean([gradient_energy(v) / gradient_energy(src)
+                                                         for v, src in zip(varied, sources)]))
             if label == "vae":
                 variation = varied[0]
+        if vae is not None or old_vae is not None:
+            row["sources_ratio"] = ratio_of(sources)  # what the variations' inputs read themselves
         rows.append(row)
         panel = [source, instant, fakes[0],
                  variation if variation is not None else np.zeros_like(source)]
@@ -195,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                                             1 if args.quick else args.seeds, 16 if args.quick else 128,
                                             seam_side=128 if args.quick else 256, refine_steps=args.refine_steps)
     keys = ["gan_ratio", "gan_seam", "instant_ratio", "vae_ratio", "vae_grad_energy", "old_vae_ratio",
-            "old_vae_grad_energy"]
+            "old_vae_grad_energy", "sources_ratio"]
     print("material              " + " ".join(f"{k:>13}" for k in keys))
     for r in rows:
         print(f"{r['material']:<22}" + " ".join(f"{r[k]:>13.3f}" if k in r else f"{'-':>13}" for k in keys))

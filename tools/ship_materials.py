@@ -1,6 +1,7 @@
 """Bundle the materials GAN and its GAN-prior VAE as the panel's texture models.
 
     PYTHONPATH=. .venv/bin/python tools/ship_materials.py [--gan FILE] [--vae FILE] [--only gan|gan_vae] [--models DIR] [--force]
+    PYTHONPATH=. .venv/bin/python tools/ship_materials.py --remeasure [--only gan|gan_vae]   (the bundled copies' figures)
 
 A fresh clone has only the committed training states: write the model files first with
 ``python build.py models --only gan gan_vae --minutes 0`` (no training, seconds).
@@ -76,6 +77,33 @@ def lead_holds(current: float, measured: float, current_held_out: float, measure
     return measured < current and measured_held_out < current_held_out
 
 
+def _measured_with(key: str, profile: str, seeds: int | None) -> str:
+    from tools.model_quality import BASELINE_CROPS
+
+    return (f"tools/zoo/{key}.py evaluate ({profile} profile, {seeds or 'its'} seed(s) per material, against the "
+            f"mean of {BASELINE_CROPS} of the exemplar's own crops), on the bundled float16 file")
+
+
+def _quality(measured: dict) -> dict:
+    return {"score": round(measured["score"], 3),
+            **({"held_out_score": round(measured["held_out_score"], 3)} if "held_out_score" in measured else {}),
+            "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
+                     for row in measured["rows"]]}
+
+
+def remeasure(key: str, models_dir: Path, manifest: dict, profile: str = "cpu", seeds: int | None = None) -> dict:
+    """The bundled copy's manifest entry with its quality measured again under the evaluation as it is now (on the
+    deciding and the held-out seeds), the file untouched: for when the measure changes, so the manifest's figures
+    stay comparable with the bench's. KeyError where the manifest has no entry for it."""
+    rel, name, _ = SHIPPED[key]
+    entry = next(m for m in manifest.get("models", []) if (m["name"], m["file"]) == (name, rel))
+    recipe = gan if key == "gan" else gan_vae
+    measured = recipe.evaluate_file(models_dir / rel, profile=profile, seeds=seeds)
+    measured["held_out_score"] = recipe.evaluate_file(models_dir / rel, profile=profile, seeds=seeds,
+                                                      first_seed=HELD_OUT_FIRST_SEED)["score"]
+    return {**entry, "quality": _quality(measured), "quality_measured_with": _measured_with(key, profile, seeds)}
+
+
 def ship(key: str, source: Path, models_dir: Path, manifest: dict, profile: str = "cpu",
          force: bool = False, seeds: int | None = None) -> dict | None:
     """Copy one training model into the bundle (float16), measure it (``profile``: the zoo's evaluation
@@ -147,13 +175,8 @@ def ship(key: str, source: Path, models_dir: Path, manifest: dict, profile: str 
         "training_seconds": config.get("training_seconds") or training.get("training_seconds"),
         "trained_on": training.get("trained_on", "cpu"),
         "size_mb": round(target.stat().st_size / 1e6, 2),
-        "quality": {"score": round(measured["score"], 3),
-                    **({"held_out_score": round(measured["held_out_score"], 3)}
-                       if "held_out_score" in measured else {}),
-                    "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
-                             for row in measured["rows"]]},
-        "quality_measured_with": f"tools/zoo/{key}.py evaluate ({profile} profile, "
-                                 f"{seeds or 'its'} seed(s) per material), on the bundled float16 file",
+        "quality": _quality(measured),
+        "quality_measured_with": _measured_with(key, profile, seeds),
     }
     if key == "gan_vae":
         entry["decoder_steps"] = config.get("generator_steps")  # the materials GAN it decodes through
@@ -174,7 +197,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure and ship one of the two (e.g. the VAE while the GAN still trains)")
     parser.add_argument("--force", action="store_true",
                         help="replace the bundled copies even where they measure better than the training's models")
+    parser.add_argument("--remeasure", action="store_true",
+                        help="ship nothing: measure the bundled copies again and rewrite their manifest figures "
+                             "(after a change to the evaluation)")
     args = parser.parse_args(argv)
+    seeds = 1 if args.profile == "tiny" else args.seeds
+    if args.remeasure:
+        from tools.model_zoo import _update_manifest
+
+        manifest_path = args.models / "manifest.json"
+        for key in [k for k in ("gan", "gan_vae") if args.only in (None, k)]:
+            entry = remeasure(key, args.models, json.loads(manifest_path.read_text()), args.profile, seeds)
+            _update_manifest(manifest_path, entry)
+            print(f"{entry['file']}: measured again: score {entry['quality']['score']}, held out "
+                  f"{entry['quality']['held_out_score']}")
+        return 0
     wanted = [(key, path) for key, path in (("gan", args.gan), ("gan_vae", args.vae)) if args.only in (None, key)]
     for _, path in wanted:
         if not path.is_file():
@@ -186,7 +223,6 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads(manifest_path.read_text())
     gone = _retire(args.models, manifest)  # first: the new VAE takes the old one's file name
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    seeds = 1 if args.profile == "tiny" else args.seeds
     entries = [ship(key, path, args.models, manifest, args.profile, args.force, seeds)
                for key, path in wanted]
     for entry in filter(None, entries):

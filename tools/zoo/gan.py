@@ -305,7 +305,7 @@ def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu", seeds: 
             rows.append({"material": name, "missing": True})
             continue
         size = min(exemplar.shape[:2]) // 2
-        judge, base = quality.texture_baseline(name, exemplar, size, settings["seeds"], device)
+        judge, base = quality.texture_baseline(name, exemplar, size, device)
         fakes = [gan.generate(size, size, seed=first_seed + s, material=name) for s in range(settings["seeds"])]
         rows.append({"material": name, "crop_px": size, "ratio": float(np.mean([judge(f) for f in fakes])) / base,
                      "seam": pooled_seam_score(fakes, gan.stride)})

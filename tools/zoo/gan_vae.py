@@ -160,7 +160,8 @@ def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu", seeds: 
                   refine_steps: int = 0, only: Sequence[str] | None = None, first_seed: int = 0) -> dict:
     """``evaluate`` of one texture VAE file (any kind ``load_texture_vae`` reads); ``refine_steps``: the
     variations' latent refinement (``TextureVAE.refine``; 0, the default, as the panel); ``only``: these
-    materials; ``first_seed``: the variations' seeds start there (the crops stay the same)."""
+    materials; ``first_seed``: the variations' seeds start there (their source crops, one per seed, stay the
+    same)."""
     import numpy as np
     import torch
 
@@ -185,12 +186,14 @@ def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu", seeds: 
             rows.append({"material": name, "missing": True})
             continue
         size = min(exemplar.shape[:2]) // 2
-        judge, base = quality.texture_baseline(name, exemplar, size, settings["seeds"], device)
-        source = quality.crops(exemplar, size, 1, 7)[0]
+        judge, base = quality.texture_baseline(name, exemplar, size, device)
+        sources = quality.source_crops(exemplar, size, settings["seeds"])  # one per seed
         varied = [vae.vary(source, quality.VARY_STRENGTH, seed=first_seed + s, refine_steps=refine_steps)
-                  for s in range(settings["seeds"])]
+                  for s, source in enumerate(sources)]
         rows.append({"material": name, "crop_px": size,
                      "ratio": float(np.mean([judge(v) for v in varied])) / base,
-                     "grad_energy": float(np.mean([quality.gradient_energy(v) for v in varied]))
-                     / quality.gradient_energy(source)})
+                     "grad_energy": float(np.mean([quality.gradient_energy(v) / quality.gradient_energy(source)
+                                                   for v, source in zip(varied, sources)])),
+                     # what the sources themselves read: a variation keeps its source's layout
+                     "sources_ratio": float(np.mean([judge(source) for source in sources])) / base})
     return {"score": quality.material_score(rows), "steps": config.get("steps"), "rows": rows}
