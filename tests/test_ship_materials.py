@@ -202,6 +202,8 @@ def test_remeasure_rewrites_the_bundled_figures_and_leaves_the_files(bundle, tmp
         assert "own crops" in entry["quality_measured_with"]
         assert (models / rel).read_bytes() == files[rel]
     assert [m for m in after if m["name"] not in ("materials", "materials_vae")] == others
+    with pytest.raises(KeyError, match="ship one first"):
+        ship_materials.remeasure("gan", models, {"models": others})
 
 
 def test_a_continued_training_keeps_the_machines_it_ran_on(tmp_path):

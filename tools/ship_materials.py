@@ -96,7 +96,9 @@ def remeasure(key: str, models_dir: Path, manifest: dict, profile: str = "cpu", 
     deciding and the held-out seeds), the file untouched: for when the measure changes, so the manifest's figures
     stay comparable with the bench's. KeyError where the manifest has no entry for it."""
     rel, name, _ = SHIPPED[key]
-    entry = next(m for m in manifest.get("models", []) if (m["name"], m["file"]) == (name, rel))
+    entry = next((m for m in manifest.get("models", []) if (m["name"], m["file"]) == (name, rel)), None)
+    if entry is None:
+        raise KeyError(f"the manifest lists no bundled {rel} to measure again; ship one first")
     recipe = gan if key == "gan" else gan_vae
     measured = recipe.evaluate_file(models_dir / rel, profile=profile, seeds=seeds)
     measured["held_out_score"] = recipe.evaluate_file(models_dir / rel, profile=profile, seeds=seeds,
