@@ -160,16 +160,6 @@ def run(ctx: BenchContext) -> None:
     _variation_model_from_image(ctx, work)
 
 
-def _judged(images, judge, base: float, source) -> tuple[float, float]:
-    """(VGG19 ratio to the exemplar's own crops, gradient energy over the source crop's) of outputs, averaged;
-    ``source``: one crop for every output, or a list of one per output."""
-    from tools.eval_materials import gradient_energy
-
-    sources = source if isinstance(source, list) else [source] * len(images)
-    return (float(np.mean([judge(v) for v in images])) / base,
-            float(np.mean([gradient_energy(v) / gradient_energy(s) for v, s in zip(images, sources)])))
-
-
 # Variations per material, each of its own crop with its own seed: a variation keeps its source's layout, so one
 # source made the figure that crop's (the cobblestones' read 1.6x the exemplar's crops' mean by itself).
 MATERIALS_VAE_SEEDS = 3
@@ -185,7 +175,7 @@ def _materials_gan_prior(ctx: BenchContext) -> None:
         return
     from core.texture_gan import TextureGenerator
     from tools.eval_materials import VARY_STRENGTH
-    from tools.model_quality import BASELINE_CROPS, source_crops, texture_baseline
+    from tools.model_quality import BASELINE_CROPS, source_crops, texture_baseline, variation_figures
     from tools.zoo import gan as gan_zoo
     from tools.zoo.gan import MATERIALS, load_materials
     from tools.zoo.gan_vae import measured_model
@@ -211,10 +201,10 @@ def _materials_gan_prior(ctx: BenchContext) -> None:
                                      ("one_pass", new, 0)):
             if model is not None:
                 varied = [model.vary(src, VARY_STRENGTH, seed=s, refine_steps=refine) for s, src in enumerate(sources)]
-                figures[label] = _judged(varied, judge, base, sources)
+                figures[label] = variation_figures(varied, sources, judge, base)
         if gan is not None and name in gan.materials:
             samples = [gan.generate(size, size, seed=s, material=name) for s in range(n)]
-            figures["gan"] = _judged(samples, judge, base, sources)
+            figures["gan"] = variation_figures(samples, sources, judge, base)
         own = float(np.mean([judge(src) for src in sources])) / base
         note = (f"strength {VARY_STRENGTH}, {DEFAULT_REFINE_STEPS} refine steps (the panel's default), {n} crops, "
                 f"one seed each, {size}px, against the mean of {BASELINE_CROPS} of the exemplar's own crops; the "
@@ -257,6 +247,7 @@ def _variation_model_from_image(ctx: BenchContext, work: Path) -> None:
     from core.common.images import load_rgb
     from core.texture_vae.from_image import bundled_variation_path, phase_steps, train_variation_model
     from tools.eval_materials import VARY_STRENGTH, VGGJudge, crops
+    from tools.model_quality import variation_figures
 
     if not bundled_variation_path().is_file():
         print("bench_texture_vae: no Variation Model rows: the bundled materials VAE is missing", flush=True)
@@ -288,7 +279,7 @@ def _variation_model_from_image(ctx: BenchContext, work: Path) -> None:
             model = load_texture_vae(path, ctx.device)
             varied = [model.vary(source, VARY_STRENGTH, seed=s, refine_steps=DEFAULT_REFINE_STEPS)
                       for s in range(3)]
-            figures[label] = _judged(varied, judge, base, source)
+            figures[label] = variation_figures(varied, [source] * len(varied), judge, base)
         note = (f"Train From Image, the panel's recipe: {FROM_IMAGE_STEPS} steps in {seconds:.0f} s (the bundled GAN "
                 f"fine-tuned {generator_steps}{_start_of(tuned, generator_steps)}, the bundled encoder onto it "
                 f"{encoder_steps}); the plain recipe "

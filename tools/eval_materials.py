@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 # The measures live in tools/model_quality.py (shared with the zoo's evaluate hooks); re-exported for the benches.
 from tools.model_quality import (VARY_STRENGTH, VGGJudge, course_regularity, crops, exemplar_courses,  # noqa: E402,F401
-                                 gradient_energy, source_crops, texture_baseline)
+                                 gradient_energy, source_crops, texture_baseline, variation_figures)
 
 
 def teacher_tiles(exemplar: np.ndarray, size: int) -> list[np.ndarray]:
@@ -140,9 +140,7 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
                 continue
             varied = [model.vary(src, VARY_STRENGTH, seed=s, refine_steps=refine_steps)
                       for s, src in enumerate(sources)]
-            row[f"{label}_ratio"] = ratio_of(varied)
-            row[f"{label}_grad_energy"] = float(np.mean([gradient_energy(v) / gradient_energy(src)
-                                                         for v, src in zip(varied, sources)]))
+            row[f"{label}_ratio"], row[f"{label}_grad_energy"] = variation_figures(varied, sources, judge, base)
             if label == "vae":
                 variation = varied[0]
         if vae is not None or old_vae is not None:

@@ -264,6 +264,14 @@ def source_crops(exemplar: np.ndarray, size: int, count: int) -> list[np.ndarray
     return crops(exemplar, size, count, 7)
 
 
+def variation_figures(images: list[np.ndarray], sources: list[np.ndarray], judge: VGGJudge, base: float
+                      ) -> tuple[float, float]:
+    """(VGG19 ratio to the exemplar's own crops, gradient energy over each image's source crop) of variations (or
+    samples set beside them), averaged; ``sources``: one per image."""
+    return (float(np.mean([judge(v) for v in images])) / base,
+            float(np.mean([gradient_energy(v) / gradient_energy(s) for v, s in zip(images, sources)])))
+
+
 def material_score(rows: list[dict]) -> float:
     """Lower is better: the geometric mean over materials of the SW ratio (the bench's headline: 1.0 is as close
     as the exemplar's own crops) plus, where measured, how far the gradient energy falls short of its 0.85 target.

@@ -190,10 +190,8 @@ def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu", seeds: 
         sources = quality.source_crops(exemplar, size, settings["seeds"])  # one per seed
         varied = [vae.vary(source, quality.VARY_STRENGTH, seed=first_seed + s, refine_steps=refine_steps)
                   for s, source in enumerate(sources)]
-        rows.append({"material": name, "crop_px": size,
-                     "ratio": float(np.mean([judge(v) for v in varied])) / base,
-                     "grad_energy": float(np.mean([quality.gradient_energy(v) / quality.gradient_energy(source)
-                                                   for v, source in zip(varied, sources)])),
+        ratio, grad_energy = quality.variation_figures(varied, sources, judge, base)
+        rows.append({"material": name, "crop_px": size, "ratio": ratio, "grad_energy": grad_energy,
                      # what the sources themselves read: a variation keeps its source's layout
                      "sources_ratio": float(np.mean([judge(source) for source in sources])) / base})
     return {"score": quality.material_score(rows), "steps": config.get("steps"), "rows": rows}
