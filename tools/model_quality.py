@@ -272,6 +272,13 @@ def variation_figures(images: list[np.ndarray], sources: list[np.ndarray], judge
             float(np.mean([gradient_energy(v) / gradient_energy(s) for v, s in zip(images, sources)])))
 
 
+def exemplar_sharpness(images: list[np.ndarray], exemplar: np.ndarray) -> float:
+    """Gradient energy of ``images`` over the whole exemplar's, averaged: the issue's VAE target ("gradient energy
+    >= 0.85 of the exemplar's"). ``variation_figures``' figure, over each variation's own source crop, is stricter
+    where a source is sharper than the photograph's average (the bench's grass crops: 1.10-1.20 of it)."""
+    return float(np.mean([gradient_energy(v) for v in images])) / gradient_energy(exemplar)
+
+
 def material_score(rows: list[dict]) -> float:
     """Lower is better: the geometric mean over materials of the SW ratio (the bench's headline: 1.0 is as close
     as the exemplar's own crops) plus, where measured, how far the gradient energy falls short of its 0.85 target.
