@@ -192,6 +192,8 @@ def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu", seeds: 
                   for s, source in enumerate(sources)]
         ratio, grad_energy = quality.variation_figures(varied, sources, judge, base)
         rows.append({"material": name, "crop_px": size, "ratio": ratio, "grad_energy": grad_energy,
+                     # the sharpness (over the whole photograph's); the score keeps the stricter one above
+                     "exemplar_grad_energy": quality.exemplar_sharpness(varied, exemplar),
                      # what the sources themselves read: a variation keeps its source's layout
                      "sources_ratio": float(np.mean([judge(source) for source in sources])) / base})
     return {"score": quality.material_score(rows), "steps": config.get("steps"), "rows": rows}
