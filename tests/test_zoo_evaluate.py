@@ -58,6 +58,12 @@ def test_two_trainings_score_differently_and_one_scores_the_same_twice(name, tin
     assert again == short  # same inputs, same seeds: the same figures
 
 
+def test_the_vae_rows_carry_both_sharpness_figures(tiny_models):
+    # Over each variation's own crop (the score's) and over the whole exemplar's (the target).
+    rows = zoo.recipe("gan_vae").evaluate(tiny_models["gan_vae"][SHORT], profile="tiny")["rows"]
+    assert rows and all(r["grad_energy"] > 0 and r["exemplar_grad_energy"] > 0 for r in rows), rows
+
+
 @pytest.mark.parametrize("name", BUNDLED)
 def test_gpu_run_keeps_whichever_of_two_models_scores_better(name, tiny_models):
     # Whichever way round the two tiny trainings are offered, the lower score is kept (tiny runs are too short to

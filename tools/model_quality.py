@@ -28,7 +28,8 @@ PAINTINGS = ROOT / "data" / "paintings"
 CUT_TARGET, CONTENT_TARGET = 0.40, 1.0
 # The bench's grain-gain rows (benchmarks/bench_style.py): a weave of strokes over grain shows from about 3.
 GRAIN_TARGET = 3.0
-# The bench's materials targets: SW ratio <= 1.6 (a score's main term), gradient energy >= 0.85 of the crop's.
+# The bench's materials targets: SW ratio <= 1.6 (a score's main term), gradient energy >= 0.85: the of the
+# exemplar's (``exemplar_sharpness``), and the stricter of each variation's own crop, which scores use.
 RATIO_TARGET, SHARPNESS_TARGET = 1.6, 0.85
 VARY_STRENGTH = 0.5
 
