@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 # The measures live in tools/model_quality.py (shared with the zoo's evaluate hooks); re-exported for the benches.
 from tools.model_quality import (VARY_STRENGTH, VGGJudge, course_regularity, crops, exemplar_courses,  # noqa: E402,F401
-                                 gradient_energy, source_crops, texture_baseline, variation_figures)
+                                 exemplar_sharpness, gradient_energy, source_crops, texture_baseline,
+                                 variation_figures)
 
 
 def teacher_tiles(exemplar: np.ndarray, size: int) -> list[np.ndarray]:
@@ -141,6 +142,7 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
             varied = [model.vary(src, VARY_STRENGTH, seed=s, refine_steps=refine_steps)
                       for s, src in enumerate(sources)]
             row[f"{label}_ratio"], row[f"{label}_grad_energy"] = variation_figures(varied, sources, judge, base)
+            row[f"{label}_exemplar_grad_energy"] = exemplar_sharpness(varied, ex)  # the issue's measure
             if label == "vae":
                 variation = varied[0]
         if vae is not None or old_vae is not None:
@@ -198,13 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     rows, extra, (strip, interp) = evaluate(Path(args.gan), Path(args.vae), Path(args.old_vae),
                                             1 if args.quick else args.seeds, 16 if args.quick else 128,
                                             seam_side=128 if args.quick else 256, refine_steps=args.refine_steps)
-    keys = ["gan_ratio", "gan_seam", "instant_ratio", "vae_ratio", "vae_grad_energy", "old_vae_ratio",
-            "old_vae_grad_energy", "sources_ratio"]
+    keys = ["gan_ratio", "gan_seam", "instant_ratio", "vae_ratio", "vae_grad_energy", "vae_exemplar_grad_energy",
+            "old_vae_ratio", "old_vae_grad_energy", "sources_ratio"]
     print("material              " + " ".join(f"{k:>13}" for k in keys))
     for r in rows:
         print(f"{r['material']:<22}" + " ".join(f"{r[k]:>13.3f}" if k in r else f"{'-':>13}" for k in keys))
-    print("targets: gan_ratio <= 1.6, gan_seam <= 1.02, vae_ratio <= 1.6, vae_grad_energy >= 0.85 "
-          "(ratios: VGG19 SW distance / the exemplar's own random crops')")
+    print("targets: gan_ratio <= 1.6, gan_seam <= 1.02, vae_ratio <= 1.6, vae_exemplar_grad_energy >= 0.85 (the "
+          "issue's; vae_grad_energy, over each variation's own crop, is stricter) (ratios: VGG19 SW distance / the "
+          "exemplar's own random crops')")
     for k in keys:
         values = [r[k] for r in rows if k in r]
         if values:
