@@ -18,6 +18,7 @@ from ..common.checkpoints import CheckpointError, build_checked
 from ..common.device import chunked_randn
 from .conditional import CONDITIONAL_VERSION, ConditionalGANConfig, ConditionalGenerator, mix_weights
 from .generate import KIND, TextureGenerator
+from .noise_filters import filter_noise, mixed_kernel, split_filters
 
 _VARIATION_SEED_OFFSET = 7919
 _LATTICE_SEED_OFFSET = 104729  # the lattice's shift has its own stream: models without one draw as before
@@ -26,12 +27,15 @@ Mix = str | dict[str, float] | None
 
 
 class MaterialTextureGenerator(TextureGenerator):
-    """A conditional texture GAN: ``materials`` names its labels, in embedding order."""
+    """A conditional texture GAN: ``materials`` names its labels, in embedding order; ``noise_filters``: the
+    materials whose local noise is filtered (``noise_filters.py``), their kernels."""
 
-    def __init__(self, generator: ConditionalGenerator, config: dict[str, Any], name: str, device: torch.device):
+    def __init__(self, generator: ConditionalGenerator, config: dict[str, Any], name: str, device: torch.device,
+                 noise_filters: dict[str, torch.Tensor] | None = None):
         super().__init__(generator, config, name, device)
         self.materials: list[str] = list(config.get("materials") or [f"material_{i}" for i in
                                                                      range(generator.n_materials)])
+        self.noise_filters: dict[str, torch.Tensor] = dict(noise_filters or {})
         self._weights = mix_weights(self.materials, None)
 
     @classmethod
@@ -47,8 +51,9 @@ class MaterialTextureGenerator(TextureGenerator):
         materials = config.get("materials")
         if not isinstance(materials, list) or len(materials) != cfg.n_materials:
             raise CheckpointError(f"{p.name}: its config must name its {cfg.n_materials} materials")
-        g = build_checked(p.name, KIND, arch, tensors, lambda: ConditionalGenerator(cfg))
-        return cls(g, config, str(config.get("name") or p.name.removesuffix(".safetensors")), device)
+        weights, filters = split_filters(p.name, tensors, config, materials, cfg.local_dim)
+        g = build_checked(p.name, KIND, arch, weights, lambda: ConditionalGenerator(cfg))
+        return cls(g, config, str(config.get("name") or p.name.removesuffix(".safetensors")), device, filters)
 
     def material_weights(self, material: Mix) -> torch.Tensor:
         return mix_weights(self.materials, material)
@@ -70,26 +75,42 @@ class MaterialTextureGenerator(TextureGenerator):
     def on_cpu(self) -> "MaterialTextureGenerator":
         cpu = super().on_cpu()
         cpu._weights = self._weights
+        cpu.noise_filters = self.noise_filters
         return cpu
 
+    def noise_kernel(self, weights: torch.Tensor) -> torch.Tensor | None:
+        """The local noise's filter for a material mix; None: white noise, as the generator was trained on."""
+        return mixed_kernel(self.noise_filters, self.materials, weights) if self.noise_filters else None
+
     def canvas_noise(self, hn: int, wn: int, seed: int, variation: float, tileable: bool):
-        return material_canvas(self.generator, hn, wn, seed, self._weights, variation, tileable)
+        return material_canvas(self.generator, hn, wn, seed, self._weights, variation, tileable,
+                               self.noise_kernel(self._weights))
 
 
 @torch.no_grad()
 def material_canvas(g: ConditionalGenerator, hn: int, wn: int, seed: int, weights: torch.Tensor,
-                    variation: float = 0.0, tileable: bool = True):
+                    variation: float = 0.0, tileable: bool = True, noise_kernel: torch.Tensor | None = None):
     """The canvas of a material mix, a pure function of (seed, weights).
 
     ``variation`` nudges the embedding along a seeded direction by up to half the spread of the
-    materials' embeddings: the same material, a different look.
+    materials' embeddings: the same material, a different look. ``noise_kernel``: the local noise's filter
+    (``noise_filters.py``); None, white noise.
     """
+    return material_canvas_differentiable(g, hn, wn, seed, weights, variation, tileable, noise_kernel)
+
+
+def material_canvas_differentiable(g: ConditionalGenerator, hn: int, wn: int, seed: int, weights: torch.Tensor,
+                                   variation: float = 0.0, tileable: bool = True,
+                                   noise_kernel: torch.Tensor | None = None):
+    """``material_canvas`` with gradients to ``noise_kernel`` (fitting a filter: ``fit_noise_filters``)."""
     device = next(g.parameters()).device
     gen = torch.Generator().manual_seed(int(seed))
     phase = torch.rand(1, g.periodic_dim, generator=gen, device="cpu") * (2 * math.pi)
     keys = [int(k) for k in torch.randint(2 ** 62, (1 + len(g.fine_noise_shapes(hn, wn)),), generator=gen,
                                           device="cpu")]
     local = chunked_randn((1, g.local_dim, hn, wn), keys[0])
+    if noise_kernel is not None:
+        local = filter_noise(local.to(device), noise_kernel.to(device))
     fine = [chunked_randn((1, *shape), key).to(device) for shape, key in zip(g.fine_noise_shapes(hn, wn), keys[1:])]
     z = g.mix(weights.to(device))
     if variation:

@@ -1,0 +1,120 @@
+"""Fit the walls' noise filters onto a materials GAN file (``core/texture_gan/noise_filters.py``).
+
+    PYTHONPATH=. .venv/bin/python tools/fit_noise_filters.py [FILE] [--steps N] [--seeds N]
+
+FILE: the bundled ``models/texture_gan/materials.safetensors`` by default; ``tools/ship_materials.py`` runs this
+on every GAN it ships, before measuring it. Per wall in ``tools.zoo.gan.COURSES``: fit (``fit_noise_filters``,
+generator frozen), then measure the outputs with and without the filter on the bench's seeds and size (the VGG19
+ratio to the exemplar's own crops and the course regularity). A filter is kept only where the courses run
+straighter by ``MIN_REGULARITY_GAIN`` and the ratio stays within ``RATIO_CEILING``, on the bench's seeds and on
+held-out ones. The kept filters are written
+into the file (in its dtype) with their figures in its config. A wall whose outputs are too short for two of
+its courses is skipped. About 6 minutes a wall on one core of a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# The issue's GAN target is 1.6; the ceiling leaves room for the scatter of eight seeds (0.1-0.15 on the walls).
+RATIO_CEILING = 1.45
+MIN_REGULARITY_GAIN = 0.05
+# Per wall: the statistics term's weight (``NoiseFilterRecipe.statistics_weight``). The stone bricks' look gives
+# way sooner: at 0.5 their ratio went 1.11 -> 1.54 in the forty-eighth session's probe.
+STATISTICS_WEIGHTS = {"photo_brick": 0.5, "oa_stone_bricks": 2.0}
+
+
+# The second set of seeds a filter must pay on: the bench draws seeds from 0, and keeping a filter on the seeds
+# it is then reported on would pick their noise.
+HELD_OUT_FIRST_SEED = 100
+
+
+def measure(gan, name: str, exemplar, courses: tuple[int, int], seeds: int, first_seed: int = 0) -> dict:
+    """The bench's figures of ``gan``'s ``name`` outputs (``seeds`` seeds from ``first_seed``, half the
+    exemplar's side)."""
+    import numpy as np
+
+    from tools import model_quality as quality
+
+    size = min(exemplar.shape[:2]) // 2
+    judge, base = quality.texture_baseline(name, exemplar, size)
+    outputs = [gan.generate(size, size, seed=first_seed + s, material=name) for s in range(seeds)]
+    return {"ratio": float(np.mean([judge(o) for o in outputs])) / base,
+            "regularity": float(np.mean([quality.course_regularity(o, (*courses, 0.0)) for o in outputs]))}
+
+
+def fit_file(path: Path, steps: int | None = None, seeds: int = 8, exemplar_side: int | None = None,
+             log=print) -> dict:
+    """Fit, measure and keep the walls' filters of the materials GAN at ``path`` (rewritten in place); the
+    filters' descriptions by material (kept or not). ``exemplar_side``: the exemplars scaled to it (tests)."""
+    import torch
+
+    from core.common.checkpoints import load_checkpoint, save_checkpoint
+    from core.texture_gan import TextureGenerator
+    from core.texture_gan.fit_noise_filters import NoiseFilterRecipe, fit_noise_filter
+    from core.texture_gan.generate import KIND
+    from core.texture_gan.noise_filters import TENSOR_PREFIX
+    from tools.zoo.gan import COURSES, MATERIALS, load_materials
+
+    gan = TextureGenerator.load(path, "cpu")
+    gan.noise_filters = {}  # a file fitted before is fitted again, from white noise
+    walls = [m for m in MATERIALS if m[0] in COURSES and m[0] in gan.materials]
+    described, kept = {}, {}
+    for (name, _, _), exemplar in zip(walls, load_materials(walls, exemplar_side)):
+        axis, period = COURSES[name]
+        size = min(exemplar.shape[:2]) // 2
+        if size < 2.5 * period:
+            log(f"{name}: {size} px outputs are too short for courses every {period} px; no filter")
+            continue
+        recipe = NoiseFilterRecipe(statistics_weight=STATISTICS_WEIGHTS.get(name, 0.5),
+                                   **({} if steps is None else {"steps": steps}))
+        kernel = fit_noise_filter(gan, name, exemplar, axis, period, size, recipe)
+        figures = {}
+        for label, first in (("", 0), ("held_out_", HELD_OUT_FIRST_SEED)):
+            for which, filters in (("white", {}), ("filtered", {name: kernel})):
+                gan.noise_filters = filters
+                figures[label + which] = measure(gan, name, exemplar, (axis, period), seeds, first)
+        gan.noise_filters = {}
+        keep = all(figures[label + "filtered"]["regularity"] >= figures[label + "white"]["regularity"]
+                   + MIN_REGULARITY_GAIN and figures[label + "filtered"]["ratio"] <= RATIO_CEILING
+                   for label in ("", "held_out_"))
+        described[name] = {"recipe": recipe.to_dict(), "seeds": seeds, "kept": keep,
+                           **{k: {m: round(v, 4) for m, v in f.items()} for k, f in figures.items()}}
+        for label in ("", "held_out_"):
+            white, filtered = figures[label + "white"], figures[label + "filtered"]
+            log(f"{name}{' (held-out seeds)' if label else ''}: ratio {white['ratio']:.3f} -> "
+                f"{filtered['ratio']:.3f}, course regularity {white['regularity']:.3f} -> "
+                f"{filtered['regularity']:.3f}")
+        log(f"{name}: {'kept' if keep else 'not kept'}")
+        if keep:
+            kept[name] = kernel
+    tensors, config = load_checkpoint(path, expected_kind=KIND)
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(TENSOR_PREFIX)}
+    dtype = next(iter(tensors.values())).dtype
+    tensors.update({TENSOR_PREFIX + name: kernel.to(dtype).contiguous() for name, kernel in kept.items()})
+    config = {k: v for k, v in config.items() if k not in ("format", "format_version", "kind", "core_version")}
+    config["noise_filters"] = {name: d for name, d in described.items() if d["kept"]}
+    config["noise_filters_tried"] = {name: d for name, d in described.items() if not d["kept"]}
+    save_checkpoint(path, tensors, config, KIND)
+    TextureGenerator.load(path, "cpu")  # what was written loads
+    del torch
+    return described
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("file", nargs="?", type=Path, default=ROOT / "models" / "texture_gan" / "materials.safetensors")
+    parser.add_argument("--steps", type=int, default=None, help="fitting steps per wall (default: the recipe's)")
+    parser.add_argument("--seeds", type=int, default=8, help="outputs per wall for the before/after figures")
+    args = parser.parse_args(argv)
+    fit_file(args.file, args.steps, args.seeds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
