@@ -76,6 +76,10 @@ def test_the_manifest_swaps_the_retired_models_for_the_materials_models(bundle):
         assert entry["steps"] == 3 and "--only" in entry["command"] and entry["size_mb"] > 0
         rows = [r for r in entry["quality"]["rows"] if "ratio" in r]
         assert len(rows) == 2 and all(np.isfinite(r["ratio"]) and r["ratio"] > 0 for r in rows), entry["quality"]
+    entries = {m["name"]: m for m in manifest["models"]}
+    # The GAN's walls were considered for noise filters: the tiny profile's 32 px outputs hold no two courses.
+    assert entries["materials"]["noise_filters"] == {}
+    assert "0 Refine Steps" in entries["materials_vae"]["quality_measured_with"]  # the tiny profile's; cpu: 30
     training = {m["name"] for m in manifest["training"]}
     assert training == {"materials_gan", "materials_gan_vae"}  # the trainings' own entries stay
 

@@ -16,8 +16,10 @@ time, machine, quality), in place of the models they retire (``RETIRED``: GANs a
 exemplars; the VAE stays as the bench's baseline in ``models/texture_vae/previous/``). A bundled copy that
 measures at least as well as the training's model (same evaluation, same seeds) stays, and so does one the model
 leads only on those seeds: a lead is checked on held-out seeds (``HELD_OUT_FIRST_SEED``) before it replaces anything
-(``--force``: replace it anyway; ``--seeds``: outputs per material, 6 by default). About fifteen minutes on a 2-core
-CPU, twenty-five when the training's model leads.
+(``--force``: replace it anyway; ``--seeds``: outputs per material, 6 by default). A GAN's copy first gets the
+walls' noise filters fitted to its generator (``tools/fit_noise_filters.py``, about 12 minutes), so it is measured
+as the panel will draw it. About fifteen minutes on a 2-core CPU for the VAE, thirty for the GAN, more when the
+training's model leads.
 """
 
 from __future__ import annotations
@@ -77,11 +79,37 @@ def lead_holds(current: float, measured: float, current_held_out: float, measure
     return measured < current and measured_held_out < current_held_out
 
 
+def refine_steps(profile: str) -> int:
+    """The VAE variations' latent refinement the measure uses: the panel's default (``DEFAULT_REFINE_STEPS``), as
+    the bench measures them; none for the tiny profile (tests). Until the forty-ninth session the VAE was measured
+    at 0 (the encoder's one pass), which ranked the VAE at 106,907 steps behind the bundled 87,185 (six seeds,
+    1.274 against 1.238) while the panel's 30 steps ranked it ahead on both seed sets (1.097 / 1.097 against
+    1.114 / 1.103)."""
+    from core.texture_vae.jobs import DEFAULT_REFINE_STEPS
+
+    return 0 if profile == "tiny" else DEFAULT_REFINE_STEPS
+
+
+def _evaluate(key: str, path: Path, profile: str, seeds: int | None, first_seed: int = 0) -> dict:
+    if key == "gan":
+        return gan.evaluate_file(path, profile=profile, seeds=seeds, first_seed=first_seed)
+    return gan_vae.evaluate_file(path, profile=profile, seeds=seeds, first_seed=first_seed,
+                                 refine_steps=refine_steps(profile))
+
+
 def _measured_with(key: str, profile: str, seeds: int | None) -> str:
     from tools.model_quality import BASELINE_CROPS
 
-    return (f"tools/zoo/{key}.py evaluate ({profile} profile, {seeds or 'its'} seed(s) per material, against the "
-            f"mean of {BASELINE_CROPS} of the exemplar's own crops), on the bundled float16 file")
+    refined = f", {refine_steps(profile)} Refine Steps" if key == "gan_vae" else ""
+    return (f"tools/zoo/{key}.py evaluate ({profile} profile, {seeds or 'its'} seed(s) per material{refined}, "
+            f"against the mean of {BASELINE_CROPS} of the exemplar's own crops), on the bundled float16 file")
+
+
+def _noise_filters(config: dict) -> dict:
+    """The walls' noise filters of a GAN file's config (``tools/fit_noise_filters.py``): what each did on the
+    bench's seeds, kept or not."""
+    return {name: {k: d[k] for k in ("white", "filtered", "held_out_white", "held_out_filtered", "kept") if k in d}
+            for name, d in {**config.get("noise_filters_tried", {}), **config.get("noise_filters", {})}.items()}
 
 
 def _quality(measured: dict) -> dict:
@@ -99,11 +127,14 @@ def remeasure(key: str, models_dir: Path, manifest: dict, profile: str = "cpu", 
     entry = next((m for m in manifest.get("models", []) if (m["name"], m["file"]) == (name, rel)), None)
     if entry is None:
         raise KeyError(f"the manifest lists no bundled {rel} to measure again; ship one first")
-    recipe = gan if key == "gan" else gan_vae
-    measured = recipe.evaluate_file(models_dir / rel, profile=profile, seeds=seeds)
-    measured["held_out_score"] = recipe.evaluate_file(models_dir / rel, profile=profile, seeds=seeds,
-                                                      first_seed=HELD_OUT_FIRST_SEED)["score"]
-    return {**entry, "quality": _quality(measured), "quality_measured_with": _measured_with(key, profile, seeds)}
+    measured = _evaluate(key, models_dir / rel, profile, seeds)
+    measured["held_out_score"] = _evaluate(key, models_dir / rel, profile, seeds, HELD_OUT_FIRST_SEED)["score"]
+    entry = {**entry, "quality": _quality(measured), "quality_measured_with": _measured_with(key, profile, seeds)}
+    if key == "gan":
+        from core.common.checkpoints import read_checkpoint_config
+
+        entry["noise_filters"] = _noise_filters(read_checkpoint_config(models_dir / rel))
+    return entry
 
 
 def ship(key: str, source: Path, models_dir: Path, manifest: dict, profile: str = "cpu",
@@ -125,18 +156,23 @@ def ship(key: str, source: Path, models_dir: Path, manifest: dict, profile: str 
     shutil.copy2(source.with_suffix(".json"), candidate.with_suffix(".json"))
     halve(candidate)
     recipe = gan if key == "gan" else gan_vae
+    if key == "gan":  # the walls' noise filters, fitted to this generator: measured as the panel will draw it
+        from tools.fit_noise_filters import fit_file
+
+        fit_file(candidate, steps=2 if profile == "tiny" else None, seeds=1 if profile == "tiny" else 8,
+                 exemplar_side=gan.eval_settings(profile)["exemplar_side"])
 
     def discard() -> None:
         candidate.unlink()
         candidate.with_suffix(".json").unlink()
 
-    measured = recipe.evaluate_file(candidate, profile=profile, seeds=seeds)
+    measured = _evaluate(key, candidate, profile, seeds)
     if not math.isfinite(measured["score"]):
         discard()
         raise SystemExit(f"ship_materials: {source.name} measures {measured['score']}; not bundled")
     if target.is_file() and not force:
         try:
-            current = recipe.evaluate_file(target, profile=profile, seeds=seeds)
+            current = _evaluate(key, target, profile, seeds)
         except (CheckpointError, OSError, ValueError, KeyError) as exc:  # unreadable: the new copy replaces it
             print(f"{rel}: the bundled copy cannot be measured ({exc}); replacing it")
             current = {"score": math.inf}
@@ -149,8 +185,8 @@ def ship(key: str, source: Path, models_dir: Path, manifest: dict, profile: str 
             print(f"{rel}: the training's model ({measured['steps']} steps) measures {measured['score']:.3f}, the "
                   f"bundled copy ({current.get('steps')} steps) {current['score']:.3f} (lower is better); both again "
                   f"on seeds from {HELD_OUT_FIRST_SEED}")
-            held_out = [recipe.evaluate_file(path, profile=profile, seeds=seeds,
-                                             first_seed=HELD_OUT_FIRST_SEED)["score"] for path in (target, candidate)]
+            held_out = [_evaluate(key, path, profile, seeds, HELD_OUT_FIRST_SEED)["score"]
+                        for path in (target, candidate)]
             if not lead_holds(current["score"], measured["score"], *held_out):
                 discard()
                 print(f"{rel}: kept the bundled copy: on the held-out seeds it measures {held_out[0]:.3f}, the "
@@ -180,6 +216,8 @@ def ship(key: str, source: Path, models_dir: Path, manifest: dict, profile: str 
         "quality": _quality(measured),
         "quality_measured_with": _measured_with(key, profile, seeds),
     }
+    if key == "gan":
+        entry["noise_filters"] = _noise_filters(config)
     if key == "gan_vae":
         entry["decoder_steps"] = config.get("generator_steps")  # the materials GAN it decodes through
     return entry

@@ -159,7 +159,8 @@ def evaluate(model_dir: Path, device: str = "cpu", profile: str = "cpu") -> dict
 def evaluate_file(path: Path, device: str = "cpu", profile: str = "cpu", seeds: int | None = None,
                   refine_steps: int = 0, only: Sequence[str] | None = None, first_seed: int = 0) -> dict:
     """``evaluate`` of one texture VAE file (any kind ``load_texture_vae`` reads); ``refine_steps``: the
-    variations' latent refinement (``TextureVAE.refine``; 0, the default, as the panel); ``only``: these
+    variations' latent refinement (``TextureVAE.refine``; 0, the default: the encoder's one pass, quick, for the
+    training's snapshots; the panel, the bench and ``tools/ship_materials.py`` use 30); ``only``: these
     materials; ``first_seed``: the variations' seeds start there (their source crops, one per seed, stay the
     same)."""
     import numpy as np
