@@ -273,15 +273,20 @@ def _bundled_materials(ctx: BenchContext) -> None:
                 baseline_value=r.get("instant_ratio"),
                 note=f"distance / the mean distance of {BASELINE_CROPS} of the exemplar's own random crops; "
                      f"{MATERIALS_GAN_SEEDS} seeds; the teacher: its {r['instant_tiles']} tiles; {which}, "
-                     f"{extra['steps']} steps")
+                     f"{extra['steps']} steps"
+                     + (f"; through its noise filter (white noise: {r['gan_ratio_white_noise']:.2f})"
+                        if "gan_ratio_white_noise" in r else ""))
         if "courses" in r:
             c = r["courses"]
+            filtered = (f"; through its noise filter (tools/fit_noise_filters.py), the same seeds through white noise: "
+                        f"{c['gan_white_noise']:.2f}, ratio {r['gan_ratio_white_noise']:.2f}"
+                        if "gan_white_noise" in c else "")
             ctx.add(family=FAMILY, name=f"materials GAN course regularity {r['material']}", value=c["gan"],
                     unit="correlation", baseline_name="instant synthesis (its teacher tiles, mean)",
                     baseline_value=c["instant"],
                     note=f"the mean profile across the courses against itself one period on ({c['period']} px, the "
                          f"exemplar's); 1.0: straight, even courses; the exemplar's own crops (straightened): "
-                         f"{c['crops']:.2f}; not seen by the VGG19 ratio; {which}, {extra['steps']} steps")
+                         f"{c['crops']:.2f}; not seen by the VGG19 ratio; {which}, {extra['steps']} steps{filtered}")
         low, high = min(r["gan_seam_rolled"]), max(r["gan_seam_rolled"])
         ctx.add(family=FAMILY, name=f"materials GAN seam {r['material']}", value=r["gan_seam"], unit="ratio",
                 target="<= 1.02", baseline_name="same outputs rolled (an inner boundary as the border), mean",

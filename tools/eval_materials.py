@@ -71,7 +71,8 @@ def wrap_error(gan) -> float:
     g = gan.generator
     with torch.no_grad():
         for name in gan.materials:
-            canvas, fine = material_canvas(g, 6, 5, seed=1, weights=gan.material_weights(name))
+            weights = gan.material_weights(name)
+            canvas, fine = material_canvas(g, 6, 5, seed=1, weights=weights, noise_kernel=gan.noise_kernel(weights))
             one = g.body(canvas, fine)
             four = g.body(canvas.repeat(1, 1, 2, 2), [f.repeat(1, 1, 2, 2) for f in fine])
             worst = max(worst, float((four - one.repeat(1, 1, 2, 2)).abs().max()))
@@ -122,6 +123,13 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
                # The same generator without wrapping: what the measure reads where there is a seam.
                "gan_seam_plain": pooled_seam_score([gan.generate(seam_side, seam_side, seed=s, material=name,
                                                                  tileable=False) for s in range(16)], gan.stride)}
+        white = None
+        if name in getattr(gan, "noise_filters", {}):  # the same seeds through white noise: what the filter buys
+            kept = gan.noise_filters
+            gan.noise_filters = {k: v for k, v in kept.items() if k != name}
+            white = [gan.generate(size, size, seed=s, material=name) for s in range(seeds)]
+            gan.noise_filters = kept
+            row["gan_ratio_white_noise"] = ratio_of(white)
         teachers = teacher_tiles(ex, size)
         instant = teachers[0]
         row["instant_ratio"] = ratio_of(teachers)  # all of them: one tile's ratio scatters as one crop's does
@@ -133,6 +141,8 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
                               "instant": float(np.mean([course_regularity(t, courses) for t in teachers])),
                               "crops": float(np.mean([course_regularity(c, courses)
                                                       for c in crops(straighten(ex), size, seeds, 1)]))}
+            if white is not None:
+                row["courses"]["gan_white_noise"] = float(np.mean([course_regularity(f, courses) for f in white]))
         sources = source_crops(ex, size, seeds)  # one per seed
         source = sources[0]
         variation = None
