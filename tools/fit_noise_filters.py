@@ -27,6 +27,8 @@ MIN_REGULARITY_GAIN = 0.05
 # Per wall: the statistics term's weight (``NoiseFilterRecipe.statistics_weight``). The stone bricks' look gives
 # way sooner: at 0.5 their ratio went 1.11 -> 1.54 in the forty-eighth session's probe.
 STATISTICS_WEIGHTS = {"photo_brick": 0.5, "oa_stone_bricks": 2.0}
+# Per wall: the kernel's side in cells (``NoiseFilterRecipe.kernel`` where none is named).
+KERNELS: dict[str, int] = {}
 
 
 # The second set of seeds a filter must pay on: the bench draws seeds from 0, and keeping a filter on the seeds
@@ -49,11 +51,10 @@ def measure(gan, name: str, exemplar, courses: tuple[int, int], seeds: int, firs
 
 
 def fit_file(path: Path, steps: int | None = None, seeds: int = 8, exemplar_side: int | None = None,
-             log=print) -> dict:
+             only: list[str] | None = None, log=print) -> dict:
     """Fit, measure and keep the walls' filters of the materials GAN at ``path`` (rewritten in place); the
-    filters' descriptions by material (kept or not). ``exemplar_side``: the exemplars scaled to it (tests)."""
-    import torch
-
+    filters' descriptions by material (kept or not). ``exemplar_side``: the exemplars scaled to it (tests);
+    ``only``: these walls (the others' filters and descriptions stay as the file has them)."""
     from core.common.checkpoints import load_checkpoint, save_checkpoint
     from core.texture_gan import TextureGenerator
     from core.texture_gan.fit_noise_filters import NoiseFilterRecipe, fit_noise_filter
@@ -62,9 +63,13 @@ def fit_file(path: Path, steps: int | None = None, seeds: int = 8, exemplar_side
     from tools.zoo.gan import COURSES, MATERIALS, load_materials
 
     gan = TextureGenerator.load(path, "cpu")
-    gan.noise_filters = {}  # a file fitted before is fitted again, from white noise
-    walls = [m for m in MATERIALS if m[0] in COURSES and m[0] in gan.materials]
-    described, kept = {}, {}
+    walls = [m for m in MATERIALS if m[0] in COURSES and m[0] in gan.materials and (only is None or m[0] in only)]
+    # A wall fitted before is fitted again, from white noise; the others keep what the file has.
+    refitted = {m[0] for m in walls}
+    kept = {name: kernel for name, kernel in gan.noise_filters.items() if name not in refitted}
+    described = {name: d for key in ("noise_filters", "noise_filters_tried")
+                 for name, d in (gan.config.get(key) or {}).items() if name not in refitted}
+    gan.noise_filters = {}
     for (name, _, _), exemplar in zip(walls, load_materials(walls, exemplar_side)):
         axis, period = COURSES[name]
         size = min(exemplar.shape[:2]) // 2
@@ -72,6 +77,7 @@ def fit_file(path: Path, steps: int | None = None, seeds: int = 8, exemplar_side
             log(f"{name}: {size} px outputs are too short for courses every {period} px; no filter")
             continue
         recipe = NoiseFilterRecipe(statistics_weight=STATISTICS_WEIGHTS.get(name, 0.5),
+                                   kernel=KERNELS.get(name, NoiseFilterRecipe.kernel),
                                    **({} if steps is None else {"steps": steps}))
         kernel = fit_noise_filter(gan, name, exemplar, axis, period, size, recipe)
         figures = {}
@@ -102,8 +108,7 @@ def fit_file(path: Path, steps: int | None = None, seeds: int = 8, exemplar_side
     config["noise_filters_tried"] = {name: d for name, d in described.items() if not d["kept"]}
     save_checkpoint(path, tensors, config, KIND)
     TextureGenerator.load(path, "cpu")  # what was written loads
-    del torch
-    return described
+    return {name: d for name, d in described.items() if name in refitted}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("file", nargs="?", type=Path, default=ROOT / "models" / "texture_gan" / "materials.safetensors")
     parser.add_argument("--steps", type=int, default=None, help="fitting steps per wall (default: the recipe's)")
     parser.add_argument("--seeds", type=int, default=8, help="outputs per wall for the before/after figures")
+    parser.add_argument("--only", nargs="+", default=None, metavar="MATERIAL",
+                        help="fit these walls only; the others keep the filters the file has")
     args = parser.parse_args(argv)
-    fit_file(args.file, args.steps, args.seeds)
+    fit_file(args.file, args.steps, args.seeds, only=args.only)
     return 0
 
 
