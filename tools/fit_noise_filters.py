@@ -66,7 +66,7 @@ def fit_file(path: Path, steps: int | None = None, seeds: int = 8, exemplar_side
     walls = [m for m in MATERIALS if m[0] in COURSES and m[0] in gan.materials and (only is None or m[0] in only)]
     # A wall fitted before is fitted again, from white noise; the others keep what the file has.
     refitted = {m[0] for m in walls}
-    kept = {name: kernel for name, kernel in gan.noise_filters.items() if name not in refitted}
+    kept = {}  # the refitted walls' kept filters; the others' stay in the file as they are, bit for bit
     described = {name: d for key in ("noise_filters", "noise_filters_tried")
                  for name, d in (gan.config.get(key) or {}).items() if name not in refitted}
     gan.noise_filters = {}
@@ -100,8 +100,9 @@ def fit_file(path: Path, steps: int | None = None, seeds: int = 8, exemplar_side
         if keep:
             kept[name] = kernel
     tensors, config = load_checkpoint(path, expected_kind=KIND)
-    tensors = {k: v for k, v in tensors.items() if not k.startswith(TENSOR_PREFIX)}
-    dtype = next(iter(tensors.values())).dtype
+    tensors = {k: v for k, v in tensors.items()
+               if not k.startswith(TENSOR_PREFIX) or k[len(TENSOR_PREFIX):] not in refitted}
+    dtype = next(v for k, v in tensors.items() if not k.startswith(TENSOR_PREFIX)).dtype
     tensors.update({TENSOR_PREFIX + name: kernel.to(dtype).contiguous() for name, kernel in kept.items()})
     config = {k: v for k, v in config.items() if k not in ("format", "format_version", "kind", "core_version")}
     config["noise_filters"] = {name: d for name, d in described.items() if d["kept"]}
