@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.common.checkpoints import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
+from core.common.checkpoints import CheckpointError, load_checkpoint, model_fields, save_checkpoint  # noqa: E402
 
 # Keys that differ between two checkpoints of one training (the rest must match). ``training`` holds the recipe's
 # loss weights and schedule, which a running training may take up between sessions (the AdaIN decoder's stability
@@ -103,7 +103,7 @@ def average_model_files(paths: Sequence[str | Path], out: str | Path,
             if any(not torch.equal(t[key], reference) for t, _ in loaded):
                 raise CheckpointError(f"{key} is not a float tensor and differs between the checkpoints")
             averaged[key] = reference.clone()
-    config = {k: v for k, v in last_config.items() if k not in ("format", "format_version", "kind", "core_version")}
+    config = model_fields(last_config)
     config["averaged_from"] = _sources(paths, [c for _, c in loaded], weights)
     save_checkpoint(out, averaged, config, kind)
     return config

@@ -55,7 +55,7 @@ def fit_file(path: Path, steps: int | None = None, seeds: int = 8, exemplar_side
     """Fit, measure and keep the walls' filters of the materials GAN at ``path`` (rewritten in place); the
     filters' descriptions by material (kept or not). ``exemplar_side``: the exemplars scaled to it (tests);
     ``only``: these walls (the others' filters and descriptions stay as the file has them)."""
-    from core.common.checkpoints import load_checkpoint, save_checkpoint
+    from core.common.checkpoints import load_checkpoint, model_fields, save_checkpoint
     from core.texture_gan import TextureGenerator
     from core.texture_gan.fit_noise_filters import NoiseFilterRecipe, fit_noise_filter
     from core.texture_gan.generate import KIND
@@ -104,7 +104,7 @@ def fit_file(path: Path, steps: int | None = None, seeds: int = 8, exemplar_side
                if not k.startswith(TENSOR_PREFIX) or k[len(TENSOR_PREFIX):] not in refitted}
     dtype = next(v for k, v in tensors.items() if not k.startswith(TENSOR_PREFIX)).dtype
     tensors.update({TENSOR_PREFIX + name: kernel.to(dtype).contiguous() for name, kernel in kept.items()})
-    config = {k: v for k, v in config.items() if k not in ("format", "format_version", "kind", "core_version")}
+    config = model_fields(config)
     config["noise_filters"] = {name: d for name, d in described.items() if d["kept"]}
     config["noise_filters_tried"] = {name: d for name, d in described.items() if not d["kept"]}
     save_checkpoint(path, tensors, config, KIND)

@@ -67,6 +67,16 @@ def _atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+# The keys ``save_checkpoint`` writes itself: a config read from a file and saved again drops them (the file is
+# then stamped with this core's version, not the one that wrote it first).
+FILE_KEYS = ("format", "format_version", "kind", "core_version")
+
+
+def model_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """A file's config without the keys ``save_checkpoint`` writes itself: what to pass it to save the model again."""
+    return {k: v for k, v in config.items() if k not in FILE_KEYS}
+
+
 def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], config: dict[str, Any],
                     kind: str) -> Path:
     """Save model weights + config. ``kind`` names the model ("texture_gan", ...)."""

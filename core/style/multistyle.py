@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from ..common.accelerate import GraphReplay, compile_in_place
-from ..common.checkpoints import CheckpointError, build_checked, load_checkpoint
+from ..common.checkpoints import CheckpointError, build_checked, load_checkpoint, model_fields
 from ..common.device import pick_device
 from ..common.inference import rewrites_on_any_device
 from ..common.images import from_tensor, to_tensor
@@ -298,7 +298,7 @@ def save_style_subset(source: str | os.PathLike, target: str | os.PathLike, name
     kept = {k: v[rows].contiguous() if k in per_style else v for k, v in tensors.items()}
     if half:
         kept = {k: v.half() if v.dtype == torch.float32 else v for k, v in kept.items()}
-    subset = {k: v for k, v in config.items() if k not in ("format", "format_version", "kind", "core_version")}
+    subset = model_fields(config)
     subset["transformer"] = {**config["transformer"], "styles": len(names)}
     subset["styles"] = [config["styles"][i] for i in rows]
     if config.get("palettes") is not None:

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from core.common.checkpoints import CheckpointError, load_checkpoint, load_training_state, save_checkpoint
+from core.common.checkpoints import (CheckpointError, load_checkpoint, load_training_state, model_fields,
+                                     save_checkpoint)
 from core.common.perception import load_perception, mean_std
 from core.style import crop_pool
 from core.style.adain import STYLE_LOSS_LAYERS, AdaINDecoder, DecoderConfig, adain_losses
@@ -709,9 +710,7 @@ def test_a_subset_of_styles_paints_each_kept_style_as_before(tmp_path):
 
     model = _model(tmp_path)
     source = tmp_path / "tuned.safetensors"
-    save_checkpoint(source, model.net.state_dict(), {k: v for k, v in model.config.items()
-                                                     if k not in ("format", "format_version", "kind", "core_version")},
-                    "style_multi")
+    save_checkpoint(source, model.net.state_dict(), model_fields(model.config), "style_multi")
     frame = _palette_frame(9)
     subset = MultiStyleModel.load(save_style_subset(source, tmp_path / "one.safetensors", ["udnie"]), "cpu")
     assert subset.style_names == ["udnie"] and len(subset.palettes) == 1

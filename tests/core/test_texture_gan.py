@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from core.common.checkpoints import CheckpointError, load_checkpoint, load_training_state, save_checkpoint
+from core.common.checkpoints import (CheckpointError, load_checkpoint, load_training_state, model_fields,
+                                     save_checkpoint)
 from core.common.device import pick_device
 from core.common.images import ImageError
 from core.common.jobs import CancelToken, JobCancelled
@@ -138,8 +139,7 @@ def test_tiled_generation_equals_untiled(model):
 def test_checkpoint_round_trip(model, tmp_path):
     before = model.generate(40, 40, seed=9)
     path = tmp_path / "copy.safetensors"
-    config = {k: v for k, v in model.config.items() if k not in ("format", "format_version", "kind", "core_version")}
-    save_checkpoint(path, model.generator.state_dict(), config, "texture_gan")
+    save_checkpoint(path, model.generator.state_dict(), model_fields(model.config), "texture_gan")
     again = TextureGenerator.load(path)
     assert again.name == model.name and again.config["architecture"] == model.config["architecture"]
     assert np.array_equal(before, again.generate(40, 40, seed=9))

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from core.common.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from core.common.checkpoints import CheckpointError, load_checkpoint, model_fields, save_checkpoint
 from core.common.procedural import make_exemplar
 from core.common.quality import course_repeat
 from core.texture_gan import TextureGenerator
@@ -41,7 +41,7 @@ def _with_filters(source: Path, target: Path, filters: dict[str, torch.Tensor], 
     """``source``'s model written to ``target`` with these filter tensors and config descriptions."""
     tensors, config = load_checkpoint(source, expected_kind=KIND)
     tensors.update({TENSOR_PREFIX + name: kernel for name, kernel in filters.items()})
-    config = {k: v for k, v in config.items() if k not in ("format", "format_version", "kind", "core_version")}
+    config = model_fields(config)
     config["noise_filters"] = described if described is not None else {name: {} for name in filters}
     return save_checkpoint(target, tensors, config, KIND)
 
