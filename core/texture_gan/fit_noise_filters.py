@@ -48,6 +48,9 @@ class NoiseFilterRecipe:
     rate: float = 0.03
     projections: int = 32
     seed: int = 0
+    # Taps across the courses (cells, odd); None: the whole k x k square. A band reaches along the courses as far
+    # as the square does with fewer taps across them.
+    band: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,6 +65,8 @@ def fit_noise_filter(model: MaterialTextureGenerator, material: str, exemplar: n
         raise ValueError(f"{material!r} is not one of the model's materials ({', '.join(model.materials)})")
     if recipe.kernel % 2 == 0 or recipe.kernel < 1:
         raise ValueError(f"the kernel side must be odd, got {recipe.kernel}")
+    if recipe.band is not None and (recipe.band % 2 == 0 or not 1 <= recipe.band <= recipe.kernel):
+        raise ValueError(f"the band must be odd and at most the kernel's side, got {recipe.band}")
     g = model.generator
     device = next(g.parameters()).device
     g.eval().requires_grad_(False)
@@ -73,7 +78,9 @@ def fit_noise_filter(model: MaterialTextureGenerator, material: str, exemplar: n
     scales = {name: float(f.pow(2).mean()) + 1e-8 for name, f in target.items()}
     gen = torch.Generator().manual_seed(recipe.seed)
     kernel = identity_kernel(g.local_dim, recipe.kernel)
-    kernel = (kernel + 0.01 * torch.randn(kernel.shape, generator=gen, device="cpu")).to(device).requires_grad_(True)
+    kernel = (kernel + 0.01 * torch.randn(kernel.shape, generator=gen, device="cpu")).to(device)
+    mask = band_mask(recipe.kernel, recipe.band, axis).to(device)
+    kernel = (kernel * mask).requires_grad_(True)
     optimizer = torch.optim.Adam([kernel], lr=recipe.rate)
     for step in range(1, recipe.steps + 1):
         check_cancel(cancel)
@@ -81,7 +88,7 @@ def fit_noise_filter(model: MaterialTextureGenerator, material: str, exemplar: n
         for b in range(recipe.batch):
             seed = _SEED_OFFSET + recipe.seed * 1_000_003 + step * recipe.batch + b
             canvas, fine = material_canvas_differentiable(g, cells, cells, seed, weights,
-                                                          noise_kernel=unit_energy(kernel))
+                                                          noise_kernel=unit_energy(kernel * mask))
             out = g.body(canvas, fine).float().clamp(0, 1)
             features = perception(out, TEXTURE_LAYERS)
             statistics = sum(sliced_wasserstein(features[n], target[n], recipe.projections, gen) / scales[n]
@@ -94,4 +101,15 @@ def fit_noise_filter(model: MaterialTextureGenerator, material: str, exemplar: n
         loss.backward()
         optimizer.step()
         report(progress, step, recipe.steps, f"{material}: noise filter", {"loss": float(loss.detach())})
-    return unit_energy(kernel.detach().float().cpu())
+    return unit_energy((kernel * mask).detach().float().cpu())
+
+
+def band_mask(kernel: int, band: int | None, axis: int) -> torch.Tensor:
+    """1 x 1 x k x k: ones on the ``band`` taps across courses that run along ``axis`` (0: down the rows, so the
+    band is narrow in x), all ones for no band."""
+    mask = torch.ones(1, 1, kernel, kernel, device="cpu")
+    if band is None:
+        return mask
+    offsets = (torch.arange(kernel, device="cpu") - kernel // 2).abs()
+    across = (offsets <= band // 2).float()
+    return mask * (across[None, :] if axis == 0 else across[:, None])

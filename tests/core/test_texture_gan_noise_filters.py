@@ -146,6 +146,20 @@ def test_the_vae_takes_the_generator_without_the_filters(model_path, tmp_path):
     assert materials == NAMES and not any(k.startswith(TENSOR_PREFIX) for k in weights)
 
 
+def test_a_filter_pays_where_it_was_fitted_and_never_costs_straightness_at_the_measuring_size():
+    from tools.fit_noise_filters import MIN_REGULARITY_GAIN, RATIO_CEILING, pays
+
+    gain = MIN_REGULARITY_GAIN + 0.01
+    white = {"ratio": 1.0, "regularity": 0.5}
+    assert pays(white, {"ratio": 1.0, "regularity": 0.5 + gain})
+    assert not pays(white, {"ratio": 1.0, "regularity": 0.5 + gain / 2})
+    assert not pays(white, {"ratio": RATIO_CEILING + 0.01, "regularity": 0.9})
+    white = {**white, "regularity_at_fit_size": 0.5}
+    assert pays(white, {"ratio": 1.0, "regularity": 0.5, "regularity_at_fit_size": 0.5 + gain})
+    assert not pays(white, {"ratio": 1.0, "regularity": 0.49, "regularity_at_fit_size": 0.9})
+    assert not pays(white, {"ratio": 1.0, "regularity": 0.9, "regularity_at_fit_size": 0.5 + gain / 2})
+
+
 def test_fitting_straightens_the_courses_it_is_fitted_on(model_path):
     """The tiny generator, its noise filtered for courses every 12 px along the rows: the fitted filter raises
     their repeat on seeds it never drew, and starts from the model as trained."""
@@ -182,7 +196,7 @@ def test_fit_file_keeps_a_filter_only_where_it_pays_and_writes_a_file_that_loads
     monkeypatch.setattr(zoo_gan, "COURSES", {"bricks": (0, 12)})
     monkeypatch.setattr(zoo_gan, "load_materials", lambda materials, side: [exemplars[m[0]] for m in materials])
     monkeypatch.setattr(fit_noise_filters, "RATIO_CEILING", 1e9)  # the tiny generator is far from any exemplar
-    monkeypatch.setattr(fit_noise_filters, "STATISTICS_WEIGHTS", {"bricks": 0.0})
+    monkeypatch.setattr(fit_noise_filters, "RECIPES", {"bricks": {"statistics_weight": 0.0}})
     described = fit_noise_filters.fit_file(path, steps=30, seeds=4, log=lambda *_: None)
     assert set(described) == {"bricks"} and described["bricks"]["kept"], described
     for label in ("", "held_out_"):
@@ -194,12 +208,33 @@ def test_fit_file_keeps_a_filter_only_where_it_pays_and_writes_a_file_that_loads
     # One wall fitted alone: the other keeps its filter and its figures, bit for bit.
     monkeypatch.setattr(zoo_gan, "COURSES", {"bricks": (0, 12), "wood": (1, 12)})
     monkeypatch.setattr(fit_noise_filters, "RATIO_CEILING", 0.0)
+    monkeypatch.setattr(fit_noise_filters, "FIT_SCALES", {"wood": 2})  # fitted and judged at twice the size too
     assert set(fit_noise_filters.fit_file(path, steps=2, seeds=1, only=["wood"], log=lambda *_: None)) == {"wood"}
     alone = TextureGenerator.load(path, "cpu")
     assert torch.equal(load_file(str(path))[TENSOR_PREFIX + "bricks"], written)
     assert alone.config["noise_filters"]["bricks"] == model.config["noise_filters"]["bricks"]
-    assert "wood" in alone.config["noise_filters_tried"]
+    wood = alone.config["noise_filters_tried"]["wood"]
+    assert wood["fit_scale"] == 2 and "regularity_at_fit_size" in wood["held_out_filtered"]
     # Fitted again (a later ship), nothing is stacked; with a ceiling no filter meets, none is kept.
     fit_noise_filters.fit_file(path, steps=2, seeds=1, log=lambda *_: None)
     model = TextureGenerator.load(path, "cpu")
     assert model.noise_filters == {} and set(model.config["noise_filters_tried"]) == {"bricks", "wood"}
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_a_banded_filter_reaches_along_the_courses_only(model_path, axis):
+    """A band of 3 taps across courses that run along ``axis``: every tap outside it stays exactly zero through
+    fitting, the band itself is fitted, and a bad band is refused."""
+    model = TextureGenerator.load(model_path, "cpu")
+    exemplar = make_exemplar("bricks", 64, seed=0)
+    kernel = fit_noise_filter(model, "bricks", exemplar, axis, 12, 64,
+                              NoiseFilterRecipe(steps=3, kernel=7, band=3, statistics_weight=0.0, rate=0.05))
+    across = kernel.abs().sum(dim=(0, 1, 2 + axis))  # per tap across the courses
+    assert torch.all(across[:2] == 0) and torch.all(across[5:] == 0), across
+    assert torch.all(across[2:5] > 0), across
+    off_centre = kernel.clone()
+    off_centre[:, :, 3, 3] = 0
+    assert float(off_centre.abs().sum()) > 0  # more than the identity's centre tap
+    for band in (2, 9):
+        with pytest.raises(ValueError, match="band"):
+            fit_noise_filter(model, "bricks", exemplar, axis, 12, 64, NoiseFilterRecipe(steps=1, kernel=7, band=band))
