@@ -85,10 +85,10 @@ def fit_noise_filter(model: MaterialTextureGenerator, material: str, exemplar: n
     for step in range(1, recipe.steps + 1):
         check_cancel(cancel)
         loss = torch.zeros((), device=device)
+        noise_kernel = unit_energy(kernel * mask)  # once a step: every output of the batch draws through it
         for b in range(recipe.batch):
             seed = _SEED_OFFSET + recipe.seed * 1_000_003 + step * recipe.batch + b
-            canvas, fine = material_canvas_differentiable(g, cells, cells, seed, weights,
-                                                          noise_kernel=unit_energy(kernel * mask))
+            canvas, fine = material_canvas_differentiable(g, cells, cells, seed, weights, noise_kernel=noise_kernel)
             out = g.body(canvas, fine).float().clamp(0, 1)
             features = perception(out, TEXTURE_LAYERS)
             statistics = sum(sliced_wasserstein(features[n], target[n], recipe.projections, gen) / scales[n]
