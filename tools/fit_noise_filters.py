@@ -8,9 +8,11 @@ generator frozen; its recipe in ``RECIPES``, on canvases ``FIT_SCALES`` times th
 outputs with and without the filter on the bench's seeds and size (the VGG19 ratio to the exemplar's own crops and
 the course regularity; for a wall fitted larger, also the regularity at the fit's size). A filter is kept only
 where the courses run straighter by ``MIN_REGULARITY_GAIN`` where it was fitted (and no less straight at the bench's
-size) and the ratio stays within ``RATIO_CEILING``, on the bench's seeds and on held-out ones (``pays``). The kept
-filters are written into the file (in its dtype) with their figures in its config. A wall whose outputs are too
-short for two of its courses is skipped. About 6-10 minutes a wall on one core of a 2-core CPU.
+size) and the ratio stays within ``RATIO_CEILING``, on the bench's seeds and on held-out ones (``pays``); a wall
+the file already filters keeps its previous filter, measured beside the refit, unless the refit runs at least as
+straight on both seed sets (``straighter_than``) or the previous one no longer pays. The kept filters are written
+into the file (in its dtype) with their figures in its config. A wall whose outputs are too short for two of its
+courses is skipped. About 6-10 minutes a wall on one core of a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -81,6 +83,14 @@ def pays(white: dict, filtered: dict) -> bool:
     return straighter and filtered["ratio"] <= RATIO_CEILING
 
 
+def straighter_than(previous: dict, refit: dict) -> bool:
+    """Whether a refit's courses run at least as straight as the filter the file had, on one seed set, where
+    the refit was fitted (the previous filter measured at the refit's size): a new recipe never costs the walls
+    the straightness a shipped filter bought them."""
+    key = "regularity_at_fit_size" if "regularity_at_fit_size" in refit else "regularity"
+    return refit[key] >= previous[key]
+
+
 def fit_file(path: Path, steps: int | None = None, seeds: int = 8, exemplar_side: int | None = None,
              only: list[str] | None = None, log=print) -> dict:
     """Fit, measure and keep the walls' filters of the materials GAN at ``path`` (rewritten in place); the
@@ -95,11 +105,16 @@ def fit_file(path: Path, steps: int | None = None, seeds: int = 8, exemplar_side
 
     gan = TextureGenerator.load(path, "cpu")
     walls = [m for m in MATERIALS if m[0] in COURSES and m[0] in gan.materials and (only is None or m[0] in only)]
-    # A wall fitted before is fitted again, from white noise; the others keep what the file has.
+    # A wall fitted before is fitted again, from white noise; the others keep what the file has. A refitted wall's
+    # previous filter is measured beside the refit and stays where it still pays and the refit is not straighter.
     refitted = {m[0] for m in walls}
+    previous = {name: kernel for name, kernel in gan.noise_filters.items() if name in refitted}
+    previous_described = dict(gan.config.get("noise_filters") or {})
     kept = {}  # the refitted walls' kept filters; the others' stay in the file as they are, bit for bit
-    described = {name: d for key in ("noise_filters", "noise_filters_tried")
-                 for name, d in (gan.config.get(key) or {}).items() if name not in refitted}
+    untouched = {key: {name: d for name, d in (gan.config.get(key) or {}).items() if name not in refitted}
+                 for key in ("noise_filters", "noise_filters_tried")}
+    described = {}  # the refitted walls' figures
+    retained = {}  # walls whose previous filter stays: its description
     gan.noise_filters = {}
     for (name, _, _), exemplar in zip(walls, load_materials(walls, exemplar_side)):
         axis, period = COURSES[name]
@@ -110,13 +125,25 @@ def fit_file(path: Path, steps: int | None = None, seeds: int = 8, exemplar_side
         recipe = NoiseFilterRecipe(**{**RECIPES.get(name, {}), **({} if steps is None else {"steps": steps})})
         scale = FIT_SCALES.get(name, 1)
         kernel = fit_noise_filter(gan, name, exemplar, axis, period, size * scale, recipe)
+        arms = [("white", {}), ("filtered", {name: kernel})]
+        if name in previous:
+            arms.append(("previous", {name: previous[name]}))
         figures = {}
         for label, first in (("", 0), ("held_out_", HELD_OUT_FIRST_SEED)):
-            for which, filters in (("white", {}), ("filtered", {name: kernel})):
+            for which, filters in arms:
                 gan.noise_filters = filters
                 figures[label + which] = measure(gan, name, exemplar, (axis, period), seeds, first, scale)
         gan.noise_filters = {}
-        keep = all(pays(figures[label + "white"], figures[label + "filtered"]) for label in ("", "held_out_"))
+        labels = ("", "held_out_")
+
+        def paying(which: str) -> bool:
+            return all(pays(figures[label + "white"], figures[label + which]) for label in labels)
+
+        keep = paying("filtered") and not (
+            name in previous and paying("previous")
+            and not all(straighter_than(figures[label + "previous"], figures[label + "filtered"]) for label in labels))
+        if not keep and name in previous and paying("previous"):
+            retained[name] = previous_described.get(name, {"kept": True})
         described[name] = {"recipe": recipe.to_dict(), "fit_scale": scale, "seeds": seeds, "kept": keep,
                            **{k: {m: round(v, 4) for m, v in f.items()} for k, f in figures.items()}}
         for label in ("", "held_out_"):
@@ -126,20 +153,25 @@ def fit_file(path: Path, steps: int | None = None, seeds: int = 8, exemplar_side
             log(f"{name}{' (held-out seeds)' if label else ''}: ratio {white['ratio']:.3f} -> "
                 f"{filtered['ratio']:.3f}, course regularity {white['regularity']:.3f} -> "
                 f"{filtered['regularity']:.3f}{large}")
-        log(f"{name}: {'kept' if keep else 'not kept'}")
+            if name in previous:
+                log(f"{name}{' (held-out seeds)' if label else ''}: the previous filter: "
+                    + ", ".join(f"{m} {v:.3f}" for m, v in figures[label + "previous"].items()))
+        log(f"{name}: {'kept' if keep else 'kept the previous filter' if name in retained else 'not kept'}")
         if keep:
             kept[name] = kernel
     tensors, config = load_checkpoint(path, expected_kind=KIND)
-    tensors = {k: v for k, v in tensors.items()
-               if not k.startswith(TENSOR_PREFIX) or k[len(TENSOR_PREFIX):] not in refitted}
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(TENSOR_PREFIX)
+               or k[len(TENSOR_PREFIX):] not in refitted or k[len(TENSOR_PREFIX):] in retained}
     dtype = next(v for k, v in tensors.items() if not k.startswith(TENSOR_PREFIX)).dtype
     tensors.update({TENSOR_PREFIX + name: kernel.to(dtype).contiguous() for name, kernel in kept.items()})
     config = model_fields(config)
-    config["noise_filters"] = {name: d for name, d in described.items() if d["kept"]}
-    config["noise_filters_tried"] = {name: d for name, d in described.items() if not d["kept"]}
+    config["noise_filters"] = {**untouched["noise_filters"], **retained,
+                               **{name: d for name, d in described.items() if d["kept"]}}
+    config["noise_filters_tried"] = {**untouched["noise_filters_tried"],
+                                     **{name: d for name, d in described.items() if not d["kept"]}}
     save_checkpoint(path, tensors, config, KIND)
     TextureGenerator.load(path, "cpu")  # what was written loads
-    return {name: d for name, d in described.items() if name in refitted}
+    return described
 
 
 def main(argv: list[str] | None = None) -> int:

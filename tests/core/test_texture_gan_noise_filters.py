@@ -205,6 +205,14 @@ def test_fit_file_keeps_a_filter_only_where_it_pays_and_writes_a_file_that_loads
     model = TextureGenerator.load(path, "cpu")
     assert set(model.noise_filters) == {"bricks"} and model.config["noise_filters"]["bricks"]["kept"]
     written = load_file(str(path))[TENSOR_PREFIX + "bricks"]
+    # Refitted with a recipe that buys nothing (no steps: white noise's own), the previous filter, measured beside
+    # it, still pays: it stays bit for bit with its description, and the refit is recorded as tried.
+    fit_noise_filters.fit_file(path, steps=0, seeds=4, log=lambda *_: None)
+    again = TextureGenerator.load(path, "cpu")
+    assert torch.equal(load_file(str(path))[TENSOR_PREFIX + "bricks"], written)
+    assert again.config["noise_filters"]["bricks"] == model.config["noise_filters"]["bricks"]
+    tried = again.config["noise_filters_tried"]["bricks"]
+    assert not tried["kept"] and tried["held_out_previous"] == described["bricks"]["held_out_filtered"], tried
     # One wall fitted alone: the other keeps its filter and its figures, bit for bit.
     monkeypatch.setattr(zoo_gan, "COURSES", {"bricks": (0, 12), "wood": (1, 12)})
     monkeypatch.setattr(fit_noise_filters, "RATIO_CEILING", 0.0)
