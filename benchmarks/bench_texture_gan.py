@@ -287,6 +287,15 @@ def _bundled_materials(ctx: BenchContext) -> None:
                     note=f"the mean profile across the courses against itself one period on ({c['period']} px, the "
                          f"exemplar's); 1.0: straight, even courses; the exemplar's own crops (straightened): "
                          f"{c['crops']:.2f}; not seen by the VGG19 ratio; {which}, {extra['steps']} steps{filtered}")
+            white_large = (f"; the same seeds through white noise: {c['gan_white_noise_large']:.2f}"
+                           if "gan_white_noise_large" in c else "")
+            ctx.add(family=FAMILY, name=f"materials GAN course regularity {r['material']} at {c['large_px']}px",
+                    value=c["gan_large"], unit="correlation",
+                    baseline_name="instant synthesis at that size (its teacher's seeds), mean",
+                    baseline_value=c["instant_large"],
+                    note=f"twice the row above's size, the exemplar's whole side: as many courses as a wall in a "
+                         f"scene shows, where the noise filters are fitted; the straightened exemplar itself: "
+                         f"{c['exemplar_large']:.2f}; {MATERIALS_GAN_SEEDS} seeds{white_large}")
         low, high = min(r["gan_seam_rolled"]), max(r["gan_seam_rolled"])
         ctx.add(family=FAMILY, name=f"materials GAN seam {r['material']}", value=r["gan_seam"], unit="ratio",
                 target="<= 1.02", baseline_name="same outputs rolled (an inner boundary as the border), mean",

@@ -13,7 +13,8 @@ Per material, each figure next to its baseline from the same run (the bench targ
   the crop's (>= 0.85), and the old VAE's variation of the same crop;
 * the distilled instant-synthesis tiles (the GAN's teacher; synthesized into the cache when missing), scored the same way;
 * where the exemplar has courses (brick and stone walls, a weave's blocks): how straight and even the GAN's and the
-  teacher's run beside the exemplar's own crops (``model_quality.course_regularity``; the VGG19 ratio does not see it);
+  teacher's run beside the exemplar's own crops (``model_quality.course_regularity``; the VGG19 ratio does not see it),
+  and again at twice the size, the exemplar's whole side (``large_courses``);
 * GAN 2048x2048 generation time (<= 3 s).
 
 Writes a PNG strip: exemplar | instant | GAN | VAE variation per material, and a material interpolation strip.
@@ -79,16 +80,44 @@ def wrap_error(gan) -> float:
     return worst
 
 
+def large_courses(gan, name: str, exemplar: np.ndarray, courses: tuple, side: int, seeds: int, tiles: int,
+                  white: bool) -> dict:
+    """The course regularity at ``side`` px (twice the measuring size: the whole exemplar), where a texture spans
+    the courses a scene's wall does and where the walls' noise filters are fitted; a filter fitted on the small
+    canvas alone straightened its torus, not the wall (the fiftieth session). The GAN's ``seeds`` outputs (and,
+    with ``white``, the same seeds through white noise), ``tiles`` of the instant synthesizer's at that size (the
+    teacher's seeds) and the straightened exemplar itself."""
+    from core.texture_synth import synthesize
+    from core.texture_synth.structure import straighten
+    from tools.zoo.gan import SEED
+
+    def regularity(images) -> float:
+        return float(np.mean([course_regularity(im, courses) for im in images]))
+
+    figures = {"large_px": side,
+               "gan_large": regularity(gan.generate(side, side, seed=s, material=name) for s in range(seeds)),
+               "instant_large": regularity(synthesize([exemplar], side, side, seed=SEED * 1000 + i,
+                                                      tileable=True).image for i in range(tiles)),
+               "exemplar_large": regularity([straighten(exemplar)[:side, :side]])}
+    if white:
+        kept = gan.noise_filters
+        gan.noise_filters = {k: v for k, v in kept.items() if k != name}
+        figures["gan_white_noise_large"] = regularity(gan.generate(side, side, seed=s, material=name)
+                                                      for s in range(seeds))
+        gan.noise_filters = kept
+    return figures
+
+
 def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, seeds: int = 2,
-             seam_seeds: int = 128, time_2048: bool = True, seam_side: int = 256, refine_steps: int | None = None
-             ) -> tuple[list[dict], dict, list[np.ndarray]]:
+             seam_seeds: int = 128, time_2048: bool = True, seam_side: int = 256, refine_steps: int | None = None,
+             materials: list[str] | None = None) -> tuple[list[dict], dict, list[np.ndarray]]:
     """Per material, the figures of the module's docstring. The seam ratio pools ``seam_seeds`` tileable outputs
     of ``seam_side`` px: the materials GAN is exactly periodic, so the ratio's departure from 1 is the measure's
     own scatter, which sparse strong edges (mortar joints) make large. Measured on the bundled GAN at 43,590
     steps: Brick Wall 1.211 over 32 outputs of 128 px (rolled copies, which have no seam: 1.06-1.27), 1.030 over
     128 of 256 px (1.01-1.07), 1.008 over 512 of 256 px (1.00-1.03); non-tileable outputs of the same generator
     (64 of 256 px) read 1.46-12.7 over the nine materials. The VAEs' variations refine ``refine_steps`` (None:
-    the panel's default, ``DEFAULT_REFINE_STEPS``)."""
+    the panel's default, ``DEFAULT_REFINE_STEPS``). ``materials``: these of the GAN's only (its rows and strip)."""
     import torch
 
     from core.common.quality import pooled_seam_score
@@ -105,7 +134,7 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
     old_vae = load_texture_vae(old_vae_path, "cpu") if old_vae_path and old_vae_path.exists() else None
     exemplars = dict(zip([m[0] for m in MATERIALS], load_materials(MATERIALS, None)))
     rows, strip = [], []
-    for name in gan.materials:
+    for name in [m for m in gan.materials if materials is None or m in materials]:
         ex = exemplars[name]
         size = min(ex.shape[:2]) // 2
         judge, base = texture_baseline(name, ex, size)
@@ -143,6 +172,8 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
                                                       for c in crops(straighten(ex), size, seeds, 1)]))}
             if white is not None:
                 row["courses"]["gan_white_noise"] = float(np.mean([course_regularity(f, courses) for f in white]))
+            row["courses"].update(large_courses(gan, name, ex, courses, 2 * size, seeds, len(teachers),
+                                                white is not None))
         sources = source_crops(ex, size, seeds)  # one per seed
         source = sources[0]
         variation = None

@@ -246,3 +246,23 @@ def test_a_banded_filter_reaches_along_the_courses_only(model_path, axis):
     for band in (2, 9):
         with pytest.raises(ValueError, match="band"):
             fit_noise_filter(model, "bricks", exemplar, axis, 12, 64, NoiseFilterRecipe(steps=1, kernel=7, band=band))
+
+
+def test_the_bench_reads_the_courses_at_twice_its_size_with_and_without_the_filter(model_path, tmp_path):
+    """``tools.eval_materials.large_courses``: the GAN through its filter and the same seeds through white noise
+    differ, the white noise's figure is the unfiltered model's own, the model's filters are put back, and the
+    straightened exemplar and the instant synthesizer are read at that size too."""
+    from tools.eval_materials import large_courses
+    from tools.model_quality import course_regularity, exemplar_courses
+
+    model = TextureGenerator.load(_with_filters(model_path, tmp_path / "f.safetensors", {"bricks": _a_filter()}),
+                                  "cpu")
+    exemplar = make_exemplar("bricks", 64, seed=0)
+    courses = exemplar_courses(exemplar)  # (1, 16, ...): rows of bricks
+    figures = large_courses(model, "bricks", exemplar, courses, 64, seeds=2, tiles=1, white=True)
+    assert set(model.noise_filters) == {"bricks"}
+    assert figures["large_px"] == 64 and figures["gan_large"] != figures["gan_white_noise_large"]
+    plain = TextureGenerator.load(model_path, "cpu")
+    expected = np.mean([course_regularity(plain.generate(64, 64, seed=s, material="bricks"), courses) for s in (0, 1)])
+    assert figures["gan_white_noise_large"] == pytest.approx(expected, abs=1e-6)
+    assert figures["exemplar_large"] > 0.8 and all(-1.0 <= figures[k] <= 1.0 for k in figures if k != "large_px")
