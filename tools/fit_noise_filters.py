@@ -12,7 +12,8 @@ size) and the ratio stays within ``RATIO_CEILING``, on the bench's seeds and on 
 the file already filters keeps its previous filter, measured beside the refit, unless the refit runs at least as
 straight on both seed sets (``straighter_than``) or the previous one no longer pays. The kept filters are written
 into the file (in its dtype) with their figures in its config. A wall whose outputs are too short for two of its
-courses is skipped. About 6-10 minutes a wall on one core of a 2-core CPU.
+courses is skipped. About 20-40 minutes a wall on one core of a 2-core CPU (the fifty-first session, beside
+other jobs: brick wall 37 min, stone bricks 19).
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ sys.path.insert(0, str(ROOT))
 RATIO_CEILING = 1.45
 MIN_REGULARITY_GAIN = 0.05
 # Per wall: its ``NoiseFilterRecipe`` fields where they differ from the recipe's defaults.
-# - Brick wall: an 11 x 11 square at statistics weight 0.5 (the forty-ninth session's probes).
+# - Brick wall: an 11 x 11 square at statistics weight 0.5 (the forty-ninth session's probes), fitted at twice the
+#   measuring size since the fifty-first session, one output a step (at 512 px, seeds 100/200/300: regularity 0.62
+#   /0.63/0.70 fitted at 256 px -> 0.70/0.68/0.72; at 1024 px 0.61 -> 0.69).
 # - Stone bricks: the look gives way sooner (at weight 0.5 their ratio went 1.11 -> 1.54 in the forty-eighth
 #   session's probe), so weight 2; their courses are short and offset, and a square kernel bought no straightness
 #   on held-out seeds. A band 5 cells across the courses and 15 along them (fiftieth session, seeds 200-205:
 #   regularity at 384 px 0.61 -> 0.74, at 768 px 0.55 -> 0.70), fitted on canvases twice the measuring size
 #   (``FIT_SCALES``), one output a step for 200 steps to keep its cost that of the brick wall's fit.
-RECIPES: dict[str, dict] = {"photo_brick": {"statistics_weight": 0.5},
+RECIPES: dict[str, dict] = {"photo_brick": {"statistics_weight": 0.5, "batch": 1},
                             "oa_stone_bricks": {"statistics_weight": 2.0, "kernel": 15, "band": 5, "batch": 1,
                                                 "steps": 200}}
 # Per wall: the fit's canvas as a multiple of the measuring size (half the exemplar's side). At the measuring size
@@ -42,7 +45,7 @@ RECIPES: dict[str, dict] = {"photo_brick": {"statistics_weight": 0.5},
 # filter fitted to that torus did not straighten larger textures (fiftieth session: a 31-cell band fitted at 192 px,
 # 0.55 -> 0.66 at 192 px, 0.61 -> 0.59 at 384 px). Such a wall's courses are also measured at the fit's size, where
 # the filter must pay; at the measuring size they must not lose.
-FIT_SCALES: dict[str, int] = {"oa_stone_bricks": 2}
+FIT_SCALES: dict[str, int] = {"photo_brick": 2, "oa_stone_bricks": 2}
 
 
 # The second set of seeds a filter must pay on: the bench draws seeds from 0, and keeping a filter on the seeds

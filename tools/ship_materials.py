@@ -17,8 +17,8 @@ exemplars; the VAE stays as the bench's baseline in ``models/texture_vae/previou
 measures at least as well as the training's model (same evaluation, same seeds) stays, and so does one the model
 leads only on those seeds: a lead is checked on held-out seeds (``HELD_OUT_FIRST_SEED``) before it replaces anything
 (``--force``: replace it anyway; ``--seeds``: outputs per material, 6 by default). A GAN's copy first gets the
-walls' noise filters fitted to its generator (``tools/fit_noise_filters.py``, about 12 minutes), so it is measured
-as the panel will draw it. About fifteen minutes on a 2-core CPU for the VAE, thirty for the GAN, more when the
+walls' noise filters fitted to its generator (``tools/fit_noise_filters.py``, about an hour), so it is measured
+as the panel will draw it. About fifteen minutes on a 2-core CPU for the VAE, ninety for the GAN, more when the
 training's model leads.
 """
 
