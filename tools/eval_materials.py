@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,17 @@ def wrap_error(gan) -> float:
     return worst
 
 
+@contextmanager
+def white_noise(gan, name: str):
+    """``gan`` drawing ``name`` through white noise inside the block: its noise filter set aside, then put back."""
+    kept = gan.noise_filters
+    gan.noise_filters = {k: v for k, v in kept.items() if k != name}
+    try:
+        yield gan
+    finally:
+        gan.noise_filters = kept
+
+
 def large_courses(gan, name: str, exemplar: np.ndarray, courses: tuple, side: int, seeds: int, tiles: int,
                   white: bool) -> dict:
     """The course regularity at ``side`` px (twice the measuring size: the whole exemplar), where a texture spans
@@ -100,11 +112,9 @@ def large_courses(gan, name: str, exemplar: np.ndarray, courses: tuple, side: in
                                                       tileable=True).image for i in range(tiles)),
                "exemplar_large": regularity([straighten(exemplar)[:side, :side]])}
     if white:
-        kept = gan.noise_filters
-        gan.noise_filters = {k: v for k, v in kept.items() if k != name}
-        figures["gan_white_noise_large"] = regularity(gan.generate(side, side, seed=s, material=name)
-                                                      for s in range(seeds))
-        gan.noise_filters = kept
+        with white_noise(gan, name):
+            figures["gan_white_noise_large"] = regularity(gan.generate(side, side, seed=s, material=name)
+                                                          for s in range(seeds))
     return figures
 
 
@@ -154,10 +164,8 @@ def evaluate(gan_path: Path, vae_path: Path | None, old_vae_path: Path | None, s
                                                                  tileable=False) for s in range(16)], gan.stride)}
         white = None
         if name in getattr(gan, "noise_filters", {}):  # the same seeds through white noise: what the filter buys
-            kept = gan.noise_filters
-            gan.noise_filters = {k: v for k, v in kept.items() if k != name}
-            white = [gan.generate(size, size, seed=s, material=name) for s in range(seeds)]
-            gan.noise_filters = kept
+            with white_noise(gan, name):
+                white = [gan.generate(size, size, seed=s, material=name) for s in range(seeds)]
             row["gan_ratio_white_noise"] = ratio_of(white)
         teachers = teacher_tiles(ex, size)
         instant = teachers[0]

@@ -118,6 +118,7 @@ def fit_file(path: Path, steps: int | None = None, seeds: int = 8, exemplar_side
                  for key in ("noise_filters", "noise_filters_tried")}
     described = {}  # the refitted walls' figures
     retained = {}  # walls whose previous filter stays: its description
+    labels = ("", "held_out_")  # the bench's seeds, the held-out ones
     gan.noise_filters = {}
     for (name, _, _), exemplar in zip(walls, load_materials(walls, exemplar_side)):
         axis, period = COURSES[name]
@@ -132,12 +133,11 @@ def fit_file(path: Path, steps: int | None = None, seeds: int = 8, exemplar_side
         if name in previous:
             arms.append(("previous", {name: previous[name]}))
         figures = {}
-        for label, first in (("", 0), ("held_out_", HELD_OUT_FIRST_SEED)):
+        for label, first in zip(labels, (0, HELD_OUT_FIRST_SEED)):
             for which, filters in arms:
                 gan.noise_filters = filters
                 figures[label + which] = measure(gan, name, exemplar, (axis, period), seeds, first, scale)
         gan.noise_filters = {}
-        labels = ("", "held_out_")
 
         def paying(which: str) -> bool:
             return all(pays(figures[label + "white"], figures[label + which]) for label in labels)
@@ -149,7 +149,7 @@ def fit_file(path: Path, steps: int | None = None, seeds: int = 8, exemplar_side
             retained[name] = previous_described.get(name, {"kept": True})
         described[name] = {"recipe": recipe.to_dict(), "fit_scale": scale, "seeds": seeds, "kept": keep,
                            **{k: {m: round(v, 4) for m, v in f.items()} for k, f in figures.items()}}
-        for label in ("", "held_out_"):
+        for label in labels:
             white, filtered = figures[label + "white"], figures[label + "filtered"]
             large = (f", at {scale}x the size {white['regularity_at_fit_size']:.3f} -> "
                      f"{filtered['regularity_at_fit_size']:.3f}" if scale > 1 else "")
